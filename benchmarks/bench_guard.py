@@ -1,0 +1,112 @@
+"""Per-request overhead of AgentGuardMiddleware on an in-memory store.
+
+Drives each app directly through the ASGI interface (no HTTP client, no sockets), so the
+figures compare the guard with a bare Starlette app measured in the same run, not the cost of
+a transport. The guarded request does everything a real one does: parse the key, resolve it
+live, check the route's permission, append an audit event to the chain.
+
+    python benchmarks/bench_guard.py [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agentguard import Guard, RouteRule
+from agentguard.asgi import AgentGuardMiddleware
+from agentguard.storage import MemoryStore
+from agentguard.testing import make_user
+
+App = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
+
+
+async def contacts(request: Request) -> JSONResponse:
+    return JSONResponse({"contacts": ["Ada", "Grace"]})
+
+
+def scope_for(key: str | None) -> dict[str, Any]:
+    headers = [(b"host", b"bench.test"), (b"user-agent", b"bench")]
+    if key is not None:
+        headers.append((b"authorization", b"Bearer " + key.encode()))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/crm/contacts",
+        "raw_path": b"/crm/contacts",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "server": ("bench.test", 80),
+        "client": ("127.0.0.1", 5000),
+    }
+
+
+async def one_request(app: App, key: str | None) -> int:
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope_for(key), receive, send)
+    return status
+
+
+async def measure(app: App, key: str | None, requests: int) -> list[float]:
+    for _ in range(200):  # warm up
+        assert await one_request(app, key) == 200
+    samples: list[float] = []
+    gc.collect()
+    for _ in range(requests):
+        started = time.perf_counter_ns()
+        await one_request(app, key)
+        samples.append((time.perf_counter_ns() - started) / 1000)
+    return samples
+
+
+async def main(requests: int) -> None:
+    bare = Starlette(routes=[Route("/crm/contacts", contacts)])
+    store = MemoryStore()
+    guard = Guard(store, rules=[RouteRule("/crm", service="crm")])
+    user = await make_user(store, grants="crm:read")
+    keys = await guard.issuer.issue(user.id, "ws-1")
+    guarded = AgentGuardMiddleware(Starlette(routes=[Route("/crm/contacts", contacts)]), guard)
+    key = keys.access_key.reveal()
+
+    rounds: dict[str, list[float]] = {"bare": [], "guarded": []}
+    for _ in range(3):  # interleave to even out machine noise
+        rounds["bare"].append(statistics.median(await measure(bare, None, requests)))
+        rounds["guarded"].append(statistics.median(await measure(guarded, key, requests)))
+    bare_us = statistics.median(rounds["bare"])
+    guarded_us = statistics.median(rounds["guarded"])
+    events = len(await store.read())
+    print(f"guard overhead, in-memory store, {requests} requests x 3 rounds (median µs/request)")
+    print(f"{'bare Starlette app':<34}{bare_us:>9.1f} µs   1.00x (baseline)")
+    ratio = guarded_us / bare_us
+    print(f"{'AgentGuardMiddleware + same app':<34}{guarded_us:>9.1f} µs   {ratio:.2f}x")
+    print(f"{'overhead per request':<34}{guarded_us - bare_us:>9.1f} µs")
+    print(f"audit events appended: {events}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=5000)
+    anyio.run(main, parser.parse_args().requests)

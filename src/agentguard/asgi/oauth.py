@@ -1,0 +1,184 @@
+"""The OAuth endpoints as one ASGI app: token (refresh), revocation, introspection.
+
+- ``POST /token``: ``grant_type=refresh_token`` (RFC 6749 §6) with rotation; JSON bodies per
+  §5.1/§5.2 and ``Cache-Control: no-store``.
+- ``POST /revoke``: RFC 7009. Always ``200`` for a well-formed request, whether or not the key
+  existed; revoking a refresh key revokes its whole family.
+- ``POST /introspect``: RFC 7662, for resource servers that authenticate with a configured
+  introspection secret (``Authorization: Bearer <secret>``). Without one configured it refuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from agentguard.asgi.forms import read_form
+from agentguard.asgi.responses import send_error, send_json, send_raw
+from agentguard.asgi.scope import route_path
+from agentguard.asgi.types import Receive, Scope, Send
+from agentguard.errors import (
+    AgentGuardError,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidToken,
+    MethodNotAllowed,
+    UnsupportedGrantType,
+)
+from agentguard.model import Grants, KeyKind
+from agentguard.request import TOKEN68, GuardRequest, parse_authorization
+from agentguard.resolver import liveness_failure
+
+if TYPE_CHECKING:
+    from agentguard.guard import Guard
+
+__all__ = ["OAuthApp"]
+
+NO_STORE = [("cache-control", "no-store"), ("pragma", "no-cache")]
+
+
+class OAuthApp:
+    """ASGI app for ``/token``, ``/revoke`` and ``/introspect`` (paths relative to its mount).
+
+    Args:
+        guard: the Guard whose issuer and store it uses.
+        introspection_secrets: secrets resource servers present to introspect; only their
+            SHA-256 is kept. Empty (the default) disables introspection.
+        max_body: largest accepted form body in bytes.
+    """
+
+    def __init__(
+        self, guard: Guard, *, introspection_secrets: Sequence[str] = (), max_body: int = 8192
+    ) -> None:
+        self.guard = guard
+        self.max_body = max_body
+        for secret in introspection_secrets:
+            if len(secret) < 32 or not TOKEN68.match(secret):
+                raise ValueError(
+                    "an introspection secret is at least 32 URL-safe characters; "
+                    "generate one with secrets.token_urlsafe(32)"
+                )
+        self._introspection_hashes = [
+            hashlib.sha256(secret.encode()).digest() for secret in introspection_secrets
+        ]
+        self._routes = {
+            "/token": self._token,
+            "/revoke": self._revoke,
+            "/introspect": self._introspect,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        handler = self._routes.get(route_path(scope).rstrip("/"))
+        if handler is None:
+            document = {"error": "not_found", "error_description": "no such endpoint"}
+            await send_json(send, 404, document)
+            return
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(("POST",))
+            form = await read_form(scope, receive, self.max_body)
+            await handler(scope, form, send)
+        except AgentGuardError as error:
+            challenge = self.guard.challenge if isinstance(error, InvalidClient) else None
+            await send_error(scope, send, error, challenge)
+
+    async def _token(self, scope: Scope, form: dict[str, str], send: Send) -> None:
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("grant_type is required")
+        if grant_type != "refresh_token":
+            raise UnsupportedGrantType()
+        refresh_key = form.get("refresh_token")
+        if not refresh_key:
+            raise InvalidRequest("refresh_token is required")
+        scope_param = form.get("scope")
+        requested: Grants | None = None
+        if scope_param is not None:
+            try:
+                requested = Grants.from_scope(scope_param)
+            except ValueError:
+                raise InvalidScope() from None
+        issued = await self.guard.issuer.refresh(refresh_key, scope=requested)
+        document: dict[str, object] = {
+            "access_token": issued.access_key.reveal(),
+            "token_type": issued.token_type,
+            "expires_in": issued.expires_in(self.guard.clock.now()),
+            "refresh_token": issued.refresh_key.reveal(),
+        }
+        if issued.access.scope is not None:
+            document["scope"] = issued.access.scope.to_scope()
+        await send_json(send, 200, document, NO_STORE)
+
+    async def _revoke(self, scope: Scope, form: dict[str, str], send: Send) -> None:
+        token = form.get("token")
+        if not token:
+            raise InvalidRequest("token is required")
+        await self.guard.issuer.revoke_presented(token)
+        await send_raw(send, 200, NO_STORE, b"")
+
+    def _authenticate_introspection(self, scope: Scope) -> None:
+        if not self._introspection_hashes:
+            raise InvalidClient("introspection is disabled: no introspection secret is configured")
+        request = GuardRequest(method="POST", path=scope["path"], headers=scope.get("headers", ()))
+        try:
+            presented = parse_authorization(request).key
+        except AgentGuardError:
+            raise InvalidClient() from None
+        digest = hashlib.sha256(presented.encode()).digest()
+        matched = False
+        for expected in self._introspection_hashes:
+            matched |= hmac.compare_digest(digest, expected)
+        if not matched:
+            raise InvalidClient()
+
+    async def _introspect(self, scope: Scope, form: dict[str, str], send: Send) -> None:
+        self._authenticate_introspection(scope)
+        token = form.get("token")
+        if not token:
+            raise InvalidRequest("token is required")
+        await send_json(send, 200, await self._describe(token), NO_STORE)
+
+    async def _describe(self, token: str) -> dict[str, object]:
+        try:
+            found = await self.guard.resolver.lookup(token)
+        except InvalidToken:
+            return {"active": False}
+        key = found.key
+        if liveness_failure(found, self.guard.clock.now()) is not None or key.used_at is not None:
+            return {"active": False}
+        user = found.user
+        if user is None:  # liveness_failure already refused this; keeps the type checker honest
+            return {"active": False}
+        document: dict[str, object] = {
+            "active": True,
+            "token_type": "access_token" if key.kind is KeyKind.ACCESS else "refresh_token",
+            "sub": key.user_id,
+            "scope": user.grants.narrow(key.scope).to_scope(),
+            "exp": int(key.expires_at.timestamp()),
+            "iat": int(key.created_at.timestamp()),
+            "jti": key.id,
+            "workspace_id": key.workspace_id,
+            "account_id": key.account_id,
+        }
+        if key.jkt is not None:
+            document["cnf"] = {"jkt": key.jkt}
+        return document
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

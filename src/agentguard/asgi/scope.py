@@ -1,0 +1,44 @@
+"""From an ASGI scope to a GuardRequest, and from a scope back to its Principal."""
+
+from __future__ import annotations
+
+from agentguard.asgi.types import Scope
+from agentguard.model import Principal
+from agentguard.request import GuardRequest
+
+__all__ = ["principal_from_scope", "request_from_scope", "route_path"]
+
+PRINCIPAL_STATE_KEY = "agentguard_principal"
+
+
+def route_path(scope: Scope) -> str:
+    """The path relative to the mount point, as Starlette's router sees it."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+def request_from_scope(scope: Scope) -> GuardRequest:
+    """A GuardRequest for an ``http`` or ``websocket`` scope."""
+    method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
+    return GuardRequest(
+        method=method,
+        path=scope["path"],
+        headers=scope.get("headers", ()),
+        raw_path=scope.get("raw_path"),
+        query_string=scope.get("query_string", b""),
+        scheme=scope.get("scheme", "http"),
+        root_path=scope.get("root_path", ""),
+    )
+
+
+def principal_from_scope(scope: Scope) -> Principal:
+    """The Principal the middleware stored for this request; ``LookupError`` if none."""
+    principal = scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if not isinstance(principal, Principal):
+        raise LookupError(
+            "no agentguard principal in this scope: is AgentGuardMiddleware installed?"
+        )
+    return principal

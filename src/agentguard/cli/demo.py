@@ -1,0 +1,169 @@
+"""``agentguard demo``: the story so far, run in-process and told step by step.
+
+A guarded Starlette app with a ``/crm`` service, the OAuth endpoints at ``/oauth``, an
+in-memory store on a clock the demo moves, and httpx talking to the app in-process.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import anyio
+import httpx
+
+from agentguard.asgi import AgentGuardMiddleware, principal_from_scope
+from agentguard.audit import verify_chain
+from agentguard.guard import Guard
+from agentguard.model import IssuedKeys, Level
+from agentguard.permissions import RouteRule
+from agentguard.storage import MemoryStore
+from agentguard.testing import FakeClock, make_user
+
+__all__ = ["run"]
+
+
+def _short(key: str) -> str:
+    return key[:10] + "…"
+
+
+class _Teller:
+    def __init__(self, out: TextIO, color: bool) -> None:
+        self.out = out
+        self.color = color
+        self.step = 0
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def title(self, text: str) -> None:
+        self.step += 1
+        print(f"\n{self._paint('1', f'{self.step}. {text}')}", file=self.out)
+
+    def say(self, text: str) -> None:
+        print(f"   {text}", file=self.out)
+
+    def result(self, response: httpx.Response) -> None:
+        ok = response.status_code < 400
+        mark = self._paint("32", "ALLOWED") if ok else self._paint("31", "DENIED ")
+        body = response.json() if response.content else {}
+        detail = body.get("reason") or body.get("error") or ""
+        extra = f"  {detail}" if detail else ""
+        print(f"   -> {mark} {response.status_code}{extra}", file=self.out)
+
+
+async def _story(tell: _Teller) -> int:  # noqa: PLR0915 - one linear story reads best whole
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    guard = Guard(store, rules=[RouteRule("/crm", service="crm")], clock=clock)
+
+    async def contacts(request: Request) -> JSONResponse:
+        who = principal_from_scope(request.scope)
+        if request.method == "POST":
+            return JSONResponse({"created": True, "by": who.user_id}, status_code=201)
+        return JSONResponse({"contacts": ["Ada", "Grace"], "for": who.user_id})
+
+    app = AgentGuardMiddleware(
+        Starlette(
+            routes=[
+                Route("/crm/contacts", contacts, methods=["GET", "POST"]),
+                Mount("/oauth", app=guard.oauth_app()),
+            ]
+        ),
+        guard,
+        public_paths=["/oauth"],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
+
+        def bearer(keys: IssuedKeys) -> dict[str, str]:
+            return {"Authorization": f"Bearer {keys.access_key.reveal()}"}
+
+        async def refresh(refresh_key: str) -> httpx.Response:
+            form = {"grant_type": "refresh_token", "refresh_token": refresh_key}
+            return await http.post("/oauth/token", data=form)
+
+        tell.title("Alice (account Acme, workspace Sales) may read the CRM; nothing more")
+        user = await make_user(
+            store, user_id="alice", account_id="acme", workspace_id="sales", grants="crm:read"
+        )
+        keys = await guard.issuer.issue(user.id, "sales")
+        issued = [keys.access_key.reveal(), keys.refresh_key.reveal()]
+        tell.say(f"access key  {_short(keys.access_key.reveal())}  (expires in 1 h)")
+        tell.say(f"refresh key {_short(keys.refresh_key.reveal())}  (can only mint access keys)")
+        tell.say("the server stores only their SHA-256 hashes")
+
+        tell.title("The agent reads contacts with its placeholder access key")
+        tell.say("GET /crm/contacts")
+        tell.result(await http.get("/crm/contacts", headers=bearer(keys)))
+
+        tell.title("The agent tries to write: Alice has crm:read, not crm:write")
+        tell.say("POST /crm/contacts")
+        tell.result(await http.post("/crm/contacts", headers=bearer(keys)))
+
+        tell.title("Alice is promoted to crm:write; the same key may write on the next call")
+        await store.put_user(
+            user.model_copy(update={"grants": user.grants.with_level("crm", Level.WRITE)})
+        )
+        tell.result(await http.post("/crm/contacts", headers=bearer(keys)))
+
+        tell.title("50 minutes later the runtime refreshes ahead of expiry (rotation)")
+        clock.advance(50 * 60)
+        response = await refresh(keys.refresh_key.reveal())
+        tell.result(response)
+        fresh = response.json()
+        issued += [fresh["access_token"], fresh["refresh_token"]]
+        tell.say(f"new access key {_short(fresh['access_token'])}, old refresh key is now spent")
+        new_headers = {"Authorization": f"Bearer {fresh['access_token']}"}
+        tell.result(await http.get("/crm/contacts", headers=new_headers))
+
+        tell.title("Someone replays the spent refresh key (a stolen copy?)")
+        tell.result(await refresh(keys.refresh_key.reveal()))
+        tell.say("reuse detected: the whole key family is revoked, the new access key too")
+        tell.result(await http.get("/crm/contacts", headers=new_headers))
+
+        tell.title("A fresh pair for Alice, then an admin disables her")
+        keys = await guard.issuer.issue(user.id, "sales")
+        issued += [keys.access_key.reveal(), keys.refresh_key.reveal()]
+        tell.result(await http.get("/crm/contacts", headers=bearer(keys)))
+        current = await store.get_user("alice") or user
+        await store.put_user(current.model_copy(update={"enabled": False}))
+        tell.say("user disabled: nothing to propagate, the very next call fails")
+        tell.result(await http.get("/crm/contacts", headers=bearer(keys)))
+        tell.say("and the refresh key cannot mint a way back in")
+        tell.result(await refresh(keys.refresh_key.reveal()))
+
+        tell.title("Every decision, allowed or denied, is in the hash-chained audit log")
+        entries = await store.read()
+        for entry in entries:
+            event = entry.event()
+            line = " ".join(
+                str(part)
+                for part in (
+                    f"#{entry.seq:<3}",
+                    f"{event['action']:<19}",
+                    f"{event['decision'] or '':<6}",
+                    event["method"] or "",
+                    event["path"] or "",
+                    event["reason"] or "",
+                )
+                if part
+            )
+            tell.say(line)
+        broken = verify_chain(entries)
+        verdict = "intact" if broken is None else f"BROKEN at {broken.seq}: {broken.problem}"
+        log = b"".join(entry.body for entry in entries).decode()
+        leaked = [secret for secret in issued if secret in log]
+        secrecy = "no key appears in it" if not leaked else f"{len(leaked)} KEYS LEAKED"
+        tell.say(f"{len(entries)} events, chain {verdict}; {secrecy}")
+        return 0 if broken is None and not leaked else 1
+
+
+def run(*, color: bool = False, out: TextIO | None = None) -> int:
+    """Run the demo, printing to ``out`` (stdout by default); returns the exit code."""
+    return anyio.run(_story, _Teller(out or sys.stdout, color))

@@ -1,0 +1,149 @@
+"""Guard: the one pipeline that decides a request, framework-neutral.
+
+For each :class:`~agentguard.request.GuardRequest`: refuse ambiguous paths, take the key from
+``Authorization``, resolve it live into a Principal, check the route's requirement against the
+user's live grants, and append the decision (allowed or denied) to the audit chain before the
+application runs. Adapters (ASGI, WSGI, FastAPI) call :meth:`Guard.authenticate` and render any
+:class:`~agentguard.errors.AgentGuardError` it raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from agentguard.audit.events import Action, AuditEvent, Decision
+from agentguard.audit.writer import AuditWriter
+from agentguard.clock import Clock, SystemClock
+from agentguard.errors import AgentGuardError, Challenge, ConfigurationError, InvalidRequest
+from agentguard.keys.issuer import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyIssuer
+from agentguard.model import Principal
+from agentguard.permissions import PermissionChecker, Requirement, RouteRule
+from agentguard.request import GuardRequest, parse_authorization
+from agentguard.resolver import KeyResolver
+from agentguard.storage.protocols import AuditStore, KeyStore
+
+if TYPE_CHECKING:
+    from agentguard.asgi.oauth import OAuthApp
+
+__all__ = ["Guard"]
+
+
+class Guard:
+    """Authenticates, authorizes and audits requests against live state.
+
+    Args:
+        store: keys and directory (a :class:`~agentguard.storage.KeyStore`).
+        rules: permission rules by path prefix; a path no rule covers is denied.
+        audit_store: where decisions go; defaults to ``store`` when it is also an
+            :class:`~agentguard.storage.AuditStore`. There is no way to run without an audit
+            store: every decision is recorded, and a failing store refuses requests (503).
+        clock: time source (tests pass a fake clock).
+        access_ttl / refresh_ttl: key lifetimes for issuance and refresh.
+        realm: the ``realm`` of ``WWW-Authenticate`` challenges.
+        instance: this process's name in audit events.
+        audit_timeout: seconds an audit append may take before the request gets 503
+            (``None``: the store driver's own timeout applies).
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        rules: Sequence[RouteRule] = (),
+        audit_store: AuditStore | None = None,
+        clock: Clock | None = None,
+        access_ttl: timedelta = DEFAULT_ACCESS_TTL,
+        refresh_ttl: timedelta = DEFAULT_REFRESH_TTL,
+        realm: str = "agentguard",
+        instance: str | None = None,
+        audit_timeout: float | None = None,
+    ) -> None:
+        if audit_store is None:
+            if not isinstance(store, AuditStore):
+                raise ConfigurationError(
+                    "the store does not keep an audit log; pass audit_store=... explicitly"
+                )
+            audit_store = store
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.audit = AuditWriter(audit_store, instance=instance, timeout=audit_timeout)
+        self.resolver = KeyResolver(store, self.clock)
+        self.issuer = KeyIssuer(
+            store,
+            clock=self.clock,
+            audit=self.audit,
+            access_ttl=access_ttl,
+            refresh_ttl=refresh_ttl,
+        )
+        self.permissions = PermissionChecker(rules)
+        self.challenge = Challenge(realm=realm)
+        self._schemes = ("bearer",)
+
+    def __repr__(self) -> str:
+        return f"Guard(store={type(self.store).__name__}, rules={len(self.permissions.rules)})"
+
+    async def authenticate(self, request: GuardRequest) -> Principal:
+        """Decide ``request``: return its live Principal, or raise the refusal.
+
+        The decision is audited either way before this returns; if the audit store fails,
+        :class:`~agentguard.errors.AuditUnavailable` (503) is raised instead of allowing.
+        """
+        started = self.clock.monotonic()
+        requirement = self.permissions.requirement(request.method, request.path)
+        try:
+            if request.has_dot_segments():
+                raise InvalidRequest("paths with '.' or '..' segments are refused")
+            credentials = parse_authorization(request, self._schemes)
+            principal = await self.resolver.resolve(credentials.key)
+            self.permissions.authorize(principal, requirement)
+        except AgentGuardError as error:
+            await self._record(request, requirement, started, error=error)
+            raise
+        await self._record(request, requirement, started, principal=principal)
+        return principal
+
+    async def _record(
+        self,
+        request: GuardRequest,
+        requirement: Requirement | None,
+        started: float,
+        *,
+        principal: Principal | None = None,
+        error: AgentGuardError | None = None,
+    ) -> None:
+        ids: dict[str, Any] = dict(error.audit_context) if error is not None else {}
+        if principal is not None:
+            ids = {
+                "key_id": principal.key_id,
+                "family_id": principal.family_id,
+                "user_id": principal.user_id,
+                "workspace_id": principal.workspace_id,
+                "account_id": principal.account_id,
+            }
+        event = AuditEvent(
+            action=Action.DECISION,
+            ts=self.clock.now(),
+            decision=Decision.DENY if error is not None else Decision.ALLOW,
+            reason=error.reason.value if error is not None else None,
+            service=requirement.service if requirement is not None else None,
+            method=request.method,
+            path=request.audit_path,
+            status=error.status if error is not None else None,
+            latency_us=int((self.clock.monotonic() - started) * 1_000_000),
+            request_id=request.request_id,
+            **ids,
+        )
+        await self.audit.record(event)
+
+    def oauth_app(self, **options: Any) -> OAuthApp:
+        """The ASGI app serving ``/token``, ``/revoke`` and ``/introspect``.
+
+        Mount it outside the guarded paths (or list its prefix in the middleware's
+        ``public_paths``): its callers hold refresh keys, not access keys. ``options`` go to
+        :class:`~agentguard.asgi.oauth.OAuthApp`.
+        """
+        from agentguard.asgi.oauth import OAuthApp
+
+        return OAuthApp(self, **options)

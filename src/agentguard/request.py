@@ -1,0 +1,114 @@
+"""GuardRequest: a framework-neutral, immutable view of the parts of a request the guard reads.
+
+The ASGI and WSGI adapters build one from their scope or environ; the core never sees a
+framework object. Header names are lower-case bytes as in ASGI; values are raw bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import quote
+
+from agentguard.errors import InvalidRequest, MissingCredentials, Reason
+
+__all__ = ["TOKEN68", "Credentials", "GuardRequest", "parse_authorization"]
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}\Z")
+TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRequest:
+    """The request as the guard sees it.
+
+    Attributes:
+        method: upper-case HTTP method (``"GET"``); ``"WEBSOCKET"`` is never used, a
+            websocket handshake is a ``GET``.
+        path: the decoded path the application routes on.
+        raw_path: the path as sent, percent-encoding intact, when the server provides it.
+        query_string: the raw query string, without ``?``.
+        headers: ``(name, value)`` pairs; names lower-case.
+        scheme: ``http``/``https``/``ws``/``wss``.
+        root_path: the ASGI root path (mount point) the path is relative to.
+    """
+
+    method: str
+    path: str
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    raw_path: bytes | None = None
+    query_string: bytes = b""
+    scheme: str = "http"
+    root_path: str = ""
+
+    def header_values(self, name: bytes) -> list[bytes]:
+        """Every value of header ``name`` (lower-case), in order."""
+        return [value for key, value in self.headers if key == name]
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), or ``None``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def request_id(self) -> str:
+        """The client's ``X-Request-Id`` when it is short and plain, else a fresh random id."""
+        given = self.header(b"x-request-id")
+        if given is not None and _REQUEST_ID.match(given):
+            return given.decode("ascii")
+        return secrets.token_hex(8)
+
+    @property
+    def audit_path(self) -> str:
+        """The path for audit records: percent-encoded as sent, no query, at most 1 KiB."""
+        if self.raw_path is not None:
+            text = self.raw_path.decode("latin-1")
+        else:
+            text = quote(self.path, safe="/:@!$&'()*+,;=-._~")
+        return text[:1024]
+
+    def has_dot_segments(self) -> bool:
+        """Whether the decoded path contains ``.`` or ``..`` segments (refused: ambiguous)."""
+        return _DOT_SEGMENT.search(self.path) is not None
+
+
+class Credentials(NamedTuple):
+    """A credential taken from ``Authorization``: its scheme (``bearer``/``dpop``) and key."""
+
+    scheme: str
+    key: str
+
+
+def parse_authorization(request: GuardRequest, schemes: Sequence[str] = ("bearer",)) -> Credentials:
+    """The single ``Authorization`` credential of ``request``, in one of ``schemes``.
+
+    Raises :class:`MissingCredentials` when there is none, :class:`InvalidRequest` when there
+    are several, the syntax is wrong, or the scheme is not accepted. The key itself is only
+    checked for token68 syntax here; :func:`agentguard.keys.parse_key` checks the rest.
+    """
+    values = request.header_values(b"authorization")
+    if not values:
+        raise MissingCredentials()
+    if len(values) > 1:
+        raise InvalidRequest("send exactly one Authorization header")
+    try:
+        text = values[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the Authorization header must be ASCII") from None
+    scheme, _, rest = text.strip(" \t").partition(" ")
+    key = rest.strip(" \t")
+    scheme = scheme.lower()
+    if scheme not in schemes:
+        names = " or ".join(s.capitalize() if s == "bearer" else s.upper() for s in schemes)
+        raise InvalidRequest(
+            f"unsupported authorization scheme; use {names}", reason=Reason.UNSUPPORTED_SCHEME
+        )
+    if not key or not TOKEN68.match(key):
+        raise InvalidRequest("the Authorization header must be '<scheme> <key>'")
+    return Credentials(scheme, key)

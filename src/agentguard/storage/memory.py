@@ -1,0 +1,250 @@
+"""MemoryStore: the reference implementation of every storage protocol.
+
+Dicts behind one lock. It is the model the conformance suite and the stateful tests compare
+other backends against, and the fake users' test suites reach for. It keeps nothing across
+restarts: do not run production on it.
+
+Every method does its work under a ``threading.Lock`` without awaiting inside, so it is atomic
+both within one event loop and across threads (the WSGI adapter's background loop and a test's
+own loop may share one store).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
+from agentguard.audit.events import AuditEvent
+from agentguard.clock import Clock, SystemClock
+from agentguard.model import (
+    Account,
+    CredentialOwner,
+    KeyKind,
+    KeyRecord,
+    StoredCredential,
+    User,
+    Workspace,
+)
+from agentguard.storage.protocols import IntegrityError, KeyLookup
+
+__all__ = ["MemoryStore"]
+
+
+def _one_selector(**selectors: str | None) -> tuple[str, str]:
+    chosen = [(name, value) for name, value in selectors.items() if value is not None]
+    if len(chosen) != 1:
+        raise ValueError("revoke takes exactly one of key_id, family_id, user_id")
+    return chosen[0]
+
+
+class MemoryStore:
+    """In-memory DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._accounts: dict[str, Account] = {}
+        self._workspaces: dict[str, Workspace] = {}
+        self._users: dict[str, User] = {}
+        self._members: set[tuple[str, str]] = set()
+        self._keys: dict[str, KeyRecord] = {}
+        self._by_hash: dict[bytes, str] = {}
+        self._replay: dict[bytes, datetime] = {}
+        self._credentials: dict[tuple[str, CredentialOwner, str], StoredCredential] = {}
+        self._audit: list[AuditEntry] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(users={len(self._users)}, keys={len(self._keys)})"
+
+    # DirectoryStore
+
+    async def put_account(self, account: Account) -> None:
+        with self._lock:
+            self._accounts[account.id] = account
+
+    async def put_workspace(self, workspace: Workspace) -> None:
+        with self._lock:
+            if workspace.account_id not in self._accounts:
+                raise IntegrityError("workspace refers to an unknown account")
+            self._workspaces[workspace.id] = workspace
+
+    async def put_user(self, user: User) -> None:
+        with self._lock:
+            if user.account_id not in self._accounts:
+                raise IntegrityError("user refers to an unknown account")
+            self._users[user.id] = user
+
+    async def set_membership(self, user_id: str, workspace_id: str, *, member: bool) -> None:
+        with self._lock:
+            user = self._users.get(user_id)
+            workspace = self._workspaces.get(workspace_id)
+            if user is None or workspace is None:
+                raise IntegrityError("membership refers to an unknown user or workspace")
+            if user.account_id != workspace.account_id:
+                raise IntegrityError("user and workspace belong to different accounts")
+            if member:
+                self._members.add((user_id, workspace_id))
+            else:
+                self._members.discard((user_id, workspace_id))
+
+    async def get_account(self, account_id: str) -> Account | None:
+        return self._accounts.get(account_id)
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        return self._workspaces.get(workspace_id)
+
+    async def get_user(self, user_id: str) -> User | None:
+        return self._users.get(user_id)
+
+    async def is_member(self, user_id: str, workspace_id: str) -> bool:
+        return (user_id, workspace_id) in self._members
+
+    async def list_users(self, account_id: str | None = None) -> list[User]:
+        with self._lock:
+            users = list(self._users.values())
+        return sorted(
+            (u for u in users if account_id is None or u.account_id == account_id),
+            key=lambda u: u.id,
+        )
+
+    # KeyStore
+
+    def _insert_locked(self, records: Sequence[KeyRecord]) -> None:
+        ids = {r.id for r in records}
+        hashes = {r.key_hash for r in records}
+        if (
+            len(ids) != len(records)
+            or len(hashes) != len(records)
+            or ids & self._keys.keys()
+            or hashes & self._by_hash.keys()
+        ):
+            raise IntegrityError("duplicate key id or key hash")
+        for record in records:
+            self._keys[record.id] = record
+            self._by_hash[record.key_hash] = record.id
+
+    async def insert_keys(self, records: Sequence[KeyRecord]) -> None:
+        with self._lock:
+            self._insert_locked(records)
+
+    async def lookup(self, key_hash: bytes) -> KeyLookup | None:
+        with self._lock:
+            key_id = self._by_hash.get(key_hash)
+            if key_id is None:
+                return None
+            key = self._keys[key_id]
+            return KeyLookup(
+                key=key,
+                user=self._users.get(key.user_id),
+                account=self._accounts.get(key.account_id),
+                member=(key.user_id, key.workspace_id) in self._members,
+            )
+
+    async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
+        with self._lock:
+            used = self._keys.get(used_id)
+            if (
+                used is None
+                or used.kind is not KeyKind.REFRESH
+                or used.used_at is not None
+                or used.revoked_at is not None
+            ):
+                return False
+            self._insert_locked(new)
+            self._keys[used_id] = used.model_copy(update={"used_at": now})
+            return True
+
+    async def revoke(
+        self,
+        *,
+        key_id: str | None = None,
+        family_id: str | None = None,
+        user_id: str | None = None,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        field, value = _one_selector(key_id=key_id, family_id=family_id, user_id=user_id)
+        attribute = {"key_id": "id"}.get(field, field)
+        count = 0
+        with self._lock:
+            for record in list(self._keys.values()):
+                if getattr(record, attribute) == value and record.revoked_at is None:
+                    self._keys[record.id] = record.model_copy(
+                        update={"revoked_at": now, "revoked_reason": reason}
+                    )
+                    count += 1
+        return count
+
+    async def list_keys(
+        self, *, user_id: str | None = None, family_id: str | None = None
+    ) -> list[KeyRecord]:
+        with self._lock:
+            records = list(self._keys.values())
+        return [
+            r
+            for r in records
+            if (user_id is None or r.user_id == user_id)
+            and (family_id is None or r.family_id == family_id)
+        ]
+
+    # ReplayCache
+
+    async def check_and_store(self, key: bytes, expires_at: datetime) -> bool:
+        now = self.clock.now()
+        with self._lock:
+            if len(self._replay) > 4096:
+                self._replay = {k: t for k, t in self._replay.items() if t > now}
+            current = self._replay.get(key)
+            if current is not None and current > now:
+                return False
+            self._replay[key] = expires_at
+            return True
+
+    # CredentialStore
+
+    async def put_credential(self, credential: StoredCredential) -> None:
+        with self._lock:
+            slot = (credential.service, credential.owner_kind, credential.owner_id)
+            self._credentials[slot] = credential
+
+    async def get_credential(
+        self, service: str, owner_kind: CredentialOwner, owner_id: str
+    ) -> StoredCredential | None:
+        return self._credentials.get((service, owner_kind, owner_id))
+
+    async def delete_credential(
+        self, service: str, owner_kind: CredentialOwner, owner_id: str
+    ) -> bool:
+        with self._lock:
+            return self._credentials.pop((service, owner_kind, owner_id), None) is not None
+
+    async def list_credentials(self, service: str | None = None) -> list[StoredCredential]:
+        with self._lock:
+            items = list(self._credentials.values())
+        return sorted(
+            (c for c in items if service is None or c.service == service), key=lambda c: c.id
+        )
+
+    # AuditStore
+
+    async def append(self, events: Sequence[AuditEvent]) -> list[AuditEntry]:
+        with self._lock:
+            sealed: list[AuditEntry] = []
+            prev = self._audit[-1].hash if self._audit else GENESIS_PREV
+            seq = len(self._audit)
+            for event in events:
+                entry = seal(event, seq, prev)
+                sealed.append(entry)
+                prev, seq = entry.hash, seq + 1
+            self._audit.extend(sealed)
+            return sealed
+
+    async def read(self, start: int = 0, stop: int | None = None) -> list[AuditEntry]:
+        with self._lock:
+            return self._audit[max(0, start) : stop]
+
+    async def head(self) -> AuditEntry | None:
+        with self._lock:
+            return self._audit[-1] if self._audit else None

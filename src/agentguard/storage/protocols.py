@@ -1,0 +1,194 @@
+"""The storage contracts. Small async ``typing.Protocol`` classes: implement them structurally.
+
+One class may implement several (``MemoryStore`` implements all five). Each method's docstring
+states the guarantee an implementation must give; ``agentguard.testing.conformance`` holds the
+tests that check them, which any backend inherits by supplying one fixture.
+
+Time: stores that expire entries take a :class:`~agentguard.clock.Clock` in their constructor;
+never read the system time in a store.
+
+Errors: a store raises :class:`IntegrityError` for a write that breaks a stated rule, and may
+raise anything for an outage; the guard turns an outage into ``503`` (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from agentguard.audit.chain import AuditEntry
+from agentguard.audit.events import AuditEvent
+from agentguard.model import (
+    Account,
+    CredentialOwner,
+    KeyRecord,
+    StoredCredential,
+    User,
+    Workspace,
+)
+
+__all__ = [
+    "AuditStore",
+    "CredentialStore",
+    "DirectoryStore",
+    "IntegrityError",
+    "KeyLookup",
+    "KeyStore",
+    "ReplayCache",
+    "StorageError",
+]
+
+
+class StorageError(Exception):
+    """Base of errors a store raises on purpose."""
+
+
+class IntegrityError(StorageError):
+    """A write would break a rule of the contract (unknown owner, duplicate key, ...)."""
+
+
+class KeyLookup(NamedTuple):
+    """Everything needed to decide on a key, fetched in one round trip.
+
+    ``user`` and ``account`` are ``None`` when they no longer exist; ``member`` says whether the
+    user still belongs to the key's workspace.
+    """
+
+    key: KeyRecord
+    user: User | None
+    account: Account | None
+    member: bool
+
+
+@runtime_checkable
+class DirectoryStore(Protocol):
+    """Accounts, workspaces, users, memberships and grants.
+
+    Guarantees: ``put_*`` replace a record with the same id (an update is a put of the changed
+    record) and are visible to every later read on every instance. ``put_workspace`` and
+    ``put_user`` raise :class:`IntegrityError` when the account does not exist;
+    ``set_membership`` raises it when the user or workspace does not exist or they belong to
+    different accounts.
+    """
+
+    async def put_account(self, account: Account) -> None: ...
+
+    async def put_workspace(self, workspace: Workspace) -> None: ...
+
+    async def put_user(self, user: User) -> None: ...
+
+    async def set_membership(self, user_id: str, workspace_id: str, *, member: bool) -> None: ...
+
+    async def get_account(self, account_id: str) -> Account | None: ...
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
+
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def is_member(self, user_id: str, workspace_id: str) -> bool: ...
+
+    async def list_users(self, account_id: str | None = None) -> list[User]: ...
+
+
+@runtime_checkable
+class KeyStore(DirectoryStore, Protocol):
+    """Key records (hashes only), looked up live, rotated atomically, revoked by selector.
+
+    A ``KeyStore`` is also a :class:`DirectoryStore`, because :meth:`lookup` joins a key with
+    its user, account and membership in one round trip.
+    """
+
+    async def insert_keys(self, records: Sequence[KeyRecord]) -> None:
+        """Insert all ``records`` or none. A duplicate id or hash raises IntegrityError."""
+        ...
+
+    async def lookup(self, key_hash: bytes) -> KeyLookup | None:
+        """The key with this SHA-256 hash and its live owner facts, or ``None``. One round trip."""
+        ...
+
+    async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
+        """Exchange refresh key ``used_id`` for ``new``, atomically.
+
+        If the key exists, is a refresh key, and is neither used nor revoked: set its
+        ``used_at`` to ``now``, insert ``new``, return ``True``. Otherwise change nothing and
+        return ``False``. Of any number of concurrent calls for one ``used_id`` (from any number
+        of instances), at most one returns ``True``.
+        """
+        ...
+
+    async def revoke(
+        self,
+        *,
+        key_id: str | None = None,
+        family_id: str | None = None,
+        user_id: str | None = None,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        """Revoke the unrevoked keys that match exactly one selector; return how many.
+
+        Passing zero or several selectors raises ``ValueError``. Already revoked keys keep
+        their first revocation time and reason.
+        """
+        ...
+
+    async def list_keys(
+        self, *, user_id: str | None = None, family_id: str | None = None
+    ) -> list[KeyRecord]:
+        """Key records, oldest first, optionally filtered."""
+        ...
+
+
+@runtime_checkable
+class ReplayCache(Protocol):
+    """One-time use of nonces and proof ids across every instance."""
+
+    async def check_and_store(self, key: bytes, expires_at: datetime) -> bool:
+        """Store ``key`` until ``expires_at``; ``True`` if it was absent (or already expired).
+
+        Atomic: of concurrent calls with one key, exactly one returns ``True``. After
+        ``expires_at`` (by the store's clock) the key may be forgotten.
+        """
+        ...
+
+
+@runtime_checkable
+class CredentialStore(Protocol):
+    """Ciphertext of real third-party credentials. The store never sees plaintext."""
+
+    async def put_credential(self, credential: StoredCredential) -> None:
+        """Insert or replace the credential for (service, owner_kind, owner_id)."""
+        ...
+
+    async def get_credential(
+        self, service: str, owner_kind: CredentialOwner, owner_id: str
+    ) -> StoredCredential | None: ...
+
+    async def delete_credential(
+        self, service: str, owner_kind: CredentialOwner, owner_id: str
+    ) -> bool: ...
+
+    async def list_credentials(self, service: str | None = None) -> list[StoredCredential]: ...
+
+
+@runtime_checkable
+class AuditStore(Protocol):
+    """An append-only, hash-chained log with a single head."""
+
+    async def append(self, events: Sequence[AuditEvent]) -> list[AuditEntry]:
+        """Seal and append ``events`` after the current head, atomically and contiguously.
+
+        Each event is sealed (:func:`agentguard.audit.seal`) at the next sequence number with
+        the previous entry's hash. Concurrent appends from any number of writers and instances
+        produce one linear chain: no gaps, no forks. Returns once durable.
+        """
+        ...
+
+    async def read(self, start: int = 0, stop: int | None = None) -> list[AuditEntry]:
+        """Entries with ``start <= seq < stop`` in order (``stop=None``: to the head)."""
+        ...
+
+    async def head(self) -> AuditEntry | None:
+        """The newest entry, or ``None`` for an empty log."""
+        ...

@@ -1,0 +1,166 @@
+"""KeyStoreContract: insert, one-round-trip lookup, atomic rotation, revocation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from agentguard.model import AccountStatus, KeyKind
+from agentguard.storage.protocols import IntegrityError
+from agentguard.testing.conformance._base import ContractBase, key_record
+from agentguard.testing.conformance.directory import seed_directory
+from agentguard.testing.fakes import FakeClock
+
+__all__ = ["KeyStoreContract"]
+
+
+class KeyStoreContract(ContractBase):
+    """Subclass with a ``store`` fixture returning a fresh, empty store built on ``clock``."""
+
+    async def test_lookup_joins_owner_facts(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        record = key_record(clock)
+        await store.insert_keys([record])
+        found = await store.lookup(record.key_hash)
+        assert found is not None
+        assert found.key == record
+        assert found.user is not None and found.user.id == "u1"
+        assert found.account is not None and found.account.id == "a1"
+        assert found.member is True
+
+    async def test_lookup_unknown_hash_is_none(self, store: Any) -> None:
+        assert await store.lookup(bytes(32)) is None
+
+    async def test_lookup_sees_owner_changes_immediately(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        await seed_directory(store)
+        record = key_record(clock)
+        await store.insert_keys([record])
+        await store.set_membership("u1", "w1", member=False)
+        user = await store.get_user("u1")
+        await store.put_user(user.model_copy(update={"enabled": False}))
+        account = await store.get_account("a1")
+        await store.put_account(account.model_copy(update={"status": AccountStatus.CLOSED}))
+        found = await store.lookup(record.key_hash)
+        assert found is not None
+        assert found.member is False
+        assert found.user is not None and not found.user.enabled
+        assert found.account is not None and not found.account.active
+
+    async def test_insert_is_all_or_nothing(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        first = key_record(clock)
+        await store.insert_keys([first])
+        fresh = key_record(clock)
+        duplicate = key_record(clock).model_copy(update={"key_hash": first.key_hash})
+        with pytest.raises(IntegrityError):
+            await store.insert_keys([fresh, duplicate])
+        assert await store.lookup(fresh.key_hash) is None
+
+    async def test_duplicate_id_is_refused(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        first = key_record(clock)
+        await store.insert_keys([first])
+        with pytest.raises(IntegrityError):
+            await store.insert_keys([key_record(clock).model_copy(update={"id": first.id})])
+
+    async def test_rotate_once(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        refresh = key_record(clock, kind=KeyKind.REFRESH)
+        await store.insert_keys([refresh])
+        new = [key_record(clock, family_id=refresh.family_id)]
+        clock.advance(5)
+        assert await store.rotate(refresh.id, new, now=clock.now()) is True
+        used = await store.lookup(refresh.key_hash)
+        assert used is not None and used.key.used_at == clock.now()
+        assert await store.lookup(new[0].key_hash) is not None
+        again = [key_record(clock, family_id=refresh.family_id)]
+        assert await store.rotate(refresh.id, again, now=clock.now()) is False
+        assert await store.lookup(again[0].key_hash) is None
+
+    async def test_rotate_refuses_access_revoked_and_unknown(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        await seed_directory(store)
+        access = key_record(clock)
+        revoked = key_record(clock, kind=KeyKind.REFRESH)
+        await store.insert_keys([access, revoked])
+        await store.revoke(key_id=revoked.id, reason="test", now=clock.now())
+        for key_id in (access.id, revoked.id, "key_missing"):
+            new = [key_record(clock)]
+            assert await store.rotate(key_id, new, now=clock.now()) is False
+            assert await store.lookup(new[0].key_hash) is None
+
+    async def test_concurrent_rotation_has_one_winner(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        refresh = key_record(clock, kind=KeyKind.REFRESH)
+        await store.insert_keys([refresh])
+        candidates = [[key_record(clock, family_id=refresh.family_id)] for _ in range(20)]
+        results: list[bool] = [False] * len(candidates)
+
+        async def attempt(index: int) -> None:
+            results[index] = await store.rotate(refresh.id, candidates[index], now=clock.now())
+
+        async with anyio.create_task_group() as group:
+            for index in range(len(candidates)):
+                group.start_soon(attempt, index)
+        assert results.count(True) == 1
+        inserted = [await store.lookup(c[0].key_hash) is not None for c in candidates]
+        assert inserted == results
+
+    async def test_revoke_by_key_family_and_user(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        a = key_record(clock)
+        b = key_record(clock, family_id=a.family_id, kind=KeyKind.REFRESH)
+        c = key_record(clock)
+        d = key_record(clock, user_id="u2")
+        await store.insert_keys([a, b, c, d])
+        assert await store.revoke(key_id=c.id, reason="r1", now=clock.now()) == 1
+        assert await store.revoke(family_id=a.family_id, reason="r2", now=clock.now()) == 2
+        assert await store.revoke(user_id="u2", reason="r3", now=clock.now()) == 1
+        assert await store.revoke(user_id="u1", reason="r4", now=clock.now()) == 0
+        for record, reason in ((a, "r2"), (b, "r2"), (c, "r1"), (d, "r3")):
+            found = await store.lookup(record.key_hash)
+            assert found is not None
+            assert found.key.revoked_at == clock.now()
+            assert found.key.revoked_reason == reason
+
+    async def test_revoke_keeps_first_reason(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        record = key_record(clock)
+        await store.insert_keys([record])
+        first = clock.now()
+        await store.revoke(key_id=record.id, reason="first", now=first)
+        clock.advance(60)
+        assert await store.revoke(key_id=record.id, reason="second", now=clock.now()) == 0
+        found = await store.lookup(record.key_hash)
+        assert found is not None
+        assert (found.key.revoked_at, found.key.revoked_reason) == (first, "first")
+
+    async def test_revoke_needs_exactly_one_selector(self, store: Any, clock: FakeClock) -> None:
+        with pytest.raises(ValueError, match="exactly one"):
+            await store.revoke(reason="x", now=clock.now())
+        with pytest.raises(ValueError, match="exactly one"):
+            await store.revoke(key_id="a", user_id="b", reason="x", now=clock.now())
+
+    async def test_list_keys_filters(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        a = key_record(clock)
+        b = key_record(clock, user_id="u2")
+        await store.insert_keys([a, b])
+        assert {k.id for k in await store.list_keys()} == {a.id, b.id}
+        assert [k.id for k in await store.list_keys(user_id="u2")] == [b.id]
+        assert [k.id for k in await store.list_keys(family_id=a.family_id)] == [a.id]
+
+    async def test_scope_round_trips(self, store: Any, clock: FakeClock) -> None:
+        from agentguard.model import Grants
+
+        await seed_directory(store)
+        record = key_record(clock, scope=Grants({"crm": "read"}))
+        await store.insert_keys([record])
+        found = await store.lookup(record.key_hash)
+        assert found is not None
+        assert found.key.scope == Grants({"crm": "read"})

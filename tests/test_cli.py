@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from agentguard.cli import main
+from agentguard.cli.demo import run
+
+
+def test_demo_tells_the_whole_story() -> None:
+    out = io.StringIO()
+    assert run(out=out) == 0
+    text = out.getvalue()
+    for expected in (
+        "-> ALLOWED 200",
+        "-> DENIED  403  insufficient_scope",
+        "-> DENIED  400  refresh_reused",
+        "-> DENIED  401  revoked",
+        "-> DENIED  401  user_disabled",
+        "chain intact; no key appears in it",
+    ):
+        assert expected in text
+    assert "\033[" not in text
+
+
+def test_demo_runs_as_console_script() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "chain intact" in result.stdout
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert "agentguard" in capsys.readouterr().out
