@@ -10,6 +10,7 @@ MODULES = [
     "agentguard",
     "agentguard.asgi",
     "agentguard.audit",
+    "agentguard.dpop",
     "agentguard.errors",
     "agentguard.keys",
     "agentguard.model",
@@ -48,5 +49,7 @@ def test_top_level_lazy_names_resolve() -> None:
 
     assert agentguard.AgentGuardMiddleware.__name__ == "AgentGuardMiddleware"
     assert agentguard.OAuthApp.__name__ == "OAuthApp"
+    assert agentguard.DPoPPolicy.__name__ == "DPoPPolicy"
+    assert agentguard.DPoPKey.__name__ == "DPoPKey"
     with pytest.raises(AttributeError):
         agentguard.NoSuchThing  # noqa: B018

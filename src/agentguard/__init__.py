@@ -52,6 +52,7 @@ from agentguard.storage import MemoryStore
 
 if TYPE_CHECKING:
     from agentguard.asgi import AgentGuardMiddleware, OAuthApp
+    from agentguard.dpop import DPoPKey, DPoPPolicy
 
 __all__ = [
     "Account",
@@ -62,6 +63,8 @@ __all__ = [
     "AuthenticationError",
     "Clock",
     "ConfigurationError",
+    "DPoPKey",
+    "DPoPPolicy",
     "Grants",
     "Guard",
     "GuardRequest",
@@ -99,7 +102,12 @@ __all__ = [
     "parse_key",
 ]
 
-_LAZY = {"AgentGuardMiddleware": "agentguard.asgi", "OAuthApp": "agentguard.asgi"}
+_LAZY = {
+    "AgentGuardMiddleware": "agentguard.asgi",
+    "DPoPKey": "agentguard.dpop",
+    "DPoPPolicy": "agentguard.dpop",
+    "OAuthApp": "agentguard.asgi",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -112,6 +112,7 @@ class Reason(str, enum.Enum):
     DPOP_REPLAYED = "dpop_replayed"
     DPOP_ATH_MISMATCH = "dpop_ath_mismatch"
     DPOP_NONCE_REQUIRED = "dpop_nonce_required"
+    DPOP_REQUIRED = "dpop_required"
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -155,6 +156,7 @@ _REASON_TEXT: dict[Reason, str] = {
     Reason.DPOP_REPLAYED: "this DPoP proof (jti) was already used",
     Reason.DPOP_ATH_MISMATCH: "the DPoP proof's ath does not match the presented key",
     Reason.DPOP_NONCE_REQUIRED: "a fresh server nonce is required in the DPoP proof",
+    Reason.DPOP_REQUIRED: "this server only accepts DPoP-bound keys presented with a proof",
     Reason.STORE_UNAVAILABLE: "the key store is unavailable; retry later",
     Reason.AUDIT_UNAVAILABLE: (
         "the audit log is unavailable, so no action can be recorded; retry later"
@@ -173,12 +175,15 @@ class Challenge:
     """How a resource server introduces itself in ``WWW-Authenticate`` (RFC 6750 §3).
 
     ``schemes`` lists the authorization schemes offered, each rendered as its own challenge.
-    ``extra`` holds further auth-params such as ``resource_metadata`` (RFC 9728) or ``algs``.
+    ``extra`` holds further auth-params for every scheme, such as ``resource_metadata``
+    (RFC 9728); ``dpop_algs`` is rendered as ``algs`` on the ``DPoP`` challenge only
+    (RFC 9449 §7.1).
     """
 
     realm: str = "agentguard"
     schemes: tuple[str, ...] = ("Bearer",)
     extra: tuple[tuple[str, str], ...] = ()
+    dpop_algs: tuple[str, ...] = ()
 
 
 def _quote(value: str) -> str:
@@ -270,7 +275,13 @@ def render_challenges(challenge: Challenge, error: AgentGuardError | None = None
         params.extend(error.challenge_params())
     params.extend(challenge.extra)
     rendered = ", ".join(f"{name}={_quote(value)}" for name, value in params)
-    return [f"{scheme} {rendered}" for scheme in challenge.schemes]
+    values = []
+    for scheme in challenge.schemes:
+        value = f"{scheme} {rendered}"
+        if scheme == "DPoP" and challenge.dpop_algs:
+            value += f", algs={_quote(' '.join(challenge.dpop_algs))}"
+        values.append(value)
+    return values
 
 
 class AuthenticationError(AgentGuardError):

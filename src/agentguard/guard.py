@@ -16,16 +16,25 @@ from typing import TYPE_CHECKING, Any
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.writer import AuditWriter
 from agentguard.clock import Clock, SystemClock
-from agentguard.errors import AgentGuardError, Challenge, ConfigurationError, InvalidRequest
+from agentguard.errors import (
+    AgentGuardError,
+    Challenge,
+    ConfigurationError,
+    InvalidRequest,
+    InvalidToken,
+    Reason,
+)
 from agentguard.keys.issuer import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyIssuer
 from agentguard.model import Principal
 from agentguard.permissions import PermissionChecker, Requirement, RouteRule
-from agentguard.request import GuardRequest, parse_authorization
+from agentguard.request import Credentials, GuardRequest, parse_authorization
 from agentguard.resolver import KeyResolver
-from agentguard.storage.protocols import AuditStore, KeyStore
+from agentguard.storage.protocols import AuditStore, KeyStore, ReplayCache
 
 if TYPE_CHECKING:
     from agentguard.asgi.oauth import OAuthApp
+    from agentguard.dpop import DPoPVerifier, VerifiedProof
+    from agentguard.dpop.policy import DPoPPolicy
 
 __all__ = ["Guard"]
 
@@ -45,6 +54,10 @@ class Guard:
         instance: this process's name in audit events.
         audit_timeout: seconds an audit append may take before the request gets 503
             (``None``: the store driver's own timeout applies).
+        dpop: accept (or with ``required=True`` demand) DPoP-bound keys; see
+            :class:`~agentguard.dpop.policy.DPoPPolicy`.
+        replay_cache: where DPoP proof ids are burnt, shared by every instance; defaults to
+            ``store`` when it is also a :class:`~agentguard.storage.ReplayCache`.
     """
 
     def __init__(
@@ -59,6 +72,8 @@ class Guard:
         realm: str = "agentguard",
         instance: str | None = None,
         audit_timeout: float | None = None,
+        dpop: DPoPPolicy | None = None,
+        replay_cache: ReplayCache | None = None,
     ) -> None:
         if audit_store is None:
             if not isinstance(store, AuditStore):
@@ -76,10 +91,90 @@ class Guard:
             audit=self.audit,
             access_ttl=access_ttl,
             refresh_ttl=refresh_ttl,
+            require_binding=dpop is not None and dpop.required,
         )
         self.permissions = PermissionChecker(rules)
-        self.challenge = Challenge(realm=realm)
-        self._schemes = ("bearer",)
+        self.dpop = dpop
+        self.dpop_verifier: DPoPVerifier | None = None
+        self.token_dpop_verifier: DPoPVerifier | None = None
+        if dpop is None:
+            self.challenge = Challenge(realm=realm)
+            self._schemes: tuple[str, ...] = ("bearer",)
+        else:
+            self._setup_dpop(dpop, replay_cache if replay_cache is not None else store)
+            schemes = ("DPoP",) if dpop.required else ("Bearer", "DPoP")
+            self.challenge = Challenge(realm=realm, schemes=schemes, dpop_algs=dpop.algorithms)
+            self._schemes = ("bearer", "dpop")
+
+    def _setup_dpop(self, policy: DPoPPolicy, replay: object) -> None:
+        from agentguard.dpop import DPoPVerifier, NonceSource
+
+        if not isinstance(replay, ReplayCache):
+            raise ConfigurationError(
+                "DPoP needs a replay cache shared by every instance; pass replay_cache=..."
+            )
+
+        def verifier(secret: bytes | None) -> DPoPVerifier:
+            nonces = (
+                None if secret is None else NonceSource(secret, self.clock, step=policy.nonce_step)
+            )
+            return DPoPVerifier(
+                replay,
+                self.clock,
+                algorithms=policy.algorithms,
+                iat_window=policy.iat_window,
+                max_proof_bytes=policy.max_proof_bytes,
+                nonces=nonces,
+            )
+
+        self.dpop_verifier = verifier(policy.nonce_secret)
+        self.token_dpop_verifier = verifier(policy.token_nonce_secret)
+
+    async def verify_token_proof(self, request: GuardRequest) -> VerifiedProof | None:
+        """Check the ``DPoP`` proof of a token-endpoint request (RFC 9449 §5).
+
+        Returns ``None`` when there is no proof and DPoP is optional; raises the resource-server
+        form of the error, which the token endpoint re-renders as a 400.
+        """
+        proofs = [value.decode("latin-1") for value in request.header_values(b"dpop")]
+        if self.dpop is None or self.token_dpop_verifier is None:
+            if proofs:
+                raise InvalidRequest("this server does not accept DPoP proofs")
+            return None
+        if not proofs and not self.dpop.required:
+            return None
+        return await self.token_dpop_verifier.verify(
+            proofs, method=request.method, url=self.dpop.url(request)
+        )
+
+    async def _check_binding(
+        self, request: GuardRequest, credentials: Credentials, key_jkt: str | None
+    ) -> None:
+        """RFC 9449 §7: a bound key needs the DPoP scheme and a proof from its key."""
+        if credentials.scheme == "bearer":
+            if self.dpop is not None and self.dpop.required:
+                raise InvalidToken(reason=Reason.DPOP_REQUIRED)
+            if key_jkt is not None:
+                raise InvalidToken(
+                    "this key is DPoP-bound: send 'Authorization: DPoP <key>' with a DPoP proof",
+                    reason=Reason.DPOP_BINDING_MISMATCH,
+                )
+            return
+        if self.dpop is None or self.dpop_verifier is None:  # pragma: no cover - scheme refused
+            raise InvalidRequest(reason=Reason.UNSUPPORTED_SCHEME)
+        if key_jkt is None:
+            raise InvalidToken(
+                "this key is not DPoP-bound: send it as 'Authorization: Bearer <key>'",
+                reason=Reason.DPOP_BINDING_MISMATCH,
+            )
+        proofs = [value.decode("latin-1") for value in request.header_values(b"dpop")]
+        await self.dpop_verifier.verify(
+            proofs,
+            method=request.method,
+            url=self.dpop.url(request),
+            access_key=credentials.key,
+            expected_jkt=key_jkt,
+        )
 
     def __repr__(self) -> str:
         return f"Guard(store={type(self.store).__name__}, rules={len(self.permissions.rules)})"
@@ -97,6 +192,17 @@ class Guard:
                 raise InvalidRequest("paths with '.' or '..' segments are refused")
             credentials = parse_authorization(request, self._schemes)
             principal = await self.resolver.resolve(credentials.key)
+            try:
+                await self._check_binding(request, credentials, principal.jkt)
+            except AgentGuardError as error:
+                error.with_context(
+                    key_id=principal.key_id,
+                    family_id=principal.family_id,
+                    user_id=principal.user_id,
+                    workspace_id=principal.workspace_id,
+                    account_id=principal.account_id,
+                )
+                raise
             self.permissions.authorize(principal, requirement)
         except AgentGuardError as error:
             await self._record(request, requirement, started, error=error)

@@ -17,16 +17,19 @@ from typing import TYPE_CHECKING
 
 from agentguard.asgi.forms import read_form
 from agentguard.asgi.responses import send_error, send_json, send_raw
-from agentguard.asgi.scope import route_path
+from agentguard.asgi.scope import request_from_scope, route_path
 from agentguard.asgi.types import Receive, Scope, Send
+from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.errors import (
     AgentGuardError,
     InvalidClient,
+    InvalidDPoPProof,
     InvalidRequest,
     InvalidScope,
     InvalidToken,
     MethodNotAllowed,
     UnsupportedGrantType,
+    UseDPoPNonce,
 )
 from agentguard.model import Grants, KeyKind
 from agentguard.request import TOKEN68, GuardRequest, parse_authorization
@@ -107,7 +110,8 @@ class OAuthApp:
                 requested = Grants.from_scope(scope_param)
             except ValueError:
                 raise InvalidScope() from None
-        issued = await self.guard.issuer.refresh(refresh_key, scope=requested)
+        jkt = await self._token_proof(scope)
+        issued = await self.guard.issuer.refresh(refresh_key, scope=requested, jkt=jkt)
         document: dict[str, object] = {
             "access_token": issued.access_key.reveal(),
             "token_type": issued.token_type,
@@ -117,6 +121,27 @@ class OAuthApp:
         if issued.access.scope is not None:
             document["scope"] = issued.access.scope.to_scope()
         await send_json(send, 200, document, NO_STORE)
+
+    async def _token_proof(self, scope: Scope) -> str | None:
+        """The thumbprint of the token request's valid DPoP proof, or ``None`` without one."""
+        request = request_from_scope(scope)
+        try:
+            verified = await self.guard.verify_token_proof(request)
+        except (InvalidDPoPProof, UseDPoPNonce) as error:
+            await self.guard.audit.record(
+                AuditEvent(
+                    action=Action.KEY_REFRESH,
+                    ts=self.guard.clock.now(),
+                    decision=Decision.DENY,
+                    reason=error.reason.value,
+                    method="POST",
+                    path=request.audit_path,
+                    status=400,
+                    request_id=request.request_id,
+                )
+            )
+            raise error.at_token_endpoint() from None
+        return verified.jkt if verified is not None else None
 
     async def _revoke(self, scope: Scope, form: dict[str, str], send: Send) -> None:
         token = form.get("token")

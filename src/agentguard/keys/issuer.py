@@ -35,6 +35,7 @@ class KeyIssuer:
         audit: where lifecycle events go; ``None`` records nothing (tests, tooling).
         access_ttl: lifetime of access keys (default one hour).
         refresh_ttl: lifetime of each refresh key (default 30 days, renewed on rotation).
+        require_binding: refuse to issue or rotate keys that are not bound to a DPoP key.
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class KeyIssuer:
         audit: AuditWriter | None = None,
         access_ttl: timedelta = DEFAULT_ACCESS_TTL,
         refresh_ttl: timedelta = DEFAULT_REFRESH_TTL,
+        require_binding: bool = False,
     ) -> None:
         if access_ttl <= timedelta(0) or refresh_ttl <= timedelta(0):
             raise ValueError("key lifetimes must be positive")
@@ -53,6 +55,7 @@ class KeyIssuer:
         self.audit = audit
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        self.require_binding = require_binding
 
     async def _record(self, event: AuditEvent) -> None:
         if self.audit is not None:
@@ -124,6 +127,11 @@ class KeyIssuer:
             raise IssuanceRefused(reason=Reason.USER_DISABLED)
         if not member:
             raise IssuanceRefused(reason=Reason.NOT_A_MEMBER)
+        if self.require_binding and jkt is None:
+            raise IssuanceRefused(
+                "this server requires DPoP: issue keys bound to the agent's DPoP key (jkt=...)",
+                reason=Reason.DPOP_REQUIRED,
+            )
         now = self.clock.now()
         issued = self._pair(
             user_id=user.id,
@@ -203,6 +211,8 @@ class KeyIssuer:
         reason = liveness_failure(found, now)
         if reason is None and key.jkt is not None and key.jkt != jkt:
             reason = Reason.DPOP_BINDING_MISMATCH
+        if reason is None and self.require_binding and key.jkt is None and jkt is None:
+            reason = Reason.DPOP_REQUIRED
         if reason is not None:
             raise await self._refresh_denied(reason, found, now)
         new_scope = key.scope

@@ -11,6 +11,7 @@ own loop may share one store).
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Sequence
 from datetime import datetime
@@ -52,6 +53,7 @@ class MemoryStore:
         self._keys: dict[str, KeyRecord] = {}
         self._by_hash: dict[bytes, str] = {}
         self._replay: dict[bytes, datetime] = {}
+        self._replay_expiries: list[tuple[datetime, bytes]] = []
         self._credentials: dict[tuple[str, CredentialOwner, str], StoredCredential] = {}
         self._audit: list[AuditEntry] = []
 
@@ -194,12 +196,16 @@ class MemoryStore:
     async def check_and_store(self, key: bytes, expires_at: datetime) -> bool:
         now = self.clock.now()
         with self._lock:
-            if len(self._replay) > 4096:
-                self._replay = {k: t for k, t in self._replay.items() if t > now}
+            expiries = self._replay_expiries
+            while expiries and expiries[0][0] <= now:  # forget what has expired, oldest first
+                expired_at, old = heapq.heappop(expiries)
+                if self._replay.get(old) == expired_at:
+                    del self._replay[old]
             current = self._replay.get(key)
             if current is not None and current > now:
                 return False
             self._replay[key] = expires_at
+            heapq.heappush(expiries, (expires_at, key))
             return True
 
     # CredentialStore

@@ -1,0 +1,76 @@
+"""The claims of a DPoP proof (RFC 9449 §4.2), checked for type before any is compared.
+
+A wrong type is malformed, not a mismatch: ``iat`` must be a JSON integer (not a bool, not a
+float, not a numeric string) and ``jti`` a string of 1 to 256 characters. ``ath`` and ``nonce`` are
+read here and compared by the verifier only when it needs them; other claims are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agentguard.dpop.jose import b64url_encode
+from agentguard.errors import InvalidDPoPProof, Reason
+
+__all__ = ["MAX_JTI_LENGTH", "ProofClaims", "access_key_hash", "parse_claims"]
+
+MAX_JTI_LENGTH = 256
+
+
+def access_key_hash(access_key: str) -> str:
+    """The ``ath`` claim for ``access_key``: base64url(SHA-256(ASCII)) without padding.
+
+    Raises :class:`ValueError` (``UnicodeEncodeError``) if the key is not ASCII.
+    """
+    return b64url_encode(hashlib.sha256(access_key.encode("ascii")).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class ProofClaims:
+    """The typed claims of a proof payload; ``ath`` and ``nonce`` are ``None`` when absent."""
+
+    jti: str
+    htm: str
+    htu: str
+    iat: int
+    ath: str | None
+    nonce: str | None
+
+
+def _malformed(description: str) -> InvalidDPoPProof:
+    return InvalidDPoPProof(description, reason=Reason.DPOP_PROOF_MALFORMED)
+
+
+def _optional_str(payload: Mapping[str, object], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _malformed(f"the DPoP proof's '{name}' claim must be a string")
+    return value
+
+
+def parse_claims(payload: Mapping[str, object]) -> ProofClaims:
+    """Check the required claims' types; raise :class:`InvalidDPoPProof` (malformed) if wrong."""
+    jti = payload.get("jti")
+    if not isinstance(jti, str) or not 1 <= len(jti) <= MAX_JTI_LENGTH:
+        raise _malformed(f"the DPoP proof needs a 'jti' string of 1 to {MAX_JTI_LENGTH} characters")
+    htm = payload.get("htm")
+    if not isinstance(htm, str):
+        raise _malformed("the DPoP proof needs an 'htm' string")
+    htu = payload.get("htu")
+    if not isinstance(htu, str):
+        raise _malformed("the DPoP proof needs an 'htu' string")
+    iat = payload.get("iat")
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise _malformed("the DPoP proof needs an integer 'iat'")
+    return ProofClaims(
+        jti=jti,
+        htm=htm,
+        htu=htu,
+        iat=iat,
+        ath=_optional_str(payload, "ath"),
+        nonce=_optional_str(payload, "nonce"),
+    )
