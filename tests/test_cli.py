@@ -21,6 +21,8 @@ def test_demo_tells_the_whole_story() -> None:
         "-> DENIED  401  revoked",
         "-> DENIED  401  user_disabled",
         "chain intact; no key appears in it",
+        "verify: OK, anchored at size 12",
+        "FAIL seq=2 MODIFIED",
     ):
         assert expected in text
     assert "\033[" not in text

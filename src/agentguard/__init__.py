@@ -48,7 +48,7 @@ from agentguard.permissions import PermissionChecker, Requirement, RouteRule
 from agentguard.request import GuardRequest
 from agentguard.resolver import KeyResolver
 from agentguard.secret import Secret
-from agentguard.storage import MemoryStore
+from agentguard.storage import MemoryStore, SQLiteStore
 
 if TYPE_CHECKING:
     from agentguard.asgi import AgentGuardMiddleware, OAuthApp
@@ -89,6 +89,7 @@ __all__ = [
     "Reason",
     "Requirement",
     "RouteRule",
+    "SQLiteStore",
     "Secret",
     "ServiceUnavailable",
     "StoreUnavailable",

@@ -22,6 +22,7 @@ async def test_writer_stamps_instance_and_returns_entry() -> None:
     clock = FakeClock()
     store = MemoryStore(clock=clock)
     entry = await AuditWriter(store, instance="api-1").record(event(clock))
+    assert entry is not None
     assert entry.seq == 0
     assert entry.event()["instance"] == "api-1"
 

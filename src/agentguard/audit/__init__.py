@@ -1,4 +1,11 @@
-"""Tamper-evident audit: events, canonical form, hash chain, and the writer."""
+"""Tamper-evident audit: events, canonical form, hash chain, Merkle tree, signed checkpoints.
+
+Write path: :class:`AuditWriter` appends :class:`AuditEvent` values to an
+:class:`~agentguard.storage.AuditStore`, which seals them into a hash chain. Anchor path:
+:class:`Checkpointer` signs C2SP checkpoints into a :class:`CheckpointSink` outside the database.
+Read path: :func:`verify_log` walks a log against checkpoints; :func:`prove_entry` and
+:func:`verify_proof` give and check offline inclusion proofs.
+"""
 
 from agentguard.audit.chain import (
     GENESIS_PREV,
@@ -8,20 +15,81 @@ from agentguard.audit.chain import (
     seal,
     verify_chain,
 )
+from agentguard.audit.checkpointer import (
+    ChainBroken,
+    Checkpointer,
+    CheckpointSink,
+    DirectoryCheckpointSink,
+    MemoryCheckpointSink,
+)
+from agentguard.audit.checkpoints import (
+    BadSignature,
+    Checkpoint,
+    CheckpointError,
+    Ed25519Signer,
+    MalformedNote,
+    NoteVerifier,
+    Signer,
+    UnknownKey,
+    open_checkpoint,
+    sign_checkpoint,
+)
 from agentguard.audit.events import SCHEMA_VERSION, Action, AuditEvent, Decision, canonical_json
+from agentguard.audit.export import export_log, read_export
+from agentguard.audit.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    verify_consistency,
+    verify_inclusion,
+)
+from agentguard.audit.proofs import prove, prove_entry, tlog_proof, verify_proof
+from agentguard.audit.verify import Category, Finding, VerifyReport, verify_log
 from agentguard.audit.writer import AuditWriter
 
 __all__ = [
+    "EMPTY_ROOT",
     "GENESIS_PREV",
     "SCHEMA_VERSION",
     "Action",
     "AuditEntry",
     "AuditEvent",
     "AuditWriter",
+    "BadSignature",
+    "Category",
     "ChainBreak",
+    "ChainBroken",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointSink",
+    "Checkpointer",
+    "CompactRange",
     "Decision",
+    "DirectoryCheckpointSink",
+    "Ed25519Signer",
+    "Finding",
+    "MalformedNote",
+    "MemoryCheckpointSink",
+    "NoteVerifier",
+    "Signer",
+    "UnknownKey",
+    "VerifyReport",
     "canonical_json",
+    "consistency_proof",
+    "export_log",
+    "inclusion_proof",
     "leaf_hash",
+    "open_checkpoint",
+    "prove",
+    "prove_entry",
+    "read_export",
     "seal",
+    "sign_checkpoint",
+    "tlog_proof",
     "verify_chain",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_log",
+    "verify_proof",
 ]

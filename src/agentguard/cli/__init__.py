@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
         "everything in one process on an in-memory store, with nothing to set up.",
     )
     demo.add_argument("--no-color", action="store_true", help="plain output")
+    from agentguard.cli import audit_args
+
+    audit_args.add_parser(commands)
     return parser
 
 
@@ -46,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agentguard.cli.demo import run
 
             return run(color=not args.no_color and sys.stdout.isatty())
+        if args.command == "audit":
+            from agentguard.cli.audit import run as run_audit
+
+            return run_audit(args)
     except AgentGuardError as error:
         print(f"agentguard: {error.description}", file=sys.stderr)
         return 1

@@ -1,23 +1,34 @@
 """``agentguard demo``: the story so far, run in-process and told step by step.
 
-A guarded Starlette app with a ``/crm`` service, the OAuth endpoints at ``/oauth``, an
-in-memory store on a clock the demo moves, and httpx talking to the app in-process.
+A guarded Starlette app with a ``/crm`` service, the OAuth endpoints at ``/oauth``, the
+embedded SQLite store in a temporary directory on a clock the demo moves, and httpx talking to
+the app in-process. It ends by anchoring the audit log with a signed checkpoint and showing that
+an edit made directly in the database is caught.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+import tempfile
+from pathlib import Path
 from typing import TextIO
 
 import anyio
 import httpx
 
 from agentguard.asgi import AgentGuardMiddleware, principal_from_scope
-from agentguard.audit import verify_chain
+from agentguard.audit import (
+    Checkpointer,
+    Ed25519Signer,
+    MemoryCheckpointSink,
+    verify_chain,
+    verify_log,
+)
 from agentguard.guard import Guard
 from agentguard.model import IssuedKeys, Level
 from agentguard.permissions import RouteRule
-from agentguard.storage import MemoryStore
+from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock, make_user
 
 __all__ = ["run"]
@@ -52,14 +63,15 @@ class _Teller:
         print(f"   -> {mark} {response.status_code}{extra}", file=self.out)
 
 
-async def _story(tell: _Teller) -> int:  # noqa: PLR0915 - one linear story reads best whole
+async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one linear story
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route
 
     clock = FakeClock()
-    store = MemoryStore(clock=clock)
+    database = directory / "agentguard.db"
+    store = SQLiteStore(database, clock=clock)
     guard = Guard(store, rules=[RouteRule("/crm", service="crm")], clock=clock)
 
     async def contacts(request: Request) -> JSONResponse:
@@ -79,7 +91,7 @@ async def _story(tell: _Teller) -> int:  # noqa: PLR0915 - one linear story read
         public_paths=["/oauth"],
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
+    async with store, httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
 
         def bearer(keys: IssuedKeys) -> dict[str, str]:
             return {"Authorization": f"Bearer {keys.access_key.reveal()}"}
@@ -89,6 +101,7 @@ async def _story(tell: _Teller) -> int:  # noqa: PLR0915 - one linear story read
             return await http.post("/oauth/token", data=form)
 
         tell.title("Alice (account Acme, workspace Sales) may read the CRM; nothing more")
+        tell.say(f"store: SQLite at {database.name} (the embedded default)")
         user = await make_user(
             store, user_id="alice", account_id="acme", workspace_id="sales", grants="crm:read"
         )
@@ -161,9 +174,37 @@ async def _story(tell: _Teller) -> int:  # noqa: PLR0915 - one linear story read
         leaked = [secret for secret in issued if secret in log]
         secrecy = "no key appears in it" if not leaked else f"{len(leaked)} KEYS LEAKED"
         tell.say(f"{len(entries)} events, chain {verdict}; {secrecy}")
-        return 0 if broken is None and not leaked else 1
+        if broken is not None or leaked:
+            return 1
+        return await _anchor_and_tamper(tell, store, database)
+
+
+async def _anchor_and_tamper(tell: _Teller, store: SQLiteStore, database: Path) -> int:
+    tell.title("The log is anchored: a checkpoint signed with a key outside the database")
+    signer = Ed25519Signer.generate("audit.demo.test")
+    sink = MemoryCheckpointSink()
+    note = await Checkpointer(store, signer, "audit.demo.test/agentguard", sink).checkpoint()
+    for line in note.rstrip().splitlines():
+        tell.say(f"| {line}")
+    report = verify_log(await store.read(), await sink.notes(), [signer.vkey()])
+    tell.say(f"verify: {'OK' if report.ok else 'FAIL'}, anchored at size {report.anchored_size}")
+
+    tell.title("Someone with database access rewrites event #2 to hide the denied write")
+    connection = sqlite3.connect(database)
+    connection.execute("DROP TRIGGER audit_no_update")  # the append-only guard goes first
+    connection.execute(
+        "UPDATE audit SET body = CAST(replace(body, '\"deny\"', '\"allow\"') AS BLOB) WHERE seq = 2"
+    )
+    connection.commit()
+    connection.close()
+    report = verify_log(await store.read(), await sink.notes(), [signer.vkey()])
+    for finding in report.findings[:2]:
+        tell.say(finding.line())
+    tell.say("the edit is caught: the stored bytes no longer hash to the chained value")
+    return 0 if not report.ok else 1
 
 
 def run(*, color: bool = False, out: TextIO | None = None) -> int:
     """Run the demo, printing to ``out`` (stdout by default); returns the exit code."""
-    return anyio.run(_story, _Teller(out or sys.stdout, color))
+    with tempfile.TemporaryDirectory(prefix="agentguard-demo-") as directory:
+        return anyio.run(_story, _Teller(out or sys.stdout, color), Path(directory))

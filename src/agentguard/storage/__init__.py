@@ -1,7 +1,7 @@
 """Storage protocols and the in-memory reference implementation.
 
-Backends for real servers live in their own modules behind extras and import their driver
-lazily.
+``SQLiteStore`` (stdlib ``sqlite3``) is the embedded default. Backends for real servers live
+in their own modules behind extras and import their driver lazily.
 """
 
 from agentguard.storage.memory import MemoryStore
@@ -15,6 +15,8 @@ from agentguard.storage.protocols import (
     ReplayCache,
     StorageError,
 )
+from agentguard.storage.sqlite import SchemaVersionError, SQLiteStore
+from agentguard.storage.urls import open_store
 
 __all__ = [
     "AuditStore",
@@ -25,5 +27,8 @@ __all__ = [
     "KeyStore",
     "MemoryStore",
     "ReplayCache",
+    "SQLiteStore",
+    "SchemaVersionError",
     "StorageError",
+    "open_store",
 ]

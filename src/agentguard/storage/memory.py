@@ -4,9 +4,9 @@ Dicts behind one lock. It is the model the conformance suite and the stateful te
 other backends against, and the fake users' test suites reach for. It keeps nothing across
 restarts: do not run production on it.
 
-Every method does its work under a ``threading.Lock`` without awaiting inside, so it is atomic
+Every write does its work under a ``threading.Lock`` without awaiting inside, so it is atomic
 both within one event loop and across threads (the WSGI adapter's background loop and a test's
-own loop may share one store).
+own loop may share one store); single-key reads rely on dict reads being atomic.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime
 
 from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit.events import AuditEvent
-from agentguard.clock import Clock, SystemClock
+from agentguard.clock import Clock, SystemClock, utc
 from agentguard.model import (
     Account,
     CredentialOwner,
@@ -70,12 +70,18 @@ class MemoryStore:
         with self._lock:
             if workspace.account_id not in self._accounts:
                 raise IntegrityError("workspace refers to an unknown account")
+            current = self._workspaces.get(workspace.id)
+            if current is not None and current.account_id != workspace.account_id:
+                raise IntegrityError("a workspace cannot move to another account")
             self._workspaces[workspace.id] = workspace
 
     async def put_user(self, user: User) -> None:
         with self._lock:
             if user.account_id not in self._accounts:
                 raise IntegrityError("user refers to an unknown account")
+            current = self._users.get(user.id)
+            if current is not None and current.account_id != user.account_id:
+                raise IntegrityError("a user cannot move to another account")
             self._users[user.id] = user
 
     async def set_membership(self, user_id: str, workspace_id: str, *, member: bool) -> None:
@@ -145,6 +151,7 @@ class MemoryStore:
             )
 
     async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
+        now = utc(now)
         with self._lock:
             used = self._keys.get(used_id)
             if (
@@ -168,6 +175,7 @@ class MemoryStore:
         now: datetime,
     ) -> int:
         field, value = _one_selector(key_id=key_id, family_id=family_id, user_id=user_id)
+        now = utc(now)
         attribute = {"key_id": "id"}.get(field, field)
         count = 0
         with self._lock:
@@ -248,6 +256,8 @@ class MemoryStore:
             return sealed
 
     async def read(self, start: int = 0, stop: int | None = None) -> list[AuditEntry]:
+        if stop is not None and stop <= start:
+            return []
         with self._lock:
             return self._audit[max(0, start) : stop]
 

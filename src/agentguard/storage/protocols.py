@@ -67,7 +67,8 @@ class DirectoryStore(Protocol):
 
     Guarantees: ``put_*`` replace a record with the same id (an update is a put of the changed
     record) and are visible to every later read on every instance. ``put_workspace`` and
-    ``put_user`` raise :class:`IntegrityError` when the account does not exist;
+    ``put_user`` raise :class:`IntegrityError` when the account does not exist or the record
+    already exists under another account (a user or workspace never changes account);
     ``set_membership`` raises it when the user or workspace does not exist or they belong to
     different accounts.
     """

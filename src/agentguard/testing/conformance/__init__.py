@@ -13,6 +13,7 @@ Prove a backend with a few lines::
 ``clock`` is a :class:`~agentguard.testing.FakeClock` the contract moves; build the store on it.
 """
 
+from agentguard.testing.conformance._base import key_record
 from agentguard.testing.conformance.audit import AuditStoreContract
 from agentguard.testing.conformance.credentials import CredentialStoreContract
 from agentguard.testing.conformance.directory import DirectoryStoreContract, seed_directory
@@ -25,5 +26,6 @@ __all__ = [
     "DirectoryStoreContract",
     "KeyStoreContract",
     "ReplayCacheContract",
+    "key_record",
     "seed_directory",
 ]

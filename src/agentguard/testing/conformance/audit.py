@@ -47,6 +47,8 @@ class AuditStoreContract(ContractBase):
         assert [e.seq for e in await store.read(3, 6)] == [3, 4, 5]
         assert [e.seq for e in await store.read(8)] == [8, 9]
         assert await store.read(10) == []
+        assert await store.read(5, 5) == []
+        assert await store.read(6, 2) == []
 
     async def test_concurrent_appends_form_one_chain(self, store: Any, clock: FakeClock) -> None:
         async def writer(n: int) -> None:

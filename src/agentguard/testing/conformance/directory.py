@@ -89,6 +89,17 @@ class DirectoryStoreContract(ContractBase):
         with pytest.raises(IntegrityError):
             await store.set_membership("x", "w1", member=True)
 
+    async def test_records_never_change_account(self, store: Any) -> None:
+        await seed_directory(store)
+        await store.put_account(Account(id="a2"))
+        with pytest.raises(IntegrityError):
+            await store.put_user(User(id="u1", account_id="a2"))
+        with pytest.raises(IntegrityError):
+            await store.put_workspace(Workspace(id="w1", account_id="a2"))
+        user = await store.get_user("u1")
+        assert user is not None and user.account_id == "a1"
+        assert await store.is_member("u1", "w1")
+
     async def test_list_users_filters_by_account(self, store: Any) -> None:
         await seed_directory(store)
         await store.put_account(Account(id="a2"))

@@ -50,6 +50,28 @@ class KeyStoreContract(ContractBase):
         assert found.user is not None and not found.user.enabled
         assert found.account is not None and not found.account.active
 
+    async def test_lookup_reports_missing_owner_as_none(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        orphan = key_record(clock, user_id="ghost", account_id="gone")
+        await store.insert_keys([orphan])
+        found = await store.lookup(orphan.key_hash)
+        assert found is not None
+        assert (found.user, found.account, found.member) == (None, None, False)
+
+    async def test_failed_rotation_leaves_the_refresh_key_unused(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        await seed_directory(store)
+        refresh = key_record(clock, kind=KeyKind.REFRESH)
+        existing = key_record(clock)
+        await store.insert_keys([refresh, existing])
+        clash = existing.model_copy(update={"id": "key_clash"})  # same hash as an existing key
+        with pytest.raises(IntegrityError):
+            await store.rotate(refresh.id, [clash], now=clock.now())
+        found = await store.lookup(refresh.key_hash)
+        assert found is not None and found.key.used_at is None
+        assert await store.rotate(refresh.id, [key_record(clock)], now=clock.now()) is True
+
     async def test_insert_is_all_or_nothing(self, store: Any, clock: FakeClock) -> None:
         await seed_directory(store)
         first = key_record(clock)

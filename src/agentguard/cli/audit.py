@@ -1,0 +1,221 @@
+"""``agentguard audit``: keygen, checkpoint, verify, tail, export, prove.
+
+Exit codes: 0 success (verify: the log is intact), 1 verify found tampering or a command was
+refused, 2 usage or environment error (unreadable store, missing key file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agentguard.audit import (
+    Checkpointer,
+    DirectoryCheckpointSink,
+    Ed25519Signer,
+    export_log,
+    open_checkpoint,
+    prove_entry,
+    read_export,
+    tlog_proof,
+    verify_log,
+)
+from agentguard.audit.chain import AuditEntry
+from agentguard.cli.output import emit_json, progress_printer
+from agentguard.errors import ConfigurationError
+from agentguard.storage.urls import open_store
+
+__all__ = ["run"]
+
+
+class CommandError(Exception):
+    """A refusal the CLI reports on one line with exit code 2."""
+
+
+def _vkeys(args: argparse.Namespace) -> list[str]:
+    keys = list(args.vkey)
+    if args.vkeys_file is not None:
+        keys += [line.strip() for line in args.vkeys_file.read_text().splitlines() if line.strip()]
+    return keys
+
+
+def _read_key(path: Path, name: str) -> Ed25519Signer:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CommandError(f"no signing key at {path}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CommandError(f"{path} is readable by others; run: chmod 600 {path}")
+    try:
+        return Ed25519Signer.from_pem(name, path.read_bytes())
+    except ValueError:
+        raise CommandError(f"{path} is not an Ed25519 PKCS#8 private key") from None
+
+
+async def _entries(url: str) -> list[AuditEntry]:
+    store = open_store(url)
+    try:
+        entries: list[AuditEntry] = await store.read()
+        return entries
+    finally:
+        closer = getattr(store, "close", None)
+        if closer is not None:
+            await closer()
+
+
+async def _with_store(url: str, action: Any) -> Any:
+    store = open_store(url)
+    try:
+        return await action(store)
+    finally:
+        closer = getattr(store, "close", None)
+        if closer is not None:
+            await closer()
+
+
+def _notes(directory: Path | None) -> list[str]:
+    return DirectoryCheckpointSink(directory)._notes() if directory is not None else []
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    signer = Ed25519Signer.generate(args.name)
+    try:
+        descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CommandError(f"{args.out} exists; refusing to overwrite a signing key") from None
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(signer.private_pem())
+    print(signer.vkey())
+    return 0
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    signer = _read_key(args.key, args.name)
+
+    async def sign(store: Any) -> str:
+        checkpointer = Checkpointer(
+            store, signer, args.origin, DirectoryCheckpointSink(args.checkpoints)
+        )
+        note: str = await checkpointer.checkpoint()
+        return note
+
+    print(anyio.run(_with_store, args.store, sign), end="")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if args.export is not None:
+        entries, notes, export_vkeys = read_export(args.export)
+        vkeys = _vkeys(args) or export_vkeys
+        notes += _notes(args.checkpoints)
+    else:
+        entries = anyio.run(_entries, args.store)
+        notes, vkeys = _notes(args.checkpoints), _vkeys(args)
+    if notes and not vkeys:
+        raise CommandError("checkpoints need trusted verifier keys: pass --vkey or --vkeys-file")
+    report = verify_log(entries, notes, vkeys, origin=args.origin)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        for finding in report.findings:
+            print(finding.line())
+        status = "OK" if report.ok else "FAIL"
+        anchor = (
+            f"anchored at size {report.anchored_size}"
+            if report.anchored
+            else "NOT anchored by any checkpoint (truncation of the tail would go unnoticed)"
+        )
+        print(f"{status}: {report.size} events, {anchor}")
+    return 0 if report.ok else 1
+
+
+def _tail(args: argparse.Namespace) -> int:
+    async def newest(store: Any) -> list[AuditEntry]:
+        head = await store.head()
+        if head is None:
+            return []
+        found: list[AuditEntry] = await store.read(max(0, head.seq + 1 - args.n))
+        return found
+
+    for entry in anyio.run(_with_store, args.store, newest):
+        if args.json:
+            print(entry.body.decode())
+            continue
+        event = entry.event()
+        actor = event.get("actor") or {}
+        who = actor.get("user") if isinstance(actor, dict) else None
+        parts = [
+            f"#{entry.seq}",
+            str(event.get("ts")),
+            str(event.get("action")),
+            str(event.get("decision") or "-"),
+            str(who or "-"),
+            f"{event.get('method') or ''} {event.get('path') or ''}".strip() or "-",
+            str(event.get("reason") or ""),
+        ]
+        print("  ".join(parts).rstrip())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    notes, vkeys = _notes(args.checkpoints), _vkeys(args)
+    show = progress_printer("exported", sys.stderr.isatty())
+
+    async def write(store: Any) -> int:
+        count: int = await export_log(
+            store, args.out, notes=notes, vkeys=vkeys, origin=args.origin, progress=show
+        )
+        return count
+
+    count = anyio.run(_with_store, args.store, write)
+    if show is not None:
+        print(file=sys.stderr)
+    print(f"exported {count} events to {args.out}")
+    return 0
+
+
+def _prove(args: argparse.Namespace) -> int:
+    notes, vkeys = _notes(args.checkpoints), _vkeys(args)
+    if not notes or not vkeys:
+        raise CommandError("prove needs --checkpoints and a trusted --vkey")
+    covering = []
+    for note in notes:
+        checkpoint = open_checkpoint(note, vkeys)
+        if checkpoint.size > args.seq and (args.origin is None or checkpoint.origin == args.origin):
+            covering.append((checkpoint.size, note))
+    if not covering:
+        raise CommandError(f"no signed checkpoint covers seq {args.seq} yet; run audit checkpoint")
+    size, note = max(covering)
+    entries = anyio.run(_entries, args.store)[:size]
+    document = prove_entry(entries, args.seq, note)
+    if args.tlog:
+        print(tlog_proof(document), end="")
+        print(json.dumps(document["event"]))
+    else:
+        emit_json(document)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch an ``audit`` subcommand; errors print one line and exit 2."""
+    handlers = {
+        "keygen": _keygen,
+        "checkpoint": _checkpoint,
+        "verify": _verify,
+        "tail": _tail,
+        "export": _export,
+        "prove": _prove,
+    }
+    try:
+        return handlers[args.audit_command](args)
+    except (CommandError, ConfigurationError, OSError, ValueError) as error:
+        message = error.description if isinstance(error, ConfigurationError) else str(error)
+        print(f"agentguard audit: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,162 @@
+"""The SQL statements of :class:`~agentguard.storage.sqlite.SQLiteStore`, spelled out.
+
+Column order in every ``SELECT`` matches the decoders in ``_rows``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACCOUNT_GET",
+    "ACCOUNT_PUT",
+    "AUDIT_APPEND",
+    "AUDIT_HEAD",
+    "AUDIT_READ",
+    "AUDIT_READ_TO",
+    "CREDENTIAL_DELETE",
+    "CREDENTIAL_GET",
+    "CREDENTIAL_LIST",
+    "CREDENTIAL_LIST_SERVICE",
+    "CREDENTIAL_PUT",
+    "KEY_INSERT",
+    "KEY_LIST",
+    "KEY_LOOKUP",
+    "KEY_ROTATE_MARK",
+    "MEMBER_ADD",
+    "MEMBER_GET",
+    "MEMBER_REMOVE",
+    "REPLAY_CLAIM",
+    "REPLAY_PURGE",
+    "REVOKE_BY",
+    "USER_ACCOUNT",
+    "USER_GET",
+    "USER_LIST",
+    "USER_LIST_ACCOUNT",
+    "USER_PUT",
+    "WORKSPACE_ACCOUNT",
+    "WORKSPACE_GET",
+    "WORKSPACE_PUT",
+]
+
+ACCOUNT_PUT = """
+INSERT INTO accounts (id, name, status) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, status = excluded.status
+"""
+ACCOUNT_GET = "SELECT id, name, status FROM accounts WHERE id = ?"
+
+WORKSPACE_PUT = """
+INSERT INTO workspaces (id, account_id, name) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, name = excluded.name
+"""
+WORKSPACE_GET = "SELECT id, account_id, name FROM workspaces WHERE id = ?"
+WORKSPACE_ACCOUNT = "SELECT account_id FROM workspaces WHERE id = ?"
+
+USER_PUT = """
+INSERT INTO users (id, account_id, name, enabled, grants) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    account_id = excluded.account_id,
+    name = excluded.name,
+    enabled = excluded.enabled,
+    grants = excluded.grants
+"""
+USER_GET = "SELECT id, account_id, name, enabled, grants FROM users WHERE id = ?"
+USER_ACCOUNT = "SELECT account_id FROM users WHERE id = ?"
+USER_LIST = "SELECT id, account_id, name, enabled, grants FROM users ORDER BY id"
+USER_LIST_ACCOUNT = (
+    "SELECT id, account_id, name, enabled, grants FROM users WHERE account_id = ? ORDER BY id"
+)
+
+MEMBER_ADD = "INSERT OR IGNORE INTO memberships (user_id, workspace_id) VALUES (?, ?)"
+MEMBER_REMOVE = "DELETE FROM memberships WHERE user_id = ? AND workspace_id = ?"
+MEMBER_GET = "SELECT 1 FROM memberships WHERE user_id = ? AND workspace_id = ?"
+
+KEY_INSERT = """
+INSERT INTO keys (
+    id, kind, key_hash, family_id, user_id, workspace_id, account_id,
+    created_at, expires_at, revoked_at, revoked_reason, used_at, scope, jkt
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+KEY_LOOKUP = """
+SELECT
+    k.id, k.kind, k.key_hash, k.family_id, k.user_id, k.workspace_id, k.account_id,
+    k.created_at, k.expires_at, k.revoked_at, k.revoked_reason, k.used_at, k.scope, k.jkt,
+    u.id, u.account_id, u.name, u.enabled, u.grants,
+    a.id, a.name, a.status,
+    m.user_id IS NOT NULL
+FROM keys AS k
+LEFT JOIN users AS u ON u.id = k.user_id
+LEFT JOIN accounts AS a ON a.id = k.account_id
+LEFT JOIN memberships AS m ON m.user_id = k.user_id AND m.workspace_id = k.workspace_id
+WHERE k.key_hash = ?
+"""
+
+KEY_ROTATE_MARK = """
+UPDATE keys SET used_at = ?
+WHERE id = ? AND kind = 'refresh' AND used_at IS NULL AND revoked_at IS NULL
+"""
+
+KEY_LIST = """
+SELECT
+    id, kind, key_hash, family_id, user_id, workspace_id, account_id,
+    created_at, expires_at, revoked_at, revoked_reason, used_at, scope, jkt
+FROM keys
+WHERE (:user_id IS NULL OR user_id = :user_id)
+  AND (:family_id IS NULL OR family_id = :family_id)
+ORDER BY pos
+"""
+
+REVOKE_BY: dict[str, str] = {
+    "key_id": """
+UPDATE keys SET revoked_at = ?, revoked_reason = ?
+WHERE id = ? AND revoked_at IS NULL
+""",
+    "family_id": """
+UPDATE keys SET revoked_at = ?, revoked_reason = ?
+WHERE family_id = ? AND revoked_at IS NULL
+""",
+    "user_id": """
+UPDATE keys SET revoked_at = ?, revoked_reason = ?
+WHERE user_id = ? AND revoked_at IS NULL
+""",
+}
+
+REPLAY_PURGE = """
+DELETE FROM replay WHERE key IN (
+    SELECT key FROM replay WHERE expires_at <= ? ORDER BY expires_at LIMIT ?
+)
+"""
+# Inserts a fresh key, or takes over an expired one; changes no row while the key is live.
+REPLAY_CLAIM = """
+INSERT INTO replay (key, expires_at) VALUES (:key, :expires_at)
+ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+WHERE replay.expires_at <= :now
+"""
+
+CREDENTIAL_PUT = """
+INSERT INTO credentials (service, owner_kind, owner_id, id, scope, ciphertext, key_id, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (service, owner_kind, owner_id) DO UPDATE SET
+    id = excluded.id,
+    scope = excluded.scope,
+    ciphertext = excluded.ciphertext,
+    key_id = excluded.key_id,
+    created_at = excluded.created_at
+"""
+CREDENTIAL_GET = """
+SELECT service, owner_kind, owner_id, id, scope, ciphertext, key_id, created_at FROM credentials
+WHERE service = ? AND owner_kind = ? AND owner_id = ?
+"""
+CREDENTIAL_DELETE = "DELETE FROM credentials WHERE service = ? AND owner_kind = ? AND owner_id = ?"
+CREDENTIAL_LIST = """
+SELECT service, owner_kind, owner_id, id, scope, ciphertext, key_id, created_at FROM credentials
+ORDER BY id, pos
+"""
+CREDENTIAL_LIST_SERVICE = """
+SELECT service, owner_kind, owner_id, id, scope, ciphertext, key_id, created_at FROM credentials
+WHERE service = ? ORDER BY id, pos
+"""
+
+AUDIT_APPEND = "INSERT INTO audit (seq, prev, hash, body) VALUES (?, ?, ?, ?)"
+AUDIT_HEAD = "SELECT seq, hash, body FROM audit ORDER BY seq DESC LIMIT 1"
+AUDIT_READ = "SELECT seq, hash, body FROM audit WHERE seq >= ? ORDER BY seq"
+AUDIT_READ_TO = "SELECT seq, hash, body FROM audit WHERE seq >= ? AND seq < ? ORDER BY seq"
