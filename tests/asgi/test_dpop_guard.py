@@ -302,9 +302,31 @@ async def test_trusted_hosts_build_the_origin_from_host() -> None:
         assert response.status_code == 400
 
 
+async def test_forwarded_headers_only_when_trusted() -> None:
+    policy = DPoPPolicy(trusted_hosts=("api.example.com",), trust_forwarded=True)
+    setup, client = await start(policy)
+    async with client:
+        public = "https://api.example.com/crm/contacts"
+        forwarded = {"X-Forwarded-Host": "evil.test, api.example.com", "X-Forwarded-Proto": "https"}
+        ok = await client.get("/crm/contacts", headers={**setup.headers(url=public), **forwarded})
+        assert ok.status_code == 200
+        spoofed = {"X-Forwarded-Host": "api.example.com, evil.test", "X-Forwarded-Proto": "https"}
+        evil = "https://evil.test/crm/contacts"
+        refused = await client.get("/crm/contacts", headers={**setup.headers(url=evil), **spoofed})
+        assert refused.status_code == 400
+    plain, plain_client = await start(DPoPPolicy(trusted_hosts=("testserver",)))
+    async with plain_client:
+        ignored = {"X-Forwarded-Host": "testserver", "X-Forwarded-Proto": "https"}
+        https_proof = plain.headers(url="https://testserver/crm/contacts")
+        response = await plain_client.get("/crm/contacts", headers={**https_proof, **ignored})
+        assert response.json()["reason"] == "dpop_htu_mismatch"  # not trusted: headers ignored
+
+
 def test_policy_validation() -> None:
     with pytest.raises(ConfigurationError, match="exactly one"):
         DPoPPolicy()
+    with pytest.raises(ConfigurationError, match="trusted_hosts"):
+        DPoPPolicy(public_origin="https://a.test", trust_forwarded=True)
     with pytest.raises(ConfigurationError):
         DPoPPolicy(public_origin="https://api.example.com/path")
     with pytest.raises(ConfigurationError):

@@ -17,6 +17,14 @@ from agentguard.request import GuardRequest
 __all__ = ["DPoPPolicy"]
 
 
+def _nearest(request: GuardRequest, name: bytes) -> str | None:
+    """The value the nearest proxy appended to a comma-separated forwarding header."""
+    values = request.header_values(name)
+    if not values:
+        return None
+    return values[-1].decode("latin-1").split(",")[-1].strip() or None
+
+
 @dataclass(frozen=True)
 class DPoPPolicy:
     """DPoP settings for a :class:`~agentguard.Guard`.
@@ -25,6 +33,10 @@ class DPoPPolicy:
         public_origin: scheme, host and port the agents call, e.g. ``"https://api.example.com"``.
         trusted_hosts: instead of one origin, the ``Host`` values accepted; the origin is then
             the request's scheme and its (trusted) host. Requests naming another host get 400.
+        trust_forwarded: behind a reverse proxy, take the scheme and host from the
+            ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` values the nearest proxy appended (the
+            last ones); the host must still be in ``trusted_hosts``. Enable it only when every
+            request reaches the app through a proxy that sets these headers.
         required: refuse keys that are not DPoP-bound and proofs that are missing (and refuse to
             issue unbound keys).
         algorithms: accepted JWS algorithms (asymmetric only; RSA is opt-in).
@@ -38,6 +50,7 @@ class DPoPPolicy:
 
     public_origin: str | None = None
     trusted_hosts: tuple[str, ...] = ()
+    trust_forwarded: bool = False
     required: bool = False
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     iat_window: int = 300
@@ -51,6 +64,10 @@ class DPoPPolicy:
             raise ConfigurationError(
                 "DPoPPolicy needs exactly one of public_origin='https://api.example.com' or "
                 "trusted_hosts=('api.example.com',): the htu check must not trust Host blindly"
+            )
+        if self.trust_forwarded and not self.trusted_hosts:
+            raise ConfigurationError(
+                "trust_forwarded needs trusted_hosts: the host is still checked"
             )
         if self.public_origin is not None:
             parts = urlsplit(self.public_origin)
@@ -73,11 +90,19 @@ class DPoPPolicy:
         """The origin the request was sent to, from configuration or a trusted ``Host``."""
         if self.public_origin is not None:
             return self.public_origin
+        scheme = "https" if request.scheme in ("https", "wss") else "http"
         host = request.header(b"host")
+        if self.trust_forwarded:
+            forwarded_host = _nearest(request, b"x-forwarded-host")
+            forwarded_proto = _nearest(request, b"x-forwarded-proto")
+            host = forwarded_host.encode("latin-1") if forwarded_host else host
+            if forwarded_proto:
+                if forwarded_proto.lower() not in ("http", "https"):
+                    raise InvalidRequest("X-Forwarded-Proto is neither http nor https")
+                scheme = forwarded_proto.lower()
         name = host.decode("latin-1").lower() if host is not None else ""
         if name.rsplit(":", 1)[0] not in self.trusted_hosts and name not in self.trusted_hosts:
-            raise InvalidRequest("the Host header names a host this server does not serve")
-        scheme = "https" if request.scheme in ("https", "wss") else "http"
+            raise InvalidRequest("the request names a host this server does not serve")
         return f"{scheme}://{name}"
 
     def url(self, request: GuardRequest) -> str:
