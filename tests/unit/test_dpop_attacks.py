@@ -10,7 +10,6 @@ import hmac
 import json
 import secrets
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
@@ -26,29 +25,12 @@ from agentguard.dpop.jose import b64url_decode, b64url_encode
 from agentguard.dpop.jwk import public_jwk
 from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
 from agentguard.storage.memory import MemoryStore
+from agentguard.testing import FakeClock
 
 URL = "https://api.example.test/crm/items"
 MARKER = "ATTACKER-MARKER-7f3a"
 DROP = object()
 KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self._now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        self._monotonic = 0.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._monotonic
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._monotonic += seconds
 
 
 NOW = int(FakeClock().now().timestamp())

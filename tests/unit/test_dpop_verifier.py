@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -32,34 +32,13 @@ from agentguard.dpop.jose import b64url_encode
 from agentguard.dpop.jwk import public_jwk
 from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
 from agentguard.storage.memory import MemoryStore
+from agentguard.testing import FakeClock
 
 URL = "https://api.example.test/crm/items"
 ACCESS_KEY = "ag_at_" + "k" * 49
 DROP = object()
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self._now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        self._monotonic = 0.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._monotonic
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._monotonic += seconds
-
-    @property
-    def seconds(self) -> int:
-        return int(self._now.timestamp())
 
 
 def sign_raw(key: SigningKey, alg: str, message: bytes) -> bytes:
@@ -106,16 +85,6 @@ def forge(
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> MemoryStore:
-    return MemoryStore(clock=clock)
-
-
-@pytest.fixture
 def verifier(store: MemoryStore, clock: FakeClock) -> DPoPVerifier:
     return DPoPVerifier(store, clock)
 
@@ -139,12 +108,12 @@ async def refused(verifier: DPoPVerifier, proofs: list[str], **kwargs: Any) -> I
 async def test_4_3_1_valid_proof_is_accepted(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"jti": "one"})
+    proof = forge(es256, now=clock.timestamp(), payload={"jti": "one"})
     result = await verifier.verify([proof], method="POST", url=URL)
     expected = VerifiedProof(
         jkt=jwk_thumbprint(public_jwk(es256.public_key())),
         jti="one",
-        iat=clock.seconds,
+        iat=clock.timestamp(),
         alg="ES256",
     )
     assert result == expected
@@ -159,8 +128,8 @@ async def test_4_3_1_missing_dpop_header_is_refused(verifier: DPoPVerifier) -> N
 async def test_4_3_1_two_dpop_headers_are_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds)
-    error = await refused(verifier, [proof, forge(es256, now=clock.seconds)])
+    proof = forge(es256, now=clock.timestamp())
+    error = await refused(verifier, [proof, forge(es256, now=clock.timestamp())])
     assert error.reason is Reason.DPOP_PROOF_MISSING
     assert "exactly one" in error.description
 
@@ -181,7 +150,7 @@ async def test_4_3_2_oversized_proof_is_refused_before_parsing(
     store: MemoryStore, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     verifier = DPoPVerifier(store, clock, max_proof_bytes=1024)
-    proof = forge(es256, now=clock.seconds, payload={"pad": "x" * 2000})
+    proof = forge(es256, now=clock.timestamp(), payload={"pad": "x" * 2000})
     error = await refused(verifier, [proof])
     assert error.reason is Reason.DPOP_PROOF_MALFORMED
     assert "longer" in error.description
@@ -191,7 +160,7 @@ async def test_4_3_2_oversized_proof_is_refused_before_parsing(
 async def test_4_3_2_header_must_be_a_json_object(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, header_json=b'["dpop+jwt"]')
+    proof = forge(es256, now=clock.timestamp(), header_json=b'["dpop+jwt"]')
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -199,7 +168,7 @@ async def test_4_3_2_header_must_be_a_json_object(
 async def test_4_3_2_signature_must_be_base64url(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds)
+    proof = forge(es256, now=clock.timestamp())
     assert (await refused(verifier, [proof + "AAA"])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -211,7 +180,7 @@ async def test_4_3_2_signature_must_be_base64url(
 async def test_4_3_3_each_required_claim_must_be_present(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, claim: str
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={claim: DROP})
+    proof = forge(es256, now=clock.timestamp(), payload={claim: DROP})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -220,7 +189,7 @@ async def test_4_3_3_each_required_claim_must_be_present(
 async def test_4_3_3_jti_must_be_a_string_of_1_to_256_characters(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, jti: object
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"jti": jti})
+    proof = forge(es256, now=clock.timestamp(), payload={"jti": jti})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -228,7 +197,7 @@ async def test_4_3_3_jti_must_be_a_string_of_1_to_256_characters(
 async def test_4_3_3_jti_of_256_characters_is_accepted(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"jti": "j" * 256})
+    proof = forge(es256, now=clock.timestamp(), payload={"jti": "j" * 256})
     assert (await verifier.verify([proof], method="POST", url=URL)).jti == "j" * 256
 
 
@@ -237,7 +206,7 @@ async def test_4_3_3_jti_of_256_characters_is_accepted(
 async def test_4_3_3_non_string_htu_is_malformed(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, htu: object
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"htu": htu})
+    proof = forge(es256, now=clock.timestamp(), payload={"htu": htu})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -246,7 +215,7 @@ async def test_4_3_3_non_string_htu_is_malformed(
 async def test_4_3_3_non_string_htm_is_malformed(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, htm: object
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"htm": htm})
+    proof = forge(es256, now=clock.timestamp(), payload={"htm": htm})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -254,7 +223,7 @@ async def test_4_3_3_non_string_htm_is_malformed(
 async def test_4_3_3_iat_as_string_is_malformed(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"iat": str(clock.seconds)})
+    proof = forge(es256, now=clock.timestamp(), payload={"iat": str(clock.timestamp())})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -262,7 +231,7 @@ async def test_4_3_3_iat_as_string_is_malformed(
 async def test_4_3_3_iat_as_float_is_malformed(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"iat": clock.seconds + 0.5})
+    proof = forge(es256, now=clock.timestamp(), payload={"iat": clock.timestamp() + 0.5})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -270,7 +239,7 @@ async def test_4_3_3_iat_as_float_is_malformed(
 async def test_4_3_3_iat_as_bool_is_malformed(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"iat": True})
+    proof = forge(es256, now=clock.timestamp(), payload={"iat": True})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_PROOF_MALFORMED
 
 
@@ -279,7 +248,7 @@ async def test_4_3_3_iat_as_bool_is_malformed(
 async def test_4_3_3_huge_iat_is_out_of_window_not_a_crash(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, iat: int
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"iat": iat})
+    proof = forge(es256, now=clock.timestamp(), payload={"iat": iat})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_IAT_OUT_OF_WINDOW
 
 
@@ -287,7 +256,7 @@ async def test_4_3_3_huge_iat_is_out_of_window_not_a_crash(
 async def test_4_3_3_extra_claims_are_ignored(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"ext": {"a": [1, 2]}, "exp": 1})
+    proof = forge(es256, now=clock.timestamp(), payload={"ext": {"a": [1, 2]}, "exp": 1})
     assert await verifier.verify([proof], method="POST", url=URL)
 
 
@@ -299,7 +268,7 @@ async def test_4_3_3_extra_claims_are_ignored(
 async def test_4_3_4_typ_must_be_dpop_jwt(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, typ: object
 ) -> None:
-    proof = forge(es256, now=clock.seconds, header={"typ": typ})
+    proof = forge(es256, now=clock.timestamp(), header={"typ": typ})
     error = await refused(verifier, [proof])
     assert error.reason is Reason.DPOP_PROOF_MALFORMED
     assert "typ" in error.description
@@ -313,7 +282,7 @@ async def test_4_3_4_typ_must_be_dpop_jwt(
 async def test_4_3_5_alg_must_be_in_the_allow_list(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, alg: object
 ) -> None:
-    proof = forge(es256, now=clock.seconds, header={"alg": alg})
+    proof = forge(es256, now=clock.timestamp(), header={"alg": alg})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_ALG_NOT_ALLOWED
 
 
@@ -330,7 +299,7 @@ async def test_4_3_5_key_type_must_fit_the_alg(verifier: DPoPVerifier, clock: Fa
     ed_key = ed25519.Ed25519PrivateKey.generate()
     # An Ed25519 key under alg ES256: refused before any signature check.
     header = {"alg": "ES256", "jwk": public_jwk(ed_key.public_key())}
-    proof = forge(ec.generate_private_key(ec.SECP256R1()), now=clock.seconds, header=header)
+    proof = forge(ec.generate_private_key(ec.SECP256R1()), now=clock.timestamp(), header=header)
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_BAD_KEY
 
 
@@ -339,7 +308,7 @@ async def test_4_3_5_p384_key_under_es256_is_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     p384 = public_jwk(ec.generate_private_key(ec.SECP384R1()).public_key())
-    proof = forge(es256, now=clock.seconds, header={"jwk": p384})
+    proof = forge(es256, now=clock.timestamp(), header={"jwk": p384})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_BAD_KEY
 
 
@@ -351,7 +320,7 @@ async def test_4_3_6_signature_must_verify_with_the_header_jwk(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     other = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
-    proof = forge(es256, now=clock.seconds, header={"jwk": other})
+    proof = forge(es256, now=clock.timestamp(), header={"jwk": other})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_BAD_SIGNATURE
 
 
@@ -359,8 +328,8 @@ async def test_4_3_6_signature_must_verify_with_the_header_jwk(
 async def test_4_3_6_tampered_payload_fails_the_signature(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    header, _, signature = forge(es256, now=clock.seconds).split(".")
-    other_payload = forge(es256, now=clock.seconds, payload={"htm": "GET"}).split(".")[1]
+    header, _, signature = forge(es256, now=clock.timestamp()).split(".")
+    other_payload = forge(es256, now=clock.timestamp(), payload={"htm": "GET"}).split(".")[1]
     proof = f"{header}.{other_payload}.{signature}"
     assert (await refused(verifier, [proof], method="GET")).reason is Reason.DPOP_BAD_SIGNATURE
 
@@ -370,7 +339,7 @@ async def test_4_3_6_tampered_payload_fails_the_signature(
 async def test_4_3_6_es256_signature_must_be_64_raw_bytes(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, length: int
 ) -> None:
-    signing_input = forge(es256, now=clock.seconds).rpartition(".")[0]
+    signing_input = forge(es256, now=clock.timestamp()).rpartition(".")[0]
     proof = f"{signing_input}.{b64url_encode(b'x' * length)}" if length else signing_input + ".A"
     assert (await refused(verifier, [proof])).reason in {
         Reason.DPOP_BAD_SIGNATURE,
@@ -382,7 +351,7 @@ async def test_4_3_6_es256_signature_must_be_64_raw_bytes(
 async def test_4_3_6_der_encoded_es256_signature_is_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    signing_input = forge(es256, now=clock.seconds).rpartition(".")[0]
+    signing_input = forge(es256, now=clock.timestamp()).rpartition(".")[0]
     der = es256.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
     proof = f"{signing_input}.{b64url_encode(der)}"
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_BAD_SIGNATURE
@@ -397,7 +366,7 @@ async def test_4_3_7_jwk_with_private_members_is_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, member: str
 ) -> None:
     jwk = {**public_jwk(es256.public_key()), member: "AAAA"}
-    error = await refused(verifier, [forge(es256, now=clock.seconds, header={"jwk": jwk})])
+    error = await refused(verifier, [forge(es256, now=clock.timestamp(), header={"jwk": jwk})])
     assert error.reason is Reason.DPOP_BAD_KEY
     assert "AAAA" not in error.description
 
@@ -410,7 +379,7 @@ async def test_4_3_7_jwk_with_private_members_is_refused(
 async def test_4_3_8_htm_must_equal_the_request_method(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, htm: str
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"htm": htm})
+    proof = forge(es256, now=clock.timestamp(), payload={"htm": htm})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_HTM_MISMATCH
 
 
@@ -432,7 +401,7 @@ async def test_4_3_8_htm_must_equal_the_request_method(
 async def test_4_3_9_htu_matches_after_normalisation_ignoring_query_and_fragment(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, htu: str
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"htu": htu})
+    proof = forge(es256, now=clock.timestamp(), payload={"htu": htu})
     assert await verifier.verify([proof], method="POST", url=URL)
 
 
@@ -440,7 +409,7 @@ async def test_4_3_9_htu_matches_after_normalisation_ignoring_query_and_fragment
 async def test_4_3_9_htu_tilde_and_encoded_tilde_match(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"htu": "https://h.test/a%7eb%2fc"})
+    proof = forge(es256, now=clock.timestamp(), payload={"htu": "https://h.test/a%7eb%2fc"})
     assert await verifier.verify([proof], method="POST", url="https://h.test/a~b%2Fc")
 
 
@@ -461,7 +430,7 @@ async def test_4_3_9_htu_tilde_and_encoded_tilde_match(
 async def test_4_3_9_htu_mismatch_is_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, htu: str
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"htu": htu})
+    proof = forge(es256, now=clock.timestamp(), payload={"htu": htu})
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_HTU_MISMATCH
 
 
@@ -470,7 +439,7 @@ async def test_4_3_9_invalid_request_url_is_refused_not_raised(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     bad_url = "https://api.example.test/%zz"
-    proof = forge(es256, now=clock.seconds, payload={"htu": bad_url})
+    proof = forge(es256, now=clock.timestamp(), payload={"htu": bad_url})
     error = await refused(verifier, [proof], url=bad_url)
     assert error.reason is Reason.DPOP_HTU_MISMATCH
 
@@ -496,7 +465,7 @@ async def test_4_3_10_nonce_required_when_configured(
     es256: ec.EllipticCurvePrivateKey,
 ) -> None:
     with pytest.raises(UseDPoPNonce) as caught:
-        await nonce_verifier.verify([forge(es256, now=clock.seconds)], method="POST", url=URL)
+        await nonce_verifier.verify([forge(es256, now=clock.timestamp())], method="POST", url=URL)
     assert caught.value.nonce == nonces.current()
     assert ("dpop-nonce", nonces.current()) in caught.value.response_headers()
 
@@ -508,7 +477,7 @@ async def test_4_3_10_valid_nonce_is_accepted(
     clock: FakeClock,
     es256: ec.EllipticCurvePrivateKey,
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"nonce": nonces.current()})
+    proof = forge(es256, now=clock.timestamp(), payload={"nonce": nonces.current()})
     assert await nonce_verifier.verify([proof], method="POST", url=URL)
 
 
@@ -521,7 +490,7 @@ async def test_4_3_10_stale_nonce_gets_a_fresh_one(
 ) -> None:
     stale = nonces.current()
     clock.advance(600)
-    proof = forge(es256, now=clock.seconds, payload={"nonce": stale})
+    proof = forge(es256, now=clock.timestamp(), payload={"nonce": stale})
     with pytest.raises(UseDPoPNonce) as caught:
         await nonce_verifier.verify([proof], method="POST", url=URL)
     assert caught.value.nonce != stale
@@ -533,7 +502,7 @@ async def test_4_3_10_nonce_refusal_does_not_burn_the_jti(
     store: MemoryStore, clock: FakeClock, nonces: NonceSource, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     strict = DPoPVerifier(store, clock, nonces=nonces)
-    proof = forge(es256, now=clock.seconds, payload={"jti": "same"})
+    proof = forge(es256, now=clock.timestamp(), payload={"jti": "same"})
     with pytest.raises(UseDPoPNonce):
         await strict.verify([proof], method="POST", url=URL)
     assert await DPoPVerifier(store, clock).verify([proof], method="POST", url=URL)
@@ -547,7 +516,7 @@ async def test_4_3_10_nonce_refusal_does_not_burn_the_jti(
 async def test_4_3_11_iat_within_window_is_accepted(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, offset: int
 ) -> None:
-    proof = forge(es256, now=clock.seconds + offset)
+    proof = forge(es256, now=clock.timestamp() + offset)
     assert await verifier.verify([proof], method="POST", url=URL)
 
 
@@ -556,7 +525,7 @@ async def test_4_3_11_iat_within_window_is_accepted(
 async def test_4_3_11_iat_outside_window_is_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, offset: int
 ) -> None:
-    proof = forge(es256, now=clock.seconds + offset)
+    proof = forge(es256, now=clock.timestamp() + offset)
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_IAT_OUT_OF_WINDOW
 
 
@@ -565,7 +534,7 @@ async def test_4_3_11_iat_window_is_configurable(
     store: MemoryStore, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     narrow = DPoPVerifier(store, clock, iat_window=30)
-    assert (await refused(narrow, [forge(es256, now=clock.seconds - 31)])).reason is (
+    assert (await refused(narrow, [forge(es256, now=clock.timestamp() - 31)])).reason is (
         Reason.DPOP_IAT_OUT_OF_WINDOW
     )
 
@@ -577,7 +546,7 @@ async def test_4_3_11_iat_window_is_configurable(
 async def test_4_3_12_ath_must_match_the_access_key(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"ath": access_key_hash(ACCESS_KEY)})
+    proof = forge(es256, now=clock.timestamp(), payload={"ath": access_key_hash(ACCESS_KEY)})
     assert await verifier.verify([proof], method="POST", url=URL, access_key=ACCESS_KEY)
 
 
@@ -586,7 +555,7 @@ async def test_4_3_12_ath_must_match_the_access_key(
 async def test_4_3_12_ath_mismatch_is_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey, ath: object
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"ath": ath})
+    proof = forge(es256, now=clock.timestamp(), payload={"ath": ath})
     error = await refused(verifier, [proof], access_key=ACCESS_KEY)
     assert error.reason in {Reason.DPOP_ATH_MISMATCH, Reason.DPOP_PROOF_MALFORMED}
     assert ACCESS_KEY not in error.description
@@ -596,7 +565,7 @@ async def test_4_3_12_ath_mismatch_is_refused(
 async def test_4_3_12_non_ascii_ath_is_a_mismatch_not_a_crash(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
-    proof = forge(es256, now=clock.seconds, payload={"ath": "\u00e9\ud800"})
+    proof = forge(es256, now=clock.timestamp(), payload={"ath": "\u00e9\ud800"})
     error = await refused(verifier, [proof], access_key=ACCESS_KEY)
     assert error.reason is Reason.DPOP_ATH_MISMATCH
 
@@ -607,7 +576,7 @@ async def test_4_3_12_jkt_must_match_the_bound_key(
 ) -> None:
     jkt = jwk_thumbprint(public_jwk(es256.public_key()))
     assert (
-        await verifier.verify([forge(es256, now=clock.seconds)], **_post(expected_jkt=jkt))
+        await verifier.verify([forge(es256, now=clock.timestamp())], **_post(expected_jkt=jkt))
     ).jkt == jkt
 
 
@@ -616,7 +585,7 @@ async def test_4_3_12_jkt_mismatch_is_refused(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     bound = jwk_thumbprint(public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
-    error = await refused(verifier, [forge(es256, now=clock.seconds)], expected_jkt=bound)
+    error = await refused(verifier, [forge(es256, now=clock.timestamp())], expected_jkt=bound)
     assert error.reason is Reason.DPOP_BINDING_MISMATCH
     assert bound not in error.description
 
@@ -633,7 +602,7 @@ async def test_11_1_replayed_jti_is_refused_across_two_verifiers_sharing_a_store
     store: MemoryStore, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     first, second = DPoPVerifier(store, clock), DPoPVerifier(store, clock)
-    proof = forge(es256, now=clock.seconds)
+    proof = forge(es256, now=clock.timestamp())
     assert await first.verify([proof], method="POST", url=URL)
     assert (await refused(second, [proof])).reason is Reason.DPOP_REPLAYED
     assert (await refused(first, [proof])).reason is Reason.DPOP_REPLAYED
@@ -644,8 +613,12 @@ async def test_11_1_same_jti_from_another_key_is_not_a_replay(
     verifier: DPoPVerifier, clock: FakeClock, es256: ec.EllipticCurvePrivateKey
 ) -> None:
     other = ec.generate_private_key(ec.SECP256R1())
-    assert await verifier.verify([forge(es256, now=clock.seconds, payload={"jti": "j"})], **_post())
-    assert await verifier.verify([forge(other, now=clock.seconds, payload={"jti": "j"})], **_post())
+    assert await verifier.verify(
+        [forge(es256, now=clock.timestamp(), payload={"jti": "j"})], **_post()
+    )
+    assert await verifier.verify(
+        [forge(other, now=clock.timestamp(), payload={"jti": "j"})], **_post()
+    )
 
 
 class RecordingCache:
@@ -668,7 +641,7 @@ async def test_11_1_replay_entry_lives_until_iat_plus_window_plus_skew(
 ) -> None:
     cache = RecordingCache()
     verifier = DPoPVerifier(cache, clock, iat_window=300)
-    future_iat = clock.seconds + 250
+    future_iat = clock.timestamp() + 250
     await verifier.verify([forge(es256, now=future_iat)], **_post())
     (_, expires_at), *_ = cache.calls
     assert expires_at.timestamp() == future_iat + 300 + REPLAY_SKEW_SECONDS
@@ -681,7 +654,9 @@ async def test_11_1_jti_is_burnt_only_after_every_other_check(
     cache = RecordingCache()
     verifier = DPoPVerifier(cache, clock)
     for payload in ({"htm": "GET"}, {"htu": "https://x.test/"}, {"iat": 0}, {"ath": DROP}):
-        await refused(verifier, [forge(es256, now=clock.seconds, payload=payload)], access_key="k")
+        await refused(
+            verifier, [forge(es256, now=clock.timestamp(), payload=payload)], access_key="k"
+        )
     assert cache.calls == []
 
 
@@ -691,7 +666,7 @@ async def test_11_1_replay_cache_failure_propagates(
 ) -> None:
     verifier = DPoPVerifier(RecordingCache(ConnectionError("down")), clock)
     with pytest.raises(ConnectionError):
-        await verifier.verify([forge(es256, now=clock.seconds)], **_post())
+        await verifier.verify([forge(es256, now=clock.timestamp())], **_post())
 
 
 # Key cache: keys, not verdicts
@@ -703,9 +678,11 @@ async def test_key_cache_holds_one_entry_per_header_and_still_checks_every_proof
 ) -> None:
     verifier = DPoPVerifier(store, clock, key_cache_size=2)
     for _ in range(3):
-        assert await verifier.verify([forge(es256, now=clock.seconds)], **_post())
+        assert await verifier.verify([forge(es256, now=clock.timestamp())], **_post())
     assert len(verifier._keys) == 1
-    tampered = forge(es256, now=clock.seconds).rpartition(".")[0] + "." + b64url_encode(bytes(64))
+    tampered = (
+        forge(es256, now=clock.timestamp()).rpartition(".")[0] + "." + b64url_encode(bytes(64))
+    )
     assert (await refused(verifier, [tampered])).reason is Reason.DPOP_BAD_SIGNATURE
 
 
@@ -721,7 +698,7 @@ async def test_4_2_proof_made_by_joserfc_verifies(
 ) -> None:
     key = ECKey.generate_key("P-256") if alg == "ES256" else OKPKey.generate_key("Ed25519")
     header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.as_dict(private=False)}
-    payload = {"jti": "jose-1", "htm": "POST", "htu": URL, "iat": clock.seconds}
+    payload = {"jti": "jose-1", "htm": "POST", "htu": URL, "iat": clock.timestamp()}
     proof = jws.serialize_compact(header, json.dumps(payload), key, algorithms=[alg])
     result = await verifier.verify([proof], **_post())
     assert result.alg == alg
@@ -736,7 +713,7 @@ async def test_4_2_proof_made_by_dpop_key_verifies_here_and_with_joserfc(
     verifier: DPoPVerifier, clock: FakeClock, alg: str
 ) -> None:
     key = DPoPKey.generate(alg)
-    proof = key.proof("POST", URL + "?q=1", access_key=ACCESS_KEY, iat=clock.seconds)
+    proof = key.proof("POST", URL + "?q=1", access_key=ACCESS_KEY, iat=clock.timestamp())
     result = await verifier.verify(
         [proof], **_post(access_key=ACCESS_KEY, expected_jkt=key.thumbprint)
     )
@@ -756,7 +733,7 @@ async def test_4_3_5_ed25519_is_accepted_under_both_alg_names(
     key = ed25519.Ed25519PrivateKey.generate()
     for alg in ("EdDSA", "Ed25519"):
         assert (
-            await verifier.verify([forge(key, alg=alg, now=clock.seconds)], **_post())
+            await verifier.verify([forge(key, alg=alg, now=clock.timestamp())], **_post())
         ).alg == alg
 
 
@@ -769,7 +746,7 @@ def rsa_key() -> rsa.RSAPrivateKey:
 async def test_4_3_5_rs256_is_refused_by_default(
     verifier: DPoPVerifier, clock: FakeClock, rsa_key: rsa.RSAPrivateKey
 ) -> None:
-    proof = forge(rsa_key, alg="RS256", now=clock.seconds)
+    proof = forge(rsa_key, alg="RS256", now=clock.timestamp())
     assert (await refused(verifier, [proof])).reason is Reason.DPOP_ALG_NOT_ALLOWED
 
 
@@ -779,7 +756,7 @@ async def test_4_3_5_rsa_2048_is_accepted_when_opted_in(
     store: MemoryStore, clock: FakeClock, rsa_key: rsa.RSAPrivateKey, alg: str
 ) -> None:
     verifier = DPoPVerifier(store, clock, algorithms=["ES256", alg])
-    proof = forge(rsa_key, alg=alg, now=clock.seconds)
+    proof = forge(rsa_key, alg=alg, now=clock.timestamp())
     header_bytes = len(proof.split(".")[0])  # joserfc caps this at 512 by default
     assert header_bytes > 512
     assert (await verifier.verify([proof], **_post())).alg == alg
@@ -789,7 +766,7 @@ async def test_4_3_5_rsa_2048_is_accepted_when_opted_in(
 async def test_4_3_5_rsa_below_2048_bits_is_refused(store: MemoryStore, clock: FakeClock) -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
     verifier = DPoPVerifier(store, clock, algorithms=["RS256"])
-    assert (await refused(verifier, [forge(small, alg="RS256", now=clock.seconds)])).reason is (
+    assert (await refused(verifier, [forge(small, alg="RS256", now=clock.timestamp())])).reason is (
         Reason.DPOP_BAD_KEY
     )
 

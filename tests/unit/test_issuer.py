@@ -19,16 +19,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> MemoryStore:
-    return MemoryStore(clock=clock)
-
-
-@pytest.fixture
 def issuer(store: MemoryStore, clock: FakeClock) -> KeyIssuer:
     return KeyIssuer(store, clock=clock, audit=AuditWriter(store))
 

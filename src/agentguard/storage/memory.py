@@ -28,16 +28,9 @@ from agentguard.model import (
     User,
     Workspace,
 )
-from agentguard.storage.protocols import IntegrityError, KeyLookup
+from agentguard.storage.protocols import IntegrityError, KeyLookup, revoke_selector
 
 __all__ = ["MemoryStore"]
-
-
-def _one_selector(**selectors: str | None) -> tuple[str, str]:
-    chosen = [(name, value) for name, value in selectors.items() if value is not None]
-    if len(chosen) != 1:
-        raise ValueError("revoke takes exactly one of key_id, family_id, user_id")
-    return chosen[0]
 
 
 class MemoryStore:
@@ -174,7 +167,7 @@ class MemoryStore:
         reason: str,
         now: datetime,
     ) -> int:
-        field, value = _one_selector(key_id=key_id, family_id=family_id, user_id=user_id)
+        field, value = revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
         now = utc(now)
         attribute = {"key_id": "id"}.get(field, field)
         count = 0

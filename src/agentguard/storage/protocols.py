@@ -37,6 +37,7 @@ __all__ = [
     "KeyStore",
     "ReplayCache",
     "StorageError",
+    "revoke_selector",
 ]
 
 
@@ -46,6 +47,23 @@ class StorageError(Exception):
 
 class IntegrityError(StorageError):
     """A write would break a rule of the contract (unknown owner, duplicate key, ...)."""
+
+
+def revoke_selector(
+    *, key_id: str | None, family_id: str | None, user_id: str | None
+) -> tuple[str, str]:
+    """The one ``(name, value)`` a :meth:`KeyStore.revoke` call selects by.
+
+    Raises ``ValueError`` unless exactly one of the three is given, as the contract requires.
+    """
+    chosen = [
+        (name, value)
+        for name, value in (("key_id", key_id), ("family_id", family_id), ("user_id", user_id))
+        if value is not None
+    ]
+    if len(chosen) != 1:
+        raise ValueError("revoke takes exactly one of key_id, family_id, user_id")
+    return chosen[0]
 
 
 class KeyLookup(NamedTuple):

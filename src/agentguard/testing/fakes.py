@@ -32,6 +32,10 @@ class FakeClock:
         with self._lock:
             return self._monotonic
 
+    def timestamp(self) -> int:
+        """The wall clock as whole Unix seconds (what JWT claims such as ``iat`` carry)."""
+        return int(self.now().timestamp())
+
     def advance(self, seconds: float | timedelta) -> None:
         """Move both clocks forward (never backward)."""
         delta = seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)

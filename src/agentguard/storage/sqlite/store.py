@@ -37,7 +37,7 @@ from agentguard.model import (
     User,
     Workspace,
 )
-from agentguard.storage.protocols import IntegrityError, KeyLookup, StorageError
+from agentguard.storage.protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
 from agentguard.storage.sqlite import _queries as sql
 from agentguard.storage.sqlite._rows import (
     account_from_row,
@@ -86,13 +86,6 @@ def _create_private(path: str) -> None:
     except FileExistsError:
         return
     os.close(descriptor)
-
-
-def _one_selector(**selectors: str | None) -> tuple[str, str]:
-    chosen = [(name, value) for name, value in selectors.items() if value is not None]
-    if len(chosen) != 1:
-        raise ValueError("revoke takes exactly one of key_id, family_id, user_id")
-    return chosen[0]
 
 
 def _blob(value: object) -> bytes:
@@ -334,7 +327,7 @@ class SQLiteStore:
 
         Already revoked keys keep their first revocation time and reason.
         """
-        selector, value = _one_selector(key_id=key_id, family_id=family_id, user_id=user_id)
+        selector, value = revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
         statement = sql.REVOKE_BY[selector]
         params = (micros(now), reason, value)
 
