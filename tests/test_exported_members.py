@@ -10,6 +10,8 @@ MODULES = [
     "agentguard",
     "agentguard.asgi",
     "agentguard.audit",
+    "agentguard.client",
+    "agentguard.credentials",
     "agentguard.dpop",
     "agentguard.errors",
     "agentguard.keys",
@@ -51,5 +53,7 @@ def test_top_level_lazy_names_resolve() -> None:
     assert agentguard.OAuthApp.__name__ == "OAuthApp"
     assert agentguard.DPoPPolicy.__name__ == "DPoPPolicy"
     assert agentguard.DPoPKey.__name__ == "DPoPKey"
+    for name in ("AgentAuth", "CredentialSwapper", "CredentialVault", "KeyRing", "ProxyApp"):
+        assert getattr(agentguard, name).__name__ == name
     with pytest.raises(AttributeError):
         agentguard.NoSuchThing  # noqa: B018

@@ -48,21 +48,28 @@ from agentguard.permissions import PermissionChecker, Requirement, RouteRule
 from agentguard.request import GuardRequest
 from agentguard.resolver import KeyResolver
 from agentguard.secret import Secret
-from agentguard.storage import MemoryStore, SQLiteStore
+from agentguard.services import Placement, ServiceConfig
+from agentguard.storage import MemoryStore, PostgresStore, SQLiteStore
 
 if TYPE_CHECKING:
     from agentguard.asgi import AgentGuardMiddleware, OAuthApp
+    from agentguard.asgi.proxy import ProxyApp
+    from agentguard.client import AgentAuth
+    from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
     from agentguard.dpop import DPoPKey, DPoPPolicy
 
 __all__ = [
     "Account",
     "AccountStatus",
+    "AgentAuth",
     "AgentGuardError",
     "AgentGuardMiddleware",
     "AuditUnavailable",
     "AuthenticationError",
     "Clock",
     "ConfigurationError",
+    "CredentialSwapper",
+    "CredentialVault",
     "DPoPKey",
     "DPoPPolicy",
     "Grants",
@@ -78,6 +85,7 @@ __all__ = [
     "KeyKind",
     "KeyRecord",
     "KeyResolver",
+    "KeyRing",
     "Level",
     "MalformedKey",
     "Membership",
@@ -85,12 +93,16 @@ __all__ = [
     "MissingCredentials",
     "OAuthApp",
     "PermissionChecker",
+    "Placement",
+    "PostgresStore",
     "Principal",
+    "ProxyApp",
     "Reason",
     "Requirement",
     "RouteRule",
     "SQLiteStore",
     "Secret",
+    "ServiceConfig",
     "ServiceUnavailable",
     "StoreUnavailable",
     "SystemClock",
@@ -104,7 +116,12 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AgentAuth": "agentguard.client",
     "AgentGuardMiddleware": "agentguard.asgi",
+    "CredentialSwapper": "agentguard.credentials",
+    "CredentialVault": "agentguard.credentials",
+    "KeyRing": "agentguard.credentials",
+    "ProxyApp": "agentguard.asgi.proxy",
     "DPoPKey": "agentguard.dpop",
     "DPoPPolicy": "agentguard.dpop",
     "OAuthApp": "agentguard.asgi",

@@ -22,6 +22,8 @@ never needs ASGI code and no layer builds error bodies of its own::
     │   ├── UnsupportedGrantType         400 unsupported_grant_type
     │   └── InvalidScope                 400 invalid_scope
     ├── IssuanceRefused                  400 (operator API: user cannot get keys now)
+    ├── BadGateway                       502 bad_gateway (names the service)
+    │   └── GatewayTimeout               504 gateway_timeout
     ├── ServiceUnavailable               503 temporarily_unavailable
     │   ├── StoreUnavailable
     │   └── AuditUnavailable
@@ -46,8 +48,10 @@ __all__ = [
     "AgentGuardError",
     "AuditUnavailable",
     "AuthenticationError",
+    "BadGateway",
     "Challenge",
     "ConfigurationError",
+    "GatewayTimeout",
     "HTTPResponseParts",
     "InsufficientScope",
     "InvalidClient",
@@ -113,6 +117,13 @@ class Reason(str, enum.Enum):
     DPOP_ATH_MISMATCH = "dpop_ath_mismatch"
     DPOP_NONCE_REQUIRED = "dpop_nonce_required"
     DPOP_REQUIRED = "dpop_required"
+    CREDENTIAL_UNAVAILABLE = "credential_unavailable"
+    MINTING_FAILED = "minting_failed"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_REJECTED_CREDENTIAL = "upstream_rejected_credential"
+    UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
+    SECRET_ECHO_BLOCKED = "secret_echo_blocked"  # noqa: S105 - a reason code, not a secret
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL_ERROR = "internal_error"
@@ -157,6 +168,13 @@ _REASON_TEXT: dict[Reason, str] = {
     Reason.DPOP_ATH_MISMATCH: "the DPoP proof's ath does not match the presented key",
     Reason.DPOP_NONCE_REQUIRED: "a fresh server nonce is required in the DPoP proof",
     Reason.DPOP_REQUIRED: "this server only accepts DPoP-bound keys presented with a proof",
+    Reason.CREDENTIAL_UNAVAILABLE: "no usable credential is configured for this service and user",
+    Reason.MINTING_FAILED: "the service refused to mint a user-scoped token",
+    Reason.UPSTREAM_UNREACHABLE: "the service could not be reached",
+    Reason.UPSTREAM_TIMEOUT: "the service did not answer in time",
+    Reason.UPSTREAM_REJECTED_CREDENTIAL: "the service rejected the credential it was sent",
+    Reason.UPSTREAM_PROTOCOL_ERROR: "the service sent an invalid response",
+    Reason.SECRET_ECHO_BLOCKED: "the service's response contained a credential and was withheld",
     Reason.STORE_UNAVAILABLE: "the key store is unavailable; retry later",
     Reason.AUDIT_UNAVAILABLE: (
         "the audit log is unavailable, so no action can be recorded; retry later"
@@ -484,6 +502,36 @@ class AuditUnavailable(ServiceUnavailable):
     """The audit store refused an append; no unrecorded action is allowed."""
 
     default_reason = Reason.AUDIT_UNAVAILABLE
+
+
+class BadGateway(AgentGuardError):
+    """An upstream service failed on a proxied request: 502 naming the service, never its secret."""
+
+    status = 502
+    error: ClassVar[str | None] = "bad_gateway"
+    default_reason = Reason.UPSTREAM_UNREACHABLE
+
+    def __init__(
+        self, service: str, description: str | None = None, *, reason: Reason | None = None
+    ) -> None:
+        self.service = service
+        super().__init__(description, reason=reason)
+        if description is None:
+            self.description = f"{service}: {self.description}"
+            self.args = (self.description,)
+
+    def body(self) -> dict[str, str]:
+        body = super().body()
+        body["service"] = self.service
+        return body
+
+
+class GatewayTimeout(BadGateway):
+    """The upstream service did not answer in time: 504."""
+
+    status = 504
+    error: ClassVar[str | None] = "gateway_timeout"
+    default_reason = Reason.UPSTREAM_TIMEOUT
 
 
 class ConfigurationError(AgentGuardError):

@@ -9,7 +9,7 @@ application runs. Adapters (ASGI, WSGI, FastAPI) call :meth:`Guard.authenticate`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +33,23 @@ from agentguard.storage.protocols import AuditStore, KeyStore, ReplayCache
 
 if TYPE_CHECKING:
     from agentguard.asgi.oauth import OAuthApp
+    from agentguard.asgi.proxy import ProxyApp
+    from agentguard.credentials import CredentialSwapper
     from agentguard.dpop import DPoPVerifier, VerifiedProof
     from agentguard.dpop.policy import DPoPPolicy
+    from agentguard.services import ServiceConfig
 
-__all__ = ["Guard"]
+__all__ = ["DEFAULT", "Guard"]
+
+
+class _Default:
+    """Marks "use the guard's own route rules" (``None`` means "no rule covers this")."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = _Default()
 
 
 class Guard:
@@ -58,6 +71,8 @@ class Guard:
             :class:`~agentguard.dpop.policy.DPoPPolicy`.
         replay_cache: where DPoP proof ids are burnt, shared by every instance; defaults to
             ``store`` when it is also a :class:`~agentguard.storage.ReplayCache`.
+        services: upstream services :meth:`proxy_app` can front, by name.
+        swapper: the :class:`~agentguard.credentials.CredentialSwapper` proxies use.
     """
 
     def __init__(
@@ -74,6 +89,8 @@ class Guard:
         audit_timeout: float | None = None,
         dpop: DPoPPolicy | None = None,
         replay_cache: ReplayCache | None = None,
+        services: Sequence[ServiceConfig] = (),
+        swapper: CredentialSwapper | None = None,
     ) -> None:
         if audit_store is None:
             if not isinstance(store, AuditStore):
@@ -94,6 +111,10 @@ class Guard:
             require_binding=dpop is not None and dpop.required,
         )
         self.permissions = PermissionChecker(rules)
+        self.services = {service.name: service for service in services}
+        if len(self.services) != len(services):
+            raise ConfigurationError("two services share one name")
+        self.swapper = swapper
         self.dpop = dpop
         self.dpop_verifier: DPoPVerifier | None = None
         self.token_dpop_verifier: DPoPVerifier | None = None
@@ -179,18 +200,33 @@ class Guard:
     def __repr__(self) -> str:
         return f"Guard(store={type(self.store).__name__}, rules={len(self.permissions.rules)})"
 
-    async def authenticate(self, request: GuardRequest) -> Principal:
+    async def authenticate(
+        self,
+        request: GuardRequest,
+        *,
+        credentials: Credentials | Callable[[], Credentials] | None = None,
+        requirement: Requirement | _Default | None = DEFAULT,
+    ) -> Principal:
         """Decide ``request``: return its live Principal, or raise the refusal.
 
-        The decision is audited either way before this returns; if the audit store fails,
-        :class:`~agentguard.errors.AuditUnavailable` (503) is raised instead of allowing.
+        ``credentials`` (or a function returning them) replaces the ``Authorization`` header as
+        the key's source, as the proxy does for vendor-native placements; ``requirement``
+        replaces the guard's own route rules. The decision is audited either way before this
+        returns; if the audit store fails, :class:`~agentguard.errors.AuditUnavailable` (503) is
+        raised instead of allowing.
         """
         started = self.clock.monotonic()
-        requirement = self.permissions.requirement(request.method, request.path)
+        if isinstance(requirement, _Default):
+            requirement = self.permissions.requirement(request.method, request.path)
         try:
             if request.has_dot_segments():
                 raise InvalidRequest("paths with '.' or '..' segments are refused")
-            credentials = parse_authorization(request, self._schemes)
+            if credentials is None:
+                credentials = parse_authorization(request, self._schemes)
+            elif callable(credentials):
+                credentials = credentials()
+            if credentials.scheme not in self._schemes:
+                raise InvalidRequest(reason=Reason.UNSUPPORTED_SCHEME)
             principal = await self.resolver.resolve(credentials.key)
             try:
                 await self._check_binding(request, credentials, principal.jkt)
@@ -242,6 +278,28 @@ class Guard:
             **ids,
         )
         await self.audit.record(event)
+
+    def proxy_app(
+        self,
+        service: str | ServiceConfig,
+        *,
+        swapper: CredentialSwapper | None = None,
+        **options: Any,
+    ) -> ProxyApp:
+        """An ASGI app that swaps credentials and forwards to ``service`` (mount it at its path).
+
+        ``service`` is a name from ``services=`` or a :class:`~agentguard.services.ServiceConfig`;
+        ``options`` go to :class:`~agentguard.asgi.proxy.ProxyApp`.
+        """
+        from agentguard.asgi.proxy import ProxyApp
+
+        config = self.services.get(service) if isinstance(service, str) else service
+        if config is None:
+            raise ConfigurationError(f"no service named {service!r}; pass services=[...]")
+        chosen = swapper or self.swapper
+        if chosen is None:
+            raise ConfigurationError("proxy_app needs a CredentialSwapper (Guard(swapper=...))")
+        return ProxyApp(self, config, chosen, **options)
 
     def oauth_app(self, **options: Any) -> OAuthApp:
         """The ASGI app serving ``/token``, ``/revoke`` and ``/introspect``.

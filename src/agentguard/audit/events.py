@@ -46,6 +46,11 @@ class Action(str, enum.Enum):
     GRANT_CHANGE = "grant.change"
     MEMBERSHIP_REMOVE = "membership.remove"
     ACCOUNT_CLOSE = "account.close"
+    CREDENTIAL_SET = "credential.set"
+    CREDENTIAL_DELETE = "credential.delete"
+    CREDENTIAL_REKEY = "credential.rekey"
+    CREDENTIAL_MINT = "credential.mint"
+    PROXY_UPSTREAM = "proxy.upstream"
 
 
 class Decision(str, enum.Enum):

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     from agentguard.cli import audit_args
 
     audit_args.add_parser(commands)
+    from agentguard.cli import keys_args
+
+    keys_args.add_parser(commands)
     return parser
 
 
@@ -53,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agentguard.cli.audit import run as run_audit
 
             return run_audit(args)
+        if args.command == "keys":
+            from agentguard.cli.keys import run as run_keys
+
+            return run_keys(args)
     except AgentGuardError as error:
         print(f"agentguard: {error.description}", file=sys.stderr)
         return 1

@@ -69,10 +69,21 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route
 
+    from agentguard.cli.demo_swap import CRM_KEY, PROJECTS_ADMIN_KEY, set_up_vendors
+
     clock = FakeClock()
     database = directory / "agentguard.db"
     store = SQLiteStore(database, clock=clock)
     guard = Guard(store, rules=[RouteRule("/crm", service="crm")], clock=clock)
+    await store.initialize()
+    user = await make_user(
+        store,
+        user_id="alice",
+        account_id="acme",
+        workspace_id="sales",
+        grants="crm:read projects:read",
+    )
+    vendors = await set_up_vendors(guard, store, clock, user)
 
     async def contacts(request: Request) -> JSONResponse:
         who = principal_from_scope(request.scope)
@@ -85,10 +96,12 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
             routes=[
                 Route("/crm/contacts", contacts, methods=["GET", "POST"]),
                 Mount("/oauth", app=guard.oauth_app()),
+                Mount("/vendors/crm", app=vendors.proxies["crm"]),
+                Mount("/vendors/projects", app=vendors.proxies["projects"]),
             ]
         ),
         guard,
-        public_paths=["/oauth"],
+        public_paths=["/oauth", "/vendors"],  # the proxies check keys themselves
     )
     transport = httpx.ASGITransport(app=app)
     async with store, httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
@@ -100,11 +113,8 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
             form = {"grant_type": "refresh_token", "refresh_token": refresh_key}
             return await http.post("/oauth/token", data=form)
 
-        tell.title("Alice (account Acme, workspace Sales) may read the CRM; nothing more")
+        tell.title("Alice (account Acme, workspace Sales) may read the CRM and projects")
         tell.say(f"store: SQLite at {database.name} (the embedded default)")
-        user = await make_user(
-            store, user_id="alice", account_id="acme", workspace_id="sales", grants="crm:read"
-        )
         keys = await guard.issuer.issue(user.id, "sales")
         issued = [keys.access_key.reveal(), keys.refresh_key.reveal()]
         tell.say(f"access key  {_short(keys.access_key.reveal())}  (expires in 1 h)")
@@ -114,6 +124,28 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
         tell.title("The agent reads contacts with its placeholder access key")
         tell.say("GET /crm/contacts")
         tell.result(await http.get("/crm/contacts", headers=bearer(keys)))
+
+        tell.title("The agent calls the vendor's CRM API as documented: key in X-Api-Key")
+        tell.say("GET /vendors/crm/contacts   X-Api-Key: <placeholder access key>")
+        placeholder = {"X-Api-Key": keys.access_key.reveal()}
+        tell.result(await http.get("/vendors/crm/contacts", headers=placeholder))
+        seen = vendors.crm.requests[-1]
+        tell.say(f"the CRM received  {seen.method} {seen.path}  X-Api-Key: {_short(CRM_KEY)}")
+        real = "yes" if seen.header("x-api-key") == CRM_KEY else "NO"
+        upstream_saw = "NO" if keys.access_key.reveal() not in seen.raw else "YES"
+        tell.say(f"real key arrived: {real}; placeholder present upstream: {upstream_saw}")
+
+        tell.title("The projects board only issued an admin key: it never leaves the server")
+        for board in ("boards", "boards/7"):
+            tell.result(await http.get(f"/vendors/projects/{board}", headers=bearer(keys)))
+        sent = [request.header("authorization") for request in vendors.projects.requests]
+        tell.say(f"projects received: {sent[0]} (a token minted for alice alone), twice")
+        admin_sent = any(PROJECTS_ADMIN_KEY in request.raw for request in vendors.projects.requests)
+        tell.say(
+            f"token exchanges: {len(vendors.exchange.calls)} (cached until 80% of its life); "
+            f"admin key sent upstream: {'YES' if admin_sent else 'no'}"
+        )
+        issued += [CRM_KEY, PROJECTS_ADMIN_KEY]
 
         tell.title("The agent tries to write: Alice has crm:read, not crm:write")
         tell.say("POST /crm/contacts")
@@ -174,6 +206,7 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
         leaked = [secret for secret in issued if secret in log]
         secrecy = "no key appears in it" if not leaked else f"{len(leaked)} KEYS LEAKED"
         tell.say(f"{len(entries)} events, chain {verdict}; {secrecy}")
+        await vendors.aclose()
         if broken is not None or leaked:
             return 1
         return await _anchor_and_tamper(tell, store, database)
@@ -189,11 +222,16 @@ async def _anchor_and_tamper(tell: _Teller, store: SQLiteStore, database: Path) 
     report = verify_log(await store.read(), await sink.notes(), [signer.vkey()])
     tell.say(f"verify: {'OK' if report.ok else 'FAIL'}, anchored at size {report.anchored_size}")
 
-    tell.title("Someone with database access rewrites event #2 to hide the denied write")
+    denied = next(
+        entry.seq for entry in await store.read() if entry.event()["reason"] == "insufficient_scope"
+    )
+    tell.title(f"Someone with database access rewrites event #{denied} to hide the denied write")
     connection = sqlite3.connect(database)
     connection.execute("DROP TRIGGER audit_no_update")  # the append-only guard goes first
     connection.execute(
-        "UPDATE audit SET body = CAST(replace(body, '\"deny\"', '\"allow\"') AS BLOB) WHERE seq = 2"
+        "UPDATE audit SET body = CAST(replace(body, '\"deny\"', '\"allow\"') AS BLOB) "
+        "WHERE seq = ?",
+        (denied,),
     )
     connection.commit()
     connection.close()

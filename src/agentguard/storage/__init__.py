@@ -5,6 +5,7 @@ in their own modules behind extras and import their driver lazily.
 """
 
 from agentguard.storage.memory import MemoryStore
+from agentguard.storage.postgres import PostgresStore
 from agentguard.storage.protocols import (
     AuditStore,
     CredentialStore,
@@ -15,6 +16,7 @@ from agentguard.storage.protocols import (
     ReplayCache,
     StorageError,
 )
+from agentguard.storage.redis import RedisReplayCache
 from agentguard.storage.sqlite import SchemaVersionError, SQLiteStore
 from agentguard.storage.urls import open_store
 
@@ -26,6 +28,8 @@ __all__ = [
     "KeyLookup",
     "KeyStore",
     "MemoryStore",
+    "PostgresStore",
+    "RedisReplayCache",
     "ReplayCache",
     "SQLiteStore",
     "SchemaVersionError",

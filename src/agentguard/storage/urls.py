@@ -1,4 +1,7 @@
-"""Opening a store from a URL: ``sqlite:///path/to.db``, ``memory://``, or a plugin's scheme.
+"""Opening a store from a URL.
+
+``sqlite:///path/to.db``, ``postgresql://user@host/db?schema=agentguard``, ``memory://``, or a
+third-party scheme.
 
 Third-party backends register a scheme under the ``agentguard.storage`` entry-point group; the
 entry point is a callable ``(url: str, clock: Clock | None) -> store``.
@@ -33,6 +36,10 @@ def open_store(url: str, *, clock: Clock | None = None) -> Any:
         from agentguard.storage.sqlite import SQLiteStore
 
         return SQLiteStore(rest[1:], clock=clock)
+    if scheme in ("postgresql", "postgres"):
+        from agentguard.storage.postgres import PostgresStore
+
+        return PostgresStore.from_url(url, clock=clock)
     for entry in entry_points(group="agentguard.storage"):
         if entry.name == scheme:
             factory = entry.load()

@@ -9,5 +9,13 @@ own ``conftest.py`` (for example ``agentguard_grants`` to give the user other pe
 
 from agentguard.testing.factories import issue_keys, make_user
 from agentguard.testing.fakes import FakeClock
+from agentguard.testing.upstreams import FakeTokenExchange, FakeUpstream, RecordedRequest
 
-__all__ = ["FakeClock", "issue_keys", "make_user"]
+__all__ = [
+    "FakeClock",
+    "FakeTokenExchange",
+    "FakeUpstream",
+    "RecordedRequest",
+    "issue_keys",
+    "make_user",
+]

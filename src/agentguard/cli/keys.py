@@ -1,0 +1,154 @@
+"""``agentguard keys``: issue (and write a credentials file), list, revoke.
+
+Exit codes: 0 success, 1 refused (e.g. unknown or disabled user), 2 usage or environment error
+(unreadable store, a credentials file that exists or cannot be written). Keys are never
+printed: only their ids and the file path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+
+from agentguard.cli.output import emit_json
+from agentguard.client.credentials_file import AgentCredentials, CredentialsFile
+from agentguard.client.errors import CredentialsFileError
+from agentguard.clock import SystemClock
+from agentguard.dpop import DPoPKey
+from agentguard.errors import ConfigurationError, IssuanceRefused
+from agentguard.guard import Guard
+from agentguard.model import Grants, KeyRecord
+from agentguard.storage.urls import open_store
+
+__all__ = ["run"]
+
+
+class CommandError(Exception):
+    """A refusal the CLI reports on one line with exit code 2."""
+
+
+async def _with_guard(url: str, action: Any) -> Any:
+    store = open_store(url)
+    try:
+        return await action(Guard(store))
+    finally:
+        closer = getattr(store, "close", None)
+        if closer is not None:
+            await closer()
+
+
+def _issue(args: argparse.Namespace) -> int:
+    file = CredentialsFile(args.out)
+    for name, url in (("--token-url", args.token_url), ("--resource-url", args.resource_url)):
+        parts = urlsplit(url) if url is not None else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise CommandError(f"{name} must be an http(s) URL, e.g. https://api.example.com")
+    if file.exists() and not args.force:
+        raise CommandError(f"{file.path} exists; pass --force to replace it")
+    scope = Grants.from_scope(args.scope) if args.scope is not None else None
+    dpop_key = None if args.bearer else DPoPKey.generate(args.alg)
+
+    async def issue(guard: Guard) -> tuple[Any, AgentCredentials]:
+        jkt = dpop_key.thumbprint if dpop_key is not None else None
+        issued = await guard.issuer.issue(args.user, args.workspace, scope=scope, jkt=jkt)
+        credentials = AgentCredentials(
+            access_key=issued.access_key,
+            refresh_key=issued.refresh_key,
+            issued_at=issued.access.created_at,
+            expires_at=issued.access.expires_at,
+            token_url=args.token_url,
+            token_type="DPoP" if dpop_key is not None else "Bearer",
+            dpop_key=dpop_key,
+            resource_url=args.resource_url,
+        )
+        try:
+            file.create(credentials, overwrite=args.force)
+        except CredentialsFileError:
+            # keys nobody holds are only a liability
+            await guard.issuer.revoke(family_id=issued.access.family_id, reason="not_delivered")
+            raise
+        return issued, credentials
+
+    issued, credentials = anyio.run(_with_guard, args.store, issue)
+    binding = (
+        f"DPoP-bound ({credentials.dpop_key.thumbprint})" if credentials.dpop_key else "Bearer"
+    )
+    print(f"access key id:  {issued.access.id}")
+    print(f"refresh key id: {issued.refresh.id}")
+    print(f"family id:      {issued.access.family_id}")
+    print(f"binding:        {binding}")
+    print(f"expires:        {issued.access.expires_at.isoformat()}")
+    print(f"wrote {file.path} (mode 0600)")
+    return 0
+
+
+def _state(key: KeyRecord) -> str:
+    if key.revoked:
+        return f"revoked ({key.revoked_reason})" if key.revoked_reason else "revoked"
+    if key.used_at is not None:
+        return "used"
+    if key.expired(SystemClock().now()):
+        return "expired"
+    return "active"
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def keys(guard: Guard) -> list[KeyRecord]:
+        found: list[KeyRecord] = await guard.store.list_keys(user_id=args.user)
+        return found
+
+    records = anyio.run(_with_guard, args.store, keys)
+    rows = [
+        {
+            "id": key.id,
+            "kind": key.kind.value,
+            "family_id": key.family_id,
+            "workspace_id": key.workspace_id,
+            "created_at": key.created_at.isoformat(),
+            "expires_at": key.expires_at.isoformat(),
+            "state": _state(key),
+            "dpop_bound": key.jkt is not None,
+        }
+        for key in records
+    ]
+    if args.json:
+        emit_json(rows)
+        return 0
+    for row in rows:
+        bound = "dpop" if row["dpop_bound"] else "bearer"
+        print(
+            f"{row['id']}  {row['kind']:<7}  {row['family_id']}  {bound:<6}  "
+            f"expires {row['expires_at']}  {row['state']}"
+        )
+    if not rows:
+        print(f"no keys for {args.user}")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    async def revoke(guard: Guard) -> int:
+        return await guard.issuer.revoke(
+            key_id=args.key_id, family_id=args.family, user_id=args.user, reason=args.reason
+        )
+
+    count = anyio.run(_with_guard, args.store, revoke)
+    print(f"revoked {count} key{'s' if count != 1 else ''}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch a ``keys`` subcommand."""
+    handlers = {"issue": _issue, "list": _list, "revoke": _revoke}
+    try:
+        return handlers[args.keys_command](args)
+    except IssuanceRefused as error:
+        print(f"agentguard keys: {error.description}", file=sys.stderr)
+        return 1
+    except (CommandError, ConfigurationError, CredentialsFileError, OSError, ValueError) as error:
+        message = error.description if isinstance(error, ConfigurationError) else str(error)
+        print(f"agentguard keys: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,153 @@
+"""Where the key travels: taking our placeholder out, putting the real credential in.
+
+The agent calls the proxy exactly as it would call the vendor, with our placeholder where the
+vendor's key goes. These functions find it there, strip every trace of it (and of the agent's
+``Authorization``/``DPoP``) from what goes upstream, and attach the real credential in the same
+place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import unquote_plus
+
+from agentguard.errors import InvalidRequest, MissingCredentials
+from agentguard.request import TOKEN68, Credentials, GuardRequest, parse_authorization
+from agentguard.secret import Secret
+from agentguard.services import Placement, ServiceConfig
+
+__all__ = [
+    "HOP_BY_HOP",
+    "attach_credential",
+    "extract_placeholder",
+    "upstream_headers",
+    "upstream_query",
+]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Never forwarded, whatever the placement: the agent's own credentials and routing headers.
+_ALWAYS_DROPPED = frozenset(
+    {
+        b"authorization",
+        b"dpop",
+        b"host",
+        b"cookie",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
+
+
+def _query_values(query_string: bytes, name: str) -> list[str]:
+    values = []
+    for piece in query_string.decode("latin-1").split("&"):
+        key, _, value = piece.partition("=")
+        if unquote_plus(key) == name:
+            values.append(unquote_plus(value))
+    return values
+
+
+def _single(values: Sequence[str], where: str) -> str:
+    if not values:
+        raise MissingCredentials(f"no key: send it in {where}, where the vendor expects its key")
+    if len(values) > 1:
+        raise InvalidRequest(f"send exactly one key in {where}")
+    value = values[0].strip()
+    if not TOKEN68.match(value):
+        raise InvalidRequest(f"the key in {where} is not a well-formed token")
+    return value
+
+
+def extract_placeholder(request: GuardRequest, service: ServiceConfig) -> Credentials:
+    """The placeholder key from where ``service`` expects its key.
+
+    For header and query placements the scheme is ``dpop`` when the request carries a ``DPoP``
+    proof, ``bearer`` otherwise, so bound keys work through vendor-native placements too.
+    """
+    if service.placement is Placement.BEARER:
+        return parse_authorization(request, ("bearer", "dpop"))
+    assert service.parameter is not None  # noqa: S101 - ServiceConfig validated it
+    if service.placement is Placement.HEADER:
+        raw = request.header_values(service.parameter.lower().encode("latin-1"))
+        values = [value.decode("latin-1") for value in raw]
+        key = _single(values, f"the {service.parameter} header")
+    else:
+        key = _single(
+            _query_values(request.query_string, service.parameter),
+            f"the {service.parameter} query parameter",
+        )
+    scheme = "dpop" if request.header(b"dpop") is not None else "bearer"
+    return Credentials(scheme, key)
+
+
+def upstream_headers(
+    request: GuardRequest,
+    service: ServiceConfig,
+    *,
+    client_address: str | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """The request headers to forward: no hop-by-hop, no agent credentials, no placeholder."""
+    connection_listed = {
+        token.strip().lower().encode("latin-1")
+        for value in request.header_values(b"connection")
+        for token in value.decode("latin-1").split(",")
+    }
+    dropped = HOP_BY_HOP | _ALWAYS_DROPPED | connection_listed
+    if service.placement is Placement.HEADER and service.parameter is not None:
+        dropped = dropped | {service.parameter.lower().encode("latin-1")}
+    headers = [(name, value) for name, value in request.headers if name not in dropped]
+    if service.forward_headers:
+        host = request.header(b"host")
+        if client_address:
+            headers.append((b"x-forwarded-for", client_address.encode("latin-1")))
+        headers.append((b"x-forwarded-proto", request.scheme.encode("latin-1")))
+        if host is not None:
+            headers.append((b"x-forwarded-host", host))
+    return headers
+
+
+def upstream_query(query_string: bytes, service: ServiceConfig) -> bytes:
+    """The query string to forward, without the placeholder parameter (raw pieces kept)."""
+    if service.placement is not Placement.QUERY or not query_string:
+        return query_string
+    kept = [
+        piece
+        for piece in query_string.split(b"&")
+        if unquote_plus(piece.decode("latin-1").partition("=")[0]) != service.parameter
+    ]
+    return b"&".join(kept)
+
+
+def attach_credential(
+    headers: list[tuple[bytes, bytes]], query: bytes, service: ServiceConfig, credential: Secret
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Put the real ``credential`` where ``service`` expects it."""
+    from urllib.parse import quote
+
+    value = credential.reveal()
+    if service.placement is Placement.BEARER:
+        return [*headers, (b"authorization", f"Bearer {value}".encode("latin-1"))], query
+    assert service.parameter is not None  # noqa: S101 - ServiceConfig validated it
+    if service.placement is Placement.HEADER:
+        return [
+            *headers,
+            (service.parameter.lower().encode("latin-1"), value.encode("latin-1")),
+        ], query
+    pair = f"{quote(service.parameter, safe='')}={quote(value, safe='')}".encode("ascii")
+    return headers, (query + b"&" + pair) if query else pair

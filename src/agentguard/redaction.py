@@ -1,0 +1,52 @@
+"""Keeping real credentials out of third-party logs.
+
+Two places in the HTTP stack the proxy uses would log a credential the gateway attaches or an
+upstream echoes: httpx's INFO line ``HTTP Request: GET https://host/path?api_key=... "200 OK"``
+carries the full URL (a query-placed key), and httpcore's DEBUG trace prints raw response
+headers (a vendor echoing the key in a header). :func:`install_log_redaction` adds filters to
+those loggers: the query string is replaced by ``?<redacted>`` and header traces are dropped.
+It is idempotent and is called whenever a proxy or a minter is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+__all__ = ["install_log_redaction"]
+
+_HTTPCORE_LOGGERS = ("httpcore.http11", "httpcore.http2", "httpcore.connection", "httpcore.proxy")
+_lock = threading.Lock()
+_installed = False
+
+
+class _RedactURLQuery(logging.Filter):
+    """Rewrites httpx's request log line so the query string is not logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 2:
+            url = str(record.args[1])
+            if "?" in url:
+                args = list(record.args)
+                args[1] = url.split("?", 1)[0] + "?<redacted>"
+                record.args = tuple(args)
+        return True
+
+
+class _DropHeaderTraces(logging.Filter):
+    """Drops httpcore's DEBUG records that print request or response headers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.DEBUG and "headers" in str(record.msg))
+
+
+def install_log_redaction() -> None:
+    """Install the filters once per process."""
+    global _installed  # noqa: PLW0603 - a process-wide, install-once switch
+    with _lock:
+        if _installed:
+            return
+        logging.getLogger("httpx").addFilter(_RedactURLQuery())
+        for name in _HTTPCORE_LOGGERS:
+            logging.getLogger(name).addFilter(_DropHeaderTraces())
+        _installed = True

@@ -1,0 +1,110 @@
+"""Redis backend (extra ``agentguard[redis]``): the replay cache shared by every instance.
+
+:class:`RedisReplayCache` claims a one-time id (a DPoP ``jti``, a nonce) with one Lua script, so
+the check and the store are one atomic step on the server. Expiry follows the clock injected
+into the cache, not Redis's: the stored value is the entry's expiry instant (integer
+microseconds), and a key counts as present only while that instant is after "now" by the cache's
+clock, which the script receives as an argument. Each key also gets a Redis TTL of its remaining
+lifetime plus a margin, so Redis reclaims the memory by itself; this assumes the injected clock
+runs at real speed (the margin covers skew between instances).
+
+The driver, ``redis`` (redis-py's asyncio client), is imported when a cache is built.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import Any
+
+from agentguard.clock import Clock, SystemClock, utc
+
+__all__ = ["RedisReplayCache"]
+
+# KEYS[1] the entry; ARGV: now, expires_at (µs since the epoch), TTL in milliseconds.
+# Returns 1 if the caller claimed the key, 0 if a live entry holds it.
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) > tonumber(ARGV[1]) then
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros(moment: datetime) -> int:
+    """Whole microseconds since the epoch, exactly (no float rounding)."""
+    return (utc(moment) - _EPOCH) // timedelta(microseconds=1)
+
+
+class RedisReplayCache:
+    """A :class:`~agentguard.storage.ReplayCache` on Redis, atomic across instances.
+
+    Args:
+        url_or_client: a ``redis://`` / ``rediss://`` / ``unix://`` URL, or an existing
+            ``redis.asyncio.Redis`` client (which the cache then does not close).
+        clock: the clock that decides expiry; the system clock by default.
+        prefix: prepended to every key, so several apps or tests can share one database.
+        ttl_margin: extra lifetime Redis keeps an entry beyond its expiry.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | Any,
+        *,
+        clock: Clock | None = None,
+        prefix: str = "agentguard:replay:",
+        ttl_margin: timedelta = timedelta(seconds=30),
+    ) -> None:
+        if ttl_margin < timedelta(0):
+            raise ValueError("ttl_margin must not be negative")
+        if isinstance(url_or_client, str):
+            import redis.asyncio
+
+            self._client: Any = redis.asyncio.Redis.from_url(url_or_client)
+            self._owns_client = True
+        else:
+            self._client = url_or_client
+            self._owns_client = False
+        self.clock: Clock = clock or SystemClock()
+        self.prefix = prefix
+        self._prefix = prefix.encode("utf-8")
+        self._margin_ms = math.ceil(ttl_margin / timedelta(milliseconds=1))
+        self._claim: Any = self._client.register_script(_CLAIM)
+
+    def __repr__(self) -> str:
+        return f"RedisReplayCache(prefix={self.prefix!r})"
+
+    async def check_and_store(self, key: bytes, expires_at: datetime) -> bool:
+        """Store ``key`` until ``expires_at``; ``True`` if it was absent or expired by ``clock``.
+
+        One Lua script: of concurrent calls with one key, from any instance, exactly one wins.
+        """
+        now = _micros(self.clock.now())
+        until = _micros(expires_at)
+        ttl_ms = max(0, math.ceil((until - now) / 1000)) + self._margin_ms
+        claimed = await self._claim(
+            keys=[self._prefix + bytes(key)], args=[now, until, max(1, ttl_ms)]
+        )
+        return bool(claimed)
+
+    async def close(self) -> None:
+        """Close the client if the cache created it from a URL. Idempotent."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> RedisReplayCache:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

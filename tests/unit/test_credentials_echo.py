@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentguard.credentials.echo import EchoScanner, SecretEchoed, secret_forms
+
+SECRET = "sk-live-0123456789abcdefghijklmnop"
+
+
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        SECRET,
+        base64.b64encode(SECRET.encode()).decode(),
+        base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("="),
+        SECRET.encode().hex(),
+        SECRET.encode().hex().upper(),
+        json.dumps({"k": SECRET}),
+        "key=sk-live-0123",
+        "...klmnop and 56789abcdefghijklmnop",
+    ],
+)
+def test_forms_are_found(carrier: str) -> None:
+    assert EchoScanner([SECRET]).found_in(f"before {carrier} after".encode())
+
+
+def test_innocent_text_is_not_flagged() -> None:
+    scanner = EchoScanner([SECRET])
+    assert not scanner.found_in(b'{"contacts": ["Ada", "Grace"], "sk": "live"}')
+
+
+def test_short_secret_has_no_fragment_forms() -> None:
+    assert all(len(form) >= 10 for form in secret_forms("short-secret"))
+
+
+def test_headers_are_checked() -> None:
+    scanner = EchoScanner([SECRET])
+    scanner.check_headers([(b"x-ok", b"fine")])
+    with pytest.raises(SecretEchoed):
+        scanner.check_headers([(b"x-debug", SECRET.encode())])
+
+
+@given(
+    st.binary(max_size=300),
+    st.binary(max_size=300),
+    st.lists(st.integers(1, 64), min_size=1, max_size=40),
+)
+def test_any_chunking_finds_the_secret(before: bytes, after: bytes, sizes: list[int]) -> None:
+    body = before + SECRET.encode() + after
+    stream = EchoScanner([SECRET]).stream()
+    released = bytearray()
+
+    def feed_all() -> None:
+        position, index = 0, 0
+        while position < len(body):
+            size = sizes[index % len(sizes)]
+            released.extend(stream.feed(body[position : position + size]))
+            position += size
+            index += 1
+        released.extend(stream.finish())
+
+    with pytest.raises(SecretEchoed):
+        feed_all()
+    assert SECRET.encode() not in released
+    assert SECRET[:12].encode() not in released
+
+
+@given(st.binary(max_size=2000), st.lists(st.integers(1, 300), min_size=1, max_size=20))
+def test_clean_bodies_pass_through_unchanged(body: bytes, sizes: list[int]) -> None:
+    scanner = EchoScanner([SECRET])
+    if scanner.found_in(body):
+        return
+    stream = scanner.stream()
+    out, position, index = b"", 0, 0
+    while position < len(body):
+        size = sizes[index % len(sizes)]
+        out += stream.feed(body[position : position + size])
+        position += size
+        index += 1
+    assert out + stream.finish() == body

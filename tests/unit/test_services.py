@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from agentguard.model import Level
+from agentguard.permissions import Requirement
+from agentguard.services import Placement, ServiceConfig, ServiceRoute
+
+
+def test_fourth_service_is_one_entry() -> None:
+    billing = ServiceConfig.model_validate(
+        {
+            "name": "billing",
+            "base_url": "https://billing.example/api",
+            "placement": "query",
+            "parameter": "token",
+        }
+    )
+    assert billing.placement is Placement.QUERY
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "crm", "base_url": "http://crm.example"},
+        {"name": "crm", "base_url": "ftp://crm.example"},
+        {"name": "crm", "base_url": "https://user:pw@crm.example"},
+        {"name": "crm", "base_url": "https://crm.example?x=1"},
+        {"name": "CRM", "base_url": "https://crm.example"},
+        {"name": "crm", "base_url": "https://crm.example", "placement": "header"},
+        {
+            "name": "crm",
+            "base_url": "https://crm.example",
+            "placement": "header",
+            "parameter": "Host",
+        },
+        {
+            "name": "crm",
+            "base_url": "https://crm.example",
+            "placement": "header",
+            "parameter": "Authorization",
+        },
+        {"name": "crm", "base_url": "https://crm.example", "parameter": "X-Key"},
+        {"name": "crm", "base_url": "https://crm.example", "surprise": 1},
+    ],
+)
+def test_invalid_services_are_refused(config: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        ServiceConfig.model_validate(config)
+
+
+def test_plain_http_needs_explicit_opt_in() -> None:
+    service = ServiceConfig(name="crm", base_url="http://127.0.0.1:8080", allow_insecure_http=True)
+    assert service.is_loopback
+
+
+def test_routes_become_requirements() -> None:
+    service = ServiceConfig(
+        name="crm",
+        base_url="https://crm.example",
+        routes=(
+            ServiceRoute(path="/search", methods={"POST": Level.READ}),
+            ServiceRoute(path="/admin", level=Level.WRITE),
+        ),
+    )
+    checker = service.permission_checker()
+    assert checker.requirement("POST", "/search") == Requirement("crm", Level.READ)
+    assert checker.requirement("GET", "/admin/x") == Requirement("crm", Level.WRITE)
+    assert checker.requirement("DELETE", "/contacts/1") == Requirement("crm", Level.WRITE)
+    assert checker.requirement("GET", "/contacts") == Requirement("crm", Level.READ)
