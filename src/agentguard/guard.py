@@ -28,7 +28,7 @@ from agentguard.keys.issuer import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyI
 from agentguard.model import Principal
 from agentguard.permissions import PermissionChecker, Requirement, RouteRule
 from agentguard.request import Credentials, GuardRequest, parse_authorization
-from agentguard.resolver import KeyResolver
+from agentguard.resolver import KeyResolver, TokenResolver
 from agentguard.storage.protocols import AuditStore, KeyStore, ReplayCache
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ class Guard:
             ``store`` when it is also a :class:`~agentguard.storage.ReplayCache`.
         services: upstream services :meth:`proxy_app` can front, by name.
         swapper: the :class:`~agentguard.credentials.CredentialSwapper` proxies use.
+        token_resolvers: resolvers for credentials that are not agentguard keys (JWT access
+            tokens from an existing authorization server, introspected opaque tokens); the
+            first whose ``accepts`` says yes resolves the token.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Guard:
         replay_cache: ReplayCache | None = None,
         services: Sequence[ServiceConfig] = (),
         swapper: CredentialSwapper | None = None,
+        token_resolvers: Sequence[TokenResolver] = (),
     ) -> None:
         if audit_store is None:
             if not isinstance(store, AuditStore):
@@ -115,6 +119,7 @@ class Guard:
         if len(self.services) != len(services):
             raise ConfigurationError("two services share one name")
         self.swapper = swapper
+        self.token_resolvers = tuple(token_resolvers)
         self.dpop = dpop
         self.dpop_verifier: DPoPVerifier | None = None
         self.token_dpop_verifier: DPoPVerifier | None = None
@@ -126,6 +131,14 @@ class Guard:
             schemes = ("DPoP",) if dpop.required else ("Bearer", "DPoP")
             self.challenge = Challenge(realm=realm, schemes=schemes, dpop_algs=dpop.algorithms)
             self._schemes = ("bearer", "dpop")
+
+    async def resolve(self, token: str) -> Principal:
+        """The live Principal for ``token``: an agentguard key, or one a token resolver accepts."""
+        if not token.startswith("ag_"):
+            for resolver in self.token_resolvers:
+                if resolver.accepts(token):
+                    return await resolver.resolve(token)
+        return await self.resolver.resolve(token)
 
     def _setup_dpop(self, policy: DPoPPolicy, replay: object) -> None:
         from agentguard.dpop import DPoPVerifier, NonceSource
@@ -227,7 +240,7 @@ class Guard:
                 credentials = credentials()
             if credentials.scheme not in self._schemes:
                 raise InvalidRequest(reason=Reason.UNSUPPORTED_SCHEME)
-            principal = await self.resolver.resolve(credentials.key)
+            principal = await self.resolve(credentials.key)
             try:
                 await self._check_binding(request, credentials, principal.jkt)
             except AgentGuardError as error:

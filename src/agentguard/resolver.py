@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
-from typing import TypedDict
+from typing import Protocol, TypedDict, runtime_checkable
 
 from agentguard.clock import Clock
 from agentguard.errors import InvalidToken, Reason
@@ -18,7 +18,22 @@ from agentguard.model import KeyKind, KeyRecord, Principal
 from agentguard.storage.outage import store_outage
 from agentguard.storage.protocols import KeyLookup, KeyStore
 
-__all__ = ["KeyIds", "KeyResolver", "key_context", "liveness_failure"]
+__all__ = ["KeyIds", "KeyResolver", "TokenResolver", "key_context", "liveness_failure"]
+
+
+@runtime_checkable
+class TokenResolver(Protocol):
+    """Resolves credentials that are not agentguard keys, such as RFC 9068 JWT access tokens.
+
+    ``accepts`` must be cheap and must not claim agentguard keys (``ag_at_``/``ag_rt_``);
+    ``resolve`` returns a live :class:`Principal` (permissions still read from the user store)
+    or raises :class:`~agentguard.errors.InvalidToken` with a reason. A resolver that binds
+    tokens to DPoP keys sets ``Principal.jkt``.
+    """
+
+    def accepts(self, token: str) -> bool: ...
+
+    async def resolve(self, token: str) -> Principal: ...
 
 
 class KeyIds(TypedDict, total=False):

@@ -138,3 +138,48 @@ async def test_store_outage_is_503(
     with pytest.raises(StoreUnavailable) as info:
         await resolver.resolve(keys.access_key.reveal())
     assert "hunter2" not in str(info.value)
+
+
+async def test_guard_routes_foreign_tokens_to_token_resolvers(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    from datetime import datetime, timezone
+
+    from agentguard import Guard, GuardRequest, RouteRule
+    from agentguard.model import Principal
+    from agentguard.resolver import TokenResolver
+
+    class JWTish:
+        def accepts(self, token: str) -> bool:
+            return token.count(".") == 2
+
+        async def resolve(self, token: str) -> Principal:
+            if token != "a.b.c":
+                raise InvalidToken(reason=Reason.UNKNOWN_KEY)
+            return Principal(
+                user_id="user-1",
+                workspace_id="ws-1",
+                account_id="acct-1",
+                key_id="jwt:a",
+                family_id="jwt:a",
+                grants=Grants({"crm": "read"}),
+                expires_at=datetime(2030, 1, 1, tzinfo=timezone.utc),
+            )
+
+    assert isinstance(JWTish(), TokenResolver)
+    guard = Guard(
+        store, rules=[RouteRule("/crm", service="crm")], clock=clock, token_resolvers=[JWTish()]
+    )
+
+    def request(token: str) -> GuardRequest:
+        return GuardRequest(
+            "GET", "/crm/x", headers=[(b"authorization", f"Bearer {token}".encode())]
+        )
+
+    assert (await guard.authenticate(request("a.b.c"))).key_id == "jwt:a"
+    with pytest.raises(InvalidToken) as info:
+        await guard.authenticate(request("x.y.z"))
+    assert info.value.reason is Reason.UNKNOWN_KEY
+    with pytest.raises(InvalidToken) as info:
+        await guard.authenticate(request("not-a-jwt"))
+    assert info.value.reason is Reason.MALFORMED_KEY

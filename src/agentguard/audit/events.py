@@ -51,6 +51,7 @@ class Action(str, enum.Enum):
     CREDENTIAL_REKEY = "credential.rekey"
     CREDENTIAL_MINT = "credential.mint"
     PROXY_UPSTREAM = "proxy.upstream"
+    REVIEW = "review.verdict"
 
 
 class Decision(str, enum.Enum):
