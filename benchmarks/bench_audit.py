@@ -7,11 +7,15 @@ of the raw rate measured in the same run.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import sys
 import time
 from binascii import b2a_base64
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+
+import anyio
 
 from agentguard.audit.chain import leaf_hash
 from agentguard.audit.checkpoints import Checkpoint, Ed25519Signer, sign_checkpoint
@@ -106,6 +110,49 @@ def main() -> None:
         ratio = rate / raw
         goal = "" if target is None else f">={target:.0%} {'ok' if ratio >= target else 'MISS'}"
         print(f"{name:34} {rate:10,.0f} {ratio:7.0%} {goal:>7}")
+    for writers in (1, 4, 32):
+        shared = asyncio.run(postgres_rate(events[:4000], writers))
+        if shared is None:
+            print("(PostgreSQL rows skipped: no server at AGENTGUARD_TEST_POSTGRES)")
+            break
+        label = f"PostgresStore, {writers} writer{'s' if writers > 1 else ''}"
+        print(f"{label:34} {shared:10,.0f} {shared / raw:7.0%}")
+
+
+async def postgres_rate(events: list[AuditEvent], writers: int) -> float | None:
+    """Events/s with ``writers`` concurrent appenders, one event per append, group-committed."""
+    import asyncpg
+
+    from agentguard.storage import PostgresStore
+
+    dsn = os.environ.get("AGENTGUARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    store = PostgresStore(dsn, schema=f"agentguard_bench_{secrets.token_hex(4)}")
+    try:
+        await store.initialize()
+    except (OSError, ConnectionError):
+        return None
+    try:
+        share = len(events) // writers
+
+        async def writer(part: list[AuditEvent]) -> None:
+            for event in part:
+                await store.append([event])
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for index in range(writers):
+                group.start_soon(writer, events[index * share : (index + 1) * share])
+        rate = share * writers / (time.perf_counter() - start)
+        if not verify_log(await store.read()).ok:
+            raise SystemExit("the PostgreSQL log does not verify")
+        return rate
+    finally:
+        await store.close()
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{store.schema}" CASCADE')
+        finally:
+            await connection.close()
 
 
 if __name__ == "__main__":

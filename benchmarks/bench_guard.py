@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -27,7 +29,7 @@ from starlette.routing import Route
 
 from agentguard import Guard, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.storage import MemoryStore, SQLiteStore
+from agentguard.storage import MemoryStore, PostgresStore, SQLiteStore
 from agentguard.testing import make_user
 
 App = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
@@ -92,14 +94,42 @@ async def guarded_app(store: Any) -> tuple[App, str]:
     return app, keys.access_key.reveal()
 
 
+POSTGRES = os.environ.get("AGENTGUARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def postgres_store() -> PostgresStore | None:
+    """A store in a fresh schema, or ``None`` (the row is skipped) without a server."""
+    store = PostgresStore(POSTGRES, schema=f"agentguard_bench_{secrets.token_hex(4)}")
+    try:
+        await store.initialize()
+    except (OSError, ConnectionError) as error:
+        print(f"(PostgreSQL row skipped: {type(error).__name__} at {POSTGRES})")
+        return None
+    return store
+
+
+async def drop(store: PostgresStore) -> None:
+    import asyncpg
+
+    await store.close()
+    connection = await asyncpg.connect(POSTGRES)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{store.schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
 async def main(requests: int) -> None:
     bare = Starlette(routes=[Route("/crm/contacts", contacts)])
     with tempfile.TemporaryDirectory() as directory:
         sqlite = SQLiteStore(Path(directory) / "bench.db")
+        postgres = await postgres_store()
         apps = {
             "in-memory store": await guarded_app(MemoryStore()),
             "SQLite store (file, WAL, FULL)": await guarded_app(sqlite),
         }
+        if postgres is not None:
+            apps["PostgreSQL store (loopback)"] = await guarded_app(postgres)
         rounds: dict[str, list[float]] = {"bare": [], **{name: [] for name in apps}}
         for _ in range(3):  # interleave to even out machine noise
             rounds["bare"].append(statistics.median(await measure(bare, None, requests)))
@@ -107,17 +137,19 @@ async def main(requests: int) -> None:
                 count = requests if name.startswith("in-memory") else max(200, requests // 10)
                 rounds[name].append(statistics.median(await measure(app, key, count)))
         await sqlite.close()
+        if postgres is not None:
+            await drop(postgres)
     bare_us = statistics.median(rounds["bare"])
     print(
         f"guard overhead per request, 3 rounds (median µs/request; {requests} requests in memory)"
     )
-    print(f"{'bare Starlette app':<44}{bare_us:>9.1f} µs   1.00x  (baseline)")
+    print(f"{'bare Starlette app':<52}{bare_us:>9.1f} µs   1.00x  (baseline)")
     for name in apps:
         guarded_us = statistics.median(rounds[name])
         ratio = guarded_us / bare_us
         overhead = guarded_us - bare_us
         label = f"AgentGuardMiddleware, {name}"
-        print(f"{label:<44}{guarded_us:>9.1f} µs   {ratio:.2f}x  (+{overhead:.1f} µs)")
+        print(f"{label:<52}{guarded_us:>9.1f} µs   {ratio:.2f}x  (+{overhead:.1f} µs)")
 
 
 if __name__ == "__main__":
