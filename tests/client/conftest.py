@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from agentguard import Guard, RouteRule
 from agentguard.asgi.types import Message, Receive, Scope, Send
@@ -23,6 +19,7 @@ from agentguard.model import IssuedKeys, User
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.asgi.conftest import build_app
+from tests.support.servers import LoopbackServer, free_port
 
 ORIGIN = "http://testserver"
 TOKEN_URL = ORIGIN + "/oauth/token"
@@ -130,22 +127,15 @@ def write_file(directory: Path, credentials: AgentCredentials) -> CredentialsFil
     return file
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
+class Server(LoopbackServer):
     """The guarded app with DPoP required, served by uvicorn on a loopback socket."""
 
     def __init__(self, *, nonces: bool = False) -> None:
-        self.port = free_port()
+        port = free_port()
         self.clock = FakeClock()
         self.store = MemoryStore(clock=self.clock)
         policy = DPoPPolicy(
-            public_origin=self.url,
+            public_origin=f"http://127.0.0.1:{port}",
             required=True,
             nonce_secret=b"r" * 32 if nonces else None,
             token_nonce_secret=b"t" * 32 if nonces else None,
@@ -154,28 +144,11 @@ class Server:
             self.store, rules=[RouteRule("/crm", service="crm")], clock=self.clock, dpop=policy
         )
         self.recorder = Recorder(build_app(self.guard))
-        config = uvicorn.Config(
-            self.recorder, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(self.recorder, port=port)
 
     def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,16 +16,10 @@ from agentguard.asgi import AgentGuardMiddleware
 from agentguard.audit import verify_chain
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
+from tests.support.servers import LoopbackServer
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
+class Server(LoopbackServer):
     def __init__(self) -> None:
         self.clock = FakeClock()
         self.store = MemoryStore(clock=self.clock)
@@ -44,33 +34,13 @@ class Server:
                 Mount("/oauth", app=self.guard.oauth_app()),
             ]
         )
-        self.port = free_port()
-        config = uvicorn.Config(
-            AgentGuardMiddleware(app, self.guard, public_paths=["/oauth"]),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
+        super().__init__(
+            AgentGuardMiddleware(app, self.guard, public_paths=["/oauth"]), lifespan="on"
         )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -21,8 +21,14 @@ def free_port() -> int:
 class LoopbackServer:
     """``with LoopbackServer(app) as server: httpx.get(server.url + "/path")``."""
 
-    def __init__(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "off") -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        app: Any,
+        *,
+        lifespan: Literal["auto", "on", "off"] = "off",
+        port: int | None = None,
+    ) -> None:
+        self.port = port if port is not None else free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan
         )

@@ -44,6 +44,7 @@ from agentguard.storage.sqlite._rows import (
     account_params,
     credential_from_row,
     credential_params,
+    entry_from_row,
     key_from_row,
     key_params,
     lookup_from_row,
@@ -86,18 +87,6 @@ def _create_private(path: str) -> None:
     except FileExistsError:
         return
     os.close(descriptor)
-
-
-def _blob(value: object) -> bytes:
-    """Column bytes as stored; a value someone rewrote as TEXT or a number is kept, not fatal."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    return str(value).encode("utf-8", "surrogatepass")
-
-
-def _entry(row: Row) -> AuditEntry:
-    """An audit row as read. Tampered types reach the verifier as data instead of crashing."""
-    return AuditEntry(seq=int(row[0]), hash=_blob(row[1]), body=_blob(row[2]))
 
 
 class SQLiteStore:
@@ -436,12 +425,12 @@ class SQLiteStore:
             rows = await self._fetch_all(sql.AUDIT_READ, (start,))
         else:
             rows = await self._fetch_all(sql.AUDIT_READ_TO, (start, stop))
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     async def head(self) -> AuditEntry | None:
         """The newest entry, or ``None`` for an empty log."""
         row = await self._fetch_one(sql.AUDIT_HEAD, ())
-        return None if row is None else _entry(row)
+        return None if row is None else entry_from_row(row)
 
     # Reads: one statement each, so each sees one consistent snapshot.
 
