@@ -130,7 +130,7 @@ class Reason(str, enum.Enum):
 
 
 _REASON_TEXT: dict[Reason, str] = {
-    Reason.MISSING_CREDENTIALS: "no access key was presented; send 'Authorization: Bearer <key>'",
+    Reason.MISSING_CREDENTIALS: "no access key was presented in the Authorization header",
     Reason.MALFORMED_KEY: "the key is not a well-formed agentguard key",
     Reason.UNKNOWN_KEY: "the key is not known to this server",
     Reason.WRONG_KEY_KIND: (

@@ -29,6 +29,7 @@ from agentguard.model import Principal
 from agentguard.permissions import PermissionChecker, Requirement, RouteRule
 from agentguard.request import Credentials, GuardRequest, parse_authorization
 from agentguard.resolver import KeyResolver, TokenResolver
+from agentguard.storage.outage import store_outage
 from agentguard.storage.protocols import AuditStore, KeyStore, ReplayCache
 
 if TYPE_CHECKING:
@@ -136,8 +137,9 @@ class Guard:
         """The live Principal for ``token``: an agentguard key, or one a token resolver accepts."""
         if not token.startswith("ag_"):
             for resolver in self.token_resolvers:
-                if resolver.accepts(token):
-                    return await resolver.resolve(token)
+                with store_outage():  # a resolver failing unexpectedly refuses (503), never 500s
+                    if resolver.accepts(token):
+                        return await resolver.resolve(token)
         return await self.resolver.resolve(token)
 
     def _setup_dpop(self, policy: DPoPPolicy, replay: object) -> None:

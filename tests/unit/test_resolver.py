@@ -183,3 +183,15 @@ async def test_guard_routes_foreign_tokens_to_token_resolvers(
     with pytest.raises(InvalidToken) as info:
         await guard.authenticate(request("not-a-jwt"))
     assert info.value.reason is Reason.MALFORMED_KEY
+
+    class Broken(JWTish):
+        async def resolve(self, token: str) -> Principal:
+            raise RuntimeError("issuer exploded")
+
+    from agentguard.errors import StoreUnavailable
+
+    broken = Guard(
+        store, rules=[RouteRule("/crm", service="crm")], clock=clock, token_resolvers=[Broken()]
+    )
+    with pytest.raises(StoreUnavailable):
+        await broken.authenticate(request("a.b.c"))
