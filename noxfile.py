@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests lint typecheck`` before every commit."""
+"""Developer sessions: ``nox -s tests lint typecheck`` before every commit; ``nox -s docs``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the library, the tests and the benchmarks."""
     session.install("-e", ".[dev]")
     session.run("mypy", "--strict")
+
+
+DOCS_REQUIREMENTS = ("mkdocs>=1.6", "mkdocstrings[python]>=0.26")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site; any warning (a broken link, a bad docstring) fails the build."""
+    session.install("-e", ".", *DOCS_REQUIREMENTS)
+    site = session.create_tmp() + "/site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", site, *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -16,9 +16,12 @@ MODULES = [
     "agentguard.errors",
     "agentguard.keys",
     "agentguard.model",
+    "agentguard.resolvers",
+    "agentguard.review",
     "agentguard.storage",
     "agentguard.testing",
     "agentguard.testing.conformance",
+    "agentguard.wsgi",
 ]
 
 
@@ -53,7 +56,14 @@ def test_top_level_lazy_names_resolve() -> None:
     assert agentguard.OAuthApp.__name__ == "OAuthApp"
     assert agentguard.DPoPPolicy.__name__ == "DPoPPolicy"
     assert agentguard.DPoPKey.__name__ == "DPoPKey"
-    for name in ("AgentAuth", "CredentialSwapper", "CredentialVault", "KeyRing", "ProxyApp"):
+    for name in (
+        "AgentAuth",
+        "AgentGuardWSGIMiddleware",
+        "CredentialSwapper",
+        "CredentialVault",
+        "KeyRing",
+        "ProxyApp",
+    ):
         assert getattr(agentguard, name).__name__ == name
     with pytest.raises(AttributeError):
         agentguard.NoSuchThing  # noqa: B018

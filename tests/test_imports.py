@@ -15,6 +15,7 @@ CORE = [
     "agentguard.audit",
     "agentguard.model",
     "agentguard.errors",
+    "agentguard.review",
 ]
 FRAMEWORKS = ["starlette", "fastapi", "flask", "werkzeug", "httpx", "uvicorn"]
 

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from agentguard.client import AgentAuth
     from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
     from agentguard.dpop import DPoPKey, DPoPPolicy
+    from agentguard.wsgi import AgentGuardWSGIMiddleware
 
 __all__ = [
     "Account",
@@ -64,6 +65,7 @@ __all__ = [
     "AgentAuth",
     "AgentGuardError",
     "AgentGuardMiddleware",
+    "AgentGuardWSGIMiddleware",
     "AuditUnavailable",
     "AuthenticationError",
     "Clock",
@@ -118,6 +120,7 @@ __all__ = [
 _LAZY = {
     "AgentAuth": "agentguard.client",
     "AgentGuardMiddleware": "agentguard.asgi",
+    "AgentGuardWSGIMiddleware": "agentguard.wsgi",
     "CredentialSwapper": "agentguard.credentials",
     "CredentialVault": "agentguard.credentials",
     "KeyRing": "agentguard.credentials",

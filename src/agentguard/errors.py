@@ -123,6 +123,7 @@ class Reason(str, enum.Enum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_REJECTED_CREDENTIAL = "upstream_rejected_credential"
     UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
+    REVIEW_BLOCKED = "review_blocked"
     SECRET_ECHO_BLOCKED = "secret_echo_blocked"  # noqa: S105 - a reason code, not a secret
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
@@ -174,6 +175,7 @@ _REASON_TEXT: dict[Reason, str] = {
     Reason.UPSTREAM_TIMEOUT: "the service did not answer in time",
     Reason.UPSTREAM_REJECTED_CREDENTIAL: "the service rejected the credential it was sent",
     Reason.UPSTREAM_PROTOCOL_ERROR: "the service sent an invalid response",
+    Reason.REVIEW_BLOCKED: "a reviewer blocked the request or the response",
     Reason.SECRET_ECHO_BLOCKED: "the service's response contained a credential and was withheld",
     Reason.STORE_UNAVAILABLE: "the key store is unavailable; retry later",
     Reason.AUDIT_UNAVAILABLE: (

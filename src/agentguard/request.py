@@ -35,6 +35,8 @@ class GuardRequest:
         headers: ``(name, value)`` pairs; names lower-case.
         scheme: ``http``/``https``/``ws``/``wss``.
         root_path: the ASGI root path (mount point) the path is relative to.
+        request_id: the client's ``X-Request-Id`` when it is short and plain, else a fresh
+            random id; fixed for the life of the request, so every event it causes agrees.
     """
 
     method: str
@@ -44,6 +46,17 @@ class GuardRequest:
     query_string: bytes = b""
     scheme: str = "http"
     root_path: str = ""
+    request_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.request_id:
+            given = self.header(b"x-request-id")
+            chosen = (
+                given.decode("ascii")
+                if given is not None and _REQUEST_ID.match(given)
+                else secrets.token_hex(8)
+            )
+            object.__setattr__(self, "request_id", chosen)
 
     def header_values(self, name: bytes) -> list[bytes]:
         """Every value of header ``name`` (lower-case), in order."""
@@ -55,14 +68,6 @@ class GuardRequest:
             if key == name:
                 return value
         return None
-
-    @property
-    def request_id(self) -> str:
-        """The client's ``X-Request-Id`` when it is short and plain, else a fresh random id."""
-        given = self.header(b"x-request-id")
-        if given is not None and _REQUEST_ID.match(given):
-            return given.decode("ascii")
-        return secrets.token_hex(8)
 
     @property
     def audit_path(self) -> str:

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 from typing import Any, NoReturn, final
+from urllib.parse import quote
 
-__all__ = ["Secret"]
+__all__ = ["FRAGMENT", "Secret", "encoded_forms"]
+
+FRAGMENT = 12
+"""How many leading or trailing characters of a long secret count as revealing it."""
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """The strings whose presence reveals ``secret``.
+
+    Raw, base64 (padded and not), base64url, hex in both cases, URL-encoded, JSON-escaped, and
+    its first and last :data:`FRAGMENT` characters when it is at least twice that long. The one
+    definition both the proxy's echo scanner and the secret-leak reviewer match against.
+    """
+    raw = secret.encode("utf-8", "surrogateescape")
+    b64 = base64.b64encode(raw).decode()
+    forms = {
+        secret,
+        b64,
+        b64.rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        raw.hex(),
+        raw.hex().upper(),
+        quote(raw, safe=""),
+        json.dumps(secret)[1:-1],
+    }
+    if len(secret) >= 2 * FRAGMENT:
+        forms.add(secret[:FRAGMENT])
+        forms.add(secret[-FRAGMENT:])
+    return {form for form in forms if form}
 
 
 @final

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from agentguard.model import Level
 from agentguard.permissions import PermissionChecker, RouteRule
@@ -54,14 +61,18 @@ class ServiceTimeouts(BaseModel):
     pool: float = Field(default=5.0, gt=0)
 
 
+LevelName = Annotated[Level, BeforeValidator(Level.parse)]
+"""A level given as ``"read"``/``"write"`` (configuration) or as a :class:`Level`."""
+
+
 class ServiceRoute(BaseModel):
     """A permission rule below the service's mount: ``path`` prefix, level or per-method levels."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: str = "/"
-    level: Level | None = None
-    methods: dict[str, Level] = Field(default_factory=dict)
+    level: LevelName | None = None
+    methods: dict[str, LevelName] = Field(default_factory=dict)
 
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]

@@ -79,6 +79,7 @@ def test_request_id_taken_when_plain_else_generated() -> None:
     assert plain.request_id == "abc-123"
     hostile = GuardRequest("GET", "/", headers=[(b"x-request-id", b"a b\r\n")])
     assert hostile.request_id != "a b\r\n" and len(hostile.request_id) == 16
+    assert hostile.request_id == hostile.request_id  # fixed for the request, not per access
 
 
 def test_audit_path_prefers_raw_path_and_drops_query() -> None:

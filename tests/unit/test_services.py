@@ -50,6 +50,25 @@ def test_invalid_services_are_refused(config: dict[str, object]) -> None:
         ServiceConfig.model_validate(config)
 
 
+def test_route_levels_accept_names() -> None:
+    service = ServiceConfig.model_validate(
+        {
+            "name": "crm",
+            "base_url": "https://crm.example",
+            "routes": [
+                {"path": "/search", "methods": {"POST": "read"}},
+                {"path": "/admin", "level": "write"},
+            ],
+        }
+    )
+    assert service.routes[0].methods == {"POST": Level.READ}
+    assert service.routes[1].level is Level.WRITE
+    with pytest.raises(ValidationError):
+        ServiceConfig.model_validate(
+            {"name": "crm", "base_url": "https://crm.example", "routes": [{"level": "admin"}]}
+        )
+
+
 def test_plain_http_needs_explicit_opt_in() -> None:
     service = ServiceConfig(name="crm", base_url="http://127.0.0.1:8080", allow_insecure_http=True)
     assert service.is_loopback

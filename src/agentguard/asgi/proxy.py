@@ -10,12 +10,16 @@ The response is scanned for any form of the credential that was sent. Responses 
 first ``buffer_bytes`` are scanned whole before anything is sent, so an echo becomes a clean 502;
 larger ones stream through a scanner that holds back just enough bytes to see across chunk
 boundaries, and a stream that turns out to echo the credential is cut off mid-way.
+
+Reviewers (``request_reviewers``, ``response_reviewers``; see :mod:`agentguard.review`) see the
+agent's request body before anything goes upstream (a block is a 403 and the upstream is never
+called) and the response body before the agent does, on the same buffered or streamed path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -25,7 +29,7 @@ from agentguard.asgi.responses import send_error
 from agentguard.asgi.scope import request_from_scope, route_path
 from agentguard.asgi.types import Message, Receive, Scope, Send
 from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.credentials.echo import EchoScanner, SecretEchoed
+from agentguard.credentials.echo import EchoScanner, SecretEchoed, StreamScanner
 from agentguard.credentials.placement import (
     HOP_BY_HOP,
     attach_credential,
@@ -37,6 +41,10 @@ from agentguard.errors import AgentGuardError, BadGateway, GatewayTimeout, Inval
 from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
 from agentguard.request import GuardRequest
+from agentguard.review.base import Direction, ReviewContext, Verdict
+from agentguard.review.chain import ReviewChain, ReviewerLike, as_chain
+from agentguard.review.errors import ReviewBlocked, blocked
+from agentguard.review.events import media_type, record_findings
 from agentguard.secret import Secret
 from agentguard.services import ServiceConfig
 
@@ -48,7 +56,14 @@ __all__ = ["ProxyApp", "ResponseWithheld"]
 
 logger = logging.getLogger("agentguard.proxy")
 
-_DROPPED_RESPONSE = HOP_BY_HOP | {b"content-length", b"content-encoding", b"set-cookie"}
+# The gateway's own server sets Date and Server; the upstream's would arrive twice.
+_DROPPED_RESPONSE = HOP_BY_HOP | {
+    b"content-length",
+    b"content-encoding",
+    b"set-cookie",
+    b"date",
+    b"server",
+}
 
 
 class ResponseWithheld(Exception):
@@ -79,6 +94,12 @@ async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
+async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 class ProxyApp:
     """ASGI app fronting one upstream service. Mount it where the agent expects the vendor.
 
@@ -90,6 +111,10 @@ class ProxyApp:
             service's timeouts, no redirects followed and no proxy settings from the environment.
         transport: an ``httpx`` transport for the created client (tests).
         buffer_bytes: responses up to this size are scanned whole before the agent sees them.
+        request_reviewers: a :class:`~agentguard.review.ReviewChain` (or a list of reviewers)
+            for the agent's request body; it is read up to the chain's cap before forwarding.
+        response_reviewers: the same for the upstream's response body; when some reviewer
+            cannot judge a stream window by window, responses are buffered up to the cap.
     """
 
     def __init__(
@@ -101,11 +126,15 @@ class ProxyApp:
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         buffer_bytes: int = 64 * 1024,
+        request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
     ) -> None:
         self.guard = guard
         self.service = service
         self.swapper = swapper
         self.buffer_bytes = buffer_bytes
+        self.request_reviewers = as_chain(request_reviewers)
+        self.response_reviewers = as_chain(response_reviewers)
         self._checker = service.permission_checker()
         self._base = httpx.URL(service.base_url)
         self._base_path = self._base.raw_path.split(b"?")[0].rstrip(b"/")
@@ -161,16 +190,21 @@ class ProxyApp:
             await send_error(scope, send, error, self.guard.challenge)
             return
         try:
+            content = await self._request_content(request, principal, receive)
             credential = await self.swapper.credential_for(principal, self.service)
-            response = await self._forward(scope, request, receive, credential)
+            response = await self._forward(scope, request, receive, credential, content)
             try:
-                await self._relay(response, credential, send)
+                context = self._context(Direction.OUT, request, principal, response.headers)
+                await self._relay(response, credential, send, context)
             finally:
                 await response.aclose()
         except _ClientGone:
             return
+        except ReviewBlocked as review_refusal:  # its review.verdict events are recorded
+            await send_error(scope, send, review_refusal, None)
         except ResponseWithheld as cut:
-            await self._record(request, principal, cut.error)
+            if not isinstance(cut.error, ReviewBlocked):
+                await self._record(request, principal, cut.error)
             raise
         except (AgentGuardError, httpx.HTTPError, SecretEchoed) as failure:
             refusal = self._as_error(failure)
@@ -218,8 +252,53 @@ class ProxyApp:
             raise InvalidRequest("the request would leave the service's base URL")
         return url
 
+    def _context(
+        self,
+        direction: Direction,
+        request: GuardRequest,
+        principal: Principal,
+        headers: httpx.Headers | None = None,
+    ) -> ReviewContext:
+        kind = request.header(b"content-type") if headers is None else headers.get("content-type")
+        return ReviewContext(
+            direction, request.method, request.audit_path, media_type(kind),
+            self.service.name, principal, request.request_id,
+        )  # fmt: skip
+
+    async def _request_content(
+        self, request: GuardRequest, principal: Principal, receive: Receive
+    ) -> bytes | AsyncIterator[bytes] | None:
+        """The reviewed request body, or ``None`` to stream it unreviewed (no reviewers)."""
+        chain = self.request_reviewers
+        if chain is None or not self._has_body(request):
+            return None
+        body = b""
+        rest = _request_body(receive)
+        async for chunk in rest:
+            body += chunk
+            if len(body) > chain.max_bytes:
+                break
+        context = self._context(Direction.IN, request, principal)
+        result = await chain.review_body(context, body)
+        await self._findings(result.findings, context)
+        if result.blocked is not None:
+            raise blocked(Direction.IN, result.blocked)
+        if len(body) > chain.max_bytes:  # passed unreviewed by the chain's over_cap policy
+            return _prefixed(body, rest)
+        return result.body
+
+    @staticmethod
+    def _has_body(request: GuardRequest) -> bool:
+        length, chunked = request.header(b"content-length"), request.header(b"transfer-encoding")
+        return length not in (None, b"0") or chunked is not None
+
     async def _forward(
-        self, scope: Scope, request: GuardRequest, receive: Receive, credential: Secret
+        self,
+        scope: Scope,
+        request: GuardRequest,
+        receive: Receive,
+        credential: Secret,
+        content: bytes | AsyncIterator[bytes] | None = None,
     ) -> httpx.Response:
         client = scope.get("client")
         headers = upstream_headers(
@@ -228,19 +307,17 @@ class ProxyApp:
         query = upstream_query(request.query_string, self.service)
         headers, query = attach_credential(headers, query, self.service, credential)
         url = self._upstream_url(self._raw_relative(scope, request), query)
-        has_body = request.header(b"content-length") not in (None, b"0") or (
-            request.header(b"transfer-encoding") is not None
-        )
-        upstream = self.client.build_request(
-            request.method,
-            url,
-            headers=headers,
-            content=_request_body(receive) if has_body else None,
-        )
+        if isinstance(content, bytes):  # reviewed, maybe redacted: httpx sets the length
+            headers = [(name, value) for name, value in headers if name != b"content-length"]
+        elif content is None and self._has_body(request):
+            content = _request_body(receive)
+        upstream = self.client.build_request(request.method, url, headers=headers, content=content)
         return await self.client.send(upstream, stream=True)
 
-    async def _relay(self, response: httpx.Response, credential: Secret, send: Send) -> None:
-        """Send the upstream response on, scanning it for the credential."""
+    async def _relay(
+        self, response: httpx.Response, credential: Secret, send: Send, context: ReviewContext
+    ) -> None:
+        """Send the upstream response on, scanning it for the credential and reviewing it."""
         if response.status_code == 401:
             raise BadGateway(self.service.name, reason=Reason.UPSTREAM_REJECTED_CREDENTIAL)
         scanner = EchoScanner([credential.reveal()])
@@ -251,11 +328,15 @@ class ProxyApp:
         ]
         scanner.check_headers(headers)
         stream = scanner.stream()
+        chain = self.response_reviewers
+        limit = self.buffer_bytes
+        if chain is not None and not chain.streaming:
+            limit = max(limit, chain.max_bytes + 1)
         chunks = response.aiter_bytes().__aiter__()
         released: list[bytes] = []
         size = 0
         finished = False
-        while size < self.buffer_bytes:
+        while size < limit:
             try:
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
@@ -265,20 +346,70 @@ class ProxyApp:
             released.append(stream.feed(chunk))
         if finished:
             body = b"".join(released) + stream.finish()
+            if chain is not None:
+                result = await chain.review_body(context, body)
+                await self._findings(result.findings, context)
+                if result.blocked is not None:
+                    raise blocked(Direction.OUT, result.blocked)
+                body = result.body
             headers.append((b"content-length", str(len(body)).encode()))
             await send(self._start(response.status_code, headers))
             await send({"type": "http.response.body", "body": body})
             return
-        await send(self._start(response.status_code, headers))
-        await send({"type": "http.response.body", "body": b"".join(released), "more_body": True})
+        await self._relay_stream(
+            status=response.status_code,
+            headers=headers,
+            released=released,
+            chunks=chunks,
+            stream=stream,
+            context=context,
+            send=send,
+        )
+
+    async def _relay_stream(
+        self,
+        *,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        released: list[bytes],
+        chunks: AsyncIterator[bytes],
+        stream: StreamScanner,
+        context: ReviewContext,
+        send: Send,
+    ) -> None:
+        """Send a response too large to buffer, reviewing it chunk by chunk as it goes."""
+        chain = self.response_reviewers
+        review = chain.stream(context) if chain is not None else None
+        started = False
         try:
+            first = b"".join(released)
+            if review is not None:
+                first = await review.feed(first)
+            await send(self._start(status, headers))
+            started = True
+            await send({"type": "http.response.body", "body": first, "more_body": True})
             async for chunk in chunks:
                 safe = stream.feed(chunk)
+                if review is not None and safe:
+                    safe = await review.feed(safe)
                 if safe:
                     await send({"type": "http.response.body", "body": safe, "more_body": True})
+            tail = stream.finish()
+            if review is not None:
+                tail = (await review.feed(tail) if tail else b"") + await review.finish()
         except (httpx.HTTPError, SecretEchoed) as failure:
             raise ResponseWithheld(self._as_error(failure)) from None
-        await send({"type": "http.response.body", "body": stream.finish()})
+        except ReviewBlocked as refusal:
+            if not started:
+                raise
+            raise ResponseWithheld(refusal) from None
+        finally:
+            if review is not None:
+                await self._findings(review.findings, context)
+        await send({"type": "http.response.body", "body": tail})
+
+    async def _findings(self, findings: Iterable[Verdict], context: ReviewContext) -> None:
+        await record_findings(self.guard.audit, findings, context, self.guard.clock.now())
 
     @staticmethod
     def _start(status: int, headers: Sequence[tuple[bytes, bytes]]) -> Message:

@@ -46,6 +46,7 @@ class Action(str, enum.Enum):
     GRANT_CHANGE = "grant.change"
     MEMBERSHIP_REMOVE = "membership.remove"
     ACCOUNT_CLOSE = "account.close"
+    ACCOUNT_REOPEN = "account.reopen"
     CREDENTIAL_SET = "credential.set"
     CREDENTIAL_DELETE = "credential.delete"
     CREDENTIAL_REKEY = "credential.rekey"

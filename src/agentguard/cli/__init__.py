@@ -1,13 +1,17 @@
 """The ``agentguard`` command.
 
-Subcommands are imported only when chosen, so ``agentguard --help`` stays fast. Any
-:class:`~agentguard.errors.AgentGuardError` is printed as one line on stderr with exit code 1;
-usage errors exit with 2 (argparse's convention).
+Subcommands are imported only when chosen, so ``agentguard --help`` stays fast: each one has an
+``<name>_args.py`` module that only builds its parser and an ``<name>.py`` module with
+``run(args) -> int``. Exit codes scripts can rely on: 0 success, 1 refused (an unknown user, a
+tampered log, an issuance the live state forbids), 2 usage or environment (argparse's
+convention for usage). Any :class:`~agentguard.errors.AgentGuardError` that escapes a command
+is printed as one line on stderr with exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +19,19 @@ from agentguard._version import __version__
 from agentguard.errors import AgentGuardError
 
 __all__ = ["main"]
+
+# command name -> module (``agentguard.cli.<module>`` runs it, ``<module>_args`` parses it)
+_COMMANDS = {
+    "init": "init",
+    "serve": "serve",
+    "users": "users",
+    "workspaces": "workspaces",
+    "accounts": "accounts",
+    "credentials": "credentials",
+    "keys": "keys",
+    "audit": "audit",
+    "db": "db",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,12 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         "everything in one process on an in-memory store, with nothing to set up.",
     )
     demo.add_argument("--no-color", action="store_true", help="plain output")
-    from agentguard.cli import audit_args
-
-    audit_args.add_parser(commands)
-    from agentguard.cli import keys_args
-
-    keys_args.add_parser(commands)
+    for module in _COMMANDS.values():
+        importlib.import_module(f"agentguard.cli.{module}_args").add_parser(commands)
     return parser
 
 
@@ -52,16 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agentguard.cli.demo import run
 
             return run(color=not args.no_color and sys.stdout.isatty())
-        if args.command == "audit":
-            from agentguard.cli.audit import run as run_audit
-
-            return run_audit(args)
-        if args.command == "keys":
-            from agentguard.cli.keys import run as run_keys
-
-            return run_keys(args)
+        module = importlib.import_module(f"agentguard.cli.{_COMMANDS[args.command]}")
+        code: int = module.run(args)
+        return code
     except AgentGuardError as error:
         print(f"agentguard: {error.description}", file=sys.stderr)
         return 1
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses first
-    return 2  # pragma: no cover

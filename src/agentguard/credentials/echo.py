@@ -9,14 +9,11 @@ back enough bytes to see across the boundary).
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable
-from urllib.parse import quote
+
+from agentguard.secret import encoded_forms
 
 __all__ = ["EchoScanner", "SecretEchoed", "StreamScanner", "secret_forms"]
-
-MIN_FRAGMENT = 12
 
 
 class SecretEchoed(Exception):
@@ -24,22 +21,8 @@ class SecretEchoed(Exception):
 
 
 def secret_forms(secret: str) -> set[bytes]:
-    """The byte strings whose presence reveals ``secret``."""
-    raw = secret.encode("utf-8")
-    forms = {
-        raw,
-        base64.b64encode(raw),
-        base64.b64encode(raw).rstrip(b"="),
-        base64.urlsafe_b64encode(raw).rstrip(b"="),
-        raw.hex().encode(),
-        raw.hex().upper().encode(),
-        quote(secret, safe="").encode(),
-        json.dumps(secret)[1:-1].encode(),
-    }
-    if len(secret) >= 2 * MIN_FRAGMENT:
-        forms.add(secret[:MIN_FRAGMENT].encode())
-        forms.add(secret[-MIN_FRAGMENT:].encode())
-    return {form for form in forms if form}
+    """The byte strings whose presence reveals ``secret`` (see ``agentguard.secret``)."""
+    return {form.encode("utf-8", "surrogateescape") for form in encoded_forms(secret)}
 
 
 class EchoScanner:

@@ -1,0 +1,111 @@
+"""``agentguard credentials``: set, list, rotate-kek. No plaintext is ever printed.
+
+``set`` reads the secret from stdin (when it is not a terminal) or from a prompt without echo,
+never from the command line, where it would land in shell history and ``ps``. Exit codes: 0
+done, 1 refused (unknown user, account or service; empty credential), 2 usage or environment
+(no key-encryption key, a credential that does not decrypt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from agentguard.cli.operator import Operator, Refused, UsageError, run_command
+from agentguard.cli.output import emit_json, progress_printer
+from agentguard.cli.users import user_or_refuse
+from agentguard.credentials import CredentialVault, KeyRing, VaultError
+from agentguard.model import CredentialOwner, CredentialScope, StoredCredential
+from agentguard.secret import Secret
+
+__all__ = ["run"]
+
+
+def _keyring(operator: Operator) -> KeyRing:
+    if operator.settings is not None:
+        return operator.settings.keyring()
+    return KeyRing.from_env()
+
+
+def _read_secret() -> Secret:
+    prompt = sys.stdin.isatty()
+    text = (getpass.getpass("credential (not echoed): ") if prompt else sys.stdin.read()).strip()
+    if not text:
+        raise Refused("no credential on stdin")
+    return Secret(text)
+
+
+async def _set(operator: Operator, args: argparse.Namespace) -> int:
+    settings = operator.settings
+    if settings is not None and settings.services and settings.service(args.service) is None:
+        raise Refused(f"no service {args.service!r} in the settings")
+    if args.user is not None:
+        user = await user_or_refuse(operator, args.user)
+        owner_kind, owner_id = CredentialOwner.USER, user.id
+    else:
+        if await operator.store.get_account(args.account) is None:
+            raise Refused(f"no account {args.account!r}")
+        owner_kind, owner_id = CredentialOwner.ACCOUNT, args.account
+    scope_name = args.scope or ("user" if args.user is not None else "admin")
+    vault = CredentialVault(operator.store, _keyring(operator), audit=operator.audit)
+    secret = _read_secret()
+    stored = await vault.put(
+        args.service, owner_kind, owner_id, secret, scope=CredentialScope(scope_name)
+    )
+    print(
+        f"stored {stored.scope.value}-scoped credential {stored.id} for {args.service} "
+        f"({owner_kind.value} {owner_id}) under key {stored.key_id}"
+    )
+    return 0
+
+
+def _row(credential: StoredCredential) -> dict[str, str]:
+    return {
+        "id": credential.id,
+        "service": credential.service,
+        "owner_kind": credential.owner_kind.value,
+        "owner_id": credential.owner_id,
+        "scope": credential.scope.value,
+        "kek": credential.key_id,
+        "created_at": credential.created_at.isoformat(),
+    }
+
+
+async def _list(operator: Operator, args: argparse.Namespace) -> int:
+    found: list[StoredCredential] = await operator.store.list_credentials(args.service)
+    rows = [_row(credential) for credential in found]
+    if args.json:
+        emit_json(rows)
+        return 0
+    for row in rows:
+        print(
+            f"{row['id']}  {row['service']}  {row['owner_kind']}:{row['owner_id']}  "
+            f"{row['scope']}  kek={row['kek']}  {row['created_at']}"
+        )
+    if not rows:
+        print("no credentials")
+    return 0
+
+
+async def _rotate_kek(operator: Operator, args: argparse.Namespace) -> int:
+    keyring = _keyring(operator)
+    vault = CredentialVault(operator.store, keyring, audit=operator.audit)
+    show = progress_printer("re-encrypted", sys.stderr.isatty())
+    try:
+        count = await vault.rekey(progress=show)
+    except VaultError as error:
+        raise UsageError(f"{error}; is the old key still in AGENTGUARD_KEK?") from None
+    if show is not None:
+        print(file=sys.stderr)
+    if args.json:
+        emit_json({"reencrypted": count, "primary": keyring.primary})
+    else:
+        print(f"re-encrypted {count} credentials under {keyring.primary}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch a ``credentials`` subcommand."""
+    handlers = {"set": _set, "list": _list, "rotate-kek": _rotate_kek}
+    return run_command("credentials", handlers, args, args.credentials_command)

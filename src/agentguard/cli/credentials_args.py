@@ -1,0 +1,56 @@
+"""The ``agentguard credentials`` argument parser (no heavy imports: ``--help`` stays fast)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentguard.cli.common_args import json_option, target_options
+
+__all__ = ["add_parser"]
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``credentials`` and its subcommands on the main parser's subparsers."""
+    credentials = commands.add_parser(
+        "credentials",
+        help="store real vendor credentials (encrypted) and rotate the encryption key",
+        description="Real credentials are encrypted under the key-encryption key "
+        "($AGENTGUARD_KEK or secrets.kek_file). No command ever prints one.",
+    )
+    sub = credentials.add_subparsers(
+        dest="credentials_command", metavar="SUBCOMMAND", required=True
+    )
+
+    put = sub.add_parser(
+        "set",
+        help="store a credential, read from stdin or a prompt (never from the command line)",
+        description="Reads the credential from stdin when it is not a terminal "
+        '(printf %%s "$KEY" | agentguard credentials set crm --user alice), else prompts '
+        "without echo. A user's credential is forwarded as is; an account's admin credential "
+        "is only used to mint user-scoped tokens.",
+    )
+    target_options(put)
+    put.add_argument("service", help="service name, e.g. crm")
+    owner = put.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--user", help="the user whose credential this is")
+    owner.add_argument("--account", help="the account whose credential this is")
+    put.add_argument(
+        "--scope",
+        choices=["user", "admin"],
+        help="user: forwarded as is; admin: only used to mint "
+        "(default: user for --user, admin for --account)",
+    )
+
+    listing = sub.add_parser("list", help="list stored credentials (ids and owners only)")
+    target_options(listing)
+    listing.add_argument("--service", help="only this service")
+    json_option(listing)
+
+    rotate = sub.add_parser(
+        "rotate-kek",
+        help="re-encrypt every credential under the primary key-encryption key",
+        description="Put the new key first in AGENTGUARD_KEK and keep the old ones after it "
+        "(new:KEY,old:KEY), run this, then drop the old keys. Progress goes to stderr.",
+    )
+    target_options(rotate)
+    json_option(rotate)

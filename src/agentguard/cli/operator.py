@@ -1,0 +1,147 @@
+"""What the operator commands share: finding the settings and store, auditing, exit codes.
+
+Exit codes: 0 success; 1 refused (an unknown user, workspace or account, a rule of the store);
+2 usage or environment (malformed settings, an unreadable store, a missing key-encryption key).
+Every failure is one line on stderr: ``agentguard <command>: <why>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from agentguard.audit.events import Action, AuditEvent, Decision
+from agentguard.audit.writer import AuditWriter
+from agentguard.clock import SystemClock
+from agentguard.config import Settings, load_settings
+from agentguard.errors import AgentGuardError, ConfigurationError, IssuanceRefused
+from agentguard.storage.protocols import IntegrityError, StorageError
+from agentguard.storage.urls import open_store
+
+__all__ = [
+    "Operator",
+    "Refused",
+    "UsageError",
+    "one_line",
+    "open_operator",
+    "run_command",
+    "settings_for",
+    "store_url",
+]
+
+DEFAULT_STORE = "sqlite:///agentguard.db"
+
+
+class Refused(Exception):
+    """The command cannot do what was asked (exit code 1)."""
+
+
+class UsageError(Exception):
+    """The command was called wrongly or the environment is not ready (exit code 2)."""
+
+
+def settings_for(args: argparse.Namespace) -> Settings | None:
+    """The settings file named by ``--config``, ``$AGENTGUARD_CONFIG`` or ./agentguard.toml."""
+    path = getattr(args, "config", None) or os.environ.get("AGENTGUARD_CONFIG")
+    if path is None and Path("agentguard.toml").is_file():
+        path = "agentguard.toml"
+    return load_settings(path) if path else None
+
+
+def store_url(args: argparse.Namespace, settings: Settings | None) -> str:
+    """``--store``, else the settings' store, else ``$AGENTGUARD_STORE``, else the default."""
+    given: str | None = getattr(args, "store", None)
+    if given:
+        return given
+    if settings is not None:
+        return settings.store.url
+    return os.environ.get("AGENTGUARD_STORE") or DEFAULT_STORE
+
+
+@dataclass
+class Operator:
+    """An open store, the settings it came from, and an audit writer for lifecycle events."""
+
+    store: Any
+    settings: Settings | None
+    audit: AuditWriter
+    audit_clock: SystemClock = field(default_factory=SystemClock)
+
+    async def record(self, action: Action, **fields: Any) -> None:
+        """Append a lifecycle event, attributed to the operator running the command."""
+        detail = dict(fields.pop("detail", {}))
+        detail.setdefault("via", "cli")
+        try:
+            detail.setdefault("operator", getpass.getuser())
+        except (KeyError, OSError):  # no login name in some containers
+            detail.setdefault("operator", "unknown")
+        event = AuditEvent(
+            action=action,
+            ts=self.audit_clock.now(),
+            decision=Decision.ALLOW,
+            detail=detail,
+            **fields,
+        )
+        await self.audit.record(event)
+
+
+@asynccontextmanager
+async def open_operator(args: argparse.Namespace) -> AsyncIterator[Operator]:
+    """Open the store the arguments name; close it afterwards."""
+    settings = settings_for(args)
+    store = open_store(store_url(args, settings))
+    instance = settings.audit.instance if settings is not None else None
+    try:
+        initialize = getattr(store, "initialize", None)
+        if initialize is not None:
+            await initialize()
+        yield Operator(store, settings, AuditWriter(store, instance=instance or "cli"))
+    finally:
+        closer = getattr(store, "close", None)
+        if closer is not None:
+            await closer()
+
+
+def run_command(
+    name: str,
+    handlers: Mapping[str, Callable[[Operator, argparse.Namespace], Awaitable[int]]],
+    args: argparse.Namespace,
+    subcommand: str,
+) -> int:
+    """Run ``handlers[subcommand]`` on an open operator; map failures to exit codes."""
+    handler = handlers[subcommand]
+
+    async def go() -> int:
+        async with open_operator(args) as operator:
+            return await handler(operator, args)
+
+    try:
+        return anyio.run(go)
+    except (Refused, IssuanceRefused, IntegrityError) as error:
+        print(f"agentguard {name}: {one_line(error)}", file=sys.stderr)
+        return 1
+    except (UsageError, ConfigurationError, StorageError, OSError, ValueError) as error:
+        print(f"agentguard {name}: {one_line(error)}", file=sys.stderr)
+        return 2
+
+
+def one_line(error: Exception) -> str:
+    """A one-line description of ``error`` for stderr."""
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    if isinstance(error, AgentGuardError):
+        return error.description
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,317 @@
+"""agentguard for MCP servers built with the official ``mcp`` Python SDK (2.x).
+
+Three pieces, used together (see ``examples/mcp_server.py``)::
+
+    verifier = AgentGuardTokenVerifier(guard, resource="https://api.example.com/mcp")
+    server = MCPServer("notes", token_verifier=verifier, auth=AuthSettings(
+        issuer_url="https://api.example.com", resource_server_url="https://api.example.com/mcp",
+        validate_token_resource=True))
+
+    @server.tool()
+    @require_tool("notes", "write")
+    async def add_note(text: str) -> str: ...
+
+    app = AgentGuardMCP(server.streamable_http_app(), guard, metadata=metadata)
+
+- :class:`AgentGuardMCP` wraps the SDK's ASGI app: it serves the RFC 9728 metadata document,
+  decides every request with :meth:`Guard.authenticate` (DPoP proofs included, which the SDK
+  alone cannot check), and refuses with agentguard's ``401`` carrying
+  ``WWW-Authenticate: Bearer ... resource_metadata="..."`` (and a ``DPoP`` challenge when DPoP is
+  enabled). Allowed requests reach the SDK with the Principal in
+  :func:`agentguard.current_principal`.
+- :class:`AgentGuardTokenVerifier` is the SDK's ``TokenVerifier`` hook: it hands the SDK an
+  :class:`AgentGuardAccessToken` carrying the Principal. Used alone (no wrapper), it
+  authenticates ``Bearer`` tokens itself, and the SDK renders the 401.
+- :func:`require_tool` gives each tool its ``(service, level)``; the check uses the live grants
+  of this request's Principal, is audited, and a refusal is a tool error the model can read.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+import anyio.to_thread
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import PrivateAttr
+
+from agentguard.asgi.metadata import ProtectedResourceMetadata, advertise_metadata
+from agentguard.asgi.responses import send_error
+from agentguard.asgi.scope import PRINCIPAL_STATE_KEY, request_from_scope
+from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
+from agentguard.audit.events import Action, AuditEvent, Decision
+from agentguard.context import principal_var
+from agentguard.errors import AgentGuardError, InsufficientScope
+from agentguard.model import Level, Principal
+from agentguard.permissions import Requirement
+from agentguard.request import Credentials, GuardRequest, parse_authorization
+
+if TYPE_CHECKING:
+    from agentguard.guard import Guard
+
+__all__ = [
+    "AgentGuardAccessToken",
+    "AgentGuardMCP",
+    "AgentGuardTokenVerifier",
+    "ToolPermissionDenied",
+    "current_mcp_principal",
+    "require_tool",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Any live key may open the MCP endpoint; each tool then asks for its own permission.
+ANY_KEY = Requirement(None, Level.READ)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """What the wrapper established for this request, for the verifier and the tools."""
+
+    guard: Guard
+    token: str
+    principal: Principal
+
+
+_decided: ContextVar[_Decided | None] = ContextVar("agentguard_mcp_decided", default=None)
+
+
+class AgentGuardAccessToken(AccessToken):
+    """The SDK's ``AccessToken`` with the agentguard Principal behind it.
+
+    ``client_id`` is the key id (never the key), ``subject`` the user id, ``scopes`` the live
+    grants as ``service:level`` values at the time of the request.
+    """
+
+    _principal: Principal | None = PrivateAttr(default=None)
+    _guard: Any = PrivateAttr(default=None)
+
+    @property
+    def principal(self) -> Principal:
+        if self._principal is None:  # pragma: no cover - always set by the verifier
+            raise LookupError("this access token was not made by AgentGuardTokenVerifier")
+        return self._principal
+
+
+def _access_token(
+    guard: Guard, token: str, principal: Principal, resource: str | None
+) -> AgentGuardAccessToken:
+    access = AgentGuardAccessToken(
+        token=token,
+        client_id=principal.key_id,
+        scopes=principal.grants.to_scope().split(),
+        expires_at=int(principal.expires_at.timestamp()),
+        resource=resource,
+        subject=principal.user_id,
+        claims={"workspace_id": principal.workspace_id, "account_id": principal.account_id},
+    )
+    access._principal = principal
+    access._guard = guard
+    return access
+
+
+class AgentGuardTokenVerifier:
+    """The MCP SDK's ``TokenVerifier``, answered by an agentguard :class:`~agentguard.Guard`.
+
+    Behind :class:`AgentGuardMCP` it returns the Principal the wrapper already decided (no
+    second resolution, no second audit event). Alone, it authenticates the ``Bearer`` token
+    with the guard (audited; DPoP-bound keys need the wrapper) and returns ``None`` on refusal,
+    which the SDK turns into its own 401.
+
+    Args:
+        guard: decides the tokens.
+        resource: this server's resource identifier, reported as ``AccessToken.resource`` so the
+            SDK's ``validate_token_resource`` accepts the token. agentguard keys are issued for
+            this server only; external JWTs were checked against the audience by their resolver.
+    """
+
+    def __init__(self, guard: Guard, *, resource: str | None = None) -> None:
+        self.guard = guard
+        self.resource = resource
+
+    def __repr__(self) -> str:
+        return f"AgentGuardTokenVerifier(guard={self.guard!r}, resource={self.resource!r})"
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        decided = _decided.get()
+        if decided is not None and hmac.compare_digest(
+            decided.token.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+        ):
+            return _access_token(self.guard, token, decided.principal, self.resource)
+        request = GuardRequest(
+            method="POST",
+            path="/",
+            headers=((b"authorization", b"Bearer " + token.encode("latin-1", "replace")),),
+        )
+        try:
+            principal = await self.guard.authenticate(
+                request, credentials=Credentials("bearer", token), requirement=ANY_KEY
+            )
+        except AgentGuardError:
+            return None
+        return _access_token(self.guard, token, principal, self.resource)
+
+
+class AgentGuardMCP:
+    """ASGI wrapper that puts the guard in front of an MCP SDK app (``streamable_http_app()``).
+
+    Args:
+        app: the SDK's ASGI app.
+        guard: decides every request; any live key may reach the MCP endpoint, tools check
+            their own permission with :func:`require_tool`.
+        metadata: the RFC 9728 document; it is served at its well-known path and the guard's
+            challenges are made to point at it (:func:`advertise_metadata`).
+        public_paths: further path prefixes that skip the guard.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        guard: Guard,
+        *,
+        metadata: ProtectedResourceMetadata | None = None,
+        public_paths: Sequence[str] = (),
+    ) -> None:
+        self.app = app
+        self.guard = guard
+        self.metadata = metadata
+        self._metadata_app = metadata.app() if metadata is not None else None
+        if metadata is not None:
+            advertise_metadata(guard, metadata)
+        self.public_paths = tuple(p.rstrip("/") for p in public_paths)
+        for prefix in self.public_paths:
+            if not prefix.startswith("/"):
+                raise ValueError("public paths start with '/'")
+
+    def __repr__(self) -> str:
+        return f"AgentGuardMCP(app={self.app!r}, guard={self.guard!r})"
+
+    def _is_public(self, path: str) -> bool:
+        return any(path == p or path.startswith(p + "/") for p in self.public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope_type not in ("http", "websocket"):
+            raise RuntimeError(f"AgentGuardMCP cannot guard ASGI scope type {scope_type!r}")
+        request = request_from_scope(scope)
+        served = self._metadata_app
+        if served is not None and request.path == served.metadata.well_known_path:
+            await served(scope, receive, send)
+            return
+        if self._is_public(request.path) and not request.has_dot_segments():
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.guard.authenticate(request, requirement=ANY_KEY)
+        except AgentGuardError as error:
+            await send_error(scope, send, error, self.guard.challenge)
+            return
+        credentials = parse_authorization(request, ("bearer", "dpop"))
+        if credentials.scheme == "dpop":
+            # The proof was checked above; the SDK only understands Bearer, so hand it that.
+            scope = dict(scope)
+            scope["headers"] = [
+                (name, value)
+                for name, value in scope.get("headers", ())
+                if name != b"authorization"
+            ]
+            scope["headers"].append((b"authorization", b"Bearer " + credentials.key.encode()))
+        scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
+        decided = _decided.set(_Decided(self.guard, credentials.key, principal))
+        token = principal_var.set(principal)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            principal_var.reset(token)
+            _decided.reset(decided)
+
+
+class ToolPermissionDenied(ToolError):
+    """A tool was called by a key whose user lacks the tool's permission."""
+
+    def __init__(self, error: InsufficientScope) -> None:
+        self.error = error
+        super().__init__(f"agentguard refused this call: {error.description}")
+
+
+def current_mcp_principal() -> tuple[Principal, Guard | None]:
+    """The Principal of the MCP request being handled (and the guard that decided it)."""
+    access = get_access_token()
+    if isinstance(access, AgentGuardAccessToken):
+        return access.principal, cast("Guard | None", access._guard)
+    decided = _decided.get()
+    if decided is not None:
+        return decided.principal, decided.guard
+    principal = principal_var.get()
+    if principal is None:
+        raise LookupError("no agentguard principal: this tool is not running in a guarded request")
+    return principal, None
+
+
+async def _check_tool(name: str, requirement: Requirement) -> None:
+    principal, guard = current_mcp_principal()
+    allowed = requirement.service is None or principal.allows(
+        requirement.service, requirement.level
+    )
+    error = None if allowed else InsufficientScope(required=requirement.scope)
+    if guard is not None:
+        await guard.audit.record(
+            AuditEvent(
+                action=Action.DECISION,
+                ts=guard.clock.now(),
+                decision=Decision.ALLOW if error is None else Decision.DENY,
+                reason=error.reason.value if error is not None else None,
+                service=requirement.service,
+                method="tools/call",
+                path=f"tool:{name}"[:1024],
+                status=error.status if error is not None else None,
+                user_id=principal.user_id,
+                workspace_id=principal.workspace_id,
+                account_id=principal.account_id,
+                key_id=principal.key_id,
+                family_id=principal.family_id,
+                detail={"tool": name[:200]},
+            )
+        )
+    if error is not None:
+        raise ToolPermissionDenied(error)
+
+
+def require_tool(
+    service: str, level: Level | str = Level.READ, *, name: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, Awaitable[Any]]]:
+    """Give a tool function its permission: ``level`` on ``service``, checked on every call.
+
+    Put it *under* the SDK's ``@server.tool()`` so the SDK registers the checked function (its
+    signature and docstring are kept). Each call is audited as a decision with
+    ``method="tools/call"``; a refused call raises :class:`ToolPermissionDenied`, which the SDK
+    returns as a tool error (``isError``) naming the missing ``service:level``. Synchronous
+    tools run in a worker thread.
+    """
+    requirement = Requirement(service, Level.parse(level))
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, Awaitable[Any]]:
+        tool_name: str = name or str(getattr(fn, "__name__", "tool"))
+
+        @functools.wraps(fn)
+        async def checked(*args: P.args, **kwargs: P.kwargs) -> Any:
+            await _check_tool(tool_name, requirement)
+            if inspect.iscoroutinefunction(fn):
+                return await fn(*args, **kwargs)
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+        checked.__agentguard_requirement__ = requirement  # type: ignore[attr-defined]
+        return checked
+
+    return decorate

@@ -1,0 +1,23 @@
+"""Token resolvers for credentials issued by an existing OAuth 2.1 authorization server.
+
+Pass them to ``Guard(token_resolvers=[...])``. The token answers *who*; what that user may do is
+still read live from the user store, exactly as for agentguard keys.
+"""
+
+from __future__ import annotations
+
+from agentguard.resolvers.claims import SubjectMapping, scope_grants, token_key_id
+from agentguard.resolvers.introspection import IntrospectionResolver
+from agentguard.resolvers.jwks import JWKSCache, SigningKey
+from agentguard.resolvers.jwt import DEFAULT_JWT_ALGORITHMS, JWTAccessTokenResolver
+
+__all__ = [
+    "DEFAULT_JWT_ALGORITHMS",
+    "IntrospectionResolver",
+    "JWKSCache",
+    "JWTAccessTokenResolver",
+    "SigningKey",
+    "SubjectMapping",
+    "scope_grants",
+    "token_key_id",
+]

@@ -1,0 +1,153 @@
+"""SecretLeakReviewer: no real credential, in any common encoding, passes a review.
+
+Exact matches come first: the reviewer holds every credential value the vault knows (loaded
+once from :meth:`SecretSource.values`, kept current through :meth:`SecretSource.on_change`)
+and looks for each one raw, base64, base64url, hex, URL-encoded and JSON-escaped, plus its
+first and last 12 characters when it is 24 or longer (:func:`encoded_forms`, the same set
+the proxy's echo scanner uses). In JSON and form bodies the decoded fields
+are also joined, so a credential cut across two adjacent fields is found. Then credential
+*shapes* that carry a checksum or a fixed form (:mod:`agentguard.review.shapes`).
+
+Values shorter than ``min_length`` (default 8) are not indexed: they would match ordinary
+text. Values stay in the index after the vault replaces them: an old credential leaking is
+still a leak.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Literal, Protocol, runtime_checkable
+
+from agentguard.review.base import ReviewContext, Verdict, fingerprint
+from agentguard.review.normalise import text_fields
+from agentguard.review.shapes import SHAPE_OVERLAP, SHAPES, compile_shapes, find_shapes
+from agentguard.secret import FRAGMENT, Secret, encoded_forms
+
+__all__ = ["FRAGMENT", "SecretLeakReviewer", "SecretSource", "encoded_forms"]
+
+Action = Literal["block", "redact"]
+_CREDENTIAL = "[redacted:credential]"
+
+
+@runtime_checkable
+class SecretSource(Protocol):
+    """Where the reviewer learns credential values; :class:`~agentguard.CredentialVault` is one.
+
+    ``on_change`` must call the listener with every value stored from then on, and
+    ``values`` must return every value stored so far.
+    """
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Register ``listener(plaintext)``."""
+        ...
+
+    async def values(self) -> list[Secret]:
+        """Every stored credential value."""
+        ...
+
+
+class SecretLeakReviewer:
+    """Blocks (or redacts) real credentials and credential shapes in a body.
+
+    Args:
+        vault: a :class:`SecretSource` (the credential vault) to index; loaded on first use.
+        secrets: further exact values to match (minted tokens, admin keys held elsewhere).
+        action: ``"block"`` (default) or ``"redact"``. A credential split across two fields
+            and a private key whose footer is not visible always block: there is no single
+            span to replace.
+        shapes: the credential shapes to detect (default :data:`~agentguard.review.shapes.SHAPES`;
+            ``{}`` for exact values only).
+        min_length: shortest value indexed.
+        name: the name in verdicts and audit events.
+    """
+
+    streaming = True
+
+    def __init__(
+        self,
+        vault: SecretSource | None = None,
+        *,
+        secrets: Iterable[str | Secret] = (),
+        action: Action = "block",
+        shapes: dict[str, tuple[str, Callable[[str], bool]]] | None = None,
+        min_length: int = 8,
+        name: str = "secret_leak",
+    ) -> None:
+        if action not in ("block", "redact"):
+            raise ValueError("action is 'block' or 'redact'")
+        self.name = name
+        self.action: Action = action
+        self.min_length = min_length
+        self.shapes = SHAPES if shapes is None else dict(shapes)
+        self._shape_pattern = compile_shapes(self.shapes)
+        self._vault = vault
+        self._loaded = vault is None
+        self._forms: dict[str, str] = {}  # form -> fingerprint of the credential
+        self._values: dict[str, str] = {}  # raw value -> fingerprint
+        self._longest = 0
+        for secret in secrets:
+            self.add(secret)
+        if vault is not None:
+            vault.on_change(self.add)
+
+    def __repr__(self) -> str:
+        return f"SecretLeakReviewer(values={len(self._values)}, action={self.action!r})"
+
+    @property
+    def overlap(self) -> int:
+        """Characters a streamed window must repeat: the longest form, or a long shape."""
+        return max(self._longest, SHAPE_OVERLAP if self.shapes else 0)
+
+    def add(self, secret: str | Secret) -> None:
+        """Index one credential value (the vault calls this for each value it stores)."""
+        value = secret.reveal() if isinstance(secret, Secret) else secret
+        if len(value) < self.min_length or value in self._values:
+            return
+        mark = fingerprint(value)
+        forms = {form for form in encoded_forms(value) if len(form) >= self.min_length}
+        forms.add(value)
+        for form in forms:
+            self._forms.setdefault(form, mark)
+            self._longest = max(self._longest, len(form))
+        self._values[value] = mark
+
+    async def load(self) -> None:
+        """Index every value the vault holds now (done automatically on first review)."""
+        if self._vault is not None:
+            for secret in await self._vault.values():
+                self.add(secret)
+        self._loaded = True
+
+    async def review(self, context: ReviewContext, content: str) -> Verdict:
+        """Block or redact credentials in ``content``."""
+        if not self._loaded:
+            await self.load()
+        found = [form for form in self._forms if form in content]
+        marks: list[str] = []
+        text = content
+        if found:
+            if self.action == "block":
+                return Verdict.block(self.name, "credential_in_body")
+            pattern = re.compile("|".join(re.escape(f) for f in sorted(found, key=len)[::-1]))
+            marks.extend(sorted({self._forms[f] for f in found}))
+            text = pattern.sub(_CREDENTIAL, text)
+        elif self._split_across_fields(context, content):
+            return Verdict.block(self.name, "credential_split_across_fields")
+        for shape in reversed(find_shapes(text, self.shapes, self._shape_pattern)):
+            if self.action == "block" or not shape.complete:
+                return Verdict.block(self.name, f"{shape.shape}_in_body")
+            marks.append(fingerprint(text[shape.start : shape.end]))
+            text = text[: shape.start] + f"[redacted:{shape.shape}]" + text[shape.end :]
+        if not marks:
+            return Verdict.allow(self.name)
+        return Verdict.redact(self.name, "credential_redacted", text, tuple(marks))
+
+    def _split_across_fields(self, context: ReviewContext, content: str) -> bool:
+        if not self._values:
+            return False
+        values = text_fields(context.content_type, content, keys=False)
+        if values is None or len(values) < 2:
+            return False
+        joined = "".join(values)
+        return any(form in joined for form in self._forms)

@@ -1,0 +1,138 @@
+"""IntrospectionResolver with an RFC 7662 endpoint behind httpx's mock transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from agentguard import ConfigurationError, Grants, InvalidToken, MemoryStore
+from agentguard.errors import Reason, ServiceUnavailable
+from agentguard.resolvers import IntrospectionResolver
+from agentguard.testing import FakeClock, make_user
+
+pytestmark = pytest.mark.anyio
+
+
+class Endpoint:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.answer: dict[str, Any] = {}
+        self.status = 200
+        self.seen: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        return httpx.Response(self.status, json=self.answer)
+
+    def active(self, **overrides: Any) -> None:
+        now = self.clock.timestamp()
+        self.answer = {
+            "active": True,
+            "sub": "user-1",
+            "workspace": "ws-1",
+            "iss": "https://as.test",
+            "aud": "https://api.test",
+            "exp": now + 600,
+            "scope": "crm:read",
+            **overrides,
+        }
+
+
+@pytest.fixture
+async def setup() -> tuple[IntrospectionResolver, Endpoint, FakeClock, MemoryStore]:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    await make_user(store, grants="crm:write")
+    endpoint = Endpoint(clock)
+    resolver = IntrospectionResolver(
+        endpoint="https://as.test/introspect",
+        directory=store,
+        client_id="rs",
+        client_secret="rs-secret",
+        issuer="https://as.test",
+        audience="https://api.test",
+        clock=clock,
+        transport=httpx.MockTransport(endpoint),
+    )
+    return resolver, endpoint, clock, store
+
+
+Setup = tuple[IntrospectionResolver, Endpoint, FakeClock, MemoryStore]
+
+
+async def test_active_token_resolves_live_and_is_cached_briefly(setup: Setup) -> None:
+    resolver, endpoint, clock, store = setup
+    endpoint.active()
+    principal = await resolver.resolve("opaque-token")
+    assert principal.grants == Grants.from_scope("crm:read")  # narrowed by scope
+    assert principal.key_id.startswith("jwt:")
+    request = endpoint.seen[0]
+    assert request.headers["authorization"].startswith("Basic ")
+    assert b"token=opaque-token" in request.content
+    await resolver.resolve("opaque-token")
+    assert len(endpoint.seen) == 1  # cached
+    user = await store.get_user("user-1")
+    assert user is not None
+    await store.put_user(user.model_copy(update={"enabled": False}))
+    with pytest.raises(InvalidToken) as caught:
+        await resolver.resolve("opaque-token")  # the directory is still read live
+    assert caught.value.reason is Reason.USER_DISABLED
+    clock.advance(31)
+    endpoint.answer = {"active": False}
+    with pytest.raises(InvalidToken):
+        await resolver.resolve("opaque-token")
+    assert len(endpoint.seen) == 2
+
+
+async def test_cache_never_outlives_the_tokens_exp(setup: Setup) -> None:
+    resolver, endpoint, clock, _ = setup
+    endpoint.active(exp=clock.timestamp() + 10)
+    await resolver.resolve("short-lived")
+    clock.advance(11)
+    with pytest.raises(InvalidToken) as caught:
+        await resolver.resolve("short-lived")
+    assert caught.value.reason is Reason.EXPIRED
+    assert len(endpoint.seen) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"active": False},
+        {"active": "true"},
+        {"iss": "https://evil.test"},
+        {"aud": "https://other.test"},
+        {"token_type": "refresh_token"},
+        {"nbf": 2**40},
+    ],
+)
+async def test_answers_are_checked(setup: Setup, answer: dict[str, Any]) -> None:
+    resolver, endpoint, _, _ = setup
+    endpoint.active(**answer)
+    with pytest.raises(InvalidToken):
+        await resolver.resolve("tok")
+    assert len(endpoint.seen) == 1
+
+
+async def test_failing_endpoint_is_503(setup: Setup) -> None:
+    resolver, endpoint, _, _ = setup
+    endpoint.status = 500
+    with pytest.raises(ServiceUnavailable):
+        await resolver.resolve("tok")
+
+
+def test_configuration_is_checked() -> None:
+    with pytest.raises(ConfigurationError):
+        IntrospectionResolver(endpoint="https://as.test/i", directory=MemoryStore())
+    resolver = IntrospectionResolver(
+        endpoint="https://as.test/i",
+        directory=MemoryStore(),
+        client_id="a",
+        client_secret="b",
+        accepts=lambda token: token.startswith("op_"),
+    )
+    assert resolver.accepts("op_123")
+    assert not resolver.accepts("ag_at_123")
+    assert not resolver.accepts("other")
