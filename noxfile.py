@@ -45,10 +45,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: each prints its figures next to a baseline measured in the same run."""
+    """Every benchmark: one table of figures with same-run baselines, and a JSON results file."""
     session.install("-e", ".[dev]")
-    for script in sorted(__import__("pathlib").Path("benchmarks").glob("bench_*.py")):
-        session.run("python", str(script))
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

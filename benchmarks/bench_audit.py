@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import anyio
+from report import Row, record
 
 from agentguard.audit.chain import leaf_hash
 from agentguard.audit.checkpoints import Checkpoint, Ed25519Signer, sign_checkpoint
@@ -106,10 +107,15 @@ def main() -> None:
     ]
     print(f"audit benchmark, N={n} events, best of {runs}, Python {sys.version.split()[0]}")
     print(f"{'operation':34} {'events/s':>10} {'of raw':>7} {'target':>7}")
+    recorded: list[Row] = []
     for name, rate, target in rows:
         ratio = rate / raw
         goal = "" if target is None else f">={target:.0%} {'ok' if ratio >= target else 'MISS'}"
         print(f"{name:34} {rate:10,.0f} {ratio:7.0%} {goal:>7}")
+        if target is not None:
+            recorded.append(
+                Row("audit", name, rate, "events/s", "canonical JSON + SHA-256", raw, False)
+            )
     for writers in (1, 4, 32):
         shared = asyncio.run(postgres_rate(events[:4000], writers))
         if shared is None:
@@ -117,6 +123,10 @@ def main() -> None:
             break
         label = f"PostgresStore, {writers} writer{'s' if writers > 1 else ''}"
         print(f"{label:34} {shared:10,.0f} {shared / raw:7.0%}")
+        recorded.append(
+            Row("audit", label, shared, "events/s", "canonical JSON + SHA-256", raw, False)
+        )
+    record(recorded)
 
 
 async def postgres_rate(events: list[AuditEvent], writers: int) -> float | None:

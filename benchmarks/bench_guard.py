@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from report import Row, record
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -140,6 +141,7 @@ async def main(requests: int) -> None:
         if postgres is not None:
             await drop(postgres)
     bare_us = statistics.median(rounds["bare"])
+    rows: list[Row] = []
     print(
         f"guard overhead per request, 3 rounds (median µs/request; {requests} requests in memory)"
     )
@@ -150,6 +152,8 @@ async def main(requests: int) -> None:
         overhead = guarded_us - bare_us
         label = f"AgentGuardMiddleware, {name}"
         print(f"{label:<52}{guarded_us:>9.1f} µs   {ratio:.2f}x  (+{overhead:.1f} µs)")
+        rows.append(Row("guard", label, guarded_us, "µs", "bare Starlette app", bare_us, True))
+    record(rows)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 import httpx
+from report import Row, record
 
 from agentguard import Guard
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
@@ -182,13 +183,24 @@ async def measure(base: str, requests: int, concurrency: int) -> None:
     print(f"proxied GET, {requests} requests x 3 rounds, {concurrency} concurrent callers")
     print(f"{'proxy':<34}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'of bare':>9}")
     bare_rate = statistics.median(rate for rate, _ in rounds["bare"])
+    figures: dict[str, tuple[float, float, float]] = {}
     for name, label in (("bare", "bare httpx pass-through"), ("guarded", "agentguard ProxyApp")):
         rate = statistics.median(r for r, _ in rounds[name])
         latencies = [value for _, samples in rounds[name] for value in samples]
+        figures[name] = (rate, p(latencies, 50), p(latencies, 99))
         print(
             f"{label:<34}{rate:>9.0f}{p(latencies, 50):>9.2f}{p(latencies, 99):>9.2f}"
             f"{rate / bare_rate:>8.0%}"
         )
+    (g_rate, g_p50, g_p99), (b_rate, b_p50, b_p99) = figures["guarded"], figures["bare"]
+    baseline = "bare httpx pass-through"
+    record(
+        [
+            Row("proxy", "ProxyApp throughput", g_rate, "req/s", baseline, b_rate, False),
+            Row("proxy", "ProxyApp p50 latency", g_p50, "ms", baseline, b_p50, True),
+            Row("proxy", "ProxyApp p99 latency", g_p99, "ms", baseline, b_p99, True),
+        ]
+    )
 
 
 if __name__ == "__main__":

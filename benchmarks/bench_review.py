@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import anyio
+from report import Row, record
 
 from agentguard.review import (
     Direction,
@@ -86,9 +87,19 @@ async def main(kib: int, rounds: int, secrets: int) -> None:
         "ReviewChain (both, bytes in/out)": lambda: chain.review_body(context, body),
     }
     print(f"{len(body) / 1024:.1f} KiB JSON, {rounds} rounds, median per KiB")
+    figures: dict[str, float] = {}
     for name, run in runs.items():
         await run()  # warm up (and load indexes)
-        print(f"  {name:<44} {per_kib(await measure(run, rounds), len(body)):8.1f} us/KiB")
+        figures[name] = per_kib(await measure(run, rounds), len(body))
+        print(f"  {name:<44} {figures[name]:8.1f} us/KiB")
+    base_name = next(iter(runs))
+    record(
+        [
+            Row("review", name, value, "µs/KiB", base_name, figures[base_name], True)
+            for name, value in figures.items()
+            if name != base_name
+        ]
+    )
 
 
 SHAPES_ONLY = SecretLeakReviewer()
