@@ -18,6 +18,7 @@ called) and the response body before the agent does, on the same buffered or str
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -204,11 +205,15 @@ class ProxyApp:
             await send_error(scope, send, review_refusal, None)
         except ResponseWithheld as cut:
             if not isinstance(cut.error, ReviewBlocked):
-                await self._record(request, principal, cut.error)
+                with contextlib.suppress(AgentGuardError):  # the stream is cut either way
+                    await self._record(request, principal, cut.error)
             raise
         except (AgentGuardError, httpx.HTTPError, SecretEchoed) as failure:
             refusal = self._as_error(failure)
-            await self._record(request, principal, refusal)
+            try:
+                await self._record(request, principal, refusal)
+            except AgentGuardError as unrecorded:  # the audit store failed too: say so (503)
+                refusal = unrecorded
             await send_error(scope, send, refusal, None)
 
     def _as_error(self, failure: Exception) -> AgentGuardError:
