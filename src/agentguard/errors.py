@@ -226,6 +226,7 @@ class AgentGuardError(Exception):
     error: ClassVar[str | None] = "server_error"
     default_reason: ClassVar[Reason] = Reason.INTERNAL_ERROR
     sends_challenge: ClassVar[bool] = False
+    challenge_scheme: ClassVar[str | None] = None  # error params only on this scheme's challenge
 
     def __init__(self, description: str | None = None, *, reason: Reason | None = None) -> None:
         self.reason: Reason = reason if reason is not None else self.default_reason
@@ -289,14 +290,18 @@ class AgentGuardError(Exception):
 
 
 def render_challenges(challenge: Challenge, error: AgentGuardError | None = None) -> list[str]:
-    """One ``WWW-Authenticate`` value per scheme, with the error's params on each."""
-    params: list[tuple[str, str]] = [("realm", challenge.realm)]
-    if error is not None:
-        params.extend(error.challenge_params())
-    params.extend(challenge.extra)
-    rendered = ", ".join(f"{name}={_quote(value)}" for name, value in params)
+    """One ``WWW-Authenticate`` value per scheme, with the error's params on each.
+
+    Errors that belong to one scheme (DPoP proof errors) put their params on that scheme's
+    challenge only (RFC 9449 §7.1); the others get a bare challenge.
+    """
     values = []
     for scheme in challenge.schemes:
+        params: list[tuple[str, str]] = [("realm", challenge.realm)]
+        if error is not None and error.challenge_scheme in (None, scheme):
+            params.extend(error.challenge_params())
+        params.extend(challenge.extra)
+        rendered = ", ".join(f"{name}={_quote(value)}" for name, value in params)
         value = f"{scheme} {rendered}"
         if scheme == "DPoP" and challenge.dpop_algs:
             value += f", algs={_quote(' '.join(challenge.dpop_algs))}"
@@ -339,6 +344,7 @@ class InvalidDPoPProof(AuthenticationError):
 
     error: ClassVar[str | None] = "invalid_dpop_proof"
     default_reason = Reason.DPOP_PROOF_MALFORMED
+    challenge_scheme: ClassVar[str | None] = "DPoP"
 
     def at_token_endpoint(self) -> TokenEndpointError:
         """The same refusal as the token endpoint reports it (400 ``invalid_dpop_proof``)."""
@@ -352,6 +358,7 @@ class UseDPoPNonce(AuthenticationError):
 
     error: ClassVar[str | None] = "use_dpop_nonce"
     default_reason = Reason.DPOP_NONCE_REQUIRED
+    challenge_scheme: ClassVar[str | None] = "DPoP"
 
     def __init__(self, nonce: str, description: str | None = None) -> None:
         self.nonce = nonce

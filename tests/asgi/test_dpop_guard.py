@@ -109,7 +109,9 @@ async def test_7_1_bound_key_without_proof_is_refused(setup: DPoPSetup) -> None:
         "invalid_dpop_proof",
         "dpop_proof_missing",
     )
-    assert 'error="invalid_dpop_proof"' in response.headers.get_list("www-authenticate")[1]
+    bearer, dpop = response.headers.get_list("www-authenticate")
+    assert 'error="invalid_dpop_proof"' in dpop
+    assert bearer == 'Bearer realm="agentguard"'  # RFC 9449 §7.1: the error is DPoP's
 
 
 async def test_4_3_proof_from_another_key_is_refused(setup: DPoPSetup) -> None:
