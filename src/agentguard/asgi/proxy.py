@@ -41,7 +41,7 @@ from agentguard.credentials.placement import (
 from agentguard.errors import AgentGuardError, BadGateway, GatewayTimeout, InvalidRequest, Reason
 from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
-from agentguard.request import GuardRequest
+from agentguard.request import Credentials, GuardRequest
 from agentguard.review.base import Direction, ReviewContext, Verdict
 from agentguard.review.chain import ReviewChain, ReviewerLike, as_chain
 from agentguard.review.errors import ReviewBlocked, blocked
@@ -181,10 +181,17 @@ class ProxyApp:
             return
         request = request_from_scope(scope)
         relative = route_path(scope)
+        presented: list[str] = []
+
+        def placeholder() -> Credentials:
+            found = extract_placeholder(request, self.service)
+            presented.append(found.key)
+            return found
+
         try:
             principal = await self.guard.authenticate(
                 request,
-                credentials=lambda: extract_placeholder(request, self.service),
+                credentials=placeholder,
                 requirement=self._checker.requirement(request.method, relative),
             )
         except AgentGuardError as error:
@@ -193,7 +200,14 @@ class ProxyApp:
         try:
             content = await self._request_content(request, principal, receive)
             credential = await self.swapper.credential_for(principal, self.service)
-            response = await self._forward(scope, request, receive, credential, content)
+            response = await self._forward(
+                scope,
+                request,
+                receive,
+                credential,
+                content=content,
+                placeholder=presented[0] if presented else None,
+            )
             try:
                 context = self._context(Direction.OUT, request, principal, response.headers)
                 await self._relay(response, credential, send, context)
@@ -303,13 +317,18 @@ class ProxyApp:
         request: GuardRequest,
         receive: Receive,
         credential: Secret,
+        *,
         content: bytes | AsyncIterator[bytes] | None = None,
+        placeholder: str | None = None,
     ) -> httpx.Response:
         client = scope.get("client")
         headers = upstream_headers(
-            request, self.service, client_address=client[0] if client else None
+            request,
+            self.service,
+            client_address=client[0] if client else None,
+            placeholder=placeholder,
         )
-        query = upstream_query(request.query_string, self.service)
+        query = upstream_query(request.query_string, self.service, placeholder=placeholder)
         headers, query = attach_credential(headers, query, self.service, credential)
         url = self._upstream_url(self._raw_relative(scope, request), query)
         if isinstance(content, bytes):  # reviewed, maybe redacted: httpx sets the length
@@ -317,7 +336,15 @@ class ProxyApp:
         elif content is None and self._has_body(request):
             content = _request_body(receive)
         upstream = self.client.build_request(request.method, url, headers=headers, content=content)
-        return await self.client.send(upstream, stream=True)
+        try:
+            return await self.client.send(upstream, stream=True)
+        except (httpx.HTTPError, _ClientGone, AgentGuardError):
+            raise
+        except Exception as failure:  # what httpx does not wrap: h11 framing, a bad Location
+            logger.warning(
+                "%s: upstream exchange failed: %s", self.service.name, type(failure).__name__
+            )
+            raise BadGateway(self.service.name, reason=Reason.UPSTREAM_PROTOCOL_ERROR) from None
 
     async def _relay(
         self, response: httpx.Response, credential: Secret, send: Send, context: ReviewContext

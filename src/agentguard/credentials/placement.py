@@ -101,8 +101,15 @@ def upstream_headers(
     service: ServiceConfig,
     *,
     client_address: str | None = None,
+    placeholder: str | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """The request headers to forward: no hop-by-hop, no agent credentials, no placeholder."""
+    """The request headers to forward: no hop-by-hop, no agent credentials, no placeholder.
+
+    Any header whose value contains ``placeholder`` (a copy the agent put somewhere else) is
+    dropped too. ``Content-Length`` is dropped when the request also carried a
+    ``Transfer-Encoding``: the server framed the body by the latter, so the length is not the
+    body's.
+    """
     connection_listed = {
         token.strip().lower().encode("latin-1")
         for value in request.header_values(b"connection")
@@ -111,7 +118,14 @@ def upstream_headers(
     dropped = HOP_BY_HOP | _ALWAYS_DROPPED | connection_listed
     if service.placement is Placement.HEADER and service.parameter is not None:
         dropped = dropped | {service.parameter.lower().encode("latin-1")}
-    headers = [(name, value) for name, value in request.headers if name not in dropped]
+    if request.header(b"transfer-encoding") is not None:
+        dropped = dropped | {b"content-length"}
+    copy = placeholder.encode("latin-1") if placeholder else None
+    headers = [
+        (name, value)
+        for name, value in request.headers
+        if name not in dropped and (copy is None or copy not in value)
+    ]
     if service.forward_headers:
         host = request.header(b"host")
         if client_address:
@@ -122,15 +136,23 @@ def upstream_headers(
     return headers
 
 
-def upstream_query(query_string: bytes, service: ServiceConfig) -> bytes:
-    """The query string to forward, without the placeholder parameter (raw pieces kept)."""
-    if service.placement is not Placement.QUERY or not query_string:
+def upstream_query(
+    query_string: bytes, service: ServiceConfig, *, placeholder: str | None = None
+) -> bytes:
+    """The query string to forward: without the placeholder parameter, nor any other parameter
+    whose name or value contains the placeholder (raw pieces kept)."""
+    if not query_string:
         return query_string
-    kept = [
-        piece
-        for piece in query_string.split(b"&")
-        if unquote_plus(piece.decode("latin-1").partition("=")[0]) != service.parameter
-    ]
+    kept = []
+    for piece in query_string.split(b"&"):
+        name, _, value = piece.decode("latin-1").partition("=")
+        if service.placement is Placement.QUERY and unquote_plus(name) == service.parameter:
+            continue
+        if placeholder and (
+            placeholder in unquote_plus(name) or placeholder in unquote_plus(value)
+        ):
+            continue
+        kept.append(piece)
     return b"&".join(kept)
 
 
