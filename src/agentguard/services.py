@@ -91,6 +91,8 @@ class ServiceConfig(BaseModel):
         allow_insecure_http: permit an ``http://`` base URL (tests, loopback sidecars).
         forward_headers: send ``X-Forwarded-For/-Proto/-Host`` upstream.
         max_connections: size of the pooled client's connection pool for this service.
+        max_request_bytes: largest request body forwarded (413 beyond it, checked from
+            ``Content-Length`` before anything is sent and while streaming); ``None`` for none.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -104,6 +106,7 @@ class ServiceConfig(BaseModel):
     allow_insecure_http: bool = False
     forward_headers: bool = False
     max_connections: int = Field(default=100, ge=1)
+    max_request_bytes: int | None = Field(default=10 * 1024 * 1024, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> ServiceConfig:

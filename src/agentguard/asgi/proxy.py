@@ -38,7 +38,14 @@ from agentguard.credentials.placement import (
     upstream_headers,
     upstream_query,
 )
-from agentguard.errors import AgentGuardError, BadGateway, GatewayTimeout, InvalidRequest, Reason
+from agentguard.errors import (
+    AgentGuardError,
+    BadGateway,
+    GatewayTimeout,
+    InvalidRequest,
+    PayloadTooLarge,
+    Reason,
+)
 from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
 from agentguard.request import Credentials, GuardRequest
@@ -83,12 +90,16 @@ class _ClientGone(Exception):
     pass
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
+async def _request_body(receive: Receive, cap: int | None = None) -> AsyncIterator[bytes]:
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
         chunk = message.get("body", b"")
+        size += len(chunk)
+        if cap is not None and size > cap:
+            raise PayloadTooLarge(f"the request body exceeds {cap} bytes")
         if chunk:
             yield chunk
         if not message.get("more_body", False):
@@ -288,11 +299,12 @@ class ProxyApp:
         self, request: GuardRequest, principal: Principal, receive: Receive
     ) -> bytes | AsyncIterator[bytes] | None:
         """The reviewed request body, or ``None`` to stream it unreviewed (no reviewers)."""
+        self._check_length(request)
         chain = self.request_reviewers
         if chain is None or not self._has_body(request):
             return None
         body = b""
-        rest = _request_body(receive)
+        rest = _request_body(receive, self.service.max_request_bytes)
         async for chunk in rest:
             body += chunk
             if len(body) > chain.max_bytes:
@@ -305,6 +317,13 @@ class ProxyApp:
         if len(body) > chain.max_bytes:  # passed unreviewed by the chain's over_cap policy
             return _prefixed(body, rest)
         return result.body
+
+    def _check_length(self, request: GuardRequest) -> None:
+        """Refuse a declared body over the service's cap before reading or sending any of it."""
+        cap = self.service.max_request_bytes
+        declared = request.header(b"content-length")
+        if cap is not None and declared is not None and declared.isdigit() and int(declared) > cap:
+            raise PayloadTooLarge(f"the request body exceeds {cap} bytes")
 
     @staticmethod
     def _has_body(request: GuardRequest) -> bool:
@@ -334,7 +353,7 @@ class ProxyApp:
         if isinstance(content, bytes):  # reviewed, maybe redacted: httpx sets the length
             headers = [(name, value) for name, value in headers if name != b"content-length"]
         elif content is None and self._has_body(request):
-            content = _request_body(receive)
+            content = _request_body(receive, self.service.max_request_bytes)
         upstream = self.client.build_request(request.method, url, headers=headers, content=content)
         try:
             return await self.client.send(upstream, stream=True)
