@@ -46,6 +46,7 @@ from agentguard.errors import (
     PayloadTooLarge,
     Reason,
 )
+from agentguard.httpclient import LazyClient
 from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
 from agentguard.request import Credentials, GuardRequest
@@ -151,9 +152,18 @@ class ProxyApp:
         self._base = httpx.URL(service.base_url)
         self._base_path = self._base.raw_path.split(b"?")[0].rstrip(b"/")
         install_log_redaction()
-        self._owns_client = client is None
-        self._client = client
-        self._transport = transport
+        timeouts = service.timeouts
+        self._http = LazyClient(
+            client,
+            timeout=httpx.Timeout(
+                connect=timeouts.connect,
+                read=timeouts.read,
+                write=timeouts.write,
+                pool=timeouts.pool,
+            ),
+            limits=httpx.Limits(max_connections=service.max_connections),
+            transport=transport,
+        )
 
     def __repr__(self) -> str:
         return f"ProxyApp(service={self.service.name!r}, base_url={self.service.base_url!r})"
@@ -161,27 +171,11 @@ class ProxyApp:
     @property
     def client(self) -> httpx.AsyncClient:
         """The pooled client (created on first use, inside the running event loop)."""
-        if self._client is None:
-            timeouts = self.service.timeouts
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(
-                    connect=timeouts.connect,
-                    read=timeouts.read,
-                    write=timeouts.write,
-                    pool=timeouts.pool,
-                ),
-                limits=httpx.Limits(max_connections=self.service.max_connections),
-                follow_redirects=False,
-                trust_env=False,
-                transport=self._transport,
-            )
-        return self._client
+        return self._http.client
 
     async def aclose(self) -> None:
         """Close the pooled client this app created (call it on application shutdown)."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

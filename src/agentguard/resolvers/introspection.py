@@ -24,6 +24,7 @@ from cachetools import TTLCache
 from agentguard.clock import Clock, SystemClock
 from agentguard.dpop.jose import JOSEError, loads_object
 from agentguard.errors import ConfigurationError, InvalidToken, Reason, ServiceUnavailable
+from agentguard.httpclient import LazyClient
 from agentguard.model import Principal
 from agentguard.request import TOKEN68
 from agentguard.resolvers.claims import SubjectMapping, confirmation_jkt, token_key_id
@@ -113,10 +114,7 @@ class IntrospectionResolver:
         self.clock: Clock = clock or SystemClock()
         self._auth = auth
         self._accepts = accepts
-        self._timeout = timeout
-        self._client = client
-        self._owns_client = client is None
-        self._transport = transport
+        self._http = LazyClient(client, timeout=timeout, transport=transport)
         self._cache: TTLCache[bytes, dict[str, Any]] = TTLCache(
             maxsize=cache_size, ttl=max(cache_ttl, 1e-9), timer=self.clock.monotonic
         )
@@ -136,20 +134,11 @@ class IntrospectionResolver:
 
     @property
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-                follow_redirects=False,
-                trust_env=False,
-                transport=self._transport,
-            )
-        return self._client
+        return self._http.client
 
     async def aclose(self) -> None:
         """Close the HTTP client this resolver created."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     def accepts(self, token: str) -> bool:
         if token.startswith("ag_") or len(token) > 8192 or not TOKEN68.match(token):

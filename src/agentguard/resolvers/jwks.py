@@ -20,6 +20,7 @@ from agentguard.clock import Clock
 from agentguard.dpop.jose import JOSEError, loads_object
 from agentguard.dpop.jwk import JWKError, ParsedJWK, PublicKey, load_public_key, parse_jwk
 from agentguard.errors import ServiceUnavailable
+from agentguard.httpclient import LazyClient
 
 __all__ = ["JWKSCache", "SigningKey"]
 
@@ -113,10 +114,7 @@ class JWKSCache:
         self._clock = clock
         self._min_interval = min_refresh_interval
         self._max_bytes = max_bytes
-        self._timeout = timeout
-        self._client = client
-        self._owns_client = client is None
-        self._transport = transport
+        self._http = LazyClient(client, timeout=timeout, transport=transport)
         self._cache: TTLCache[str, list[SigningKey]] = TTLCache(
             maxsize=1, ttl=ttl, timer=clock.monotonic
         )
@@ -130,20 +128,11 @@ class JWKSCache:
 
     @property
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-                follow_redirects=False,
-                trust_env=False,
-                transport=self._transport,
-            )
-        return self._client
+        return self._http.client
 
     async def aclose(self) -> None:
         """Close the client this cache created."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
     def _may_fetch(self) -> bool:
         last = self._last_fetch
