@@ -15,7 +15,14 @@ from urllib.parse import quote
 
 from agentguard.errors import InvalidRequest, MissingCredentials, Reason
 
-__all__ = ["TOKEN68", "Credentials", "GuardRequest", "parse_authorization"]
+__all__ = [
+    "TOKEN68",
+    "Credentials",
+    "GuardRequest",
+    "is_public",
+    "parse_authorization",
+    "public_prefixes",
+]
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}\Z")
 TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
@@ -117,3 +124,17 @@ def parse_authorization(request: GuardRequest, schemes: Sequence[str] = ("bearer
     if not key or not TOKEN68.match(key):
         raise InvalidRequest("the Authorization header must be '<scheme> <key>'")
     return Credentials(scheme, key)
+
+
+def public_prefixes(paths: Sequence[str]) -> tuple[str, ...]:
+    """Validated public path prefixes for an adapter's ``public_paths`` (no trailing slash)."""
+    prefixes = tuple(path.rstrip("/") for path in paths)
+    for prefix in prefixes:
+        if not prefix.startswith("/"):
+            raise ValueError("public paths start with '/'")
+    return prefixes
+
+
+def is_public(path: str, prefixes: Sequence[str]) -> bool:
+    """Whether ``path`` is under one of ``prefixes``, on a whole-segment boundary."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)

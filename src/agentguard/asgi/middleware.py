@@ -18,7 +18,7 @@ from agentguard.context import principal_var
 from agentguard.errors import AgentGuardError
 from agentguard.guard import Guard
 from agentguard.model import Principal
-from agentguard.request import GuardRequest
+from agentguard.request import GuardRequest, is_public, public_prefixes
 from agentguard.review.base import Direction, ReviewContext
 from agentguard.review.chain import ReviewChain, ReviewerLike, as_chain
 from agentguard.review.errors import ReviewBlocked, blocked
@@ -59,13 +59,7 @@ class AgentGuardMiddleware:
         self.guard = guard
         self.request_reviewers = as_chain(request_reviewers)
         self.response_reviewers = as_chain(response_reviewers)
-        self.public_paths = tuple(p.rstrip("/") for p in public_paths)
-        for prefix in self.public_paths:
-            if not prefix.startswith("/"):
-                raise ValueError("public paths start with '/'")
-
-    def _is_public(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.public_paths)
+        self.public_paths = public_prefixes(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -75,7 +69,7 @@ class AgentGuardMiddleware:
         if scope_type not in ("http", "websocket"):
             raise RuntimeError(f"AgentGuardMiddleware cannot guard ASGI scope type {scope_type!r}")
         request = request_from_scope(scope)
-        if self._is_public(request.path) and not request.has_dot_segments():
+        if is_public(request.path, self.public_paths) and not request.has_dot_segments():
             await self.app(scope, receive, send)
             return
         try:

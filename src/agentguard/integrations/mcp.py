@@ -51,7 +51,13 @@ from agentguard.context import principal_var
 from agentguard.errors import AgentGuardError, InsufficientScope
 from agentguard.model import Level, Principal
 from agentguard.permissions import Requirement
-from agentguard.request import Credentials, GuardRequest, parse_authorization
+from agentguard.request import (
+    Credentials,
+    GuardRequest,
+    is_public,
+    parse_authorization,
+    public_prefixes,
+)
 
 if TYPE_CHECKING:
     from agentguard.guard import Guard
@@ -186,16 +192,10 @@ class AgentGuardMCP:
         self._metadata_app = metadata.app() if metadata is not None else None
         if metadata is not None:
             advertise_metadata(guard, metadata)
-        self.public_paths = tuple(p.rstrip("/") for p in public_paths)
-        for prefix in self.public_paths:
-            if not prefix.startswith("/"):
-                raise ValueError("public paths start with '/'")
+        self.public_paths = public_prefixes(public_paths)
 
     def __repr__(self) -> str:
         return f"AgentGuardMCP(app={self.app!r}, guard={self.guard!r})"
-
-    def _is_public(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -209,7 +209,7 @@ class AgentGuardMCP:
         if served is not None and request.path == served.metadata.well_known_path:
             await served(scope, receive, send)
             return
-        if self._is_public(request.path) and not request.has_dot_segments():
+        if is_public(request.path, self.public_paths) and not request.has_dot_segments():
             await self.app(scope, receive, send)
             return
         try:

@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 from agentguard.context import principal_var
 from agentguard.errors import AgentGuardError
 from agentguard.model import Principal
-from agentguard.request import GuardRequest
+from agentguard.request import GuardRequest, is_public, public_prefixes
 from agentguard.wsgi.portal import EventLoopPortal, default_portal
 
 if TYPE_CHECKING:
@@ -173,20 +173,14 @@ class AgentGuardWSGIMiddleware:
         self.app = app
         self.guard = guard
         self.portal = portal if portal is not None else default_portal()
-        self.public_paths = tuple(p.rstrip("/") for p in public_paths)
-        for prefix in self.public_paths:
-            if not prefix.startswith("/"):
-                raise ValueError("public paths start with '/'")
+        self.public_paths = public_prefixes(public_paths)
 
     def __repr__(self) -> str:
         return f"AgentGuardWSGIMiddleware(app={self.app!r}, guard={self.guard!r})"
 
-    def _is_public(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in self.public_paths)
-
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = request_from_environ(environ)
-        if self._is_public(request.path) and not request.has_dot_segments():
+        if is_public(request.path, self.public_paths) and not request.has_dot_segments():
             return self.app(environ, start_response)
         try:
             principal = self.portal.call(self.guard.authenticate, request)
