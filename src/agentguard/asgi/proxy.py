@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
 
+from agentguard.asgi.relay import ResponseRelay, ResponseWithheld
 from agentguard.asgi.responses import send_error
 from agentguard.asgi.scope import request_from_scope, route_path
-from agentguard.asgi.types import Message, Receive, Scope, Send
+from agentguard.asgi.types import Receive, Scope, Send
 from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.credentials.echo import EchoScanner, SecretEchoed, StreamScanner
+from agentguard.credentials.echo import SecretEchoed
 from agentguard.credentials.placement import (
-    HOP_BY_HOP,
     attach_credential,
     extract_placeholder,
     upstream_headers,
@@ -64,27 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["ProxyApp", "ResponseWithheld"]
 
 logger = logging.getLogger("agentguard.proxy")
-
-# The gateway's own server sets Date and Server; the upstream's would arrive twice.
-_DROPPED_RESPONSE = HOP_BY_HOP | {
-    b"content-length",
-    b"content-encoding",
-    b"set-cookie",
-    b"date",
-    b"server",
-}
-
-
-class ResponseWithheld(Exception):
-    """A response failed after it had started (an echoed credential, an upstream failure).
-
-    The stream is cut: the exception propagates to the ASGI server, which drops the connection
-    so the agent sees an incomplete response rather than a silently truncated one.
-    """
-
-    def __init__(self, error: AgentGuardError) -> None:
-        self.error = error
-        super().__init__(error.description)
 
 
 class _ClientGone(Exception):
@@ -363,102 +342,17 @@ class ProxyApp:
         self, response: httpx.Response, credential: Secret, send: Send, context: ReviewContext
     ) -> None:
         """Send the upstream response on, scanning it for the credential and reviewing it."""
-        if response.status_code == 401:
-            raise BadGateway(self.service.name, reason=Reason.UPSTREAM_REJECTED_CREDENTIAL)
-        scanner = EchoScanner([credential.reveal()])
-        headers = [
-            (name.lower(), value)
-            for name, value in response.headers.raw
-            if name.lower() not in _DROPPED_RESPONSE
-        ]
-        scanner.check_headers(headers)
-        stream = scanner.stream()
-        chain = self.response_reviewers
-        limit = self.buffer_bytes
-        if chain is not None and not chain.streaming:
-            limit = max(limit, chain.max_bytes + 1)
-        chunks = response.aiter_bytes().__aiter__()
-        released: list[bytes] = []
-        size = 0
-        finished = False
-        while size < limit:
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                finished = True
-                break
-            size += len(chunk)
-            released.append(stream.feed(chunk))
-        if finished:
-            body = b"".join(released) + stream.finish()
-            if chain is not None:
-                result = await chain.review_body(context, body)
-                await self._findings(result.findings, context)
-                if result.blocked is not None:
-                    raise blocked(Direction.OUT, result.blocked)
-                body = result.body
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send(self._start(response.status_code, headers))
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self._relay_stream(
-            status=response.status_code,
-            headers=headers,
-            released=released,
-            chunks=chunks,
-            stream=stream,
-            context=context,
-            send=send,
+        relay = ResponseRelay(
+            service=self.service.name,
+            chain=self.response_reviewers,
+            buffer_bytes=self.buffer_bytes,
+            record=self._findings,
+            as_error=self._as_error,
         )
-
-    async def _relay_stream(
-        self,
-        *,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        released: list[bytes],
-        chunks: AsyncIterator[bytes],
-        stream: StreamScanner,
-        context: ReviewContext,
-        send: Send,
-    ) -> None:
-        """Send a response too large to buffer, reviewing it chunk by chunk as it goes."""
-        chain = self.response_reviewers
-        review = chain.stream(context) if chain is not None else None
-        started = False
-        try:
-            first = b"".join(released)
-            if review is not None:
-                first = await review.feed(first)
-            await send(self._start(status, headers))
-            started = True
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            async for chunk in chunks:
-                safe = stream.feed(chunk)
-                if review is not None and safe:
-                    safe = await review.feed(safe)
-                if safe:
-                    await send({"type": "http.response.body", "body": safe, "more_body": True})
-            tail = stream.finish()
-            if review is not None:
-                tail = (await review.feed(tail) if tail else b"") + await review.finish()
-        except (httpx.HTTPError, SecretEchoed) as failure:
-            raise ResponseWithheld(self._as_error(failure)) from None
-        except ReviewBlocked as refusal:
-            if not started:
-                raise
-            raise ResponseWithheld(refusal) from None
-        finally:
-            if review is not None:
-                await self._findings(review.findings, context)
-        await send({"type": "http.response.body", "body": tail})
+        await relay.relay(response, credential, send, context)
 
     async def _findings(self, findings: Iterable[Verdict], context: ReviewContext) -> None:
         await record_findings(self.guard.audit, findings, context, self.guard.clock.now())
-
-    @staticmethod
-    def _start(status: int, headers: Sequence[tuple[bytes, bytes]]) -> Message:
-        return {"type": "http.response.start", "status": status, "headers": list(headers)}
 
     async def _record(
         self, request: GuardRequest, principal: Principal, error: AgentGuardError
