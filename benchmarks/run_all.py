@@ -28,6 +28,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("bench_proxy.py", [], ["--requests", "800"]),
     ("bench_audit.py", [], ["10000"]),
     ("bench_review.py", [], []),
+    ("bench_review_worst.py", [], ["--mib", "0.25", "--rounds", "1"]),
 ]
 
 
@@ -38,6 +39,10 @@ TARGETS: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("audit", "MemoryStore.append, 1 per call"): (0.50, None),
     ("audit", "MemoryStore.append, batch of 32"): (0.50, None),
     ("audit", "verify_log (1 checkpoint)"): (0.70, None),
+    ("review", "SecretLeakReviewer worst case"): (None, 5.0),
+    ("review", "InjectionScreen worst case"): (None, 5.0),
+    ("review", "InjectionScreen (JSON) worst case"): (None, 5.0),
+    ("review", "trivial request during a 1 MiB adversarial review (budget)"): (None, 1.0),
 }
 
 

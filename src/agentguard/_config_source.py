@@ -53,6 +53,7 @@ ENVIRONMENT: dict[str, Location] = {
     "AGENTGUARD_LOG_FORMAT": ("logging", "format"),
     "AGENTGUARD_DPOP_ENABLED": ("dpop", "enabled"),
     "AGENTGUARD_DPOP_REQUIRED": ("dpop", "required"),
+    "AGENTGUARD_DPOP_REPLAY": ("dpop", "replay"),
     "AGENTGUARD_AUDIT_ORIGIN": ("audit", "origin"),
     "AGENTGUARD_AUDIT_INSTANCE": ("audit", "instance"),
     "AGENTGUARD_AUDIT_CHECKPOINT_DIR": ("audit", "checkpoint_dir"),

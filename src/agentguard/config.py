@@ -21,6 +21,7 @@ Environment variable                       Setting
 ``AGENTGUARD_SERVER_GRACEFUL_TIMEOUT``     ``server.graceful_timeout``
 ``AGENTGUARD_LOG_LEVEL`` / ``_FORMAT``     ``logging.level`` / ``logging.format``
 ``AGENTGUARD_DPOP_ENABLED`` / ``_REQUIRED`` ``dpop.enabled`` / ``dpop.required``
+``AGENTGUARD_DPOP_REPLAY``                 ``dpop.replay`` (a Redis URL)
 ``AGENTGUARD_AUDIT_ORIGIN``                ``audit.origin``
 ``AGENTGUARD_AUDIT_INSTANCE``              ``audit.instance``
 ``AGENTGUARD_AUDIT_CHECKPOINT_DIR``        ``audit.checkpoint_dir``
@@ -144,8 +145,16 @@ class MinterSettings(_Section):
         return self
 
 
+REPLAY_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+
 class DPoPSettings(_Section):
-    """``[dpop]``: accept DPoP-bound keys (``required`` refuses unbound ones)."""
+    """``[dpop]``: accept DPoP-bound keys (``required`` refuses unbound ones).
+
+    ``replay`` puts the replay cache (burnt proof ids) on Redis, ``redis://host:6379/0``,
+    ``rediss://...`` or ``unix:///path.sock`` (needs ``agentguard[redis]``); by default the
+    store keeps it.
+    """
 
     enabled: bool = True
     required: bool = False
@@ -153,6 +162,16 @@ class DPoPSettings(_Section):
     algorithms: tuple[str, ...] | None = None
     iat_window: int = Field(default=300, gt=0)
     nonce_step: int = Field(default=300, gt=0)
+    replay: str | None = None
+
+    @field_validator("replay")
+    @classmethod
+    def _replay(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in REPLAY_SCHEMES:
+            raise ValueError(
+                "the replay cache is a Redis URL: redis://host:6379/0, rediss://... or unix://..."
+            )
+        return value
 
 
 class KeySettings(_Section):

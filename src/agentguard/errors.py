@@ -14,7 +14,10 @@ never needs ASGI code and no layer builds error bodies of its own::
     │   └── UseDPoPNonce                 401 use_dpop_nonce + DPoP-Nonce (400 at the token endpoint)
     ├── InvalidRequest                   400 invalid_request
     │   ├── MethodNotAllowed             405 invalid_request
-    │   └── PayloadTooLarge              413 invalid_request
+    │   ├── RequestTimeout               408 invalid_request (the agent's body stalled)
+    │   ├── PayloadTooLarge              413 invalid_request
+    │   └── UnsupportedMediaType         415 invalid_request
+    ├── TooManyRequests                  429 too_many_requests + Retry-After
     ├── InsufficientScope                403 insufficient_scope
     ├── TokenEndpointError               400 (no challenge)
     │   ├── InvalidGrant                 400 invalid_grant
@@ -66,10 +69,13 @@ __all__ = [
     "MissingCredentials",
     "PayloadTooLarge",
     "Reason",
+    "RequestTimeout",
     "ServiceUnavailable",
     "StoreUnavailable",
     "TokenEndpointError",
+    "TooManyRequests",
     "UnsupportedGrantType",
+    "UnsupportedMediaType",
     "UseDPoPNonce",
     "describe",
     "render_challenges",
@@ -128,6 +134,10 @@ class Reason(str, enum.Enum):
     STORE_UNAVAILABLE = "store_unavailable"
     AUDIT_UNAVAILABLE = "audit_unavailable"
     INTERNAL_ERROR = "internal_error"
+    REQUEST_BODY_TIMEOUT = "request_body_timeout"
+    CALLER_CONCURRENCY_LIMIT = "caller_concurrency_limit"
+    KEY_OUTSIDE_CREDENTIAL_POSITION = "key_outside_credential_position"
+    UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"
 
 
 _REASON_TEXT: dict[Reason, str] = {
@@ -182,6 +192,16 @@ _REASON_TEXT: dict[Reason, str] = {
         "the audit log is unavailable, so no action can be recorded; retry later"
     ),
     Reason.INTERNAL_ERROR: "internal error",
+    Reason.REQUEST_BODY_TIMEOUT: "the request body did not arrive in time",
+    Reason.CALLER_CONCURRENCY_LIMIT: (
+        "too many of your requests to this service are in flight; retry when one finishes"
+    ),
+    Reason.KEY_OUTSIDE_CREDENTIAL_POSITION: (
+        "the request carries an agentguard key outside the credential position"
+    ),
+    Reason.UNSUPPORTED_CONTENT_ENCODING: (
+        "compressed request bodies are not accepted; send the body uncompressed"
+    ),
 }
 
 
@@ -402,6 +422,40 @@ class PayloadTooLarge(InvalidRequest):
 
     status = 413
     sends_challenge = False
+
+
+class RequestTimeout(InvalidRequest):
+    """The agent's request body stalled (idle deadline) or took too long in all: 408."""
+
+    status = 408
+    sends_challenge = False
+    default_reason = Reason.REQUEST_BODY_TIMEOUT
+
+    def response_headers(self) -> list[tuple[str, str]]:
+        return [("connection", "close")]
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """The request body uses a content coding the gateway does not accept: 415."""
+
+    status = 415
+    sends_challenge = False
+    default_reason = Reason.UNSUPPORTED_CONTENT_ENCODING
+
+    def response_headers(self) -> list[tuple[str, str]]:
+        return [("accept-encoding", "identity")]
+
+
+class TooManyRequests(AgentGuardError):
+    """One caller already holds its share of a service's upstream connections: 429."""
+
+    status = 429
+    error: ClassVar[str | None] = "too_many_requests"
+    default_reason = Reason.CALLER_CONCURRENCY_LIMIT
+    retry_after: ClassVar[int] = 1
+
+    def response_headers(self) -> list[tuple[str, str]]:
+        return [("retry-after", str(self.retry_after))]
 
 
 class InsufficientScope(AgentGuardError):

@@ -29,7 +29,7 @@ from agentguard.model import Principal
 from agentguard.permissions import PermissionChecker, Requirement, RouteRule
 from agentguard.request import Credentials, GuardRequest, parse_authorization
 from agentguard.resolver import KeyResolver, TokenResolver
-from agentguard.storage.outage import store_outage
+from agentguard.storage.outage import shield_store, store_outage
 from agentguard.storage.protocols import AuditStore, KeyStore, ReplayCache
 
 if TYPE_CHECKING:
@@ -57,7 +57,9 @@ class Guard:
     """Authenticates, authorizes and audits requests against live state.
 
     Args:
-        store: keys and directory (a :class:`~agentguard.storage.KeyStore`).
+        store: keys and directory (a :class:`~agentguard.storage.KeyStore`). Whatever a store
+            call raises (any backend's own exceptions, timeouts) refuses the request with 503
+            :class:`~agentguard.errors.StoreUnavailable`, audited, never a 500.
         rules: permission rules by path prefix; a path no rule covers is denied.
         audit_store: where decisions go; defaults to ``store`` when it is also an
             :class:`~agentguard.storage.AuditStore`. There is no way to run without an audit
@@ -106,9 +108,12 @@ class Guard:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.audit = AuditWriter(audit_store, instance=instance, timeout=audit_timeout)
-        self.resolver = KeyResolver(store, self.clock)
+        # One boundary for every backend, ours or a third party's: whatever a store call raises
+        # reaches the request path as StoreUnavailable (503, audited), never as a 500.
+        keys = shield_store(store, "key store")
+        self.resolver = KeyResolver(keys, self.clock)
         self.issuer = KeyIssuer(
-            store,
+            keys,
             clock=self.clock,
             audit=self.audit,
             access_ttl=access_ttl,
@@ -122,6 +127,7 @@ class Guard:
         self.swapper = swapper
         self.token_resolvers = tuple(token_resolvers)
         self.dpop = dpop
+        self.replay_cache: ReplayCache | None = None
         self.dpop_verifier: DPoPVerifier | None = None
         self.token_dpop_verifier: DPoPVerifier | None = None
         if dpop is None:
@@ -129,7 +135,8 @@ class Guard:
             self._schemes: tuple[str, ...] = ("bearer",)
         else:
             self._setup_dpop(dpop, replay_cache if replay_cache is not None else store)
-            schemes = ("DPoP",) if dpop.required else ("Bearer", "DPoP")
+            # DPoP first: clients look for a nonce in the challenge the header starts with.
+            schemes = ("DPoP",) if dpop.required else ("DPoP", "Bearer")
             self.challenge = Challenge(realm=realm, schemes=schemes, dpop_algs=dpop.algorithms)
             self._schemes = ("bearer", "dpop")
 
@@ -137,7 +144,7 @@ class Guard:
         """The live Principal for ``token``: an agentguard key, or one a token resolver accepts."""
         if not token.startswith("ag_"):
             for resolver in self.token_resolvers:
-                with store_outage():  # a resolver failing unexpectedly refuses (503), never 500s
+                with store_outage("token resolver"):  # refuses (503) rather than 500s
                     if resolver.accepts(token):
                         return await resolver.resolve(token)
         return await self.resolver.resolve(token)
@@ -149,13 +156,15 @@ class Guard:
             raise ConfigurationError(
                 "DPoP needs a replay cache shared by every instance; pass replay_cache=..."
             )
+        self.replay_cache = replay
+        shielded = shield_store(replay, "replay cache")
 
         def verifier(secret: bytes | None) -> DPoPVerifier:
             nonces = (
                 None if secret is None else NonceSource(secret, self.clock, step=policy.nonce_step)
             )
             return DPoPVerifier(
-                replay,
+                shielded,
                 self.clock,
                 algorithms=policy.algorithms,
                 iat_window=policy.iat_window,
@@ -234,8 +243,7 @@ class Guard:
         if isinstance(requirement, _Default):
             requirement = self.permissions.requirement(request.method, request.path)
         try:
-            if request.has_dot_segments():
-                raise InvalidRequest("paths with '.' or '..' segments are refused")
+            request.target()  # an ambiguous target is refused (400) before any key lookup
             if credentials is None:
                 credentials = parse_authorization(request, self._schemes)
             elif callable(credentials):

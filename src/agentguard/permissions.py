@@ -4,6 +4,14 @@ Routes declare a service and, by default, derive the level from the method: ``GE
 and ``OPTIONS`` read, every other method writes. A rule may fix one level for every method or
 override single methods (a search endpoint that uses ``POST`` but only reads). The longest
 matching path prefix wins; a path no rule covers is denied, so a forgotten route fails closed.
+
+Letter case: some servers read ``/ADMIN`` as ``/admin``, others do not, and the guard cannot
+know which one is behind it. So a path is matched both as sent and case-insensitively, and the
+stricter of the two rules applies: ``/crm/ADMIN/users`` needs what ``/crm/admin`` needs. A
+reading that finds no rule is ignored; two rules that name different services refuse the
+request (no single grant covers both). Every other lenient reading (``;`` parameters, trailing
+dots, ``\\``, encoded dots or slashes, non-ASCII look-alikes) never gets here:
+:mod:`agentguard.target` refuses such targets before any rule is looked up.
 """
 
 from __future__ import annotations
@@ -65,11 +73,17 @@ class RouteRule:
             object.__setattr__(self, "level", Level.parse(self.level))
         object.__setattr__(self, "prefix", self.prefix.rstrip("/") or "/")
 
-    def covers(self, path: str) -> bool:
-        """Whether ``path`` is under this rule's prefix, on a segment boundary."""
+    def covers(self, path: str, *, any_case: bool = False) -> bool:
+        """Whether ``path`` is under this rule's prefix, on a segment boundary.
+
+        ``any_case`` compares case-insensitively (Unicode case folding).
+        """
         if self.prefix == "/":
             return True
-        return path == self.prefix or path.startswith(self.prefix + "/")
+        prefix = self.prefix
+        if any_case:
+            path, prefix = path.casefold(), prefix.casefold()
+        return path == prefix or path.startswith(prefix + "/")
 
     def requirement(self, method: str) -> Requirement:
         """The requirement for ``method`` under this rule."""
@@ -91,12 +105,27 @@ class PermissionChecker:
             sorted(rules, key=lambda rule: len(rule.prefix), reverse=True)
         )
 
-    def requirement(self, method: str, path: str) -> Requirement | None:
-        """The requirement of the most specific rule covering ``path``; ``None`` if none."""
+    def rule_for(self, path: str, *, any_case: bool = False) -> RouteRule | None:
+        """The most specific rule covering ``path`` (read exactly as given), or ``None``."""
         for rule in self.rules:
-            if rule.covers(path):
-                return rule.requirement(method)
+            if rule.covers(path, any_case=any_case):
+                return rule
         return None
+
+    def requirement(self, method: str, path: str) -> Requirement | None:
+        """The strictest requirement among the case readings of ``path``; ``None`` if none.
+
+        The readings are ``path`` as given and ``path`` compared case-insensitively; each picks
+        its most specific rule. ``None`` (refused) when no reading finds a rule or when the two
+        rules name different services.
+        """
+        readings = (self.rule_for(path), self.rule_for(path, any_case=True))
+        needed = [rule.requirement(method) for rule in readings if rule is not None]
+        services = {need.service for need in needed if need.service is not None}
+        if len(services) > 1:
+            return None
+        strict = [need for need in needed if need.service is not None] or needed
+        return max(strict, key=lambda need: need.level, default=None)
 
     @staticmethod
     def authorize(principal: Principal, requirement: Requirement | None) -> None:

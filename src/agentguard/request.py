@@ -14,6 +14,7 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from agentguard.errors import InvalidRequest, MissingCredentials, Reason
+from agentguard.target import Target, canonical_target
 
 __all__ = [
     "TOKEN68",
@@ -27,6 +28,7 @@ __all__ = [
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}\Z")
 TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+_KEY_SHAPE = re.compile(r"ag_(?:at|rt)_[0-9A-Za-z]{49}")  # a key in a path is never audited
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class GuardRequest:
         root_path: the ASGI root path (mount point) the path is relative to.
         request_id: the client's ``X-Request-Id`` when it is short and plain, else a fresh
             random id; fixed for the life of the request, so every event it causes agrees.
+        allow_encoded_slash: accept ``%2F`` inside a segment (a proxied service that opted in);
+            rules then see it decoded, as ``/``.
     """
 
     method: str
@@ -54,6 +58,7 @@ class GuardRequest:
     scheme: str = "http"
     root_path: str = ""
     request_id: str = ""
+    allow_encoded_slash: bool = False
 
     def __post_init__(self) -> None:
         if not self.request_id:
@@ -78,16 +83,41 @@ class GuardRequest:
 
     @property
     def audit_path(self) -> str:
-        """The path for audit records: percent-encoded as sent, no query, at most 1 KiB."""
+        """The path for audit records: percent-encoded as sent, no query, at most 1 KiB, with any
+        agentguard key in it replaced by ``[key]``."""
         if self.raw_path is not None:
             text = self.raw_path.decode("latin-1")
         else:
             text = quote(self.path, safe="/:@!$&'()*+,;=-._~")
-        return text[:1024]
+        return _KEY_SHAPE.sub("[key]", text)[:1024]
 
     def has_dot_segments(self) -> bool:
-        """Whether the decoded path contains ``.`` or ``..`` segments (refused: ambiguous)."""
+        """Whether the decoded path contains ``.`` or ``..`` segments.
+
+        Only one of the ambiguities :meth:`target` refuses; decide on :meth:`target`.
+        """
         return _DOT_SEGMENT.search(self.path) is not None
+
+    def target(self) -> Target:
+        """The canonical form of :attr:`path`: what rules match and what a proxy forwards.
+
+        Raises :class:`InvalidRequest` (400) when the target could mean different paths to
+        different readers (see :mod:`agentguard.target`); callers refuse it before any key
+        lookup.
+        """
+        return canonical_target(
+            self.path, self.raw_path, self.root_path, allow_encoded_slash=self.allow_encoded_slash
+        )
+
+    def in_public_paths(self, prefixes: Sequence[str]) -> bool:
+        """Whether the canonical path is under one of ``prefixes`` (an ambiguous one never is)."""
+        if not prefixes:
+            return False
+        try:
+            path = self.target().path
+        except InvalidRequest:
+            return False
+        return is_public(path, prefixes)
 
 
 class Credentials(NamedTuple):

@@ -1,4 +1,25 @@
-"""A wrapper that keeps a secret string out of reprs, logs and tracebacks."""
+"""A wrapper that keeps a secret string out of reprs, logs and tracebacks, and the forms of a
+secret whose presence reveals it.
+
+:func:`encoded_forms` is the one definition of "this text reveals the secret" that the proxy's
+echo scanner, the secret-leak reviewer and the request key scanner share. The policy by length:
+
+- every secret: its raw value;
+- :data:`MIN_ENCODED` (8) characters or more: also base64 and base64url, each at all three
+  alignments it can take inside a larger blob (the secret after 0, 1 or 2 other bytes: a Basic
+  ``user:key`` value, a JWT claim) and with or without padding; hex in both cases;
+  percent-encoding; JSON string escaping. Shorter secrets are matched raw only: their encoded
+  forms are 4 to 10 characters, short enough to occur by chance in any base64 or hex data, and
+  a credential that short is guessable whatever we do;
+- :data:`MIN_FRAGMENT` (16) characters or more: also the first and last
+  :func:`fragment_length` characters, half the secret up to :data:`FRAGMENT` (12): a vendor's
+  "Incorrect API key provided: sk-abc...xyz" echoes pieces. Half or more means a secret cut in
+  two (two headers, two JSON fields) is always found through its longer piece. Below 16, half
+  a secret is at most 7 characters: common words and ids would match.
+
+The matcher (:class:`agentguard._secret_match.SecretMatcher`) looks for these forms in the text
+and in the text with JSON escapes, percent-encoding and interleaved NUL bytes undone.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +30,76 @@ import json
 from typing import Any, NoReturn, final
 from urllib.parse import quote
 
-__all__ = ["FRAGMENT", "Secret", "encoded_forms"]
+__all__ = [
+    "FRAGMENT",
+    "MIN_ENCODED",
+    "MIN_FRAGMENT",
+    "Secret",
+    "base64_cores",
+    "encoded_forms",
+    "fragment_length",
+]
 
 FRAGMENT = 12
-"""How many leading or trailing characters of a long secret count as revealing it."""
+"""The most leading or trailing characters of a secret that count as revealing it."""
+
+MIN_ENCODED = 8
+"""Shortest secret whose encoded forms (base64, hex, percent, JSON) are searched."""
+
+MIN_FRAGMENT = 16
+"""Shortest secret whose leading and trailing characters count as revealing it."""
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def fragment_length(size: int) -> int | None:
+    """How many leading (or trailing) characters reveal a secret of ``size`` characters.
+
+    ``None`` below :data:`MIN_FRAGMENT`; half the secret from 16 to 23 characters (8 to 11);
+    :data:`FRAGMENT` (12) from 24 on.
+    """
+    if size < MIN_FRAGMENT:
+        return None
+    return min(FRAGMENT, size // 2)
+
+
+def base64_cores(raw: bytes) -> list[str]:
+    """The base64 characters ``raw`` shows wherever it sits inside a larger base64 blob.
+
+    One string per alignment (``raw`` preceded by 0, 1 or 2 other bytes): the characters whose
+    six bits all come from ``raw``, without the one or two at each end that mix in bits of the
+    neighbouring bytes (or of the padding). Each is a substring of the blob's base64, padded or
+    not; translate ``+/`` to ``-_`` for base64url.
+    """
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + raw).decode("ascii")
+        first = -(-8 * offset // 6)  # the first character whose bits all come from raw
+        end = 8 * (offset + len(raw)) // 6  # the characters before this one end inside raw
+        cores.append(encoded[first:end])
+    return cores
 
 
 def encoded_forms(secret: str) -> set[str]:
-    """The strings whose presence reveals ``secret``.
+    """The strings whose presence reveals ``secret`` (the policy is in the module docstring).
 
-    Raw, base64 (padded and not), base64url, hex in both cases, URL-encoded, JSON-escaped, and
-    its first and last :data:`FRAGMENT` characters when it is at least twice that long. The one
-    definition both the proxy's echo scanner and the secret-leak reviewer match against.
+    Raw; from :data:`MIN_ENCODED` characters base64 and base64url (whole, padded and not, and
+    :func:`base64_cores` at each alignment), hex in both cases, percent-encoded (every byte
+    but unreserved ASCII) and JSON-escaped (non-ASCII as ``\\u`` escapes and as it is); from
+    :data:`MIN_FRAGMENT` characters its first and last :func:`fragment_length` characters.
     """
-    raw = secret.encode("utf-8", "surrogateescape")
-    b64 = base64.b64encode(raw).decode()
-    forms = {
-        secret,
-        b64,
-        b64.rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        raw.hex(),
-        raw.hex().upper(),
-        quote(raw, safe=""),
-        json.dumps(secret)[1:-1],
-    }
-    if len(secret) >= 2 * FRAGMENT:
-        forms.add(secret[:FRAGMENT])
-        forms.add(secret[-FRAGMENT:])
+    forms = {secret}
+    size = fragment_length(len(secret))
+    if size is not None:
+        forms.update((secret[:size], secret[-size:]))
+    if len(secret) >= MIN_ENCODED:
+        raw = secret.encode("utf-8", "surrogateescape")
+        whole = base64.b64encode(raw).decode("ascii")
+        for form in (whole, *base64_cores(raw)):
+            forms.update((form, form.rstrip("="), form.translate(_URLSAFE)))
+            forms.add(form.translate(_URLSAFE).rstrip("="))
+        forms.update((raw.hex(), raw.hex().upper(), quote(raw, safe="")))
+        forms.update((json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]))
     return {form for form in forms if form}
 
 

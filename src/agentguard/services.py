@@ -49,8 +49,9 @@ class Placement(str, enum.Enum):
 class ServiceTimeouts(BaseModel):
     """Seconds to connect, to wait for each read (first byte and between chunks), and to write.
 
-    There is deliberately no total-duration limit: streamed responses (server-sent events) may
-    run for as long as data keeps flowing.
+    There is deliberately no total-duration limit on responses: streamed responses
+    (server-sent events) may run for as long as data keeps flowing. The agent's request body,
+    by contrast, has an idle (``body_idle``) and a total (``body_total``) deadline.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +60,10 @@ class ServiceTimeouts(BaseModel):
     read: float = Field(default=30.0, gt=0)
     write: float = Field(default=30.0, gt=0)
     pool: float = Field(default=5.0, gt=0)
+    body_idle: float = Field(default=10.0, gt=0)
+    """Longest wait for the agent's next request-body chunk (408 beyond it)."""
+    body_total: float = Field(default=120.0, gt=0)
+    """Longest time to receive the agent's whole request body (408 beyond it)."""
 
 
 LevelName = Annotated[Level, BeforeValidator(Level.parse)]
@@ -93,6 +98,12 @@ class ServiceConfig(BaseModel):
         max_connections: size of the pooled client's connection pool for this service.
         max_request_bytes: largest request body forwarded (413 beyond it, checked from
             ``Content-Length`` before anything is sent and while streaming); ``None`` for none.
+            With a cap, the whole body is received before an upstream connection is taken.
+        max_connections_per_caller: most upstream exchanges one user may have in flight on
+            this service (429 beyond it); ``None`` means half of ``max_connections``.
+        allow_encoded_slash: forward ``%2F`` inside a path segment, for a vendor whose IDs contain
+            ``/``. Rules are matched on the decoded path (``%2F`` read as ``/``), so no reading
+            of the slash reaches a stricter rule; off by default (400 ``invalid_request``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -107,6 +118,8 @@ class ServiceConfig(BaseModel):
     forward_headers: bool = False
     max_connections: int = Field(default=100, ge=1)
     max_request_bytes: int | None = Field(default=10 * 1024 * 1024, ge=0)
+    max_connections_per_caller: int | None = Field(default=None, ge=1)
+    allow_encoded_slash: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ServiceConfig:

@@ -95,10 +95,11 @@ async def test_7_2_bound_key_presented_as_bearer_is_refused(setup: DPoPSetup) ->
     assert response.json()["error"] == "invalid_token"
     assert response.json()["reason"] == "dpop_binding_mismatch"
     challenges = response.headers.get_list("www-authenticate")
-    assert challenges[0].startswith("Bearer ")
-    assert challenges[1].startswith("DPoP ") and challenges[1].endswith(
+    # DPoP first: a client that reads only the leading challenge still finds the DPoP one.
+    assert challenges[0].startswith("DPoP ") and challenges[0].endswith(
         'algs="ES256 EdDSA Ed25519"'
     )
+    assert challenges[1].startswith("Bearer ")
 
 
 async def test_7_1_bound_key_without_proof_is_refused(setup: DPoPSetup) -> None:
@@ -109,7 +110,7 @@ async def test_7_1_bound_key_without_proof_is_refused(setup: DPoPSetup) -> None:
         "invalid_dpop_proof",
         "dpop_proof_missing",
     )
-    bearer, dpop = response.headers.get_list("www-authenticate")
+    dpop, bearer = response.headers.get_list("www-authenticate")
     assert 'error="invalid_dpop_proof"' in dpop
     assert bearer == 'Bearer realm="agentguard"'  # RFC 9449 §7.1: the error is DPoP's
 
@@ -370,3 +371,12 @@ def test_arbitrary_dpop_headers_never_cause_a_500(proof: str, scheme: str) -> No
             return response.status_code
 
     assert anyio.run(call) in (400, 401)
+
+
+async def test_fractional_iat_is_accepted_over_http(setup: DPoPSetup) -> None:
+    """RFC 7519 NumericDate: a runtime that stamps proofs with fractional seconds is served."""
+    access = setup.keys.access_key.reveal()
+    proof = setup.key.proof("GET", URL, access_key=access, iat=setup.now() + 0.42)
+    headers = {"Authorization": f"DPoP {access}", "DPoP": proof}
+    response = await setup.client.get("/crm/contacts", headers=headers)
+    assert response.status_code == 200

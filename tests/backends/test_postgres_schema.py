@@ -149,6 +149,7 @@ async def test_an_application_role_with_the_documented_grants_suffices(
             GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.accounts, {s}.workspaces, {s}.users,
                 {s}.memberships, {s}.keys, {s}.replay, {s}.credentials TO "{role}";
             GRANT SELECT ON {s}.schema_version TO "{role}";
+            GRANT SELECT, INSERT ON {s}.revoked_families TO "{role}";
             GRANT SELECT, INSERT ON {s}.audit TO "{role}";
             GRANT SELECT, UPDATE ON {s}.audit_head TO "{role}";
         """)

@@ -13,6 +13,7 @@ import pytest
 
 from agentguard.audit.chain import AuditEntry
 from agentguard.storage import SQLiteStore
+from agentguard.storage.sqlite.schema import SCHEMA_VERSION
 from tests.product.conftest import Result, RunCLI, new_kek
 
 GRANTS = ("--grants", "crm:read")
@@ -211,7 +212,10 @@ def test_credentials_for_an_unconfigured_service_are_refused(
 
 def test_db_upgrade(cli: RunCLI, clean_env: Path) -> None:
     result = cli("db", "upgrade", "--store", "sqlite:///fresh.db", "--json")
-    assert result.code == 0 and json.loads(result.out) == {"store": "sqlite", "version": 1}
+    assert result.code == 0 and json.loads(result.out) == {
+        "store": "sqlite",
+        "version": SCHEMA_VERSION,
+    }
     assert (clean_env / "fresh.db").exists()
     one_line_error(cli("db", "upgrade", "--store", "memory://"), 2)
     one_line_error(cli("db", "upgrade", "--store", "nonsense"), 2)

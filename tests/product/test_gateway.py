@@ -46,7 +46,11 @@ async def test_readiness_fails_when_the_store_does() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
         ready = await client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json() == {"status": "unavailable", "reason": "ConnectionError"}
+    assert ready.json() == {
+        "status": "unavailable",
+        "reason": "ConnectionError",
+        "unavailable": {"audit store": "ConnectionError"},
+    }
     assert (await gateway.guard.audit.flush()) == 0
 
 

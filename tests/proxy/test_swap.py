@@ -156,10 +156,12 @@ async def test_paths_cannot_escape_the_base_url(gateway: Gateway, path: str) -> 
     assert all(r.path.startswith("/v2/") for r in gateway.upstreams.crm.requests)
 
 
-async def test_encoded_characters_are_forwarded_verbatim_under_the_base(gateway: Gateway) -> None:
+async def test_encoded_separators_are_refused_before_the_vendor(gateway: Gateway) -> None:
+    # Issue 14: '%5C' and '%2F' mean different paths to different servers; refused (400).
     response = await gateway.client.get("/crm/a%5Cb%2Fc", headers={"X-Api-Key": gateway.key})
-    assert response.status_code == 200
-    assert gateway.upstreams.crm.requests[-1].path == "/v2/a%5Cb%2Fc"
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert gateway.upstreams.crm.requests == []
 
 
 async def test_every_failure_is_audited_without_secrets(gateway: Gateway) -> None:

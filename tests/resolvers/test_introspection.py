@@ -9,7 +9,7 @@ import pytest
 
 from agentguard import ConfigurationError, Grants, InvalidToken, MemoryStore
 from agentguard.errors import Reason, ServiceUnavailable
-from agentguard.resolvers import IntrospectionResolver
+from agentguard.resolvers import ANY_AUDIENCE, IntrospectionResolver
 from agentguard.testing import FakeClock, make_user
 
 pytestmark = pytest.mark.anyio
@@ -36,27 +36,36 @@ class Endpoint:
             "aud": "https://api.test",
             "exp": now + 600,
             "scope": "crm:read",
+            "token_type": "Bearer",
             **overrides,
         }
 
 
-@pytest.fixture
-async def setup() -> tuple[IntrospectionResolver, Endpoint, FakeClock, MemoryStore]:
+async def make_setup(
+    **options: Any,
+) -> tuple[IntrospectionResolver, Endpoint, FakeClock, MemoryStore]:
+    """A resolver in front of a fake endpoint; ``options`` override the resolver's arguments."""
     clock = FakeClock()
     store = MemoryStore(clock=clock)
     await make_user(store, grants="crm:write")
     endpoint = Endpoint(clock)
-    resolver = IntrospectionResolver(
-        endpoint="https://as.test/introspect",
-        directory=store,
-        client_id="rs",
-        client_secret="rs-secret",
-        issuer="https://as.test",
-        audience="https://api.test",
-        clock=clock,
-        transport=httpx.MockTransport(endpoint),
-    )
-    return resolver, endpoint, clock, store
+    arguments: dict[str, Any] = {
+        "endpoint": "https://as.test/introspect",
+        "directory": store,
+        "client_id": "rs",
+        "client_secret": "rs-secret",
+        "issuer": "https://as.test",
+        "audience": "https://api.test",
+        "clock": clock,
+        "transport": httpx.MockTransport(endpoint),
+        **options,
+    }
+    return IntrospectionResolver(**arguments), endpoint, clock, store
+
+
+@pytest.fixture
+async def setup() -> tuple[IntrospectionResolver, Endpoint, FakeClock, MemoryStore]:
+    return await make_setup()
 
 
 Setup = tuple[IntrospectionResolver, Endpoint, FakeClock, MemoryStore]
@@ -105,6 +114,20 @@ async def test_cache_never_outlives_the_tokens_exp(setup: Setup) -> None:
         {"iss": "https://evil.test"},
         {"aud": "https://other.test"},
         {"token_type": "refresh_token"},
+        {"token_type": "Refresh_Token"},
+        {"token_type": None},  # RFC 7662 lets a server omit it, for a refresh token too
+        {"token_type": "N_A"},
+        {"token_type": 1},
+        {"typ": "Refresh"},  # Keycloak's marker for refresh tokens
+        {"iss": None},
+        {"aud": None},
+        {"aud": ["https://other.test", "https://also-not.test"]},
+        {"exp": 1e300},
+        {"exp": 10**400},
+        {"exp": -1},
+        {"exp": True},
+        {"exp": "soon"},
+        {"nbf": 1e300},
         {"nbf": 2**40},
     ],
 )
@@ -125,14 +148,49 @@ async def test_failing_endpoint_is_503(setup: Setup) -> None:
 
 def test_configuration_is_checked() -> None:
     with pytest.raises(ConfigurationError):
-        IntrospectionResolver(endpoint="https://as.test/i", directory=MemoryStore())
+        IntrospectionResolver(
+            endpoint="https://as.test/i", directory=MemoryStore(), audience="https://api.test"
+        )
     resolver = IntrospectionResolver(
         endpoint="https://as.test/i",
         directory=MemoryStore(),
         client_id="a",
         client_secret="b",
+        audience="https://api.test",
         accepts=lambda token: token.startswith("op_"),
     )
     assert resolver.accepts("op_123")
     assert not resolver.accepts("ag_at_123")
     assert not resolver.accepts("other")
+
+
+@pytest.mark.parametrize("audience", ["", [], [""]])
+def test_an_audience_is_required(audience: Any) -> None:
+    with pytest.raises(ConfigurationError, match="audience is required"):
+        IntrospectionResolver(
+            endpoint="https://as.test/i",
+            directory=MemoryStore(),
+            client_id="a",
+            client_secret="b",
+            audience=audience,
+        )
+
+
+async def test_any_audience_is_an_explicit_opt_out() -> None:
+    resolver, endpoint, _, _ = await make_setup(audience=ANY_AUDIENCE, issuer=None)
+    endpoint.active(aud="https://elsewhere.test")
+    assert (await resolver.resolve("tok")).user_id == "user-1"
+    endpoint.active(token_type="refresh_token")
+    with pytest.raises(InvalidToken):
+        await resolver.resolve("tok-2")  # refresh tokens are refused even then
+
+
+async def test_untyped_answers_are_accepted_only_when_configured() -> None:
+    resolver, endpoint, _, _ = await make_setup(token_types=None)
+    endpoint.active()
+    del endpoint.answer["token_type"]
+    assert (await resolver.resolve("tok")).user_id == "user-1"
+    endpoint.active(typ="Refresh")
+    with pytest.raises(InvalidToken) as caught:
+        await resolver.resolve("tok-2")
+    assert caught.value.reason is Reason.WRONG_KEY_KIND

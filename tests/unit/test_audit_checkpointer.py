@@ -17,6 +17,7 @@ from agentguard.audit import (
     Category,
     ChainBroken,
     Checkpointer,
+    CheckpointRefused,
     DirectoryCheckpointSink,
     Ed25519Signer,
     MemoryCheckpointSink,
@@ -193,3 +194,34 @@ async def test_buffer_mode_keeps_order_and_bounds(clock: FakeClock) -> None:
 def test_writer_rejects_unknown_mode() -> None:
     with pytest.raises(ValueError):
         AuditWriter(MemoryStore(), on_failure="ignore")  # type: ignore[arg-type]
+
+
+async def test_directory_sink_newest_skips_other_origins(
+    tmp_path: Path, signer: Ed25519Signer, clock: FakeClock
+) -> None:
+    sink = DirectoryCheckpointSink(tmp_path / "cp")
+    store, other = MemoryStore(clock=clock), MemoryStore(clock=clock)
+    await store.append(events(clock, 4))
+    await other.append(events(clock, 9))
+    mine = await Checkpointer(store, signer, ORIGIN, sink).checkpoint()
+    await Checkpointer(other, signer, "other.example/log", sink).checkpoint()  # a shared dir
+    assert await sink.newest(ORIGIN) == [mine]
+    assert await sink.newest("nobody.example/log") == []
+    await sink.publish(4, mine)  # the same note again: no new file
+    assert len(list((tmp_path / "cp").iterdir())) == 2
+
+
+async def test_an_unreadable_note_in_the_sink_is_a_refusal(
+    tmp_path: Path, signer: Ed25519Signer, clock: FakeClock
+) -> None:
+    sink = DirectoryCheckpointSink(tmp_path / "cp")
+    store = MemoryStore(clock=clock)
+    await store.append(events(clock, 3))
+    checkpointer = Checkpointer(store, signer, ORIGIN, sink)
+    await checkpointer.checkpoint()
+    (tmp_path / "cp" / f"{99:020d}.note").write_text("")  # a torn write, or a planted file
+    await store.append(events(clock, 1))
+    with pytest.raises(CheckpointRefused, match="cannot be trusted"):
+        await checkpointer.checkpoint()
+    assert not checkpointer.healthy
+    assert len(await sink.notes()) == 2

@@ -83,3 +83,42 @@ def test_clean_bodies_pass_through_unchanged(body: bytes, sizes: list[int]) -> N
         position += size
         index += 1
     assert out + stream.finish() == body
+
+
+@pytest.mark.parametrize("size", [16, 20, 23])
+def test_keys_under_24_characters_get_partial_matches(size: int) -> None:
+    key = SECRET[:size]
+    half = size // 2
+    scanner = EchoScanner([key])
+    assert scanner.found_in(f"Incorrect API key provided: {key[:half]}...".encode())
+    assert scanner.found_in(f"Incorrect API key provided: ...{key[-half:]}".encode())
+    assert not scanner.found_in(f"Incorrect API key provided: {key[: half - 1]}...".encode())
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_base64_inside_a_larger_blob_is_found_at_each_alignment(shift: int) -> None:
+    blob = b"\x00\xff"[:shift] + SECRET.encode() + b"; more"
+    scanner = EchoScanner([SECRET])
+    for encoded in (base64.b64encode(blob), base64.urlsafe_b64encode(blob).rstrip(b"=")):
+        assert scanner.found_in(b"Basic " + encoded)
+
+
+def test_a_key_in_a_header_name_is_found() -> None:
+    with pytest.raises(SecretEchoed):
+        EchoScanner([SECRET]).check_headers([(b"x-" + SECRET.encode(), b"1")])
+
+
+def test_utf16_and_escaped_bodies_are_read_as_the_agent_reads_them() -> None:
+    scanner = EchoScanner([SECRET])
+    document = json.dumps({"error": SECRET})
+    assert scanner.found_in(document.encode("utf-16"))
+    assert scanner.found_in(document.encode("utf-32-be"))
+    escaped = "".join(f"\\u{ord(c):04x}" for c in SECRET)
+    assert scanner.found_in(('{"error": "' + escaped + '"}').encode())
+    assert scanner.found_in("".join(f"%{b:02x}" for b in SECRET.encode()).encode())
+
+
+def test_a_short_secret_is_matched_raw_only() -> None:
+    assert secret_forms("abc1234") == {b"abc1234"}
+    assert EchoScanner(["abc1234"]).found_in(b"x abc1234 y")
+    assert not EchoScanner(["abc1234"]).found_in(base64.b64encode(b"abc1234"))

@@ -5,8 +5,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentguard.credentials.placement import (
+    UPSTREAM_ACCEPT_ENCODING,
     attach_credential,
     extract_placeholder,
+    is_method_override,
+    override_methods,
     upstream_headers,
     upstream_query,
 )
@@ -64,7 +67,7 @@ def test_upstream_headers_strip_credentials_and_hops() -> None:
         ]
     )
     names = [name for name, _ in upstream_headers(request, HEADER)]
-    assert names == [b"accept"]
+    assert names == [b"accept", b"accept-encoding"]
 
 
 def test_attach_in_each_place() -> None:
@@ -92,3 +95,80 @@ def test_extraction_raises_only_library_errors(
         pass
     upstream_headers(request, service)
     upstream_query(query, service)
+
+
+OVERRIDE_NAMES = ["x-http-method-override", "x-method-override", "x-http-method", "_method"]
+
+
+@st.composite
+def spelled(draw: st.DrawFn, names: list[str]) -> str:
+    """One override name in random case, with ``-`` and ``_`` swapped at random."""
+    name = draw(st.sampled_from(names))
+    flips = draw(st.lists(st.booleans(), min_size=len(name), max_size=len(name)))
+    swaps = draw(st.lists(st.booleans(), min_size=len(name), max_size=len(name)))
+    out = []
+    for char, flip, swap in zip(name, flips, swaps, strict=True):
+        swapped = {"-": "_", "_": "-"}.get(char, char) if swap else char
+        out.append(swapped.upper() if flip else swapped)
+    return "".join(out)
+
+
+def _percent(name: str, every: list[bool]) -> str:
+    return "".join(
+        f"%{ord(c):02X}" if flag else c
+        for c, flag in zip(name, every + [False] * len(name), strict=False)
+    )
+
+
+@given(
+    headers=st.lists(
+        st.tuples(spelled(OVERRIDE_NAMES[:3]), st.sampled_from(["DELETE", "put", "x y", ""])),
+        min_size=1,
+        max_size=4,
+    ),
+    others=st.lists(st.tuples(st.sampled_from(["accept", "x-trace"]), st.just("1")), max_size=2),
+    agent_encoding=st.sampled_from(["", "br", "gzip, deflate, br, zstd", "identity", "*"]),
+)
+def test_override_headers_and_accept_encoding_never_go_upstream(
+    headers: list[tuple[str, str]], others: list[tuple[str, str]], agent_encoding: str
+) -> None:
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers + others]
+    if agent_encoding:
+        raw.append((b"accept-encoding", agent_encoding.encode()))
+    request = req(raw)
+    forwarded = upstream_headers(request, BEARER)
+    assert not any(is_method_override(name) for name, _ in forwarded)
+    assert [v for n, v in forwarded if n == b"accept-encoding"] == [UPSTREAM_ACCEPT_ENCODING]
+    assert len(override_methods(request)) >= len(headers)
+    for name, _ in headers:
+        assert is_method_override(name)
+
+
+@given(
+    name=spelled(OVERRIDE_NAMES),
+    encode=st.lists(st.booleans(), max_size=30),
+    method=st.sampled_from(["DELETE", "delete", "PATCH", "%44ELETE", "a+b"]),
+    other=st.sampled_from([b"", b"page=2", b"method=x"]),
+)
+def test_override_query_parameters_are_found_and_stripped(
+    name: str, encode: list[bool], method: str, other: bytes
+) -> None:
+    piece = f"{_percent(name, encode)}={method}".encode()
+    query = b"&".join(part for part in (other, piece, other) if part)
+    request = req(query=query)
+    assert override_methods(request), query
+    assert upstream_query(query, BEARER) == b"&".join(part for part in (other, other) if part)
+    assert upstream_query(query, QUERY) == upstream_query(query, BEARER)
+
+
+def test_a_form_body_override_counts_only_in_a_form_request() -> None:
+    form = [(b"content-type", b"application/x-www-form-urlencoded; charset=utf-8")]
+    assert override_methods(req(form), b"a=1&_method=delete") == ["DELETE"]
+    assert override_methods(req(), b"a=1&_method=delete") == []
+    assert override_methods(req(form)) == []
+
+
+def test_override_values_become_methods_or_the_unknown_method() -> None:
+    request = req([(b"x-http-method", b"delete, GET"), (b"x-method-override", b"no such")])
+    assert override_methods(request) == ["DELETE", "GET", "OVERRIDE"]
+    assert override_methods(req(query=b"method=DELETE&_methods=PUT")) == []

@@ -226,7 +226,7 @@ async def test_attack_point_not_on_the_curve() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("iat", [str(NOW), float(NOW), True, 10**100, MARKER])
+@pytest.mark.parametrize("iat", [str(NOW), True, 10**100, -(10**100), 1e300, MARKER])
 async def test_attack_iat_of_the_wrong_type_or_size(iat: object) -> None:
     assert await reason_for(forge(payload={"iat": iat})) in {
         Reason.DPOP_PROOF_MALFORMED,

@@ -3,10 +3,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentguard.errors import InsufficientScope, Reason
 from agentguard.model import Grants, Level, Principal
 from agentguard.permissions import PermissionChecker, Requirement, RouteRule, method_level
+from tests.support.path_readings import rule_for
 
 
 def principal(scope: str) -> Principal:
@@ -93,3 +96,89 @@ def test_rule_validation() -> None:
         RouteRule("/crm", service="CRM")
     with pytest.raises(ValueError):
         PermissionChecker([RouteRule("/crm", service="crm"), RouteRule("/crm/", service="x")])
+
+
+def test_a_case_variant_of_a_stricter_rule_needs_its_level() -> None:
+    checker = PermissionChecker(
+        [
+            RouteRule("/", service="crm", level="read"),
+            RouteRule("/admin", service="crm", level="write"),
+        ]
+    )
+    for path in ("/admin/users", "/ADMIN/users", "/Admin", "/aDmIn/x/y"):
+        assert checker.requirement("GET", path) == Requirement("crm", Level.WRITE), path
+    assert checker.requirement("GET", "/administrators") == Requirement("crm", Level.READ)
+
+
+def test_the_stricter_of_exact_and_case_insensitive_rules_applies() -> None:
+    checker = PermissionChecker(
+        [
+            RouteRule("/admin", service="crm", level="write"),
+            RouteRule("/admin/Public", service="crm", level="read"),
+        ]
+    )
+    assert checker.requirement("GET", "/admin/Public/x") == Requirement("crm", Level.READ)
+    # A case-sensitive vendor reads '/admin/public' as under '/admin' (write): stricter wins.
+    assert checker.requirement("GET", "/admin/public/x") == Requirement("crm", Level.WRITE)
+
+
+def test_case_readings_naming_two_services_are_refused() -> None:
+    checker = PermissionChecker([RouteRule("/", service="app"), RouteRule("/crm", service="crm")])
+    assert checker.requirement("GET", "/crm/x") == Requirement("crm", Level.READ)
+    assert checker.requirement("GET", "/CRM/x") is None  # app or crm: no single grant covers it
+    authenticated = PermissionChecker([RouteRule("/", service=None), RouteRule("/crm", "crm")])
+    assert authenticated.requirement("GET", "/CRM/x") == Requirement("crm", Level.READ)
+
+
+PREFIXES = st.lists(
+    st.text("abAB/", min_size=1, max_size=6).map(lambda text: "/" + text.strip("/")),
+    min_size=1,
+    max_size=5,
+    unique_by=str.casefold,
+)
+
+
+def _checker(table: dict[str, Level]) -> PermissionChecker:
+    return PermissionChecker([RouteRule(p, service="crm", level=lvl) for p, lvl in table.items()])
+
+
+def _case_readings(path: str) -> set[str]:
+    return {path, path.lower(), path.upper(), path.casefold(), path.swapcase()}
+
+
+@given(
+    prefixes=PREFIXES,
+    levels=st.lists(st.sampled_from([Level.READ, Level.WRITE]), min_size=5, max_size=5),
+    path=st.text("abAB/", max_size=10).map(lambda text: "/" + text),
+)
+def test_no_case_reading_finds_a_stricter_rule(
+    prefixes: list[str], levels: list[Level], path: str
+) -> None:
+    """Rules written in lower case: every case reading, matched exactly, is covered."""
+    table = dict(zip([p.lower() for p in prefixes], levels, strict=False))
+    needed = _checker(table).requirement("GET", path)
+    for reading in _case_readings(path):
+        found = rule_for(reading, list(table))
+        if found is not None:
+            assert needed is not None and needed.level >= table[found], (path, reading, table)
+
+
+@given(
+    prefixes=PREFIXES,
+    levels=st.lists(st.sampled_from([Level.READ, Level.WRITE]), min_size=5, max_size=5),
+    path=st.text("abAB/", max_size=10).map(lambda text: "/" + text),
+)
+def test_mixed_case_rules_take_the_stricter_of_exact_and_folded(
+    prefixes: list[str], levels: list[Level], path: str
+) -> None:
+    """Rules in any case: the path as sent (exact) and its case class (folded) are covered."""
+    table = dict(zip(prefixes, levels, strict=False))
+    needed = _checker(table).requirement("GET", path)
+    folded = {prefix.casefold(): prefix for prefix in table}
+    for reading in _case_readings(path):
+        found = rule_for(reading.casefold(), list(folded))
+        if found is not None:
+            assert needed is not None and needed.level >= table[folded[found]], (path, table)
+    exact = rule_for(path, list(table))
+    if exact is not None:
+        assert needed is not None and needed.level >= table[exact]

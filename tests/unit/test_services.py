@@ -88,3 +88,12 @@ def test_routes_become_requirements() -> None:
     assert checker.requirement("GET", "/admin/x") == Requirement("crm", Level.WRITE)
     assert checker.requirement("DELETE", "/contacts/1") == Requirement("crm", Level.WRITE)
     assert checker.requirement("GET", "/contacts") == Requirement("crm", Level.READ)
+
+
+def test_encoded_slashes_are_refused_unless_a_service_opts_in() -> None:
+    plain = ServiceConfig(name="crm", base_url="https://api.crm.example")
+    assert plain.allow_encoded_slash is False
+    opted = ServiceConfig.model_validate(
+        {"name": "files", "base_url": "https://files.example", "allow_encoded_slash": True}
+    )
+    assert opted.allow_encoded_slash is True

@@ -18,7 +18,7 @@ from agentguard.context import principal_var
 from agentguard.errors import AgentGuardError
 from agentguard.guard import Guard
 from agentguard.model import Principal
-from agentguard.request import GuardRequest, is_public, public_prefixes
+from agentguard.request import GuardRequest, public_prefixes
 from agentguard.review.base import Direction, ReviewContext
 from agentguard.review.chain import ReviewChain, ReviewerLike, as_chain
 from agentguard.review.errors import ReviewBlocked, blocked
@@ -69,7 +69,7 @@ class AgentGuardMiddleware:
         if scope_type not in ("http", "websocket"):
             raise RuntimeError(f"AgentGuardMiddleware cannot guard ASGI scope type {scope_type!r}")
         request = request_from_scope(scope)
-        if is_public(request.path, self.public_paths) and not request.has_dot_segments():
+        if request.in_public_paths(self.public_paths):
             await self.app(scope, receive, send)
             return
         try:

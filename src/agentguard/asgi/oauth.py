@@ -28,6 +28,7 @@ from agentguard.errors import (
     InvalidScope,
     InvalidToken,
     MethodNotAllowed,
+    StoreUnavailable,
     UnsupportedGrantType,
     UseDPoPNonce,
 )
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["OAuthApp"]
 
 NO_STORE = [("cache-control", "no-store"), ("pragma", "no-cache")]
+_OUTAGE_ACTIONS = {"/token": Action.KEY_REFRESH, "/revoke": Action.KEY_REVOKE}
 
 
 class OAuthApp:
@@ -91,8 +93,25 @@ class OAuthApp:
             form = await read_form(scope, receive, self.max_body)
             await handler(scope, form, send)
         except AgentGuardError as error:
+            if isinstance(error, StoreUnavailable):
+                error = await self._record_outage(scope, error)
             challenge = self.guard.challenge if isinstance(error, InvalidClient) else None
             await send_error(scope, send, error, challenge)
+
+    async def _record_outage(self, scope: Scope, error: StoreUnavailable) -> AgentGuardError:
+        """Audit a refusal a storage failure forced; the audit store's own failure wins."""
+        request = request_from_scope(scope)
+        action = _OUTAGE_ACTIONS.get(route_path(scope).rstrip("/"), Action.DECISION)
+        event = AuditEvent(
+            action=action, ts=self.guard.clock.now(), decision=Decision.DENY,
+            reason=error.reason.value, method=request.method, path=request.audit_path,
+            status=error.status, request_id=request.request_id,
+        )  # fmt: skip
+        try:
+            await self.guard.audit.record(event)
+        except AgentGuardError as unrecorded:
+            return unrecorded
+        return error
 
     async def _token(self, scope: Scope, form: dict[str, str], send: Send) -> None:
         grant_type = form.get("grant_type")

@@ -1,15 +1,17 @@
 """ProxyApp: the agent calls us as it would call the vendor; the real credential goes upstream.
 
-For each request: take our placeholder from the vendor-native place, let the guard resolve it
-live and check the service's route rules, get the real (or minted) credential, strip every trace
-of the placeholder and of the agent's ``Authorization``/``DPoP``, attach the credential where the
-vendor expects it, and forward to the service's fixed base URL with one pooled
-``httpx.AsyncClient``, streaming both ways.
+For each request: canonicalise the target once (:mod:`agentguard.target`; an ambiguous one is
+400), take our placeholder from the vendor-native place, let the guard resolve it live and check
+the service's route rules on that canonical path (and on any method override), refuse a key of
+ours anywhere else in the request, receive the body under deadlines before taking an upstream
+connection (:mod:`agentguard.asgi.upload`, with a per-caller share of the pool), get the real
+(or minted) credential, strip every trace of the placeholder and of the agent's
+``Authorization``/``DPoP``, attach the credential where the vendor expects it, and forward
+exactly the authorised path to the service's fixed base URL.
 
-The response is scanned for any form of the credential that was sent. Responses that fit in the
-first ``buffer_bytes`` are scanned whole before anything is sent, so an echo becomes a clean 502;
-larger ones stream through a scanner that holds back just enough bytes to see across chunk
-boundaries, and a stream that turns out to echo the credential is cut off mid-way.
+The response (:mod:`agentguard.asgi.relay`) is decoded (only the codings we asked for; any
+other is a 502) and scanned for every form of every secret of the call: the credential sent
+and, for a minted token, the admin credential behind it.
 
 Reviewers (``request_reviewers``, ``response_reviewers``; see :mod:`agentguard.review`) see the
 agent's request body before anything goes upstream (a block is a 403 and the upstream is never
@@ -19,22 +21,35 @@ called) and the response body before the agent does, on the same buffered or str
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import httpx
 
+from agentguard.asgi.limits import CallerSlots, ReleasingStream
 from agentguard.asgi.relay import ResponseRelay, ResponseWithheld
 from agentguard.asgi.responses import send_error
-from agentguard.asgi.scope import request_from_scope, route_path
+from agentguard.asgi.scope import request_from_scope
 from agentguard.asgi.types import Receive, Scope, Send
+from agentguard.asgi.upload import (
+    BodyReader,
+    Upload,
+    check_content_encoding,
+    check_declared_length,
+    has_body,
+    receive_content,
+    request_target,
+)
+from agentguard.asgi.upload import ClientGone as _ClientGone
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.credentials.echo import SecretEchoed
+from agentguard.credentials.keyscan import KeyScanner
 from agentguard.credentials.placement import (
     attach_credential,
     extract_placeholder,
+    override_methods,
     upstream_headers,
     upstream_query,
 )
@@ -43,7 +58,6 @@ from agentguard.errors import (
     BadGateway,
     GatewayTimeout,
     InvalidRequest,
-    PayloadTooLarge,
     Reason,
 )
 from agentguard.httpclient import LazyClient
@@ -56,40 +70,15 @@ from agentguard.review.errors import ReviewBlocked, blocked
 from agentguard.review.events import media_type, record_findings
 from agentguard.secret import Secret
 from agentguard.services import ServiceConfig
+from agentguard.target import Target
 
 if TYPE_CHECKING:
-    from agentguard.credentials.swapper import CredentialSwapper
+    from agentguard.credentials.swapper import CredentialSwapper, Outgoing
     from agentguard.guard import Guard
 
 __all__ = ["ProxyApp", "ResponseWithheld"]
 
 logger = logging.getLogger("agentguard.proxy")
-
-
-class _ClientGone(Exception):
-    pass
-
-
-async def _request_body(receive: Receive, cap: int | None = None) -> AsyncIterator[bytes]:
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if cap is not None and size > cap:
-            raise PayloadTooLarge(f"the request body exceeds {cap} bytes")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
-async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
 
 
 class ProxyApp:
@@ -143,6 +132,8 @@ class ProxyApp:
             limits=httpx.Limits(max_connections=service.max_connections),
             transport=transport,
         )
+        share = service.max_connections_per_caller or max(1, service.max_connections // 2)
+        self._callers = CallerSlots(share)
 
     def __repr__(self) -> str:
         return f"ProxyApp(service={self.service.name!r}, base_url={self.service.base_url!r})"
@@ -163,8 +154,14 @@ class ProxyApp:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008, "reason": "not proxied"})
             return
-        request = request_from_scope(scope)
-        relative = route_path(scope)
+        request = request_from_scope(scope, allow_encoded_slash=self.service.allow_encoded_slash)
+        try:
+            relative = self._relative(request)
+        except InvalidRequest as outside:  # canonical, but not below the mount: never routed here
+            await send_error(scope, send, outside, self.guard.challenge)
+            return
+        checker, method = self._checker, request.method
+        needed = None if relative is None else checker.requirement(method, relative.path)
         presented: list[str] = []
 
         def placeholder() -> Credentials:
@@ -176,14 +173,15 @@ class ProxyApp:
             principal = await self.guard.authenticate(
                 request,
                 credentials=placeholder,
-                requirement=self._checker.requirement(request.method, relative),
+                requirement=needed,
             )
         except AgentGuardError as error:
             await send_error(scope, send, error, self.guard.challenge)
             return
         try:
             content = await self._request_content(request, principal, receive)
-            credential = await self.swapper.credential_for(principal, self.service)
+            outgoing = await self.swapper.outgoing(principal, self.service)
+            credential = outgoing.credential
             response = await self._forward(
                 scope,
                 request,
@@ -194,7 +192,7 @@ class ProxyApp:
             )
             try:
                 context = self._context(Direction.OUT, request, principal, response.headers)
-                await self._relay(response, credential, send, context)
+                await self._relay(response, outgoing, send, context)
             finally:
                 await response.aclose()
         except _ClientGone:
@@ -226,14 +224,21 @@ class ProxyApp:
             return BadGateway(self.service.name, reason=Reason.UPSTREAM_PROTOCOL_ERROR)
         return BadGateway(self.service.name, reason=Reason.UPSTREAM_UNREACHABLE)
 
+    @staticmethod
+    def _relative(request: GuardRequest) -> Target | None:
+        """The canonical target below the mount, or ``None`` when the target is ambiguous.
+
+        ``None`` is refused by :meth:`Guard.authenticate` (400, audited) before any key lookup.
+        """
+        try:
+            target = request.target()
+        except InvalidRequest:
+            return None
+        return target.under(request.root_path)
+
     def _raw_relative(self, scope: Scope, request: GuardRequest) -> bytes:
-        root = request.root_path.encode("latin-1")
-        raw = request.raw_path
-        if raw is not None:
-            raw = raw.split(b"?", 1)[0]
-            if raw.startswith(root):
-                return raw[len(root) :]
-        return quote(route_path(scope), safe="/:@!$&'()*+,;=-._~%").encode("ascii")
+        """Exactly the canonical form that was authorised: never the client's own encoding."""
+        return request.target().under(request.root_path).raw
 
     def _upstream_url(self, relative: bytes, query: bytes) -> httpx.URL:
         if relative and not relative.startswith(b"/"):
@@ -270,38 +275,52 @@ class ProxyApp:
 
     async def _request_content(
         self, request: GuardRequest, principal: Principal, receive: Receive
-    ) -> bytes | AsyncIterator[bytes] | None:
-        """The reviewed request body, or ``None`` to stream it unreviewed (no reviewers)."""
-        self._check_length(request)
+    ) -> Upload:
+        """Check the request and receive its body, before any upstream connection is taken.
+
+        Refuses a method override the principal may not use (403), a compressed body (415) and
+        an agentguard key outside the credential position (400); receives the body under the
+        service's deadlines (408) and cap (413), whole when there is a cap, and reviews it.
+        """
+        check_declared_length(request, self.service.max_request_bytes)
+        self._authorize_overrides(request, principal)
+        check_content_encoding(request)
+        scanner = KeyScanner([extract_placeholder(request, self.service).key])
+        scanner.check_request(
+            request_target(request, self.service), upstream_headers(request, self.service)
+        )
+        upload = Upload(principal.user_id, scanner)
+        if has_body(request):
+            chain = self.request_reviewers
+            review = None if chain is None else functools.partial(self._review, request, principal)
+            upload.content = await receive_content(
+                BodyReader(receive, self.service, scanner), review, chain.max_bytes if chain else 0
+            )
+            if isinstance(upload.content, bytes):  # a form field can override the method too
+                self._authorize_overrides(request, principal, upload.content)
+        return upload
+
+    def _authorize_overrides(
+        self, request: GuardRequest, principal: Principal, body: bytes | None = None
+    ) -> None:
+        """Each method an override asks for must be allowed as well (403 otherwise)."""
+        relative = self._relative(request)  # the target authorised; None was refused already
+        path = relative.path if relative is not None else request.path
+        for method in override_methods(request, body):
+            self._checker.authorize(principal, self._checker.requirement(method, path))
+
+    async def _review(self, request: GuardRequest, principal: Principal, body: bytes) -> bytes:
+        """The body after the request reviewers (raises if one blocks); the original over cap."""
         chain = self.request_reviewers
-        if chain is None or not self._has_body(request):
-            return None
-        body = b""
-        rest = _request_body(receive, self.service.max_request_bytes)
-        async for chunk in rest:
-            body += chunk
-            if len(body) > chain.max_bytes:
-                break
+        assert chain is not None  # noqa: S101 - called only when there are reviewers
         context = self._context(Direction.IN, request, principal)
         result = await chain.review_body(context, body)
         await self._findings(result.findings, context)
         if result.blocked is not None:
             raise blocked(Direction.IN, result.blocked)
         if len(body) > chain.max_bytes:  # passed unreviewed by the chain's over_cap policy
-            return _prefixed(body, rest)
+            return body
         return result.body
-
-    def _check_length(self, request: GuardRequest) -> None:
-        """Refuse a declared body over the service's cap before reading or sending any of it."""
-        cap = self.service.max_request_bytes
-        declared = request.header(b"content-length")
-        if cap is not None and declared is not None and declared.isdigit() and int(declared) > cap:
-            raise PayloadTooLarge(f"the request body exceeds {cap} bytes")
-
-    @staticmethod
-    def _has_body(request: GuardRequest) -> bool:
-        length, chunked = request.header(b"content-length"), request.header(b"transfer-encoding")
-        return length not in (None, b"0") or chunked is not None
 
     async def _forward(
         self,
@@ -310,38 +329,49 @@ class ProxyApp:
         receive: Receive,
         credential: Secret,
         *,
-        content: bytes | AsyncIterator[bytes] | None = None,
+        content: Upload,
         placeholder: str | None = None,
     ) -> httpx.Response:
+        """Send the request upstream in one of the caller's slots, freed when it is closed.
+
+        ``placeholder`` is unused: the key scan of ``content`` already covered every copy.
+        """
         client = scope.get("client")
         headers = upstream_headers(
-            request,
-            self.service,
-            client_address=client[0] if client else None,
-            placeholder=placeholder,
+            request, self.service, client_address=client[0] if client else None
         )
-        query = upstream_query(request.query_string, self.service, placeholder=placeholder)
+        query = upstream_query(request.query_string, self.service)
+        content.scanner.check_request(b"", headers)  # the forwarding headers added here
         headers, query = attach_credential(headers, query, self.service, credential)
         url = self._upstream_url(self._raw_relative(scope, request), query)
-        if isinstance(content, bytes):  # reviewed, maybe redacted: httpx sets the length
+        if isinstance(content.content, bytes):  # received whole: httpx sets the length
             headers = [(name, value) for name, value in headers if name != b"content-length"]
-        elif content is None and self._has_body(request):
-            content = _request_body(receive, self.service.max_request_bytes)
-        upstream = self.client.build_request(request.method, url, headers=headers, content=content)
+        upstream = self.client.build_request(
+            request.method, url, headers=headers, content=content.content
+        )
+        release = self._callers.acquire(content.caller)
         try:
-            return await self.client.send(upstream, stream=True)
-        except (httpx.HTTPError, _ClientGone, AgentGuardError):
+            try:
+                response = await self.client.send(upstream, stream=True)
+            except (httpx.HTTPError, _ClientGone, AgentGuardError):
+                raise
+            except Exception as failure:  # what httpx does not wrap: h11 framing, a bad Location
+                logger.warning(
+                    "%s: upstream exchange failed: %s", self.service.name, type(failure).__name__
+                )
+                raise BadGateway(self.service.name, reason=Reason.UPSTREAM_PROTOCOL_ERROR) from None
+        except BaseException:
+            release()
             raise
-        except Exception as failure:  # what httpx does not wrap: h11 framing, a bad Location
-            logger.warning(
-                "%s: upstream exchange failed: %s", self.service.name, type(failure).__name__
-            )
-            raise BadGateway(self.service.name, reason=Reason.UPSTREAM_PROTOCOL_ERROR) from None
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # noqa: S101 - an AsyncClient's
+        response.stream = ReleasingStream(response.stream, release)
+        return response
 
     async def _relay(
-        self, response: httpx.Response, credential: Secret, send: Send, context: ReviewContext
+        self, response: httpx.Response, outgoing: Outgoing, send: Send, context: ReviewContext
     ) -> None:
-        """Send the upstream response on, scanning it for the credential and reviewing it."""
+        """Send the upstream response on, scanning it for every secret of the call (the
+        credential sent, the admin credential behind a minted token) and reviewing it."""
         relay = ResponseRelay(
             service=self.service.name,
             chain=self.response_reviewers,
@@ -349,7 +379,7 @@ class ProxyApp:
             record=self._findings,
             as_error=self._as_error,
         )
-        await relay.relay(response, credential, send, context)
+        await relay.relay(response, outgoing.credential, send, context, secrets=outgoing.involved)
 
     async def _findings(self, findings: Iterable[Verdict], context: ReviewContext) -> None:
         await record_findings(self.guard.audit, findings, context, self.guard.clock.now())

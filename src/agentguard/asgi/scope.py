@@ -12,7 +12,10 @@ PRINCIPAL_STATE_KEY = "agentguard_principal"
 
 
 def route_path(scope: Scope) -> str:
-    """The path relative to the mount point, as Starlette's router sees it."""
+    """The decoded path relative to the mount point, as Starlette's router sees it.
+
+    Not for decisions: authorise :meth:`GuardRequest.target` (canonical, refused if ambiguous).
+    """
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
     if root_path and path.startswith(root_path):
@@ -20,8 +23,12 @@ def route_path(scope: Scope) -> str:
     return path
 
 
-def request_from_scope(scope: Scope) -> GuardRequest:
-    """A GuardRequest for an ``http`` or ``websocket`` scope."""
+def request_from_scope(scope: Scope, *, allow_encoded_slash: bool = False) -> GuardRequest:
+    """A GuardRequest for an ``http`` or ``websocket`` scope.
+
+    ``allow_encoded_slash`` lets :meth:`GuardRequest.target` accept ``%2F`` in a segment (a
+    proxied service that opted in).
+    """
     method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
     return GuardRequest(
         method=method,
@@ -31,6 +38,7 @@ def request_from_scope(scope: Scope) -> GuardRequest:
         query_string=scope.get("query_string", b""),
         scheme=scope.get("scheme", "http"),
         root_path=scope.get("root_path", ""),
+        allow_encoded_slash=allow_encoded_slash,
     )
 
 

@@ -18,8 +18,10 @@ from agentguard.audit.chain import (
 from agentguard.audit.checkpointer import (
     ChainBroken,
     Checkpointer,
+    CheckpointRefused,
     CheckpointSink,
     DirectoryCheckpointSink,
+    LogForked,
     MemoryCheckpointSink,
 )
 from agentguard.audit.checkpoints import (
@@ -62,6 +64,7 @@ __all__ = [
     "ChainBroken",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointRefused",
     "CheckpointSink",
     "Checkpointer",
     "CompactRange",
@@ -69,6 +72,7 @@ __all__ = [
     "DirectoryCheckpointSink",
     "Ed25519Signer",
     "Finding",
+    "LogForked",
     "MalformedNote",
     "MemoryCheckpointSink",
     "NoteVerifier",

@@ -6,106 +6,71 @@ database keeps turns truncation and rollback into findings. The :class:`Checkpoi
 RFC 6962 compact range with the entries appended since its last run, re-checks their chain
 links, signs a C2SP tlog-checkpoint note and hands it to a :class:`CheckpointSink`.
 
+Before it signs, it proves the log still extends what it already vouched for: the newest
+checkpoint of its origin in the sink (size ``m``, root ``r``) must be a prefix of the log, i.e.
+the log must hold at least ``m`` entries and the Merkle root of its first ``m`` must be ``r``
+(computed from the log itself). A restored database snapshot, a rollback or a fork fails that
+test; the checkpointer then signs nothing, logs a CRITICAL alert, and stays unhealthy
+(:attr:`Checkpointer.healthy`, which the gateway's ``/readyz`` reports) until it is restarted.
+
 Only the checkpointer needs the signing key; the request path never does.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+import hmac
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 
-from agentguard.audit.chain import GENESIS_PREV, verify_chain
-from agentguard.audit.checkpoints import Checkpoint, Signer, sign_checkpoint
+from agentguard.audit.chain import GENESIS_PREV, AuditEntry, verify_chain
+from agentguard.audit.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    NoteVerifier,
+    Signer,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from agentguard.audit.checkpoints import _split_note as split_note
 from agentguard.audit.merkle import CompactRange
+from agentguard.audit.sinks import (
+    CheckpointSink,
+    DirectoryCheckpointSink,
+    MemoryCheckpointSink,
+    note_size,
+)
 
 if TYPE_CHECKING:
     from agentguard.storage.protocols import AuditStore
 
 __all__ = [
     "ChainBroken",
+    "CheckpointRefused",
     "CheckpointSink",
     "Checkpointer",
     "DirectoryCheckpointSink",
+    "LogForked",
     "MemoryCheckpointSink",
 ]
 
+logger = logging.getLogger("agentguard.audit")
 
-class ChainBroken(RuntimeError):
+_KEPT_ROOTS = 64
+
+
+class CheckpointRefused(RuntimeError):
+    """The checkpointer would not sign this log; nothing was published."""
+
+
+class ChainBroken(CheckpointRefused):
     """The log the checkpointer was about to sign does not chain; nothing was signed."""
 
 
-@runtime_checkable
-class CheckpointSink(Protocol):
-    """Somewhere checkpoints outlive the database: a WORM directory, object storage, a witness.
-
-    ``publish`` must be durable when it returns; ``notes`` returns every note, oldest first.
-    """
-
-    async def publish(self, size: int, note: str) -> None: ...
-
-    async def notes(self) -> list[str]: ...
-
-
-class MemoryCheckpointSink:
-    """Keeps notes in a list: for tests."""
-
-    def __init__(self) -> None:
-        self._notes: list[str] = []
-
-    async def publish(self, size: int, note: str) -> None:
-        self._notes.append(note)
-
-    async def notes(self) -> list[str]:
-        return list(self._notes)
-
-
-class DirectoryCheckpointSink:
-    """One file per checkpoint (``00000000000000001234.note``), created exclusively and fsynced.
-
-    Point it at an append-only or WORM mount (or a directory synced elsewhere) so that whoever
-    can rewrite the log's database cannot also rewrite the checkpoints.
-    """
-
-    SUFFIX = ".note"
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-
-    def _publish(self, size: int, note: str) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.directory / f"{size:020d}{self.SUFFIX}"
-        if path.exists():
-            if path.read_text(encoding="utf-8") == note:
-                return
-            path = self.directory / f"{size:020d}-{os.urandom(4).hex()}{self.SUFFIX}"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(note)
-            handle.flush()
-            os.fsync(handle.fileno())
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-    async def publish(self, size: int, note: str) -> None:
-        await anyio.to_thread.run_sync(self._publish, size, note)
-
-    def _notes(self) -> list[str]:
-        if not self.directory.is_dir():
-            return []
-        paths = sorted(self.directory.glob(f"*{self.SUFFIX}"))
-        return [path.read_text(encoding="utf-8") for path in paths]
-
-    async def notes(self) -> list[str]:
-        return await anyio.to_thread.run_sync(self._notes)
-
-    def __repr__(self) -> str:
-        return f"DirectoryCheckpointSink({str(self.directory)!r})"
+class LogForked(CheckpointRefused):
+    """The log does not extend a checkpoint already signed (restored snapshot, rollback, fork)."""
 
 
 class Checkpointer:
@@ -117,6 +82,12 @@ class Checkpointer:
         origin: the log's name in every note, e.g. ``"audit.example.com/agentguard/prod"``.
         sink: where notes go.
         batch: how many entries to read per round trip while catching up.
+        vkeys: further keys whose notes of ``origin`` in the sink are trusted (the previous
+            key during a rotation). The signer's own key is trusted when it has a ``vkey()``.
+            A note of ``origin`` that no trusted key signed makes the checkpointer refuse.
+
+    Attributes:
+        healthy: ``False`` once a checkpoint was refused (see :attr:`problem`); it stays so.
     """
 
     def __init__(
@@ -127,38 +98,151 @@ class Checkpointer:
         sink: CheckpointSink,
         *,
         batch: int = 4096,
+        vkeys: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.signer = signer
         self.origin = origin
         self.sink = sink
         self.batch = batch
+        self._verifiers = [NoteVerifier.from_vkey(v) for v in vkeys]
+        own = getattr(signer, "vkey", None)
+        if callable(own):
+            self._verifiers.append(NoteVerifier.from_vkey(str(own())))
         self._range = CompactRange()
         self._last_hash = GENESIS_PREV
         self._last_note: str | None = None
+        self._roots: dict[int, bytes] = {}
+        self._refusal: CheckpointRefused | None = None
 
-    async def _catch_up(self) -> None:
+    @property
+    def healthy(self) -> bool:
+        """Whether every checkpoint so far was signed (no fork, rollback or broken chain)."""
+        return self._refusal is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the checkpointer refused to sign, or ``None`` while healthy."""
+        return None if self._refusal is None else str(self._refusal)
+
+    async def check(self) -> None:
+        """Raise the refusal again if a checkpoint was refused: a readiness probe.
+
+        The gateway's ``/readyz`` runs it, so a forked or rolled-back log turns it 503.
+        """
+        if self._refusal is not None:
+            raise type(self._refusal)(str(self._refusal))
+
+    def _remember(self) -> None:
+        self._roots[self._range.size] = self._range.root()
+        while len(self._roots) > _KEPT_ROOTS:
+            del self._roots[next(iter(self._roots))]
+
+    async def _check_head(self) -> None:
+        """Refuse if the log lost or replaced entries this checkpointer already read."""
+        size = self._range.size
+        if size == 0:
+            return
+        head: AuditEntry | None = await self.store.head()
+        length = 0 if head is None else head.seq + 1
+        if length < size:
+            raise LogForked(
+                f"the log shrank from {size} to {length} entries since this checkpointer read it "
+                "(rolled back or restored from an older snapshot)"
+            )
+        if head is not None and length == size and head.hash != self._last_hash:
+            raise LogForked(f"the entry at seq {size - 1} was replaced since it was read (a fork)")
+
+    async def _catch_up(self, stop_at: int | None) -> None:
+        """Read and chain-check new entries; record the root at ``stop_at`` on the way."""
+        if stop_at == self._range.size:
+            self._remember()
         while True:
-            entries = await self.store.read(self._range.size, self._range.size + self.batch)
+            start = self._range.size
+            stop = start + self.batch
+            if stop_at is not None and start < stop_at < stop:
+                stop = stop_at
+            entries = await self.store.read(start, stop)
             if not entries:
                 return
             broken = verify_chain(entries, prev=self._last_hash)
-            if broken is not None or entries[0].seq != self._range.size:
-                seq = broken.seq if broken is not None else self._range.size
+            if broken is not None or entries[0].seq != start:
+                seq = broken.seq if broken is not None else start
                 problem = broken.problem if broken is not None else "unexpected first seq"
+                if seq == start and start > 0 and "broken link" in problem:
+                    raise LogForked(
+                        f"seq {seq} does not extend the entry at seq {start - 1} that was read "
+                        "before: the log was rolled back and rewritten (a fork)"
+                    )
                 raise ChainBroken(f"refusing to sign: seq {seq}: {problem}")
             self._range.extend([entry.hash for entry in entries])
             self._last_hash = entries[-1].hash
+            if self._range.size == stop_at:
+                self._remember()
 
-    async def checkpoint(self) -> str:
-        """Sign and publish a checkpoint of the log as it is now; return the note.
+    async def _root_at(self, size: int) -> bytes:
+        """The Merkle root of the log's first ``size`` entries, read again from the log."""
+        known = self._roots.get(size)
+        if known is not None:
+            return known
+        compact, prev = CompactRange(), GENESIS_PREV
+        while compact.size < size:
+            entries = await self.store.read(compact.size, min(size, compact.size + self.batch))
+            if not entries or verify_chain(entries, prev=prev) is not None:
+                raise LogForked(f"the log's first {size} entries changed while being read")
+            compact.extend([entry.hash for entry in entries])
+            prev = entries[-1].hash
+        return compact.root()
 
-        If nothing was appended since the last checkpoint, the last note is returned again
-        without publishing a duplicate. Raises :class:`ChainBroken` rather than sign a log
-        whose new entries do not chain.
-        """
+    def _open(self, note: str) -> Checkpoint | None:
+        """The checkpoint in ``note`` if it is of this origin; refuse on an untrusted one."""
+        head = note_size(note)
+        if head is not None and head[0] != self.origin:
+            return None
+        try:
+            if self._verifiers:
+                return open_checkpoint(note, self._verifiers)
+            # A Signer that cannot show its public key: the note's text is all there is.
+            return Checkpoint.parse(split_note(note)[0])
+        except CheckpointError as exc:
+            raise CheckpointRefused(
+                f"the sink holds a note of {self.origin} that cannot be trusted: {exc}"
+            ) from None
+
+    async def _newest(self) -> list[Checkpoint]:
+        """The sink's checkpoints of this origin at the greatest size (verified)."""
+        finder = getattr(self.sink, "newest", None)
+        notes: list[str] = (
+            await finder(self.origin) if callable(finder) else await self.sink.notes()
+        )
+        found = [cp for note in notes if (cp := self._open(note)) is not None]
+        top = max((cp.size for cp in found), default=None)
+        return [cp for cp in found if cp.size == top]
+
+    async def _prove_extends(self, newest: list[Checkpoint]) -> None:
+        """Refuse unless the log's tree at each newest checkpoint's size has its root."""
+        for checkpoint in newest:
+            size = checkpoint.size
+            if size > self._range.size:
+                raise LogForked(
+                    f"the log has {self._range.size} entries but the sink already holds a signed "
+                    f"checkpoint of size {size}: the log was truncated or restored from an older "
+                    "snapshot"
+                )
+            root = self._range.root() if size == self._range.size else await self._root_at(size)
+            if not hmac.compare_digest(root, checkpoint.root):
+                raise LogForked(
+                    f"the log's first {size} entries do not have the root of the signed "
+                    f"checkpoint of size {size}: the log forked (an older snapshot was restored "
+                    "and written to, or entries were rewritten)"
+                )
+
+    async def _sign(self) -> str:
         before = self._range.size
-        await self._catch_up()
+        newest = await self._newest()
+        await self._check_head()
+        await self._catch_up(newest[0].size if newest else None)
+        await self._prove_extends(newest)
         if self._last_note is not None and self._range.size == before:
             return self._last_note
         note = sign_checkpoint(
@@ -166,8 +250,31 @@ class Checkpointer:
             [self.signer],
         )
         await self.sink.publish(self._range.size, note)
+        self._remember()
         self._last_note = note
         return note
+
+    async def checkpoint(self) -> str:
+        """Sign and publish a checkpoint of the log as it is now; return the note.
+
+        If nothing was appended since the last checkpoint, the last note is returned again
+        without publishing a duplicate. Raises :class:`LogForked` (the log does not extend the
+        newest checkpoint of this origin in the sink, or what this checkpointer read before)
+        or :class:`ChainBroken` (new entries do not chain) rather than sign; after either,
+        :attr:`healthy` is ``False`` and every later call refuses too.
+        """
+        await self.check()
+        try:
+            return await self._sign()
+        except CheckpointRefused as refusal:
+            self._refusal = refusal
+            logger.critical(
+                "AUDIT ALERT: refusing to sign a checkpoint of %s: %s; the gateway reports "
+                "not ready until the log is investigated and the checkpointer restarted",
+                self.origin,
+                refusal,
+            )
+            raise
 
     async def run(self, every: float = 1.0) -> None:
         """Checkpoint every ``every`` seconds until cancelled."""

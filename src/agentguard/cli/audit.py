@@ -1,7 +1,10 @@
 """``agentguard audit``: keygen, checkpoint, verify, tail, export, prove.
 
-Exit codes: 0 success (verify: the log is intact), 1 verify found tampering or a command was
-refused, 2 usage or environment error (unreadable store, missing key file).
+Exit codes: 0 success (verify: there is a log and it is intact), 1 verify found tampering or
+found nothing to vouch for (an empty log, an empty checkpoint directory), or ``checkpoint``
+refused to sign, 2 usage or environment error (a missing store or checkpoint directory, a
+missing key file). Every command here only reads the store and opens it read-only: a mistyped
+store URL is an error, never a freshly created empty log.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import anyio
 
 from agentguard.audit import (
     Checkpointer,
+    CheckpointRefused,
     DirectoryCheckpointSink,
     Ed25519Signer,
     export_log,
@@ -30,7 +34,8 @@ from agentguard.audit import (
 from agentguard.audit.chain import AuditEntry
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.errors import ConfigurationError
-from agentguard.storage.urls import open_store
+from agentguard.storage.protocols import StorageError
+from agentguard.storage.urls import describe_store, open_store
 
 __all__ = ["run"]
 
@@ -59,29 +64,44 @@ def _read_key(path: Path, name: str) -> Ed25519Signer:
         raise CommandError(f"{path} is not an Ed25519 PKCS#8 private key") from None
 
 
-async def _entries(url: str) -> list[AuditEntry]:
-    store = open_store(url)
-    try:
-        entries: list[AuditEntry] = await store.read()
-        return entries
-    finally:
-        closer = getattr(store, "close", None)
-        if closer is not None:
-            await closer()
-
-
 async def _with_store(url: str, action: Any) -> Any:
-    store = open_store(url)
+    try:
+        store = open_store(url, read_only=True)
+    except StorageError as error:
+        raise CommandError(f"{error} (read-only commands never create a store)") from None
     try:
         return await action(store)
+    except StorageError as error:
+        raise CommandError(f"cannot read {describe_store(url)}: {error}") from None
+    except OSError as error:
+        raise CommandError(f"{error} (store: {describe_store(url)})") from None
+    except Exception as error:
+        if not type(error).__module__.startswith("asyncpg"):
+            raise
+        raise CommandError(f"cannot read {describe_store(url)}: {type(error).__name__}") from None
     finally:
         closer = getattr(store, "close", None)
         if closer is not None:
             await closer()
+
+
+async def _read_all(store: Any) -> list[AuditEntry]:
+    entries: list[AuditEntry] = await store.read()
+    return entries
+
+
+async def _entries(url: str) -> list[AuditEntry]:
+    entries: list[AuditEntry] = await _with_store(url, _read_all)
+    return entries
 
 
 def _notes(directory: Path | None) -> list[str]:
-    return DirectoryCheckpointSink(directory)._notes() if directory is not None else []
+    """The notes in ``directory``; a directory that was named must exist."""
+    if directory is None:
+        return []
+    if not directory.is_dir():
+        raise CommandError(f"checkpoint directory {directory} does not exist")
+    return DirectoryCheckpointSink(directory)._notes()
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -106,7 +126,12 @@ def _checkpoint(args: argparse.Namespace) -> int:
         note: str = await checkpointer.checkpoint()
         return note
 
-    print(anyio.run(_with_store, args.store, sign), end="")
+    try:
+        note = anyio.run(_with_store, args.store, sign)
+    except CheckpointRefused as refusal:
+        print(f"agentguard audit: checkpoint refused: {refusal}", file=sys.stderr)
+        return 1
+    print(note, end="")
     return 0
 
 
@@ -115,25 +140,41 @@ def _verify(args: argparse.Namespace) -> int:
         entries, notes, export_vkeys = read_export(args.export)
         vkeys = _vkeys(args) or export_vkeys
         notes += _notes(args.checkpoints)
+        source = f"export {args.export}"
     else:
         entries = anyio.run(_entries, args.store)
         notes, vkeys = _notes(args.checkpoints), _vkeys(args)
+        source = describe_store(args.store)
     if notes and not vkeys:
         raise CommandError("checkpoints need trusted verifier keys: pass --vkey or --vkeys-file")
     report = verify_log(entries, notes, vkeys, origin=args.origin)
+    problems: list[str] = []
+    if report.size == 0 and not args.allow_empty:
+        problems.append(f"no events in {source}: nothing to verify (--allow-empty accepts that)")
+    if args.checkpoints is not None and not notes:
+        problems.append(f"no signed checkpoints in {args.checkpoints}: nothing anchors the log")
+    ok = report.ok and not problems
+    checked = f"{source}" + (
+        f" against {len(notes)} checkpoint note(s) in {args.checkpoints}"
+        if args.checkpoints is not None
+        else ""
+    )
     if args.json:
-        emit_json(report.to_dict())
+        document = report.to_dict()
+        document.update(ok=ok, checked=checked, problems=problems)
+        emit_json(document)
     else:
         for finding in report.findings:
             print(finding.line())
-        status = "OK" if report.ok else "FAIL"
+        for problem in problems:
+            print(f"FAIL {problem}")
         anchor = (
             f"anchored at size {report.anchored_size}"
             if report.anchored
             else "NOT anchored by any checkpoint (truncation of the tail would go unnoticed)"
         )
-        print(f"{status}: {report.size} events, {anchor}")
-    return 0 if report.ok else 1
+        print(f"{'OK' if ok else 'FAIL'}: {report.size} events, {anchor}; checked {checked}")
+    return 0 if ok else 1
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -215,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     }
     try:
         return handlers[args.audit_command](args)
-    except (CommandError, ConfigurationError, OSError, ValueError) as error:
+    except (CommandError, ConfigurationError, StorageError, OSError, ValueError) as error:
         message = error.description if isinstance(error, ConfigurationError) else str(error)
         print(f"agentguard audit: {message}", file=sys.stderr)
         return 2

@@ -55,6 +55,11 @@ def add_parser(commands: Any) -> None:
     store_option(verify)
     verify.add_argument("--export", type=Path, help="verify an export directory instead of a store")
     trust_options(verify)
+    verify.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a log with no events (a first run); checkpoints still count",
+    )
     verify.add_argument("--json", action="store_true", help="machine-readable report")
 
     tail = sub.add_parser("tail", help="print the newest events")

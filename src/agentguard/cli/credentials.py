@@ -1,4 +1,4 @@
-"""``agentguard credentials``: set, list, rotate-kek. No plaintext is ever printed.
+"""``agentguard credentials``: set, list, rotate-kek, reseal. No plaintext is ever printed.
 
 ``set`` reads the secret from stdin (when it is not a terminal) or from a prompt without echo,
 never from the command line, where it would land in shell history and ``ps``. Exit codes: 0
@@ -12,10 +12,12 @@ import argparse
 import getpass
 import sys
 
+from agentguard.cli.credentials_reseal import reseal
 from agentguard.cli.operator import Operator, Refused, UsageError, run_command
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.cli.users import user_or_refuse
 from agentguard.credentials import CredentialVault, KeyRing, VaultError
+from agentguard.credentials.sealing import seal_version
 from agentguard.model import CredentialOwner, CredentialScope, StoredCredential
 from agentguard.secret import Secret
 
@@ -68,6 +70,7 @@ def _row(credential: StoredCredential) -> dict[str, str]:
         "owner_id": credential.owner_id,
         "scope": credential.scope.value,
         "kek": credential.key_id,
+        "seal": f"v{seal_version(credential.ciphertext) or '?'}",
         "created_at": credential.created_at.isoformat(),
     }
 
@@ -81,7 +84,7 @@ async def _list(operator: Operator, args: argparse.Namespace) -> int:
     for row in rows:
         print(
             f"{row['id']}  {row['service']}  {row['owner_kind']}:{row['owner_id']}  "
-            f"{row['scope']}  kek={row['kek']}  {row['created_at']}"
+            f"{row['scope']}  kek={row['kek']}  seal={row['seal']}  {row['created_at']}"
         )
     if not rows:
         print("no credentials")
@@ -93,11 +96,18 @@ async def _rotate_kek(operator: Operator, args: argparse.Namespace) -> int:
     vault = CredentialVault(operator.store, keyring, audit=operator.audit)
     show = progress_printer("re-encrypted", sys.stderr.isatty())
     try:
-        count = await vault.rekey(progress=show)
+        report = await vault.reseal({}, progress=show)
     except VaultError as error:
         raise UsageError(f"{error}; is the old key still in AGENTGUARD_KEK?") from None
+    count = report.rewritten
     if show is not None:
         print(file=sys.stderr)
+    if report.unconfirmed:
+        print(
+            f"warning: {len(report.unconfirmed)} credentials are in seal format v1 and refused "
+            "by the gateway until 'agentguard credentials reseal' confirms their scope",
+            file=sys.stderr,
+        )
     if args.json:
         emit_json({"reencrypted": count, "primary": keyring.primary})
     else:
@@ -105,7 +115,11 @@ async def _rotate_kek(operator: Operator, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reseal(operator: Operator, args: argparse.Namespace) -> int:
+    return await reseal(operator, args, _keyring(operator))
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch a ``credentials`` subcommand."""
-    handlers = {"set": _set, "list": _list, "rotate-kek": _rotate_kek}
+    handlers = {"set": _set, "list": _list, "rotate-kek": _rotate_kek, "reseal": _reseal}
     return run_command("credentials", handlers, args, args.credentials_command)

@@ -54,3 +54,31 @@ def add_parser(commands: Any) -> None:
     )
     target_options(rotate)
     json_option(rotate)
+
+    reseal = sub.add_parser(
+        "reseal",
+        help="re-seal old-format (v1) credentials once you confirm each one's scope",
+        description="Credentials stored before seal format v2 did not bind their scope, so "
+        "it may have been edited in the database; the gateway refuses them until re-sealed. "
+        "Review 'agentguard credentials list' (seal=v1), then confirm each id's scope: "
+        "--confirm-admin always applies; --confirm-user is refused for a row stored as "
+        "admin (set that credential again instead). On a terminal, unconfirmed rows are "
+        "asked about. Also moves every row under the primary key-encryption key.",
+    )
+    target_options(reseal)
+    reseal.add_argument(
+        "--confirm-admin",
+        nargs="+",
+        action="extend",
+        metavar="ID",
+        help="credential ids that are admin-scoped (only used to mint)",
+    )
+    reseal.add_argument(
+        "--confirm-user",
+        nargs="+",
+        action="extend",
+        metavar="ID",
+        help="credential ids that are user-scoped (forwarded as is)",
+    )
+    reseal.add_argument("--no-input", action="store_true", help="never prompt, even on a terminal")
+    json_option(reseal)

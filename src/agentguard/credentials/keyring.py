@@ -6,7 +6,9 @@ then drop the old key. Keys come from configuration, typically an environment va
 
     AGENTGUARD_KEK="kek-2026-11:BASE64URL_32_BYTES,kek-2026-05:BASE64URL_32_BYTES"
 
-The first entry is the primary. Keys are never printed: ``repr`` shows ids only.
+The first entry is the primary. Keys are never printed: ``repr`` shows ids only. Each sealed
+credential binds the id of its key, so a key is renamed by rotating to a new id, not by editing
+the list.
 """
 
 from __future__ import annotations

@@ -1,13 +1,24 @@
 """Where the key travels: taking our placeholder out, putting the real credential in.
 
 The agent calls the proxy exactly as it would call the vendor, with our placeholder where the
-vendor's key goes. These functions find it there, strip every trace of it (and of the agent's
+vendor's key goes. These functions find it there, strip it (and the agent's
 ``Authorization``/``DPoP``) from what goes upstream, and attach the real credential in the same
-place.
+place. A key anywhere else is refused by :mod:`agentguard.credentials.keyscan`.
+
+Two more things never pass through as the agent sent them:
+
+- ``Accept-Encoding``: the proxy asks upstream for :data:`UPSTREAM_ACCEPT_ENCODING` only, the
+  codings it decodes and scans, whatever the agent asked for.
+- Method overrides (``X-HTTP-Method-Override``, ``X-Method-Override``, ``X-HTTP-Method``, and
+  ``_method`` or those names in the query): :func:`override_methods` lists them so the
+  permission check can require the strictest of the request's method and every override, and
+  :func:`upstream_headers`/:func:`upstream_query` strip them, so the vendor only ever acts on
+  the request's own, authorised method.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import unquote_plus
 
@@ -18,11 +29,25 @@ from agentguard.services import Placement, ServiceConfig
 
 __all__ = [
     "HOP_BY_HOP",
+    "METHOD_OVERRIDE_NAMES",
+    "UPSTREAM_ACCEPT_ENCODING",
     "attach_credential",
     "extract_placeholder",
+    "is_method_override",
+    "override_methods",
     "upstream_headers",
     "upstream_query",
 ]
+
+UPSTREAM_ACCEPT_ENCODING = b"gzip, deflate"
+"""The only ``Accept-Encoding`` the proxy sends upstream: the codings it decodes and scans."""
+
+METHOD_OVERRIDE_NAMES = frozenset(
+    {"x-http-method-override", "x-method-override", "x-http-method", "-method"}
+)
+"""Header and query names that override a request's method, folded by :func:`_fold_name`."""
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}\Z")
 
 HOP_BY_HOP = frozenset(
     {
@@ -52,6 +77,48 @@ _ALWAYS_DROPPED = frozenset(
         b"x-real-ip",
     }
 )
+
+
+def _fold_name(name: str) -> str:
+    # Case-insensitive, and "_" as "-": servers that map headers to CGI-style variables
+    # (HTTP_X_HTTP_METHOD_OVERRIDE) treat the two alike.
+    return name.strip().lower().replace("_", "-")
+
+
+def is_method_override(name: str | bytes) -> bool:
+    """Whether a header or query parameter ``name`` overrides the request's method."""
+    text = name.decode("latin-1") if isinstance(name, bytes) else name
+    return _fold_name(text) in METHOD_OVERRIDE_NAMES
+
+
+def _form_overrides(form: bytes) -> list[str]:
+    values = []
+    for piece in form.decode("latin-1").split("&"):
+        key, _, value = piece.partition("=")
+        if is_method_override(unquote_plus(key)):
+            values.append(unquote_plus(value))
+    return values
+
+
+def override_methods(request: GuardRequest, body: bytes | None = None) -> list[str]:
+    """Every method an override header, query parameter or (given the ``body`` of a form
+    request, ``application/x-www-form-urlencoded``) form field of ``request`` asks for.
+
+    A value that is not an HTTP method token becomes ``"OVERRIDE"``, an unknown method, which
+    the default route rules treat as a write.
+    """
+    found = [value.decode("latin-1") for name, value in request.headers if is_method_override(name)]
+    found += _form_overrides(request.query_string)
+    if body is not None and (request.header(b"content-type") or b"").split(b";")[
+        0
+    ].strip().lower() == (b"application/x-www-form-urlencoded"):
+        found += _form_overrides(body)
+    methods = []
+    for value in found:
+        for item in value.split(","):
+            method = item.strip().upper()
+            methods.append(method if _TOKEN.match(method) else "OVERRIDE")
+    return methods
 
 
 def _query_values(query_string: bytes, name: str) -> list[str]:
@@ -101,31 +168,30 @@ def upstream_headers(
     service: ServiceConfig,
     *,
     client_address: str | None = None,
-    placeholder: str | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The request headers to forward: no hop-by-hop, no agent credentials, no placeholder.
 
-    Any header whose value contains ``placeholder`` (a copy the agent put somewhere else) is
-    dropped too. ``Content-Length`` is dropped when the request also carried a
-    ``Transfer-Encoding``: the server framed the body by the latter, so the length is not the
-    body's.
+    Method-override headers are dropped, and the agent's ``Accept-Encoding`` is replaced by
+    :data:`UPSTREAM_ACCEPT_ENCODING`. ``Content-Length`` is dropped when the request also
+    carried a ``Transfer-Encoding``: the server framed the body by the latter, so the length is
+    not the body's.
     """
     connection_listed = {
         token.strip().lower().encode("latin-1")
         for value in request.header_values(b"connection")
         for token in value.decode("latin-1").split(",")
     }
-    dropped = HOP_BY_HOP | _ALWAYS_DROPPED | connection_listed
+    dropped = HOP_BY_HOP | _ALWAYS_DROPPED | connection_listed | {b"accept-encoding"}
     if service.placement is Placement.HEADER and service.parameter is not None:
         dropped = dropped | {service.parameter.lower().encode("latin-1")}
     if request.header(b"transfer-encoding") is not None:
         dropped = dropped | {b"content-length"}
-    copy = placeholder.encode("latin-1") if placeholder else None
     headers = [
         (name, value)
         for name, value in request.headers
-        if name not in dropped and (copy is None or copy not in value)
+        if name.lower() not in dropped and not is_method_override(name)
     ]
+    headers.append((b"accept-encoding", UPSTREAM_ACCEPT_ENCODING))
     if service.forward_headers:
         host = request.header(b"host")
         if client_address:
@@ -136,21 +202,17 @@ def upstream_headers(
     return headers
 
 
-def upstream_query(
-    query_string: bytes, service: ServiceConfig, *, placeholder: str | None = None
-) -> bytes:
-    """The query string to forward: without the placeholder parameter, nor any other parameter
-    whose name or value contains the placeholder (raw pieces kept)."""
+def upstream_query(query_string: bytes, service: ServiceConfig) -> bytes:
+    """The query string to forward: without the placeholder parameter nor method-override
+    parameters (the other pieces kept raw)."""
     if not query_string:
         return query_string
     kept = []
     for piece in query_string.split(b"&"):
-        name, _, value = piece.decode("latin-1").partition("=")
-        if service.placement is Placement.QUERY and unquote_plus(name) == service.parameter:
+        name = unquote_plus(piece.decode("latin-1").partition("=")[0])
+        if service.placement is Placement.QUERY and name == service.parameter:
             continue
-        if placeholder and (
-            placeholder in unquote_plus(name) or placeholder in unquote_plus(value)
-        ):
+        if is_method_override(name):
             continue
         kept.append(piece)
     return b"&".join(kept)

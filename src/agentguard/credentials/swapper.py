@@ -6,12 +6,18 @@
    short-lived token for this one user, cached per (service, user) by :class:`MintCache`.
 4. Nothing usable: :class:`~agentguard.errors.BadGateway` (502) naming the service, never an
    unauthenticated forward.
+
+Every secret in play is scanned for in the response, not only the one sent: a vendor that
+answers a minted token's call with ``{"client_secret": "<admin key>"}`` must not hand the agent
+the admin key. :meth:`CredentialSwapper.outgoing` gives the credential to send together with
+those secrets.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.writer import AuditWriter
@@ -23,9 +29,20 @@ from agentguard.model import CredentialOwner, CredentialScope, Principal
 from agentguard.secret import Secret
 from agentguard.services import ServiceConfig
 
-__all__ = ["CredentialSwapper"]
+__all__ = ["CredentialSwapper", "Outgoing"]
 
 logger = logging.getLogger("agentguard.credentials")
+
+
+class Outgoing(NamedTuple):
+    """The credential to attach, and every secret of the call a response must not reveal.
+
+    ``involved`` starts with ``credential``; for a minted token it also holds the admin
+    credential the token was minted from.
+    """
+
+    credential: Secret
+    involved: tuple[Secret, ...]
 
 
 class CredentialSwapper:
@@ -59,7 +76,15 @@ class CredentialSwapper:
         return f"CredentialSwapper(minters={sorted(self.minters)}, cached={len(self.cache)})"
 
     async def credential_for(self, principal: Principal, service: ServiceConfig) -> Secret:
-        """The credential to attach for ``principal`` calling ``service``."""
+        """The credential to attach for ``principal`` calling ``service``.
+
+        A proxy must also scan the response for the call's other secrets: use :meth:`outgoing`.
+        """
+        return (await self.outgoing(principal, service)).credential
+
+    async def outgoing(self, principal: Principal, service: ServiceConfig) -> Outgoing:
+        """The credential to attach for ``principal`` calling ``service``, and every secret of
+        the call (the admin credential behind a minted token)."""
         try:
             found = await self.vault.get(service.name, CredentialOwner.USER, principal.user_id)
             if found is None:
@@ -73,8 +98,9 @@ class CredentialSwapper:
             raise BadGateway(service.name, reason=Reason.CREDENTIAL_UNAVAILABLE)
         record, secret = found
         if record.scope is CredentialScope.USER:
-            return secret
-        return await self._minted(secret, principal, service)
+            return Outgoing(secret, (secret,))
+        token = await self._minted(secret, principal, service)
+        return Outgoing(token, (token, secret))
 
     async def _minted(self, admin: Secret, principal: Principal, service: ServiceConfig) -> Secret:
         cached = self.cache.get(service.name, principal)

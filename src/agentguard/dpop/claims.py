@@ -1,13 +1,15 @@
 """The claims of a DPoP proof (RFC 9449 §4.2), checked for type before any is compared.
 
-A wrong type is malformed, not a mismatch: ``iat`` must be a JSON integer (not a bool, not a
-float, not a numeric string) and ``jti`` a string of 1 to 256 characters. ``ath`` and ``nonce`` are
+A wrong type is malformed, not a mismatch: ``iat`` must be a JSON number (an RFC 7519
+NumericDate, which may be non-integer; never a bool, a numeric string, or a non-finite value)
+and ``jti`` a string of 1 to 256 characters. ``ath`` and ``nonce`` are
 read here and compared by the verifier only when it needs them; other claims are ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,7 +36,7 @@ class ProofClaims:
     jti: str
     htm: str
     htu: str
-    iat: int
+    iat: int | float
     ath: str | None
     nonce: str | None
 
@@ -52,6 +54,18 @@ def _optional_str(payload: Mapping[str, object], name: str) -> str | None:
     return value
 
 
+def _numeric_date(value: object) -> int | float:
+    """An RFC 7519 NumericDate: a JSON integer or a finite non-integer number, never a bool.
+
+    Integers of any size are kept exact (an absurd one simply fails the window check).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _malformed("the DPoP proof needs a numeric 'iat' (seconds since the epoch)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _malformed("the DPoP proof's 'iat' must be a finite number")
+    return value
+
+
 def parse_claims(payload: Mapping[str, object]) -> ProofClaims:
     """Check the required claims' types; raise :class:`InvalidDPoPProof` (malformed) if wrong."""
     jti = payload.get("jti")
@@ -63,9 +77,7 @@ def parse_claims(payload: Mapping[str, object]) -> ProofClaims:
     htu = payload.get("htu")
     if not isinstance(htu, str):
         raise _malformed("the DPoP proof needs an 'htu' string")
-    iat = payload.get("iat")
-    if not isinstance(iat, int) or isinstance(iat, bool):
-        raise _malformed("the DPoP proof needs an integer 'iat'")
+    iat = _numeric_date(payload.get("iat"))
     return ProofClaims(
         jti=jti,
         htm=htm,

@@ -106,7 +106,7 @@ class DPoPKey:
         *,
         access_key: str | None = None,
         nonce: str | None = None,
-        iat: int | None = None,
+        iat: float | None = None,
         jti: str | None = None,
     ) -> str:
         """A compact ``dpop+jwt`` proof for one request.
@@ -116,9 +116,10 @@ class DPoPKey:
             url: the request URL; its query and fragment are dropped for ``htu``.
             access_key: when given, adds ``ath`` (required at resource servers).
             nonce: the server's latest ``DPoP-Nonce``, when it asked for one.
-            iat: issue time in seconds (default: now); ``jti``: default 128 random bits.
+            iat: issue time in seconds, fractional allowed (default: now, whole seconds);
+                ``jti``: default 128 random bits.
         """
-        payload: dict[str, str | int] = {
+        payload: dict[str, str | float] = {
             "jti": jti if jti is not None else secrets.token_urlsafe(16),
             "htm": method,
             "htu": _htu(url),

@@ -3,8 +3,8 @@
 Each refusal is an :class:`~agentguard.errors.InvalidDPoPProof` with a specific
 :class:`~agentguard.errors.Reason` and a fixed description (never the proof, the key or any
 string the client sent), or :class:`~agentguard.errors.UseDPoPNonce` when a fresh server nonce is
-needed. Nothing else escapes for any input; only a failing replay cache's own exception
-propagates, so the caller refuses the request (fail closed).
+needed. Nothing else escapes for any input; a failing replay cache, whatever it raises, is
+:class:`~agentguard.errors.StoreUnavailable` (503), so the caller refuses the request (fail closed).
 
 The proof's ``jti`` is burnt last, after every other check passed, so a rejected proof never
 consumes a slot and a client can retry it once the cause (a missing nonce, say) is fixed.
@@ -28,6 +28,7 @@ from agentguard.dpop.jwk import JWKError, load_public_key, parse_jwk
 from agentguard.dpop.keycache import CachedKey, KeyCache
 from agentguard.dpop.nonces import NonceSource
 from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
+from agentguard.storage.outage import store_outage
 from agentguard.storage.protocols import ReplayCache
 
 __all__ = ["REPLAY_SKEW_SECONDS", "DPoPVerifier", "VerifiedProof"]
@@ -50,7 +51,7 @@ class VerifiedProof:
 
     jkt: str
     jti: str
-    iat: int
+    iat: int | float
     alg: str
 
 
@@ -147,6 +148,7 @@ class DPoPVerifier:
         Raises:
             InvalidDPoPProof: any check failed (its ``reason`` says which).
             UseDPoPNonce: nonces are configured and the proof lacks a valid one.
+            StoreUnavailable: the replay cache failed (503; the proof is not accepted).
         """
         proof = self._single(proofs)
         header_part, payload_part, signature_part = proof.split(".")
@@ -277,5 +279,7 @@ class DPoPVerifier:
         expires_at = datetime.fromtimestamp(
             claims.iat + self._iat_window + REPLAY_SKEW_SECONDS, tz=timezone.utc
         )
-        if not await self._replay.check_and_store(key, expires_at):
+        with store_outage("replay cache", "check_and_store"):
+            claimed = await self._replay.check_and_store(key, expires_at)
+        if not claimed:
             raise _fail(Reason.DPOP_REPLAYED, "this DPoP proof's jti was already used")

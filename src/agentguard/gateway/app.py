@@ -4,14 +4,17 @@ Routes:
 
 - ``/oauth/token``, ``/oauth/revoke``, ``/oauth/introspect``: the OAuth endpoints.
 - ``/<service>/...``: one credential-swapping proxy per configured service.
-- ``/healthz``: liveness (the process answers); ``/readyz``: readiness (the store answers a
-  cheap read within two seconds, else 503).
+- ``/healthz``: liveness (the process answers); ``/readyz``: readiness: every store the
+  gateway uses (key store, audit store, credential store, DPoP replay cache) answers a cheap
+  probe within two seconds, else 503 naming the ones that did not (see
+  :mod:`agentguard.gateway.readiness`).
 - ``/.well-known/oauth-protected-resource[/<service>]``: RFC 9728 metadata for the gateway and
   each service, when ``public_origin`` is set; 401 challenges point at it.
 
 The lifespan opens the store, starts the checkpointer (when ``[audit] checkpoint_dir`` is set)
 and, on shutdown, after the server has let in-flight requests finish, signs a last checkpoint,
-closes the proxies' and minters' connection pools, flushes the audit writer and closes the store.
+closes the proxies' and minters' connection pools, flushes the audit writer and closes the store
+(and the replay cache, when it is a separate one).
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from agentguard.audit.checkpointer import Checkpointer, DirectoryCheckpointSink
 from agentguard.clock import Clock
 from agentguard.config import Settings
 from agentguard.credentials import CredentialSwapper, CredentialVault, TokenExchangeMinter
+from agentguard.errors import ConfigurationError
 from agentguard.gateway.logging import RequestIdMiddleware
+from agentguard.gateway.readiness import HealthCheck, run_checks, store_checks
 from agentguard.guard import Guard
-from agentguard.storage.protocols import AuditStore
+from agentguard.storage.outage import shield_store
 from agentguard.storage.urls import open_store
 
 __all__ = ["Gateway", "build_gateway"]
@@ -55,6 +60,8 @@ class Gateway:
         guard: the :class:`~agentguard.Guard` every route shares.
         proxies: the proxy app per service name.
         checkpointer: signs checkpoints on a timer, when configured.
+        health_checks: what ``/readyz`` runs; append a
+            :class:`~agentguard.gateway.readiness.HealthCheck` to add one.
     """
 
     def __init__(
@@ -73,6 +80,15 @@ class Gateway:
         self.proxies = dict(proxies)
         self.minters = dict(minters)
         self.checkpointer = checkpointer
+        self.health_checks: list[HealthCheck] = store_checks(
+            keys=guard.store,
+            audit=guard.audit.store,
+            replay=guard.replay_cache,
+            credentials=store if proxies else None,
+            clock=guard.clock,
+        )
+        if checkpointer is not None:  # a refused checkpoint (forked log) means "not ready"
+            self.health_checks.append(HealthCheck("audit checkpointer", checkpointer.check))
         self._closed = False
         self.app = RequestIdMiddleware(
             Starlette(routes=self._routes(), lifespan=self._lifespan),
@@ -100,27 +116,21 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> JSONResponse:
-        try:
-            with anyio.fail_after(READY_TIMEOUT):
-                if isinstance(self.store, AuditStore):
-                    await self.store.head()
-                else:
-                    await self.store.get_account("readyz")
-        except Exception as error:  # any outage means "not ready"; the body names only its type
-            logger.warning("readiness check failed: %s", type(error).__name__)
-            return JSONResponse(
-                {"status": "unavailable", "reason": type(error).__name__}, status_code=503
-            )
+        failed = await run_checks(self.health_checks, READY_TIMEOUT)
+        if failed:  # names the components and the error types only, never a message or a URL
+            reason = next(iter(failed.values()))
+            document = {"status": "unavailable", "reason": reason, "unavailable": failed}
+            return JSONResponse(document, status_code=503)
         return JSONResponse({"status": "ready"})
 
     async def _checkpoints(self, checkpointer: Checkpointer) -> None:
         interval = self.settings.audit.checkpoint_interval
-        while True:
-            await anyio.sleep(interval)
+        while True:  # the first one at startup: a restored old snapshot is caught at once
             try:
                 await checkpointer.checkpoint()
             except Exception as error:  # keep serving; the operator sees it and verify finds it
                 logger.error("audit checkpoint failed: %s: %s", type(error).__name__, error)
+            await anyio.sleep(interval)
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -155,9 +165,13 @@ class Gateway:
             for minter in self.minters.values():
                 await minter.aclose()
             flushed = await self.guard.audit.flush()
-            closer = getattr(self.store, "close", None)
-            if closer is not None:
-                await closer()
+            owned = [self.store]
+            if self.guard.replay_cache is not None and self.guard.replay_cache is not self.store:
+                owned.append(self.guard.replay_cache)
+            for resource in owned:
+                closer = getattr(resource, "close", None)
+                if closer is not None:
+                    await closer()
             logger.info("gateway stopped; %d buffered audit events flushed", flushed)
 
 
@@ -184,6 +198,20 @@ def _metadata_routes(settings: Settings, guard: Guard) -> list[BaseRoute]:
     return routes
 
 
+def _replay_cache(settings: Settings, clock: Clock | None) -> Any:
+    """The DPoP replay cache ``[dpop] replay`` names, or ``None`` to keep it in the store."""
+    if not settings.dpop.enabled or settings.dpop.replay is None:
+        return None
+    from agentguard.storage.redis import RedisReplayCache
+
+    try:
+        return RedisReplayCache(settings.dpop.replay, clock=clock)
+    except ValueError:  # redis-py's own refusal of the URL; its message may quote the password
+        raise ConfigurationError(
+            "dpop.replay is not a valid Redis URL: redis://host:6379/0 or unix:///path.sock"
+        ) from None
+
+
 def build_gateway(
     settings: Settings,
     *,
@@ -207,6 +235,7 @@ def build_gateway(
         store = open_store(settings.store.url, clock=clock)
     guard = Guard(
         store,
+        replay_cache=_replay_cache(settings, clock),
         clock=clock,
         access_ttl=settings.access_ttl(),
         refresh_ttl=settings.refresh_ttl(),
@@ -233,7 +262,10 @@ def build_gateway(
                 allow_insecure_http=minter.allow_insecure_http,
                 **options,
             )
-        vault = CredentialVault(store, settings.keyring(), clock=guard.clock, audit=guard.audit)
+        credentials = shield_store(store, "credential store")
+        vault = CredentialVault(
+            credentials, settings.keyring(), clock=guard.clock, audit=guard.audit
+        )
         swapper = CredentialSwapper(vault, minters=minters, clock=guard.clock, audit=guard.audit)
         proxies = {
             service.name: guard.proxy_app(

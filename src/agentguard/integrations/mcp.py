@@ -54,7 +54,6 @@ from agentguard.permissions import Requirement
 from agentguard.request import (
     Credentials,
     GuardRequest,
-    is_public,
     parse_authorization,
     public_prefixes,
 )
@@ -209,7 +208,7 @@ class AgentGuardMCP:
         if served is not None and request.path == served.metadata.well_known_path:
             await served(scope, receive, send)
             return
-        if is_public(request.path, self.public_paths) and not request.has_dot_segments():
+        if request.in_public_paths(self.public_paths):
             await self.app(scope, receive, send)
             return
         try:

@@ -4,6 +4,11 @@ Refresh keys work once. Presenting a used refresh key again is the signature of 
 (RFC 9700 §4.14.2): the whole family (every access and refresh key descended from the same
 issuance) is revoked and the event is audited as ``key.reuse_detected``. Of two concurrent
 refreshes of one key exactly one wins; the other is treated as reuse.
+
+Revoking a family or a user wins against rotation: once :meth:`KeyIssuer.revoke` returns, no
+key of the revoked families resolves or rotates, including a successor that a concurrent
+refresh (on any instance) was minting. The store marks the families, and its lookup and
+rotation both read the mark (see :meth:`~agentguard.storage.protocols.KeyStore.revoke`).
 """
 
 from __future__ import annotations
@@ -185,6 +190,18 @@ class KeyIssuer:
         )
         return InvalidGrant(reason=Reason.REFRESH_REUSED).with_context(**key_context(found.key))
 
+    async def _rotation_lost(self, found: KeyLookup, now: datetime) -> InvalidGrant:
+        """A refresh key that looked live did not rotate: revoked meanwhile, or used (reuse).
+
+        A revocation that won the race is not a stolen key: re-read the key and report it as
+        revoked, without the reuse alarm. Only a key another refresh used is reuse.
+        """
+        with store_outage():
+            current = await self.store.lookup(found.key.key_hash)
+        if current is not None and current.key.used_at is None and current.key.revoked:
+            return await self._refresh_denied(Reason.REVOKED, current, now)
+        return await self._reuse_detected(found, now)
+
     async def refresh(
         self, refresh_key: str, *, jkt: str | None = None, scope: Grants | None = None
     ) -> IssuedKeys:
@@ -230,7 +247,7 @@ class KeyIssuer:
         with store_outage():
             won = await self.store.rotate(key.id, [issued.access, issued.refresh], now=now)
         if not won:
-            raise await self._reuse_detected(found, now)
+            raise await self._rotation_lost(found, now)
         await self._record(
             AuditEvent(
                 action=Action.KEY_REFRESH,

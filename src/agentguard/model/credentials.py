@@ -26,7 +26,13 @@ class CredentialOwner(str, enum.Enum):
 
 
 class StoredCredential(Record):
-    """A real vendor credential as it rests in storage: encrypted, bound to service and owner."""
+    """A real vendor credential as it rests in storage: encrypted and bound to its fields.
+
+    The vault seals ``ciphertext`` with every other field (service, owner kind, owner id,
+    scope, id, key id, creation time) as associated data, so a store or a database writer
+    that changes any of them makes the record refuse to open. A store must return these
+    fields exactly as written (times to the microsecond).
+    """
 
     id: Identifier
     service: Identifier

@@ -23,10 +23,41 @@ from agentguard.model.grants import SERVICE_NAME_PATTERN
 from agentguard.storage.outage import store_outage
 from agentguard.storage.protocols import DirectoryStore
 
-__all__ = ["SubjectMapping", "confirmation_jkt", "scope_grants", "token_key_id"]
+__all__ = [
+    "MAX_NUMERIC_DATE",
+    "SubjectMapping",
+    "confirmation_jkt",
+    "numeric_date",
+    "scope_grants",
+    "token_key_id",
+]
 
 _THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}\Z")
 _MAX_CLAIM = 255
+
+MAX_NUMERIC_DATE = 253402300799
+"""The largest NumericDate a resolver accepts (9999-12-31T23:59:59Z): later is malformed."""
+
+
+def numeric_date(claims: Mapping[str, Any], name: str, *, source: str = "token") -> float | None:
+    """Claim ``name`` as an RFC 7519 NumericDate in ``[0, MAX_NUMERIC_DATE]``, or ``None``.
+
+    The bound is checked before any conversion, so ``1e300`` or ``10**400`` is a clear 401
+    (malformed), never an ``OverflowError`` from ``float()`` or ``datetime.fromtimestamp``.
+    """
+    value = claims.get(name)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value <= MAX_NUMERIC_DATE  # False for NaN; exact for huge ints
+    ):
+        raise InvalidToken(
+            f"the {source}'s {name} is not a NumericDate between 1970 and 9999",
+            reason=Reason.MALFORMED_KEY,
+        )
+    return float(value)
 
 
 def token_key_id(token: str, jti: object = None) -> str:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 import httpx
 from cachetools import TTLCache
@@ -27,10 +26,15 @@ from agentguard.errors import ConfigurationError, InvalidToken, Reason, ServiceU
 from agentguard.httpclient import LazyClient
 from agentguard.model import Principal
 from agentguard.request import TOKEN68
-from agentguard.resolvers.claims import SubjectMapping, confirmation_jkt, token_key_id
+from agentguard.resolvers.claims import (
+    SubjectMapping,
+    confirmation_jkt,
+    numeric_date,
+    token_key_id,
+)
 from agentguard.storage.protocols import DirectoryStore
 
-__all__ = ["IntrospectionResolver"]
+__all__ = ["ACCESS_TOKEN_TYPES", "ANY_AUDIENCE", "IntrospectionResolver"]
 
 logger = logging.getLogger("agentguard.resolvers")
 
@@ -47,12 +51,34 @@ def _inactive() -> InvalidToken:
 
 
 def _timestamp(response: Mapping[str, Any], name: str) -> float | None:
-    value = response.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidToken(f"the introspection {name} is not a number", reason=Reason.MALFORMED_KEY)
-    return float(value)
+    return numeric_date(response, name, source="introspection answer")
+
+
+class _AnyAudience:
+    """The type of :data:`ANY_AUDIENCE`."""
+
+    def __repr__(self) -> str:
+        return "ANY_AUDIENCE"
+
+
+ANY_AUDIENCE: Final = _AnyAudience()
+"""Pass as ``audience`` to accept a token issued for any resource (not recommended).
+
+Only for an authorization server that issues tokens to this one resource and omits ``aud``.
+"""
+
+#: ``token_type`` values (case ignored) that name an access token: RFC 6749 §7.1 types and the
+#: RFC 8693 URI. An answer must carry one of them unless ``token_types=None``.
+ACCESS_TOKEN_TYPES: tuple[str, ...] = (
+    "bearer",
+    "dpop",
+    "access_token",
+    "urn:ietf:params:oauth:token-type:access_token",
+)
+#: ``token_type``/``typ`` values that name a refresh token: always refused.
+_REFRESH_TYPES = frozenset(
+    {"refresh_token", "refresh", "urn:ietf:params:oauth:token-type:refresh_token"}
+)
 
 
 class IntrospectionResolver:
@@ -64,8 +90,15 @@ class IntrospectionResolver:
         client_id / client_secret: this resource server's credentials at the endpoint (HTTP
             Basic, RFC 7662 §2.1); or pass ``auth``.
         auth: any ``httpx.Auth`` for the endpoint instead.
-        issuer: when given, an answer's ``iss`` must equal it.
-        audience: when given, an answer's ``aud`` must contain one of these (RFC 8707).
+        audience: required: this resource's identifier(s) (RFC 8707); an answer's ``aud`` must
+            contain one of them. :data:`ANY_AUDIENCE` is the explicit opt-out, for a server
+            that issues tokens to this resource only and omits ``aud``.
+        issuer: when given, an answer's ``iss`` must equal it (an answer without ``iss`` is
+            refused).
+        token_types: the ``token_type`` values (case ignored) that mark an access token; an
+            answer without one of them is refused, since RFC 7662 lets a server omit it for a
+            refresh token too. ``None`` accepts answers that omit ``token_type`` (for servers
+            that never send it); refresh tokens are refused either way.
         accepts: which tokens this resolver handles (default: any token68 string that is not an
             agentguard key); narrow it when several resolvers share a guard.
         cache_ttl: seconds an active answer is reused (bounded by the token's ``exp``).
@@ -83,8 +116,9 @@ class IntrospectionResolver:
         client_id: str | None = None,
         client_secret: str | None = None,
         auth: httpx.Auth | None = None,
+        audience: str | Sequence[str] | _AnyAudience,
         issuer: str | None = None,
-        audience: str | Sequence[str] | None = None,
+        token_types: Sequence[str] | None = ACCESS_TOKEN_TYPES,
         accepts: Callable[[str], bool] | None = None,
         cache_ttl: float = 30.0,
         cache_size: int = 10_000,
@@ -110,7 +144,20 @@ class IntrospectionResolver:
             raise ConfigurationError("cache_ttl cannot be negative")
         self.endpoint = endpoint
         self.issuer = issuer
-        self.audiences = (audience,) if isinstance(audience, str) else tuple(audience or ())
+        if isinstance(audience, _AnyAudience):
+            self.audiences: tuple[str, ...] = ()
+        else:
+            self.audiences = (audience,) if isinstance(audience, str) else tuple(audience)
+            if not self.audiences or not all(self.audiences):
+                raise ConfigurationError(
+                    "audience is required: this resource's identifier (RFC 8707), or "
+                    "ANY_AUDIENCE to accept tokens issued for any resource"
+                )
+        if isinstance(token_types, str):
+            raise ConfigurationError("token_types is a sequence of token_type values")
+        self.token_types = (
+            None if token_types is None else frozenset(t.lower() for t in token_types)
+        )
         self.clock: Clock = clock or SystemClock()
         self._auth = auth
         self._accepts = accepts
@@ -177,9 +224,7 @@ class IntrospectionResolver:
     def _check(self, answer: Mapping[str, Any], now: float) -> None:
         if answer.get("active") is not True:
             raise _inactive()
-        token_type = answer.get("token_type")
-        if isinstance(token_type, str) and token_type.lower() == "refresh_token":
-            raise InvalidToken("a refresh token cannot be used here", reason=Reason.WRONG_KEY_KIND)
+        self._check_type(answer)
         exp = _timestamp(answer, "exp")
         if exp is not None and now >= exp:
             raise InvalidToken("the token has expired", reason=Reason.EXPIRED)
@@ -193,6 +238,24 @@ class IntrospectionResolver:
             auds = [aud] if isinstance(aud, str) else aud
             if not isinstance(auds, list) or not any(a in self.audiences for a in auds):
                 raise InvalidToken("the token was issued for another resource (aud)")
+
+    def _check_type(self, answer: Mapping[str, Any]) -> None:
+        kinds = [answer.get(name) for name in ("token_type", "typ")]
+        named = [kind.lower() for kind in kinds if isinstance(kind, str)]
+        if any(kind in _REFRESH_TYPES for kind in named):
+            raise InvalidToken("a refresh token cannot be used here", reason=Reason.WRONG_KEY_KIND)
+        token_type = kinds[0]
+        if token_type is not None and not isinstance(token_type, str):
+            raise InvalidToken(
+                "the introspection token_type is not a string", reason=Reason.MALFORMED_KEY
+            )
+        if self.token_types is not None and (
+            token_type is None or token_type.lower() not in self.token_types
+        ):
+            raise InvalidToken(
+                "the authorization server does not say this is an access token (token_type)",
+                reason=Reason.WRONG_KEY_KIND,
+            )
 
     async def _post(self, token: str) -> dict[str, Any]:
         self.requests += 1

@@ -20,7 +20,6 @@ never quotes the token; a JWKS that cannot be fetched refuses with 503.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -33,7 +32,12 @@ from agentguard.dpop.algorithms import ALGORITHMS, Algorithm
 from agentguard.dpop.jose import JOSEError, b64url_decode, loads_object
 from agentguard.errors import ConfigurationError, InvalidToken, Reason
 from agentguard.model import Principal
-from agentguard.resolvers.claims import SubjectMapping, confirmation_jkt, token_key_id
+from agentguard.resolvers.claims import (
+    SubjectMapping,
+    confirmation_jkt,
+    numeric_date,
+    token_key_id,
+)
 from agentguard.resolvers.jwks import JWKSCache
 from agentguard.storage.protocols import DirectoryStore
 
@@ -58,12 +62,7 @@ def _malformed(
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _malformed(f"the token's {name} claim is not a number")
-    return float(value)
+    return numeric_date(claims, name, source="token")
 
 
 def _media_type(value: str) -> str:

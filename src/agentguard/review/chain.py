@@ -19,14 +19,15 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Union
 
 import anyio
 import anyio.to_thread
 
 from agentguard.review.base import Outcome, ReviewContext, Reviewer, ReviewerFunction, Verdict
+from agentguard.review.budget import deadline
 
 if TYPE_CHECKING:
     from agentguard.review.stream import ChainStream
@@ -74,16 +75,22 @@ class ReviewStep:
         reviewer: a :class:`Reviewer`, or a plain sync or async function
             ``(context, content) -> Verdict``. Sync functions run in a worker thread so the
             timeout holds and the event loop is never blocked.
-        timeout: seconds before the reviewer counts as failed.
+        timeout: seconds before the reviewer counts as failed. It takes effect where the
+            reviewer awaits: built-in reviewers await a
+            :func:`~agentguard.review.budget.checkpoint` after each linear-time step, which
+            also gives the event loop to other requests.
         on_error: ``"block"`` (default, fail closed) or ``"allow"`` when it fails.
         name: shown in verdicts and audit events; defaults to the reviewer's ``name``
             attribute, its function name or its class name.
+        clock: seconds for the deadline checkpoints enforce (default: the event loop's
+            clock, ``anyio.current_time``); tests inject one to make the deadline pass.
     """
 
     reviewer: Reviewer | ReviewerFunction
     timeout: float = 2.0
     on_error: OnError = "block"
     name: str = ""
+    clock: Callable[[], float] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -127,8 +134,9 @@ class ReviewStep:
     async def run(self, context: ReviewContext, content: str) -> Verdict:
         """The reviewer's verdict, or the failure verdict its ``on_error`` asks for."""
         failure = "reviewer_timeout"
+        clock = self.clock or anyio.current_time
         try:
-            with anyio.fail_after(self.timeout):
+            with anyio.fail_after(self.timeout), deadline(clock() + self.timeout, clock):
                 result = await self._call(context, content)
             if isinstance(result, Verdict):
                 if result.reviewer != self.name:

@@ -9,14 +9,17 @@ ASCII they encode, common Cyrillic and Greek homoglyphs folded to Latin, then lo
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qsl, urlencode
+
+from agentguard.review.budget import checkpoint
+from agentguard.review.linear import LinearPattern, Subject
 
 __all__ = [
     "HIDDEN_CHARACTERS",
     "normalise",
+    "normalise_stepwise",
     "rewrite_fields",
     "text_fields",
     "unescape_json_text",
@@ -48,6 +51,27 @@ _TRANSLATE: dict[int, str | None] = {ord(k): v for k, v in _HOMOGLYPHS.items()}
 for _hidden in HIDDEN_CHARACTERS:
     _code = ord(_hidden)
     _TRANSLATE[_code] = chr(_code - 0xE0000) if 0xE0020 <= _code <= 0xE007E else None
+# The same mapping as a list indexed by code point for the Basic Multilingual Plane: str.translate
+# looks a list up about twice as fast as a dict (characters past its end are left as they are).
+_BMP: list[int | str | None] = list(range(0x10000))
+for _code, _value in _TRANSLATE.items():
+    if _code < 0x10000:
+        _BMP[_code] = _value
+
+
+def _class(codes: list[int]) -> str:
+    return "[" + "".join(f"\\x{{{code:x}}}" for code in sorted(codes)) + "]"
+
+
+_MAPPED = LinearPattern(_class(list(_TRANSLATE)))
+
+
+def _fold(text: str) -> str:
+    if text.isascii() or _MAPPED.search(text) is None:
+        return text
+    if len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text):  # beyond the BMP
+        return text.translate(_TRANSLATE)
+    return text.translate(_BMP)
 
 
 def normalise(text: str) -> str:
@@ -56,8 +80,56 @@ def normalise(text: str) -> str:
         return text.lower()
     # Tag characters first, so NFKC cannot touch them; then NFKC; then fold again (NFKC can
     # produce a homoglyph, e.g. a fullwidth Cyrillic letter).
-    folded = unicodedata.normalize("NFKC", text.translate(_TRANSLATE))
-    return folded.translate(_TRANSLATE).lower()
+    folded = unicodedata.normalize("NFKC", _fold(text))
+    return _fold(folded).lower()
+
+
+_ASCII = LinearPattern(r"[\x00-\x7f]")
+
+
+def _fold_in_steps(text: str, size: int) -> Iterator[str]:
+    # Folding maps each character on its own: any cut is safe.
+    for start in range(0, len(text), size):
+        yield _fold(text[start : start + size])
+
+
+def _nfkc_in_steps(text: str, size: int) -> Iterator[str]:
+    # NFKC never composes or reorders across an ASCII character (a starter that nothing
+    # combines with), so the text is cut just before one; a run without ASCII is one piece.
+    subject = Subject(text)
+    start = 0
+    while len(text) - start > size:
+        found = _ASCII.search(subject, start + size)
+        if found is None:
+            break
+        yield unicodedata.normalize("NFKC", text[start : found.start()])
+        start = found.start()
+    yield unicodedata.normalize("NFKC", text[start:])
+
+
+async def normalise_stepwise(text: str, size: int = 64 * 1024) -> str:
+    """:func:`normalise`, in steps of about ``size`` characters with a
+    :func:`~agentguard.review.budget.checkpoint` between them, so other requests run and the
+    reviewer's deadline can fire. The result is exactly ``normalise(text)``."""
+    if text.isascii():
+        return text.lower()
+    pieces: list[str] = []
+    for piece in _fold_in_steps(text, size):
+        pieces.append(piece)
+        await checkpoint()
+    folded = "".join(pieces)
+    if not folded.isascii():
+        pieces = []
+        for piece in _nfkc_in_steps(folded, size):
+            pieces.append(piece)
+            await checkpoint()
+        composed = "".join(pieces)
+        pieces = []
+        for piece in _fold_in_steps(composed, size):
+            pieces.append(piece)
+            await checkpoint()
+        folded = "".join(pieces)
+    return folded.lower()
 
 
 _Json = None | bool | int | float | str | list["_Json"] | dict[str, "_Json"]
@@ -135,9 +207,25 @@ def rewrite_fields(content_type: str, content: str, edit: Callable[[str], str]) 
     return None
 
 
-_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def unescape_json_text(text: str) -> str:
-    """Decode ``\\uXXXX`` escapes in text that failed to parse as JSON (a partial stream)."""
-    return _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    """Decode ``\\uXXXX`` escapes in text that failed to parse as JSON (a partial stream).
+
+    A split on the escape's prefix and a look at the next four characters: one pass, no
+    regular expression, so the cost is linear in the text.
+    """
+    if "\\u" not in text:
+        return text
+    first, *rest = text.split("\\u")
+    out = [first]
+    for part in rest:
+        code = part[:4]
+        if len(code) == 4 and all(char in _HEX for char in code):
+            out.append(chr(int(code, 16)))
+            out.append(part[4:])
+        else:
+            out.append("\\u")
+            out.append(part)
+    return "".join(out)

@@ -2,26 +2,39 @@
 
 Exact matches come first: the reviewer holds every credential value the vault knows (loaded
 once from :meth:`SecretSource.values`, kept current through :meth:`SecretSource.on_change`)
-and looks for each one raw, base64, base64url, hex, URL-encoded and JSON-escaped, plus its
-first and last 12 characters when it is 24 or longer (:func:`encoded_forms`, the same set
-the proxy's echo scanner uses). In JSON and form bodies the decoded fields
-are also joined, so a credential cut across two adjacent fields is found. Then credential
-*shapes* that carry a checksum or a fixed form (:mod:`agentguard.review.shapes`).
+and looks for each one in every form :func:`encoded_forms` lists (raw; base64 and base64url at
+each of the three alignments inside a larger blob, padded or not; hex; URL-encoded;
+JSON-escaped; the first and last :func:`~agentguard.secret.fragment_length` characters of a
+value of 16 or more), in the text and in its views: JSON escapes, percent-encoding and
+interleaved NULs (UTF-16/32 read as UTF-8) undone. It is the same matcher the proxy's echo
+scanner uses. In JSON and form bodies the decoded fields are also joined, so a credential cut
+across two adjacent fields is found. Then credential *shapes* that carry a checksum or a fixed
+form (:mod:`agentguard.review.shapes`).
 
-Values shorter than ``min_length`` (default 8) are not indexed: they would match ordinary
-text. Values stay in the index after the vault replaces them: an old credential leaking is
-still a leak.
+Redaction replaces the forms that appear in the text as they are; a credential visible only
+in a view (every character ``\\u``-escaped, percent-encoded) has no span to replace, so it
+blocks.
+
+Values shorter than ``min_length`` (default 8) are not indexed, nor forms shorter than it: they
+would match ordinary text. Values stay in the index after the vault replaces them: an old
+credential leaking is still a leak.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol, runtime_checkable
 
+from agentguard._secret_match import SecretMatcher
 from agentguard.review.base import ReviewContext, Verdict, fingerprint
 from agentguard.review.normalise import text_fields
-from agentguard.review.shapes import SHAPE_OVERLAP, SHAPES, compile_shapes, find_shapes
+from agentguard.review.shapes import (
+    SHAPE_OVERLAP,
+    SHAPES,
+    compile_shapes,
+    find_shapes_stepwise,
+    redact_shapes,
+)
 from agentguard.secret import FRAGMENT, Secret, encoded_forms
 
 __all__ = ["FRAGMENT", "SecretLeakReviewer", "SecretSource", "encoded_forms"]
@@ -83,9 +96,8 @@ class SecretLeakReviewer:
         self._shape_pattern = compile_shapes(self.shapes)
         self._vault = vault
         self._loaded = vault is None
-        self._forms: dict[str, str] = {}  # form -> fingerprint of the credential
+        self._matcher = SecretMatcher(min_length=min_length)
         self._values: dict[str, str] = {}  # raw value -> fingerprint
-        self._longest = 0
         for secret in secrets:
             self.add(secret)
         if vault is not None:
@@ -96,21 +108,23 @@ class SecretLeakReviewer:
 
     @property
     def overlap(self) -> int:
-        """Characters a streamed window must repeat: the longest form, or a long shape."""
-        return max(self._longest, SHAPE_OVERLAP if self.shapes else 0)
+        """Characters a streamed window must repeat: the most one match of a form can cover
+        in any view (a fully escaped form), or a long shape."""
+        return max(self._matcher.span, SHAPE_OVERLAP if self.shapes else 0)
+
+    def holdback(self, content: str) -> int:
+        """Characters at the end of ``content`` that could begin a credential form the next
+        window completes: often far fewer than :attr:`overlap` (see
+        :meth:`agentguard._secret_match.SecretMatcher.holdback`). Shapes are not counted."""
+        return self._matcher.holdback(content)
 
     def add(self, secret: str | Secret) -> None:
         """Index one credential value (the vault calls this for each value it stores)."""
         value = secret.reveal() if isinstance(secret, Secret) else secret
         if len(value) < self.min_length or value in self._values:
             return
-        mark = fingerprint(value)
-        forms = {form for form in encoded_forms(value) if len(form) >= self.min_length}
-        forms.add(value)
-        for form in forms:
-            self._forms.setdefault(form, mark)
-            self._longest = max(self._longest, len(form))
-        self._values[value] = mark
+        self._matcher.add(value)
+        self._values[value] = fingerprint(value)
 
     async def load(self) -> None:
         """Index every value the vault holds now (done automatically on first review)."""
@@ -123,22 +137,25 @@ class SecretLeakReviewer:
         """Block or redact credentials in ``content``."""
         if not self._loaded:
             await self.load()
-        found = [form for form in self._forms if form in content]
         marks: list[str] = []
         text = content
-        if found:
+        if self._matcher.find(content) is not None:
             if self.action == "block":
                 return Verdict.block(self.name, "credential_in_body")
-            pattern = re.compile("|".join(re.escape(f) for f in sorted(found, key=len)[::-1]))
-            marks.extend(sorted({self._forms[f] for f in found}))
-            text = pattern.sub(_CREDENTIAL, text)
+            found = self._matcher.forms_in(content)  # longest first
+            marks.extend(sorted({self._values[self._matcher.forms[form]] for form in found}))
+            for form in found:
+                text = text.replace(form, _CREDENTIAL)
+            if self._matcher.find(text) is not None:  # only in a view: no span to replace
+                return Verdict.block(self.name, "credential_in_body")
         elif self._split_across_fields(context, content):
             return Verdict.block(self.name, "credential_split_across_fields")
-        for shape in reversed(find_shapes(text, self.shapes, self._shape_pattern)):
+        shapes = await find_shapes_stepwise(text, self.shapes, self._shape_pattern)
+        for shape in reversed(shapes):
             if self.action == "block" or not shape.complete:
                 return Verdict.block(self.name, f"{shape.shape}_in_body")
-            marks.append(fingerprint(text[shape.start : shape.end]))
-            text = text[: shape.start] + f"[redacted:{shape.shape}]" + text[shape.end :]
+        if shapes:
+            text = redact_shapes(text, shapes, marks)
         if not marks:
             return Verdict.allow(self.name)
         return Verdict.redact(self.name, "credential_redacted", text, tuple(marks))
@@ -149,5 +166,4 @@ class SecretLeakReviewer:
         values = text_fields(context.content_type, content, keys=False)
         if values is None or len(values) < 2:
             return False
-        joined = "".join(values)
-        return any(form in joined for form in self._forms)
+        return self._matcher.find("".join(values)) is not None

@@ -45,6 +45,7 @@ class MemoryStore:
         self._members: set[tuple[str, str]] = set()
         self._keys: dict[str, KeyRecord] = {}
         self._by_hash: dict[bytes, str] = {}
+        self._revoked_families: dict[str, tuple[datetime, str]] = {}
         self._replay: dict[bytes, datetime] = {}
         self._replay_expiries: list[tuple[datetime, bytes]] = []
         self._credentials: dict[tuple[str, CredentialOwner, str], StoredCredential] = {}
@@ -130,12 +131,20 @@ class MemoryStore:
         with self._lock:
             self._insert_locked(records)
 
+    def _effective(self, record: KeyRecord) -> KeyRecord:
+        """``record`` as it stands: a key of a revoked family is revoked, whenever it was added."""
+        family = self._revoked_families.get(record.family_id)
+        if family is None or record.revoked_at is not None:
+            return record
+        revoked_at, reason = family
+        return record.model_copy(update={"revoked_at": revoked_at, "revoked_reason": reason})
+
     async def lookup(self, key_hash: bytes) -> KeyLookup | None:
         with self._lock:
             key_id = self._by_hash.get(key_hash)
             if key_id is None:
                 return None
-            key = self._keys[key_id]
+            key = self._effective(self._keys[key_id])
             return KeyLookup(
                 key=key,
                 user=self._users.get(key.user_id),
@@ -152,6 +161,7 @@ class MemoryStore:
                 or used.kind is not KeyKind.REFRESH
                 or used.used_at is not None
                 or used.revoked_at is not None
+                or used.family_id in self._revoked_families
             ):
                 return False
             self._insert_locked(new)
@@ -169,22 +179,30 @@ class MemoryStore:
     ) -> int:
         field, value = revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
         now = utc(now)
-        attribute = {"key_id": "id"}.get(field, field)
-        count = 0
         with self._lock:
+            marked = self._revoked_families
+            families: set[str] = set()
+            if field == "family_id":
+                families = {value}
+            elif field == "user_id":
+                families = {r.family_id for r in self._keys.values() if r.user_id == value}
+            count = 0
             for record in list(self._keys.values()):
-                if getattr(record, attribute) == value and record.revoked_at is None:
+                chosen = record.id == value if field == "key_id" else record.family_id in families
+                if chosen and record.revoked_at is None and record.family_id not in marked:
                     self._keys[record.id] = record.model_copy(
                         update={"revoked_at": now, "revoked_reason": reason}
                     )
                     count += 1
+            for family in families:
+                marked.setdefault(family, (now, reason))
         return count
 
     async def list_keys(
         self, *, user_id: str | None = None, family_id: str | None = None
     ) -> list[KeyRecord]:
         with self._lock:
-            records = list(self._keys.values())
+            records = [self._effective(r) for r in self._keys.values()]
         return [
             r
             for r in records

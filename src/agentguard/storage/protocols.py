@@ -123,16 +123,23 @@ class KeyStore(DirectoryStore, Protocol):
         ...
 
     async def lookup(self, key_hash: bytes) -> KeyLookup | None:
-        """The key with this SHA-256 hash and its live owner facts, or ``None``. One round trip."""
+        """The key with this SHA-256 hash and its live owner facts, or ``None``. One round trip.
+
+        The key is reported as it stands: a key of a revoked family (see :meth:`revoke`) has
+        the family's ``revoked_at`` and ``revoked_reason`` unless it was revoked earlier itself,
+        even if it was inserted after the family was revoked.
+        """
         ...
 
     async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
         """Exchange refresh key ``used_id`` for ``new``, atomically.
 
-        If the key exists, is a refresh key, and is neither used nor revoked: set its
-        ``used_at`` to ``now``, insert ``new``, return ``True``. Otherwise change nothing and
-        return ``False``. Of any number of concurrent calls for one ``used_id`` (from any number
-        of instances), at most one returns ``True``.
+        If the key exists, is a refresh key, is neither used nor revoked, and its family has
+        not been revoked: set its ``used_at`` to ``now``, insert ``new``, return ``True``.
+        Otherwise change nothing and return ``False``. Of any number of concurrent calls for
+        one ``used_id`` (from any number of instances), at most one returns ``True``. A call
+        that runs concurrently with a revocation of the family may still return ``True``; the
+        keys it inserted are then revoked with the family (see :meth:`revoke`).
         """
         ...
 
@@ -148,14 +155,25 @@ class KeyStore(DirectoryStore, Protocol):
         """Revoke the unrevoked keys that match exactly one selector; return how many.
 
         Passing zero or several selectors raises ``ValueError``. Already revoked keys keep
-        their first revocation time and reason.
+        their first revocation time and reason; a key of an already revoked family counts as
+        revoked.
+
+        ``family_id`` and ``user_id`` revoke whole families, for good: the family, or every
+        family that has a key of the user when the call runs. Once the call returns, every key
+        of those families, including keys that any instance's :meth:`rotate` or
+        :meth:`insert_keys` adds to them afterwards or concurrently, reads as revoked in
+        :meth:`lookup` and :meth:`list_keys` (with the family's time and reason) and cannot
+        :meth:`rotate`. Families created later (keys issued to the user afterwards) are not
+        affected. SQL backends keep a table of revoked families that lookup and rotation read;
+        updating the key rows alone loses to a rotation whose new rows the update cannot see.
+        The count is of the key records this call changed. ``key_id`` revokes one key only.
         """
         ...
 
     async def list_keys(
         self, *, user_id: str | None = None, family_id: str | None = None
     ) -> list[KeyRecord]:
-        """Key records, oldest first, optionally filtered."""
+        """Key records, oldest first, optionally filtered; revoked families' keys as revoked."""
         ...
 
 

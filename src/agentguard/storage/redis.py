@@ -8,7 +8,11 @@ clock, which the script receives as an argument. Each key also gets a Redis TTL 
 lifetime plus a margin, so Redis reclaims the memory by itself; this assumes the injected clock
 runs at real speed (the margin covers skew between instances).
 
-The driver, ``redis`` (redis-py's asyncio client), is imported when a cache is built.
+The driver, ``redis`` (redis-py's asyncio client), is imported when a cache is built; without
+it the constructor raises :class:`~agentguard.errors.ConfigurationError` naming the extra to
+install. A cache built from a URL gives up on a connection or a command after ``timeout``
+seconds (two by default, unless the URL sets ``socket_timeout``), so an unreachable Redis is a
+prompt 503 from the guard rather than a request that hangs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from agentguard.clock import Clock, SystemClock, utc
+from agentguard.errors import ConfigurationError
 
 __all__ = ["RedisReplayCache"]
 
@@ -51,6 +56,8 @@ class RedisReplayCache:
         clock: the clock that decides expiry; the system clock by default.
         prefix: prepended to every key, so several apps or tests can share one database.
         ttl_margin: extra lifetime Redis keeps an entry beyond its expiry.
+        timeout: seconds to connect and to wait for a reply, for a cache built from a URL (a
+            ``socket_timeout`` or ``socket_connect_timeout`` in the URL wins).
     """
 
     def __init__(
@@ -60,13 +67,23 @@ class RedisReplayCache:
         clock: Clock | None = None,
         prefix: str = "agentguard:replay:",
         ttl_margin: timedelta = timedelta(seconds=30),
+        timeout: float = 2.0,
     ) -> None:
         if ttl_margin < timedelta(0):
             raise ValueError("ttl_margin must not be negative")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
         if isinstance(url_or_client, str):
-            import redis.asyncio
-
-            self._client: Any = redis.asyncio.Redis.from_url(url_or_client)
+            try:
+                import redis.asyncio
+            except ImportError:
+                raise ConfigurationError(
+                    "a replay cache on Redis needs the redis driver: "
+                    "pip install 'agentguard[redis]'"
+                ) from None
+            self._client: Any = redis.asyncio.Redis.from_url(
+                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
             self._owns_client = True
         else:
             self._client = url_or_client
@@ -92,6 +109,11 @@ class RedisReplayCache:
             keys=[self._prefix + bytes(key)], args=[now, until, max(1, ttl_ms)]
         )
         return bool(claimed)
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers a ``PING`` (the gateway's readiness check)."""
+        if not await self._client.ping():
+            raise ConnectionError("Redis did not answer PING")
 
     async def close(self) -> None:
         """Close the client if the cache created it from a URL. Idempotent."""

@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 from agentguard.context import principal_var
 from agentguard.errors import AgentGuardError
 from agentguard.model import Principal
-from agentguard.request import GuardRequest, is_public, public_prefixes
+from agentguard.request import GuardRequest, public_prefixes
 from agentguard.wsgi.portal import EventLoopPortal, default_portal
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ class AgentGuardWSGIMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = request_from_environ(environ)
-        if is_public(request.path, self.public_paths) and not request.has_dot_segments():
+        if request.in_public_paths(self.public_paths):
             return self.app(environ, start_response)
         try:
             principal = self.portal.call(self.guard.authenticate, request)

@@ -24,8 +24,28 @@ _KEY_UNNEST = """SELECT * FROM unnest(
     $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::timestamptz[],
     $13::jsonb[], $14::text[])"""
 _CREDENTIAL_COLUMNS = "service, owner_kind, owner_id, id, scope, ciphertext, key_id, created_at"
-_REVOKE = """UPDATE {s}.keys SET revoked_at = $1, revoked_reason = $2
-WHERE %s = $3 AND revoked_at IS NULL"""
+# A key of a revoked family reads as revoked (its own revocation, if any, came first).
+_KEY_SELECT = """k.id, k.kind, k.key_hash, k.family_id, k.user_id, k.workspace_id, k.account_id,
+    k.created_at, k.expires_at, coalesce(k.revoked_at, f.revoked_at),
+    CASE WHEN k.revoked_at IS NULL THEN f.reason ELSE k.revoked_reason END,
+    k.used_at, k.scope::text, k.jkt"""
+_FAMILY_REVOKED = "SELECT 1 FROM {s}.revoked_families AS f WHERE f.family_id = keys.family_id"
+# Revocation: mark the families (a family, or every family with a key of the user; ordered, so
+# concurrent revocations take the marks' index locks in one order), then revoke the unrevoked
+# keys of the families this statement marked. A family marked before keeps its first time and
+# reason: its keys read as revoked already. $1 now, $2 reason, $3 the family or user.
+_REVOKE_FAMILIES = """
+WITH marked AS (
+    INSERT INTO {s}.revoked_families (family_id, revoked_at, reason)
+    %s
+    ON CONFLICT (family_id) DO NOTHING
+    RETURNING family_id
+), revoked AS (
+    UPDATE {s}.keys SET revoked_at = $1, revoked_reason = $2
+    WHERE family_id IN (SELECT family_id FROM marked) AND revoked_at IS NULL
+    RETURNING 1
+)
+SELECT count(*) FROM revoked"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +102,27 @@ SELECT (SELECT account_id FROM u), (SELECT account_id FROM w)"""
     member_get: str = "SELECT 1 FROM {s}.memberships WHERE user_id = $1 AND workspace_id = $2"
 
     key_insert: str = f"INSERT INTO {{s}}.keys ({_KEY_COLUMNS})\n{_KEY_UNNEST}"
-    key_lookup: str = """
+    key_lookup: str = f"""
 SELECT
-    k.id, k.kind, k.key_hash, k.family_id, k.user_id, k.workspace_id, k.account_id,
-    k.created_at, k.expires_at, k.revoked_at, k.revoked_reason, k.used_at, k.scope::text, k.jkt,
+    {_KEY_SELECT},
     u.id, u.account_id, u.name, u.enabled, u.grants::text,
     a.id, a.name, a.status,
     m.user_id IS NOT NULL
-FROM {s}.keys AS k
-LEFT JOIN {s}.users AS u ON u.id = k.user_id
-LEFT JOIN {s}.accounts AS a ON a.id = k.account_id
-LEFT JOIN {s}.memberships AS m ON m.user_id = k.user_id AND m.workspace_id = k.workspace_id
+FROM {{s}}.keys AS k
+LEFT JOIN {{s}}.revoked_families AS f ON f.family_id = k.family_id
+LEFT JOIN {{s}}.users AS u ON u.id = k.user_id
+LEFT JOIN {{s}}.accounts AS a ON a.id = k.account_id
+LEFT JOIN {{s}}.memberships AS m ON m.user_id = k.user_id AND m.workspace_id = k.workspace_id
 WHERE k.key_hash = $1"""
     # The conditional UPDATE takes the row lock; a concurrent rotation waits for it, then
     # re-checks used_at on the committed row and matches nothing. Inserts happen only if it won.
+    # A rotation that misses a concurrent revocation's family mark (its snapshot is older)
+    # still commits keys of a marked family, which every later lookup reads as revoked.
     key_rotate: str = f"""
 WITH used AS (
     UPDATE {{s}}.keys SET used_at = $15
     WHERE id = $16 AND kind = 'refresh' AND used_at IS NULL AND revoked_at IS NULL
+      AND NOT EXISTS ({_FAMILY_REVOKED})
     RETURNING 1
 ), inserted AS (
     INSERT INTO {{s}}.keys ({_KEY_COLUMNS})
@@ -108,13 +131,19 @@ WITH used AS (
 )
 SELECT count(*) FROM used"""
     key_list: str = f"""
-SELECT {_KEY_COLUMNS.replace("scope", "scope::text")}
-FROM {{s}}.keys
-WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR family_id = $2)
-ORDER BY pos"""
-    revoke_key: str = _REVOKE % "id"
-    revoke_family: str = _REVOKE % "family_id"
-    revoke_user: str = _REVOKE % "user_id"
+SELECT {_KEY_SELECT}
+FROM {{s}}.keys AS k
+LEFT JOIN {{s}}.revoked_families AS f ON f.family_id = k.family_id
+WHERE ($1::text IS NULL OR k.user_id = $1) AND ($2::text IS NULL OR k.family_id = $2)
+ORDER BY k.pos"""
+    revoke_key: str = f"""
+UPDATE {{s}}.keys SET revoked_at = $1, revoked_reason = $2
+WHERE id = $3 AND revoked_at IS NULL AND NOT EXISTS ({_FAMILY_REVOKED})"""
+    revoke_family: str = _REVOKE_FAMILIES % "VALUES ($3, $1, $2)"
+    revoke_user: str = _REVOKE_FAMILIES % (
+        "SELECT DISTINCT family_id, $1::timestamptz, $2 FROM {s}.keys WHERE user_id = $3"
+        " ORDER BY family_id"
+    )
 
     # Takes over an expired key, never a live one, and forgets a few other expired keys.
     replay_claim: str = """

@@ -11,6 +11,8 @@ Layout choices:
 - times are ``timestamptz`` (microsecond precision, read back as aware UTC datetimes);
 - grants and key scopes are ``jsonb`` (``Grants.to_dict()``);
 - ``keys.pos`` and ``credentials.pos`` are identity columns recording insertion order;
+- ``revoked_families`` marks every family revoked as a whole (by family or by user): a key of a
+  marked family reads as revoked and cannot rotate, even one committed after the revocation;
 - a membership carries its account, and composite foreign keys make a membership across
   accounts impossible; triggers refuse moving a user or workspace to another account;
 - the audit table enforces its own linearity: ``seq`` is the primary key, ``prev`` is unique,
@@ -34,7 +36,7 @@ __all__ = [
     "upgrade",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code writes and reads."""
 
 DEFAULT_SCHEMA = "agentguard"
@@ -166,7 +168,18 @@ _V1: tuple[str, ...] = (
     "REVOKE UPDATE, DELETE, TRUNCATE ON {s}.audit FROM PUBLIC",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1}
+# Version 2: revoked families. A family (or user) revocation records the family here in the
+# transaction that revokes its rows, and both the key lookup and rotation read it: a key that a
+# concurrent rotation commits into the family after the revocation's snapshot is dead as well.
+_V2: tuple[str, ...] = (
+    """CREATE TABLE {s}.revoked_families (
+        family_id text PRIMARY KEY,
+        revoked_at timestamptz NOT NULL,
+        reason text NOT NULL
+    )""",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
 """Statements that take a schema from version ``n - 1`` to ``n``."""
 
 

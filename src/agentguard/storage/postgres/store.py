@@ -8,6 +8,10 @@ instances are enforced by the server, not by this process:
   the refresh key, so of concurrent rotations (any instances) exactly one matches the unused
   row; the new keys are inserted by the same statement only if it won, and a duplicate rolls
   the whole statement back.
+- ``revoke`` by family or user marks the families (``revoked_families``) in the statement that
+  revokes their rows; ``lookup`` and ``rotate`` read the mark, so a rotation that committed its
+  successor after the revocation's snapshot (READ COMMITTED cannot show it that row) has minted
+  keys that are revoked all the same.
 - ``check_and_store`` is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= now``
   statement: a live entry is never taken over, an expired one is (by the store's clock).
 - ``append`` goes through a per-instance :class:`~agentguard.storage.postgres.batcher.AuditBatcher`:
@@ -398,16 +402,19 @@ class PostgresStore:
     ) -> int:
         """Revoke the unrevoked keys matching exactly one selector; return how many.
 
-        Already revoked keys keep their first revocation time and reason.
+        A family, or every family of a user, is also marked revoked by the same statement;
+        lookup and rotation read the mark, so a key a concurrent rotation commits into the
+        family after this statement's snapshot is revoked too. Already revoked keys keep their
+        first revocation time and reason.
         """
         selector, value = revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
-        query = {
-            "key_id": self._queries.revoke_key,
-            "family_id": self._queries.revoke_family,
-            "user_id": self._queries.revoke_user,
-        }[selector]
-        status = await self._write(lambda c: c.execute(query, utc(now), reason, value))
-        return _count(status)
+        if selector == "key_id":
+            query = self._queries.revoke_key
+            status = await self._write(lambda c: c.execute(query, utc(now), reason, value))
+            return _count(status)
+        query = self._queries.revoke_user if selector == "user_id" else self._queries.revoke_family
+        count = await self._write(lambda c: c.fetchval(query, utc(now), reason, value))
+        return int(count)
 
     async def list_keys(
         self, *, user_id: str | None = None, family_id: str | None = None

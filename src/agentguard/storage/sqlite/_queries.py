@@ -3,6 +3,9 @@
 Column order in every ``SELECT`` matches the decoders in ``_rows``.
 """
 
+# Statements are composed only from the constants below; every value is a bind parameter.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "KEY_LIST",
     "KEY_LOOKUP",
     "KEY_ROTATE_MARK",
+    "MARK_FAMILIES",
     "MEMBER_ADD",
     "MEMBER_GET",
     "MEMBER_REMOVE",
@@ -76,47 +80,65 @@ INSERT INTO keys (
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-KEY_LOOKUP = """
-SELECT
+# A key of a revoked family reads as revoked (its own revocation, if any, came first).
+_EFFECTIVE_REVOCATION = """
+    coalesce(k.revoked_at, f.revoked_at),
+    CASE WHEN k.revoked_at IS NULL THEN f.reason ELSE k.revoked_reason END"""
+_KEY_SELECT = f"""
     k.id, k.kind, k.key_hash, k.family_id, k.user_id, k.workspace_id, k.account_id,
-    k.created_at, k.expires_at, k.revoked_at, k.revoked_reason, k.used_at, k.scope, k.jkt,
+    k.created_at, k.expires_at,{_EFFECTIVE_REVOCATION}, k.used_at, k.scope, k.jkt"""
+_FAMILY_REVOKED = "SELECT 1 FROM revoked_families AS f WHERE f.family_id = keys.family_id"
+
+KEY_LOOKUP = f"""
+SELECT{_KEY_SELECT},
     u.id, u.account_id, u.name, u.enabled, u.grants,
     a.id, a.name, a.status,
     m.user_id IS NOT NULL
 FROM keys AS k
+LEFT JOIN revoked_families AS f ON f.family_id = k.family_id
 LEFT JOIN users AS u ON u.id = k.user_id
 LEFT JOIN accounts AS a ON a.id = k.account_id
 LEFT JOIN memberships AS m ON m.user_id = k.user_id AND m.workspace_id = k.workspace_id
 WHERE k.key_hash = ?
 """
 
-KEY_ROTATE_MARK = """
+KEY_ROTATE_MARK = f"""
 UPDATE keys SET used_at = ?
 WHERE id = ? AND kind = 'refresh' AND used_at IS NULL AND revoked_at IS NULL
+  AND NOT EXISTS ({_FAMILY_REVOKED})
 """
 
-KEY_LIST = """
-SELECT
-    id, kind, key_hash, family_id, user_id, workspace_id, account_id,
-    created_at, expires_at, revoked_at, revoked_reason, used_at, scope, jkt
-FROM keys
-WHERE (:user_id IS NULL OR user_id = :user_id)
-  AND (:family_id IS NULL OR family_id = :family_id)
-ORDER BY pos
+KEY_LIST = f"""
+SELECT{_KEY_SELECT}
+FROM keys AS k
+LEFT JOIN revoked_families AS f ON f.family_id = k.family_id
+WHERE (:user_id IS NULL OR k.user_id = :user_id)
+  AND (:family_id IS NULL OR k.family_id = :family_id)
+ORDER BY k.pos
 """
 
+# Each revocation is an UPDATE of the unrevoked keys of families not yet marked (a marked
+# family's keys are revoked already, at the family's time), then, for a family or a user, the
+# INSERT of the marks; both in one write transaction. Parameters: :now, :reason, :value.
+_REVOKE_ROWS = f"""
+UPDATE keys SET revoked_at = :now, revoked_reason = :reason
+WHERE %s AND revoked_at IS NULL AND NOT EXISTS ({_FAMILY_REVOKED})
+"""
 REVOKE_BY: dict[str, str] = {
-    "key_id": """
-UPDATE keys SET revoked_at = ?, revoked_reason = ?
-WHERE id = ? AND revoked_at IS NULL
-""",
+    "key_id": _REVOKE_ROWS % "id = :value",
+    "family_id": _REVOKE_ROWS % "family_id = :value",
+    "user_id": _REVOKE_ROWS
+    % "family_id IN (SELECT family_id FROM keys AS owned WHERE owned.user_id = :value)",
+}
+MARK_FAMILIES: dict[str, str] = {
     "family_id": """
-UPDATE keys SET revoked_at = ?, revoked_reason = ?
-WHERE family_id = ? AND revoked_at IS NULL
+INSERT INTO revoked_families (family_id, revoked_at, reason) VALUES (:value, :now, :reason)
+ON CONFLICT (family_id) DO NOTHING
 """,
     "user_id": """
-UPDATE keys SET revoked_at = ?, revoked_reason = ?
-WHERE user_id = ? AND revoked_at IS NULL
+INSERT INTO revoked_families (family_id, revoked_at, reason)
+SELECT DISTINCT family_id, :now, :reason FROM keys WHERE user_id = :value
+ON CONFLICT (family_id) DO NOTHING
 """,
 }
 

@@ -10,6 +10,8 @@ Layout choices:
 - times are ``INTEGER`` microseconds since the Unix epoch, UTC (exact round trip);
 - grants and key scopes are JSON text (``Grants.to_dict()``);
 - ``keys.pos`` and ``credentials.pos`` record insertion order, which ``list_keys`` promises;
+- ``revoked_families`` marks every family revoked as a whole (by family or by user): a key of a
+  marked family reads as revoked and cannot rotate, even one inserted after the revocation;
 - the audit table enforces its own linearity: ``seq`` is the primary key, ``prev`` is unique,
   a trigger refuses a row that does not extend the head, and others refuse UPDATE and DELETE.
 """
@@ -17,12 +19,13 @@ Layout choices:
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 from agentguard.storage.protocols import StorageError
 
-__all__ = ["SCHEMA_VERSION", "SchemaVersionError", "configure", "prepare"]
+__all__ = ["SCHEMA_VERSION", "SchemaVersionError", "configure", "open_read_only", "prepare"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code writes and reads."""
 
 _V1: tuple[str, ...] = (
@@ -109,7 +112,18 @@ _V1: tuple[str, ...] = (
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1}
+# Version 2: revoked families. A family (or user) revocation records the family here, and both
+# the key lookup and rotation read it, so a key a concurrent rotation adds to the family after
+# the revocation is as dead as the keys the revocation updated.
+_V2: tuple[str, ...] = (
+    """CREATE TABLE revoked_families (
+        family_id TEXT PRIMARY KEY,
+        revoked_at INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
 """Statements that take a database from version ``n - 1`` to ``n``."""
 
 
@@ -178,3 +192,37 @@ def prepare(connection: sqlite3.Connection) -> None:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+def open_read_only(path: str, *, timeout: float) -> sqlite3.Connection:
+    """Open an existing agentguard database without creating, migrating or writing it.
+
+    Raises :class:`StorageError` naming ``path`` when the file is missing, is not a SQLite
+    database, or holds no agentguard schema (an empty file, a mistyped path), and
+    :class:`SchemaVersionError` for a database written by a newer agentguard.
+    """
+    if path == ":memory:" or not Path(path).is_file():
+        raise StorageError(f"no SQLite database at {path}")
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        connection = sqlite3.connect(
+            uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open the SQLite database at {path}: {exc}") from None
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        version = _current_version(connection)
+    except sqlite3.Error as exc:
+        connection.close()
+        raise StorageError(f"{path} is not a readable SQLite database: {exc}") from None
+    if version != SCHEMA_VERSION:
+        connection.close()
+        _refuse_newer(version)
+        if version > 0:
+            raise StorageError(
+                f"{path} has schema version {version}, older than the version {SCHEMA_VERSION} "
+                "this agentguard reads: run `agentguard db upgrade` first"
+            )
+        raise StorageError(f"{path} holds no agentguard schema (is it the right file?)")
+    return connection

@@ -54,7 +54,7 @@ from agentguard.storage.sqlite._rows import (
     workspace_from_row,
     workspace_params,
 )
-from agentguard.storage.sqlite.schema import configure, prepare
+from agentguard.storage.sqlite.schema import configure, open_read_only, prepare
 
 __all__ = ["SQLiteStore"]
 
@@ -97,6 +97,9 @@ class SQLiteStore:
             private in-memory database that lives until :meth:`close`.
         clock: the clock that decides replay-cache expiry; the system clock by default.
         timeout: seconds a write waits for another connection's write lock before failing.
+        read_only: open an existing agentguard database for reading only: a missing file, an
+            empty one or one without the agentguard schema raises :class:`StorageError`
+            instead of being created or migrated (``agentguard audit verify`` and friends).
 
     Nothing touches the file until the first call, which creates or upgrades the schema;
     ``await store.initialize()`` (or ``async with``) does that at startup instead. Use it as an
@@ -109,12 +112,14 @@ class SQLiteStore:
         *,
         clock: Clock | None = None,
         timeout: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         if timeout < 0:
             raise ValueError("timeout must be zero or more seconds")
         self.path: str = os.fspath(path)
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._closed = False
@@ -156,6 +161,8 @@ class SQLiteStore:
                 self._connection = None
 
     def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            return open_read_only(self.path, timeout=self.timeout)
         file_backed = self.path != _MEMORY
         if file_backed:
             _create_private(self.path)
@@ -288,7 +295,8 @@ class SQLiteStore:
         """Mark refresh key ``used_id`` used and insert ``new``, in one write transaction.
 
         The conditional ``UPDATE`` runs under the database write lock, so of concurrent calls
-        from any number of stores on one file, exactly one sees the key unused.
+        from any number of stores on one file, exactly one sees the key unused; it matches
+        nothing when the key's family has been revoked.
         """
         used_at = micros(now)
         params = [key_params(record) for record in new]
@@ -314,15 +322,19 @@ class SQLiteStore:
     ) -> int:
         """Revoke the unrevoked keys matching exactly one selector; return how many.
 
+        A family, or every family of a user, is also marked revoked in the same write
+        transaction, which lookup and rotation read: keys added to it later are revoked too.
         Already revoked keys keep their first revocation time and reason.
         """
         selector, value = revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
-        statement = sql.REVOKE_BY[selector]
-        params = (micros(now), reason, value)
+        params = {"now": micros(now), "reason": reason, "value": value}
 
         def work(connection: sqlite3.Connection) -> int:
             with _immediate(connection):
-                return connection.execute(statement, params).rowcount
+                count = connection.execute(sql.REVOKE_BY[selector], params).rowcount
+                if selector in sql.MARK_FAMILIES:
+                    connection.execute(sql.MARK_FAMILIES[selector], params)
+                return count
 
         return await self._call(work)
 

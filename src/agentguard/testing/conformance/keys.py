@@ -1,19 +1,49 @@
-"""KeyStoreContract: insert, one-round-trip lookup, atomic rotation, revocation."""
+"""KeyStoreContract: insert, one-round-trip lookup, atomic rotation, revocation.
+
+Revocation of a family or a user must win against rotation. A single store cannot force a
+rotation to commit after a revocation whose snapshot missed it, but ``insert_keys`` into a
+revoked family leaves the store in exactly the state that interleaving leaves, so the contract
+pins it down deterministically; a concurrent test then races the two for real.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from agentguard.model import AccountStatus, KeyKind
+from agentguard.model import AccountStatus, KeyKind, KeyRecord
 from agentguard.storage.protocols import IntegrityError
 from agentguard.testing.conformance._base import ContractBase, key_record
 from agentguard.testing.conformance.directory import seed_directory
 from agentguard.testing.fakes import FakeClock
 
 __all__ = ["KeyStoreContract"]
+
+
+async def _assert_dead(
+    store: Any, clock: FakeClock, record: KeyRecord, at: datetime, reason: str
+) -> None:
+    """``record`` reads as revoked at ``at`` for ``reason`` (lookup, list) and cannot rotate."""
+    found = await store.lookup(record.key_hash)
+    assert found is not None
+    assert (found.key.revoked_at, found.key.revoked_reason) == (at, reason)
+    listed = {k.id: k for k in await store.list_keys(family_id=record.family_id)}
+    assert (listed[record.id].revoked_at, listed[record.id].revoked_reason) == (at, reason)
+    if record.kind is KeyKind.REFRESH:
+        successor = key_record(clock, family_id=record.family_id)
+        assert await store.rotate(record.id, [successor], now=clock.now()) is False
+        assert await store.lookup(successor.key_hash) is None
+
+
+async def _assert_live(store: Any, clock: FakeClock, refresh: KeyRecord) -> None:
+    found = await store.lookup(refresh.key_hash)
+    assert found is not None and found.key.revoked_at is None
+    successor = key_record(clock, family_id=refresh.family_id)
+    assert await store.rotate(refresh.id, [successor], now=clock.now()) is True
 
 
 class KeyStoreContract(ContractBase):
@@ -186,3 +216,127 @@ class KeyStoreContract(ContractBase):
         found = await store.lookup(record.key_hash)
         assert found is not None
         assert found.key.scope == Grants({"crm": "read"})
+
+    # Revocation against rotation. revoke(family_id=F) revokes F for good: every key of F,
+    # including keys a rotation adds after the revocation, reads as revoked and cannot rotate.
+
+    async def test_rotation_before_revocation_is_revoked_with_the_family(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        await seed_directory(store)
+        refresh = key_record(clock, kind=KeyKind.REFRESH)
+        await store.insert_keys([refresh])
+        minted = [
+            key_record(clock, family_id=refresh.family_id),
+            key_record(clock, family_id=refresh.family_id, kind=KeyKind.REFRESH),
+        ]
+        assert await store.rotate(refresh.id, minted, now=clock.now()) is True
+        clock.advance(1)
+        assert await store.revoke(family_id=refresh.family_id, reason="r", now=clock.now()) == 3
+        for record in [refresh, *minted]:
+            await _assert_dead(store, clock, record, clock.now(), "r")
+
+    async def test_keys_committed_into_a_revoked_family_are_revoked(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        """The interleaving a multi-instance race produces: the successor commits after."""
+        await seed_directory(store)
+        refresh = key_record(clock, kind=KeyKind.REFRESH)
+        await store.insert_keys([refresh])
+        revoked_at = clock.now()
+        assert await store.revoke(family_id=refresh.family_id, reason="r", now=revoked_at) == 1
+        clock.advance(1)
+        late = [
+            key_record(clock, family_id=refresh.family_id),
+            key_record(clock, family_id=refresh.family_id, kind=KeyKind.REFRESH),
+        ]
+        await store.insert_keys(late)
+        for record in [refresh, *late]:
+            await _assert_dead(store, clock, record, revoked_at, "r")
+
+    async def test_a_family_keeps_its_first_revocation(self, store: Any, clock: FakeClock) -> None:
+        await seed_directory(store)
+        early = key_record(clock, kind=KeyKind.REFRESH)
+        await store.insert_keys([early])
+        first = clock.now()
+        assert await store.revoke(family_id=early.family_id, reason="first", now=first) == 1
+        late = key_record(clock, family_id=early.family_id, kind=KeyKind.REFRESH)
+        await store.insert_keys([late])
+        clock.advance(60)
+        assert await store.revoke(key_id=late.id, reason="again", now=clock.now()) == 0
+        assert await store.revoke(family_id=early.family_id, reason="again", now=clock.now()) == 0
+        assert await store.revoke(user_id="u1", reason="again", now=clock.now()) == 0
+        for record in (early, late):
+            await _assert_dead(store, clock, record, first, "first")
+
+    async def test_revoking_a_key_leaves_its_family_alive(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        await seed_directory(store)
+        access = key_record(clock)
+        refresh = key_record(clock, family_id=access.family_id, kind=KeyKind.REFRESH)
+        await store.insert_keys([access, refresh])
+        assert await store.revoke(key_id=access.id, reason="r", now=clock.now()) == 1
+        await _assert_live(store, clock, refresh)
+
+    async def test_user_revocation_covers_every_family_and_spares_later_ones(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        await seed_directory(store)
+        mine = [key_record(clock, kind=KeyKind.REFRESH) for _ in range(2)]
+        theirs = key_record(clock, user_id="u2", kind=KeyKind.REFRESH)
+        await store.insert_keys([*mine, theirs])
+        revoked_at = clock.now()
+        assert await store.revoke(user_id="u1", reason="gone", now=revoked_at) == 2
+        clock.advance(1)
+        late = [key_record(clock, family_id=r.family_id, kind=KeyKind.REFRESH) for r in mine]
+        await store.insert_keys(late)
+        for record in [*mine, *late]:
+            await _assert_dead(store, clock, record, revoked_at, "gone")
+        # Keys issued to the user afterwards are a new family: unaffected. Others' too.
+        later = key_record(clock, kind=KeyKind.REFRESH)
+        await store.insert_keys([later])
+        await _assert_live(store, clock, later)
+        await _assert_live(store, clock, theirs)
+
+    async def test_concurrent_rotation_never_outlives_revocation(
+        self, store: Any, clock: FakeClock
+    ) -> None:
+        await seed_directory(store)
+        for trial in range(8):
+            first = key_record(clock, kind=KeyKind.REFRESH)
+            await store.insert_keys([first])
+            minted: list[KeyRecord] = [first]
+
+            async def rotate_in_a_loop(
+                first: KeyRecord = first, minted: list[KeyRecord] = minted
+            ) -> None:
+                current = first
+                for _ in range(20):
+                    pair = [
+                        key_record(clock, family_id=first.family_id),
+                        key_record(clock, family_id=first.family_id, kind=KeyKind.REFRESH),
+                    ]
+                    if not await store.rotate(current.id, pair, now=clock.now()):
+                        return
+                    minted.extend(pair)
+                    current = pair[1]
+
+            async def revoke_midway(first: KeyRecord = first, trial: int = trial) -> None:
+                for _ in range(trial):
+                    await anyio.lowlevel.checkpoint()
+                if trial % 2:
+                    await store.revoke(family_id=first.family_id, reason="r", now=clock.now())
+                else:
+                    await store.revoke(user_id="u1", reason="r", now=clock.now())
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(rotate_in_a_loop)
+                group.start_soon(revoke_midway)
+            for record in minted:
+                found = await store.lookup(record.key_hash)
+                assert found is not None and found.key.revoked_at is not None
+            for record in reversed(minted):
+                if record.kind is KeyKind.REFRESH:
+                    new = [key_record(clock, family_id=record.family_id)]
+                    assert await store.rotate(record.id, new, now=clock.now()) is False

@@ -1,0 +1,135 @@
+"""The request-side key scan: every encoded form of any key shape, whole or streamed."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from collections.abc import Callable
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentguard.credentials.keyscan import KeyInRequest, KeyScanner
+from agentguard.keys.format import generate_key
+from agentguard.model.keys import KeyKind
+from agentguard.secret import encoded_forms
+
+
+def _b64(prefix: bytes, alphabet: Callable[[bytes], bytes], pad: bool) -> Callable[[str], str]:
+    def encode(key: str) -> str:
+        text = alphabet(prefix + key.encode()).decode()
+        return text if pad else text.rstrip("=")
+
+    return encode
+
+
+ENCODINGS: dict[str, Callable[[str], str]] = {
+    "raw": lambda key: key,
+    "hex": lambda key: key.encode().hex(),
+    "HEX": lambda key: key.encode().hex().upper(),
+    "percent-every-byte": lambda key: "".join(f"%{byte:02x}" for byte in key.encode()),
+    "percent-twice": lambda key: quote("".join(f"%{byte:02X}" for byte in key.encode())),
+    "json-u-escapes": lambda key: "".join(f"\\u{ord(char):04X}" for char in key),
+    "json-escaped-base64": lambda key: json.dumps(base64.b64encode(b"??" + key.encode()).decode())[
+        1:-1
+    ].replace("/", "\\/"),
+    "mime-base64": lambda key: base64.encodebytes(b"\x00" * 40 + key.encode()).decode(),
+}
+for _align in range(3):
+    for _name, _alphabet in (("b64", base64.b64encode), ("b64url", base64.urlsafe_b64encode)):
+        for _pad in (True, False):
+            ENCODINGS[f"{_name}-{_align}-{'padded' if _pad else 'bare'}"] = _b64(
+                b"\xff" * _align, _alphabet, _pad
+            )
+
+
+def _inner(align: int) -> Callable[[str], str]:
+    """Only the base64 characters that the key's bytes alone determine, at one alignment."""
+
+    def encode(key: str) -> str:
+        text = base64.b64encode(b"\xff" * align + key.encode() + b"\xff\xff").decode()
+        return text[-(-8 * align // 6) : 8 * (align + len(key)) // 6]
+
+    return encode
+
+
+for _align in range(3):
+    ENCODINGS[f"b64-inner-{_align}"] = _inner(_align)
+
+KINDS = st.sampled_from([KeyKind.ACCESS, KeyKind.REFRESH])
+FILLER = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
+
+
+@given(
+    kind=KINDS,
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+    before=FILLER,
+    after=FILLER,
+    presented=st.booleans(),
+)
+def test_any_key_in_any_form_anywhere_is_found(
+    kind: KeyKind, encoding: str, before: str, after: str, presented: bool
+) -> None:
+    key = generate_key(kind).reveal()
+    scanner = KeyScanner([key] if presented else [generate_key(KeyKind.ACCESS).reveal()])
+    data = (before + ENCODINGS[encoding](key) + after).encode()
+    assert scanner.found_in(data)
+    with pytest.raises(KeyInRequest) as refused:
+        scanner.check(data, "body")
+    assert key not in str(refused.value) and key not in repr(refused.value)
+    assert refused.value.status == 400 and refused.value.code == "invalid_request"
+
+
+@given(
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+    before=st.binary(max_size=2000),
+    after=st.binary(max_size=500),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=8),
+)
+def test_a_streamed_key_is_found_across_any_chunk_boundaries(
+    encoding: str, before: bytes, after: bytes, cuts: list[int]
+) -> None:
+    key = generate_key(KeyKind.REFRESH).reveal()
+    data = before + ENCODINGS[encoding](key).encode() + after
+    stream = KeyScanner().stream()
+    bounds = [0, *sorted(cut % (len(data) + 1) for cut in cuts), len(data)]
+
+    def feed_all() -> None:
+        for start, end in itertools.pairwise(bounds):
+            stream.feed(data[start:end])
+        stream.finish()
+
+    with pytest.raises(KeyInRequest):
+        feed_all()
+
+
+@given(st.lists(st.binary(max_size=400), max_size=6))
+def test_a_body_without_a_key_streams_through_unchanged(chunks: list[bytes]) -> None:
+    stream = KeyScanner([generate_key(KeyKind.ACCESS).reveal()]).stream()
+    out = b"".join(stream.feed(chunk) for chunk in chunks) + stream.finish()
+    assert out == b"".join(chunks)
+
+
+KEY = generate_key(KeyKind.ACCESS).reveal()
+
+
+@pytest.mark.parametrize("form", sorted(encoded_forms(KEY)))
+def test_every_form_the_echo_scanner_knows_is_refused(form: str) -> None:
+    assert KeyScanner([KEY]).found_in(b"note=" + form.encode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"ag_at_short",
+        b"ag_xx_" + b"A" * 49,
+        b'plain text, a JSON body {"a": [1, 2, 3]}',
+        base64.b64encode(b"ag_at_" + b"!" * 49),
+        b"ag_at_" + b"A" * 48 + b"-",
+    ],
+)
+def test_what_is_not_a_key_passes(text: bytes) -> None:
+    assert not KeyScanner().found_in(text)
