@@ -6,7 +6,7 @@ shapes) is reported next to the typical µs/KiB on the reviewer benchmark's real
 (``bench_review.payload``), measured in the same run; the target is worst <= 5x typical.
 
 Then responsiveness: uvicorn on loopback serves an app whose chain reviews request bodies; from
-client threads, a trivial request is sent every 2 ms while a 1 MiB adversarial body is under
+another process, a trivial request is sent every 2 ms while a 1 MiB adversarial body is under
 review by the same event loop. The worst latency is reported next to the same request's latency
 on an idle server (target: answered within 50 ms).
 
@@ -16,12 +16,13 @@ on an idle server (target: answered within 50 ms).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import socket
 import statistics
-import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -78,6 +79,26 @@ def secret_bodies(size: int, rng: random.Random) -> dict[str, str]:
         "jwt long final part": "eyJhbGciOiJI.eyJzdWIiOiIx." + "a" * (size - 30),
         "base62 run": fill(_ALNUM, size),
     }
+
+
+MARKERS = "a\x00b\nc\\u0041%41d\\/"
+"""Every view marker of the exact-value matcher (NUL, line break, JSON and percent escapes)."""
+
+
+def vault_bodies(size: int) -> dict[str, str]:
+    """Bodies that make the exact-value matcher build and search every view (issue 14 F5)."""
+    return {
+        "every view marker": fill(MARKERS, size),
+        "plain ascii words": fill("abcdefghij ", size),
+        "escapes only": fill("\\u0041", size),
+        "percent-encoded escapes": fill("%5Cu0041", size),
+        "spaced base64 groups": fill("QUJD RA== ", size),
+    }
+
+
+def vault_values(count: int, rng: random.Random) -> list[str]:
+    """``count`` credential values of the shape vendors use."""
+    return [f"vendor-live-{rng.randbytes(18).hex()}" for _ in range(count)]
 
 
 def injection_bodies(size: int) -> dict[str, str]:
@@ -159,10 +180,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _drive(port: int, adversarial: bytes, rounds: int) -> tuple[float, list[float]]:
-    """From client threads: idle ping latency, then ping latencies while a review runs."""
-    base = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base) as pinger, httpx.Client(base_url=base, timeout=60) as heavy:
+def _pinger(port: int, ready: Any, stop: Any, results: Any) -> None:
+    """In its own process (so it never waits for the server's interpreter lock): idle ping
+    latency, then a ping every 2 ms until ``stop`` is set."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as pinger:
 
         def ping() -> float:
             start = time.perf_counter()
@@ -171,27 +192,44 @@ def _drive(port: int, adversarial: bytes, rounds: int) -> tuple[float, list[floa
             return (time.perf_counter() - start) * 1000
 
         idle = statistics.median([ping() for _ in range(100)])
+        ready.set()
         busy: list[float] = []
-        for _ in range(rounds):
-            outcome: list[str] = []
-
-            def send(into: list[str] = outcome) -> None:
-                into.append(heavy.post("/review", content=adversarial).text)
-
-            sender = threading.Thread(target=send)
-            sender.start()
-            while sender.is_alive():
-                busy.append(ping())
-                time.sleep(0.002)
-            sender.join()
-            assert outcome == ["blocked"], outcome
-    return idle, busy
+        while not stop.is_set():
+            busy.append(ping())
+            time.sleep(0.002)
+    results.put((idle, busy))
 
 
-async def responsiveness(size: int, rounds: int) -> tuple[float, float]:
+def _drive(port: int, adversarial: bytes, rounds: int, expected: str) -> tuple[float, list[float]]:
+    """Idle ping latency, then ping latencies while ``rounds`` reviews run one after another.
+
+    The pinger is another process: a client thread in the server's process would wait for the
+    interpreter lock that the review holds between its checkpoints, and measure that instead
+    of the event loop.
+    """
+    context = multiprocessing.get_context("spawn")
+    ready, stop, results = context.Event(), context.Event(), context.Queue()
+    pinger = context.Process(target=_pinger, args=(port, ready, stop, results))
+    pinger.start()
+    try:
+        assert ready.wait(60), "the pinger did not start"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as heavy:
+            for _ in range(rounds):
+                outcome = heavy.post("/review", content=adversarial).text
+                assert outcome == expected, outcome
+        stop.set()
+        idle, busy = results.get(timeout=60)
+    finally:
+        stop.set()
+        pinger.join(60)
+    return float(idle), list(busy)
+
+
+async def responsiveness(
+    size: int, rounds: int, chain: ReviewChain, adversarial: str, *, label: str, expected: str
+) -> tuple[float, float]:
     """Latency (ms) of a trivial request over a real socket: idle, and at worst while a 1 MiB
     adversarial body is reviewed by the same server (one event loop)."""
-    chain = ReviewChain([SecretLeakReviewer(), InjectionScreen()], max_bytes=size + 1024)
 
     async def review(request: Request) -> PlainTextResponse:
         body = await request.body()
@@ -206,16 +244,17 @@ async def responsiveness(size: int, rounds: int) -> tuple[float, float]:
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
     server = uvicorn.Server(config)
-    adversarial = fill("-----BEGIN RSA PRIVATE KEY-----\n", size // 2) + fill("<!--", size // 2)
     async with anyio.create_task_group() as group:
         group.start_soon(server.serve)
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
             await anyio.sleep(0.01)
-        idle, busy = await anyio.to_thread.run_sync(_drive, port, adversarial.encode(), rounds)
+        idle, busy = await anyio.to_thread.run_sync(
+            _drive, port, adversarial.encode(), rounds, expected
+        )
         server.should_exit = True
     worst = max(busy)
     print(
-        f"  trivial request: idle {idle:.2f} ms; during a {size / MIB:.2f} MiB adversarial review "
+        f"  trivial request: idle {idle:.2f} ms; during a {size / MIB:.2f} MiB {label} review "
         f"max {worst:.2f} ms, median {statistics.median(busy):.2f} ms over {len(busy)} requests"
     )
     return idle, worst
@@ -224,7 +263,7 @@ async def responsiveness(size: int, rounds: int) -> tuple[float, float]:
 async def main(mib: float, rounds: int, only: str | None) -> None:
     size = int(mib * MIB)
     rng = random.Random(14)
-    leak = SecretLeakReviewer(secrets=[f"vendor-live-{rng.randbytes(18).hex()}" for _ in range(20)])
+    leak = SecretLeakReviewer(secrets=vault_values(20, rng))
     screen = InjectionScreen()
     plain = [ReviewContext(Direction.IN, "POST", "/x", ""), ReviewContext(Direction.OUT)]
     json_context = [ReviewContext(Direction.OUT, "GET", "/x", "application/json")]
@@ -248,6 +287,21 @@ async def main(mib: float, rounds: int, only: str | None) -> None:
                 "SecretLeakReviewer", leak.review, plain[:1], bodies, typical, rounds, size
             )
         )
+    if only in (None, "secrets", "vault"):
+        for count in (20, 200):
+            vault = SecretLeakReviewer(secrets=vault_values(count, rng))
+            typical = await typical_case(vault.review, rounds)
+            rows.append(
+                await worst_case(
+                    f"SecretLeakReviewer ({count} vault values)",
+                    vault.review,
+                    plain[:1],
+                    vault_bodies(size),
+                    typical,
+                    rounds,
+                    size,
+                )
+            )
     if only in (None, "injection"):
         typical = await typical_case(screen.review, rounds)
         bodies = injection_bodies(size)
@@ -267,10 +321,27 @@ async def main(mib: float, rounds: int, only: str | None) -> None:
             )
         )
     if only in (None, "latency"):
-        idle, busy = await responsiveness(size, max(rounds, 3))
-        during = "trivial request during a 1 MiB adversarial review"
-        rows.append(Row("review", during, busy, "ms", "trivial request, idle", idle, True))
-        rows.append(Row("review", f"{during} (budget)", busy, "ms", "50 ms budget", 50.0, True))
+        chains = {
+            "adversarial": (
+                ReviewChain([SecretLeakReviewer(), InjectionScreen()], max_bytes=size + 1024),
+                fill("-----BEGIN RSA PRIVATE KEY-----\n", size // 2) + fill("<!--", size // 2),
+                "blocked",
+            ),
+            "view-marker (200 vault values)": (
+                ReviewChain(
+                    [SecretLeakReviewer(secrets=vault_values(200, rng))], max_bytes=size + 1024
+                ),
+                fill(MARKERS, size),
+                "ok",
+            ),
+        }
+        for label, (chain, body, expected) in chains.items():
+            idle, busy = await responsiveness(
+                size, max(rounds, 3), chain, body, label=label, expected=expected
+            )
+            during = f"trivial request during a 1 MiB {label} review"
+            rows.append(Row("review", during, busy, "ms", "trivial request, idle", idle, True))
+            rows.append(Row("review", f"{during} (budget)", busy, "ms", "50 ms budget", 50.0, True))
     record(rows)
 
 
@@ -278,6 +349,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mib", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["secrets", "injection", "latency"])
+    parser.add_argument("--only", choices=["secrets", "vault", "injection", "latency"])
     options = parser.parse_args()
     anyio.run(main, options.mib, options.rounds, options.only)

@@ -10,9 +10,14 @@ oracle): it signs exactly when the log extends the sink's newest checkpoint.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 import shutil
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -23,6 +28,7 @@ from hypothesis import strategies as st
 
 from agentguard.audit import (
     Action,
+    AuditEntry,
     AuditEvent,
     Category,
     Checkpointer,
@@ -34,6 +40,8 @@ from agentguard.audit import (
     open_checkpoint,
     verify_log,
 )
+from agentguard.audit.chain import leaf_hash
+from agentguard.audit.events import canonical_json
 from agentguard.config import load_settings
 from agentguard.gateway import build_gateway
 from agentguard.gateway.app import Gateway
@@ -234,6 +242,167 @@ def test_checkpointer_signs_exactly_when_verify_finds_the_log_extends_the_sink(
             assert open_checkpoint(note, [SIGNER.vkey()]).size == len(store._audit)
 
     anyio.run(run)
+
+
+TAMPERED_FIELDS = ("hash", "prev", "body")
+tampers = st.tuples(
+    st.integers(min_value=1, max_value=25),  # events signed at the first checkpoint
+    st.integers(min_value=0, max_value=10),  # events read and signed at a second one
+    st.integers(min_value=0, max_value=8),  # events appended but not read yet
+    st.sampled_from(TAMPERED_FIELDS),  # which stored field is rewritten
+    st.integers(min_value=0, max_value=10**6),  # where (modulo the log's length)
+    st.booleans(),  # reseal: the stored hash recomputed to match the edited body
+    st.integers(min_value=0, max_value=6),  # events the gateway appends after the tamper
+    st.booleans(),  # a fresh checkpointer (restarted) or the running one
+)
+
+
+def tamper(entry: AuditEntry, which: str, reseal: bool) -> AuditEntry:
+    """``entry`` with one stored field rewritten, as someone with write access to the DB would."""
+    if which == "hash":
+        return AuditEntry(entry.seq, hashlib.sha256(b"forged" + entry.hash).digest(), entry.body)
+    event = json.loads(entry.body)
+    if which == "prev":
+        event["prev"] = base64.b64encode(hashlib.sha256(event["prev"].encode()).digest()).decode()
+    else:  # the same length: the row's size gives nothing away
+        event["path"] = "/z" + event["path"][2:]
+    body = canonical_json(event)
+    return AuditEntry(entry.seq, leaf_hash(body) if reseal else entry.hash, body)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tampers)
+def test_checkpointer_signs_a_tampered_log_only_when_verify_finds_it_sound(
+    case: tuple[int, int, int, str, int, bool, int, bool],
+) -> None:
+    """One stored field (hash, prev or body) rewritten before or after what was read.
+
+    The oracle is ``verify_log`` over the whole log against the newest note: the checkpointer
+    signs exactly when it finds the log sound and extending the sink, whether the running
+    checkpointer (which read part of the log before the tamper) or a restarted one signs.
+    """
+    first, read_more, unread, which, where, reseal, after, fresh = case
+
+    async def run() -> None:
+        store, sink = MemoryStore(), MemoryCheckpointSink()
+        checkpointer = Checkpointer(store, SIGNER, ORIGIN, sink, batch=4)
+        await store.append(events(first, "a"))
+        await checkpointer.checkpoint()
+        await store.append(events(read_more, "b"))
+        await checkpointer.checkpoint()
+        await store.append(events(unread, "c"))
+        position = where % len(store._audit)
+        store._audit[position] = tamper(store._audit[position], which, reseal)
+        await store.append(events(after, "d"))  # chains onto the stored (maybe forged) hash
+        notes = await sink.notes()
+        oracle = verify_log(await store.read(), notes[-1:], [SIGNER.vkey()], origin=ORIGIN)
+        signer = Checkpointer(store, SIGNER, ORIGIN, sink, batch=4) if fresh else checkpointer
+        try:
+            note = await signer.checkpoint()
+        except CheckpointRefused:
+            assert not oracle.ok, "refused a log that verify_log finds sound"
+            assert await sink.notes() == notes and not signer.healthy
+        else:
+            assert oracle.ok, f"signed a tampered log: {oracle.first}"
+            assert open_checkpoint(note, [SIGNER.vkey()]).size == len(store._audit)
+
+    anyio.run(run)
+
+
+def live_restore(snapshot: Path, path: Path) -> None:
+    """Copy ``snapshot`` into the live database file with SQLite's backup API (store open)."""
+    with closing(sqlite3.connect(snapshot)) as source, closing(sqlite3.connect(path)) as live:
+        source.backup(live)
+
+
+def forge_rows(path: Path, sql: str, *params: object) -> None:
+    """Rewrite rows directly, the append-only triggers dropped first (a DB admin can)."""
+    with closing(sqlite3.connect(path)) as db:
+        triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        for (name,) in triggers:
+            db.execute(f'DROP TRIGGER "{name}"')
+        db.execute(sql, params)
+        db.commit()
+
+
+@pytest.mark.anyio
+async def test_running_checkpointer_refuses_a_fork_whose_head_hash_was_set_back(
+    tmp_path: Path,
+) -> None:
+    """Restore size 4 into the live file, regrow to the signed 8, set seq 7's hash column back.
+
+    The running checkpointer re-hashes the entry it read last from its body, so the stored
+    hash it compared before is no longer enough: it refuses, now and at every later round.
+    """
+    path, snapshot = tmp_path / "audit.db", tmp_path / "snapshot.db"
+    sink = DirectoryCheckpointSink(tmp_path / "checkpoints")
+    async with SQLiteStore(path) as store:
+        checkpointer = Checkpointer(store, SIGNER, ORIGIN, sink)
+        for event in events(4, "real"):
+            await store.append([event])
+        with closing(sqlite3.connect(path)) as live, closing(sqlite3.connect(snapshot)) as copy:
+            live.backup(copy)
+        await store.append(events(4, "gone"))
+        await checkpointer.checkpoint()
+        head = await store.head()
+        assert head is not None
+        live_restore(snapshot, path)
+        await store.append(events(4, "forged"))
+        forge_rows(path, "UPDATE audit SET hash = ? WHERE seq = 7", head.hash)
+        signed = sorted(p.name for p in sink.directory.iterdir())
+        for round_ in range(3):
+            await store.append(events(3, f"after{round_}"))
+            with pytest.raises(LogForked, match="seq 7 was replaced"):
+                await checkpointer.checkpoint()
+        assert not checkpointer.healthy
+        assert sorted(p.name for p in sink.directory.iterdir()) == signed
+
+
+@pytest.mark.anyio
+async def test_running_checkpointer_refuses_an_old_body_rewritten_at_the_same_length(
+    tmp_path: Path,
+) -> None:
+    path, sink = tmp_path / "audit.db", DirectoryCheckpointSink(tmp_path / "checkpoints")
+    async with SQLiteStore(path) as store:
+        checkpointer = Checkpointer(store, SIGNER, ORIGIN, sink)
+        await store.append(events(8, "a"))
+        await checkpointer.checkpoint()
+        old = (await store.read(2, 3))[0].body
+        forge_rows(path, "UPDATE audit SET body = ? WHERE seq = 2", old.replace(b"/a/2", b"/z/2"))
+        await store.append(events(2, "b"))
+        with pytest.raises(LogForked, match="seq 2, read before, was rewritten"):
+            await checkpointer.checkpoint()
+        assert len(list(sink.directory.iterdir())) == 1
+
+
+@pytest.mark.anyio
+async def test_reverify_every_k_catches_an_old_rewrite_within_k_checkpoints() -> None:
+    """The opt-out of the full re-read still re-hashes the last entry read every time."""
+    store, sink = MemoryStore(), MemoryCheckpointSink()
+    checkpointer = Checkpointer(store, SIGNER, ORIGIN, sink, reverify_every=3)
+    await store.append(events(6, "a"))
+    await checkpointer.checkpoint()  # round 1
+    store._audit[1] = tamper(store._audit[1], "body", reseal=True)
+    outcomes = []
+    for round_ in range(2, 5):
+        await store.append(events(1, f"r{round_}"))
+        try:
+            await checkpointer.checkpoint()
+            outcomes.append("signed")
+        except LogForked:
+            outcomes.append("refused")
+            break
+    assert outcomes == ["signed", "refused"]  # round 3 re-read the prefix
+    with pytest.raises(ValueError):
+        Checkpointer(store, SIGNER, ORIGIN, sink, reverify_every=0)
+
+    other = MemoryStore()
+    head_forged = Checkpointer(other, SIGNER, ORIGIN, MemoryCheckpointSink(), reverify_every=1000)
+    await other.append(events(4, "a"))
+    await head_forged.checkpoint()
+    other._audit[3] = tamper(other._audit[3], "body", reseal=False)
+    with pytest.raises(LogForked, match="seq 3 was replaced"):
+        await head_forged.checkpoint()
 
 
 async def readyz(gateway: Gateway) -> httpx.Response:

@@ -89,6 +89,8 @@ def test_checkpoint_verify_and_tamper(
                 str(checkpoints),
                 "--vkey",
                 vkey,
+                "--origin",
+                "audit.test/log",
             ]
         )
         == 0
@@ -111,6 +113,8 @@ def test_checkpoint_verify_and_tamper(
             str(checkpoints),
             "--vkey",
             vkey,
+            "--origin",
+            "audit.test/log",
             "--json",
         ]
     )

@@ -196,7 +196,7 @@ def test_truncated_log_under_checkpoints_fails_even_with_allow_empty(
     _, signed, vkey = anchored
     url = _empty_log(tmp_path)
     args = ["audit", "verify", "--store", url, "--checkpoints", str(signed), "--vkey", vkey]
-    assert main([*args, "--allow-empty"]) == 1
+    assert main([*args, "--origin", ORIGIN, "--allow-empty"]) == 1
     out = capsys.readouterr().out
     assert "TRUNCATED-BELOW-CHECKPOINT" in out and "log size 0 < signed checkpoint size 12" in out
 
@@ -270,3 +270,133 @@ def test_store_descriptions_never_carry_a_password() -> None:
     assert describe_store(url) == "postgresql://app@db.internal:5433/prod?schema=audit"
     assert describe_store("sqlite:///var/lib/agentguard.db") == "sqlite:///var/lib/agentguard.db"
     assert describe_store("no scheme") == "(not a store URL)"
+
+
+OTHER = "audit.test/another-log"
+
+
+@pytest.fixture(scope="module")
+def other_origin(
+    anchored: tuple[Path, Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Checkpoints of *another* log, signed with the same trusted key.
+
+    Its first 5 events are byte-identical to the real log's, so its note matches the real
+    log's prefix: only the origin line tells the two logs apart.
+    """
+    root, _, _ = anchored
+    other = tmp_path_factory.mktemp("other")
+    _fill(other / "other.db", 5)
+    code = main(
+        [
+            "audit", "checkpoint", "--store", f"sqlite:///{other / 'other.db'}",
+            "--key", str(root / "signing.pem"), "--name", "audit.test",
+            "--origin", OTHER, "--checkpoints", str(other / "checkpoints"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return other / "checkpoints"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("other", None, 1, "needs the log's origin"),
+        ("other", ORIGIN, 1, f"no checkpoint of origin {ORIGIN}"),
+        ("other", "env", 1, f"no checkpoint of origin {ORIGIN}"),
+        ("real", None, 1, "needs the log's origin"),
+        ("real", ORIGIN, 0, "OK: 12 events, anchored at size 12"),
+        ("real", "env", 0, "OK: 12 events, anchored at size 12"),
+        ("real", "audit.test/lgo", 1, "no checkpoint of origin audit.test/lgo"),
+    ],
+)
+def test_a_checkpoint_directory_of_another_log_anchors_nothing(
+    case: tuple[str, str | None, int, str],
+    anchored: tuple[Path, Path, str],
+    other_origin: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Notes of another origin, even signed by a trusted key and matching a prefix, never pass.
+
+    Without the log's origin (``--origin`` or ``AGENTGUARD_AUDIT_ORIGIN``) a checkpoint
+    directory cannot be checked at all; the failure names the directory and its origins.
+    """
+    directory, origin, code, says = case
+    root, signed, vkey = anchored
+    folder = other_origin if directory == "other" else signed
+    monkeypatch.delenv("AGENTGUARD_AUDIT_ORIGIN", raising=False)
+    args = ["audit", "verify", "--store", f"sqlite:///{root / 'agentguard.db'}"]
+    args += ["--checkpoints", str(folder), "--vkey", vkey]
+    if origin == "env":
+        monkeypatch.setenv("AGENTGUARD_AUDIT_ORIGIN", ORIGIN)
+    elif origin is not None:
+        args += ["--origin", origin]
+    capsys.readouterr()
+    assert main(args) == code
+    out = capsys.readouterr().out
+    assert says in out, out
+    if code:
+        assert str(folder) in out and (OTHER if directory == "other" else ORIGIN) in out
+        assert not any(line.startswith("OK") for line in out.splitlines())
+
+
+@pytest.fixture(scope="module")
+def export(anchored: tuple[Path, Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export of the real 12-event log with its checkpoint and origin."""
+    root, signed, vkey = anchored
+    out = tmp_path_factory.mktemp("export") / "evidence"
+    args = ["audit", "export", "--store", f"sqlite:///{root / 'agentguard.db'}", "--out", str(out)]
+    assert main([*args, "--checkpoints", str(signed), "--vkey", vkey, "--origin", ORIGIN]) == 0
+    return out
+
+
+EDITS = ["keep", "cut", "empty", "extra line", "manifest count", "manifest head", "no manifest"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(edit=st.sampled_from(EDITS), keep=st.integers(min_value=0, max_value=11))
+def test_a_truncated_or_altered_export_never_verifies(
+    edit: str, keep: int, export: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """events.jsonl cut to ``keep`` lines (or emptied, or grown), or the manifest edited.
+
+    The manifest's event count, last seq and head must match what was read: only the
+    untouched export passes, with or without ``--allow-empty``.
+    """
+    copy = tmp_path_factory.mktemp("copy") / "evidence"
+    shutil.copytree(export, copy)
+    events_file, manifest_file = copy / "events.jsonl", copy / "manifest.json"
+    lines = events_file.read_bytes().splitlines(keepends=True)
+    manifest = json.loads(manifest_file.read_text())
+    if edit == "cut":
+        events_file.write_bytes(b"".join(lines[:keep]))
+    elif edit == "empty":
+        events_file.write_bytes(b"")
+    elif edit == "extra line":
+        events_file.write_bytes(b"".join([*lines, lines[-1]]))
+    elif edit == "manifest count":
+        manifest["events"] = keep
+        manifest_file.write_text(json.dumps(manifest))
+    elif edit == "manifest head":
+        manifest["head"] = manifest["head"][::-1]
+        manifest_file.write_text(json.dumps(manifest))
+    elif edit == "no manifest":
+        manifest_file.unlink()
+    for extra in ([], ["--allow-empty"]):
+        code = main(["audit", "verify", "--export", str(copy), *extra])
+        assert code == (0 if edit == "keep" else 1), edit
+
+
+def test_export_manifest_mismatch_is_named(
+    export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "evidence"
+    shutil.copytree(export, copy)
+    lines = (copy / "events.jsonl").read_bytes().splitlines(keepends=True)
+    (copy / "events.jsonl").write_bytes(b"".join(lines[:4]))
+    capsys.readouterr()
+    assert main(["audit", "verify", "--export", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "the manifest says 12 events but events.jsonl holds 4" in out
+    assert "last_seq 11" in out and out.splitlines()[-1].startswith("FAIL: 4 events")

@@ -1,40 +1,134 @@
-"""The core never imports a web framework; ``import agentguard`` stays light."""
+"""The core never imports a web framework; ``import agentguard`` stays light.
+
+The static side is .importlinter (``nox -s imports`` runs ``lint-imports``); these tests check
+the same promises at run time, in a fresh interpreter, by public package names only.
+"""
 
 from __future__ import annotations
 
+import configparser
+import json
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
+import agentguard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Every package below the adapters (shared design §1 and docs/design/layers.md).
 CORE = [
     "agentguard",
+    "agentguard.audit",
+    "agentguard.clock",
+    "agentguard.config",
+    "agentguard.context",
+    "agentguard.credentials",
+    "agentguard.dpop",
+    "agentguard.errors",
     "agentguard.guard",
     "agentguard.keys",
-    "agentguard.resolver",
-    "agentguard.permissions",
-    "agentguard.storage",
-    "agentguard.audit",
     "agentguard.model",
-    "agentguard.errors",
+    "agentguard.permissions",
+    "agentguard.redaction",
+    "agentguard.request",
+    "agentguard.resolver",
     "agentguard.review",
+    "agentguard.rls",
+    "agentguard.secret",
+    "agentguard.services",
+    "agentguard.storage",
+    "agentguard.target",
 ]
-FRAMEWORKS = ["starlette", "fastapi", "flask", "werkzeug", "httpx", "uvicorn"]
+FRAMEWORKS = ["starlette", "fastapi", "flask", "werkzeug", "httpx", "uvicorn", "mcp"]
+DRIVERS = ["asyncpg", "redis"]
 
 
-def test_core_imports_no_web_framework() -> None:
-    code = (
-        "import sys\n"
-        + "".join(f"import {m}\n" for m in CORE)
-        + f"print(','.join(m for m in {FRAMEWORKS!r} if m in sys.modules))"
-    )
+_PROBE = """
+import importlib, json, sys
+modules, watched = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+found, seen = {}, set()
+for name in modules:
+    importlib.import_module(name)
+    new = [m for m in watched if m in sys.modules and m not in seen]
+    seen.update(new)
+    if new:
+        found[name] = new
+print(json.dumps(found))
+"""
+
+
+def _first_importers(modules: list[str], watched: list[str]) -> dict[str, list[str]]:
+    """Import ``modules`` in order in a fresh interpreter; which of ``watched`` each one loaded."""
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _PROBE, json.dumps(modules), json.dumps(watched)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert result.stdout.strip() == ""
+    loaded: dict[str, list[str]] = json.loads(result.stdout)
+    return loaded
+
+
+def test_core_imports_no_web_framework_or_driver() -> None:
+    assert _first_importers(CORE, FRAMEWORKS + DRIVERS) == {}
+
+
+def test_each_core_package_alone_imports_no_web_framework() -> None:
+    # In reverse order too, so a package is seen loading a framework even if an earlier one
+    # would have loaded it first.
+    assert _first_importers(list(reversed(CORE)), FRAMEWORKS + DRIVERS) == {}
+
+
+def test_the_check_sees_a_framework_when_one_is_imported() -> None:
+    assert _first_importers(["agentguard.httpclient"], FRAMEWORKS) == {
+        "agentguard.httpclient": ["httpx"]
+    }
 
 
 def test_asgi_layer_needs_no_starlette() -> None:
-    code = "import sys, agentguard.asgi\nprint('starlette' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
+    assert _first_importers(["agentguard.asgi"], ["starlette"]) == {}
+
+
+def test_wsgi_layer_loads_no_asgi_code() -> None:
+    found = _first_importers(["agentguard.wsgi"], ["agentguard.asgi", "starlette"])
+    assert found == {}
+
+
+def _contracts() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    parser.read(ROOT / ".importlinter", encoding="utf-8")
+    return parser
+
+
+def _layered_packages() -> set[str]:
+    layers = _contracts()["importlinter:contract:layers"]["layers"]
+    names = set()
+    for line in layers.split("\n"):
+        for part in line.replace("|", ":").split(":"):
+            name = part.strip().strip("()")  # "(name)": a layer that may be absent
+            if name:
+                names.add(name)
+    return names
+
+
+def test_every_public_package_has_a_layer() -> None:
+    # A new public module or package must be placed in .importlinter (and layers.md) first.
+    public = {
+        f"agentguard.{info.name}"
+        for info in pkgutil.iter_modules(agentguard.__path__)
+        if not info.name.startswith("_")
+    }
+    assert public - _layered_packages() == set()
+
+
+def test_core_contract_covers_the_core() -> None:
+    sources = _contracts()["importlinter:contract:core-no-web"]["source_modules"].split()
+    assert sorted(sources) == sorted(name for name in CORE if name != "agentguard")
+
+
+def test_design_doc_names_every_layered_package() -> None:
+    text = (ROOT / "docs" / "design" / "layers.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in _layered_packages() if f"`{name}`" not in text)
+    assert missing == []

@@ -1,21 +1,25 @@
-"""Finding any form of known secrets in text: the matcher the echo scanner and the secret-leak
-reviewer share.
+"""Finding any form of known secrets in text: the matcher the echo scanner, the request key
+scanner and the secret-leak reviewer share.
 
 :func:`agentguard.secret.encoded_forms` says which strings reveal a secret. A reader can undo
-more than those forms, so each is also looked for in the *views* of the text:
+more than those forms, so each is also looked for in the *views* of the text
+(:mod:`agentguard._secret_views`: NULs and whitespace removed, JSON escapes and
+percent-encoding undone in either order).
 
-- the text with NUL characters removed: UTF-16 or UTF-32 text read as UTF-8 (an ASCII key at
-  any alignment), or a key interleaved with NULs;
-- the text with line breaks removed (``\\n``, ``\\r``, and their JSON escapes): base64 wrapped
-  at 76 characters (MIME, ``base64.encodebytes``) or 64 (PEM), a key wrapped by a terminal;
-- each of those with JSON string escapes undone (``\\u0073`` for every character, surrogate
-  pairs, ``\\/``), then percent-encoding undone too, then JSON escapes once more where the
-  percent-decoding made new ones: both layers, in either order.
+Matching is linear by construction: all the forms of all the secrets are one Aho-Corasick
+automaton (``pyahocorasick``, built once after secrets are added, in time linear in the total
+length of the forms), and each view is read once, whatever it holds. No text makes it slower:
+the automaton's transitions are all computed in advance, unlike a lazily built RE2 DFA, which
+on 1,400 literals runs out of memory and falls back to the NFA (3 s per MiB), and on crafted
+near-misses spends 0.6 s per MiB building states even with 256 MiB of memory.
 
-A view is made only when its marker (a NUL, a line break, a backslash, a percent sign) is in
-the text, so a single line of plain text costs one pass per form. Text that is mostly not UTF-8
-(more than one byte in eight invalid: an image, an archive) gets the NUL view only: escapes,
-percent signs and line breaks in binary data are noise, and undoing them cost 0.2 s per MiB.
+:meth:`SecretMatcher.find` is synchronous (the echo and key scanners check headers and bounded
+windows); :meth:`SecretMatcher.find_stepwise` does the same work in steps of at most
+:data:`~agentguard._secret_views.STEP` characters (views are built in such steps too, and
+matched in slices that overlap by the longest form), awaiting a ``pause`` between steps: the
+secret-leak reviewer passes :func:`agentguard.review.budget.checkpoint`, which yields to the
+event loop and enforces the review's deadline.
+
 Of a secret's forms only those that contain no other form of the same secret are searched (a
 prefix fragment is inside the raw value, a base64 core inside the whole base64): finding any
 form is finding the secret.
@@ -23,138 +27,76 @@ form is finding the secret.
 Streaming: :meth:`SecretMatcher.holdback` says how many trailing characters of a window could
 still be the start of a match that the next chunk completes. An unescaped form needs its own
 length; each escape introducer (backslash, percent sign) in the tail can stretch a match by at
-most 11 characters (``\\ud83d\\ude00`` is 12 characters for one), each NUL or line break by
-one. The count is taken over the tail itself until it settles, so a JSON stream with an
-occasional ``\\n`` holds back little more than the longest form, and one that escapes every
-character holds back enough to see a whole escaped form.
+most 11 characters (``\\ud83d\\ude00`` is 12 characters for one), each NUL or whitespace
+character by one. The count is taken over the tail itself until it settles, so a JSON stream
+with an occasional ``\\n`` holds back little more than the longest form, and one that escapes
+every character holds back enough to see a whole escaped form, up to :attr:`SecretMatcher.span`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from urllib.parse import unquote_to_bytes
+from collections.abc import Awaitable, Callable, Iterable
 
+import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick ships no type hints
+
+from agentguard._secret_views import STEP, text_views, unescape_json, unwrap, view_steps
 from agentguard.secret import encoded_forms
 
-__all__ = ["SPAN_PER_CHARACTER", "SecretMatcher", "text_views", "unescape_json", "unwrap"]
+__all__ = [
+    "SPAN_PER_CHARACTER",
+    "Pause",
+    "SecretMatcher",
+    "text_views",
+    "unescape_json",
+    "unwrap",
+]
 
 SPAN_PER_CHARACTER = 48
-"""Most characters one character of a form takes in the deepest view searched (a percent-encoded
-JSON escape of a surrogate pair, as UTF-32 read as UTF-8); bounds a streamed window."""
+"""Most characters one character of a form takes in the deepest view searched in a stream (a
+percent-encoded JSON escape of a surrogate pair, as UTF-32 read as UTF-8); bounds a streamed
+window. Whole texts are also decoded deeper (up to three rounds of each decoding)."""
 
 _ESCAPE_STRETCH = 11  # an escape is at most 12 characters for one (a \uXXXX\uXXXX pair)
 _SLACK = 12  # an escape cut at the end of a window is still held back whole
 
-_SIMPLE_ESCAPES = {
-    '"': '"',
-    "/": "/",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-}
-_HEX = frozenset("0123456789abcdefABCDEF")
+Pause = Callable[[], Awaitable[None]]
+"""What :meth:`SecretMatcher.find_stepwise` awaits between steps."""
 
 
-def unescape_json(text: str) -> str:
-    """``text`` with JSON string escapes undone, surrogate pairs joined; anything else kept.
-
-    Splits on backslashes (so the cost is in the number of escapes, not of characters) and
-    reads each escape as a JSON parser would: ``\\\\`` is one backslash, so the escape after
-    it starts afresh.
-    """
-    if "\\" not in text:
-        return text
-    parts = text.split("\\")
-    out = [parts[0]]
-    surrogates = False
-    index, count = 1, len(parts)
-    while index < count:
-        part = parts[index]
-        index += 1
-        if not part:  # "\\\\": an escaped backslash; the text after the second one is plain
-            out.append("\\")
-            if index < count:
-                out.append(parts[index])
-                index += 1
-            continue
-        first = part[0]
-        if first == "u" and len(part) >= 5 and _HEX.issuperset(part[1:5]):
-            code = int(part[1:5], 16)
-            surrogates = surrogates or 0xD800 <= code < 0xE000
-            out.extend((chr(code), part[5:]))
-        elif first in _SIMPLE_ESCAPES:
-            out.extend((_SIMPLE_ESCAPES[first], part[1:]))
-        else:  # not an escape a JSON parser accepts: keep it as it was
-            out.extend(("\\", part))
-    plain = "".join(out)
-    if surrogates:  # \ud83d\ude00 is one character
-        plain = plain.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-    return plain
+def _longest_first(form: str) -> tuple[int, str]:
+    return -len(form), form
 
 
-def unwrap(text: str) -> str:
-    """``text`` without line breaks, raw or JSON-escaped."""
-    for line_break in ("\r", "\n", "\\r", "\\n"):
-        text = text.replace(line_break, "")
-    return text
+class _Automaton:
+    """Forms in one Aho-Corasick automaton: which one occurs first, or all that occur."""
 
+    __slots__ = ("_automaton", "longest")
 
-def _bytes(text: str) -> bytes:
-    """``text`` as the bytes it was decoded from (a lone surrogate that no byte made, say from
-    a ``\\ud800`` escape cut at a window's edge, is kept as its own three bytes)."""
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
+    def __init__(self, forms: dict[str, str]) -> None:
+        self.longest = max(map(len, forms), default=0)
+        self._automaton: object | None = None
+        if forms:
+            automaton = ahocorasick.Automaton()
+            for form, secret in forms.items():
+                automaton.add_word(form, (form, secret))
+            automaton.make_automaton()
+            self._automaton = automaton
 
+    def first(self, text: str, start: int = 0, end: int | None = None) -> str | None:
+        """The secret whose form ends first in ``text[start:end]``, or ``None``."""
+        if self._automaton is None:
+            return None
+        found = self._automaton.iter(text, start, len(text) if end is None else end)  # type: ignore[attr-defined]
+        for _, (_, secret) in found:
+            return str(secret)
+        return None
 
-def _unquote(text: str) -> str:
-    # Through bytes: urllib's str unquote splits the text at every non-ASCII run, which is slow
-    # on text that is mostly not ASCII; this costs one step per percent sign.
-    return unquote_to_bytes(_bytes(text)).decode("utf-8", "surrogateescape")
-
-
-def _mostly_binary(text: str) -> bool:
-    """Whether more than one byte in eight of ``text`` was not UTF-8 (kept as surrogates)."""
-    if text.isascii():
-        return False
-    invalid = len(_bytes(text)) - len(text.encode("utf-8", "ignore"))
-    return invalid * 8 > len(text)
-
-
-def text_views(text: str) -> Iterator[str]:
-    """``text`` and each distinct view of it (see the module docstring), ``text`` first.
-
-    Per base text (the text, without NULs, and each of those without line breaks; for mostly
-    binary text only the first two, as they are): JSON
-    escapes undone when there is a ``\\u`` or ``\\/`` (other escapes make control characters,
-    which no form holds); then percent-encoding undone (which also decodes a ``%`` that a
-    ``\\u0025`` made); then JSON escapes once more if percent-decoding made new ones
-    (``%5Cu0073``).
-    """
-    bases = [text]
-    if "\x00" in text:
-        bases.append(text.replace("\x00", ""))
-    if _mostly_binary(text):  # an image or an archive: nobody unescapes it
-        yield from bases
-        return
-    if "\n" in text or "\r" in text or "\\n" in text or "\\r" in text:
-        bases.extend([unwrap(base) for base in bases])
-    for base in bases:
-        yield base
-        current = base
-        if "\\u" in base or "\\/" in base:
-            current = unescape_json(base)
-            if current != base:
-                yield current
-        if "%" in current:
-            unquoted = _unquote(current)
-            if unquoted != current:
-                yield unquoted
-                if unquoted.count("\\") > current.count("\\"):
-                    yield unescape_json(unquoted)
+    def every(self, text: str, start: int = 0, end: int | None = None) -> set[str]:
+        """Every form that occurs in ``text[start:end]``."""
+        if self._automaton is None:
+            return set()
+        found = self._automaton.iter(text, start, len(text) if end is None else end)  # type: ignore[attr-defined]
+        return {str(form) for _, (form, _) in found}
 
 
 class SecretMatcher:
@@ -170,7 +112,7 @@ class SecretMatcher:
         self.min_length = max(1, min_length)
         self.forms: dict[str, str] = {}  # every form -> the secret it reveals
         self._search: dict[str, str] = {}  # the forms looked for -> the secret
-        self._folded: dict[str, str] | None = None  # the same, lower case (made when needed)
+        self._automata: dict[str, _Automaton] = {}  # built when first needed after an add
         self._secrets: set[str] = set()
         self.longest = 0
         for secret in secrets:
@@ -195,8 +137,20 @@ class SecretMatcher:
                 self._search.setdefault(form, secret)
                 self.longest = max(self.longest, len(form))
         self._secrets.add(secret)
-        self._folded = None
+        self._automata = {}  # rebuilt on the next search; a search under way keeps its own
         return True
+
+    def _automaton(self, kind: str) -> _Automaton:
+        automaton = self._automata.get(kind)
+        if automaton is None:
+            if kind == "all":
+                forms = self.forms
+            elif kind == "folded":
+                forms = {form.lower(): secret for form, secret in self._search.items()}
+            else:
+                forms = self._search
+            automaton = self._automata[kind] = _Automaton(forms)
+        return automaton
 
     def find(self, text: str, *, fold_case: bool = False) -> str | None:
         """The secret that a form in ``text`` (or in a view of it) reveals, or ``None``.
@@ -204,23 +158,50 @@ class SecretMatcher:
         ``fold_case`` matches regardless of case (for header names, which HTTP lower-cases
         on the way: a key in a name still reaches the agent, in lower case).
         """
-        search = self._search
-        if fold_case:
-            if self._folded is None:
-                self._folded = {form.lower(): secret for form, secret in search.items()}
-            search, text = self._folded, text.lower()
-        if not search:
+        if not self._search:
             return None
-        for view in text_views(text):
-            for form, secret in search.items():
-                if form in view:
-                    return secret
+        automaton = self._automaton("folded" if fold_case else "search")
+        for view in text_views(text.lower() if fold_case else text):
+            found = automaton.first(view)
+            if found is not None:
+                return found
+        return None
+
+    async def find_stepwise(self, text: str, pause: Pause) -> str | None:
+        """:meth:`find`, awaiting ``pause()`` between steps of at most
+        :data:`~agentguard._secret_views.STEP` characters of work (see the module docstring).
+        """
+        if not self._search:
+            return None
+        automaton = self._automaton("search")
+        overlap = automaton.longest - 1
+        for view in view_steps(text):
+            if view is None:
+                await pause()
+                continue
+            for start in range(0, len(view), STEP):
+                if start:
+                    await pause()
+                found = automaton.first(view, start, min(len(view), start + STEP + overlap))
+                if found is not None:
+                    return found
         return None
 
     def forms_in(self, text: str) -> list[str]:
         """Every form present in ``text`` itself (no view), longest first: what to redact."""
-        found = [form for form in self.forms if form in text]
-        return sorted(found, key=len, reverse=True)
+        return sorted(self._automaton("all").every(text), key=_longest_first)
+
+    async def forms_in_stepwise(self, text: str, pause: Pause) -> list[str]:
+        """:meth:`forms_in` in slices of :data:`~agentguard._secret_views.STEP` characters
+        (overlapping by the longest form), awaiting ``pause()`` between them."""
+        automaton = self._automaton("all")
+        overlap = max(automaton.longest - 1, 0)
+        found: set[str] = set()
+        for start in range(0, len(text), STEP):
+            if start:
+                await pause()
+            found |= automaton.every(text, start, min(len(text), start + STEP + overlap))
+        return sorted(found, key=_longest_first)
 
     @property
     def span(self) -> int:
@@ -241,7 +222,7 @@ class SecretMatcher:
         while True:
             tail = text[-keep:]
             escapes = tail.count("\\") + tail.count("%")
-            removed = tail.count("\x00") + tail.count("\n") + tail.count("\r")
+            removed = tail.count("\x00") + len(tail) - sum(map(len, tail.split()))
             needed = base + _ESCAPE_STRETCH * escapes + removed
             if needed <= keep or keep >= cap or keep >= len(text):
                 return min(keep, len(text))

@@ -54,6 +54,7 @@ __all__ = [
     "BadGateway",
     "Challenge",
     "ConfigurationError",
+    "CorruptRecord",
     "GatewayTimeout",
     "HTTPResponseParts",
     "InsufficientScope",
@@ -559,6 +560,14 @@ class ServiceUnavailable(AgentGuardError):
 
 class StoreUnavailable(ServiceUnavailable):
     """The storage backend failed or timed out."""
+
+
+class CorruptRecord(StoreUnavailable):
+    """A stored record does not parse (edited outside agentguard, or a foreign writer).
+
+    Refused like an outage (503) wherever nothing better is known; the credential swapper
+    reports a corrupt credential row as the service's credential being unavailable (502).
+    """
 
 
 class AuditUnavailable(ServiceUnavailable):

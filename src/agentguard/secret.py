@@ -18,7 +18,8 @@ echo scanner, the secret-leak reviewer and the request key scanner share. The po
   a secret is at most 7 characters: common words and ids would match.
 
 The matcher (:class:`agentguard._secret_match.SecretMatcher`) looks for these forms in the text
-and in the text with JSON escapes, percent-encoding and interleaved NUL bytes undone.
+and in the text with JSON escapes, percent-encoding, interleaved NUL bytes and whitespace undone
+(:mod:`agentguard._secret_views`).
 """
 
 from __future__ import annotations

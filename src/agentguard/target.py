@@ -16,6 +16,11 @@ is looked up, and what is left has exactly one meaning:
 - no segment is empty (``//``) except a final one (a trailing slash), none is ``.`` or ``..``,
   and none ends with ``.``.
 
+Letter case, format suffixes (``admin.json``) and ``+``/``~`` at a segment's edges are left as
+they are: such paths are legitimate (``/tags/c++``, ``/report.csv``), so rather than refusing
+them, :mod:`agentguard.permissions` matches rules under those readings and applies the
+stricter rule.
+
 A :class:`Target` is the decoded segments. Its :attr:`~Target.path` is what rules match; its
 :attr:`~Target.raw` is the one encoding forwarded, which decodes (once, twice, leniently) to
 that same path, ``%2F`` aside.

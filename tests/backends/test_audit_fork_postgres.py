@@ -93,6 +93,51 @@ async def test_a_rolled_back_postgres_log_is_not_signed(
     assert await sink.notes() == notes
 
 
+async def forge_head_hash(dsn: str, schema: str, seq: int, digest: bytes) -> None:
+    """Set the stored hash of ``seq`` (and of the head row) to ``digest``, triggers off."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        async with connection.transaction():
+            await connection.execute(f'ALTER TABLE "{schema}".audit DISABLE TRIGGER USER')
+            # the schema is the test's own random_name(): no injection
+            forged = f'UPDATE "{schema}".audit SET hash = $2 WHERE seq = $1'  # noqa: S608
+            await connection.execute(forged, seq, digest)
+            head = f'UPDATE "{schema}".audit_head SET hash = $1'  # noqa: S608
+            await connection.execute(head, digest)
+            await connection.execute(f'ALTER TABLE "{schema}".audit ENABLE TRIGGER USER')
+    finally:
+        await connection.close()
+
+
+async def test_running_checkpointer_refuses_a_regrown_fork_with_the_old_head_hash(
+    location: tuple[str, str], tmp_path: Path
+) -> None:
+    """Rolled back to 4 under a running checkpointer, regrown to the signed 8, head hash forged.
+
+    Later events chain onto the forged hash; the checkpointer re-hashes the entry it read last
+    from its body and refuses, at every round, instead of signing the fork.
+    """
+    dsn, schema = location
+    signer = Ed25519Signer.generate("audit.example.test")
+    sink = DirectoryCheckpointSink(tmp_path / "checkpoints")
+    async with PostgresStore(dsn, schema=schema) as store:
+        checkpointer = Checkpointer(store, signer, ORIGIN, sink)
+        await store.append(events(8, "a"))
+        await checkpointer.checkpoint()
+        head = await store.head()
+        assert head is not None
+        await roll_back(dsn, schema, 4)
+        await store.append(events(4, "forged"))
+        await forge_head_hash(dsn, schema, 7, head.hash)
+        notes = await sink.notes()
+        for round_ in range(2):
+            await store.append(events(3, f"after{round_}"))
+            with pytest.raises(LogForked, match="seq 7 was replaced"):
+                await checkpointer.checkpoint()
+        assert not checkpointer.healthy
+    assert await sink.notes() == notes
+
+
 async def test_read_only_commands_never_create_a_postgres_schema(
     location: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,6 +153,8 @@ async def test_read_only_commands_never_create_a_postgres_schema(
         captured = capsys.readouterr()
         assert code == 2, (command, captured)
         assert "OK" not in captured.out
+        assert "does not exist or has no agentguard tables" in captured.err, captured.err
+        assert "upgrade" not in captured.err  # it would create the mistyped schema
     connection = await asyncpg.connect(dsn)
     try:
         exists = await connection.fetchval(

@@ -7,6 +7,7 @@ import pytest
 
 from agentguard.storage.postgres import PostgresStore
 from agentguard.storage.postgres.store import is_disconnect
+from agentguard.storage.protocols import StorageError
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import key_record, seed_directory
 
@@ -50,7 +51,12 @@ async def test_store_recovers_after_its_connections_are_terminated(
         except Exception as exc:
             failure = exc
             revoked = await store.revoke(key_id=record.id, reason="r", now=clock.now())
-        assert failure is None or is_disconnect(failure), failure
+        # ...raised as StorageError, caused by the driver's disconnect.
+        assert failure is None or (
+            isinstance(failure, StorageError)
+            and failure.__cause__ is not None
+            and is_disconnect(failure.__cause__)
+        ), failure
         assert revoked == 1
         found = await store.lookup(record.key_hash)
         assert found is not None and found.key.revoked_reason == "r"

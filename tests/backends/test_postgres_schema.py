@@ -70,7 +70,7 @@ async def test_without_auto_upgrade_a_missing_schema_is_refused(
 ) -> None:
     dsn, schema = pg_schema
     store = PostgresStore(dsn, clock=clock, schema=schema, auto_upgrade=False)
-    with pytest.raises(SchemaVersionError, match="db upgrade"):
+    with pytest.raises(SchemaVersionError, match="does not exist or has no agentguard tables"):
         await store.initialize()
     await store.close()
 

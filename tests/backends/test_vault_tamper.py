@@ -252,3 +252,53 @@ async def test_a_raw_edit_of_a_bound_column_is_refused(
     assert denied[-1]["decision"] == "deny" and denied[-1]["status"] == 502
     assert denied[-1]["reason"] == "credential_unavailable"
     assert not any(secret in str(events) for secret in SECRETS)
+
+
+# Edits that leave a column the store cannot even read back: a tampered row, not an outage.
+UNREADABLE = {
+    "scope_not_a_scope": _same(
+        "UPDATE {t} SET scope = 'superuser' WHERE id = :id", ("admin",), "admin", CRM_ACCT1
+    ),
+    "scope_upper_case": _same(
+        "UPDATE {t} SET scope = 'USER' WHERE id = :id", ("admin",), "admin", CRM_ACCT1
+    ),
+    "owner_kind_not_a_kind": Case(
+        ("own",),
+        "own",
+        "UPDATE {t} SET owner_kind = 'root' WHERE id = :id",
+        "UPDATE {t} SET owner_kind = 'root' WHERE id = :id",
+        CRM_USER1,
+    ),
+    "created_at_out_of_range": Case(
+        ("own",),
+        "own",
+        "UPDATE {t} SET created_at = 9223372036854775807 WHERE id = :id",
+        "UPDATE {t} SET created_at = 'infinity' WHERE id = :id",
+        CRM_USER1,
+    ),
+    "ciphertext_as_text": Case(
+        ("own",),
+        "own",
+        "UPDATE {t} SET ciphertext = 'not bytes' WHERE id = :id",
+        "UPDATE {t} SET ciphertext = ''::bytea WHERE id = :id",
+        CRM_USER1,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE))
+async def test_an_unreadable_credential_row_is_a_502_not_an_outage(
+    backend: Backend, gateway: Gateway, upstream: tuple[FakeUpstream, str], name: str
+) -> None:
+    case = UNREADABLE[name]
+    ids = await _store(gateway, case.rows)
+    await backend.execute(getattr(case, backend.kind), ids[case.edited])
+    response = await gateway.client.get("/contacts", headers={"X-Api-Key": gateway.key})
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["service"] == "crm" and body["reason"] == "credential_unavailable"
+    assert not any(secret in response.text + str(response.headers) for secret in SECRETS)
+    assert upstream[0].requests == []
+    events = [entry.event() for entry in await backend.store.read()]
+    denied = [e for e in events if e["action"] == "proxy.upstream"]
+    assert (denied[-1]["decision"], denied[-1]["reason"]) == ("deny", "credential_unavailable")

@@ -154,6 +154,22 @@ FIELDS = [
 ]
 
 
+def same_document(written: object, read: object) -> bool:
+    """``written`` (what dump_credentials wrote back) is ``read`` (the accepted input): every
+    field equal, timestamps as the same instant (``Z`` and ``+00:00`` name the same one)."""
+    if not isinstance(written, dict) or not isinstance(read, dict) or set(written) != set(read):
+        return False
+    for name, value in read.items():
+        if name in ("issued_at", "expires_at"):
+            if not isinstance(value, str) or datetime.fromisoformat(
+                written[name]
+            ) != datetime.fromisoformat(value):
+                return False
+        elif written[name] != value:
+            return False
+    return True
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.one_of(
@@ -164,22 +180,36 @@ FIELDS = [
         ),
     )
 )
-def test_arbitrary_input_only_raises_credentials_file_error(data: bytes) -> None:
+def test_arbitrary_input_is_refused_or_round_trips(data: bytes) -> None:
     try:
-        parse_credentials(data)
+        parsed = parse_credentials(data)
     except CredentialsFileError:
-        pass
+        return
+    # accepted: what was read is what is written back, and reads back the same
+    dumped = dump_credentials(parsed)
+    assert same_document(json.loads(dumped), json.loads(data)), data
+    assert dump_credentials(parse_credentials(dumped)) == dumped
 
 
 @settings(max_examples=100, deadline=None)
 @given(field=st.sampled_from(FIELDS), value=json_values)
-def test_any_field_mutation_only_raises_credentials_file_error(field: str, value: object) -> None:
+def test_any_field_mutation_is_refused_or_kept_exactly(field: str, value: object) -> None:
     document = json.loads(dump_credentials(sample(bound=False)))
     document[field] = value
     try:
-        parse_credentials(json.dumps(document).encode())
+        parsed = parse_credentials(json.dumps(document).encode())
     except CredentialsFileError:
-        pass
+        return
+    # accepted: the new value was taken as it stands, never coerced or dropped
+    assert same_document(json.loads(dump_credentials(parsed)), document), (field, value)
+
+
+def test_unmodified_document_is_accepted_and_kept() -> None:
+    # the accepting branch of the two properties above is reachable
+    for bound in (False, True):
+        document = json.loads(dump_credentials(sample(bound=bound)))
+        parsed = parse_credentials(json.dumps(document).encode())
+        assert same_document(json.loads(dump_credentials(parsed)), document)
 
 
 WORKER = textwrap.dedent(

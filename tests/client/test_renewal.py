@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import anyio
 import pytest
 
-from agentguard.client import Renewer
+from agentguard.client import AgentAuth, Renewer
 from agentguard.client.renewal import Flight
 from tests.client.conftest import LIFETIME, Runtime, Server, credentials_for
 
@@ -22,12 +23,35 @@ async def _until(condition: Callable[[], bool]) -> None:
             await anyio.sleep(0.005)
 
 
+class CountingClock:
+    """The runtime's clock, counting how often it is read: each renewer check reads it."""
+
+    def __init__(self, auth: AgentAuth) -> None:
+        self.inner = auth.clock
+        self.reads = 0
+        auth.clock = self
+
+    def now(self) -> datetime:
+        self.reads += 1
+        return self.inner.now()
+
+    def monotonic(self) -> float:
+        return self.inner.monotonic()
+
+    async def checks(self, more: int) -> None:
+        """Wait (deadline 5 s) until the clock has been read ``more`` more times."""
+        target = self.reads + more
+        await _until(lambda: self.reads >= target)
+
+
 async def test_task_renews_an_idle_agent_ahead_of_expiry(runtime: Runtime) -> None:
     auth = runtime.auth()
     first = auth.credentials
+    clock = CountingClock(auth)
     async with Renewer(auth, poll_interval=0.01, rng=random.Random(7)) as renewer:
-        await anyio.sleep(0.05)
+        await clock.checks(3)  # the renewer has looked at the clock, and more than once
         assert renewer.renewals == 0  # not due yet
+        assert runtime.recorder.token_calls == 0
         runtime.clock.advance(0.8 * LIFETIME)
         await _until(lambda: renewer.renewals == 1)
         renewed = auth.credentials
@@ -43,16 +67,20 @@ async def test_task_renews_an_idle_agent_ahead_of_expiry(runtime: Runtime) -> No
 
 async def test_renewer_and_requests_never_refresh_twice(runtime: Runtime) -> None:
     auth = runtime.auth()
+    clock = CountingClock(auth)
     async with runtime.client(auth) as client, Renewer(auth, poll_interval=0.001):
         for _ in range(5):
             runtime.clock.advance(0.45 * LIFETIME)
             async with anyio.create_task_group() as group:
                 for _ in range(10):
                     group.start_soon(client.get, "/crm/contacts")
-            await anyio.sleep(0.02)
+            await clock.checks(2)  # the renewer gets its turn between the bursts
     events = [e.event() for e in await runtime.store.read()]
     assert not [e for e in events if e["action"] == "key.reuse_detected"]
     assert 401 not in runtime.recorder.statuses
+    assert runtime.recorder.statuses.count(200) >= 50
+    # 2.25 lifetimes went by without a 401, so the keys were renewed at least twice
+    assert auth.refreshes >= 2
     assert runtime.recorder.token_calls == auth.refreshes
 
 

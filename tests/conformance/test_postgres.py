@@ -1,4 +1,8 @@
-"""PostgresStore passes every storage contract, each test in a schema of its own."""
+"""PostgresStore passes every storage contract, each test in a schema of its own.
+
+``other_store`` is a second ``PostgresStore`` (its own pool, as another app instance has) on
+the same schema.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,35 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agentguard.storage.postgres import PostgresStore
+from agentguard.storage.protocols import (
+    AuditStore,
+    CredentialStore,
+    DirectoryStore,
+    KeyStore,
+    ReplayCache,
+)
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     AuditStoreContract,
+    CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
+    FailureContract,
     KeyStoreContract,
+    LivenessContract,
+    MultiInstanceContract,
+    OtherLoopContract,
     ReplayCacheContract,
+    StatefulContract,
 )
 from tests.backends.services import temporary_schema
+
+
+def _implements(
+    store: PostgresStore,
+) -> tuple[DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore]:
+    """Never called: ``mypy --strict`` checks the store against each Protocol tested below."""
+    return (store, store, store, store, store)
 
 
 class TestPostgresStore(
@@ -24,11 +48,37 @@ class TestPostgresStore(
     ReplayCacheContract,
     CredentialStoreContract,
     AuditStoreContract,
+    LivenessContract,
+    CredentialLivenessContract,
+    MultiInstanceContract,
+    StatefulContract,
+    FailureContract,
+    OtherLoopContract,
 ):
+    loop_bound = True  # asyncpg pools belong to one loop: one store per loop
+
+    async def break_store(self, store: PostgresStore) -> None:
+        """Close the store's pool behind its back: asyncpg then refuses every acquire."""
+        await store._pool.close()
+
     @pytest.fixture
-    async def store(self, clock: FakeClock) -> AsyncIterator[PostgresStore]:
-        async with (
-            temporary_schema() as (dsn, schema),
-            PostgresStore(dsn, clock=clock, schema=schema) as store,
-        ):
+    async def location(self) -> AsyncIterator[tuple[str, str]]:
+        """``(dsn, schema)``: a fresh schema, dropped after the test."""
+        async with temporary_schema() as location:
+            yield location
+
+    @pytest.fixture
+    async def store(
+        self, location: tuple[str, str], clock: FakeClock
+    ) -> AsyncIterator[PostgresStore]:
+        dsn, schema = location
+        async with PostgresStore(dsn, clock=clock, schema=schema) as store:
             yield store
+
+    @pytest.fixture
+    async def other_store(
+        self, store: PostgresStore, location: tuple[str, str], clock: FakeClock
+    ) -> AsyncIterator[PostgresStore]:
+        dsn, schema = location
+        async with PostgresStore(dsn, clock=clock, schema=schema) as other:
+            yield other

@@ -1,4 +1,9 @@
-"""SQLiteStore passes every storage contract, on a file and in memory."""
+"""SQLiteStore passes every storage contract, on a file and in memory.
+
+On a file, a second ``SQLiteStore`` over the same file is ``other_store``: two instances with
+their own connections and locks, as two processes on one database. ``:memory:`` cannot be
+shared, so the in-memory store runs the single-instance contracts only.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,42 @@ from pathlib import Path
 
 import pytest
 
+from agentguard.storage.protocols import (
+    AuditStore,
+    CredentialStore,
+    DirectoryStore,
+    KeyStore,
+    ReplayCache,
+)
 from agentguard.storage.sqlite import SQLiteStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     AuditStoreContract,
+    CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
+    FailureContract,
     KeyStoreContract,
+    LivenessContract,
+    MultiInstanceContract,
+    OtherLoopContract,
     ReplayCacheContract,
+    StatefulContract,
 )
+
+
+async def break_sqlite(store: SQLiteStore) -> None:
+    """Close the store's connection behind its back: every later statement fails in sqlite3."""
+    connection = store._connection
+    assert connection is not None, "the store has not opened its database yet"
+    connection.close()
+
+
+def _implements(
+    store: SQLiteStore,
+) -> tuple[DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore]:
+    """Never called: ``mypy --strict`` checks the store against each Protocol tested below."""
+    return (store, store, store, store, store)
 
 
 class TestSQLiteStore(
@@ -24,11 +56,29 @@ class TestSQLiteStore(
     ReplayCacheContract,
     CredentialStoreContract,
     AuditStoreContract,
+    LivenessContract,
+    CredentialLivenessContract,
+    MultiInstanceContract,
+    StatefulContract,
+    FailureContract,
+    OtherLoopContract,
 ):
+    loop_bound = False  # worker threads under one lock: any loop, several at once
+
+    async def break_store(self, store: SQLiteStore) -> None:
+        await break_sqlite(store)
+
     @pytest.fixture
     async def store(self, clock: FakeClock, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
         async with SQLiteStore(tmp_path / "agentguard.db", clock=clock) as store:
             yield store
+
+    @pytest.fixture
+    async def other_store(
+        self, store: SQLiteStore, clock: FakeClock, tmp_path: Path
+    ) -> AsyncIterator[SQLiteStore]:
+        async with SQLiteStore(tmp_path / "agentguard.db", clock=clock) as other:
+            yield other
 
 
 class TestSQLiteMemoryStore(
@@ -37,7 +87,14 @@ class TestSQLiteMemoryStore(
     ReplayCacheContract,
     CredentialStoreContract,
     AuditStoreContract,
+    FailureContract,
+    OtherLoopContract,
 ):
+    loop_bound = False  # worker threads under one lock: any loop, several at once
+
+    async def break_store(self, store: SQLiteStore) -> None:
+        await break_sqlite(store)
+
     @pytest.fixture
     async def store(self, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
         async with SQLiteStore(":memory:", clock=clock) as store:

@@ -25,9 +25,9 @@ from agentguard.asgi.scope import request_from_scope, route_path
 from agentguard.audit.chain import GENESIS_PREV, AuditEntry, leaf_hash, seal
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.verify import verify_log
-from agentguard.client.credentials_file import parse_credentials
+from agentguard.client.credentials_file import dump_credentials, parse_credentials
 from agentguard.client.errors import CredentialsFileError
-from agentguard.config import SettingsError, load_settings
+from agentguard.config import load_settings
 from agentguard.dpop.jose import b64url_encode
 from agentguard.dpop.jwk import public_jwk
 from agentguard.errors import (
@@ -44,6 +44,7 @@ from agentguard.request import GuardRequest, parse_authorization
 from agentguard.resolvers import JWTAccessTokenResolver
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
+from tests.client.test_credentials_file import same_document
 from tests.fuzz.conftest import FUZZ
 
 # ---------------------------------------------------------------------------------------------
@@ -292,11 +293,12 @@ def test_config_loader_raises_only_settings_errors(text: str, environ: dict[str,
     path = _CONFIG_DIR / f"agentguard-{os.getpid()}.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
     try:
-        load_settings(path, environ=environ)
-    except SettingsError:
-        pass
-    except ConfigurationError:  # SettingsError's parent, also raised by the settings models
-        pass
+        settings = load_settings(path, environ=environ)
+    except ConfigurationError:  # SettingsError and its parent, raised by the settings models
+        return
+    # accepted: an environment variable, when given, wins over the file
+    if "AGENTGUARD_SERVER_PORT" in environ:  # "8", " 8 ", "+8", "8.0" and "1_000" all read
+        assert settings.server.port == float(environ["AGENTGUARD_SERVER_PORT"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,11 +355,15 @@ def credentials_bytes(draw: st.DrawFn) -> bytes:
 @example(data=b'{"version": 1, "version": 1}')
 @example(data=b'{"version": NaN}')
 @example(data=b"\xff\xfe")
-def test_credentials_file_raises_only_credentials_file_error(data: bytes) -> None:
+def test_credentials_file_is_refused_or_round_trips(data: bytes) -> None:
     try:
-        parse_credentials(data, source="fuzz")
+        parsed = parse_credentials(data, source="fuzz")
     except CredentialsFileError:
-        pass
+        return
+    # accepted: written back, it is the same document, and reads back the same
+    dumped = dump_credentials(parsed)
+    assert same_document(json.loads(dumped), json.loads(data)), data
+    assert dump_credentials(parse_credentials(dumped, source="fuzz")) == dumped
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from agentguard import Guard, MemoryStore, Principal
+from agentguard import ConfigurationError, Guard, MemoryStore, Principal
 from agentguard.integrations.fastapi import AgentGuardSecurity, CurrentPrincipal, install, require
 from agentguard.model import IssuedKeys
 from agentguard.testing import FakeClock, make_user
@@ -141,7 +141,10 @@ def test_missing_guard_is_a_configuration_error() -> None:
     async def x(principal: CurrentPrincipal) -> str:
         return principal.user_id
 
-    with TestClient(app, raise_server_exceptions=True) as client, pytest.raises(Exception):  # noqa: B017
+    with (
+        TestClient(app, raise_server_exceptions=True) as client,
+        pytest.raises(ConfigurationError, match=r"install\(app, guard\)"),
+    ):
         client.get("/x")
 
 

@@ -14,6 +14,7 @@ import httpx2
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from agentguard import Guard, MemoryStore
 from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
@@ -62,11 +63,27 @@ def served() -> Iterator[Served]:
         yield Served(server.url, store, guard, reader_keys, writer_keys, clock)
 
 
+def leaf_errors(error: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups, or ``error`` itself."""
+    nested = getattr(error, "exceptions", None)
+    if nested is None:
+        return [error]
+    return [leaf for inner in nested for leaf in leaf_errors(inner)]
+
+
 @asynccontextmanager
-async def session(url: str, key: str | None) -> AsyncIterator[ClientSession]:
+async def session(
+    url: str, key: str | None, statuses: list[int] | None = None
+) -> AsyncIterator[ClientSession]:
+    """An initialised SDK session; ``statuses`` collects the status of every HTTP response."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def record(response: httpx2.Response) -> None:
+        if statuses is not None:
+            statuses.append(response.status_code)
+
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=10) as http,
+        httpx2.AsyncClient(headers=headers, timeout=10, event_hooks={"response": [record]}) as http,
         streamable_http_client(url + "/mcp", http_client=http) as (read, write),
         ClientSession(read, write) as client,
     ):
@@ -75,9 +92,16 @@ async def session(url: str, key: str | None) -> AsyncIterator[ClientSession]:
 
 
 async def test_listing_tools_without_a_key_is_401_with_resource_metadata(served: Served) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - the SDK wraps the 401 its own way
-        async with session(served.url, None) as client:
+    statuses: list[int] = []
+    refused: Exception | None = None
+    try:
+        async with session(served.url, None, statuses) as client:
             await client.list_tools()
+    except Exception as error:  # the SDK raises MCPError inside its task groups
+        refused = error
+    assert refused is not None, "the SDK listed tools without a key"
+    assert [type(error) for error in leaf_errors(refused)] == [MCPError]
+    assert statuses == [401]  # the very first request was refused, and nothing got through
     async with httpx.AsyncClient() as http:
         response = await http.post(served.url + "/mcp", json={})
     assert response.status_code == 401

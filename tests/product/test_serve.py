@@ -227,7 +227,7 @@ def test_serve_runs_an_agent_session_and_drains_on_sigterm(  # noqa: PLR0915 - o
         assert secret not in text
     verify = cli(
         "audit", "verify", "--store", store, "--checkpoints", str(tmp_path / "checkpoints"),
-        "--vkey", vkey.out.strip(),
+        "--vkey", vkey.out.strip(), "--origin", "audit.test/agentguard",
     )  # fmt: skip
     assert verify.code == 0, verify.out
     assert f"anchored at size {len(entries)}" in verify.out  # the shutdown checkpoint

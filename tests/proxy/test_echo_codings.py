@@ -246,5 +246,6 @@ def test_refused_coding_reads_every_listed_coding() -> None:
 def test_the_hand_written_codings_are_real() -> None:
     import brotli  # dev dependencies: the check must run, not skip
     import zstandard
+
     assert brotli.decompress(brotli_stored(ECHO)) == ECHO
     assert zstandard.ZstdDecompressor().decompress(zstd_raw(ECHO)) == ECHO

@@ -233,7 +233,7 @@ async def test_a_clean_body_in_another_charset_reaches_the_agent_as_utf8() -> No
     assert json.loads(first.content) == json.loads(second.content) == document
     assert first.content.decode("utf-8")  # valid UTF-8 bytes
     assert third.content == b"\xef\xbb\xbf" + b'{"ok": true}'
-    assert third.headers["content-type"] == "application/json"
+    assert third.headers["content-type"] == "application/json; charset=utf-8"  # one reading
 
 
 async def test_innocent_encoded_text_passes() -> None:

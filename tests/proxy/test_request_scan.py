@@ -3,8 +3,9 @@
 - An agentguard key (the presented access key, another user's key, a refresh key) anywhere but
   the credential position (path, query, another header's name or value, the body), raw or in
   any encoded form, is refused with 400 before anything goes upstream.
-- Method overrides (headers and query parameters, every spelling) are authorised as the
-  stricter method and never reach the vendor.
+- Method overrides (headers and query parameters, every spelling, including the names PHP,
+  Rack 2 and Laravel read leniently, and body fields) are authorised as the stricter method;
+  those in headers and query never reach the vendor.
 - Compressed request bodies are refused (415); upstream, only ``gzip, deflate`` is asked for.
 """
 
@@ -15,7 +16,7 @@ import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -233,7 +234,8 @@ async def test_a_form_field_override_on_a_read_level_post_needs_the_stricter_lev
     ):
         reader = {"X-Api-Key": gateway.key(2)}
         for form in (b"q=a&_method=DELETE", b"%5Fmethod=put&q=a", b"X-HTTP-Method-Override=PATCH"):
-            opaque = await client.post("/crm/search", headers=reader, content=form)
+            binary = {**reader, "content-type": "application/octet-stream"}
+            opaque = await client.post("/crm/search", headers=binary, content=form)
             assert opaque.status_code == 200  # not a form: the body is the vendor's business
             gateway.crm.requests.clear()
             form_headers = {**reader, "content-type": "application/x-www-form-urlencoded"}
@@ -246,3 +248,44 @@ async def test_a_form_field_override_on_a_read_level_post_needs_the_stricter_lev
             content=b"q=a&_method=POST",
         )
         assert plain.status_code == 200
+
+
+#: Override spellings PHP, Rack 2 or Laravel read (query, content type, body): issue 14 item 4.
+LENIENT_OVERRIDES = [
+    ("?.method=DELETE", "application/json", b"{}"),
+    ("?%2Emethod=DELETE", "application/json", b"{}"),
+    ("?[method=DELETE", "application/json", b"{}"),
+    ("?_method[]=PUT", "application/json", b"{}"),
+    ("?q=a;_method=PATCH", "application/json", b"{}"),
+    ("", "application/x-www-form-urlencoded", b"q=a&.method=DELETE"),
+    ("", "application/x-www-form-urlencoded", b"q=a;_method=DELETE"),
+    ("", "application/x-www-form-urlencoded", b"q=a; _method=DELETE"),
+    ("", None, b"_method=DELETE"),
+    ("", "text/plain", b"_method=DELETE"),
+    ("", "application/json", b'{"q": "a", "_method": "DELETE"}'),
+]  # a Content-Type with two fields ("form, text/plain", a form to PHP) is refused 415 anyway
+
+
+async def test_overrides_lenient_frameworks_read_need_the_stricter_level() -> None:
+    search = ServiceRoute(path="/search", methods={"POST": Level.READ})
+    async with (
+        socket_gateway(routes=(search,)) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=10) as client,
+    ):
+        reader, writer = gateway.key(2), gateway.key(0)
+        for query, content_type, body in LENIENT_OVERRIDES:
+            headers = {"X-Api-Key": reader}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            refused = await client.post("/crm/search" + query, headers=headers, content=body)
+            assert refused.status_code == 403, (query, content_type, body, refused.text)
+            assert refused.json()["error"] == "insufficient_scope"
+        assert gateway.crm.requests == []
+        for query, content_type, body in LENIENT_OVERRIDES:
+            headers = {"X-Api-Key": writer}
+            if content_type is not None:
+                headers["Content-Type"] = content_type
+            allowed = await client.post("/crm/search" + query, headers=headers, content=body)
+            assert allowed.status_code == 200, (query, content_type, body, allowed.text)
+        for seen in gateway.crm.requests:  # the query's overrides are stripped
+            assert "method" not in unquote(seen.query).lower(), seen.query

@@ -4,9 +4,11 @@ The gateway fronts ``crm`` (base ``/v1``) whose rules are: everything reads by m
 ``/admin`` and ``/contacts/export``, which need ``write``. The agent's key only reads. For a large
 generated set of hostile targets (encoded letters in the mount, double encoding, ``;`` parameters,
 backslashes, dot segments, case variants, fullwidth and overlong forms, trailing dots and
-spaces), whatever reaches the vendor is read every way :mod:`tests.support.path_readings` knows
-(RFC 3986 normalisation, decoding twice, ``\\`` as ``/``, ``;`` dropped, trailing dots stripped,
-NFKC, case folding, overlong UTF-8) and no reading may land under a ``write`` rule or outside
+spaces, format suffixes, ``+`` and ``~``), whatever reaches the vendor is read every way
+:mod:`tests.support.path_readings` knows (RFC 3986 normalisation, decoding twice, ``\\`` as
+``/``, ``;`` dropped, trailing dots stripped, NFKC, case folding, overlong UTF-8, format
+suffixes as Rails and Spring drop them, ``+`` as a trimmed space, a trailing ``~``) and no
+reading may land under a ``write`` rule or outside
 ``/v1``. ``files`` is the same service with ``allow_encoded_slash``.
 
 Volume runs through the ASGI app, with scopes built exactly as uvicorn builds them and an
@@ -68,6 +70,7 @@ HOSTILE = [
     "ADMIN", "Admin", "aDmIn", "%61dmin", "%41DMIN", "adm%69n", "admin.", "admin..", "admin%2e",
     "admin%20", "admin%09", "%ef%bd%81dmin", "contacts", "CONTACTS", "export", "Export",
     "exp%6frt", "users", "~", "+", ":", "@", "'", "!", "$", "a", "%41", "%7e",
+    ".json", ".csv", ".JSON", ".a.b", ".%6Ason", "%2Ejson", "%2B", "~+", ".x~",
 ]
 # fmt: on
 PIECES = st.one_of(
@@ -95,6 +98,20 @@ EXAMPLE_TARGETS = [
     "/files/contacts%2F..%2Fadmin",
     "/files/admin%2Fusers",
     "/files/ADMIN%2fusers",
+    # issue 14 (second round) item 3: format suffixes and edge characters
+    "/crm/admin.json",
+    "/crm/contacts/export.csv",
+    "/crm/Admin.JSON",
+    "/crm/admin.a.b",
+    "/crm/admin.json/",
+    "/crm/admin.%6Ason",
+    "/crm/admin.json?x=1",
+    "/crm/contacts/EXPORT.xml",
+    "/crm/admin+",
+    "/crm/admin%2B",
+    "/crm/admin~",
+    "/crm/+admin/users",
+    "/files/admin.json%2Fusers",
 ]
 
 
@@ -266,6 +283,9 @@ async def test_issue_examples_are_refused_before_the_vendor(recorded: Built, tar
         ("/crm/administrators", "/v1/administrators"),
         ("/crm/", "/v1/"),
         ("/files/docs%2Fa.txt", "/v1/docs%2Fa.txt"),  # opted in: forwarded encoded
+        ("/crm/contacts/export-history.csv", "/v1/contacts/export-history.csv"),
+        ("/crm/tags/c++", "/v1/tags/c++"),
+        ("/crm/contacts.json", "/v1/contacts.json"),
     ],
 )
 async def test_plain_targets_are_forwarded_canonically(

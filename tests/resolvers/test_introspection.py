@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentguard import ConfigurationError, Grants, InvalidToken, MemoryStore
 from agentguard.errors import Reason, ServiceUnavailable
@@ -119,6 +122,14 @@ async def test_cache_never_outlives_the_tokens_exp(setup: Setup) -> None:
         {"token_type": "N_A"},
         {"token_type": 1},
         {"typ": "Refresh"},  # Keycloak's marker for refresh tokens
+        {"typ": "Offline"},  # Keycloak's offline (refresh) token
+        {"typ": "refresh "},
+        {"typ": ["refresh_token"]},
+        {"token_use": "id"},  # Cognito ID token
+        {"token_type": "urn:ietf:params:oauth:token-type:id_token"},
+        {"token_type": "refresh-token"},
+        {"iat": 1e300},
+        {"iat": -1e300},
         {"iss": None},
         {"aud": None},
         {"aud": ["https://other.test", "https://also-not.test"]},
@@ -186,7 +197,7 @@ async def test_any_audience_is_an_explicit_opt_out() -> None:
 
 
 async def test_untyped_answers_are_accepted_only_when_configured() -> None:
-    resolver, endpoint, _, _ = await make_setup(token_types=None)
+    resolver, endpoint, _, _ = await make_setup(require_token_type=False)
     endpoint.active()
     del endpoint.answer["token_type"]
     assert (await resolver.resolve("tok")).user_id == "user-1"
@@ -194,3 +205,65 @@ async def test_untyped_answers_are_accepted_only_when_configured() -> None:
     with pytest.raises(InvalidToken) as caught:
         await resolver.resolve("tok-2")
     assert caught.value.reason is Reason.WRONG_KEY_KIND
+
+
+KIND_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "Bearer",
+            "DPoP",
+            "access_token",
+            "refresh_token",
+            "Refresh",
+            "Offline",
+            "ID",
+            "id_token",
+            "N_A",
+            "urn:ietf:params:oauth:token-type:refresh_token",
+            "urn:ietf:params:oauth:token-type:access_token",
+            "at+jwt",
+            "access",
+            "mac",
+            "",
+        ]
+    ),
+    st.text(max_size=12),
+)
+ACCESS = {"bearer", "dpop", "access", "access_token", "at+jwt", "application/at+jwt",
+          "urn:ietf:params:oauth:token-type:access_token"}  # fmt: skip
+
+
+def _names_access(value: object) -> bool:
+    """The oracle, written independently: whitespace and case ignored, '-' read as '_'."""
+    return isinstance(value, str) and value.strip().lower().replace("-", "_") in ACCESS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kinds=st.fixed_dictionaries(
+        {},
+        optional={
+            "token_type": st.one_of(KIND_VALUES, st.integers(), st.none()),
+            "typ": st.one_of(KIND_VALUES, st.lists(KIND_VALUES, max_size=1)),
+            "token_use": KIND_VALUES,
+        },
+    ),
+    required=st.booleans(),
+)
+def test_only_answers_naming_an_access_token_resolve(kinds: dict[str, Any], required: bool) -> None:
+    async def attempt() -> bool:
+        resolver, endpoint, _, _ = await make_setup(require_token_type=required, cache_ttl=0)
+        endpoint.active()
+        del endpoint.answer["token_type"]
+        endpoint.answer.update({k: v for k, v in kinds.items() if v is not None})
+        try:
+            await resolver.resolve("tok")
+        except InvalidToken:
+            return False
+        return True
+
+    present = {k: v for k, v in kinds.items() if v is not None}
+    expected = all(_names_access(v) for v in present.values()) and (
+        "token_type" in present or not required
+    )
+    assert anyio.run(attempt) is expected

@@ -136,6 +136,9 @@ async def test_a_flood_of_unknown_kids_refetches_at_most_once_per_interval(
         ({"exp": True}, Reason.MALFORMED_KEY, "not a NumericDate"),
         ({"nbf": 1e300}, Reason.MALFORMED_KEY, "not a NumericDate"),
         ({"iat": -(10**400)}, Reason.MALFORMED_KEY, "not a NumericDate"),
+        ({"typ": "Refresh"}, Reason.WRONG_KEY_KIND, "another kind"),
+        ({"token_use": "refresh"}, Reason.WRONG_KEY_KIND, "another kind"),
+        ({"typ": ["Bearer"]}, Reason.MALFORMED_KEY, "not a string"),
         ({"sub": None}, Reason.UNKNOWN_USER, "no subject"),
         ({"sub": "nobody"}, Reason.UNKNOWN_USER, "no such user"),
         ({"workspace": "ws-2"}, Reason.NOT_A_MEMBER, "no longer a member"),
@@ -349,3 +352,15 @@ def test_arbitrary_strings_only_raise_invalid_token(token: str) -> None:
             await resolver.resolve(token)
 
     anyio.run(attempt)
+
+
+def test_jwt_resolver_has_no_audience_opt_out(issuer: Issuer) -> None:
+    from agentguard.resolvers import ANY_AUDIENCE
+
+    with pytest.raises(ConfigurationError, match="audience is required"):
+        JWTAccessTokenResolver(
+            issuer=ISSUER,
+            audience=ANY_AUDIENCE,  # type: ignore[arg-type]
+            jwks_url=issuer.jwks_url,
+            directory=MemoryStore(),
+        )

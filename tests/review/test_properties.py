@@ -50,12 +50,44 @@ def test_fullwidth_letters_fold_to_ascii(text: str) -> None:
     assert normalise(text).isascii()
 
 
+def _bracket(field: str) -> str:
+    return "<" + field + ">"  # injective, so no two fields can merge after the edit
+
+
+_bodies = st.one_of(
+    st.text(),
+    json_values.map(json.dumps),
+    st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), max_size=4).map(
+        lambda pairs: "&".join(f"{name}={value}" for name, value in pairs)
+    ),
+)
+
+
 @SETTINGS
-@given(TYPES, st.text())
-def test_field_parsers_never_raise(content_type: str, text: str) -> None:
-    text_fields(content_type, text)
-    rewrite_fields(content_type, text, str.upper)
-    find_shapes(text)
+@given(TYPES, _bodies)
+def test_rewriting_edits_exactly_the_fields_it_reads(content_type: str, text: str) -> None:
+    fields = text_fields(content_type, text)
+    rewritten = rewrite_fields(content_type, text, _bracket)
+    if rewritten is None:
+        assert fields is None, "fields were read from a body the rewriter could not parse"
+        return
+    assert text_fields(content_type, rewritten) == (
+        None if fields is None else [_bracket(field) for field in fields]
+    )
+    assert rewrite_fields(content_type, text, lambda field: field) is not None
+
+
+@SETTINGS
+@given(st.text(), st.sampled_from(["", " ", "x", "\n", "_"]))
+def test_shapes_are_real_spans_of_the_text(text: str, pad: str) -> None:
+    key = "AKIA" + "ABCDEFGHIJKLMNOP"  # an AWS access key id shape, 20 characters
+    found = find_shapes(text)
+    for match in found:
+        assert 0 <= match.start < match.end <= len(text), match
+    # a shape planted between separators is found exactly where it was put
+    planted = text + " " + key + " " + pad
+    spans = [(m.shape, planted[m.start : m.end]) for m in find_shapes(planted)]
+    assert ("aws_access_key", key) in spans
 
 
 @SETTINGS

@@ -5,7 +5,10 @@ the RFC's own algorithm; the lenient readings are what real servers do: decode t
 in front of a framework), treat ``\\`` as ``/`` (IIS, some Windows stacks), drop ``;params``
 (Tomcat, Jetty), strip trailing dots and whitespace per segment (Windows file systems),
 NFKC-fold (Unicode-normalising routers), case-fold (case-insensitive routers), decode overlong
-UTF-8 (old, lenient decoders), ``%uXXXX`` (IIS).
+UTF-8 (old, lenient decoders), ``%uXXXX`` (IIS), drop a format suffix (Rails ``(.:format)``
+drops the last ``.ext`` of the path, also before a trailing slash; Spring MVC's suffix pattern
+match serves ``/x.anything`` from ``/x``), and the speculative ones: ``+`` read as a space
+and trimmed (a form decoder applied to the path), a trailing ``~`` dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from urllib.parse import unquote, unquote_to_bytes
 
-__all__ = ["READINGS", "readings", "remove_dot_segments", "rfc_reading", "rule_for"]
+__all__ = [
+    "READINGS",
+    "RULE_READINGS",
+    "readings",
+    "remove_dot_segments",
+    "rfc_reading",
+    "rule_for",
+]
 
 
 def remove_dot_segments(path: str) -> str:
@@ -69,6 +79,15 @@ def _segments(function: Callable[[str], str]) -> Callable[[str], str]:
     return lambda path: "/".join(function(segment) for segment in path.split("/"))
 
 
+def _drop_format(path: str) -> str:
+    """Rails: the last ``.ext`` of the last segment (before a trailing slash) is a format; the
+    name before it has a character other than ``.``."""
+    trailing = "/" if len(path) > 1 and path.endswith("/") else ""
+    parent, _, last = path[: len(path) - len(trailing)].rpartition("/")
+    stem, dot, _ = last.rpartition(".")
+    return f"{parent}/{stem}{trailing}" if dot and stem.strip(".") else path
+
+
 READINGS: dict[str, Callable[[str], str]] = {
     "decode": lambda p: unquote(p, errors="surrogateescape"),
     "percent-u": lambda p: re.sub(r"%u([0-9a-fA-F]{4})", lambda m: chr(int(m[1], 16)), p),
@@ -79,15 +98,26 @@ READINGS: dict[str, Callable[[str], str]] = {
     "nfkc": lambda p: unicodedata.normalize("NFKC", p),
     "casefold": str.casefold,
     "dots": remove_dot_segments,
+    "format": _drop_format,
+    "suffix": _segments(lambda s: s.split(".", 1)[0] or s),
+    "plus-space": _segments(lambda s: s.replace("+", " ").strip()),
+    "tilde": _segments(lambda s: s.rstrip("~")),
 }
 
 
-def readings(raw: str, *, rounds: int = 3) -> set[str]:
-    """Every path ``raw`` can become under up to ``rounds`` lenient steps, dots removed."""
+#: Readings the rules account for (a path is matched under each), not the canonicaliser: letter
+#: case, format suffixes, ``+`` and ``~`` at a segment's edges.
+RULE_READINGS = frozenset({"casefold", "format", "suffix", "plus-space", "tilde"})
+
+
+def readings(raw: str, *, rounds: int = 3, without: frozenset[str] = frozenset()) -> set[str]:
+    """Every path ``raw`` can become under up to ``rounds`` lenient steps, dots removed
+    (``without`` the readings named)."""
+    steps = [reading for name, reading in READINGS.items() if name not in without]
     found = {raw, rfc_reading(raw)}
     frontier = set(found)
     for _ in range(rounds):
-        step = {reading(path) for path in frontier for reading in READINGS.values()}
+        step = {reading(path) for path in frontier for reading in steps}
         frontier = step - found
         found |= step
         if not frontier:

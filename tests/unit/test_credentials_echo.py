@@ -122,3 +122,24 @@ def test_a_short_secret_is_matched_raw_only() -> None:
     assert secret_forms("abc1234") == {b"abc1234"}
     assert EchoScanner(["abc1234"]).found_in(b"x abc1234 y")
     assert not EchoScanner(["abc1234"]).found_in(base64.b64encode(b"abc1234"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("filler", ["plain text ", "a\x00b\nc\\u0041%41d\\/"])
+async def test_the_stepwise_body_check_pauses_and_agrees_with_the_whole_one(filler: str) -> None:
+    secret = "crm-live-Zq81nB0xYv2tK9mW4pR7sL3d"
+    scanner = EchoScanner([secret])
+    body = (filler * (300_000 // len(filler))).encode()
+    pauses = 0
+
+    async def pause() -> None:
+        nonlocal pauses
+        pauses += 1
+
+    await scanner.check_body_stepwise(body, pause)
+    assert pauses >= 4
+    hidden = body + base64.b64encode(b"\x01" + secret.encode()) + body
+    with pytest.raises(SecretEchoed):
+        scanner.check_body(hidden)
+    with pytest.raises(SecretEchoed):
+        await scanner.check_body_stepwise(hidden, pause)

@@ -133,3 +133,55 @@ def test_every_form_the_echo_scanner_knows_is_refused(form: str) -> None:
 )
 def test_what_is_not_a_key_passes(text: bytes) -> None:
     assert not KeyScanner().found_in(text)
+
+
+CHARSETS = ["utf-16-le", "utf-16-be", "utf-16", "utf-32", "utf-32-be", "cp500", "cp037", "utf-7"]
+LATIN = st.text(st.characters(max_codepoint=0xFF), max_size=300)  # what cp500 can encode
+
+
+@given(
+    kind=KINDS,
+    charset=st.sampled_from(CHARSETS),
+    form=st.sampled_from(["raw", "json-u-escapes", "percent-every-byte", "b64-1-padded"]),
+    before=LATIN,
+    after=LATIN,
+    cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=8),
+)
+def test_a_key_in_a_declared_charset_is_found_before_any_of_it_is_released(  # noqa: PLR0917
+    kind: KeyKind, charset: str, form: str, before: str, after: str, cuts: list[int]
+) -> None:
+    key = generate_key(kind).reveal()
+    prefix = (before + " ").encode(charset)
+    data = (
+        prefix + (before + " " + ENCODINGS[form](key) + " " + after).encode(charset)[len(prefix) :]
+    )
+    scanner = KeyScanner()
+    with pytest.raises(KeyInRequest):
+        scanner.check_body(data, charset)
+    stream = scanner.stream(charset)
+    bounds = [0, *sorted(cut % (len(data) + 1) for cut in cuts), len(data)]
+    released: list[bytes] = []
+
+    def feed_all() -> None:
+        for start, end in itertools.pairwise(bounds):
+            released.append(stream.feed(data[start:end]))
+        released.append(stream.finish())
+
+    with pytest.raises(KeyInRequest):
+        feed_all()
+    assert len(b"".join(released)) <= len(prefix)  # nothing past the text before the key went out
+
+
+@given(kind=KINDS, charset=st.sampled_from(["utf-16-le", "utf-16-be", "utf-32-le"]))
+def test_a_key_among_nuls_is_found_without_a_declared_charset(kind: KeyKind, charset: str) -> None:
+    key = generate_key(kind).reveal()
+    assert KeyScanner().found_in(("note: " + key).encode(charset))
+
+
+@given(LATIN, st.sampled_from(CHARSETS))
+def test_a_clean_body_in_a_charset_streams_through_unchanged(text: str, charset: str) -> None:
+    data = text.encode(charset)
+    stream = KeyScanner([generate_key(KeyKind.ACCESS).reveal()]).stream(charset)
+    half = len(data) // 2
+    out = stream.feed(data[:half]) + stream.feed(data[half:]) + stream.finish()
+    assert out == data

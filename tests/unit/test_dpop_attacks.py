@@ -1,13 +1,18 @@
-"""Known JOSE and DPoP attacks, one test each, and fuzzing: only InvalidDPoPProof ever escapes.
+"""Known JOSE and DPoP attacks, one test each, and fuzzing against a reference judgement.
+
+The fuzz tests accept exactly what :func:`should_accept` (RFC 9449 §4.3, written apart from the
+verifier) accepts, and refuse everything else with ``InvalidDPoPProof`` alone.
 
 RFC 9449 §11 (security considerations) and RFC 8725 (JWT best current practices) list these.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -20,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentguard.dpop import DPoPVerifier, NonceSource
+from agentguard.dpop import DPoPVerifier, NonceSource, access_key_hash, normalize_htu
+from agentguard.dpop.claims import MAX_JTI_LENGTH
 from agentguard.dpop.jose import b64url_decode, b64url_encode
-from agentguard.dpop.jwk import public_jwk
+from agentguard.dpop.jwk import jwk_thumbprint, public_jwk
 from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
 from agentguard.storage.memory import MemoryStore
 from agentguard.testing import FakeClock
@@ -253,7 +259,8 @@ async def test_attack_marker_in_every_field_is_never_echoed() -> None:
     await reason_for(forge(header={MARKER: 1}))
 
 
-# Fuzzing: for any input, only InvalidDPoPProof (or UseDPoPNonce) escapes.
+# Fuzzing: for any input, the verifier accepts exactly what the reference accepts, and refuses
+# with InvalidDPoPProof (or UseDPoPNonce) and nothing else.
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -275,37 +282,176 @@ _payload_changes = st.dictionaries(
 _FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def only_refusals(
-    proofs: list[Any], *, method: str = "POST", url: str = URL, nonces: bool = False, **kw: Any
-) -> None:
+REAL_JWK = public_jwk(KEY.public_key())
+THUMBPRINT = jwk_thumbprint(REAL_JWK)
+WINDOW = 300  # the verifier's default iat window
+
+
+def _strict_json(raw: bytes) -> object:
+    def no_constant(name: str) -> float:
+        raise ValueError(name)
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+
+    return json.loads(raw.decode("utf-8"), parse_constant=no_constant, parse_float=finite)
+
+
+def _part(text: str) -> object:
+    return _strict_json(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def _same_url(htu: str, url: str) -> bool:
+    try:
+        target = normalize_htu(url)
+        return htu == url or normalize_htu(htu) == target
+    except ValueError:
+        return False
+
+
+def should_accept(
+    proof: str,
+    *,
+    signed: bool,
+    method: str,
+    url: str,
+    nonces: bool,
+    access_key: str | None,
+    expected_jkt: str | None,
+) -> bool:
+    """The reference judgement, written from RFC 9449 §4.3 apart from the verifier's code.
+
+    ``signed``: the proof's signature was made by ``KEY`` over its first two parts (``forge``).
+    A fresh verifier sees each proof once, so replay never decides here; a nonce the fuzzer
+    makes up is never one the server issued.
+    """
+    if not signed or nonces:
+        return False
+    try:
+        head, body, _ = proof.split(".")
+        header, payload = _part(head), _part(body)
+    except (ValueError, RecursionError):
+        return False
+    if header != {"typ": "dpop+jwt", "alg": "ES256", "jwk": REAL_JWK}:
+        return False
+    if not isinstance(payload, dict):
+        return False
+    jti, htm, htu, iat = (payload.get(name) for name in ("jti", "htm", "htu", "iat"))
+    if not isinstance(jti, str) or not 1 <= len(jti) <= MAX_JTI_LENGTH:
+        return False
+    if not isinstance(htm, str) or htm != method:
+        return False
+    if not isinstance(htu, str) or not _same_url(htu, url):
+        return False
+    if isinstance(iat, bool) or not isinstance(iat, (int, float)):
+        return False
+    if not NOW - WINDOW <= iat <= NOW + WINDOW:
+        return False
+    if any(
+        payload.get(name) is not None and not isinstance(payload.get(name), str)
+        for name in ("ath", "nonce")
+    ):
+        return False
+    if access_key is not None and (
+        not access_key.isascii() or payload.get("ath") != access_key_hash(access_key)
+    ):
+        return False
+    return expected_jkt is None or expected_jkt == THUMBPRINT
+
+
+def judge(
+    proofs: list[Any],
+    *,
+    signed: bool,
+    method: str = "POST",
+    url: str = URL,
+    nonces: bool = False,
+    access_key: str | None = None,
+    expected_jkt: str | None = None,
+) -> bool:
+    """Verify ``proofs`` and check the outcome against :func:`should_accept`; True if accepted.
+
+    A refusal must be ``InvalidDPoPProof`` with a ``Reason`` (or ``UseDPoPNonce`` when nonces
+    are on); an acceptance must be one the reference accepts too, and report the proof's own
+    key, ``jti`` and ``iat``.
+    """
     verifier = new_verifier(nonces=nonces)
 
-    async def run() -> None:
+    async def run() -> Any:
         try:
-            await verifier.verify(proofs, method=method, url=url, **kw)
-        except (InvalidDPoPProof, UseDPoPNonce):
-            pass
+            return await verifier.verify(
+                proofs, method=method, url=url, access_key=access_key, expected_jkt=expected_jkt
+            )
+        except (InvalidDPoPProof, UseDPoPNonce) as refused:
+            return refused
 
-    anyio.run(run)
+    outcome = anyio.run(run)
+    expected = (
+        len(proofs) == 1
+        and isinstance(proofs[0], str)
+        and should_accept(
+            proofs[0],
+            signed=signed,
+            method=method,
+            url=url,
+            nonces=nonces,
+            access_key=access_key,
+            expected_jkt=expected_jkt,
+        )
+    )
+    if isinstance(outcome, UseDPoPNonce):
+        assert nonces, "a nonce was asked for with no nonce source"
+        assert not expected
+        return False
+    if isinstance(outcome, InvalidDPoPProof):
+        assert isinstance(outcome.reason, Reason)
+        assert not expected, f"a valid proof was refused: {outcome.reason}"
+        return False
+    assert expected, f"an invalid proof was accepted: {proofs!r}"
+    payload = _part(proofs[0].split(".")[1])
+    assert isinstance(payload, dict)
+    assert (outcome.jkt, outcome.jti, outcome.iat) == (
+        THUMBPRINT,
+        payload["jti"],
+        payload["iat"],
+    )
+    return True
+
+
+def test_judge_accepts_a_valid_proof_and_refuses_its_tampered_copies() -> None:
+    # The oracle must be able to say yes, or every fuzz test below would pass vacuously.
+    proof = forge()
+    assert judge([proof], signed=True)
+    assert not judge([proof, proof], signed=True)
+    assert not judge([forge(payload={"htm": "GET"})], signed=True)
+    head, body, signature = proof.split(".")
+    assert not judge([f"{head}.{body}x.{signature}"], signed=False)
+    assert judge([forge(payload={"ath": access_key_hash("k")})], signed=True, access_key="k")
+    assert judge([proof], signed=True, expected_jkt=THUMBPRINT)
+    assert not judge([proof], signed=True, expected_jkt="other")
 
 
 @_FUZZ
 @given(st.lists(st.text(max_size=300), max_size=3))
-def test_fuzz_arbitrary_text_only_raises_invalid_dpop_proof(proofs: list[str]) -> None:
-    only_refusals(proofs)
+def test_fuzz_arbitrary_text_is_refused(proofs: list[str]) -> None:
+    assert not judge(proofs, signed=False)
 
 
 @_FUZZ
 @given(st.lists(st.from_regex(r"[A-Za-z0-9_.-]{0,200}", fullmatch=True), min_size=1, max_size=1))
-def test_fuzz_base64url_shaped_text_only_raises_invalid_dpop_proof(proofs: list[str]) -> None:
-    only_refusals(proofs)
+def test_fuzz_base64url_shaped_text_is_refused(proofs: list[str]) -> None:
+    assert not judge(proofs, signed=False)
 
 
 @_FUZZ
 @given(st.binary(max_size=200), st.binary(max_size=200), st.binary(max_size=80))
 def test_fuzz_arbitrary_bytes_in_each_part(header: bytes, payload: bytes, signature: bytes) -> None:
-    only_refusals([".".join(b64url_encode(part) or "A" for part in (header, payload, signature))])
-    only_refusals([forge(header_json=header or b" ", payload_json=payload or b" ")])
+    unsigned = ".".join(b64url_encode(part) or "A" for part in (header, payload, signature))
+    assert not judge([unsigned], signed=False)
+    judge([forge(header_json=header or b" ", payload_json=payload or b" ")], signed=True)
 
 
 @_FUZZ
@@ -314,10 +460,22 @@ def test_fuzz_signed_proofs_with_arbitrary_header_and_payload(
     header: dict[str, Any], payload: dict[str, Any], nonces: bool, access_key: str | None
 ) -> None:
     proof = forge(header=header, payload=payload)
-    only_refusals([proof], nonces=nonces, access_key=access_key, expected_jkt=access_key)
+    accepted = judge(
+        [proof], signed=True, nonces=nonces, access_key=access_key, expected_jkt=access_key
+    )
+    if not header and not payload and not nonces and access_key is None:
+        assert accepted  # an untouched proof is valid
+
+
+_urls = st.text(max_size=80) | st.builds(
+    lambda origin, rest: origin + rest,
+    st.sampled_from(["https://api.example.test", "http://h.test:8080", "wss://w.test"]),
+    st.text(st.characters(codec="ascii"), max_size=30),
+)
 
 
 @_FUZZ
-@given(st.text(max_size=40), st.text(max_size=80))
+@given(st.text(max_size=40), _urls)
 def test_fuzz_arbitrary_method_and_url(method: str, url: str) -> None:
-    only_refusals([forge(payload={"htm": method, "htu": url})], method=method, url=url)
+    # htm and htu match the request, so this is accepted exactly when ``url`` is a valid URL
+    judge([forge(payload={"htm": method, "htu": url})], signed=True, method=method, url=url)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -77,12 +79,49 @@ def test_scope_parser_rejects(bad: str) -> None:
         Grants.from_scope(bad)
 
 
-@given(st.text())
-def test_scope_parser_raises_only_value_error(text: str) -> None:
+_REFERENCE_TOKEN = re.compile(r"([a-z][a-z0-9_-]{0,62}):(none|read|write)", re.I | re.A)
+
+
+def reference_scope(text: str) -> dict[str, str] | None:
+    """RFC 6749 §3.3 scope tokens of the form ``service:level``, parsed apart from the model.
+
+    Services are lower-case ASCII; levels are ASCII, any case; a repeated service keeps its
+    highest level; ``none`` grants nothing. ``None`` when any token is not of that form.
+    """
+    order = ["none", "read", "write"]
+    best: dict[str, str] = {}
+    for token in text.split():
+        match = _REFERENCE_TOKEN.fullmatch(token)
+        if match is None or not match.group(1).islower():
+            return None
+        service, level = match.group(1), match.group(2).lower()
+        if order.index(level) > order.index(best.get(service, "none")):
+            best[service] = level
+        best.setdefault(service, "none")
+    return {service: level for service, level in best.items() if level != "none"}
+
+
+_scope_tokens = st.one_of(
+    st.text(max_size=12),
+    st.builds(
+        lambda service, level: f"{service}:{level}",
+        st.from_regex(r"[a-zA-Z9_][a-z0-9_-]{0,4}", fullmatch=True),
+        st.sampled_from(["read", "WRITE", "None", "admin", "wr\u0131te", "read ", ""]),
+    ),
+)
+
+
+@given(st.lists(_scope_tokens, max_size=4).map(" ".join) | st.text())
+def test_scope_parser_agrees_with_a_reference(text: str) -> None:
+    expected = reference_scope(text)
     try:
-        Grants.from_scope(text)
+        grants = Grants.from_scope(text)
     except ValueError:
-        pass
+        assert expected is None, f"{text!r} was refused; the reference reads {expected}"
+        return
+    assert expected is not None, f"{text!r} was accepted as {grants}"
+    assert grants == Grants(expected)
+    assert Grants.from_scope(grants.to_scope()) == grants  # round trip
 
 
 def test_with_level_changes_one_service() -> None:

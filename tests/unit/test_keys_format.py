@@ -106,12 +106,44 @@ def test_new_id_is_prefixed_and_unique() -> None:
     assert all(i.startswith("key_") and len(i) == 20 for i in ids)
 
 
-@given(st.one_of(st.text(), st.binary(), st.integers(), st.none(), st.lists(st.text())))
-def test_parse_raises_only_malformed_key(value: object) -> None:
-    try:
-        parse_key(value)
-    except MalformedKey:
-        pass
+def _edited(key: str, position: int, text: str) -> str:
+    cut = position % (len(key) + 1)
+    return key[:cut] + text + key[cut + 1 :]
+
+
+#: Every key the strategies below generated in this run, with its kind.
+GENERATED: dict[str, KeyKind] = {}
+
+
+def _remember(kind: KeyKind) -> str:
+    key = generate_key(kind).reveal()
+    GENERATED[key] = kind
+    return key
+
+
+_generated = st.sampled_from(list(KeyKind)).map(_remember)
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.binary(),
+        st.integers(),
+        st.none(),
+        st.lists(st.text()),
+        _generated,
+        st.builds(_edited, _generated, st.integers(0, KEY_LENGTH), st.text(max_size=3)),
+    )
+)
+def test_parse_accepts_exactly_the_keys_generate_key_makes(value: object) -> None:
+    # The oracle: a key is valid iff generate_key produced it in this run (an edit that lands on
+    # another valid key would be a 1-in-2**32 checksum collision).
+    if not isinstance(value, str) or value not in GENERATED:
+        with pytest.raises(MalformedKey) as refused:
+            parse_key(value)
+        assert refused.value.reason is Reason.MALFORMED_KEY
+        return
+    assert parse_key(value) == (GENERATED[value], value)
 
 
 @given(st.text(alphabet=ALPHABET, min_size=49, max_size=49), st.sampled_from(["ag_at_", "ag_rt_"]))

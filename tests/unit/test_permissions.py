@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from agentguard.errors import InsufficientScope, Reason
 from agentguard.model import Grants, Level, Principal
 from agentguard.permissions import PermissionChecker, Requirement, RouteRule, method_level
-from tests.support.path_readings import rule_for
+from tests.support.path_readings import READINGS, rule_for
 
 
 def principal(scope: str) -> Principal:
@@ -143,7 +143,9 @@ def _checker(table: dict[str, Level]) -> PermissionChecker:
 
 
 def _case_readings(path: str) -> set[str]:
-    return {path, path.lower(), path.upper(), path.casefold(), path.swapcase()}
+    """How a vendor may read ``path``: as sent, or folded (a case-insensitive router; rules in
+    lower case). Upper-casing a path is no vendor's reading: ``/A`` is not what ``/a`` names."""
+    return {path, path.lower(), path.casefold()}
 
 
 @given(
@@ -182,3 +184,92 @@ def test_mixed_case_rules_take_the_stricter_of_exact_and_folded(
     exact = rule_for(path, list(table))
     if exact is not None:
         assert needed is not None and needed.level >= table[exact]
+
+
+# --- format suffixes and edge characters (issue 14 item 3) ------------------------------------
+
+SUFFIX_READINGS = ("format", "suffix", "plus-space", "tilde", "casefold")
+
+
+def _vendor_readings(path: str, rounds: int = 3) -> set[str]:
+    """``path`` under the oracle's suffix, edge and case readings, composed up to ``rounds``."""
+    found = {path}
+    for _ in range(rounds):
+        found |= {READINGS[name](p) for p in found for name in SUFFIX_READINGS}
+    return found
+
+
+SUFFIX_PREFIXES = st.lists(
+    st.text("ab.", min_size=1, max_size=4)
+    .filter(lambda t: not t.startswith(".") and not t.endswith("."))
+    .flatmap(lambda head: st.sampled_from(["/" + head, "/" + head + "/b", "/a/" + head])),
+    min_size=1,
+    max_size=5,
+    unique=True,
+)
+SUFFIX_PATHS = st.lists(st.text("abAB.+~", min_size=1, max_size=6), min_size=1, max_size=3).map(
+    lambda segments: "/" + "/".join(segments)
+) | st.sampled_from(["/admin.json", "/Admin.JSON/", "/admin+", "/admin~", "/+admin.a.b~"])
+
+
+@given(
+    prefixes=SUFFIX_PREFIXES,
+    levels=st.lists(st.sampled_from([Level.READ, Level.WRITE]), min_size=5, max_size=5),
+    path=SUFFIX_PATHS,
+    trailing=st.booleans(),
+)
+def test_no_suffix_or_edge_reading_finds_a_stricter_rule(
+    prefixes: list[str], levels: list[Level], path: str, trailing: bool
+) -> None:
+    """Every reading of the oracle (Rails, Spring, ``+``, ``~``, case, composed) is covered."""
+    table = dict(zip(["/", "/admin", *prefixes], [Level.READ, Level.WRITE, *levels], strict=False))
+    path = path + "/" if trailing else path
+    needed = _checker(table).requirement("GET", path)
+    for reading in _vendor_readings(path):
+        found = rule_for(reading, list(table))
+        assert found is not None
+        assert needed is not None and needed.level >= table[found], (path, reading, table)
+
+
+@given(
+    prefixes=PREFIXES,
+    levels=st.lists(st.sampled_from([Level.READ, Level.WRITE]), min_size=5, max_size=5),
+    path=st.text("abAB/", max_size=10).map(lambda text: "/" + text),
+)
+def test_a_path_without_suffix_or_edge_characters_needs_no_more_than_before(
+    prefixes: list[str], levels: list[Level], path: str
+) -> None:
+    """The new readings only add strictness where a path has ``.``, ``+`` or ``~``: otherwise
+    the requirement is the stricter of the exact and case-insensitive rules, as before."""
+    checker = _checker(dict(zip(prefixes, levels, strict=False)))
+    before = [checker.rule_for(path), checker.rule_for(path, any_case=True)]
+    levels_before = [rule.requirement("GET").level for rule in before if rule is not None]
+    needed = checker.requirement("GET", path)
+    assert (needed.level if needed else None) == max(levels_before, default=None)
+
+
+def test_format_suffixes_and_edges_of_a_stricter_rule_need_its_level() -> None:
+    checker = _checker({"/": Level.READ, "/admin": Level.WRITE, "/contacts/export": Level.WRITE})
+    stricter = [
+        "/admin.json", "/admin.xml", "/Admin.JSON", "/admin.a.b", "/admin.json/", "/admin+",
+        "/admin~", "/+admin", "/admin.json~", "/admin+.json", "/contacts/export.csv",
+        "/contacts/EXPORT.csv/", "/admin.json/users", "/admin.+",
+    ]  # fmt: skip
+    for path in stricter:
+        assert checker.requirement("GET", path) == Requirement("crm", Level.WRITE), path
+    for path in ("/contacts/export-history.csv", "/tags/c++", "/~admin", "/a.admin", "/.admin"):
+        assert checker.requirement("GET", path) == Requirement("crm", Level.READ), path
+
+
+def test_a_deeper_read_rule_still_wins_over_its_write_parent() -> None:
+    checker = _checker({"/admin": Level.WRITE, "/admin/public": Level.READ})
+    assert checker.requirement("GET", "/admin/public/x.json") == Requirement("crm", Level.READ)
+    assert checker.requirement("GET", "/admin/public.json") == Requirement("crm", Level.WRITE)
+
+
+def test_long_segments_with_many_readings_stay_cheap() -> None:
+    rules = {f"/r{i}": Level.READ for i in range(3)} | {"/admin": Level.WRITE}
+    checker = _checker(rules)
+    hostile = "/admin" + "+~." * 3000
+    assert checker.requirement("GET", hostile) == Requirement("crm", Level.WRITE)
+    assert checker.requirement("GET", "/r1" + "+" * 5000) == Requirement("crm", Level.READ)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,12 +53,47 @@ def test_dpop_scheme_only_when_accepted() -> None:
     assert parse_authorization(request_with(b"DPoP abc"), ("bearer", "dpop")).scheme == "dpop"
 
 
-@given(st.lists(st.binary(max_size=200), max_size=3))
-def test_parser_raises_only_library_errors(values: list[bytes]) -> None:
-    try:
-        parse_authorization(request_with(*values))
-    except AgentGuardError:
-        pass
+_REFERENCE = re.compile(
+    rb"[ \t]*(bearer|dpop) [ \t]*([A-Za-z0-9._~+/-]+=*)[ \t]*", re.IGNORECASE | re.ASCII
+)
+
+
+def reference_authorization(values: list[bytes], schemes: tuple[str, ...]) -> object:
+    """RFC 7235 §2.1 credentials (``scheme SP token68``), parsed apart from the library.
+
+    The result: the ``(scheme, key)`` pair, or the error class a client must get.
+    """
+    if not values:
+        return MissingCredentials
+    match = _REFERENCE.fullmatch(values[0]) if len(values) == 1 else None
+    if match is None or match.group(1).lower().decode() not in schemes:
+        return InvalidRequest
+    return (match.group(1).lower().decode(), match.group(2).decode())
+
+
+_header_values = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda lead, scheme, gap, key, tail: lead + scheme + gap + key + tail,
+        st.sampled_from([b"", b" ", b"\t", b" \t"]),
+        st.sampled_from([b"Bearer", b"bearer", b"BEARER", b"DPoP", b"dpop", b"Basic", b""]),
+        st.sampled_from([b" ", b"  ", b"\t", b" \t", b""]),
+        st.from_regex(rb"[A-Za-z0-9._~+/=,\- \xff]{0,12}", fullmatch=True),
+        st.sampled_from([b"", b" ", b"\t ", b"\r"]),
+    ),
+)
+
+
+@given(st.lists(_header_values, max_size=3), st.sampled_from([("bearer",), ("bearer", "dpop")]))
+def test_parser_agrees_with_a_reference(values: list[bytes], schemes: tuple[str, ...]) -> None:
+    expected = reference_authorization(values, schemes)
+    if isinstance(expected, tuple):
+        assert parse_authorization(request_with(*values), schemes) == expected
+        return
+    assert expected in (MissingCredentials, InvalidRequest)
+    with pytest.raises(AgentGuardError) as refused:
+        parse_authorization(request_with(*values), schemes)
+    assert type(refused.value) is expected, (values, refused.value)
 
 
 @pytest.mark.parametrize(

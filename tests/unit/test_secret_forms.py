@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from agentguard._secret_match import SecretMatcher, text_views, unescape_json
+from agentguard._secret_views import STEP
 from agentguard.credentials.echo import EchoScanner, SecretEchoed
 from agentguard.review import (
     Direction,
@@ -65,6 +66,10 @@ def _escape_every_unit(text: str) -> str:
     return "".join(f"\\u{wide[i] << 8 | wide[i + 1]:04x}" for i in range(0, len(wide), 2))
 
 
+def _wrap(text: str, width: int, separator: str) -> str:
+    return separator.join(text[i : i + width] for i in range(0, len(text), width))
+
+
 def _blob(before: bytes, secret: str, after: bytes) -> bytes:
     return before + secret.encode("utf-8") + after
 
@@ -99,6 +104,13 @@ CARRIERS: dict[str, Carrier] = {
     ).encode(),
     "json-escaped-percent": lambda bt, s, at, bb, ab: _escape_every_unit(
         "".join(f"%{b:02X}" for b in s.encode())
+    ).encode(),
+    # Width and indentation vary with the generated text around the secret.
+    "base64-wrapped-indented": lambda bt, s, at, bb, ab: _wrap(
+        _b64(_blob(bb, s, ab)).decode(), 4 + len(bt) % 77, "\n" + " \t"[len(at) % 2] * (len(at) % 9)
+    ).encode(),
+    "base64-space-groups": lambda bt, s, at, bb, ab: _wrap(
+        _b64(_blob(bb, s, ab)).decode(), 4, " "
     ).encode(),
 }
 
@@ -346,3 +358,121 @@ def test_lone_surrogates_never_break_the_views(text: str) -> None:
     assert matcher.find(text) is None
     views = list(text_views(text))
     assert views[0] == text
+
+
+WHITESPACE = st.text(alphabet=" \t\r\n\x0b\x0c", min_size=1, max_size=8)
+
+
+@SETTINGS
+@given(
+    ASCII_SECRET,
+    st.binary(max_size=40),
+    st.binary(max_size=40),
+    st.integers(1, 80),
+    WHITESPACE,
+    st.sampled_from(["base64", "base64url", "hex"]),
+)
+async def test_encoded_blob_wrapped_with_any_whitespace_is_found(  # noqa: PLR0917
+    secret: str, before: bytes, after: bytes, width: int, separator: str, encoding: str
+) -> None:
+    """F2: base64 (any alignment: the bytes before vary) or hex, wrapped at any width with any
+    whitespace after each piece (indentation, spaces between groups, CRLF): a decoder that
+    skips characters outside its alphabet reads the secret, so the scanners find it."""
+    blob = _blob(before, secret, after)
+    encoded = {
+        "base64": _b64(blob).decode(),
+        "base64url": _b64(blob, url=True, pad=False).decode(),
+        "hex": blob.hex(),
+    }[encoding]
+    wrapped = _wrap(encoded, width, separator)
+    joined = "".join(wrapped.split())  # what a decoder that skips whitespace reads
+    decoded = {
+        "base64": lambda: base64.b64decode(wrapped),  # Python's default skips it too
+        "base64url": lambda: base64.urlsafe_b64decode(joined + "=" * (-len(joined) % 4)),
+        "hex": lambda: bytes.fromhex(joined),
+    }[encoding]()
+    assert secret.encode() in decoded
+    await _both_find(f"data: |\n  {wrapped}\n".encode(), secret)
+
+
+LAYERS: dict[str, Callable[[str], str]] = {
+    "json-every-unit": _escape_every_unit,
+    "json": lambda text: json.dumps(text)[1:-1],
+    "percent-every-byte": lambda text: "".join(f"%{b:02X}" for b in text.encode()),
+    "percent": lambda text: quote(text, safe=""),
+}
+
+
+@SETTINGS
+@given(ASCII_SECRET, AROUND, st.lists(st.sampled_from(sorted(LAYERS)), min_size=1, max_size=3))
+async def test_json_and_percent_layers_in_any_order_are_undone(
+    secret: str, around: tuple[str, str, bytes, bytes], layers: list[str]
+) -> None:
+    """F4b: JSON escapes and percent-encoding stacked in any order, up to three layers (each
+    ``%XX`` of a percent-encoded key ``\\u``-escaped, or each ``\\u`` escape percent-encoded,
+    or a JSON document inside a JSON string)."""
+    before_text, after_text, _, _ = around
+    text = before_text + secret + after_text
+    for layer in layers:
+        text = LAYERS[layer](text)
+    assert SecretMatcher([secret]).find(text) == secret
+    verdict = await SecretLeakReviewer(secrets=[secret], shapes={}).review(OUT, text)
+    assert verdict.outcome is Outcome.BLOCK
+
+
+async def _no_pause() -> None:
+    return None
+
+
+MARKED_TEXT = st.text(alphabet=st.sampled_from(list("ab%5Cu0041\\/\x00 \n\tQUJD=")), max_size=200)
+
+
+@SETTINGS
+@given(ASCII_SECRET, MARKED_TEXT, MARKED_TEXT, st.sampled_from(sorted(CARRIERS)))
+async def test_the_stepwise_search_finds_what_the_whole_search_finds(
+    secret: str, before: str, after: str, carrier: str
+) -> None:
+    """Differential: the reviewer's stepwise search against the scanners' synchronous one,
+    on text full of every view's markers around an encoded secret (or none)."""
+    matcher = SecretMatcher([secret])
+    body = CARRIERS[carrier]("", secret, "", b"", b"").decode("utf-8", "surrogateescape")
+    for text in (before + after, before + body + after):
+        assert await matcher.find_stepwise(text, _no_pause) == matcher.find(text)
+    assert matcher.find(before + body + after) == secret
+
+
+@pytest.mark.parametrize("shift", [-100, -40, -1, 0, 1, 30, 60, 100])
+async def test_a_form_across_a_step_boundary_is_found_stepwise(shift: int) -> None:
+    """Matching slices overlap by the longest form, so a form cut by a slice edge is seen."""
+    secret = "crm-live-Zq81nB0xYv2tK9mW4pR7sL3d"
+    matcher = SecretMatcher([secret])
+    for form in (secret, base64.b64encode(secret.encode()).decode(), secret.encode().hex()):
+        text = "x" * (STEP + shift) + form + "y" * STEP
+        pauses = 0
+
+        async def pause() -> None:
+            nonlocal pauses
+            pauses += 1
+
+        assert await matcher.find_stepwise(text, pause) == secret
+        assert await matcher.find_stepwise(text.replace(form, "z" * len(form)), pause) is None
+        assert pauses >= 2  # the clean text is searched in slices
+
+
+def test_whitespace_view_removes_every_kind_of_whitespace() -> None:
+    views = list(text_views("QUJD\n  RA==\r\n\tx y\\nz\u00a0w"))
+    assert "QUJDRA==xyzw" in views
+
+
+@SETTINGS
+@given(ASCII_SECRET, st.lists(st.integers(0, 3 * STEP), min_size=1, max_size=6))
+async def test_redaction_finds_the_same_forms_stepwise(secret: str, places: list[int]) -> None:
+    """Differential: the reviewer's stepwise collection of the forms to redact against the
+    whole-text one, with forms placed anywhere (across slice edges too)."""
+    matcher = SecretMatcher([secret], min_length=8)
+    forms = sorted(matcher.forms)
+    text = "x" * (3 * STEP)
+    for index, place in enumerate(sorted(places, reverse=True)):
+        text = text[:place] + forms[index % len(forms)] + text[place:]
+    assert await matcher.forms_in_stepwise(text, _no_pause) == matcher.forms_in(text)
+    assert matcher.forms_in(text)

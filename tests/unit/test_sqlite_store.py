@@ -94,10 +94,11 @@ def garbage(db: Path) -> Path:
     return db
 
 
-async def test_not_a_database_propagates_the_driver_error(garbage: Path) -> None:
+async def test_not_a_database_is_a_storage_error_caused_by_the_driver(garbage: Path) -> None:
     store = SQLiteStore(garbage)
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(StorageError) as raised:
         await store.initialize()
+    assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
     await store.close()
 
 

@@ -40,6 +40,7 @@ from agentguard.asgi.upload import (
     check_declared_length,
     has_body,
     receive_content,
+    request_content_type,
     request_target,
 )
 from agentguard.asgi.upload import ClientGone as _ClientGone
@@ -293,9 +294,8 @@ class ProxyApp:
         if has_body(request):
             chain = self.request_reviewers
             review = None if chain is None else functools.partial(self._review, request, principal)
-            upload.content = await receive_content(
-                BodyReader(receive, self.service, scanner), review, chain.max_bytes if chain else 0
-            )
+            reader = BodyReader(receive, self.service, scanner, request_content_type(request))
+            upload.content = await receive_content(reader, review, chain.max_bytes if chain else 0)
             if isinstance(upload.content, bytes):  # a form field can override the method too
                 self._authorize_overrides(request, principal, upload.content)
         return upload

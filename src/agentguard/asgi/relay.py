@@ -9,10 +9,18 @@ What the agent reads is what was scanned:
   also stacked after a known one), or with a transfer coding other than ``chunked``, is
   refused with a 502 naming the service: httpx passes codings it does not know through
   undecoded, and the scanner would see compressed bytes while the agent decompresses the key.
-- **Charsets.** A text body declared in another charset, or starting with a UTF-16/UTF-32
-  byte-order mark (JSON without a charset is sniffed as ``json.loads`` does), is decoded and
-  sent on as UTF-8 with ``charset=utf-8``: the scanner and the reviewers read the characters
-  the agent will read.
+- **Charsets.** The ``Content-Type`` is parsed once, strictly
+  (:func:`~agentguard.content_type.parse_content_type`): two Content-Type fields, two charset
+  parameters (any case), an RFC 2231 ``charset*``, a charset Python cannot decode or a
+  malformed value is refused with a 502 naming the service, since clients would read such a
+  header differently. The body's reading is then chosen once
+  (:func:`~agentguard.body_charset.body_encoding`: byte-order mark, declared charset, the
+  body's own XML declaration or HTML ``<meta charset>``, JSON's NUL sniffing; a body
+  declaring a charset other than its header's is refused too). A body not in UTF-8 is
+  decoded and re-encoded as UTF-8, its own declaration rewritten to UTF-8, and a text
+  body always leaves with one canonical ``type/subtype; ...; charset=utf-8``, so that every
+  client (httpx, browsers, XML and HTML parsers) reads the characters that were scanned; a
+  text body that still declares another charset anywhere is refused (cut, if streaming).
 - **Echo scan.** Every secret of the call (the credential sent and, for a minted token, the
   admin credential it came from) is looked for in every header name and value and in the body,
   in every form and view of :class:`~agentguard.credentials.echo.EchoScanner`.
@@ -26,12 +34,20 @@ off mid-way.
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
+import anyio.lowlevel
 import httpx
 
 from agentguard.asgi.types import Message, Send
+from agentguard.body_charset import (
+    HEAD_BYTES,
+    body_encoding,
+    check_declarations,
+    declare_utf8_in_body,
+    textual,
+)
+from agentguard.content_type import AmbiguousContentType, ContentType, parse_content_type
 from agentguard.credentials.echo import EchoScanner, SecretEchoed, StreamScanner
 from agentguard.credentials.placement import HOP_BY_HOP
 from agentguard.errors import AgentGuardError, BadGateway, Reason
@@ -58,27 +74,7 @@ DECODED_CODINGS = frozenset({"gzip", "deflate", "identity"})
 _KNOWN_CODINGS = frozenset(
     {"br", "zstd", "compress", "x-compress", "x-gzip", "dcb", "dcz", "aes128gcm", "exi"}
 )
-_BOMS = (
-    (b"\xef\xbb\xbf", "utf-8"),
-    (b"\xff\xfe\x00\x00", "utf-32"),
-    (b"\x00\x00\xfe\xff", "utf-32"),
-    (b"\xff\xfe", "utf-16"),
-    (b"\xfe\xff", "utf-16"),
-)
-_TEXT_SUFFIXES = (
-    "/json",
-    "+json",
-    "/xml",
-    "+xml",
-    "/javascript",
-    "/ecmascript",
-    "/x-www-form-urlencoded",
-    "/x-ndjson",
-    "/jsonl",
-    "/yaml",
-    "/x-yaml",
-)
-_HEAD = 4  # bytes needed to recognise a byte-order mark or sniff JSON's encoding
+_OVERLAP = 2048  # bytes of the previous chunk re-checked for a declaration cut in two
 
 
 def refused_coding(headers: httpx.Headers) -> str | None:
@@ -94,80 +90,47 @@ def refused_coding(headers: httpx.Headers) -> str | None:
     return None
 
 
-def _media_and_charset(content_type: str | None) -> tuple[str, str | None]:
-    if not content_type:
-        return "", None
-    media, *parameters = content_type.split(";")
-    charset = None
-    for parameter in parameters:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            charset = value.strip().strip('"').strip()
-    return media.strip().lower(), charset
-
-
-def _text_codec(charset: str) -> str | None:
-    """Python's name for a text encoding, or ``None`` (unknown, or a bytes-to-bytes codec)."""
-    try:
-        name = codecs.lookup(charset).name
-        b"".decode(name)
-    except (LookupError, ValueError):
-        return None
-    return name
-
-
-def _textual(media: str) -> bool:
-    return not media or media.startswith("text/") or media.endswith(_TEXT_SUFFIXES)
-
-
-def source_encoding(content_type: str | None, head: bytes) -> str | None:
-    """The encoding to turn into UTF-8 before the scan, or ``None`` to pass the body as is.
-
-    A byte-order mark wins (as in browsers and ``json.loads``); then a declared charset that
-    Python knows; then, for JSON without a charset, the encoding ``json.loads`` would detect.
-    """
-    media, charset = _media_and_charset(content_type)
-    found: str | None = None
-    if _textual(media) or charset is not None:
-        found = next((name for bom, name in _BOMS if head.startswith(bom)), None)
-    if found is None and charset is not None:
-        found = _text_codec(charset)
-    json_media = media == "application/json" or media.endswith("+json")
-    if found is None and json_media and len(head) >= 2:
-        found = json.detect_encoding(head)
-    if found is None or found in ("utf-8", "ascii"):
-        return None
-    return found
-
-
-def _declare_utf8(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    result = []
-    for name, given in headers:
-        value = given
-        if name == b"content-type":
-            media, *parameters = given.decode("latin-1").split(";")
-            kept = [
-                p.strip() for p in parameters if p.partition("=")[0].strip().lower() != "charset"
-            ]
-            value = "; ".join([media.strip(), *kept, "charset=utf-8"]).encode("latin-1")
-        result.append((name, value))
-    if not any(name == b"content-type" for name, _ in result):
-        result.append((b"content-type", b"text/plain; charset=utf-8"))
+def _declare_utf8(
+    headers: list[tuple[bytes, bytes]], content_type: ContentType
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` with the one Content-Type replaced by its canonical UTF-8 form."""
+    result = [(name, value) for name, value in headers if name != b"content-type"]
+    result.append((b"content-type", content_type.as_utf8().encode("latin-1")))
     return result
 
 
 class _ToUtf8:
-    """Decodes a body from its charset as it arrives and re-encodes it as UTF-8."""
+    """Decodes a body from its charset as it arrives and re-encodes it as UTF-8; the body's own
+    charset declaration at its start is rewritten to UTF-8."""
 
     def __init__(self, encoding: str) -> None:
         self._decoder = codecs.getincrementaldecoder(encoding)("replace")
+        self._first = True
 
     def __call__(self, chunk: bytes, final: bool = False) -> bytes:
-        return self._decoder.decode(chunk, final).encode("utf-8", "replace")
+        converted = self._decoder.decode(chunk, final).encode("utf-8", "replace")
+        if self._first and converted:
+            self._first = False
+            converted = declare_utf8_in_body(converted)
+        return converted
 
 
 def _as_is(chunk: bytes, final: bool = False) -> bytes:
     return chunk
+
+
+class _Declarations:
+    """Checks each piece of a text body for a charset declaration other than UTF-8."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self._tail = b""
+
+    def check(self, piece: bytes) -> None:
+        if self.active and piece:
+            window = self._tail + piece
+            check_declarations(window)
+            self._tail = window[-_OVERLAP:]
 
 
 class ResponseWithheld(Exception):
@@ -235,6 +198,7 @@ class ResponseRelay:
         if response.status_code == 401:
             raise BadGateway(self.service, reason=Reason.UPSTREAM_REJECTED_CREDENTIAL)
         self.check_codings(response.headers)
+        content_type = self._content_type(response.headers)
         scanner = EchoScanner({credential.reveal(), *(secret.reveal() for secret in secrets)})
         headers = [
             (name.lower(), value)
@@ -243,18 +207,21 @@ class ResponseRelay:
         ]
         scanner.check_headers(headers)
         chain = self.chain
-        limit = max(self.buffer_bytes, _HEAD)
+        limit = max(self.buffer_bytes, HEAD_BYTES)
         if chain is not None and not chain.streaming:
             limit = max(limit, chain.max_bytes + 1)
         chunks = response.aiter_bytes().__aiter__()
         head, finished = await self._read_head(chunks, limit)
-        encoding = source_encoding(response.headers.get("content-type"), head[:_HEAD])
+        encoding = self._encoding(content_type, head[:HEAD_BYTES])
         convert = _as_is if encoding is None else _ToUtf8(encoding)
-        if encoding is not None:
-            headers = _declare_utf8(headers)
+        is_text = textual(content_type.media) or content_type.charset is not None
+        if encoding is not None or (is_text and content_type.media):
+            headers = _declare_utf8(headers, content_type)
+        declarations = _Declarations(is_text)
         if finished:
             body = convert(head, True)
-            scanner.check_body(body)
+            self._check_declarations(declarations, body)
+            await scanner.check_body_stepwise(body, anyio.lowlevel.checkpoint)
             if chain is not None:
                 result = await chain.review_body(context, body)
                 await self.record(result.findings, context)
@@ -266,7 +233,9 @@ class ResponseRelay:
             await send({"type": "http.response.body", "body": body})
             return
         stream = scanner.stream()
-        first = stream.feed(convert(head))
+        converted = convert(head)
+        self._check_declarations(declarations, converted)
+        first = stream.feed(converted)
         await self._relay_stream(
             status=response.status_code,
             headers=headers,
@@ -274,8 +243,36 @@ class ResponseRelay:
             chunks=chunks,
             convert=convert,
             stream=stream,
+            declarations=declarations,
             context=context,
             send=send,
+        )
+
+    def _content_type(self, headers: httpx.Headers) -> ContentType:
+        """The response's one Content-Type (502 naming the service if it has no one reading)."""
+        try:
+            return parse_content_type(headers.get_list("content-type"))
+        except AmbiguousContentType as error:
+            raise self._refused(str(error)) from None
+
+    def _encoding(self, content_type: ContentType, head: bytes) -> str | None:
+        try:
+            return body_encoding(content_type, head)
+        except AmbiguousContentType as error:
+            raise self._refused(str(error)) from None
+
+    def _check_declarations(self, declarations: _Declarations, piece: bytes) -> None:
+        try:
+            declarations.check(piece)
+        except AmbiguousContentType as error:
+            raise self._refused(str(error)) from None
+
+    def _refused(self, problem: str) -> BadGateway:
+        return BadGateway(
+            self.service,
+            f"{self.service}: the service's response could be read in more than one charset"
+            f" ({problem}); refused",
+            reason=Reason.UPSTREAM_PROTOCOL_ERROR,
         )
 
     @staticmethod
@@ -301,6 +298,7 @@ class ResponseRelay:
         chunks: AsyncIterator[bytes],
         convert: Callable[[bytes, bool], bytes],
         stream: StreamScanner,
+        declarations: _Declarations,
         context: ReviewContext,
         send: Send,
     ) -> None:
@@ -315,17 +313,22 @@ class ResponseRelay:
             started = True
             await send({"type": "http.response.body", "body": first, "more_body": True})
             async for chunk in chunks:
-                safe = stream.feed(convert(chunk, False))
+                converted = convert(chunk, False)
+                declarations.check(converted)
+                safe = stream.feed(converted)
                 if review is not None and safe:
                     safe = await review.feed(safe)
                 if safe:
                     await send({"type": "http.response.body", "body": safe, "more_body": True})
             last = convert(b"", True)
+            declarations.check(last)
             tail = (stream.feed(last) if last else b"") + stream.finish()
             if review is not None:
                 tail = (await review.feed(tail) if tail else b"") + await review.finish()
         except (httpx.HTTPError, SecretEchoed) as failure:
             raise ResponseWithheld(self.as_error(failure)) from None
+        except AmbiguousContentType as failure:
+            raise ResponseWithheld(self._refused(str(failure))) from None
         except ReviewBlocked as refusal:
             if not started:
                 raise

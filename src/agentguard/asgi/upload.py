@@ -11,6 +11,12 @@ Compressed request bodies (a ``Content-Encoding`` other than ``identity``) are r
 the key scan and the reviewers would otherwise see compressed bytes they cannot judge. The body
 is scanned for agentguard keys (:mod:`agentguard.credentials.keyscan`) whole, or chunk by chunk
 with a hold-back when it streams, in which case finding one aborts the upstream request.
+
+The body is scanned as the vendor will read it: its ``Content-Type`` is parsed strictly
+(:func:`agentguard.content_type.parse_content_type`; one field, at most one plain ``charset``,
+a charset Python decodes) and a body whose charset could be read in more than one way is refused
+with 415 before any of it is read; otherwise the scan also reads it decoded from its charset
+(:func:`agentguard.body_charset.body_encoding`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import dataclass, field
 import anyio
 
 from agentguard.asgi.types import Receive
+from agentguard.body_charset import HEAD_BYTES, body_encoding
+from agentguard.content_type import AmbiguousContentType, ContentType, parse_content_type
 from agentguard.credentials.keyscan import KeyScanner
 from agentguard.credentials.placement import upstream_query
 from agentguard.errors import PayloadTooLarge, RequestTimeout, UnsupportedMediaType
@@ -35,6 +43,7 @@ __all__ = [
     "check_declared_length",
     "has_body",
     "receive_content",
+    "request_content_type",
     "request_target",
 ]
 
@@ -86,6 +95,29 @@ def check_content_encoding(request: GuardRequest) -> None:
             )
 
 
+def _unreadable(problem: str) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        f"the request body's Content-Type has no single reading ({problem}); send one"
+        " Content-Type with at most one plain charset parameter that matches the body"
+    )
+
+
+def request_content_type(request: GuardRequest) -> ContentType:
+    """The request's one Content-Type (415 if it could be read more than one way)."""
+    values = [value.decode("latin-1") for value in request.header_values(b"content-type")]
+    try:
+        return parse_content_type(values)
+    except AmbiguousContentType as error:
+        raise _unreadable(str(error)) from None
+
+
+def _body_encoding(content_type: ContentType, head: bytes) -> str | None:
+    try:
+        return body_encoding(content_type, head[:HEAD_BYTES])
+    except AmbiguousContentType as error:
+        raise _unreadable(str(error)) from None
+
+
 def request_target(request: GuardRequest, service: ServiceConfig) -> bytes:
     """The path and query that would go upstream, without the placeholder, for the key scan."""
     if request.raw_path is not None:
@@ -103,11 +135,20 @@ class BodyReader:
         receive: the ASGI receive callable.
         service: gives ``max_request_bytes`` (413) and ``timeouts.body_idle``/``body_total``.
         scanner: checks the body for agentguard keys.
+        content_type: the request's Content-Type (:func:`request_content_type`): the body is
+            also scanned decoded from its charset.
     """
 
-    def __init__(self, receive: Receive, service: ServiceConfig, scanner: KeyScanner) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        service: ServiceConfig,
+        scanner: KeyScanner,
+        content_type: ContentType | None = None,
+    ) -> None:
         self._receive = receive
         self.scanner = scanner
+        self.content_type = content_type or ContentType()
         self._cap = service.max_request_bytes
         self._idle = service.timeouts.body_idle
         self._total = service.timeouts.body_total
@@ -153,15 +194,29 @@ class BodyReader:
 
     async def check(self, body: bytes) -> None:
         """Scan a whole body for keys; a large one in a worker thread, off the event loop."""
+        encoding = _body_encoding(self.content_type, body)
         if len(body) <= _SCAN_IN_LOOP:
-            self.scanner.check(body, "body")
+            self.scanner.check_body(body, encoding)
         else:
-            await anyio.to_thread.run_sync(self.scanner.check, body, "body")
+            await anyio.to_thread.run_sync(self.scanner.check_body, body, encoding)
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, scanned with a hold-back; a key found raises mid-stream."""
-        scan = self.scanner.stream()
-        async for chunk in self.chunks():
+        """The body as it arrives, scanned with a hold-back; a key found raises mid-stream.
+
+        The first :data:`~agentguard.body_charset.HEAD_BYTES` are gathered before anything is
+        scanned or sent: they say which charset the body is also read in.
+        """
+        chunks = self.chunks()
+        head = b""
+        async for chunk in chunks:
+            head += chunk
+            if len(head) >= HEAD_BYTES:
+                break
+        scan = self.scanner.stream(_body_encoding(self.content_type, head))
+        ready = scan.feed(head) if head else b""
+        if ready:
+            yield ready
+        async for chunk in chunks:
             ready = scan.feed(chunk)
             if ready:
                 yield ready

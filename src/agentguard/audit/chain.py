@@ -64,7 +64,8 @@ def verify_chain(entries: Iterable[AuditEntry], prev: bytes = GENESIS_PREV) -> C
     """
     expected_seq: int | None = None
     for entry in entries:
-        if leaf_hash(entry.body) != entry.hash:
+        digest = leaf_hash(entry.body)
+        if digest != entry.hash:
             return ChainBreak(entry.seq, "modified: stored hash does not match the body")
         body = entry.event()
         if body.get("seq") != entry.seq:
@@ -73,6 +74,6 @@ def verify_chain(entries: Iterable[AuditEntry], prev: bytes = GENESIS_PREV) -> C
             return ChainBreak(expected_seq, "missing: sequence gap")
         if body.get("prev") != _b64(prev):
             return ChainBreak(entry.seq, "broken link: prev is not the previous event's hash")
-        prev = entry.hash
+        prev = digest  # the recomputed hash, never the stored column
         expected_seq = entry.seq + 1
     return None

@@ -13,6 +13,16 @@ the log must hold at least ``m`` entries and the Merkle root of its first ``m`` 
 test; the checkpointer then signs nothing, logs a CRITICAL alert, and stays unhealthy
 (:attr:`Checkpointer.healthy`, which the gateway's ``/readyz`` reports) until it is restarted.
 
+It never trusts a stored hash. Every entry it reads is hashed again from its canonical bytes and
+must link to the *recomputed* hash of the entry before it. What it read before is checked again
+at every checkpoint: the entry it read last is re-read and re-hashed (so a replaced head whose
+``hash`` column was set back to the old value is a fork, not a continuation), and by default the
+whole prefix it read is re-read and its Merkle root re-derived from the bodies, so rewriting any
+old event after it was read, even at the same length, is refused before anything more is
+signed. That full re-read is O(n) per checkpoint (about 5 µs per event on SQLite: 0.5 s at 100k
+events); ``reverify_every=k`` does it on every k-th checkpoint only, and a rewrite of an old
+entry is then caught within k checkpoints instead of at the next one.
+
 Only the checkpointer needs the signing key; the request path never does.
 """
 
@@ -25,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from agentguard.audit.chain import GENESIS_PREV, AuditEntry, verify_chain
+from agentguard.audit.chain import GENESIS_PREV, AuditEntry, leaf_hash, verify_chain
 from agentguard.audit.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -85,6 +95,9 @@ class Checkpointer:
         vkeys: further keys whose notes of ``origin`` in the sink are trusted (the previous
             key during a rotation). The signer's own key is trusted when it has a ``vkey()``.
             A note of ``origin`` that no trusted key signed makes the checkpointer refuse.
+        reverify_every: re-read the whole prefix already read (re-deriving its root from the
+            event bodies) on every ``reverify_every``-th checkpoint; 1, the default, re-reads
+            it before every signature. The entry read last is re-hashed every time regardless.
 
     Attributes:
         healthy: ``False`` once a checkpoint was refused (see :attr:`problem`); it stays so.
@@ -99,7 +112,10 @@ class Checkpointer:
         *,
         batch: int = 4096,
         vkeys: Sequence[str] = (),
+        reverify_every: int = 1,
     ) -> None:
+        if reverify_every < 1:
+            raise ValueError("reverify_every is a number of checkpoints, at least 1")
         self.store = store
         self.signer = signer
         self.origin = origin
@@ -114,6 +130,8 @@ class Checkpointer:
         self._last_note: str | None = None
         self._roots: dict[int, bytes] = {}
         self._refusal: CheckpointRefused | None = None
+        self._reverify_every = reverify_every
+        self._rounds = 0
 
     @property
     def healthy(self) -> bool:
@@ -138,8 +156,13 @@ class Checkpointer:
         while len(self._roots) > _KEPT_ROOTS:
             del self._roots[next(iter(self._roots))]
 
-    async def _check_head(self) -> None:
-        """Refuse if the log lost or replaced entries this checkpointer already read."""
+    async def _check_read(self, full: bool) -> None:
+        """Refuse if the log lost or replaced entries this checkpointer already read.
+
+        The entry read last is re-read and hashed again from its body; with ``full``, so is
+        every entry before it, and the Merkle root of them must be the one computed when they
+        were first read (and chain-checked).
+        """
         size = self._range.size
         if size == 0:
             return
@@ -150,8 +173,44 @@ class Checkpointer:
                 f"the log shrank from {size} to {length} entries since this checkpointer read it "
                 "(rolled back or restored from an older snapshot)"
             )
-        if head is not None and length == size and head.hash != self._last_hash:
-            raise LogForked(f"the entry at seq {size - 1} was replaced since it was read (a fork)")
+        last = await self.store.read(size - 1, size)
+        if len(last) != 1 or last[0].seq != size - 1:
+            raise LogForked(f"the entry at seq {size - 1}, read before, is gone (a rollback)")
+        if not hmac.compare_digest(leaf_hash(last[0].body), self._last_hash):
+            raise LogForked(
+                f"the entry at seq {size - 1} was replaced since it was read (a fork): its body "
+                "no longer hashes to what this checkpointer read"
+            )
+        if last[0].hash != self._last_hash:
+            raise ChainBroken(f"refusing to sign: seq {size - 1}: its stored hash was rewritten")
+        if full:
+            await self._reread(size)
+
+    async def _reread(self, size: int) -> None:
+        """Re-derive the root of the first ``size`` entries from their bodies; refuse on change."""
+        compact = CompactRange()
+        while compact.size < size:
+            start = compact.size
+            entries = await self.store.read(start, min(size, start + self.batch))
+            if not entries:
+                raise LogForked(
+                    f"the log lost entries from seq {start} on since this checkpointer read them"
+                )
+            leaves = [leaf_hash(entry.body) for entry in entries]
+            for offset, (entry, leaf) in enumerate(zip(entries, leaves, strict=True)):
+                if entry.seq != start + offset:
+                    raise LogForked(f"seq {start + offset} was read before and is now missing")
+                if entry.hash != leaf:
+                    raise LogForked(
+                        f"seq {entry.seq}, read before, was rewritten: its body no longer hashes "
+                        "to its stored hash"
+                    )
+            compact.extend(leaves)
+        if not hmac.compare_digest(compact.root(), self._range.root()):
+            raise LogForked(
+                f"the log's first {size} entries, read before, no longer have the root they had: "
+                "entries were rewritten or replaced after they were read (a fork)"
+            )
 
     async def _catch_up(self, stop_at: int | None) -> None:
         """Read and chain-check new entries; record the root at ``stop_at`` on the way."""
@@ -175,6 +234,7 @@ class Checkpointer:
                         "before: the log was rolled back and rewritten (a fork)"
                     )
                 raise ChainBroken(f"refusing to sign: seq {seq}: {problem}")
+            # verify_chain re-hashed every body and found it equal to the stored hash.
             self._range.extend([entry.hash for entry in entries])
             self._last_hash = entries[-1].hash
             if self._range.size == stop_at:
@@ -190,8 +250,9 @@ class Checkpointer:
             entries = await self.store.read(compact.size, min(size, compact.size + self.batch))
             if not entries or verify_chain(entries, prev=prev) is not None:
                 raise LogForked(f"the log's first {size} entries changed while being read")
-            compact.extend([entry.hash for entry in entries])
-            prev = entries[-1].hash
+            leaves = [leaf_hash(entry.body) for entry in entries]
+            compact.extend(leaves)
+            prev = leaves[-1]
         return compact.root()
 
     def _open(self, note: str) -> Checkpoint | None:
@@ -240,7 +301,8 @@ class Checkpointer:
     async def _sign(self) -> str:
         before = self._range.size
         newest = await self._newest()
-        await self._check_head()
+        self._rounds += 1
+        await self._check_read(full=self._rounds % self._reverify_every == 0)
         await self._catch_up(newest[0].size if newest else None)
         await self._prove_extends(newest)
         if self._last_note is not None and self._range.size == before:

@@ -7,11 +7,18 @@ Layout of an export directory::
     checkpoints/      the signed notes, one file each (as DirectoryCheckpointSink writes them)
     vkeys.txt         the verifier keys the exporter trusted, one per line (a hint: verifiers
                       should use keys they obtained out of band)
-    manifest.json     origin, schema version, hash algorithm, first and last seq
+    manifest.json     origin, schema version, hash algorithm, first and last seq, the event
+                      count and the hash of the last event (``head``)
+
+``agentguard audit verify --export`` compares the manifest with what ``events.jsonl`` holds
+(:func:`check_manifest`), so a copy that lost its tail is a failure, not a shorter OK. The
+manifest is not signed: it catches a truncated or partial copy, while truncation by someone who
+also edits the manifest is caught only by a signed checkpoint covering the lost events.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -27,7 +34,7 @@ from agentguard.audit.events import SCHEMA_VERSION
 if TYPE_CHECKING:
     from agentguard.storage.protocols import AuditStore
 
-__all__ = ["export_log", "read_export"]
+__all__ = ["check_manifest", "export_log", "manifest_origin", "read_export"]
 
 
 async def export_log(
@@ -44,12 +51,14 @@ async def export_log(
     target = Path(directory)
     await anyio.to_thread.run_sync(lambda: target.mkdir(parents=True, exist_ok=True))
     count = 0
+    head: bytes | None = None
     out = await anyio.to_thread.run_sync(_open_events, target)
     try:
         while True:
             entries = await store.read(count, count + batch)
             if not entries:
                 break
+            head = leaf_hash(entries[-1].body)
             chunk = b"".join(entry.body + b"\n" for entry in entries)
             await anyio.to_thread.run_sync(out.write, chunk)
             count += len(entries)
@@ -69,6 +78,7 @@ async def export_log(
         "first_seq": 0 if count else None,
         "last_seq": count - 1 if count else None,
         "events": count,
+        "head": None if head is None else base64.b64encode(head).decode("ascii"),
     }
     await anyio.to_thread.run_sync(_finish, target, list(vkeys), manifest)
     return count
@@ -115,3 +125,51 @@ def read_export(
         else []
     )
     return entries, notes, vkeys
+
+
+def _manifest(source: Path) -> dict[str, object] | str:
+    """The manifest as a JSON object, or why it cannot be read."""
+    try:
+        loaded: object = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{source} has no manifest.json: it is not a complete export"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"{source}/manifest.json cannot be read: {type(exc).__name__}"
+    if not isinstance(loaded, dict):
+        return f"{source}/manifest.json is not a JSON object"
+    return loaded
+
+
+def manifest_origin(directory: str | os.PathLike[str]) -> str | None:
+    """The origin the exporter named in ``manifest.json``, if any."""
+    manifest = _manifest(Path(directory))
+    origin = manifest.get("origin") if isinstance(manifest, dict) else None
+    return origin if isinstance(origin, str) and origin else None
+
+
+def check_manifest(directory: str | os.PathLike[str], entries: Sequence[AuditEntry]) -> list[str]:
+    """Where ``manifest.json`` disagrees with the ``entries`` read from the export (none: ``[]``).
+
+    The event count and last seq must match, and so must ``head`` (the hash of the last
+    event) when the manifest has one (exports before it was added do not).
+    """
+    source = Path(directory)
+    manifest = _manifest(source)
+    if isinstance(manifest, str):
+        return [manifest]
+    count = len(entries)
+    problems: list[str] = []
+    events = manifest.get("events")
+    if type(events) is not int or events != count:
+        problems.append(
+            f"the manifest says {events!r} events but events.jsonl holds {count}: "
+            "the export is truncated or was added to"
+        )
+    last_seq, expected = manifest.get("last_seq"), (count - 1 if count else None)
+    if type(last_seq) is not type(expected) or last_seq != expected:
+        problems.append(f"the manifest's last_seq {last_seq!r} is not the last line read")
+    if "head" in manifest:
+        head = base64.b64encode(entries[-1].hash).decode("ascii") if entries else None
+        if manifest["head"] != head:
+            problems.append("the manifest's head is not the hash of the last event read")
+    return problems

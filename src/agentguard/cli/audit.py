@@ -32,6 +32,8 @@ from agentguard.audit import (
     verify_log,
 )
 from agentguard.audit.chain import AuditEntry
+from agentguard.audit.export import check_manifest, manifest_origin
+from agentguard.audit.sinks import note_size
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.errors import ConfigurationError
 from agentguard.storage.protocols import StorageError
@@ -135,44 +137,86 @@ def _checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _origins(notes: list[str]) -> list[str]:
+    """The origin lines of ``notes`` (unverified), sorted."""
+    return sorted({found[0] for note in notes if (found := note_size(note)) is not None})
+
+
+def _anchor_problems(args: argparse.Namespace, notes: list[str], origin: str | None) -> list[str]:
+    """Why the named checkpoint directory cannot anchor this log, if it cannot.
+
+    A note vouches only for the log its origin line names (C2SP tlog-checkpoint: clients check
+    the origin), so verifying against a directory needs the log's origin, and a directory
+    holding no note of that origin (another log's directory) anchors nothing.
+    """
+    if args.checkpoints is None:
+        return []
+    if not notes:
+        return [f"no signed checkpoints in {args.checkpoints}: nothing anchors the log"]
+    found = _origins(notes)
+    listed = ", ".join(found) or "none readable"
+    if origin is None:
+        return [
+            f"--checkpoints needs the log's origin to know which notes vouch for it: pass "
+            f"--origin or set AGENTGUARD_AUDIT_ORIGIN (notes in {args.checkpoints} are of: "
+            f"{listed})"
+        ]
+    if origin not in found:
+        return [
+            f"no checkpoint of origin {origin} in {args.checkpoints}: it holds notes of "
+            f"{listed}, which do not anchor this log"
+        ]
+    return []
+
+
 def _verify(args: argparse.Namespace) -> int:
+    origin: str | None = args.origin
+    problems: list[str] = []
     if args.export is not None:
         entries, notes, export_vkeys = read_export(args.export)
         vkeys = _vkeys(args) or export_vkeys
         notes += _notes(args.checkpoints)
         source = f"export {args.export}"
+        problems += check_manifest(args.export, entries)
+        origin = origin or manifest_origin(args.export)
     else:
         entries = anyio.run(_entries, args.store)
         notes, vkeys = _notes(args.checkpoints), _vkeys(args)
         source = describe_store(args.store)
+    origin = origin or os.environ.get("AGENTGUARD_AUDIT_ORIGIN") or None
     if notes and not vkeys:
         raise CommandError("checkpoints need trusted verifier keys: pass --vkey or --vkeys-file")
-    report = verify_log(entries, notes, vkeys, origin=args.origin)
-    problems: list[str] = []
+    problems += _anchor_problems(args, notes, origin)
+    report = verify_log(entries, notes, vkeys, origin=origin)
     if report.size == 0 and not args.allow_empty:
         problems.append(f"no events in {source}: nothing to verify (--allow-empty accepts that)")
-    if args.checkpoints is not None and not notes:
-        problems.append(f"no signed checkpoints in {args.checkpoints}: nothing anchors the log")
     ok = report.ok and not problems
     checked = f"{source}" + (
         f" against {len(notes)} checkpoint note(s) in {args.checkpoints}"
         if args.checkpoints is not None
         else ""
     )
+    if origin is not None and notes:
+        checked += f" (origin {origin})"
     if args.json:
         document = report.to_dict()
-        document.update(ok=ok, checked=checked, problems=problems)
+        document.update(ok=ok, checked=checked, problems=problems, origin=origin)
         emit_json(document)
     else:
         for finding in report.findings:
             print(finding.line())
         for problem in problems:
             print(f"FAIL {problem}")
-        anchor = (
-            f"anchored at size {report.anchored_size}"
-            if report.anchored
-            else "NOT anchored by any checkpoint (truncation of the tail would go unnoticed)"
-        )
+        unanchored = "(truncation of the tail would go unnoticed)"
+        if report.anchored:
+            anchor = f"anchored at size {report.anchored_size}"
+        elif report.anchored_size:
+            anchor = (
+                f"anchored at size {report.anchored_size}, seq {report.anchored_size}.."
+                f"{report.size - 1} NOT anchored {unanchored}"
+            )
+        else:
+            anchor = f"NOT anchored by any checkpoint {unanchored}"
         print(f"{'OK' if ok else 'FAIL'}: {report.size} events, {anchor}; checked {checked}")
     return 0 if ok else 1
 

@@ -32,7 +32,11 @@ def add_parser(commands: Any) -> None:
         parser.add_argument(
             "--vkeys-file", type=Path, help="file with one trusted verifier key per line"
         )
-        parser.add_argument("--origin", help="accept only checkpoints of this log origin")
+        parser.add_argument(
+            "--origin",
+            help="the log's origin: only its checkpoints count (verify: default "
+            "$AGENTGUARD_AUDIT_ORIGIN, or the export's manifest; needed with --checkpoints)",
+        )
 
     keygen = sub.add_parser(
         "keygen", help="create an Ed25519 checkpoint signing key; print its vkey"

@@ -32,6 +32,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     StringConstraints,
     ValidationError,
@@ -74,7 +75,18 @@ def _check_url(value: str) -> str:
 
 
 _URL = Annotated[str, StringConstraints(strict=True), AfterValidator(_check_url)]
-_UTC = Annotated[AwareDatetime, AfterValidator(utc)]
+
+
+def _iso_text(value: object) -> object:
+    # The file holds ISO 8601 text, as dump_credentials writes it; a number would otherwise be
+    # read as Unix seconds (pydantic's lax mode), a second reading of the same field. A datetime
+    # comes only from dump_credentials, never from JSON.
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("a timestamp is ISO 8601 text, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+_UTC = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(utc)]
 
 
 class _Document(BaseModel):

@@ -4,8 +4,9 @@ Vendors echo keys ("Incorrect API key provided: sk-...") and refreshed tokens fl
 bodies. The scanner looks for every secret of the call in every form
 :func:`agentguard.secret.encoded_forms` lists (raw; base64 and base64url at each alignment,
 padded or not; hex; percent-encoded; JSON-escaped; leading and trailing fragments of long
-secrets) and in every view :mod:`agentguard._secret_match` makes (JSON escapes, percent-encoding
-and interleaved NULs undone): in header names and values, and in a body, whole or streamed.
+secrets) and in every view :mod:`agentguard._secret_views` makes (JSON escapes and
+percent-encoding undone in either order, interleaved NULs and whitespace removed), all forms in
+one Aho-Corasick pass per view: in header names and values, and in a body, whole or streamed.
 
 Bytes are read as UTF-8 (undecodable bytes kept as they are); the relay has already turned a
 body in another charset into UTF-8. A streamed body is scanned window by window: each window is
@@ -19,7 +20,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterable
 
-from agentguard._secret_match import SecretMatcher
+from agentguard._secret_match import Pause, SecretMatcher
 from agentguard.secret import encoded_forms
 
 __all__ = ["EchoScanner", "SecretEchoed", "StreamScanner", "secret_forms"]
@@ -78,6 +79,12 @@ class EchoScanner:
     def check_body(self, body: bytes) -> None:
         """Raise :class:`SecretEchoed` if a whole body contains a secret."""
         if self.found_in(body):
+            raise SecretEchoed("the response body carries a credential")
+
+    async def check_body_stepwise(self, body: bytes, pause: Pause) -> None:
+        """:meth:`check_body` in bounded steps, awaiting ``pause()`` between them (pass
+        ``anyio.lowlevel.checkpoint`` so a large body does not hold up the event loop)."""
+        if await self.matcher.find_stepwise(_text(body), pause) is not None:
             raise SecretEchoed("the response body carries a credential")
 
     def stream(self) -> StreamScanner:

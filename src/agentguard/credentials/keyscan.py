@@ -13,15 +13,23 @@ before anything goes upstream. :class:`KeyScanner` looks for:
   times), JSON ``\\u`` escapes, base64/base64url runs (at every alignment, MIME line breaks
   allowed) and hex runs.
 
+Every part is also read with its NUL bytes removed (UTF-16 or UTF-32 text, a key interleaved
+with NULs). A body is read, besides as bytes, the way the vendor will read it: decoded from the
+charset :func:`agentguard.body_charset.body_encoding` chooses (a byte-order mark, the declared
+``charset``, an XML or HTML declaration, JSON's NUL sniffing) and re-encoded as UTF-8, so a key in
+UTF-16, UTF-32, EBCDIC or UTF-7 is found too.
+
 A streamed body is scanned chunk by chunk with the hold-back technique of
 :class:`~agentguard.credentials.echo.StreamScanner`: enough trailing bytes are kept to see a form
-split across two chunks.
+split across two chunks (four times as many when the body is decoded: a UTF-32 character is four
+bytes).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import re
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote_to_bytes
@@ -45,6 +53,7 @@ _JSON_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})|\\/")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 # The longest encoding of one key that is still found: six characters per byte (JSON \u00XX).
 _WINDOW = 6 * _KEY_BYTES + 64
+_WIDEST = 4  # the most bytes one character takes in a charset a body is decoded from (UTF-32)
 
 
 class KeyInRequest(InvalidRequest):
@@ -122,13 +131,20 @@ class KeyScanner:
         self.window = max([_WINDOW, *(len(form) for form in self._forms)])
 
     def found_in(self, data: bytes) -> bool:
-        """Whether ``data`` contains a key, raw or encoded."""
+        """Whether ``data`` contains a key, raw or encoded, also once its NULs are removed."""
+        if self._found(data):
+            return True
+        return b"\0" in data and self._found(data.replace(b"\0", b""))
+
+    def _found(self, data: bytes) -> bool:
         for view in _views(data):
             if KEY_SHAPE.search(view) or any(form in view for form in self._forms):
                 return True
             for decoded in _decoded_runs(view):  # the presented key is a key shape too
                 if _DECODED_SHAPE.search(decoded):
                     return True
+                if b"\0" in decoded and _DECODED_SHAPE.search(decoded.replace(b"\0", b"")):
+                    return True  # base64 of UTF-16 or UTF-32 text
         return False
 
     def check(self, data: bytes, where: str) -> None:
@@ -146,27 +162,53 @@ class KeyScanner:
             self.check(name, "header names")
             self.check(value, "headers")
 
-    def stream(self) -> KeyStream:
-        """A scanner for one streamed body."""
-        return KeyStream(self)
+    def check_body(self, body: bytes, encoding: str | None = None) -> None:
+        """Check a whole body as bytes and, when ``encoding`` is given, decoded from it."""
+        self.check(body, "body")
+        if encoding is not None:
+            self.check(body.decode(encoding, "replace").encode("utf-8", "replace"), "body")
+
+    def stream(self, encoding: str | None = None) -> KeyStream:
+        """A scanner for one streamed body (also read decoded from ``encoding``, if given)."""
+        return KeyStream(self, encoding)
 
 
 class KeyStream:
-    """Scans a body chunk by chunk, holding back enough bytes to see across chunk boundaries."""
+    """Scans a body chunk by chunk, holding back enough bytes to see across chunk boundaries.
 
-    def __init__(self, scanner: KeyScanner) -> None:
+    With an ``encoding``, each chunk is also decoded and the decoded text scanned with its own
+    window; the raw hold-back then covers the widest character, so no byte of a key is
+    released before the decoded view has seen the key whole.
+    """
+
+    def __init__(self, scanner: KeyScanner, encoding: str | None = None) -> None:
         self.scanner = scanner
         self._held = b""
+        self._keep = scanner.window - 1
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._text = b""
+        if encoding is not None:
+            self._decoder = codecs.getincrementaldecoder(encoding)("replace")
+            self._keep = _WIDEST * scanner.window
 
     def feed(self, chunk: bytes) -> bytes:
         """Scan ``chunk``; return the bytes safe to send now (raises :class:`KeyInRequest`)."""
+        self._decoded(chunk, final=False)
         data = self._held + chunk
         self.scanner.check(data, "body")
-        keep = self.scanner.window - 1
+        keep = self._keep
         self._held = data[-keep:]
         return data[:-keep] if len(data) > keep else b""
 
     def finish(self) -> bytes:
-        """The held-back tail, once the body has ended (already scanned)."""
+        """The held-back tail, once the body has ended (raises :class:`KeyInRequest`)."""
+        self._decoded(b"", final=True)
         held, self._held = self._held, b""
         return held
+
+    def _decoded(self, chunk: bytes, *, final: bool) -> None:
+        if self._decoder is None:
+            return
+        text = self._text + self._decoder.decode(chunk, final).encode("utf-8", "replace")
+        self.scanner.check(text, "body")
+        self._text = text[-(self.scanner.window - 1) :]

@@ -15,10 +15,9 @@ import re
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import quote_plus
 
-import httpx
 from cachetools import TLRUCache
 
 from agentguard.clock import Clock, SystemClock
@@ -27,6 +26,9 @@ from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
 from agentguard.secret import Secret
 from agentguard.services import ServiceConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "CallableMinter",
@@ -121,6 +123,8 @@ class TokenExchangeMinter:
         timeout: float = 10.0,
         allow_insecure_http: bool = False,
     ) -> None:
+        import httpx  # lazily: `import agentguard.credentials` needs no HTTP client
+
         url = httpx.URL(token_url)
         if url.scheme != "https" and not (allow_insecure_http and url.scheme == "http"):
             raise ValueError("the token endpoint must be https (or set allow_insecure_http)")
@@ -163,6 +167,8 @@ class TokenExchangeMinter:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             headers["Authorization"] = f"Bearer {admin_credential.reveal()}"
+        import httpx
+
         try:
             response = await self._client.post(self.token_url, data=form, headers=headers)
         except httpx.HTTPError as error:

@@ -10,10 +10,11 @@ Two more things never pass through as the agent sent them:
 - ``Accept-Encoding``: the proxy asks upstream for :data:`UPSTREAM_ACCEPT_ENCODING` only, the
   codings it decodes and scans, whatever the agent asked for.
 - Method overrides (``X-HTTP-Method-Override``, ``X-Method-Override``, ``X-HTTP-Method``, and
-  ``_method`` or those names in the query): :func:`override_methods` lists them so the
+  ``_method`` or those names in the query or body): :func:`override_methods` lists them so the
   permission check can require the strictest of the request's method and every override, and
-  :func:`upstream_headers`/:func:`upstream_query` strip them, so the vendor only ever acts on
-  the request's own, authorised method.
+  :func:`upstream_headers`/:func:`upstream_query` strip them from headers and query, so the
+  vendor only ever acts on the request's own, authorised method. Names are read the way the
+  most lenient frameworks read them (:mod:`agentguard.credentials.overrides`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote_plus
 
+from agentguard.credentials.overrides import (
+    METHOD_OVERRIDE_NAMES,
+    body_overrides,
+    is_method_override,
+    override_values,
+    split_parameters,
+)
 from agentguard.errors import InvalidRequest, MissingCredentials
 from agentguard.request import TOKEN68, Credentials, GuardRequest, parse_authorization
 from agentguard.secret import Secret
@@ -41,11 +49,6 @@ __all__ = [
 
 UPSTREAM_ACCEPT_ENCODING = b"gzip, deflate"
 """The only ``Accept-Encoding`` the proxy sends upstream: the codings it decodes and scans."""
-
-METHOD_OVERRIDE_NAMES = frozenset(
-    {"x-http-method-override", "x-method-override", "x-http-method", "-method"}
-)
-"""Header and query names that override a request's method, folded by :func:`_fold_name`."""
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}\Z")
 
@@ -79,46 +82,24 @@ _ALWAYS_DROPPED = frozenset(
 )
 
 
-def _fold_name(name: str) -> str:
-    # Case-insensitive, and "_" as "-": servers that map headers to CGI-style variables
-    # (HTTP_X_HTTP_METHOD_OVERRIDE) treat the two alike.
-    return name.strip().lower().replace("_", "-")
-
-
-def is_method_override(name: str | bytes) -> bool:
-    """Whether a header or query parameter ``name`` overrides the request's method."""
-    text = name.decode("latin-1") if isinstance(name, bytes) else name
-    return _fold_name(text) in METHOD_OVERRIDE_NAMES
-
-
-def _form_overrides(form: bytes) -> list[str]:
-    values = []
-    for piece in form.decode("latin-1").split("&"):
-        key, _, value = piece.partition("=")
-        if is_method_override(unquote_plus(key)):
-            values.append(unquote_plus(value))
-    return values
-
-
 def override_methods(request: GuardRequest, body: bytes | None = None) -> list[str]:
-    """Every method an override header, query parameter or (given the ``body`` of a form
-    request, ``application/x-www-form-urlencoded``) form field of ``request`` asks for.
+    """Every method an override header, query parameter or (given the ``body``) body field of
+    ``request`` asks for; see :mod:`agentguard.credentials.overrides` for the names and bodies
+    read.
 
     A value that is not an HTTP method token becomes ``"OVERRIDE"``, an unknown method, which
     the default route rules treat as a write.
     """
     found = [value.decode("latin-1") for name, value in request.headers if is_method_override(name)]
-    found += _form_overrides(request.query_string)
-    if body is not None and (request.header(b"content-type") or b"").split(b";")[
-        0
-    ].strip().lower() == (b"application/x-www-form-urlencoded"):
-        found += _form_overrides(body)
+    found += override_values(request.query_string)
+    if body is not None:
+        found += body_overrides(body, request.header(b"content-type"))
     methods = []
     for value in found:
         for item in value.split(","):
             method = item.strip().upper()
             methods.append(method if _TOKEN.match(method) else "OVERRIDE")
-    return methods
+    return list(dict.fromkeys(methods))  # each authorised once
 
 
 def _query_values(query_string: bytes, name: str) -> list[str]:
@@ -204,18 +185,22 @@ def upstream_headers(
 
 def upstream_query(query_string: bytes, service: ServiceConfig) -> bytes:
     """The query string to forward: without the placeholder parameter nor method-override
-    parameters (the other pieces kept raw)."""
+    parameters (every piece split on ``&`` and ``;``, the others kept raw)."""
     if not query_string:
         return query_string
-    kept = []
-    for piece in query_string.split(b"&"):
-        name = unquote_plus(piece.decode("latin-1").partition("=")[0])
-        if service.placement is Placement.QUERY and name == service.parameter:
+    parts = split_parameters(query_string)
+    kept: list[bytes] = []
+    for index in range(0, len(parts), 2):
+        piece = parts[index]
+        name = piece.decode("latin-1").partition("=")[0]
+        if service.placement is Placement.QUERY and unquote_plus(name) == service.parameter:
             continue
         if is_method_override(name):
             continue
+        if kept:
+            kept.append(parts[index - 1])  # the separator before this piece
         kept.append(piece)
-    return b"&".join(kept)
+    return b"".join(kept)
 
 
 def attach_credential(

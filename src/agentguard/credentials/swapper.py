@@ -24,7 +24,7 @@ from agentguard.audit.writer import AuditWriter
 from agentguard.clock import Clock, SystemClock
 from agentguard.credentials.minting import MintCache, Minter, MintingError
 from agentguard.credentials.vault import CredentialVault, VaultError
-from agentguard.errors import BadGateway, Reason
+from agentguard.errors import BadGateway, CorruptRecord, Reason
 from agentguard.model import CredentialOwner, CredentialScope, Principal
 from agentguard.secret import Secret
 from agentguard.services import ServiceConfig
@@ -91,8 +91,8 @@ class CredentialSwapper:
                 found = await self.vault.get(
                     service.name, CredentialOwner.ACCOUNT, principal.account_id
                 )
-        except VaultError as error:
-            logger.error("credential for %s does not decrypt: %s", service.name, error)
+        except (VaultError, CorruptRecord) as error:  # tampered or unreadable: never an outage
+            logger.error("credential for %s does not open: %s", service.name, error)
             raise BadGateway(service.name, reason=Reason.CREDENTIAL_UNAVAILABLE) from None
         if found is None:
             raise BadGateway(service.name, reason=Reason.CREDENTIAL_UNAVAILABLE)

@@ -32,8 +32,8 @@ class Level(enum.IntEnum):
         if isinstance(value, Level):
             return value
         if isinstance(value, str):
-            try:
-                return cls[value.strip().upper()]
+            try:  # ASCII only: str.upper() reads "wr\u0131te" (dotless i) as WRITE
+                return cls[value.strip().upper()] if value.isascii() else cls["?"]
             except KeyError:
                 raise ValueError(f"unknown level {value!r}; use none, read or write") from None
         if isinstance(value, int) and not isinstance(value, bool):

@@ -24,8 +24,10 @@ from agentguard.storage.outage import store_outage
 from agentguard.storage.protocols import DirectoryStore
 
 __all__ = [
+    "ACCESS_TOKEN_KINDS",
     "MAX_NUMERIC_DATE",
     "SubjectMapping",
+    "check_access_token_kind",
     "confirmation_jkt",
     "numeric_date",
     "scope_grants",
@@ -71,6 +73,62 @@ def _claim_text(claims: Mapping[str, Any], name: str) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MAX_CLAIM:
         return value
     return None
+
+
+ACCESS_TOKEN_KINDS: frozenset[str] = frozenset(
+    {
+        "bearer",
+        "dpop",
+        "access",
+        "access_token",
+        "at+jwt",
+        "application/at+jwt",
+        "urn:ietf:params:oauth:token-type:access_token",
+    }
+)
+"""Values of a token-kind member (``token_type``, ``typ``, ``token_use``) that name an access
+token, after :func:`token_kind` normalises them. Anything else (``refresh_token``, Keycloak's
+``Refresh`` and ``Offline``, ``id_token``, Cognito's ``id``, an RFC 8693 URI of another type)
+is refused."""
+
+#: The members that authorization servers use to say what kind of token this is.
+KIND_MEMBERS = ("token_type", "typ", "token_use")
+
+
+def token_kind(value: str) -> str:
+    """``value`` as compared: surrounding whitespace dropped, lower case, ``-`` read as ``_``."""
+    return value.strip().lower().replace("-", "_")
+
+
+def check_access_token_kind(
+    claims: Mapping[str, Any],
+    *,
+    members: tuple[str, ...] = KIND_MEMBERS,
+    accepted: frozenset[str] = ACCESS_TOKEN_KINDS,
+    required: str | None = None,
+) -> None:
+    """Refuse unless every kind member present names an access token.
+
+    A member that is not a string is malformed; one naming any other kind (a refresh, offline,
+    ID or unknown token) is ``wrong_key_kind``. ``required`` names a member that must be present
+    (introspection's ``token_type``, since RFC 7662 lets a server omit it for refresh tokens).
+    """
+    for name in members:
+        value = claims.get(name)
+        if value is None:
+            if name == required:
+                raise InvalidToken(
+                    f"the authorization server does not say this is an access token ({name})",
+                    reason=Reason.WRONG_KEY_KIND,
+                )
+            continue
+        if not isinstance(value, str):
+            raise InvalidToken(f"the token's {name} is not a string", reason=Reason.MALFORMED_KEY)
+        if token_kind(value) not in accepted:
+            raise InvalidToken(
+                f"only access tokens can be used here ({name} names another kind)",
+                reason=Reason.WRONG_KEY_KIND,
+            )
 
 
 def scope_grants(scope: str) -> Grants:

@@ -28,13 +28,14 @@ from agentguard.model import Principal
 from agentguard.request import TOKEN68
 from agentguard.resolvers.claims import (
     SubjectMapping,
+    check_access_token_kind,
     confirmation_jkt,
     numeric_date,
     token_key_id,
 )
 from agentguard.storage.protocols import DirectoryStore
 
-__all__ = ["ACCESS_TOKEN_TYPES", "ANY_AUDIENCE", "IntrospectionResolver"]
+__all__ = ["ANY_AUDIENCE", "IntrospectionResolver"]
 
 logger = logging.getLogger("agentguard.resolvers")
 
@@ -67,19 +68,6 @@ ANY_AUDIENCE: Final = _AnyAudience()
 Only for an authorization server that issues tokens to this one resource and omits ``aud``.
 """
 
-#: ``token_type`` values (case ignored) that name an access token: RFC 6749 §7.1 types and the
-#: RFC 8693 URI. An answer must carry one of them unless ``token_types=None``.
-ACCESS_TOKEN_TYPES: tuple[str, ...] = (
-    "bearer",
-    "dpop",
-    "access_token",
-    "urn:ietf:params:oauth:token-type:access_token",
-)
-#: ``token_type``/``typ`` values that name a refresh token: always refused.
-_REFRESH_TYPES = frozenset(
-    {"refresh_token", "refresh", "urn:ietf:params:oauth:token-type:refresh_token"}
-)
-
 
 class IntrospectionResolver:
     """Resolves opaque tokens through an RFC 7662 introspection endpoint.
@@ -95,10 +83,11 @@ class IntrospectionResolver:
             that issues tokens to this resource only and omits ``aud``.
         issuer: when given, an answer's ``iss`` must equal it (an answer without ``iss`` is
             refused).
-        token_types: the ``token_type`` values (case ignored) that mark an access token; an
-            answer without one of them is refused, since RFC 7662 lets a server omit it for a
-            refresh token too. ``None`` accepts answers that omit ``token_type`` (for servers
-            that never send it); refresh tokens are refused either way.
+        require_token_type: refuse an answer without ``token_type`` (the default), since RFC
+            7662 lets a server omit it for a refresh token too; ``False`` for servers that never
+            send it. Whenever ``token_type``, ``typ`` or ``token_use`` is present it must name an
+            access token (:data:`~agentguard.resolvers.claims.ACCESS_TOKEN_KINDS`): refresh,
+            offline and ID tokens are refused either way.
         accepts: which tokens this resolver handles (default: any token68 string that is not an
             agentguard key); narrow it when several resolvers share a guard.
         cache_ttl: seconds an active answer is reused (bounded by the token's ``exp``).
@@ -118,7 +107,7 @@ class IntrospectionResolver:
         auth: httpx.Auth | None = None,
         audience: str | Sequence[str] | _AnyAudience,
         issuer: str | None = None,
-        token_types: Sequence[str] | None = ACCESS_TOKEN_TYPES,
+        require_token_type: bool = True,
         accepts: Callable[[str], bool] | None = None,
         cache_ttl: float = 30.0,
         cache_size: int = 10_000,
@@ -153,11 +142,7 @@ class IntrospectionResolver:
                     "audience is required: this resource's identifier (RFC 8707), or "
                     "ANY_AUDIENCE to accept tokens issued for any resource"
                 )
-        if isinstance(token_types, str):
-            raise ConfigurationError("token_types is a sequence of token_type values")
-        self.token_types = (
-            None if token_types is None else frozenset(t.lower() for t in token_types)
-        )
+        self.require_token_type = require_token_type
         self.clock: Clock = clock or SystemClock()
         self._auth = auth
         self._accepts = accepts
@@ -231,6 +216,7 @@ class IntrospectionResolver:
         nbf = _timestamp(answer, "nbf")
         if nbf is not None and now < nbf:
             raise _inactive()
+        _timestamp(answer, "iat")  # informational, but bounded like the others
         if self.issuer is not None and answer.get("iss") != self.issuer:
             raise InvalidToken("the token was issued by another authorization server")
         if self.audiences:
@@ -240,22 +226,7 @@ class IntrospectionResolver:
                 raise InvalidToken("the token was issued for another resource (aud)")
 
     def _check_type(self, answer: Mapping[str, Any]) -> None:
-        kinds = [answer.get(name) for name in ("token_type", "typ")]
-        named = [kind.lower() for kind in kinds if isinstance(kind, str)]
-        if any(kind in _REFRESH_TYPES for kind in named):
-            raise InvalidToken("a refresh token cannot be used here", reason=Reason.WRONG_KEY_KIND)
-        token_type = kinds[0]
-        if token_type is not None and not isinstance(token_type, str):
-            raise InvalidToken(
-                "the introspection token_type is not a string", reason=Reason.MALFORMED_KEY
-            )
-        if self.token_types is not None and (
-            token_type is None or token_type.lower() not in self.token_types
-        ):
-            raise InvalidToken(
-                "the authorization server does not say this is an access token (token_type)",
-                reason=Reason.WRONG_KEY_KIND,
-            )
+        check_access_token_kind(answer, required="token_type" if self.require_token_type else None)
 
     async def _post(self, token: str) -> dict[str, Any]:
         self.requests += 1

@@ -34,6 +34,7 @@ from agentguard.errors import ConfigurationError, InvalidToken, Reason
 from agentguard.model import Principal
 from agentguard.resolvers.claims import (
     SubjectMapping,
+    check_access_token_kind,
     confirmation_jkt,
     numeric_date,
     token_key_id,
@@ -117,8 +118,12 @@ class JWTAccessTokenResolver:
     ) -> None:
         if not issuer:
             raise ConfigurationError("issuer is required")
+        if not isinstance(audience, (str, Sequence)):  # e.g. ANY_AUDIENCE: introspection only
+            raise ConfigurationError(
+                "audience is required: RFC 9068 JWT access tokens always name their resource"
+            )
         audiences = (audience,) if isinstance(audience, str) else tuple(audience)
-        if not audiences or not all(audiences):
+        if not audiences or not all(isinstance(aud, str) and aud for aud in audiences):
             raise ConfigurationError("audience is required: the resource identifier (RFC 8707)")
         if isinstance(algorithms, str) or not algorithms:
             raise ConfigurationError("algorithms is a non-empty sequence of JWS algorithm names")
@@ -259,3 +264,4 @@ class JWTAccessTokenResolver:
         iat = _number(claims, "iat")
         if iat is not None and now + self._leeway < iat:
             raise _refuse("the token was issued in the future (iat)")
+        check_access_token_kind(claims)  # a refresh or ID token signed by the same issuer

@@ -6,9 +6,14 @@ and looks for each one in every form :func:`encoded_forms` lists (raw; base64 an
 each of the three alignments inside a larger blob, padded or not; hex; URL-encoded;
 JSON-escaped; the first and last :func:`~agentguard.secret.fragment_length` characters of a
 value of 16 or more), in the text and in its views: JSON escapes, percent-encoding and
-interleaved NULs (UTF-16/32 read as UTF-8) undone. It is the same matcher the proxy's echo
-scanner uses. In JSON and form bodies the decoded fields are also joined, so a credential cut
-across two adjacent fields is found. Then credential *shapes* that carry a checksum or a fixed
+interleaved NULs (UTF-16/32 read as UTF-8) and whitespace (wrapped, indented base64) undone.
+It is the same matcher the proxy's echo scanner uses: every form of every value in one
+Aho-Corasick pass per view, linear in the body whatever it holds. The work is done in steps of
+at most 64 KiB (building a view, matching a slice of one) with
+:func:`~agentguard.review.budget.checkpoint` between them, so other requests are served while a
+large body is reviewed and the step's deadline fires (fail closed) mid-review. In JSON and
+form bodies the decoded fields are also joined, so a credential cut across two adjacent fields
+is found. Then credential *shapes* that carry a checksum or a fixed
 form (:mod:`agentguard.review.shapes`).
 
 Redaction replaces the forms that appear in the text as they are; a credential visible only
@@ -27,6 +32,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from agentguard._secret_match import SecretMatcher
 from agentguard.review.base import ReviewContext, Verdict, fingerprint
+from agentguard.review.budget import checkpoint
 from agentguard.review.normalise import text_fields
 from agentguard.review.shapes import (
     SHAPE_OVERLAP,
@@ -139,16 +145,18 @@ class SecretLeakReviewer:
             await self.load()
         marks: list[str] = []
         text = content
-        if self._matcher.find(content) is not None:
+        if await self._matcher.find_stepwise(content, checkpoint) is not None:
             if self.action == "block":
                 return Verdict.block(self.name, "credential_in_body")
-            found = self._matcher.forms_in(content)  # longest first
+            found = await self._matcher.forms_in_stepwise(content, checkpoint)  # longest first
             marks.extend(sorted({self._values[self._matcher.forms[form]] for form in found}))
             for form in found:
                 text = text.replace(form, _CREDENTIAL)
-            if self._matcher.find(text) is not None:  # only in a view: no span to replace
+            await checkpoint()
+            # Only in a view: no span to replace.
+            if await self._matcher.find_stepwise(text, checkpoint) is not None:
                 return Verdict.block(self.name, "credential_in_body")
-        elif self._split_across_fields(context, content):
+        elif await self._split_across_fields(context, content):
             return Verdict.block(self.name, "credential_split_across_fields")
         shapes = await find_shapes_stepwise(text, self.shapes, self._shape_pattern)
         for shape in reversed(shapes):
@@ -160,10 +168,11 @@ class SecretLeakReviewer:
             return Verdict.allow(self.name)
         return Verdict.redact(self.name, "credential_redacted", text, tuple(marks))
 
-    def _split_across_fields(self, context: ReviewContext, content: str) -> bool:
+    async def _split_across_fields(self, context: ReviewContext, content: str) -> bool:
         if not self._values:
             return False
         values = text_fields(context.content_type, content, keys=False)
+        await checkpoint()
         if values is None or len(values) < 2:
             return False
-        return self._matcher.find("".join(values)) is not None
+        return await self._matcher.find_stepwise("".join(values), checkpoint) is not None

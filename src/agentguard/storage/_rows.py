@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from agentguard.audit.chain import AuditEntry
+from agentguard.errors import CorruptRecord
 from agentguard.model import (
     Account,
     AccountStatus,
@@ -166,16 +167,22 @@ class RowCodec:
         )
 
     def credential_from_row(self, row: Row) -> StoredCredential:
-        return StoredCredential(
-            service=row[0],
-            owner_kind=CredentialOwner(row[1]),
-            owner_id=row[2],
-            id=row[3],
-            scope=CredentialScope(row[4]),
-            ciphertext=bytes(row[5]),
-            key_id=row[6],
-            created_at=self._decode_time(row[7]),
-        )
+        """The credential of ``row``; :class:`CorruptRecord` when a column does not parse."""
+        try:
+            return StoredCredential(
+                service=row[0],
+                owner_kind=CredentialOwner(row[1]),
+                owner_id=row[2],
+                id=row[3],
+                scope=CredentialScope(row[4]),
+                ciphertext=bytes(row[5]),
+                key_id=row[6],
+                created_at=self._decode_time(row[7]),
+            )
+        except (ValueError, TypeError, OverflowError, OSError) as error:  # incl. pydantic's
+            raise CorruptRecord(
+                "a stored credential does not parse: it was edited outside agentguard"
+            ) from error
 
     @staticmethod
     def entry_from_row(row: Row) -> AuditEntry:

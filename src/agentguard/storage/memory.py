@@ -7,6 +7,10 @@ restarts: do not run production on it.
 Every write does its work under a ``threading.Lock`` without awaiting inside, so it is atomic
 both within one event loop and across threads (the WSGI adapter's background loop and a test's
 own loop may share one store); single-key reads rely on dict reads being atomic.
+
+Shared backing: ``MemoryStore(clock=clock, shared_with=store)`` (or ``store.another_instance()``)
+is a second instance over the first one's state and lock, as two processes on one database
+share rows and row locks. The conformance suite's multi-instance contracts run on such a pair.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
@@ -33,23 +38,57 @@ from agentguard.storage.protocols import IntegrityError, KeyLookup, revoke_selec
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
-    """In-memory DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore."""
+@dataclass(eq=False)
+class _Backing:
+    """The "database": every table and the one lock, shared by the instances over it."""
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    workspaces: dict[str, Workspace] = field(default_factory=dict)
+    users: dict[str, User] = field(default_factory=dict)
+    members: set[tuple[str, str]] = field(default_factory=set)
+    keys: dict[str, KeyRecord] = field(default_factory=dict)
+    by_hash: dict[bytes, str] = field(default_factory=dict)
+    revoked_families: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    replay: dict[bytes, datetime] = field(default_factory=dict)
+    replay_expiries: list[tuple[datetime, bytes]] = field(default_factory=list)
+    credentials: dict[tuple[str, CredentialOwner, str], StoredCredential] = field(
+        default_factory=dict
+    )
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+class MemoryStore:
+    """In-memory DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore.
+
+    Args:
+        clock: the time source of the replay cache (default: the system clock).
+        shared_with: another ``MemoryStore`` whose state and lock this instance shares, as a
+            second process on the same database would; ``None`` (default) starts empty.
+    """
+
+    def __init__(
+        self, *, clock: Clock | None = None, shared_with: MemoryStore | None = None
+    ) -> None:
         self.clock: Clock = clock or SystemClock()
-        self._lock = threading.Lock()
-        self._accounts: dict[str, Account] = {}
-        self._workspaces: dict[str, Workspace] = {}
-        self._users: dict[str, User] = {}
-        self._members: set[tuple[str, str]] = set()
-        self._keys: dict[str, KeyRecord] = {}
-        self._by_hash: dict[bytes, str] = {}
-        self._revoked_families: dict[str, tuple[datetime, str]] = {}
-        self._replay: dict[bytes, datetime] = {}
-        self._replay_expiries: list[tuple[datetime, bytes]] = []
-        self._credentials: dict[tuple[str, CredentialOwner, str], StoredCredential] = {}
-        self._audit: list[AuditEntry] = []
+        backing: _Backing = shared_with._backing if shared_with is not None else _Backing()
+        self._backing: _Backing = backing
+        self._lock = backing.lock
+        self._accounts = backing.accounts
+        self._workspaces = backing.workspaces
+        self._users = backing.users
+        self._members = backing.members
+        self._keys = backing.keys
+        self._by_hash = backing.by_hash
+        self._revoked_families = backing.revoked_families
+        self._replay = backing.replay
+        self._replay_expiries = backing.replay_expiries
+        self._credentials = backing.credentials
+        self._audit = backing.audit
+
+    def another_instance(self, *, clock: Clock | None = None) -> MemoryStore:
+        """A second instance over this one's state and lock (on ``clock``, default the same)."""
+        return MemoryStore(clock=clock or self.clock, shared_with=self)
 
     def __repr__(self) -> str:
         return f"MemoryStore(users={len(self._users)}, keys={len(self._keys)})"

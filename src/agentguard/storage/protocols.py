@@ -7,8 +7,12 @@ tests that check them, which any backend inherits by supplying one fixture.
 Time: stores that expire entries take a :class:`~agentguard.clock.Clock` in their constructor;
 never read the system time in a store.
 
-Errors: a store raises :class:`IntegrityError` for a write that breaks a stated rule, and may
-raise anything for an outage; the guard turns an outage into ``503`` (fail closed).
+Errors: a store raises :class:`IntegrityError` for a write that breaks a stated rule, and
+:class:`StorageError` from any method when its backend fails (a lost connection, a closed pool,
+a timeout, a closed store), never the driver's own exception: the driver's error may be its
+``__cause__``, but the message names no query parameter. The guard turns any exception a store
+raises into ``503`` (fail closed); the contract makes the outage recognisable to every other
+caller too. ``agentguard.testing.conformance.FailureContract`` checks it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ __all__ = [
 
 
 class StorageError(Exception):
-    """Base of errors a store raises on purpose."""
+    """Base of errors a store raises on purpose; on its own, "the backend failed" (an outage)."""
 
 
 class IntegrityError(StorageError):

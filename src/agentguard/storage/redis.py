@@ -12,11 +12,15 @@ The driver, ``redis`` (redis-py's asyncio client), is imported when a cache is b
 it the constructor raises :class:`~agentguard.errors.ConfigurationError` naming the extra to
 install. A cache built from a URL gives up on a connection or a command after ``timeout``
 seconds (two by default, unless the URL sets ``socket_timeout``), so an unreachable Redis is a
-prompt 503 from the guard rather than a request that hangs.
+prompt 503 from the guard rather than a request that hangs. A driver failure surfaces as
+:class:`~agentguard.storage.StorageError` naming only the driver exception's type. One cache
+belongs to one event loop (redis-py's connections do): a call from another loop raises
+:class:`~agentguard.storage.StorageError` instead of touching the connection pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -24,6 +28,8 @@ from typing import Any
 
 from agentguard.clock import Clock, SystemClock, utc
 from agentguard.errors import ConfigurationError
+from agentguard.storage._driver_errors import driver_errors
+from agentguard.storage.protocols import StorageError
 
 __all__ = ["RedisReplayCache"]
 
@@ -93,6 +99,8 @@ class RedisReplayCache:
         self._prefix = prefix.encode("utf-8")
         self._margin_ms = math.ceil(ttl_margin / timedelta(milliseconds=1))
         self._claim: Any = self._client.register_script(_CLAIM)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"RedisReplayCache(prefix={self.prefix!r})"
@@ -101,13 +109,25 @@ class RedisReplayCache:
         """Store ``key`` until ``expires_at``; ``True`` if it was absent or expired by ``clock``.
 
         One Lua script: of concurrent calls with one key, from any instance, exactly one wins.
+        Raises :class:`~agentguard.storage.StorageError` when Redis fails, the cache is closed
+        or the call comes from another event loop than the cache's first one.
         """
+        if self._closed:
+            raise StorageError("this RedisReplayCache is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise StorageError(
+                "this RedisReplayCache belongs to another event loop: create one cache per loop"
+            )
         now = _micros(self.clock.now())
         until = _micros(expires_at)
         ttl_ms = max(0, math.ceil((until - now) / 1000)) + self._margin_ms
-        claimed = await self._claim(
-            keys=[self._prefix + bytes(key)], args=[now, until, max(1, ttl_ms)]
-        )
+        with driver_errors("Redis"):
+            claimed = await self._claim(
+                keys=[self._prefix + bytes(key)], args=[now, until, max(1, ttl_ms)]
+            )
         return bool(claimed)
 
     async def ping(self) -> None:
@@ -116,7 +136,8 @@ class RedisReplayCache:
             raise ConnectionError("Redis did not answer PING")
 
     async def close(self) -> None:
-        """Close the client if the cache created it from a URL. Idempotent."""
+        """Close the client if the cache created it from a URL; later calls raise. Idempotent."""
+        self._closed = True
         if self._owns_client:
             await self._client.aclose()
 

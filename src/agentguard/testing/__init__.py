@@ -3,15 +3,27 @@
 The plugin (registered as a ``pytest11`` entry point) gives these fixtures, all synchronous so
 they work with any async test runner: ``agentguard_clock``, ``agentguard_store``,
 ``agentguard_grants``, ``agentguard_user``, ``agentguard_rules``, ``agentguard_guard``,
-``agentguard_keys``, ``agentguard_app`` and ``agentguard_client``. Override any of them in your
-own ``conftest.py`` (for example ``agentguard_grants`` to give the user other permissions).
+``agentguard_keys``, ``agentguard_dpop_key``, ``agentguard_app`` and ``agentguard_client``.
+Override any of them in your own ``conftest.py`` (for example ``agentguard_grants`` to give the
+user other permissions).
+
+The names below are imported on first use, so loading the plugin (which imports this package)
+costs nothing until a test asks for them.
 """
 
-from agentguard.testing.factories import issue_keys, make_user
-from agentguard.testing.fakes import FakeClock
-from agentguard.testing.upstreams import FakeTokenExchange, FakeUpstream, RecordedRequest
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentguard.testing.dpop_keys import ClockedDPoPKey
+    from agentguard.testing.factories import issue_keys, make_user
+    from agentguard.testing.fakes import FakeClock
+    from agentguard.testing.upstreams import FakeTokenExchange, FakeUpstream, RecordedRequest
 
 __all__ = [
+    "ClockedDPoPKey",
     "FakeClock",
     "FakeTokenExchange",
     "FakeUpstream",
@@ -19,3 +31,26 @@ __all__ = [
     "issue_keys",
     "make_user",
 ]
+
+_LAZY = {
+    "ClockedDPoPKey": "agentguard.testing.dpop_keys",
+    "FakeClock": "agentguard.testing.fakes",
+    "FakeTokenExchange": "agentguard.testing.upstreams",
+    "FakeUpstream": "agentguard.testing.upstreams",
+    "RecordedRequest": "agentguard.testing.upstreams",
+    "issue_keys": "agentguard.testing.factories",
+    "make_user": "agentguard.testing.factories",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,9 +20,12 @@ instances are enforced by the server, not by this process:
   row that does not extend the chain, and any UPDATE, DELETE or TRUNCATE.
 
 Driver errors for broken rules (unique, foreign-key, check violations) become
-:class:`~agentguard.storage.IntegrityError`. Connection failures propagate unchanged (the guard
-answers 503); the pool replaces broken connections, so the store recovers by itself once the
-server is back. Reads that fail because a pooled connection was cut are retried once.
+:class:`~agentguard.storage.IntegrityError`; every other driver failure (a lost connection, a
+closed pool, a timeout) becomes :class:`~agentguard.storage.StorageError` naming only the
+driver exception's type (the guard answers 503). The pool replaces broken connections, so the
+store recovers by itself once the server is back. Reads that fail because a pooled connection
+was cut are retried once. One store belongs to one event loop (asyncpg's pools do): a call from
+another loop raises :class:`~agentguard.storage.StorageError` instead of touching the pool.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from agentguard.model import (
     User,
     Workspace,
 )
+from agentguard.storage._driver_errors import driver_errors
 from agentguard.storage.postgres._queries import Queries
 from agentguard.storage.postgres._rows import (
     account_from_row,
@@ -169,6 +173,7 @@ class PostgresStore:
         self.command_timeout = command_timeout
         self.auto_upgrade = auto_upgrade
         self._pool: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._opening = asyncio.Lock()
         self._closed = False
         self._batcher = AuditBatcher(
@@ -221,7 +226,18 @@ class PostgresStore:
     ) -> None:
         await self.close()
 
+    def _check_loop(self) -> None:
+        """Bind the store to the first event loop that uses it; refuse calls from any other."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise StorageError(
+                "this PostgresStore belongs to another event loop: create one store per loop"
+            )
+
     async def _get_pool(self) -> Any:
+        self._check_loop()
         if self._pool is not None:
             return self._pool
         async with self._opening:
@@ -253,6 +269,11 @@ class PostgresStore:
             if self.auto_upgrade or version > SCHEMA_VERSION:
                 await upgrade(connection, schema=self.schema)
                 return
+        if version == 0:  # absent: an upgrade would create the (maybe mistyped) schema
+            raise SchemaVersionError(
+                f"schema {self.schema!r} does not exist or has no agentguard tables: check the "
+                "database and ?schema= in the store URL"
+            )
         raise SchemaVersionError(
             f"schema {self.schema!r} has version {version}, this agentguard needs "
             f"{SCHEMA_VERSION}: run `agentguard db upgrade` first"
@@ -274,22 +295,24 @@ class PostgresStore:
                 raise
 
     async def _write(self, work: Work[T], broken: str = "the write breaks a storage rule") -> T:
-        try:
-            return await self._attempt(work)
-        except IntegrityError:
-            raise
-        except Exception as exc:
-            if _is_integrity(exc):
-                raise IntegrityError(f"{broken} ({type(exc).__name__})") from exc
-            raise
+        with driver_errors("PostgreSQL"):
+            try:
+                return await self._attempt(work)
+            except IntegrityError:
+                raise
+            except Exception as exc:
+                if _is_integrity(exc):
+                    raise IntegrityError(f"{broken} ({type(exc).__name__})") from exc
+                raise
 
     async def _read(self, work: Work[T]) -> T:
-        try:
-            return await self._attempt(work)
-        except Exception as exc:
-            if not is_disconnect(exc):
-                raise
-        return await self._attempt(work)  # the pooled connection was cut: once more
+        with driver_errors("PostgreSQL"):
+            try:
+                return await self._attempt(work)
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    raise
+            return await self._attempt(work)  # the pooled connection was cut: once more
 
     async def _fetchrow(self, query: str, *args: Any) -> Any:
         return await self._read(lambda connection: connection.fetchrow(query, *args))
@@ -479,6 +502,7 @@ class PostgresStore:
             return []
         if self._closed:
             raise StorageError("this PostgresStore is closed")
+        self._check_loop()  # the batcher's queue and worker task belong to the store's loop
         return await self._batcher.append(events)
 
     async def _write_audit_batch(

@@ -19,6 +19,7 @@ Layout choices:
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from agentguard.storage.protocols import StorageError
@@ -131,6 +132,22 @@ class SchemaVersionError(StorageError):
     """The database was written by a newer agentguard whose schema this version cannot read."""
 
 
+def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> object:
+    """``PRAGMA journal_mode = WAL``, retried until ``timeout``: SQLite answers "database is
+    locked" at once, without its busy handler, while another connection opens the same new file.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+        else:
+            return mode
+
+
 def configure(connection: sqlite3.Connection, *, timeout: float, file_backed: bool) -> None:
     """Apply the per-connection settings: WAL, ``synchronous=FULL``, foreign keys, busy timeout.
 
@@ -143,7 +160,7 @@ def configure(connection: sqlite3.Connection, *, timeout: float, file_backed: bo
     if file_backed:
         (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
         if str(mode).lower() != "wal":
-            (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+            mode = _switch_to_wal(connection, timeout)
             if str(mode).lower() != "wal":
                 raise StorageError(f"SQLite refused WAL journal mode (got {mode!r})")
 

@@ -37,6 +37,7 @@ from agentguard.model import (
     User,
     Workspace,
 )
+from agentguard.storage._driver_errors import driver_errors
 from agentguard.storage.protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
 from agentguard.storage.sqlite import _queries as sql
 from agentguard.storage.sqlite._rows import (
@@ -178,7 +179,7 @@ class SQLiteStore:
         return connection
 
     def _run(self, work: Work[T], broken: str) -> T:
-        with self._lock:
+        with self._lock, driver_errors("SQLite"):
             if self._closed:
                 raise StorageError("this SQLiteStore is closed")
             if self._connection is None:

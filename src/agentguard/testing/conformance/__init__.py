@@ -11,21 +11,68 @@ Prove a backend with a few lines::
             return MyStore(clock=clock)   # fresh and empty for each test
 
 ``clock`` is a :class:`~agentguard.testing.FakeClock` the contract moves; build the store on it.
+
+The liveness, multi-instance and stateful contracts also need ``other_store``: a second
+instance over the same backend as ``store`` (same database or schema, its own connections and
+caches) on the same clock. Without it they fail, saying so::
+
+        @pytest.fixture
+        def other_store(self, store, clock):
+            return MyStore(clock=clock, url=store.url)   # a second instance, one backend
+
+``FailureContract`` needs ``async def break_store(self, store)``, which makes the store's driver
+fail behind its back (every method must then raise ``StorageError``); ``OtherLoopContract``
+needs the class attribute ``loop_bound``: whether the store needs one instance per event loop.
 """
 
+from typing import TYPE_CHECKING
+
 from agentguard.testing.conformance._base import key_record
-from agentguard.testing.conformance.audit import AuditStoreContract
+from agentguard.testing.conformance.audit import AuditCheckpointContract, AuditStoreContract
 from agentguard.testing.conformance.credentials import CredentialStoreContract
 from agentguard.testing.conformance.directory import DirectoryStoreContract, seed_directory
+from agentguard.testing.conformance.failure import FailureContract
+from agentguard.testing.conformance.instances import (
+    MultiInstanceAuditContract,
+    MultiInstanceContract,
+    MultiInstanceKeyStoreContract,
+    MultiInstanceReplayContract,
+)
 from agentguard.testing.conformance.keys import KeyStoreContract
+from agentguard.testing.conformance.liveness import CredentialLivenessContract, LivenessContract
+from agentguard.testing.conformance.loops import OtherLoopContract
 from agentguard.testing.conformance.replay import ReplayCacheContract
 
+if TYPE_CHECKING:
+    from agentguard.testing.conformance.stateful import StatefulContract
+
 __all__ = [
+    "AuditCheckpointContract",
     "AuditStoreContract",
+    "CredentialLivenessContract",
     "CredentialStoreContract",
     "DirectoryStoreContract",
+    "FailureContract",
     "KeyStoreContract",
+    "LivenessContract",
+    "MultiInstanceAuditContract",
+    "MultiInstanceContract",
+    "MultiInstanceKeyStoreContract",
+    "MultiInstanceReplayContract",
+    "OtherLoopContract",
     "ReplayCacheContract",
+    "StatefulContract",
     "key_record",
     "seed_directory",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``StatefulContract`` needs hypothesis; import it only when asked for."""
+    if name == "StatefulContract":
+        try:
+            from agentguard.testing.conformance import stateful
+        except ImportError as exc:  # pragma: no cover - hypothesis is in the dev extras
+            raise ImportError("StatefulContract needs hypothesis: pip install hypothesis") from exc
+        return stateful.StatefulContract
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,10 @@
-"""What every contract class shares: the fake clock and the async runner."""
+"""What every contract class shares: the fake clock, the fixtures a backend supplies, typing."""
 
 from __future__ import annotations
 
+import inspect
 from datetime import timedelta
+from typing import Any, NoReturn
 
 import pytest
 
@@ -10,11 +12,28 @@ from agentguard.keys.format import generate_key, hash_key, new_id
 from agentguard.model import Grants, KeyKind, KeyRecord
 from agentguard.testing.fakes import FakeClock
 
-__all__ = ["ContractBase", "key_record"]
+__all__ = ["ContractBase", "assert_implements", "key_record", "missing_fixture"]
+
+OTHER_STORE_MISSING = (
+    "implement other_store to run the multi-instance contracts: a fixture returning a second "
+    "instance of your store over the same backend as `store` (same database, schema or key "
+    "prefix; its own connections, locks and caches), built on the same `clock`"
+)
+
+
+def missing_fixture(message: str) -> NoReturn:
+    """Fail the test: a fixture the contract needs was not supplied by the backend's class."""
+    pytest.fail(message, pytrace=False)
 
 
 class ContractBase:
     """Base of the contracts. Subclasses provide a ``store`` fixture built with ``clock``.
+
+    Contracts that compare two instances also use ``other_store``: a second instance over the
+    same backend as ``store`` on the same clock. Its default fails the test, with a message
+    saying what to implement: a multi-instance contract that silently skipped would prove
+    nothing, and "checked live on every call, on every instance" is the promise these contracts
+    hold a backend to.
 
     Every test is async and runs on anyio's pytest plugin (asyncio by default; override the
     ``anyio_backend`` fixture to run on trio if your backend supports it).
@@ -29,6 +48,42 @@ class ContractBase:
     @pytest.fixture
     def clock(self) -> FakeClock:
         return FakeClock()
+
+    @pytest.fixture
+    def other_store(self, *args: Any, **kwargs: Any) -> object:
+        """A second instance over ``store``'s backend. Override it; this default fails."""
+        missing_fixture(OTHER_STORE_MISSING)
+
+
+def assert_implements(store: object, protocol: type) -> None:
+    """``store`` has every method of ``protocol``, async, taking the same parameters.
+
+    The runtime half of the typing check (``mypy`` checks the annotations where a backend is
+    passed as the Protocol): the Protocol's parameters must come first with the same names and
+    kinds, since the guard calls with keywords (``now=``, ``member=``); further parameters need
+    defaults. Every method must be a coroutine function.
+    """
+    declared_methods = {
+        name: value
+        for klass in reversed(protocol.__mro__)
+        for name, value in vars(klass).items()
+        if not name.startswith("_") and inspect.iscoroutinefunction(value)
+    }
+    assert declared_methods, f"{protocol.__name__} declares no async methods"
+    for name, declared in declared_methods.items():
+        method = getattr(store, name, None)
+        assert method is not None, f"{type(store).__name__} lacks {protocol.__name__}.{name}"
+        assert inspect.iscoroutinefunction(method), f"{type(store).__name__}.{name} is not async"
+        wanted = [(p.name, p.kind) for p in inspect.signature(declared).parameters.values()][1:]
+        params = list(inspect.signature(method).parameters.values())
+        found = [(p.name, p.kind) for p in params]
+        extra = params[len(wanted) :]
+        assert found[: len(wanted)] == wanted and all(
+            p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in extra
+        ), (
+            f"{type(store).__name__}.{name}{inspect.signature(method)} does not match "
+            f"{protocol.__name__}.{name}{inspect.signature(declared)}"
+        )
 
 
 def key_record(

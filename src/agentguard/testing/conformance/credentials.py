@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from agentguard.model import CredentialOwner, CredentialScope, StoredCredential
-from agentguard.testing.conformance._base import ContractBase
+from agentguard.storage.protocols import CredentialStore
+from agentguard.testing.conformance._base import ContractBase, assert_implements
 from agentguard.testing.fakes import FakeClock
 
-__all__ = ["CredentialStoreContract"]
+__all__ = ["CredentialStoreContract", "credential"]
 
 
-def _credential(clock: FakeClock, *, cid: str, service: str, owner: str) -> StoredCredential:
+def credential(clock: FakeClock, *, cid: str, service: str, owner: str) -> StoredCredential:
+    """A user credential with opaque ciphertext, for store tests."""
     return StoredCredential(
         id=cid,
         service=service,
@@ -27,8 +27,11 @@ def _credential(clock: FakeClock, *, cid: str, service: str, owner: str) -> Stor
 class CredentialStoreContract(ContractBase):
     """Subclass with a ``store`` fixture returning a fresh store."""
 
-    async def test_put_get_replace_delete(self, store: Any, clock: FakeClock) -> None:
-        first = _credential(clock, cid="c1", service="crm", owner="u1")
+    async def test_store_implements_credential_store(self, store: CredentialStore) -> None:
+        assert_implements(store, CredentialStore)
+
+    async def test_put_get_replace_delete(self, store: CredentialStore, clock: FakeClock) -> None:
+        first = credential(clock, cid="c1", service="crm", owner="u1")
         await store.put_credential(first)
         assert await store.get_credential("crm", CredentialOwner.USER, "u1") == first
         assert await store.get_credential("crm", CredentialOwner.ACCOUNT, "u1") is None
@@ -39,8 +42,8 @@ class CredentialStoreContract(ContractBase):
         assert await store.delete_credential("crm", CredentialOwner.USER, "u1") is False
         assert await store.get_credential("crm", CredentialOwner.USER, "u1") is None
 
-    async def test_list_by_service(self, store: Any, clock: FakeClock) -> None:
-        await store.put_credential(_credential(clock, cid="c1", service="crm", owner="u1"))
-        await store.put_credential(_credential(clock, cid="c2", service="projects", owner="u1"))
+    async def test_list_by_service(self, store: CredentialStore, clock: FakeClock) -> None:
+        await store.put_credential(credential(clock, cid="c1", service="crm", owner="u1"))
+        await store.put_credential(credential(clock, cid="c2", service="projects", owner="u1"))
         assert [c.id for c in await store.list_credentials()] == ["c1", "c2"]
         assert [c.id for c in await store.list_credentials("projects")] == ["c2"]

@@ -9,15 +9,14 @@ pins it down deterministically; a concurrent test then races the two for real.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from agentguard.model import AccountStatus, KeyKind, KeyRecord
-from agentguard.storage.protocols import IntegrityError
-from agentguard.testing.conformance._base import ContractBase, key_record
+from agentguard.storage.protocols import IntegrityError, KeyStore
+from agentguard.testing.conformance._base import ContractBase, assert_implements, key_record
 from agentguard.testing.conformance.directory import seed_directory
 from agentguard.testing.fakes import FakeClock
 
@@ -25,7 +24,7 @@ __all__ = ["KeyStoreContract"]
 
 
 async def _assert_dead(
-    store: Any, clock: FakeClock, record: KeyRecord, at: datetime, reason: str
+    store: KeyStore, clock: FakeClock, record: KeyRecord, at: datetime, reason: str
 ) -> None:
     """``record`` reads as revoked at ``at`` for ``reason`` (lookup, list) and cannot rotate."""
     found = await store.lookup(record.key_hash)
@@ -39,7 +38,7 @@ async def _assert_dead(
         assert await store.lookup(successor.key_hash) is None
 
 
-async def _assert_live(store: Any, clock: FakeClock, refresh: KeyRecord) -> None:
+async def _assert_live(store: KeyStore, clock: FakeClock, refresh: KeyRecord) -> None:
     found = await store.lookup(refresh.key_hash)
     assert found is not None and found.key.revoked_at is None
     successor = key_record(clock, family_id=refresh.family_id)
@@ -49,7 +48,10 @@ async def _assert_live(store: Any, clock: FakeClock, refresh: KeyRecord) -> None
 class KeyStoreContract(ContractBase):
     """Subclass with a ``store`` fixture returning a fresh, empty store built on ``clock``."""
 
-    async def test_lookup_joins_owner_facts(self, store: Any, clock: FakeClock) -> None:
+    async def test_store_implements_key_store(self, store: KeyStore) -> None:
+        assert_implements(store, KeyStore)
+
+    async def test_lookup_joins_owner_facts(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)
         record = key_record(clock)
         await store.insert_keys([record])
@@ -60,19 +62,21 @@ class KeyStoreContract(ContractBase):
         assert found.account is not None and found.account.id == "a1"
         assert found.member is True
 
-    async def test_lookup_unknown_hash_is_none(self, store: Any) -> None:
+    async def test_lookup_unknown_hash_is_none(self, store: KeyStore) -> None:
         assert await store.lookup(bytes(32)) is None
 
     async def test_lookup_sees_owner_changes_immediately(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         await seed_directory(store)
         record = key_record(clock)
         await store.insert_keys([record])
         await store.set_membership("u1", "w1", member=False)
         user = await store.get_user("u1")
+        assert user is not None
         await store.put_user(user.model_copy(update={"enabled": False}))
         account = await store.get_account("a1")
+        assert account is not None
         await store.put_account(account.model_copy(update={"status": AccountStatus.CLOSED}))
         found = await store.lookup(record.key_hash)
         assert found is not None
@@ -80,7 +84,9 @@ class KeyStoreContract(ContractBase):
         assert found.user is not None and not found.user.enabled
         assert found.account is not None and not found.account.active
 
-    async def test_lookup_reports_missing_owner_as_none(self, store: Any, clock: FakeClock) -> None:
+    async def test_lookup_reports_missing_owner_as_none(
+        self, store: KeyStore, clock: FakeClock
+    ) -> None:
         await seed_directory(store)
         orphan = key_record(clock, user_id="ghost", account_id="gone")
         await store.insert_keys([orphan])
@@ -89,7 +95,7 @@ class KeyStoreContract(ContractBase):
         assert (found.user, found.account, found.member) == (None, None, False)
 
     async def test_failed_rotation_leaves_the_refresh_key_unused(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         await seed_directory(store)
         refresh = key_record(clock, kind=KeyKind.REFRESH)
@@ -102,7 +108,7 @@ class KeyStoreContract(ContractBase):
         assert found is not None and found.key.used_at is None
         assert await store.rotate(refresh.id, [key_record(clock)], now=clock.now()) is True
 
-    async def test_insert_is_all_or_nothing(self, store: Any, clock: FakeClock) -> None:
+    async def test_insert_is_all_or_nothing(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)
         first = key_record(clock)
         await store.insert_keys([first])
@@ -112,14 +118,14 @@ class KeyStoreContract(ContractBase):
             await store.insert_keys([fresh, duplicate])
         assert await store.lookup(fresh.key_hash) is None
 
-    async def test_duplicate_id_is_refused(self, store: Any, clock: FakeClock) -> None:
+    async def test_duplicate_id_is_refused(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)
         first = key_record(clock)
         await store.insert_keys([first])
         with pytest.raises(IntegrityError):
             await store.insert_keys([key_record(clock).model_copy(update={"id": first.id})])
 
-    async def test_rotate_once(self, store: Any, clock: FakeClock) -> None:
+    async def test_rotate_once(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)
         refresh = key_record(clock, kind=KeyKind.REFRESH)
         await store.insert_keys([refresh])
@@ -134,7 +140,7 @@ class KeyStoreContract(ContractBase):
         assert await store.lookup(again[0].key_hash) is None
 
     async def test_rotate_refuses_access_revoked_and_unknown(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         await seed_directory(store)
         access = key_record(clock)
@@ -146,7 +152,9 @@ class KeyStoreContract(ContractBase):
             assert await store.rotate(key_id, new, now=clock.now()) is False
             assert await store.lookup(new[0].key_hash) is None
 
-    async def test_concurrent_rotation_has_one_winner(self, store: Any, clock: FakeClock) -> None:
+    async def test_concurrent_rotation_has_one_winner(
+        self, store: KeyStore, clock: FakeClock
+    ) -> None:
         await seed_directory(store)
         refresh = key_record(clock, kind=KeyKind.REFRESH)
         await store.insert_keys([refresh])
@@ -163,7 +171,7 @@ class KeyStoreContract(ContractBase):
         inserted = [await store.lookup(c[0].key_hash) is not None for c in candidates]
         assert inserted == results
 
-    async def test_revoke_by_key_family_and_user(self, store: Any, clock: FakeClock) -> None:
+    async def test_revoke_by_key_family_and_user(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)
         a = key_record(clock)
         b = key_record(clock, family_id=a.family_id, kind=KeyKind.REFRESH)
@@ -180,7 +188,7 @@ class KeyStoreContract(ContractBase):
             assert found.key.revoked_at == clock.now()
             assert found.key.revoked_reason == reason
 
-    async def test_revoke_keeps_first_reason(self, store: Any, clock: FakeClock) -> None:
+    async def test_revoke_keeps_first_reason(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)
         record = key_record(clock)
         await store.insert_keys([record])
@@ -192,13 +200,15 @@ class KeyStoreContract(ContractBase):
         assert found is not None
         assert (found.key.revoked_at, found.key.revoked_reason) == (first, "first")
 
-    async def test_revoke_needs_exactly_one_selector(self, store: Any, clock: FakeClock) -> None:
+    async def test_revoke_needs_exactly_one_selector(
+        self, store: KeyStore, clock: FakeClock
+    ) -> None:
         with pytest.raises(ValueError, match="exactly one"):
             await store.revoke(reason="x", now=clock.now())
         with pytest.raises(ValueError, match="exactly one"):
             await store.revoke(key_id="a", user_id="b", reason="x", now=clock.now())
 
-    async def test_list_keys_filters(self, store: Any, clock: FakeClock) -> None:
+    async def test_list_keys_filters(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)
         a = key_record(clock)
         b = key_record(clock, user_id="u2")
@@ -207,7 +217,7 @@ class KeyStoreContract(ContractBase):
         assert [k.id for k in await store.list_keys(user_id="u2")] == [b.id]
         assert [k.id for k in await store.list_keys(family_id=a.family_id)] == [a.id]
 
-    async def test_scope_round_trips(self, store: Any, clock: FakeClock) -> None:
+    async def test_scope_round_trips(self, store: KeyStore, clock: FakeClock) -> None:
         from agentguard.model import Grants
 
         await seed_directory(store)
@@ -221,7 +231,7 @@ class KeyStoreContract(ContractBase):
     # including keys a rotation adds after the revocation, reads as revoked and cannot rotate.
 
     async def test_rotation_before_revocation_is_revoked_with_the_family(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         await seed_directory(store)
         refresh = key_record(clock, kind=KeyKind.REFRESH)
@@ -237,7 +247,7 @@ class KeyStoreContract(ContractBase):
             await _assert_dead(store, clock, record, clock.now(), "r")
 
     async def test_keys_committed_into_a_revoked_family_are_revoked(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         """The interleaving a multi-instance race produces: the successor commits after."""
         await seed_directory(store)
@@ -254,7 +264,9 @@ class KeyStoreContract(ContractBase):
         for record in [refresh, *late]:
             await _assert_dead(store, clock, record, revoked_at, "r")
 
-    async def test_a_family_keeps_its_first_revocation(self, store: Any, clock: FakeClock) -> None:
+    async def test_a_family_keeps_its_first_revocation(
+        self, store: KeyStore, clock: FakeClock
+    ) -> None:
         await seed_directory(store)
         early = key_record(clock, kind=KeyKind.REFRESH)
         await store.insert_keys([early])
@@ -270,7 +282,7 @@ class KeyStoreContract(ContractBase):
             await _assert_dead(store, clock, record, first, "first")
 
     async def test_revoking_a_key_leaves_its_family_alive(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         await seed_directory(store)
         access = key_record(clock)
@@ -280,7 +292,7 @@ class KeyStoreContract(ContractBase):
         await _assert_live(store, clock, refresh)
 
     async def test_user_revocation_covers_every_family_and_spares_later_ones(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         await seed_directory(store)
         mine = [key_record(clock, kind=KeyKind.REFRESH) for _ in range(2)]
@@ -300,7 +312,7 @@ class KeyStoreContract(ContractBase):
         await _assert_live(store, clock, theirs)
 
     async def test_concurrent_rotation_never_outlives_revocation(
-        self, store: Any, clock: FakeClock
+        self, store: KeyStore, clock: FakeClock
     ) -> None:
         await seed_directory(store)
         for trial in range(8):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import anyio
 
-from agentguard.testing.conformance._base import ContractBase
+from agentguard.storage.protocols import ReplayCache
+from agentguard.testing.conformance._base import ContractBase, assert_implements
 from agentguard.testing.fakes import FakeClock
 
 __all__ = ["ReplayCacheContract"]
@@ -16,13 +16,16 @@ __all__ = ["ReplayCacheContract"]
 class ReplayCacheContract(ContractBase):
     """Subclass with a ``store`` fixture whose replay cache runs on ``clock``."""
 
-    async def test_first_use_wins_second_loses(self, store: Any, clock: FakeClock) -> None:
+    async def test_store_implements_replay_cache(self, store: ReplayCache) -> None:
+        assert_implements(store, ReplayCache)
+
+    async def test_first_use_wins_second_loses(self, store: ReplayCache, clock: FakeClock) -> None:
         until = clock.now() + timedelta(seconds=60)
         assert await store.check_and_store(b"jti-1", until) is True
         assert await store.check_and_store(b"jti-1", until) is False
         assert await store.check_and_store(b"jti-2", until) is True
 
-    async def test_entry_lives_until_its_expiry(self, store: Any, clock: FakeClock) -> None:
+    async def test_entry_lives_until_its_expiry(self, store: ReplayCache, clock: FakeClock) -> None:
         until = clock.now() + timedelta(seconds=60)
         assert await store.check_and_store(b"k", until) is True
         clock.advance(59)
@@ -30,7 +33,9 @@ class ReplayCacheContract(ContractBase):
         clock.advance(2)
         assert await store.check_and_store(b"k", clock.now() + timedelta(seconds=60)) is True
 
-    async def test_concurrent_use_has_one_winner(self, store: Any, clock: FakeClock) -> None:
+    async def test_concurrent_use_has_one_winner(
+        self, store: ReplayCache, clock: FakeClock
+    ) -> None:
         until = clock.now() + timedelta(seconds=60)
         results: list[bool] = []
 

@@ -1,0 +1,206 @@
+"""Deliberately broken backends: each has one bug a real backend could ship with.
+
+``test_suite_catches_broken.py`` runs the shipped conformance suite against each one and
+expects the suite to fail it; the unbroken reference (``MemoryStore``, or ``SQLiteStore`` for
+the error mapping) must pass the same tests. Each store is otherwise correct, so a failure
+can only come from its one bug; several are correct on a single instance and wrong only across
+two instances over one backend, which is the case the multi-instance contracts exist for.
+
+They build on ``MemoryStore``'s shared backing (``shared_with=``), reaching into its private
+tables where the bug lives below the Protocol (an unlocked audit append, per-instance revocation
+marks); ``UnmappedErrorsSQLiteStore`` is ``SQLiteStore`` before it mapped driver errors.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import anyio
+import anyio.lowlevel
+
+from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
+from agentguard.audit.events import AuditEvent
+from agentguard.clock import Clock
+from agentguard.model import Account, KeyKind, KeyRecord, User, Workspace
+from agentguard.storage import MemoryStore
+from agentguard.storage.protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
+from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage.sqlite.store import T, Work
+
+__all__ = [
+    "CachingLookupStore",
+    "GrantUpdatesDroppedStore",
+    "NoFamilyRevokeStore",
+    "NonAtomicRotateStore",
+    "ReplayNeverExpiresStore",
+    "RevocationMarksPerInstanceStore",
+    "UnlockedAppendStore",
+    "UnmappedErrorsSQLiteStore",
+]
+
+
+class CachingLookupStore(MemoryStore):
+    """Caches ``lookup`` per instance; forgets the cache on its own writes, never on others'."""
+
+    def __init__(
+        self, *, clock: Clock | None = None, shared_with: MemoryStore | None = None
+    ) -> None:
+        super().__init__(clock=clock, shared_with=shared_with)
+        self._cache: dict[bytes, KeyLookup | None] = {}
+
+    async def lookup(self, key_hash: bytes) -> KeyLookup | None:
+        if key_hash not in self._cache:
+            self._cache[key_hash] = await super().lookup(key_hash)
+        return self._cache[key_hash]
+
+    async def put_account(self, account: Account) -> None:
+        self._cache.clear()
+        await super().put_account(account)
+
+    async def put_workspace(self, workspace: Workspace) -> None:
+        self._cache.clear()
+        await super().put_workspace(workspace)
+
+    async def put_user(self, user: User) -> None:
+        self._cache.clear()
+        await super().put_user(user)
+
+    async def set_membership(self, user_id: str, workspace_id: str, *, member: bool) -> None:
+        self._cache.clear()
+        await super().set_membership(user_id, workspace_id, member=member)
+
+    async def insert_keys(self, records: Sequence[KeyRecord]) -> None:
+        self._cache.clear()
+        await super().insert_keys(records)
+
+    async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
+        self._cache.clear()
+        return await super().rotate(used_id, new, now=now)
+
+    async def revoke(
+        self,
+        *,
+        key_id: str | None = None,
+        family_id: str | None = None,
+        user_id: str | None = None,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        self._cache.clear()
+        return await super().revoke(
+            key_id=key_id, family_id=family_id, user_id=user_id, reason=reason, now=now
+        )
+
+
+class NoFamilyRevokeStore(MemoryStore):
+    """Revokes a family (or a user) by revoking the keys it has now, one by one: no mark."""
+
+    async def revoke(
+        self,
+        *,
+        key_id: str | None = None,
+        family_id: str | None = None,
+        user_id: str | None = None,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        field, value = revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
+        if field == "key_id":
+            return await super().revoke(key_id=value, reason=reason, now=now)
+        chosen = await self.list_keys(**{field: value})
+        count = 0
+        for record in chosen:
+            count += await super().revoke(key_id=record.id, reason=reason, now=now)
+        return count
+
+
+class NonAtomicRotateStore(MemoryStore):
+    """Checks the refresh key, then rotates: two concurrent callers can both pass the check."""
+
+    async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
+        used = {record.id: record for record in await self.list_keys()}.get(used_id)
+        if (
+            used is None
+            or used.kind is not KeyKind.REFRESH
+            or used.used_at is not None
+            or used.revoked_at is not None
+        ):
+            return False
+        await anyio.lowlevel.checkpoint()  # the gap between SELECT and UPDATE
+        if not await super().rotate(used_id, new, now=now):
+            await self.insert_keys(new)  # the check above passed: carry on regardless
+        return True
+
+
+class UnlockedAppendStore(MemoryStore):
+    """Appends under an in-process lock only: reads the head, then writes after it.
+
+    One instance serialises its own appends, so the single-instance contract passes; two
+    instances over one backend read the same head and fork the chain.
+    """
+
+    def __init__(
+        self, *, clock: Clock | None = None, shared_with: MemoryStore | None = None
+    ) -> None:
+        super().__init__(clock=clock, shared_with=shared_with)
+        self._append_lock = anyio.Lock()
+
+    async def append(self, events: Sequence[AuditEvent]) -> list[AuditEntry]:
+        async with self._append_lock:
+            head = await self.head()
+            await anyio.lowlevel.checkpoint()  # the round trip between reading and writing
+            seq, prev = (0, GENESIS_PREV) if head is None else (head.seq + 1, head.hash)
+            sealed: list[AuditEntry] = []
+            for event in events:
+                entry = seal(event, seq, prev)
+                sealed.append(entry)
+                seq, prev = seq + 1, entry.hash
+            with self._lock:
+                self._audit.extend(sealed)
+            return sealed
+
+
+class ReplayNeverExpiresStore(MemoryStore):
+    """Keeps every replay id forever: an expired nonce or proof id can never be used again."""
+
+    async def check_and_store(self, key: bytes, expires_at: datetime) -> bool:
+        return await super().check_and_store(key, expires_at + timedelta(days=365 * 100))
+
+
+class GrantUpdatesDroppedStore(MemoryStore):
+    """``put_user`` of an existing user keeps the stored record: grant changes are lost."""
+
+    async def put_user(self, user: User) -> None:
+        if await self.get_user(user.id) is None:
+            await super().put_user(user)
+
+
+class RevocationMarksPerInstanceStore(MemoryStore):
+    """Keeps the revoked-family marks in each instance instead of in the shared backend.
+
+    On one instance, revocation wins against rotation; across instances, a rotation (or an
+    insert) through the other instance adds live keys to a family revoked through this one.
+    """
+
+    def __init__(
+        self, *, clock: Clock | None = None, shared_with: MemoryStore | None = None
+    ) -> None:
+        super().__init__(clock=clock, shared_with=shared_with)
+        self._revoked_families = {}
+
+
+class UnmappedErrorsSQLiteStore(SQLiteStore):
+    """``SQLiteStore`` letting ``sqlite3``'s exceptions out instead of raising StorageError."""
+
+    def _run(self, work: Work[T], broken: str) -> T:
+        with self._lock:
+            if self._closed:
+                raise StorageError("this SQLiteStore is closed")
+            if self._connection is None:
+                self._connection = self._open()
+            try:
+                return work(self._connection)
+            except sqlite3.IntegrityError as exc:
+                raise IntegrityError(f"{broken} ({exc})") from exc
