@@ -59,6 +59,25 @@ def _inner(align: int) -> Callable[[str], str]:
 for _align in range(3):
     ENCODINGS[f"b64-inner-{_align}"] = _inner(_align)
 
+
+def _wrapped(width: int, separator: str) -> Callable[[str], str]:
+    """base64 of the key at alignment 1, cut every ``width`` characters by ``separator``."""
+
+    def encode(key: str) -> str:
+        text = base64.b64encode(b"\xff" + key.encode()).decode()
+        return separator.join(text[i : i + width] for i in range(0, len(text), width))
+
+    return encode
+
+
+ENCODINGS["json-escaped-percent"] = lambda key: "".join(
+    "".join(f"\\u{ord(char):04x}" for char in f"%{byte:02X}") for byte in key.encode()
+)
+ENCODINGS["b64-yaml-indented"] = _wrapped(20, "\n    ")
+ENCODINGS["b64-tab-indented"] = _wrapped(64, "\n\t")
+ENCODINGS["b64-space-groups"] = _wrapped(4, " ")
+ENCODINGS["b64-qp-soft-breaks"] = _wrapped(16, "=\r\n")
+
 KINDS = st.sampled_from([KeyKind.ACCESS, KeyKind.REFRESH])
 FILLER = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
 

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 from agentguard.asgi.types import Receive
 from agentguard.body_charset import HEAD_BYTES, body_encoding
@@ -47,7 +48,7 @@ __all__ = [
     "request_target",
 ]
 
-_SCAN_IN_LOOP = 64 * 1024  # larger bodies are scanned in a worker thread
+_SCAN_STEP = 16 * 1024  # bytes scanned between two turns of the event loop
 Review = Callable[[bytes], Awaitable[bytes]]
 """Runs the request reviewers over a body; returns the body to forward (raises to refuse)."""
 
@@ -193,12 +194,16 @@ class BodyReader:
         return body
 
     async def check(self, body: bytes) -> None:
-        """Scan a whole body for keys; a large one in a worker thread, off the event loop."""
-        encoding = _body_encoding(self.content_type, body)
-        if len(body) <= _SCAN_IN_LOOP:
-            self.scanner.check_body(body, encoding)
-        else:
-            await anyio.to_thread.run_sync(self.scanner.check_body, body, encoding)
+        """Scan a whole body for keys in bounded steps, yielding to the event loop between them.
+
+        The same hold-back scan as a streamed body, so a key across a step boundary is found;
+        no step holds the loop (or, in a thread, the interpreter lock) for a whole large body.
+        """
+        scan = self.scanner.stream(_body_encoding(self.content_type, body))
+        for start in range(0, len(body), _SCAN_STEP):
+            scan.feed(body[start : start + _SCAN_STEP])
+            await anyio.lowlevel.checkpoint()
+        scan.finish()
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body as it arrives, scanned with a hold-back; a key found raises mid-stream.

@@ -9,9 +9,9 @@ before anything goes upstream. :class:`KeyScanner` looks for:
   base64/base64url at each alignment, hex, percent-encoded, JSON-escaped, long fragments), via
   :func:`~agentguard.credentials.echo.secret_forms`;
 - any key-shaped string (``ag_at_``/``ag_rt_`` + 49 base62 characters: a refresh key in another
-  header is as bad as the access key), raw or inside percent-encoding (repeated up to three
-  times), JSON ``\\u`` escapes, base64/base64url runs (at every alignment, MIME line breaks
-  allowed) and hex runs.
+  header is as bad as the access key), raw or inside up to three layers of percent-encoding
+  and JSON ``\\u`` escapes in any order, base64/base64url runs (at every alignment, wrapped or
+  grouped with any whitespace) and hex runs.
 
 Every part is also read with its NUL bytes removed (UTF-16 or UTF-32 text, a key interleaved
 with NULs). A body is read, besides as bytes, the way the vendor will read it: decoded from the
@@ -51,8 +51,9 @@ _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{16,}(?:\r?\n[A-Za-z0-9+/_-]+)*")
 _HEX_RUN = re.compile(rb"[0-9A-Fa-f]{110,}")
 _JSON_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})|\\/")
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
-# The longest encoding of one key that is still found: six characters per byte (JSON \u00XX).
-_WINDOW = 6 * _KEY_BYTES + 64
+# The longest encoding of one key that is still found: eighteen characters per byte (each byte
+# percent-encoded, and each character of that JSON-escaped as \u00XX).
+_WINDOW = 18 * _KEY_BYTES + 64
 _WIDEST = 4  # the most bytes one character takes in a charset a body is decoded from (UTF-32)
 
 
@@ -75,24 +76,32 @@ def _json_unescape(data: bytes) -> bytes:
     return _JSON_ESCAPE.sub(one, data)
 
 
-def _percent_views(data: bytes) -> Iterator[bytes]:
-    yield data
-    current = data
-    for _ in range(3):
-        if b"%" not in current:
-            return
-        decoded = unquote_to_bytes(current)
-        if decoded == current:
-            return
-        current = decoded
-        yield current
+_WHITESPACE = re.compile(rb"(?:=\r?\n|\s)+")  # whitespace, and quoted-printable soft breaks
+_LAYERS = 3  # percent-encoding and JSON escaping undone up to three layers, in any order
 
 
 def _views(data: bytes) -> Iterator[bytes]:
-    for view in _percent_views(data):
-        yield view
-        if b"\\" in view:
-            yield _json_unescape(view)
+    """``data`` with up to three layers of percent-encoding and JSON escaping undone, in any
+    order, each view also with every whitespace byte removed (base64 or hex wrapped with
+    indentation, grouped with spaces)."""
+    seen = {data}
+    layer = [data]
+    for depth in range(_LAYERS + 1):
+        following: list[bytes] = []
+        for view in layer:
+            yield view
+            if _WHITESPACE.search(view):
+                yield _WHITESPACE.sub(b"", view)
+            if depth == _LAYERS:
+                continue
+            for decoded in (
+                unquote_to_bytes(view) if b"%" in view else view,
+                _json_unescape(view) if b"\\" in view else view,
+            ):
+                if decoded not in seen:
+                    seen.add(decoded)
+                    following.append(decoded)
+        layer = following
 
 
 def _decoded_runs(view: bytes) -> Iterator[bytes]:
