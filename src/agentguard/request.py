@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -59,6 +59,7 @@ class GuardRequest:
     root_path: str = ""
     request_id: str = ""
     allow_encoded_slash: bool = False
+    _target: Target | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.request_id:
@@ -103,11 +104,18 @@ class GuardRequest:
 
         Raises :class:`InvalidRequest` (400) when the target could mean different paths to
         different readers (see :mod:`agentguard.target`); callers refuse it before any key
-        lookup.
+        lookup. Computed once per request: the guard, the adapters and the proxy all ask.
         """
-        return canonical_target(
-            self.path, self.raw_path, self.root_path, allow_encoded_slash=self.allow_encoded_slash
-        )
+        if self._target is None:
+            target = canonical_target(
+                self.path,
+                self.raw_path,
+                self.root_path,
+                allow_encoded_slash=self.allow_encoded_slash,
+            )
+            object.__setattr__(self, "_target", target)
+            return target
+        return self._target
 
     def in_public_paths(self, prefixes: Sequence[str]) -> bool:
         """Whether the canonical path is under one of ``prefixes`` (an ambiguous one never is)."""

@@ -237,7 +237,8 @@ class ProxyApp:
             return None
         return target.under(request.root_path)
 
-    def _raw_relative(self, scope: Scope, request: GuardRequest) -> bytes:
+    @staticmethod
+    def _raw_relative(request: GuardRequest) -> bytes:
         """Exactly the canonical form that was authorised: never the client's own encoding."""
         return request.target().under(request.root_path).raw
 
@@ -343,7 +344,7 @@ class ProxyApp:
         query = upstream_query(request.query_string, self.service)
         content.scanner.check_request(b"", headers)  # the forwarding headers added here
         headers, query = attach_credential(headers, query, self.service, credential)
-        url = self._upstream_url(self._raw_relative(scope, request), query)
+        url = self._upstream_url(self._raw_relative(request), query)
         if isinstance(content.content, bytes):  # received whole: httpx sets the length
             headers = [(name, value) for name, value in headers if name != b"content-length"]
         upstream = self.client.build_request(
