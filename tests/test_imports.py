@@ -132,3 +132,21 @@ def test_design_doc_names_every_layered_package() -> None:
     text = (ROOT / "docs" / "design" / "layers.md").read_text(encoding="utf-8")
     missing = sorted(name for name in _layered_packages() if f"`{name}`" not in text)
     assert missing == []
+
+
+def test_import_agentguard_loads_only_the_version() -> None:
+    # Every public name of the package root is imported on first use: the autoloaded pytest
+    # plugin and the CLI's --help pay for nothing they do not use.
+    code = (
+        "import sys; before = set(sys.modules); import agentguard; "
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('agentguard') "
+        "or m.split('.')[0] in ('pydantic', 'anyio', 'cryptography')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['agentguard', 'agentguard._version']"
+
+
+def test_every_root_name_resolves_from_its_module() -> None:
+    for name in agentguard.__all__:
+        assert getattr(agentguard, name) is not None, name

@@ -5,13 +5,6 @@ from __future__ import annotations
 import pytest
 
 from agentguard.storage import MemoryStore
-from agentguard.storage.protocols import (
-    AuditStore,
-    CredentialStore,
-    DirectoryStore,
-    KeyStore,
-    ReplayCache,
-)
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     AuditStoreContract,
@@ -27,13 +20,6 @@ from agentguard.testing.conformance import (
 )
 
 
-def _implements(
-    store: MemoryStore,
-) -> tuple[DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore]:
-    """Never called: ``mypy --strict`` checks the store against each Protocol tested below."""
-    return (store, store, store, store, store)
-
-
 class TestMemoryStore(
     DirectoryStoreContract,
     KeyStoreContract,
@@ -46,6 +32,7 @@ class TestMemoryStore(
     StatefulContract,
     OtherLoopContract,
 ):
+    store_type = MemoryStore
     # A thread lock and no awaiting inside it: any loop, several at once. No driver, so no
     # FailureContract: a dict cannot lose its connection.
     loop_bound = False

@@ -11,13 +11,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agentguard.storage.postgres import PostgresStore
-from agentguard.storage.protocols import (
-    AuditStore,
-    CredentialStore,
-    DirectoryStore,
-    KeyStore,
-    ReplayCache,
-)
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     AuditStoreContract,
@@ -35,13 +28,6 @@ from agentguard.testing.conformance import (
 from tests.backends.services import temporary_schema
 
 
-def _implements(
-    store: PostgresStore,
-) -> tuple[DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore]:
-    """Never called: ``mypy --strict`` checks the store against each Protocol tested below."""
-    return (store, store, store, store, store)
-
-
 class TestPostgresStore(
     DirectoryStoreContract,
     KeyStoreContract,
@@ -55,6 +41,7 @@ class TestPostgresStore(
     FailureContract,
     OtherLoopContract,
 ):
+    store_type = PostgresStore
     loop_bound = True  # asyncpg pools belong to one loop: one store per loop
 
     async def break_store(self, store: PostgresStore) -> None:

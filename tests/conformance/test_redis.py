@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agentguard.storage.protocols import ReplayCache
 from agentguard.storage.redis import RedisReplayCache
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
@@ -23,14 +22,10 @@ from tests.backends.services import random_name, redis_url
 from tests.support.servers import free_port
 
 
-def _implements(store: RedisReplayCache) -> tuple[ReplayCache]:
-    """Never called: ``mypy --strict`` checks the store against each Protocol tested below."""
-    return (store,)
-
-
 class TestRedisReplayCache(
     ReplayCacheContract, MultiInstanceReplayContract, FailureContract, OtherLoopContract
 ):
+    store_type = RedisReplayCache
     loop_bound = True  # redis-py connections belong to one loop: one cache per loop
 
     async def break_store(self, store: RedisReplayCache) -> None:

@@ -12,13 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from agentguard.storage.protocols import (
-    AuditStore,
-    CredentialStore,
-    DirectoryStore,
-    KeyStore,
-    ReplayCache,
-)
 from agentguard.storage.sqlite import SQLiteStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
@@ -43,13 +36,6 @@ async def break_sqlite(store: SQLiteStore) -> None:
     connection.close()
 
 
-def _implements(
-    store: SQLiteStore,
-) -> tuple[DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore]:
-    """Never called: ``mypy --strict`` checks the store against each Protocol tested below."""
-    return (store, store, store, store, store)
-
-
 class TestSQLiteStore(
     DirectoryStoreContract,
     KeyStoreContract,
@@ -63,6 +49,7 @@ class TestSQLiteStore(
     FailureContract,
     OtherLoopContract,
 ):
+    store_type = SQLiteStore
     loop_bound = False  # worker threads under one lock: any loop, several at once
 
     async def break_store(self, store: SQLiteStore) -> None:
@@ -90,6 +77,7 @@ class TestSQLiteMemoryStore(
     FailureContract,
     OtherLoopContract,
 ):
+    store_type = SQLiteStore
     loop_bound = False  # worker threads under one lock: any loop, several at once
 
     async def break_store(self, store: SQLiteStore) -> None:

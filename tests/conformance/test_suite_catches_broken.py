@@ -57,6 +57,8 @@ CASES: dict[str, Case] = {
 }
 
 MEMORY_FIXTURES = """
+    store_type = {store}
+
     @pytest.fixture
     def store(self, clock):
         return {store}(clock=clock)
@@ -67,6 +69,8 @@ MEMORY_FIXTURES = """
 """
 
 SQLITE_FIXTURES = """
+    store_type = {store}
+
     @pytest.fixture
     async def store(self, clock, tmp_path):
         async with {store}(tmp_path / "agentguard.db", clock=clock) as store:

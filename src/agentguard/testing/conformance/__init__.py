@@ -6,6 +6,8 @@ Prove a backend with a few lines::
     from agentguard.testing.conformance import KeyStoreContract, ReplayCacheContract
 
     class TestMyStore(KeyStoreContract, ReplayCacheContract):
+        store_type = MyStore   # mypy --strict checks MyStore against KeyStore and ReplayCache
+
         @pytest.fixture
         def store(self, clock):
             return MyStore(clock=clock)   # fresh and empty for each test

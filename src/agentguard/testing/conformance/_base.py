@@ -12,12 +12,25 @@ from agentguard.keys.format import generate_key, hash_key, new_id
 from agentguard.model import Grants, KeyKind, KeyRecord
 from agentguard.testing.fakes import FakeClock
 
-__all__ = ["ContractBase", "assert_implements", "key_record", "missing_fixture"]
+__all__ = [
+    "ContractBase",
+    "assert_implements",
+    "assert_store_type",
+    "key_record",
+    "missing_fixture",
+]
 
 OTHER_STORE_MISSING = (
     "implement other_store to run the multi-instance contracts: a fixture returning a second "
     "instance of your store over the same backend as `store` (same database, schema or key "
     "prefix; its own connections, locks and caches), built on the same `clock`"
+)
+
+
+STORE_TYPE_MISSING = (
+    "set `store_type = YourStore` on {cls}: mypy --strict then checks YourStore against every "
+    "storage Protocol the contracts it inherits test (here {protocol}), and the contract checks "
+    "that the `store` fixture returns one"
 )
 
 
@@ -84,6 +97,25 @@ def assert_implements(store: object, protocol: type) -> None:
             f"{type(store).__name__}.{name}{inspect.signature(method)} does not match "
             f"{protocol.__name__}.{name}{inspect.signature(declared)}"
         )
+
+
+def assert_store_type(contract: object, store: object, protocol: type) -> None:
+    """The test class names ``store_type``, the fixture returns one, and it has ``protocol``.
+
+    ``store_type`` is the static half: each contract declares it as ``ClassVar[type[P]]`` for
+    the Protocol ``P`` it tests, so ``mypy --strict`` checks the backend class an integrator
+    assigns against every Protocol of every contract the test class inherits.
+    """
+    declared = getattr(type(contract), "store_type", None)
+    if declared is None:
+        missing_fixture(
+            STORE_TYPE_MISSING.format(cls=type(contract).__name__, protocol=protocol.__name__)
+        )
+    assert isinstance(store, declared), (
+        f"the store fixture returned a {type(store).__name__}, not the declared store_type "
+        f"{declared.__name__}"
+    )
+    assert_implements(store, protocol)
 
 
 def key_record(

@@ -10,6 +10,7 @@ repeat or reorder entries, or whose log changes under a checkpoint, fails here.
 from __future__ import annotations
 
 import itertools
+from typing import ClassVar
 
 import anyio
 
@@ -26,7 +27,7 @@ from agentguard.audit.merkle import (
     verify_inclusion,
 )
 from agentguard.storage.protocols import AuditStore
-from agentguard.testing.conformance._base import ContractBase, assert_implements
+from agentguard.testing.conformance._base import ContractBase, assert_store_type
 from agentguard.testing.fakes import FakeClock
 
 __all__ = ["AuditCheckpointContract", "AuditStoreContract", "audit_event"]
@@ -49,6 +50,9 @@ _ORIGIN = "conformance.example/audit"
 
 class AuditCheckpointContract(ContractBase):
     """Subclass with a ``store`` fixture returning a fresh store with an empty log."""
+
+    store_type: ClassVar[type[AuditStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``AuditStore``."""
 
     async def _signed(self, checkpointer: Checkpointer, signer: Ed25519Signer) -> Checkpoint:
         return open_checkpoint(await checkpointer.checkpoint(), [signer.vkey()])
@@ -101,7 +105,7 @@ class AuditStoreContract(AuditCheckpointContract):
     """Subclass with a ``store`` fixture returning a fresh store with an empty log."""
 
     async def test_store_implements_audit_store(self, store: AuditStore) -> None:
-        assert_implements(store, AuditStore)
+        assert_store_type(self, store, AuditStore)
 
     async def test_empty_log(self, store: AuditStore) -> None:
         assert await store.head() is None

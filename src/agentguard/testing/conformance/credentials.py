@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from agentguard.model import CredentialOwner, CredentialScope, StoredCredential
 from agentguard.storage.protocols import CredentialStore
-from agentguard.testing.conformance._base import ContractBase, assert_implements
+from agentguard.testing.conformance._base import ContractBase, assert_store_type
 from agentguard.testing.fakes import FakeClock
 
 __all__ = ["CredentialStoreContract", "credential"]
@@ -27,8 +29,11 @@ def credential(clock: FakeClock, *, cid: str, service: str, owner: str) -> Store
 class CredentialStoreContract(ContractBase):
     """Subclass with a ``store`` fixture returning a fresh store."""
 
+    store_type: ClassVar[type[CredentialStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``CredentialStore``."""
+
     async def test_store_implements_credential_store(self, store: CredentialStore) -> None:
-        assert_implements(store, CredentialStore)
+        assert_store_type(self, store, CredentialStore)
 
     async def test_put_get_replace_delete(self, store: CredentialStore, clock: FakeClock) -> None:
         first = credential(clock, cid="c1", service="crm", owner="u1")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 
 from agentguard.model import Account, AccountStatus, Grants, Level, User, Workspace
 from agentguard.storage.protocols import DirectoryStore, IntegrityError
-from agentguard.testing.conformance._base import ContractBase, assert_implements
+from agentguard.testing.conformance._base import ContractBase, assert_store_type
 
 __all__ = ["DirectoryStoreContract", "seed_directory"]
 
@@ -23,8 +25,11 @@ async def seed_directory(store: DirectoryStore) -> None:
 class DirectoryStoreContract(ContractBase):
     """Subclass with a ``store`` fixture returning a fresh, empty store."""
 
+    store_type: ClassVar[type[DirectoryStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``DirectoryStore``."""
+
     async def test_store_implements_directory_store(self, store: DirectoryStore) -> None:
-        assert_implements(store, DirectoryStore)
+        assert_store_type(self, store, DirectoryStore)
 
     async def test_account_round_trip(self, store: DirectoryStore) -> None:
         account = Account(id="a1", name="Acme")

@@ -96,7 +96,7 @@ async def fill_store(store: object, clock: FakeClock) -> Filled:
     return filled
 
 
-def failure_calls(store: Any, clock: FakeClock, filled: Filled) -> list[StoreCall]:
+def failure_calls(store: object, clock: FakeClock, filled: Filled) -> list[StoreCall]:
     """One call per method of each storage Protocol ``store`` implements, on filled data."""
     now = clock.now()
     calls: list[StoreCall] = []
@@ -205,11 +205,15 @@ class FailureContract(ContractBase):
     """Subclass with a ``store`` fixture and an async :meth:`break_store` method."""
 
     async def break_store(self, store: Any) -> None:
-        """Make ``store``'s driver fail for good. Override it; this default fails the test."""
+        """Make ``store``'s driver fail for good. Override it; this default fails the test.
+
+        ``Any``, so an override may take the backend's own class (``store: MyStore``) and reach
+        its driver without a cast; every other parameter in the suite is a storage Protocol.
+        """
         missing_fixture(BREAK_STORE_MISSING)
 
     async def test_every_method_raises_storage_error_once_the_driver_fails(
-        self, store: Any, clock: FakeClock
+        self, store: object, clock: FakeClock
     ) -> None:
         methods = implemented_methods(store)
         assert methods, f"{type(store).__name__} implements no storage Protocol"
@@ -225,7 +229,9 @@ class FailureContract(ContractBase):
             "raise StorageError:\n  " + "\n  ".join(problems)
         )
 
-    async def test_failures_keep_raising_until_repaired(self, store: Any, clock: FakeClock) -> None:
+    async def test_failures_keep_raising_until_repaired(
+        self, store: object, clock: FakeClock
+    ) -> None:
         """A second round of calls fails too: no call quietly answers after the first error."""
         filled = await fill_store(store, clock)
         calls = failure_calls(store, clock, filled)

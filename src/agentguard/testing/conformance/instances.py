@@ -10,6 +10,7 @@ same backend, on the same clock) at once.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -27,7 +28,13 @@ __all__ = [
     "MultiInstanceContract",
     "MultiInstanceKeyStoreContract",
     "MultiInstanceReplayContract",
+    "SharedBackend",
 ]
+
+
+class SharedBackend(KeyStore, AuditStore, ReplayCache, Protocol):
+    """A backend with keys, an audit log and a replay cache: what MultiInstanceContract tests."""
+
 
 RACE_TRIALS = 16
 """Trials of revoke-against-rotation, each revoking at a different step of the rotation loop."""
@@ -35,6 +42,9 @@ RACE_TRIALS = 16
 
 class MultiInstanceKeyStoreContract(ContractBase):
     """Subclass with ``store`` and ``other_store``: two instances of one KeyStore backend."""
+
+    store_type: ClassVar[type[KeyStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``KeyStore``."""
 
     async def test_revocation_through_one_instance_is_seen_by_the_other(
         self, store: KeyStore, other_store: KeyStore, clock: FakeClock
@@ -136,6 +146,9 @@ class MultiInstanceKeyStoreContract(ContractBase):
 class MultiInstanceAuditContract(ContractBase):
     """Subclass with ``store`` and ``other_store``: two instances of one AuditStore backend."""
 
+    store_type: ClassVar[type[AuditStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``AuditStore``."""
+
     async def test_appends_from_both_instances_form_one_chain(
         self, store: AuditStore, other_store: AuditStore, clock: FakeClock
     ) -> None:
@@ -168,6 +181,9 @@ class MultiInstanceAuditContract(ContractBase):
 class MultiInstanceReplayContract(ContractBase):
     """Subclass with ``store`` and ``other_store``: two instances of one ReplayCache backend."""
 
+    store_type: ClassVar[type[ReplayCache]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``ReplayCache``."""
+
     async def test_entry_stored_through_one_is_seen_by_the_other(
         self, store: ReplayCache, other_store: ReplayCache, clock: FakeClock
     ) -> None:
@@ -196,3 +212,6 @@ class MultiInstanceContract(
     MultiInstanceKeyStoreContract, MultiInstanceAuditContract, MultiInstanceReplayContract
 ):
     """All multi-instance contracts, for a backend that implements every protocol."""
+
+    store_type: ClassVar[type[SharedBackend]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``SharedBackend``."""

@@ -9,6 +9,7 @@ pins it down deterministically; a concurrent test then races the two for real.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 import anyio
 import anyio.lowlevel
@@ -16,7 +17,7 @@ import pytest
 
 from agentguard.model import AccountStatus, KeyKind, KeyRecord
 from agentguard.storage.protocols import IntegrityError, KeyStore
-from agentguard.testing.conformance._base import ContractBase, assert_implements, key_record
+from agentguard.testing.conformance._base import ContractBase, assert_store_type, key_record
 from agentguard.testing.conformance.directory import seed_directory
 from agentguard.testing.fakes import FakeClock
 
@@ -48,8 +49,11 @@ async def _assert_live(store: KeyStore, clock: FakeClock, refresh: KeyRecord) ->
 class KeyStoreContract(ContractBase):
     """Subclass with a ``store`` fixture returning a fresh, empty store built on ``clock``."""
 
+    store_type: ClassVar[type[KeyStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``KeyStore``."""
+
     async def test_store_implements_key_store(self, store: KeyStore) -> None:
-        assert_implements(store, KeyStore)
+        assert_store_type(self, store, KeyStore)
 
     async def test_lookup_joins_owner_facts(self, store: KeyStore, clock: FakeClock) -> None:
         await seed_directory(store)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -92,6 +93,9 @@ async def _refused(resolver: KeyResolver, key: str) -> Reason:
 class LivenessContract(ContractBase):
     """Subclass with ``store`` and ``other_store``: two instances of one KeyStore backend."""
 
+    store_type: ClassVar[type[KeyStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``KeyStore``."""
+
     @pytest.mark.parametrize("fact", list(FACTS))
     async def test_change_through_other_instance_is_in_force_on_the_next_call(
         self, fact: str, store: KeyStore, other_store: KeyStore, clock: FakeClock
@@ -163,6 +167,9 @@ class LivenessContract(ContractBase):
 
 class CredentialLivenessContract(ContractBase):
     """Subclass with ``store`` and ``other_store``: two instances of one CredentialStore."""
+
+    store_type: ClassVar[type[CredentialStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``CredentialStore``."""
 
     async def test_replaced_credential_is_read_on_the_next_call(
         self, store: CredentialStore, other_store: CredentialStore, clock: FakeClock

@@ -94,7 +94,7 @@ class OtherLoopContract(ContractBase):
     # loop_bound = False: one store, several loops at once.
 
     async def test_every_method_works_from_another_loop(
-        self, store: Any, clock: FakeClock, other_loop: EventLoopPortal
+        self, store: object, clock: FakeClock, other_loop: EventLoopPortal
     ) -> None:
         self._declared(False)
         filled = await fill_store(store, clock)
@@ -109,7 +109,7 @@ class OtherLoopContract(ContractBase):
             assert await on_other_loop(other_loop, store.head) == head
 
     async def test_guarantees_hold_across_loops(
-        self, store: Any, clock: FakeClock, other_loop: EventLoopPortal
+        self, store: object, clock: FakeClock, other_loop: EventLoopPortal
     ) -> None:
         """Rotation and replay keep one winner, the audit chain stays linear, across loops."""
         self._declared(False)
@@ -146,7 +146,7 @@ class OtherLoopContract(ContractBase):
     # loop_bound = True: one store per loop; another loop is refused.
 
     async def test_a_call_from_another_loop_raises_storage_error(
-        self, store: Any, clock: FakeClock, other_loop: EventLoopPortal
+        self, store: object, clock: FakeClock, other_loop: EventLoopPortal
     ) -> None:
         self._declared(True)
         filled = await fill_store(store, clock)  # binds the store to this loop

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 import anyio
 
 from agentguard.storage.protocols import ReplayCache
-from agentguard.testing.conformance._base import ContractBase, assert_implements
+from agentguard.testing.conformance._base import ContractBase, assert_store_type
 from agentguard.testing.fakes import FakeClock
 
 __all__ = ["ReplayCacheContract"]
@@ -16,8 +17,11 @@ __all__ = ["ReplayCacheContract"]
 class ReplayCacheContract(ContractBase):
     """Subclass with a ``store`` fixture whose replay cache runs on ``clock``."""
 
+    store_type: ClassVar[type[ReplayCache]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``ReplayCache``."""
+
     async def test_store_implements_replay_cache(self, store: ReplayCache) -> None:
-        assert_implements(store, ReplayCache)
+        assert_store_type(self, store, ReplayCache)
 
     async def test_first_use_wins_second_loses(self, store: ReplayCache, clock: FakeClock) -> None:
         until = clock.now() + timedelta(seconds=60)

@@ -402,6 +402,9 @@ class StatefulContract(ContractBase):
     Audit and replay steps run too when the store implements those protocols.
     """
 
+    store_type: ClassVar[type[KeyStore]]
+    """Set it to your backend's class: ``mypy --strict`` checks it against ``KeyStore``."""
+
     async def test_backend_matches_the_reference_model(
         self, store: KeyStore, other_store: KeyStore, clock: FakeClock
     ) -> None:
