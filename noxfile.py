@@ -67,20 +67,27 @@ MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
     "src/agentguard/permissions.py": (
         "tests/unit/test_permissions.py",
         "tests/unit/test_grants.py",
+        "tests/unit/test_permissions_contract.py",
     ),
     "src/agentguard/keys/format.py": (
         "tests/unit/test_keys_format.py",
+        "tests/unit/test_keys_format_contract.py",
         "tests/unit/test_issuer.py",
+        "tests/unit/test_issuer_contract.py",
         "tests/unit/test_resolver.py",
     ),
     "src/agentguard/keys/issuer.py": (
         "tests/unit/test_issuer.py",
+        "tests/unit/test_issuer_contract.py",
+        "tests/unit/test_issuer_revoke_contract.py",
+        "tests/unit/test_issuer_refusal_summaries.py",
         "tests/unit/test_issuer_revocation.py",
         "tests/unit/test_resolver.py",
     ),
     "src/agentguard/resolver.py": ("tests/unit/test_resolver.py",),
     "src/agentguard/dpop/verifier.py": (
         "tests/unit/test_dpop_verifier.py",
+        "tests/unit/test_dpop_verifier_reasons.py",
         "tests/unit/test_dpop_attacks.py",
         "tests/unit/test_dpop_nonces.py",
         "tests/unit/test_dpop_htu.py",
@@ -94,6 +101,7 @@ MUTATION_TARGETS: dict[str, tuple[str, ...]] = {
         "tests/unit/test_audit_proofs.py",
         "tests/unit/test_audit_merkle.py",
         "tests/test_audit_fork.py",
+        "tests/unit/test_audit_chain_contract.py",
     ),
 }
 

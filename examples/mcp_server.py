@@ -1,23 +1,29 @@
 """An MCP server (official ``mcp`` SDK) guarded by agentguard: two tools, one read, one write.
 
-    uvicorn examples.mcp_server:app            # then connect an MCP client with a key
+    python -m examples.mcp_server --print-keys        # prints alice's keys, serves on :8000
+    # connect an MCP client to http://127.0.0.1:8000/mcp with "Authorization: Bearer <key>"
+    agentguard users disable alice --store sqlite:///agentguard-examples.db   # then: 401
 
-Any live agentguard key opens the MCP endpoint; ``list_notes`` needs ``notes:read`` and
-``add_note`` needs ``notes:write``, checked against the key's user's live grants and audited.
-A request without a key gets ``401`` with ``WWW-Authenticate: Bearer ...
+``uvicorn examples.mcp_server:app`` serves the same app without printing keys. Users and keys
+live in ``agentguard-examples.db`` (see ``examples/launch.py``). Any live agentguard key opens
+the MCP endpoint; ``list_notes`` needs ``notes:read`` and ``add_note`` needs ``notes:write``,
+checked against the key's user's live grants and audited. A request without a key gets ``401``
+with ``WWW-Authenticate: Bearer ...
 resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"``.
 """
 
 from __future__ import annotations
 
+import uvicorn
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
 
-from agentguard import Guard, IssuedKeys, MemoryStore, current_principal
+from agentguard import Guard, current_principal
 from agentguard.asgi.metadata import ProtectedResourceMetadata
 from agentguard.integrations.mcp import AgentGuardMCP, AgentGuardTokenVerifier, require_tool
-from agentguard.testing import make_user
+from agentguard.storage.urls import open_store
+from examples import launch
 
 RESOURCE = "http://127.0.0.1:8000/mcp"
 
@@ -66,12 +72,10 @@ def create_app(guard: Guard, resource: str = RESOURCE) -> AgentGuardMCP:
     return AgentGuardMCP(mcp_app, guard, metadata=metadata)
 
 
-store = MemoryStore()
-guard = Guard(store)  # no path rules: each tool declares its permission
-app = create_app(guard)
+app = create_app(Guard(open_store(launch.store_url())))  # no path rules: each tool has its own
 
-
-async def issue_demo_keys(user_id: str = "alice", scope: str = "notes:read") -> IssuedKeys:
-    """A user with ``scope`` and a key pair for them (for trying the example)."""
-    user = await make_user(store, user_id=user_id, grants=scope)
-    return await guard.issuer.issue(user.id, "ws-1")
+if __name__ == "__main__":
+    args = launch.options(__doc__)
+    launch.demo_keys(args, grants="notes:write")
+    resource = f"http://{args.host}:{args.port}/mcp"
+    uvicorn.run(create_app(Guard(open_store(args.store)), resource), host=args.host, port=args.port)

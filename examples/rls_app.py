@@ -6,14 +6,25 @@ The handlers below are written carelessly on purpose: ``SELECT * FROM contacts``
 policies keyed on the request's principal make them safe anyway (see
 ``docs/how-to/row-level-security.md`` for the SQL, which :func:`install_schema` runs).
 
+    python -m examples.rls_app --dsn postgresql://localhost/app --print-keys   # serves :8000
+    curl -H "Authorization: Bearer <access key>" http://127.0.0.1:8000/crm/contacts
+    agentguard users disable alice --store sqlite:///agentguard-examples.db   # then: 401
+
+The contacts live in PostgreSQL (``--dsn`` or ``$DATABASE_URL``; the schema ``crm_demo`` and
+role ``crm_app`` are created on first start); users and keys live in ``--store`` (see
+``examples/launch.py``). In code::
+
     app, guard, pool = await create_app(dsn, schema="crm_demo", role="crm_app")
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import anyio
 import asyncpg
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,6 +33,8 @@ from starlette.routing import Route
 from agentguard import Guard, PostgresStore, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
 from agentguard.rls import principal_transaction
+from agentguard.storage.urls import open_store
+from examples import launch
 
 SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -49,10 +62,13 @@ async def install_schema(connection: asyncpg.Connection, schema: str, role: str)
 
 
 async def create_app(
-    dsn: str, *, schema: str, role: str
+    dsn: str, *, schema: str, role: str, store_url: str | None = None
 ) -> tuple[AgentGuardMiddleware, Guard, Any]:
-    """The guarded app, its guard (keys live in ``<schema>_keys``) and the data pool."""
-    store = PostgresStore(dsn, schema=f"{schema}_keys")
+    """The guarded app, its guard and the data pool.
+
+    Users and keys live in ``store_url``, by default in the PostgreSQL schema ``<schema>_keys``.
+    """
+    store = open_store(store_url) if store_url else PostgresStore(dsn, schema=f"{schema}_keys")
     await store.initialize()
     guard = Guard(store, rules=[RouteRule("/crm", service="crm")])
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
@@ -105,3 +121,31 @@ async def create_app(
         ]
     )
     return AgentGuardMiddleware(app, guard), guard, pool
+
+
+async def _serve(args: Any) -> None:
+    connection = await asyncpg.connect(args.dsn)
+    try:
+        if await connection.fetchval("SELECT to_regclass($1)", f"{args.schema}.contacts") is None:
+            await install_schema(connection, args.schema, args.role)
+    finally:
+        await connection.close()
+    app, _, pool = await create_app(
+        args.dsn, schema=args.schema, role=args.role, store_url=args.store
+    )
+    try:
+        await uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port)).serve()
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    parser = launch.parser(__doc__)
+    parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), required=False)
+    parser.add_argument("--schema", default="crm_demo")
+    parser.add_argument("--role", default="crm_app")
+    args = parser.parse_args()
+    if not args.dsn:
+        parser.error("--dsn (or $DATABASE_URL) names the PostgreSQL database for the contacts")
+    launch.demo_keys(args, grants="crm:write")
+    anyio.run(_serve, args)

@@ -1,20 +1,28 @@
 """A Starlette app guarded by agentguard: the quickstart, runnable.
 
-    uvicorn examples.starlette_app:app        # then call it with a key from `issue_demo_keys`
+    python -m examples.starlette_app --print-keys     # prints alice's keys, serves on :8000
+    curl -H "Authorization: Bearer <access key>" http://127.0.0.1:8000/crm/contacts
+    curl -d grant_type=refresh_token -d refresh_token=<refresh key> \\
+        http://127.0.0.1:8000/oauth/token              # a new pair
+    agentguard users disable alice --store sqlite:///agentguard-examples.db   # then: 401
 
-The app keeps contacts per user; agents read with `crm:read` and write with `crm:write`.
+``uvicorn examples.starlette_app:app`` serves the same app without printing keys. Users and keys
+live in ``agentguard-examples.db`` (see ``examples/launch.py``). The app keeps contacts per
+user; agents read with ``crm:read`` and write with ``crm:write``.
 """
 
 from __future__ import annotations
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from agentguard import Guard, IssuedKeys, MemoryStore, RouteRule, current_principal
+from agentguard import Guard, RouteRule, current_principal
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.testing import make_user
+from agentguard.storage.urls import open_store
+from examples import launch
 
 CONTACTS: dict[str, list[str]] = {}
 
@@ -38,26 +46,30 @@ async def search(request: Request) -> JSONResponse:
     return JSONResponse({"found": found})
 
 
-store = MemoryStore()
-guard = Guard(
-    store,
-    rules=[
-        RouteRule("/crm", service="crm"),
-        RouteRule("/crm/search", service="crm", methods={"POST": "read"}),
-    ],
-)
-app = Starlette(
-    routes=[
-        Route("/crm/contacts", list_contacts, methods=["GET"]),
-        Route("/crm/contacts", add_contact, methods=["POST"]),
-        Route("/crm/search", search, methods=["POST"]),
-        Mount("/oauth", app=guard.oauth_app()),
-    ]
-)
-app.add_middleware(AgentGuardMiddleware, guard=guard, public_paths=["/oauth"])
+def create_app(store_url: str) -> Starlette:
+    """The guarded app, its users and keys in the store at ``store_url``."""
+    guard = Guard(
+        open_store(store_url),
+        rules=[
+            RouteRule("/crm", service="crm"),
+            RouteRule("/crm/search", service="crm", methods={"POST": "read"}),
+        ],
+    )
+    app = Starlette(
+        routes=[
+            Route("/crm/contacts", list_contacts, methods=["GET"]),
+            Route("/crm/contacts", add_contact, methods=["POST"]),
+            Route("/crm/search", search, methods=["POST"]),
+            Mount("/oauth", app=guard.oauth_app()),
+        ]
+    )
+    app.add_middleware(AgentGuardMiddleware, guard=guard, public_paths=["/oauth"])
+    return app
 
 
-async def issue_demo_keys(user_id: str = "alice", scope: str = "crm:read") -> IssuedKeys:
-    """Create ``user_id`` with ``scope`` in account ``acme``/workspace ``sales``; issue keys."""
-    await make_user(store, user_id=user_id, account_id="acme", workspace_id="sales", grants=scope)
-    return await guard.issuer.issue(user_id, "sales")
+app = create_app(launch.store_url())
+
+if __name__ == "__main__":
+    args = launch.options(__doc__)
+    launch.demo_keys(args, grants="crm:write")
+    uvicorn.run(create_app(args.store), host=args.host, port=args.port)

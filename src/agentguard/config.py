@@ -26,6 +26,8 @@ Environment variable                       Setting
 ``AGENTGUARD_AUDIT_INSTANCE``              ``audit.instance``
 ``AGENTGUARD_AUDIT_CHECKPOINT_DIR``        ``audit.checkpoint_dir``
 ``AGENTGUARD_AUDIT_CHECKPOINT_INTERVAL``   ``audit.checkpoint_interval``
+``AGENTGUARD_AUDIT_REFUSAL_*``             ``audit.refusal_summaries`` / ``_interval`` /
+                                           ``_max_sources``
 ``AGENTGUARD_CHECKPOINT_KEY_FILE``         ``audit.checkpoint_key_file``
 ``AGENTGUARD_KEK_FILE`` (and the others)   ``secrets.kek_file`` (``secrets.*_file``)
 ``AGENTGUARD_KEK``                         secret: ``id:base64key[,id:base64key...]``
@@ -77,6 +79,7 @@ if TYPE_CHECKING:
     from agentguard.dpop.policy import DPoPPolicy
 
 __all__ = [
+    "NO_KEK",
     "AuditSettings",
     "DPoPSettings",
     "KeySettings",
@@ -90,6 +93,14 @@ __all__ = [
     "StoreSettings",
     "load_settings",
 ]
+
+
+# what a missing key-encryption key says, wherever it is missed (CLI, gateway)
+NO_KEK = (
+    "no key-encryption key: set AGENTGUARD_KEK or [secrets] kek_file; make one with: "
+    'agentguard credentials keygen --out agentguard.kek (then kek_file = "agentguard.kek" '
+    "under [secrets])"
+)
 
 
 class SettingsError(ConfigurationError):
@@ -191,6 +202,9 @@ class AuditSettings(_Section):
     checkpoint_key_name: str | None = None
     checkpoint_dir: Path | None = None
     checkpoint_interval: float = Field(default=60.0, gt=0)
+    refusal_summaries: bool = True
+    refusal_interval: float = Field(default=60.0, gt=0)
+    refusal_max_sources: int = Field(default=1024, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> AuditSettings:
@@ -300,9 +314,7 @@ class Settings(_Section):
         from agentguard.credentials import KeyRing
 
         if self.secret_values.kek is None:
-            raise SettingsError(
-                [("AGENTGUARD_KEK", "", "not set; set it (or secrets.kek_file) to id:base64key")]
-            )
+            raise SettingsError([("AGENTGUARD_KEK", "", NO_KEK)])
         return KeyRing.from_string(self.secret_values.kek.get_secret_value())
 
     def dpop_policy(self) -> DPoPPolicy | None:

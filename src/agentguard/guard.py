@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from agentguard.audit.aggregate import RefusalSummaries, RefusalSummaryPolicy
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.writer import AuditWriter
 from agentguard.clock import Clock, SystemClock
@@ -52,6 +53,9 @@ class _Default:
 
 DEFAULT = _Default()
 
+_DEFAULT_SUMMARIES = RefusalSummaryPolicy()
+_IDENTITIES = ("key_id", "family_id", "user_id", "workspace_id", "account_id")
+
 
 class Guard:
     """Authenticates, authorizes and audits requests against live state.
@@ -79,6 +83,10 @@ class Guard:
         token_resolvers: resolvers for credentials that are not agentguard keys (JWT access
             tokens from an existing authorization server, introspected opaque tokens); the
             first whose ``accepts`` says yes resolves the token.
+        anonymous_refusals: how refusals that name no one (no key, a malformed or unknown
+            key) are audited: counted per source and interval into one summary event (see
+            :mod:`agentguard.audit.aggregate`; on by default), or ``None`` for one event each.
+            Refusals about a known key always get their own event.
     """
 
     def __init__(
@@ -98,6 +106,7 @@ class Guard:
         services: Sequence[ServiceConfig] = (),
         swapper: CredentialSwapper | None = None,
         token_resolvers: Sequence[TokenResolver] = (),
+        anonymous_refusals: RefusalSummaryPolicy | None = _DEFAULT_SUMMARIES,
     ) -> None:
         if audit_store is None:
             if not isinstance(store, AuditStore):
@@ -107,7 +116,12 @@ class Guard:
             audit_store = store
         self.store = store
         self.clock: Clock = clock or SystemClock()
-        self.audit = AuditWriter(audit_store, instance=instance, timeout=audit_timeout)
+        summaries = (
+            None if anonymous_refusals is None else RefusalSummaries(anonymous_refusals, self.clock)
+        )
+        self.audit = AuditWriter(
+            audit_store, instance=instance, timeout=audit_timeout, summaries=summaries
+        )
         # One boundary for every backend, ours or a third party's: whatever a store call raises
         # reaches the request path as StoreUnavailable (503, audited), never as a 500.
         keys = shield_store(store, "key store")
@@ -279,6 +293,21 @@ class Guard:
         error: AgentGuardError | None = None,
     ) -> None:
         ids: dict[str, Any] = dict(error.audit_context) if error is not None else {}
+        summaries = self.audit.summaries
+        if (
+            error is not None
+            and principal is None
+            and summaries is not None
+            and summaries.counts(error.reason.value)
+            and not any(ids.get(name) for name in _IDENTITIES)
+        ):  # a refusal about no one: counted per source and interval, not one event each
+            await self.audit.count_refusal(
+                source=request.client,
+                reason=error.reason.value,
+                status=error.status,
+                service=requirement.service if requirement is not None else None,
+            )
+            return
         if principal is not None:
             ids = {
                 "key_id": principal.key_id,

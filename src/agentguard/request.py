@@ -48,6 +48,8 @@ class GuardRequest:
             random id; fixed for the life of the request, so every event it causes agrees.
         allow_encoded_slash: accept ``%2F`` inside a segment (a proxied service that opted in);
             rules then see it decoded, as ``/``.
+        client: the peer address, used only to count anonymous refusals per source (a
+            malformed or unknown key names no one); never for a decision.
     """
 
     method: str
@@ -59,6 +61,7 @@ class GuardRequest:
     root_path: str = ""
     request_id: str = ""
     allow_encoded_slash: bool = False
+    client: str | None = None
     _target: Target | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

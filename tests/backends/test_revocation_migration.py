@@ -75,7 +75,8 @@ async def test_sqlite_version_1_upgrades_to_revoked_families(
     connection = sqlite3.connect(path)
     try:
         versions = connection.execute("SELECT version FROM schema_version").fetchall()
-        assert versions == [(sqlite_schema_module.SCHEMA_VERSION,)] == [(2,)]
+        assert versions == [(sqlite_schema_module.SCHEMA_VERSION,)]
+        assert sqlite_schema_module.SCHEMA_VERSION >= 2
     finally:
         connection.close()
 
@@ -108,6 +109,7 @@ async def test_postgres_version_1_upgrades_to_revoked_families(
         async with PostgresStore(dsn, clock=clock, schema=schema) as store:
             await _check_upgraded(store, clock)
         versions = await connection.fetch(f"SELECT version FROM {quoted}.schema_version")
-        assert [row[0] for row in versions] == [pg_schema_module.SCHEMA_VERSION] == [2]
+        assert [row[0] for row in versions] == [pg_schema_module.SCHEMA_VERSION]
+        assert pg_schema_module.SCHEMA_VERSION >= 2
     finally:
         await connection.close()

@@ -102,7 +102,11 @@ async def test_disabled_user_stops_on_the_next_call(runtime: Setup) -> None:
         "invalid_grant",
         "user_disabled",
     )
-    assert caught.value.terminal
+    assert caught.value.permanent and not caught.value.transient
+    assert str(caught.value) == (
+        "refresh refused: invalid_grant (user_disabled: the user is disabled); "
+        "issue new keys with `agentguard keys issue`"
+    )
     assert runtime.keys.refresh_key.reveal() not in str(caught.value)
     assert runtime.recorder.token_calls == 1  # one refresh, then it gave up
 
@@ -125,7 +129,8 @@ async def test_revoked_family_stops_the_runtime(runtime: Setup) -> None:
         await runtime.guard.issuer.revoke(family_id=runtime.keys.access.family_id)
         with pytest.raises(RefreshFailed) as caught:
             await client.get("/crm/contacts")
-    assert caught.value.reason == "revoked"
+    assert caught.value.reason == "revoked" and caught.value.permanent
+    assert "invalid_grant (revoked: the keys were revoked)" in str(caught.value)
 
 
 async def test_revoked_access_key_is_replaced_by_one_refresh(runtime: Setup) -> None:
@@ -277,7 +282,9 @@ async def test_transient_token_failure_keeps_the_valid_key(runtime: Setup) -> No
         runtime.clock.advance(0.2 * LIFETIME)  # now expired: no fallback left
         with pytest.raises(RefreshFailed) as caught:
             await client.get("/crm/contacts")
-    assert caught.value.status == 503 and not caught.value.terminal
+    assert caught.value.status == 503 and not caught.value.permanent
+    assert caught.value.transient
+    assert str(caught.value) == "refresh failed: HTTP 503 x (no detail); retry later"
 
 
 async def test_unreachable_token_endpoint_is_a_refresh_failure(runtime: Setup) -> None:
@@ -290,14 +297,18 @@ async def test_unreachable_token_endpoint_is_a_refresh_failure(runtime: Setup) -
         with pytest.raises(RefreshFailed) as caught:
             await client.get("/crm/contacts")
     assert caught.value.status is None and caught.value.error == "temporarily_unavailable"
+    assert caught.value.transient and not caught.value.permanent
+    assert str(caught.value) == (
+        "refresh failed: no answer from the token endpoint (ConnectError); retry later"
+    )
 
 
-async def test_malformed_token_response_is_terminal(runtime: Setup) -> None:
+async def test_malformed_token_response_is_permanent(runtime: Setup) -> None:
     odd = httpx.MockTransport(lambda request: httpx.Response(200, json={"access_token": 1}))
     auth = runtime.auth(async_token_transport=odd)
     with pytest.raises(RefreshFailed) as caught:
         await auth.arenew(fraction=0)
-    assert caught.value.error == "invalid_response" and caught.value.terminal
+    assert caught.value.error == "invalid_response" and caught.value.permanent
 
 
 async def test_placement_puts_the_key_where_the_service_expects_it(runtime: Setup) -> None:

@@ -72,11 +72,28 @@ def test_file_readable_by_others_is_refused_with_the_fix(tmp_path: Path) -> None
     with pytest.raises(CredentialsFileError, match=r"chmod 600 .*credentials\.json"):
         file.load()
     file.path.chmod(0o600)
-    file.path.parent.chmod(0o755)
-    with pytest.raises(CredentialsFileError, match=r"chmod 700 .*agent"):
-        file.load()
-    with pytest.raises(CredentialsFileError, match="chmod 700"):
-        file.save(sample())
+    for writable in (0o775, 0o757, 0o1777):
+        file.path.parent.chmod(writable)
+        with pytest.raises(
+            CredentialsFileError, match=r"writable by other users.*chmod go-w .*agent"
+        ):
+            file.load()
+        with pytest.raises(CredentialsFileError, match="chmod go-w"):
+            file.save(sample())
+
+
+def test_a_normal_0755_directory_of_ones_own_is_accepted(tmp_path: Path) -> None:
+    directory = tmp_path / "checkout"
+    directory.mkdir()
+    directory.chmod(0o755)
+    file = CredentialsFile(directory / "credentials.json")
+    file.create(sample())
+    assert mode(file.path) == 0o600
+    assert mode(directory) == 0o755  # left as it was
+    assert file.load().access_key.reveal() == ACCESS
+    file.save(sample("ag_at_" + "c" * 43))
+    assert file.load().access_key.reveal() == "ag_at_" + "c" * 43
+    assert mode(file.path) == 0o600
 
 
 def test_missing_file_names_the_command(tmp_path: Path) -> None:

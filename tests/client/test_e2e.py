@@ -38,10 +38,23 @@ def test_sync_client_across_three_lifetimes_then_disabled(
         anyio.run(lambda: server.store.put_user(user.model_copy(update={"enabled": False})))
         with pytest.raises(RefreshFailed) as caught:
             client.get("/crm/contacts")
-    assert caught.value.reason == "user_disabled"
+        with pytest.raises(RefreshFailed) as again:
+            auth.renew(fraction=0)  # the explicit renewal meets the same refusal
+    refusal = caught.value
+    assert (refusal.status, refusal.error, refusal.reason) == (
+        400,
+        "invalid_grant",
+        "user_disabled",
+    )
+    assert refusal.permanent and not refusal.transient
+    assert str(refusal) == (
+        "refresh refused: invalid_grant (user_disabled: the user is disabled); "
+        "issue new keys with `agentguard keys issue`"
+    )
+    assert repr(again.value) == repr(refusal)
     assert 401 in server.recorder.statuses[-1:]  # the refused call, then the refused refresh
     assert server.recorder.statuses.count(401) == 1
-    assert server.recorder.token_calls == 4
+    assert server.recorder.token_calls == 5  # three renewals, the refused one, renew()
     assert auth.file is not None
     assert auth.file.load().access_key == auth.credentials.access_key
 

@@ -27,8 +27,11 @@ async def test_unreachable_store_is_503_with_a_clear_body() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         malformed = await client.get("/crm/contacts", headers={"Authorization": "Bearer x"})
         response = await client.get("/crm/contacts", headers=well_formed)
-    # even a refusal must be recorded: with the store down, both are 503, never a guess
-    assert malformed.status_code == 503
+    # A malformed key names no one and needs no store: refused (401) and counted in the
+    # refusal summary, which waits for the store. A well-formed key needs the store to be
+    # resolved: 503, never a guess.
+    assert malformed.status_code == 401
+    assert malformed.json()["reason"] == "malformed_key"
     assert response.status_code == 503
     assert response.json()["error"] == "temporarily_unavailable"
     assert response.json()["reason"] in ("store_unavailable", "audit_unavailable")

@@ -18,9 +18,16 @@ from examples import fastapi_app
 
 @pytest.fixture
 def example() -> Iterator[tuple[TestClient, IssuedKeys, IssuedKeys]]:
-    with TestClient(fastapi_app.app) as client:
-        reader = client.portal.call(fastapi_app.issue_demo_keys, "reader", "crm:read")
-        writer = client.portal.call(fastapi_app.issue_demo_keys, "writer", "crm:write reports:read")
+    app = fastapi_app.create_app("memory://")
+    guard: Guard = app.state.agentguard
+
+    async def issue(user_id: str, scope: str) -> IssuedKeys:
+        user = await make_user(guard.store, user_id=user_id, grants=scope)
+        return await guard.issuer.issue(user.id, "ws-1")
+
+    with TestClient(app) as client:
+        reader = client.portal.call(issue, "reader", "crm:read")
+        writer = client.portal.call(issue, "writer", "crm:write reports:read")
         yield client, reader, writer
 
 

@@ -21,7 +21,7 @@ GRANTS = ("--grants", "crm:read")
 
 @pytest.fixture
 def config(cli: RunCLI, clean_env: Path) -> Path:
-    result = cli("init", "--config", "agentguard.toml")
+    result = cli("init", "--config", "agentguard.toml", "--no-kek")
     assert result.code == 0, result.err
     for argv in (
         ("accounts", "add", "acme"),

@@ -56,7 +56,11 @@ async def test_readiness_fails_when_the_store_does() -> None:
 
 async def test_audit_events_carry_the_request_id(tmp_path: Path) -> None:
     path = tmp_path / "agentguard.toml"
-    path.write_text('[[services]]\nname = "crm"\nbase_url = "https://crm.example"\n')
+    # One event per refusal: a malformed key is otherwise counted in a refusal summary.
+    path.write_text(
+        "[audit]\nrefusal_summaries = false\n"
+        '[[services]]\nname = "crm"\nbase_url = "https://crm.example"\n'
+    )
     store = MemoryStore()
     gateway = build_gateway(load_settings(path, environ=ENV), store=store)
     transport = httpx.ASGITransport(app=gateway.app)

@@ -81,6 +81,6 @@ def test_serve_without_the_redis_extra_says_what_to_install(
     result = cli("serve", "--check")
     assert result.code == 2, result
     assert result.err.strip() == (
-        "agentguard serve: a replay cache on Redis needs the redis driver: "
-        "pip install 'agentguard[redis]'"
+        "agentguard serve: the Redis replay cache needs redis: pip install 'agentguard[redis]' "
+        "(from a checkout: pip install -e '.[redis]')"
     ), result.err

@@ -130,7 +130,10 @@ class OAuthApp:
             except ValueError:
                 raise InvalidScope() from None
         jkt = await self._token_proof(scope)
-        issued = await self.guard.issuer.refresh(refresh_key, scope=requested, jkt=jkt)
+        client = scope.get("client")
+        issued = await self.guard.issuer.refresh(
+            refresh_key, scope=requested, jkt=jkt, source=client[0] if client else None
+        )
         document: dict[str, object] = {
             "access_token": issued.access_key.reveal(),
             "token_type": issued.token_type,

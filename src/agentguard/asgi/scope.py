@@ -39,6 +39,7 @@ def request_from_scope(scope: Scope, *, allow_encoded_slash: bool = False) -> Gu
         scheme=scope.get("scheme", "http"),
         root_path=scope.get("root_path", ""),
         allow_encoded_slash=allow_encoded_slash,
+        client=(scope.get("client") or (None,))[0],
     )
 
 

@@ -26,7 +26,7 @@ def leaf_hash(body: bytes) -> bytes:
 
 
 def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
+    return base64.b64encode(digest).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,15 @@ def seal(event: AuditEvent, seq: int, prev: bytes) -> AuditEntry:
     return AuditEntry(seq=seq, hash=leaf_hash(body), body=body)
 
 
+def _json_object(body: bytes) -> dict[str, object] | None:
+    """``body`` decoded if it is a JSON object; ``None`` for anything else, never an exception."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):  # bad JSON or UTF-8; nesting too deep
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
 @dataclass(frozen=True, slots=True)
 class ChainBreak:
     """The first place a run of entries stops being one unbroken chain."""
@@ -61,14 +70,23 @@ def verify_chain(entries: Iterable[AuditEntry], prev: bytes = GENESIS_PREV) -> C
     """Check hashes, positions and links of ``entries`` (in order); ``None`` if all hold.
 
     ``prev`` is the hash the first entry must link to (zeros for a log that starts at 0).
+    The break names the first bad entry's ``seq`` and a problem starting with ``modified``
+    (hash differs from the body), ``malformed`` (body is not a JSON object), ``reordered``
+    (body ``seq`` differs from the entry's), ``missing`` (at the seq that should come next)
+    or ``broken link`` (``prev`` differs). A chain alone cannot show a truncated or rewritten
+    tail: that takes a signed checkpoint.
     """
     expected_seq: int | None = None
     for entry in entries:
         digest = leaf_hash(entry.body)
         if digest != entry.hash:
             return ChainBreak(entry.seq, "modified: stored hash does not match the body")
-        body = entry.event()
-        if body.get("seq") != entry.seq:
+        body = _json_object(entry.body)
+        if body is None:
+            return ChainBreak(entry.seq, "malformed: body is not a JSON object")
+        seq = body.get("seq")
+        # type(): json gives True for `true` and 1.0 for `1.0`, and both compare equal to 1.
+        if type(seq) is not int or seq != entry.seq:
             return ChainBreak(entry.seq, "reordered: body seq differs from its position")
         if expected_seq is not None and entry.seq != expected_seq:
             return ChainBreak(expected_seq, "missing: sequence gap")

@@ -46,6 +46,7 @@ from agentguard.audit.checkpoints import (
 )
 from agentguard.audit.checkpoints import _split_note as split_note
 from agentguard.audit.merkle import CompactRange
+from agentguard.audit.prefix import ArchivedPrefix, check_prefix
 from agentguard.audit.sinks import (
     CheckpointSink,
     DirectoryCheckpointSink,
@@ -132,6 +133,7 @@ class Checkpointer:
         self._refusal: CheckpointRefused | None = None
         self._reverify_every = reverify_every
         self._rounds = 0
+        self._prefix: ArchivedPrefix | None = None
 
     @property
     def healthy(self) -> bool:
@@ -173,6 +175,13 @@ class Checkpointer:
                 f"the log shrank from {size} to {length} entries since this checkpointer read it "
                 "(rolled back or restored from an older snapshot)"
             )
+        prefix = self._prefix
+        if prefix is not None and size == prefix.size:  # what was read last is archived now
+            if prefix.last_hash != self._last_hash or prefix.compact().root() != self._range.root():
+                raise LogForked(
+                    f"the archived prefix of size {size} is not the log this checkpointer read"
+                )
+            return
         last = await self.store.read(size - 1, size)
         if len(last) != 1 or last[0].seq != size - 1:
             raise LogForked(f"the entry at seq {size - 1}, read before, is gone (a rollback)")
@@ -188,7 +197,7 @@ class Checkpointer:
 
     async def _reread(self, size: int) -> None:
         """Re-derive the root of the first ``size`` entries from their bodies; refuse on change."""
-        compact = CompactRange()
+        compact = CompactRange() if self._prefix is None else self._prefix.compact()
         while compact.size < size:
             start = compact.size
             entries = await self.store.read(start, min(size, start + self.batch))
@@ -246,6 +255,8 @@ class Checkpointer:
         if known is not None:
             return known
         compact, prev = CompactRange(), GENESIS_PREV
+        if self._prefix is not None:
+            compact, prev = self._prefix.compact(), self._prefix.last_hash
         while compact.size < size:
             entries = await self.store.read(compact.size, min(size, compact.size + self.batch))
             if not entries or verify_chain(entries, prev=prev) is not None:
@@ -290,6 +301,15 @@ class Checkpointer:
                     f"checkpoint of size {size}: the log was truncated or restored from an older "
                     "snapshot"
                 )
+            prefix = self._prefix
+            if prefix is not None and size < prefix.size:
+                found = check_prefix(prefix, {size: checkpoint.root})
+                if found.failures or found.matched != size:
+                    problem = (found.failures or found.warnings)[0]
+                    raise LogForked(
+                        f"cannot prove the log extends the newest checkpoint: {problem}"
+                    )
+                continue
             root = self._range.root() if size == self._range.size else await self._root_at(size)
             if not hmac.compare_digest(root, checkpoint.root):
                 raise LogForked(
@@ -298,7 +318,24 @@ class Checkpointer:
                     "and written to, or entries were rewritten)"
                 )
 
+    async def _load_prefix(self) -> None:
+        """Start from the store's archived prefix, if it dropped one (``AuditArchiveStore``)."""
+        finder = getattr(self.store, "archived_prefix", None)
+        prefix: ArchivedPrefix | None = await finder() if callable(finder) else None
+        self._prefix = prefix
+        if prefix is None or self._range.size >= prefix.size:
+            return
+        if self._range.size:  # archived past what this checkpointer read: prove the jump
+            found = check_prefix(prefix, self._roots)
+            if found.failures:
+                raise LogForked(
+                    f"the archived prefix does not extend what was read: {found.failures[0]}"
+                )
+        self._range, self._last_hash = prefix.compact(), prefix.last_hash
+        self._remember()
+
     async def _sign(self) -> str:
+        await self._load_prefix()
         before = self._range.size
         newest = await self._newest()
         self._rounds += 1

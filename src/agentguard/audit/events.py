@@ -53,6 +53,7 @@ class Action(str, enum.Enum):
     CREDENTIAL_MINT = "credential.mint"
     PROXY_UPSTREAM = "proxy.upstream"
     REVIEW = "review.verdict"
+    REFUSAL_SUMMARY = "guard.refusal_summary"
 
 
 class Decision(str, enum.Enum):
@@ -62,9 +63,12 @@ class Decision(str, enum.Enum):
     DENY = "deny"
 
 
-def _rfc3339(moment: datetime) -> str:
+def rfc3339(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-01-01T00:00:00.000000Z``."""
     return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat("T", "microseconds") + "Z"
+
+
+_rfc3339 = rfc3339
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ Layout of an export directory::
                       should use keys they obtained out of band)
     manifest.json     origin, schema version, hash algorithm, first and last seq, the event
                       count and the hash of the last event (``head``)
+    prefix.json       only in a segment that does not start at seq 0 (an archive after the
+                      first): the :class:`~agentguard.audit.prefix.ArchivedPrefix` of the
+                      events before it, whose peaks the segment's leaves extend
 
 ``agentguard audit verify --export`` compares the manifest with what ``events.jsonl`` holds
 (:func:`check_manifest`), so a copy that lost its tail is a failure, not a shorter OK. The
@@ -30,11 +33,12 @@ import anyio
 from agentguard.audit.chain import AuditEntry, leaf_hash
 from agentguard.audit.checkpointer import DirectoryCheckpointSink
 from agentguard.audit.events import SCHEMA_VERSION
+from agentguard.audit.prefix import ArchivedPrefix
 
 if TYPE_CHECKING:
     from agentguard.storage.protocols import AuditStore
 
-__all__ = ["check_manifest", "export_log", "manifest_origin", "read_export"]
+__all__ = ["check_manifest", "export_log", "manifest_origin", "read_export", "read_prefix"]
 
 
 async def export_log(
@@ -46,18 +50,37 @@ async def export_log(
     origin: str | None = None,
     batch: int = 4096,
     progress: Callable[[int], None] | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    prefix: ArchivedPrefix | None = None,
 ) -> int:
-    """Write the whole log, ``notes`` and ``vkeys`` to ``directory``; return the event count."""
+    """Write the log, ``notes`` and ``vkeys`` to ``directory``; return the event count.
+
+    ``start``/``stop`` export the segment ``start <= seq < stop`` only (``stop=None``: to the
+    head); a segment starting after seq 0 needs the ``prefix`` it extends, written as
+    ``prefix.json`` so the segment verifies offline. Entries must be contiguous from ``start``.
+    A store that archived a prefix (an :class:`~agentguard.storage.protocols.AuditArchiveStore`)
+    exports the events it still holds, from the prefix's end, with the prefix.
+    """
+    kept = getattr(store, "archived_prefix", None)
+    if start == 0 and prefix is None and callable(kept):  # an archived store: its kept tail
+        prefix = await kept()
+        start = 0 if prefix is None else prefix.size
+    if start and (prefix is None or prefix.size != start):
+        raise ValueError("a segment after seq 0 needs the archived prefix that ends at its start")
     target = Path(directory)
     await anyio.to_thread.run_sync(lambda: target.mkdir(parents=True, exist_ok=True))
     count = 0
     head: bytes | None = None
     out = await anyio.to_thread.run_sync(_open_events, target)
     try:
-        while True:
-            entries = await store.read(count, count + batch)
+        while stop is None or start + count < stop:
+            upper = start + count + batch if stop is None else min(stop, start + count + batch)
+            entries = await store.read(start + count, upper)
             if not entries:
                 break
+            if entries[0].seq != start + count:
+                raise ValueError(f"the log has no entry at seq {start + count} to export")
             head = leaf_hash(entries[-1].body)
             chunk = b"".join(entry.body + b"\n" for entry in entries)
             await anyio.to_thread.run_sync(out.write, chunk)
@@ -75,11 +98,14 @@ async def export_log(
         "origin": origin,
         "schema": SCHEMA_VERSION,
         "hash": "sha256, RFC 6962 leaf hash of each line",
-        "first_seq": 0 if count else None,
-        "last_seq": count - 1 if count else None,
+        "first_seq": start if count else None,
+        "last_seq": start + count - 1 if count else None,
         "events": count,
         "head": None if head is None else base64.b64encode(head).decode("ascii"),
     }
+    if start:
+        text = prefix.to_json() if prefix is not None else ""
+        await anyio.to_thread.run_sync((target / "prefix.json").write_text, text + "\n")
     await anyio.to_thread.run_sync(_finish, target, list(vkeys), manifest)
     return count
 
@@ -104,13 +130,16 @@ def read_export(
 ) -> tuple[list[AuditEntry], list[str], list[str]]:
     """The entries, signed notes and vkeys of an export directory.
 
-    Entries get their position from their line number and their hash from their bytes, so a
-    verifier checks the export itself, not a stored hash someone could have recomputed.
+    Entries get their position from their line number (after the manifest's ``first_seq`` in a
+    segment with a ``prefix.json``; see :func:`read_prefix`) and their hash from their bytes,
+    so a verifier checks the export itself, not a stored hash someone could have recomputed.
     """
     source = Path(directory)
     entries: list[AuditEntry] = []
+    prefix = read_prefix(source)
+    first = 0 if prefix is None else prefix.size
     with (source / "events.jsonl").open("rb") as handle:
-        for seq, line in enumerate(handle):
+        for seq, line in enumerate(handle, start=first):
             body = line[:-1] if line.endswith(b"\n") else line
             entries.append(AuditEntry(seq=seq, hash=leaf_hash(body), body=body))
     notes = DirectoryCheckpointSink(source / "checkpoints")._notes()
@@ -125,6 +154,17 @@ def read_export(
         else []
     )
     return entries, notes, vkeys
+
+
+def read_prefix(directory: str | os.PathLike[str]) -> ArchivedPrefix | None:
+    """The archived prefix a segment extends (its ``prefix.json``), ``None`` for a whole log.
+
+    Raises ``ValueError`` if the file is there but is not an archived prefix.
+    """
+    path = Path(directory) / "prefix.json"
+    if not path.exists():
+        return None
+    return ArchivedPrefix.from_json(path.read_text(encoding="utf-8"))
 
 
 def _manifest(source: Path) -> dict[str, object] | str:
@@ -158,6 +198,7 @@ def check_manifest(directory: str | os.PathLike[str], entries: Sequence[AuditEnt
     if isinstance(manifest, str):
         return [manifest]
     count = len(entries)
+    first = entries[0].seq if entries else 0
     problems: list[str] = []
     events = manifest.get("events")
     if type(events) is not int or events != count:
@@ -165,7 +206,9 @@ def check_manifest(directory: str | os.PathLike[str], entries: Sequence[AuditEnt
             f"the manifest says {events!r} events but events.jsonl holds {count}: "
             "the export is truncated or was added to"
         )
-    last_seq, expected = manifest.get("last_seq"), (count - 1 if count else None)
+    if count and manifest.get("first_seq", 0) != first:
+        problems.append(f"the manifest's first_seq is not {first}, where the events start")
+    last_seq, expected = manifest.get("last_seq"), (first + count - 1 if count else None)
     if type(last_seq) is not type(expected) or last_seq != expected:
         problems.append(f"the manifest's last_seq {last_seq!r} is not the last line read")
     if "head" in manifest:

@@ -15,13 +15,15 @@ never "verified" by a lucky loop.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "CompactRange",
+    "consistency_path",
     "consistency_proof",
+    "inclusion_path",
     "inclusion_proof",
     "node_hash",
     "root",
@@ -34,6 +36,9 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 """The root of the empty tree: SHA-256 of the empty string."""
 
 _sha256 = hashlib.sha256
+
+Subtree = Callable[[int, int], bytes]
+"""``subtree(lo, hi)``: the tree hash over leaves ``lo .. hi - 1`` (an aligned subtree)."""
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -144,6 +149,14 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, size: int) -> list[byte
     Hashes are ordered from the leaf's sibling up to the root's child.
     """
     _check_leaves(leaves, size)
+    return inclusion_path(lambda lo, hi: root(leaves[lo:hi]), index, size)
+
+
+def inclusion_path(subtree: Subtree, index: int, size: int) -> list[bytes]:
+    """:func:`inclusion_proof` with ``subtree(lo, hi)`` giving the tree hash of leaves lo..hi-1.
+
+    For trees whose leaves are not all at hand (an archived prefix kept as its peaks).
+    """
     if not 0 <= index < size:
         raise ValueError(f"leaf index {index} is not in a tree of size {size}")
     path: list[bytes] = []
@@ -151,10 +164,10 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, size: int) -> list[byte
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            path.append(root(leaves[lo + k : hi]))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(root(leaves[lo : lo + k]))
+            path.append(subtree(lo, lo + k))
             lo, m = lo + k, m - k
     path.reverse()
     return path
@@ -166,6 +179,11 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int) -> 
     Empty when ``old_size`` is 0 or equals ``new_size``.
     """
     _check_leaves(leaves, new_size)
+    return consistency_path(lambda lo, hi: root(leaves[lo:hi]), old_size, new_size)
+
+
+def consistency_path(subtree: Subtree, old_size: int, new_size: int) -> list[bytes]:
+    """:func:`consistency_proof` with ``subtree(lo, hi)`` giving the tree hash of lo..hi-1."""
     if not 0 <= old_size <= new_size:
         raise ValueError(f"old size {old_size} is not between 0 and {new_size}")
     if old_size in (0, new_size):
@@ -175,13 +193,13 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int) -> 
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            proof.append(root(leaves[lo + k : hi]))
+            proof.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(root(leaves[lo : lo + k]))
+            proof.append(subtree(lo, lo + k))
             lo, m, complete = lo + k, m - k, False
     if not complete:
-        proof.append(root(leaves[lo:hi]))
+        proof.append(subtree(lo, hi))
     proof.reverse()
     return proof
 

@@ -31,6 +31,7 @@ from agentguard.audit.checkpoints import (
 )
 from agentguard.audit.events import MAX_SAFE_INT, canonical_json
 from agentguard.audit.merkle import CompactRange
+from agentguard.audit.prefix import ArchivedPrefix, check_prefix
 
 __all__ = ["Category", "Finding", "VerifyReport", "verify_log"]
 
@@ -47,6 +48,7 @@ class Category(str, enum.Enum):
     FORK = "FORK/ROLLBACK"
     BAD_SIGNATURE = "BAD-SIGNATURE"
     UNANCHORED_TAIL = "UNANCHORED-TAIL"
+    ARCHIVED_UNCHECKED = "ARCHIVED-UNCHECKED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,9 @@ class Finding:
 
     @property
     def warning(self) -> bool:
-        """True for findings that do not make the log fail (the unanchored tail)."""
-        return self.category is Category.UNANCHORED_TAIL
+        """True for findings that do not make the log fail (the unanchored tail, and a
+        checkpoint inside an archived prefix that only the archive can check)."""
+        return self.category in (Category.UNANCHORED_TAIL, Category.ARCHIVED_UNCHECKED)
 
     def line(self) -> str:
         """A one-line rendering: ``FAIL seq=41233 MODIFIED stored=9f1c… recomputed=03ab…``."""
@@ -297,6 +300,7 @@ def verify_log(
     vkeys: Sequence[str] = (),
     *,
     origin: str | None = None,
+    prefix: ArchivedPrefix | None = None,
 ) -> VerifyReport:
     """Verify ``entries`` (the whole log from seq 0, in order) against ``checkpoints``.
 
@@ -307,6 +311,9 @@ def verify_log(
             a truncation after them.
         vkeys: trusted verifier keys, configured out of band (never read from the log).
         origin: if set, checkpoints for any other origin are rejected.
+        prefix: the tree hashes a store kept of the events it archived; ``entries`` then
+            start at ``prefix.size``. Checkpoints inside the prefix are checked with its
+            consistency proofs (:func:`~agentguard.audit.prefix.check_prefix`).
 
     Raises ``ValueError`` only for configuration errors (a malformed vkey, signed notes without
     vkeys); problems with the log or the checkpoints are findings in the report.
@@ -314,10 +321,19 @@ def verify_log(
     walk = _Walk()
     trusted = _open(checkpoints, vkeys, origin, walk)
     sizes = sorted(trusted)
-    pending = iter(sizes)
-    next_size = next(pending, -1)
     compact = CompactRange()
     matched = 0
+    expected, head = 0, GENESIS_PREV
+    if prefix is not None:
+        found = check_prefix(prefix, trusted)
+        for problem in found.failures:
+            walk.add(Category.FORK, prefix.size - 1, problem)
+        for problem in found.warnings:
+            walk.add(Category.ARCHIVED_UNCHECKED, None, problem)
+        matched = found.matched
+        compact, expected, head = prefix.compact(), prefix.size, prefix.last_hash
+    pending = iter([s for s in sizes if s > compact.size or (s == 0 and prefix is None)])
+    next_size = next(pending, -1)
 
     def check(size: int) -> int:
         """Compare the root at ``size``; return the next checkpoint size (-1: none)."""
@@ -333,7 +349,6 @@ def verify_log(
     if next_size == 0:
         next_size = check(0)
     decode, encode, sha256 = _decode, _encode, _sha256
-    expected, head = 0, GENESIS_PREV
     head_b64 = _b64(head)
     clean = True
     for entry in entries:

@@ -5,7 +5,11 @@ Subcommands are imported only when chosen, so ``agentguard --help`` stays fast: 
 ``run(args) -> int``. Exit codes scripts can rely on: 0 success, 1 refused (an unknown user, a
 tampered log, an issuance the live state forbids), 2 usage or environment (argparse's
 convention for usage). Any :class:`~agentguard.errors.AgentGuardError` that escapes a command
-is printed as one line on stderr with exit code 1.
+is printed as one line on stderr with exit code 1; a missing optional dependency anywhere is one
+line naming the extra that installs it, exit code 2 (see :mod:`agentguard._extras`).
+
+Every command that touches the store takes ``--config`` and ``--store`` and resolves them the
+same way (:mod:`agentguard.cli.target`; docs/configuration.md has the order of precedence).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from agentguard._extras import MissingExtra, missing_extra
 from agentguard._version import __version__
 from agentguard.errors import AgentGuardError
 
@@ -68,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(f"agentguard.cli.{_COMMANDS[args.command]}")
         code: int = module.run(args)
         return code
+    except ImportError as error:
+        missing = missing_extra(error)
+        if not isinstance(missing, MissingExtra):
+            raise
+        print(f"agentguard {args.command}: {missing.description}", file=sys.stderr)
+        return 2
     except AgentGuardError as error:
         print(f"agentguard: {error.description}", file=sys.stderr)
         return 1

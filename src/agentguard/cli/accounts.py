@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from agentguard.audit.events import Action
-from agentguard.cli.operator import Operator, Refused, run_command
+from agentguard.cli.operator import Access, Operator, Refused, run_command
 from agentguard.cli.output import emit_json
 from agentguard.model import Account, AccountStatus
 
@@ -56,4 +56,6 @@ async def _reopen(operator: Operator, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Dispatch an ``accounts`` subcommand."""
     handlers = {"add": _add, "close": _close, "reopen": _reopen}
-    return run_command("accounts", handlers, args, args.accounts_command)
+    # the first step of every set-up: the one operator command that may create the store
+    access = {"add": Access.CREATE}
+    return run_command("accounts", handlers, args, args.accounts_command, access)

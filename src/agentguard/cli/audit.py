@@ -4,7 +4,8 @@ Exit codes: 0 success (verify: there is a log and it is intact), 1 verify found 
 found nothing to vouch for (an empty log, an empty checkpoint directory), or ``checkpoint``
 refused to sign, 2 usage or environment error (a missing store or checkpoint directory, a
 missing key file). Every command here only reads the store and opens it read-only: a mistyped
-store URL is an error, never a freshly created empty log.
+store URL is an error, never a freshly created empty log. The store comes from ``--store``,
+``$AGENTGUARD_STORE`` or the settings file (``--config``), as for every command.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from agentguard.audit import (
     verify_log,
 )
 from agentguard.audit.chain import AuditEntry
-from agentguard.audit.export import check_manifest, manifest_origin
+from agentguard.audit.export import check_manifest, manifest_origin, read_prefix
+from agentguard.audit.prefix import ArchivedPrefix
 from agentguard.audit.sinks import note_size
 from agentguard.cli.output import emit_json, progress_printer
+from agentguard.cli.target import Access, open_target, settings_for, store_url
 from agentguard.errors import ConfigurationError
 from agentguard.storage.protocols import StorageError
-from agentguard.storage.urls import describe_store, open_store
+from agentguard.storage.urls import describe_store
 
 __all__ = ["run"]
 
@@ -66,35 +69,37 @@ def _read_key(path: Path, name: str) -> Ed25519Signer:
         raise CommandError(f"{path} is not an Ed25519 PKCS#8 private key") from None
 
 
-async def _with_store(url: str, action: Any) -> Any:
-    try:
-        store = open_store(url, read_only=True)
-    except StorageError as error:
-        raise CommandError(f"{error} (read-only commands never create a store)") from None
-    try:
-        return await action(store)
-    except StorageError as error:
-        raise CommandError(f"cannot read {describe_store(url)}: {error}") from None
-    except OSError as error:
-        raise CommandError(f"{error} (store: {describe_store(url)})") from None
-    except Exception as error:
-        if not type(error).__module__.startswith("asyncpg"):
-            raise
-        raise CommandError(f"cannot read {describe_store(url)}: {type(error).__name__}") from None
-    finally:
-        closer = getattr(store, "close", None)
-        if closer is not None:
-            await closer()
+def _url(args: argparse.Namespace) -> str:
+    return store_url(args, settings_for(args))
 
 
-async def _read_all(store: Any) -> list[AuditEntry]:
+async def _with_store(args: argparse.Namespace, action: Any) -> Any:
+    async with open_target(args, Access.READ_ONLY, settings_for(args)) as (store, url):
+        try:
+            return await action(store)
+        except StorageError as error:
+            raise CommandError(f"cannot read {describe_store(url)}: {error}") from None
+        except OSError as error:
+            raise CommandError(f"{error} (store: {describe_store(url)})") from None
+        except Exception as error:
+            if not type(error).__module__.startswith("asyncpg"):
+                raise
+            raise CommandError(
+                f"cannot read {describe_store(url)}: {type(error).__name__}"
+            ) from None
+
+
+async def _read_all(store: Any) -> tuple[list[AuditEntry], ArchivedPrefix | None]:
+    """The stored entries and, for a store that archived a prefix, the hashes it kept."""
+    finder = getattr(store, "archived_prefix", None)
+    prefix: ArchivedPrefix | None = await finder() if callable(finder) else None
     entries: list[AuditEntry] = await store.read()
-    return entries
+    return entries, prefix
 
 
-async def _entries(url: str) -> list[AuditEntry]:
-    entries: list[AuditEntry] = await _with_store(url, _read_all)
-    return entries
+async def _entries(args: argparse.Namespace) -> tuple[list[AuditEntry], ArchivedPrefix | None]:
+    found: tuple[list[AuditEntry], ArchivedPrefix | None] = await _with_store(args, _read_all)
+    return found
 
 
 def _notes(directory: Path | None) -> list[str]:
@@ -129,7 +134,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
         return note
 
     try:
-        note = anyio.run(_with_store, args.store, sign)
+        note = anyio.run(_with_store, args, sign)
     except CheckpointRefused as refusal:
         print(f"agentguard audit: checkpoint refused: {refusal}", file=sys.stderr)
         return 1
@@ -174,20 +179,21 @@ def _verify(args: argparse.Namespace) -> int:
     problems: list[str] = []
     if args.export is not None:
         entries, notes, export_vkeys = read_export(args.export)
+        prefix = read_prefix(args.export)
         vkeys = _vkeys(args) or export_vkeys
         notes += _notes(args.checkpoints)
         source = f"export {args.export}"
         problems += check_manifest(args.export, entries)
         origin = origin or manifest_origin(args.export)
     else:
-        entries = anyio.run(_entries, args.store)
+        entries, prefix = anyio.run(_entries, args)
         notes, vkeys = _notes(args.checkpoints), _vkeys(args)
-        source = describe_store(args.store)
+        source = describe_store(_url(args))
     origin = origin or os.environ.get("AGENTGUARD_AUDIT_ORIGIN") or None
     if notes and not vkeys:
         raise CommandError("checkpoints need trusted verifier keys: pass --vkey or --vkeys-file")
     problems += _anchor_problems(args, notes, origin)
-    report = verify_log(entries, notes, vkeys, origin=origin)
+    report = verify_log(entries, notes, vkeys, origin=origin, prefix=prefix)
     if report.size == 0 and not args.allow_empty:
         problems.append(f"no events in {source}: nothing to verify (--allow-empty accepts that)")
     ok = report.ok and not problems
@@ -229,7 +235,7 @@ def _tail(args: argparse.Namespace) -> int:
         found: list[AuditEntry] = await store.read(max(0, head.seq + 1 - args.n))
         return found
 
-    for entry in anyio.run(_with_store, args.store, newest):
+    for entry in anyio.run(_with_store, args, newest):
         if args.json:
             print(entry.body.decode())
             continue
@@ -259,7 +265,7 @@ def _export(args: argparse.Namespace) -> int:
         )
         return count
 
-    count = anyio.run(_with_store, args.store, write)
+    count = anyio.run(_with_store, args, write)
     if show is not None:
         print(file=sys.stderr)
     print(f"exported {count} events to {args.out}")
@@ -278,7 +284,13 @@ def _prove(args: argparse.Namespace) -> int:
     if not covering:
         raise CommandError(f"no signed checkpoint covers seq {args.seq} yet; run audit checkpoint")
     size, note = max(covering)
-    entries = anyio.run(_entries, args.store)[:size]
+    entries, prefix = anyio.run(_entries, args)
+    if prefix is not None:
+        raise CommandError(
+            "prove needs every event from seq 0 and this store archived a prefix: prove from "
+            "the archive directory's events, or before archiving"
+        )
+    entries = entries[:size]
     document = prove_entry(entries, args.seq, note)
     if args.tlog:
         print(tlog_proof(document), end="")
@@ -286,6 +298,12 @@ def _prove(args: argparse.Namespace) -> int:
     else:
         emit_json(document)
     return 0
+
+
+def _archive(args: argparse.Namespace) -> int:
+    from agentguard.cli.audit_archive import run as run_archive
+
+    return run_archive(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -297,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
         "tail": _tail,
         "export": _export,
         "prove": _prove,
+        "archive": _archive,
     }
     try:
         return handlers[args.audit_command](args)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_STORE", "add_parser"]
+from agentguard.cli.common_args import config_option, target_options
 
-DEFAULT_STORE = os.environ.get("AGENTGUARD_STORE", "sqlite:///agentguard.db")
+__all__ = ["add_parser"]
 
 
 def add_parser(commands: Any) -> None:
@@ -18,11 +17,7 @@ def add_parser(commands: Any) -> None:
     sub = audit.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
 
     def store_option(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--store",
-            default=DEFAULT_STORE,
-            help="store URL (default: $AGENTGUARD_STORE or %(default)s)",
-        )
+        target_options(parser)  # read-only: a missing store is an error, never created
 
     def trust_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--checkpoints", type=Path, help="directory of signed checkpoint notes")
@@ -45,6 +40,7 @@ def add_parser(commands: Any) -> None:
         "--name", required=True, help="key name in signatures, e.g. audit.example.com"
     )
     keygen.add_argument("--out", type=Path, required=True, help="PKCS#8 file to create (mode 0600)")
+    config_option(keygen)
 
     checkpoint = sub.add_parser("checkpoint", help="sign a checkpoint of the log now")
     store_option(checkpoint)
@@ -76,6 +72,24 @@ def add_parser(commands: Any) -> None:
     export.add_argument("--out", type=Path, required=True, help="directory to write")
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     trust_options(export)
+
+    archive = sub.add_parser(
+        "archive",
+        help="export a verified, checkpoint-anchored segment, then drop it from the store",
+        description="Verifies the log, exports the events below a signed checkpoint (the "
+        "newest below the head, or --size) to a new directory in the export format, verifies "
+        "the copy offline, and only then drops those rows, keeping the tree hashes that prove "
+        "the kept tail's inclusion and consistency. The store must implement AuditArchiveStore "
+        "(SQLite and PostgreSQL do); on PostgreSQL run it as the tables' owner.",
+    )
+    store_option(archive)
+    trust_options(archive)
+    archive.add_argument("--out", type=Path, required=True, help="new directory for the segment")
+    archive.add_argument(
+        "--size",
+        type=int,
+        help="archive up to this signed checkpoint size (default: the newest below the head)",
+    )
 
     prove = sub.add_parser("prove", help="inclusion proof of one event under the newest checkpoint")
     store_option(prove)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["json_option", "target_options"]
+__all__ = ["config_option", "json_option", "target_options"]
+
+CONFIG_HELP = "settings file (default: $AGENTGUARD_CONFIG, else ./agentguard.toml if present)"
+
+
+def config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config`` alone, for commands that need no store (every command accepts it)."""
+    parser.add_argument("--config", type=Path, help=CONFIG_HELP + "; this command needs none")
 
 
 def target_options(parser: argparse.ArgumentParser) -> None:
@@ -13,12 +20,12 @@ def target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        help="settings file (default: $AGENTGUARD_CONFIG, else ./agentguard.toml if present)",
+        help=CONFIG_HELP,
     )
     parser.add_argument(
         "--store",
-        help="store URL, overriding the settings "
-        "(default: $AGENTGUARD_STORE, else sqlite:///agentguard.db)",
+        help="store URL, overriding $AGENTGUARD_STORE and the settings' store.url "
+        "(default: sqlite:///agentguard.db)",
     )
 
 

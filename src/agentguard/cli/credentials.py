@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
+from pathlib import Path
 
 from agentguard.cli.credentials_reseal import reseal
-from agentguard.cli.operator import Operator, Refused, UsageError, run_command
+from agentguard.cli.kek_file import write_kek
+from agentguard.cli.operator import Access, Operator, Refused, UsageError, run_command
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.cli.users import user_or_refuse
+from agentguard.config import NO_KEK
 from agentguard.credentials import CredentialVault, KeyRing, VaultError
 from agentguard.credentials.sealing import seal_version
 from agentguard.model import CredentialOwner, CredentialScope, StoredCredential
@@ -27,7 +31,30 @@ __all__ = ["run"]
 def _keyring(operator: Operator) -> KeyRing:
     if operator.settings is not None:
         return operator.settings.keyring()
+    if not os.environ.get("AGENTGUARD_KEK"):
+        raise UsageError(NO_KEK)
     return KeyRing.from_env()
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if not out.parent.is_dir():
+        print(f"agentguard credentials: no directory {out.parent}", file=sys.stderr)
+        return 2
+    try:
+        write_kek(out, args.id)
+    except FileExistsError:
+        print(
+            f"agentguard credentials: {out} exists; refusing to overwrite a key-encryption key",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as error:
+        print(f"agentguard credentials: cannot write {out}: {error.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote a new key-encryption key {args.id} to {out} (mode 0600); back it up")
+    print(f'use it: kek_file = "{out}" under [secrets] in the settings file')
+    return 0
 
 
 def _read_secret() -> Secret:
@@ -121,5 +148,8 @@ async def _reseal(operator: Operator, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch a ``credentials`` subcommand."""
+    if args.credentials_command == "keygen":  # needs no store
+        return _keygen(args)
     handlers = {"set": _set, "list": _list, "rotate-kek": _rotate_kek, "reseal": _reseal}
-    return run_command("credentials", handlers, args, args.credentials_command)
+    access = {"list": Access.READ_ONLY}
+    return run_command("credentials", handlers, args, args.credentials_command, access)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from agentguard.cli.common_args import json_option, target_options
+from agentguard.cli.common_args import config_option, json_option, target_options
 
 __all__ = ["add_parser"]
 
@@ -20,6 +21,17 @@ def add_parser(commands: Any) -> None:
     sub = credentials.add_subparsers(
         dest="credentials_command", metavar="SUBCOMMAND", required=True
     )
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="create a new key-encryption key file (mode 0600)",
+        description="Writes 'ID:base64url(32 random bytes)' to a new file, mode 0600 (never "
+        'overwrites one). Name it in the settings: kek_file = "FILE" under [secrets]. Back '
+        "it up: stored credentials cannot be decrypted without it.",
+    )
+    keygen.add_argument("--out", type=Path, required=True, help="file to create")
+    keygen.add_argument("--id", default="kek-1", help="key id (default: %(default)s)")
+    config_option(keygen)
 
     put = sub.add_parser(
         "set",

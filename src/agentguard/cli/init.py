@@ -1,149 +1,198 @@
-"""``agentguard init``: write a commented settings file and create its store.
+"""``agentguard init``: write a commented settings file, a key-encryption key and the store.
 
-Exit codes: 0 done, 2 usage or environment (the file exists without ``--force``, the store
-cannot be created).
+It is all or nothing. Before writing anything it checks that the settings file does not exist
+(``--force`` replaces it), that the store's driver is installed (a missing extra is one line
+naming it) and that the settings it is about to write validate. It then writes the
+key-encryption key (an existing key file is reused, never overwritten), creates the store and
+finally links the settings file into place; if any step fails, what it wrote is removed, so a
+rerun starts clean. Exit codes: 0 done, 2 usage or environment.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
-import secrets
 import sys
+import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 import anyio
 
+from agentguard._extras import import_extra
+from agentguard.cli.init_template import render, service_block
+from agentguard.cli.kek_file import check_kek_file, write_kek
 from agentguard.cli.operator import one_line
+from agentguard.cli.target import Access, open_target
 from agentguard.config import load_settings
 from agentguard.errors import ConfigurationError
 from agentguard.storage.protocols import StorageError
-from agentguard.storage.urls import open_store
+from agentguard.storage.urls import describe_store
 
-__all__ = ["TEMPLATE", "run"]
+__all__ = ["run"]
 
-TEMPLATE = """\
-# agentguard settings. Every value below may be overridden by an AGENTGUARD_* environment
-# variable (AGENTGUARD_STORE, AGENTGUARD_PUBLIC_ORIGIN, AGENTGUARD_SERVER_PORT, ...).
-# Secrets are never written here: they come from environment variables or 0600 files.
-# Reference: docs/configuration.md
-
-# The URL agents use to reach this gateway: DPoP proofs and metadata name it.
-public_origin = {origin}
-
-[store]
-# sqlite:///relative/to/this/file.db, sqlite:////absolute.db, postgresql://user@host/db?schema=x
-url = {store}
-
-[keys]
-access_ttl = 3600          # seconds an access key lives
-refresh_ttl = 2592000      # seconds a refresh key lives (30 days)
-
-[dpop]
-enabled = true             # accept DPoP-bound keys (agentguard keys issue binds by default)
-required = false           # true: refuse unbound keys and issue only bound ones
-
-[server]
-host = "127.0.0.1"
-port = 8080
-graceful_timeout = 30      # seconds in-flight requests may take to finish on SIGTERM
-
-[logging]
-level = "info"
-format = "json"            # "json": one object per line with request ids; "text"
-access_log = true
-
-[audit]
-# instance = "gateway-1"   # this process's name in audit events
-# Signed checkpoints (make truncation detectable). The key: agentguard audit keygen.
-# origin = "audit.example.com/agentguard/prod"
-# checkpoint_key_file = "/etc/agentguard/audit.pem"     # mode 0600 (or AGENTGUARD_CHECKPOINT_KEY)
-# checkpoint_dir = "/var/lib/agentguard/checkpoints"    # ideally an append-only mount
-# checkpoint_interval = 60
-
-[secrets]
-# Files holding secrets, mode 0600; the environment variables win over them.
-{kek_line}
-# introspection_secrets_file = "/etc/agentguard/introspection"
-
-# One [[services]] table per vendor API the gateway fronts at /<name>.
-# [[services]]
-# name = "crm"
-# base_url = "https://api.crm.example/v2"
-# placement = "header"       # "bearer" (Authorization), "header" or "query"
-# parameter = "X-Api-Key"
-#
-# [[services]]
-# name = "projects"
-# base_url = "https://api.projects.example"
-#
-# A service whose vendor only issues admin keys: mint a user-scoped token (RFC 8693).
-# [minters.projects]
-# token_url = "https://api.projects.example/oauth/token"
-"""
+# store URL scheme -> the optional package its driver needs
+_DRIVERS = {"postgresql": "asyncpg", "postgres": "asyncpg"}
 
 
-def _toml_string(value: str) -> str:
-    return json.dumps(value)
+class _Undo:
+    """What init has written so far, removed again if it cannot finish."""
+
+    def __init__(self) -> None:
+        self.files: list[Path] = []
+        self.directories: list[Path] = []
+
+    def mkdir(self, directory: Path) -> None:
+        missing = [directory, *directory.parents]
+        for parent in reversed([d for d in missing if not d.exists()]):
+            parent.mkdir(mode=0o700)
+            self.directories.append(parent)
+
+    def rollback(self) -> None:
+        for path in reversed(self.files):
+            with suppress(FileNotFoundError):
+                path.unlink()
+        for directory in reversed(self.directories):
+            with suppress(OSError):
+                directory.rmdir()
 
 
-def _write_kek(path: Path) -> None:
-    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _as_written(path: Path, config_dir: Path) -> str:
+    """``path`` as the settings file names it: relative to the file when it is below it."""
+    absolute = path.resolve()
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ValueError(f"{path} exists; refusing to overwrite a key-encryption key") from None
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(f"kek-1:{key}\n")
+        return str(absolute.relative_to(config_dir.resolve()))
+    except ValueError:
+        return str(absolute)
+
+
+def _services(specs: list[str]) -> list[tuple[str, str]]:
+    services = []
+    for spec in specs:
+        name, sep, url = spec.partition("=")
+        if not sep or not name or not url:
+            raise ValueError(
+                f"--service {spec!r}: write NAME=URL, e.g. crm=https://api.crm.example"
+            )
+        services.append((name.strip(), url.strip()))
+    return services
 
 
 async def _create_store(url: str) -> None:
-    store = open_store(url)
-    try:
-        initialize = getattr(store, "initialize", None)
-        if initialize is not None:
-            await initialize()
-    finally:
-        closer = getattr(store, "close", None)
-        if closer is not None:
-            await closer()
+    target = argparse.Namespace(store=url, config=None)
+    async with open_target(target, Access.CREATE):
+        pass
 
 
-def _init(args: argparse.Namespace) -> int:
-    path = args.config
+def _sqlite_files(url: str) -> list[Path]:
+    if not url.lower().startswith("sqlite:///"):
+        return []
+    path = Path(url[len("sqlite:///") :])
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))]
+
+
+def _init(args: argparse.Namespace, undo: _Undo) -> int:
+    path: Path = args.config
     if path.exists() and not args.force:
-        print(f"agentguard init: {path} exists; pass --force to replace it", file=sys.stderr)
-        return 2
-    kek_line = '# kek_file = "/etc/agentguard/kek"  # or AGENTGUARD_KEK="kek-1:BASE64URL_32_BYTES"'
-    if args.kek_file is not None:
-        _write_kek(args.kek_file)
-        kek_line = f"kek_file = {_toml_string(str(args.kek_file.resolve()))}"
-    text = TEMPLATE.format(
-        origin=_toml_string(args.public_origin),
-        store=_toml_string(args.store),
-        kek_line=kek_line,
+        raise ValueError(f"{path} exists; pass --force to replace it")
+    args.store = args.store or os.environ.get("AGENTGUARD_STORE") or "sqlite:///agentguard.db"
+    scheme = args.store.partition("://")[0].lower()
+    if scheme in _DRIVERS:
+        import_extra(_DRIVERS[scheme])  # before anything is written
+    services = _services(args.service)
+    kek_path: Path | None = None
+    if not args.no_kek:
+        kek_path = args.kek_file or path.parent / "agentguard.kek"
+    undo.mkdir(path.parent)
+    reused_kek = kek_path is not None and kek_path.exists()
+    if kek_path is not None and reused_kek:
+        check_kek_file(kek_path)
+    elif kek_path is not None:
+        undo.mkdir(kek_path.parent)
+        write_kek(kek_path)
+        undo.files.append(kek_path)
+    text = render(
+        origin=args.public_origin,
+        store=args.store,
+        kek_file=_as_written(kek_path, path.parent) if kek_path is not None else None,
+        services=[service_block(name, url) for name, url in services],
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    settings = load_settings(path, environ={})
-    anyio.run(_create_store, settings.store.url)
-    print(f"wrote {path}")
-    print(f"created the store at {settings.store.url.split('?', 1)[0]}")
-    if args.kek_file is not None:
-        print(f"wrote a new key-encryption key to {args.kek_file} (mode 0600)")
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    undo.files.append(Path(temporary))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    settings = load_settings(temporary, environ={})  # what the file says, not the environment
+    url = settings.store.url
+    new_store = [p for p in _sqlite_files(url) if not p.exists()]
+    anyio.run(_create_store, url)
+    undo.files += new_store
+    if args.force:
+        os.replace(temporary, path)
     else:
-        print("set AGENTGUARD_KEK (or rerun with --kek-file) before storing credentials")
-    print(f"next: agentguard serve --config {path}")
+        os.link(temporary, path)  # fails if the file appeared meanwhile: never clobbered
+        os.unlink(temporary)
+    undo.files.clear()
+    undo.directories.clear()
+    _report(args, path, url, kek_path, reused_kek, [name for name, _ in services])
     return 0
 
 
+def _report(  # noqa: PLR0917 - one call site, every fact it prints
+    args: argparse.Namespace,
+    path: Path,
+    url: str,
+    kek_path: Path | None,
+    reused_kek: bool,
+    services: list[str],
+) -> None:
+    print(f"wrote {path}")
+    print(f"created the store at {describe_store(url)}")
+    if kek_path is not None and reused_kek:
+        print(f"using the existing key-encryption key in {kek_path}")
+    elif kek_path is not None:
+        print(
+            f"wrote a new key-encryption key to {kek_path} (mode 0600); back it up: stored "
+            "credentials cannot be decrypted without it"
+        )
+    else:
+        print("no key-encryption key: set AGENTGUARD_KEK before storing credentials")
+    service = services[0] if services else "crm"
+    if not services:
+        print(
+            f"no services yet: add a [[services]] block to {path} (a commented example is in "
+            "it), or rerun with --force --service NAME=URL"
+        )
+    flag = "" if path == Path("agentguard.toml") else f" --config {path}"
+    origin = args.public_origin.rstrip("/")
+    print("next:")
+    for command in (
+        f"agentguard serve --check{flag}",
+        f"agentguard accounts add acme{flag}",
+        f"agentguard workspaces add sales --account acme{flag}",
+        f"agentguard users add alice --account acme --workspace sales "
+        f"--grants {service}:read{flag}",
+        f'printf %s "$VENDOR_KEY" | agentguard credentials set {service} --user alice{flag}',
+        f"agentguard keys issue --user alice --workspace sales --out ./credentials.json "
+        f"--token-url {origin}/oauth/token{flag}",
+        f"agentguard serve{flag}",
+    ):
+        print(f"  {command}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``init``."""
+    """Run ``init``: everything or, on any error, nothing."""
+    undo = _Undo()
     try:
-        return _init(args)
+        return _init(args, undo)
+    except FileExistsError as error:
+        undo.rollback()
+        where = error.filename2 or error.filename
+        print(f"agentguard init: {where} exists; nothing was written", file=sys.stderr)
+        return 2
     except (ConfigurationError, StorageError, OSError, ValueError) as error:
+        undo.rollback()
         print(f"agentguard init: {one_line(error)}", file=sys.stderr)
         return 2
+    except BaseException:
+        undo.rollback()
+        raise

@@ -1,8 +1,11 @@
 """``agentguard keys``: issue (and write a credentials file), list, revoke.
 
-Exit codes: 0 success, 1 refused (e.g. unknown or disabled user), 2 usage or environment error
-(unreadable store, a credentials file that exists or cannot be written). Keys are never
-printed: only their ids and the file path.
+The store comes from ``--store``, ``$AGENTGUARD_STORE`` or the settings file (``--config``), as
+for every command, and must exist: ``list`` opens it read-only, ``issue`` and ``revoke`` never
+create one. With a settings file, issued keys get its ``[keys]`` lifetimes. Exit codes: 0
+success, 1 refused (e.g. unknown or disabled user), 2 usage or environment error (no store, a
+credentials file that exists or cannot be written). Keys are never printed: only their ids and
+the file path. The credentials file rule is in :mod:`agentguard.cli.keys_file`.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from agentguard.cli.keys_file import precheck, write_new
 from agentguard.cli.output import emit_json
-from agentguard.client.credentials_file import AgentCredentials, CredentialsFile
+from agentguard.cli.target import Access, open_target, settings_for
+from agentguard.client.credentials_file import AgentCredentials, dump_credentials
 from agentguard.client.errors import CredentialsFileError
 from agentguard.clock import SystemClock
 from agentguard.dpop import DPoPKey
 from agentguard.errors import ConfigurationError, IssuanceRefused
 from agentguard.guard import Guard
 from agentguard.model import Grants, KeyRecord
-from agentguard.storage.urls import open_store
 
 __all__ = ["run"]
 
@@ -31,24 +35,28 @@ class CommandError(Exception):
     """A refusal the CLI reports on one line with exit code 2."""
 
 
-async def _with_guard(url: str, action: Any) -> Any:
-    store = open_store(url)
-    try:
-        return await action(Guard(store))
-    finally:
-        closer = getattr(store, "close", None)
-        if closer is not None:
-            await closer()
+async def _with_guard(args: argparse.Namespace, access: Access, action: Any) -> Any:
+    settings = settings_for(args)
+    options: dict[str, Any] = {}
+    if settings is not None:
+        options = {
+            "access_ttl": settings.access_ttl(),
+            "refresh_ttl": settings.refresh_ttl(),
+            "instance": settings.audit.instance,
+        }
+    async with open_target(args, access, settings) as (store, _):
+        return await action(Guard(store, **options))
 
 
 def _issue(args: argparse.Namespace) -> int:
-    file = CredentialsFile(args.out)
+    out = args.out.expanduser()
     for name, url in (("--token-url", args.token_url), ("--resource-url", args.resource_url)):
         parts = urlsplit(url) if url is not None else None
         if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise CommandError(f"{name} must be an http(s) URL, e.g. https://api.example.com")
-    if file.exists() and not args.force:
-        raise CommandError(f"{file.path} exists; pass --force to replace it")
+    if (out.exists() or out.is_symlink()) and not args.force:
+        raise CommandError(f"{out} exists; pass --force to replace it")
+    precheck(out)
     scope = Grants.from_scope(args.scope) if args.scope is not None else None
     dpop_key = None if args.bearer else DPoPKey.generate(args.alg)
 
@@ -66,14 +74,14 @@ def _issue(args: argparse.Namespace) -> int:
             resource_url=args.resource_url,
         )
         try:
-            file.create(credentials, overwrite=args.force)
+            write_new(out, dump_credentials(credentials), overwrite=args.force)
         except CredentialsFileError:
             # keys nobody holds are only a liability
             await guard.issuer.revoke(family_id=issued.access.family_id, reason="not_delivered")
             raise
         return issued, credentials
 
-    issued, credentials = anyio.run(_with_guard, args.store, issue)
+    issued, credentials = anyio.run(_with_guard, args, Access.EXISTING, issue)
     binding = (
         f"DPoP-bound ({credentials.dpop_key.thumbprint})" if credentials.dpop_key else "Bearer"
     )
@@ -82,7 +90,7 @@ def _issue(args: argparse.Namespace) -> int:
     print(f"family id:      {issued.access.family_id}")
     print(f"binding:        {binding}")
     print(f"expires:        {issued.access.expires_at.isoformat()}")
-    print(f"wrote {file.path} (mode 0600)")
+    print(f"wrote {out} (mode 0600)")
     return 0
 
 
@@ -101,7 +109,7 @@ def _list(args: argparse.Namespace) -> int:
         found: list[KeyRecord] = await guard.store.list_keys(user_id=args.user)
         return found
 
-    records = anyio.run(_with_guard, args.store, keys)
+    records = anyio.run(_with_guard, args, Access.READ_ONLY, keys)
     rows = [
         {
             "id": key.id,
@@ -135,7 +143,7 @@ def _revoke(args: argparse.Namespace) -> int:
             key_id=args.key_id, family_id=args.family, user_id=args.user, reason=args.reason
         )
 
-    count = anyio.run(_with_guard, args.store, revoke)
+    count = anyio.run(_with_guard, args, Access.EXISTING, revoke)
     print(f"revoked {count} key{'s' if count != 1 else ''}")
     return 0
 

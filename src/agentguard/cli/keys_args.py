@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
-from agentguard.cli.audit_args import DEFAULT_STORE
+from agentguard.cli.common_args import json_option, target_options
 
 __all__ = ["add_parser"]
 
@@ -16,21 +15,17 @@ def add_parser(commands: Any) -> None:
     keys = commands.add_parser("keys", help="issue, list and revoke agent keys")
     sub = keys.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
 
-    def store_option(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--store",
-            default=DEFAULT_STORE,
-            help="store URL (default: $AGENTGUARD_STORE or %(default)s)",
-        )
-
     issue = sub.add_parser(
         "issue",
         help="issue keys for a user and write a ready credentials file",
         description="Generate a DPoP key, issue an access/refresh pair bound to it, and write "
         "both keys, the DPoP key and the token endpoint to a private credentials file that "
-        "AgentAuth.from_file() loads. Prints key ids only, never a key.",
+        "AgentAuth.from_file() loads. Prints key ids only, never a key. The file is created "
+        "with mode 0600; its directory may be a normal one of yours (0755) but not one that "
+        "others can write to (they could swap the file), and a missing directory is created "
+        "0700.",
     )
-    store_option(issue)
+    target_options(issue)
     issue.add_argument("--user", required=True, help="the user the agent acts for")
     issue.add_argument("--workspace", required=True, help="the workspace the keys belong to")
     issue.add_argument("--out", type=Path, required=True, help="credentials file to create")
@@ -50,12 +45,12 @@ def add_parser(commands: Any) -> None:
     issue.add_argument("--force", action="store_true", help="replace an existing file")
 
     listing = sub.add_parser("list", help="list a user's keys (ids and state, never keys)")
-    store_option(listing)
+    target_options(listing)
     listing.add_argument("--user", required=True)
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    json_option(listing)
 
     revoke = sub.add_parser("revoke", help="revoke by key id, family or user")
-    store_option(revoke)
+    target_options(revoke)
     selector = revoke.add_mutually_exclusive_group(required=True)
     selector.add_argument("--key-id", help="one key")
     selector.add_argument("--family", help="every key of one issuance")

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,13 +20,14 @@ from pydantic import ValidationError
 
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.writer import AuditWriter
+from agentguard.cli.target import Access, open_target, settings_for, store_url
 from agentguard.clock import SystemClock
-from agentguard.config import Settings, load_settings
+from agentguard.config import Settings
 from agentguard.errors import AgentGuardError, ConfigurationError, IssuanceRefused
 from agentguard.storage.protocols import IntegrityError, StorageError
-from agentguard.storage.urls import open_store
 
 __all__ = [
+    "Access",
     "Operator",
     "Refused",
     "UsageError",
@@ -39,8 +38,6 @@ __all__ = [
     "store_url",
 ]
 
-DEFAULT_STORE = "sqlite:///agentguard.db"
-
 
 class Refused(Exception):
     """The command cannot do what was asked (exit code 1)."""
@@ -48,24 +45,6 @@ class Refused(Exception):
 
 class UsageError(Exception):
     """The command was called wrongly or the environment is not ready (exit code 2)."""
-
-
-def settings_for(args: argparse.Namespace) -> Settings | None:
-    """The settings file named by ``--config``, ``$AGENTGUARD_CONFIG`` or ./agentguard.toml."""
-    path = getattr(args, "config", None) or os.environ.get("AGENTGUARD_CONFIG")
-    if path is None and Path("agentguard.toml").is_file():
-        path = "agentguard.toml"
-    return load_settings(path) if path else None
-
-
-def store_url(args: argparse.Namespace, settings: Settings | None) -> str:
-    """``--store``, else the settings' store, else ``$AGENTGUARD_STORE``, else the default."""
-    given: str | None = getattr(args, "store", None)
-    if given:
-        return given
-    if settings is not None:
-        return settings.store.url
-    return os.environ.get("AGENTGUARD_STORE") or DEFAULT_STORE
 
 
 @dataclass
@@ -96,20 +75,14 @@ class Operator:
 
 
 @asynccontextmanager
-async def open_operator(args: argparse.Namespace) -> AsyncIterator[Operator]:
-    """Open the store the arguments name; close it afterwards."""
+async def open_operator(
+    args: argparse.Namespace, access: Access = Access.EXISTING
+) -> AsyncIterator[Operator]:
+    """Open the store the arguments name in ``access`` mode; close it afterwards."""
     settings = settings_for(args)
-    store = open_store(store_url(args, settings))
     instance = settings.audit.instance if settings is not None else None
-    try:
-        initialize = getattr(store, "initialize", None)
-        if initialize is not None:
-            await initialize()
+    async with open_target(args, access, settings) as (store, _):
         yield Operator(store, settings, AuditWriter(store, instance=instance or "cli"))
-    finally:
-        closer = getattr(store, "close", None)
-        if closer is not None:
-            await closer()
 
 
 def run_command(
@@ -117,12 +90,18 @@ def run_command(
     handlers: Mapping[str, Callable[[Operator, argparse.Namespace], Awaitable[int]]],
     args: argparse.Namespace,
     subcommand: str,
+    access: Mapping[str, Access] | None = None,
 ) -> int:
-    """Run ``handlers[subcommand]`` on an open operator; map failures to exit codes."""
+    """Run ``handlers[subcommand]`` on an open operator; map failures to exit codes.
+
+    ``access`` says how each subcommand opens the store (default :attr:`Access.EXISTING`: an
+    existing store, never a new one).
+    """
     handler = handlers[subcommand]
+    mode = (access or {}).get(subcommand, Access.EXISTING)
 
     async def go() -> int:
-        async with open_operator(args) as operator:
+        async with open_operator(args, mode) as operator:
             return await handler(operator, args)
 
     try:

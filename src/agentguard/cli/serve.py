@@ -4,30 +4,51 @@ Exit codes: 0 for a successful ``--check`` or a shutdown uvicorn was asked for i
 SIGTERM or SIGINT the gateway drains and then, like uvicorn, re-raises the signal, so the process
 ends as terminated by it (status 143 for SIGTERM in a shell). 2 for settings, secrets or an
 environment that prevents starting (no uvicorn, a port in use, a store that cannot open).
+
+A gateway that would start but cannot do its job says so on stderr first: no ``[[services]]``
+(it proxies nothing) or no key-encryption key (credentials cannot be stored or swapped), each
+with the command that fixes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from agentguard._extras import import_extra
 from agentguard.cli.operator import one_line
-from agentguard.config import Settings, load_settings
+from agentguard.cli.target import config_path
+from agentguard.config import NO_KEK, Settings, StoreSettings, load_settings
 from agentguard.errors import ConfigurationError
 from agentguard.gateway import build_gateway, configure_logging
 
-__all__ = ["run"]
+__all__ = ["run", "warnings"]
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    path = args.config or os.environ.get("AGENTGUARD_CONFIG")
-    if path is None and Path("agentguard.toml").is_file():
-        path = "agentguard.toml"
+def warnings(settings: Settings, path: Path) -> list[str]:
+    """What a gateway built from ``settings`` lacks to be useful, each with its fix."""
+    found = []
+    if not settings.services:
+        found.append(
+            f"no [[services]] in {path}: the gateway proxies nothing; add a [[services]] block "
+            "(name, base_url; a commented example is in the file written by agentguard init, "
+            "and docs/configuration.md describes it)"
+        )
+    if settings.secret_values.kek is None:
+        found.append(f"{NO_KEK}; until then credentials cannot be stored or swapped")
+    return found
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
+    path = config_path(args)
     if path is None:
-        raise ConfigurationError("no settings file: pass --config (agentguard init writes one)")
+        raise ConfigurationError(
+            "no settings file: pass --config, set AGENTGUARD_CONFIG or run agentguard init"
+        )
     settings = load_settings(path)
+    if args.store:
+        settings = settings.model_copy(update={"store": StoreSettings(url=args.store)})
     server = settings.server.model_copy(
         update={
             key: value
@@ -35,22 +56,19 @@ def _settings(args: argparse.Namespace) -> Settings:
             if value is not None
         }
     )
-    return settings.model_copy(update={"server": server})
+    return settings.model_copy(update={"server": server}), path
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings, path = _settings(args)
+    uvicorn = None if args.check else import_extra("uvicorn")  # before anything else is built
     gateway = build_gateway(settings)
-    if args.check:
+    for warning in warnings(settings, path):
+        print(f"agentguard serve: warning: {warning}", file=sys.stderr)
+    if args.check or uvicorn is None:
         names = ", ".join(sorted(gateway.proxies)) or "none"
         print(f"settings OK; services: {names}")
         return 0
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigurationError(
-            "agentguard serve needs uvicorn: pip install 'agentguard[server]'"
-        ) from None
     configure_logging(settings.logging.level, settings.logging.format)
     config = uvicorn.Config(
         gateway.app,

@@ -1,8 +1,10 @@
 """``agentguard users``: add, disable, enable, grant, revoke-grant, list.
 
-Disabling, enabling and every grant change append an audit event (``user.disable``,
-``user.enable``, ``grant.change``). Exit codes: 0 done, 1 refused (unknown user or account),
-2 usage or environment.
+Grants are written as everywhere else (``--grants``, ``keys issue --scope``, OAuth scopes):
+``service:level``, e.g. ``agentguard users grant alice crm:write projects:read``; the older
+``users grant alice crm write`` is still accepted. Disabling, enabling and every grant change
+append an audit event (``user.disable``, ``user.enable``, ``grant.change``). Exit codes: 0
+done, 1 refused (unknown user or account), 2 usage or environment.
 """
 
 from __future__ import annotations
@@ -10,12 +12,27 @@ from __future__ import annotations
 import argparse
 
 from agentguard.audit.events import Action
-from agentguard.cli.operator import Operator, Refused, run_command
+from agentguard.cli.operator import Access, Operator, Refused, UsageError, run_command
 from agentguard.cli.output import emit_json
 from agentguard.keys.issuer import KeyIssuer
 from agentguard.model import Grants, Level, User
 
-__all__ = ["run", "user_or_refuse"]
+__all__ = ["parse_grants", "run", "user_or_refuse"]
+
+
+def parse_grants(tokens: list[str]) -> list[tuple[str, Level]]:
+    """``crm:read projects:write`` (one or more, spaces or commas); also ``crm read``."""
+    words = [word for token in tokens for word in token.replace(",", " ").split()]
+    if len(words) == 2 and ":" not in words[0] and ":" not in words[1]:
+        words = [f"{words[0]}:{words[1]}"]  # the older two-argument form
+    if not words or any(":" not in word for word in words):
+        raise UsageError("a grant is service:level, e.g. crm:read or crm:write")
+    parsed: list[tuple[str, Level]] = []
+    for word in words:
+        service, _, level = word.partition(":")
+        Grants.from_scope(f"{service}:read")  # the service name's rules, as in scopes
+        parsed.append((service, Level.parse(level)))
+    return parsed
 
 
 async def user_or_refuse(operator: Operator, user_id: str) -> User:
@@ -52,7 +69,7 @@ async def _add(operator: Operator, args: argparse.Namespace) -> int:
         id=args.user,
         account_id=args.account,
         name=args.name or args.user,
-        grants=Grants.from_scope(args.grants),
+        grants=Grants(dict(parse_grants(args.grants))) if args.grants else Grants(),
     )
     await store.put_user(user)
     for workspace_id in args.workspace:
@@ -117,11 +134,15 @@ async def _change_grant(operator: Operator, user_id: str, service: str, level: L
 
 
 async def _grant(operator: Operator, args: argparse.Namespace) -> int:
-    return await _change_grant(operator, args.user, args.service, Level.parse(args.level))
+    for service, level in parse_grants(args.grants):
+        await _change_grant(operator, args.user, service, level)
+    return 0
 
 
 async def _revoke_grant(operator: Operator, args: argparse.Namespace) -> int:
-    return await _change_grant(operator, args.user, args.service, Level.NONE)
+    for service in args.services:
+        await _change_grant(operator, args.user, service.partition(":")[0], Level.NONE)
+    return 0
 
 
 async def _list(operator: Operator, args: argparse.Namespace) -> int:
@@ -147,4 +168,5 @@ def run(args: argparse.Namespace) -> int:
         "revoke-grant": _revoke_grant,
         "list": _list,
     }
-    return run_command("users", handlers, args, args.users_command)
+    access = {"list": Access.READ_ONLY}
+    return run_command("users", handlers, args, args.users_command, access)

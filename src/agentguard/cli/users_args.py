@@ -24,7 +24,13 @@ def add_parser(commands: Any) -> None:
     add.add_argument("user", help="user id, e.g. alice")
     add.add_argument("--account", required=True, help="the account the user belongs to")
     add.add_argument("--name", default="", help="display name")
-    add.add_argument("--grants", default="", help="initial grants, e.g. 'crm:read projects:write'")
+    add.add_argument(
+        "--grants",
+        action="append",
+        default=[],
+        metavar="SERVICE:LEVEL",
+        help="initial grants, e.g. 'crm:read projects:write' (repeatable)",
+    )
     add.add_argument(
         "--workspace", action="append", default=[], help="make the user a member (repeatable)"
     )
@@ -42,16 +48,21 @@ def add_parser(commands: Any) -> None:
                 help="also revoke the user's keys (so enabling again does not revive them)",
             )
 
-    grant = sub.add_parser("grant", help="set the user's level on a service")
+    grant = sub.add_parser(
+        "grant",
+        help="set the user's level on services: users grant alice crm:write",
+        description="Set the user's level on one or more services, written service:level as "
+        "in --grants and OAuth scopes (crm:read, crm:write; crm:none removes). The older form "
+        "'users grant alice crm write' is accepted.",
+    )
     target_options(grant)
     grant.add_argument("user")
-    grant.add_argument("service", help="service name, e.g. crm")
-    grant.add_argument("level", choices=["read", "write"])
+    grant.add_argument("grants", nargs="+", metavar="SERVICE:LEVEL", help="e.g. crm:write")
 
-    revoke = sub.add_parser("revoke-grant", help="remove the user's access to a service")
+    revoke = sub.add_parser("revoke-grant", help="remove the user's access to services")
     target_options(revoke)
     revoke.add_argument("user")
-    revoke.add_argument("service")
+    revoke.add_argument("services", nargs="+", metavar="SERVICE", help="service name, e.g. crm")
 
     listing = sub.add_parser("list", help="list users with their state and grants")
     target_options(listing)

@@ -5,7 +5,8 @@ The runtime, not the model, holds both keys. For each request it attaches
 access key has used ``renew_at`` of its life it renews first, with a single refresh however many
 requests are in flight; it answers one ``use_dpop_nonce`` demand with the server's nonce; and on
 ``401 invalid_token`` it refreshes once and retries once before giving up with
-:class:`~agentguard.client.RefreshFailed`.
+:class:`~agentguard.client.RefreshFailed` (``permanent`` when the server refused the keys for
+good: user disabled, keys revoked).
 
 Token requests go through a client the auth owns, never through the agent's client, so the
 refresh key and the rotated keys never pass the agent's event hooks, logging or
@@ -128,6 +129,23 @@ class AgentAuth(httpx.Auth):
         token_timeout: seconds a token request may take.
         placement: where to put the access key instead of ``Authorization`` (for services
             that expect a vendor-native header); the DPoP proof is still attached.
+
+    Errors are the same for ``httpx.Client`` and ``httpx.AsyncClient``, for requests and for
+    :meth:`renew` / :meth:`arenew`:
+
+    - :class:`~agentguard.client.RefreshFailed` with ``permanent`` true when the token endpoint
+      refuses the refresh key (``invalid_grant``: the user was disabled, the keys revoked,
+      expired or reused). The request that needed the renewal raises it, whether the renewal
+      was due by time or asked for by a ``401 invalid_token``; so does every later call that
+      needs one. Nothing is retried: catch it around the agent's job, report ``str(error)``
+      (one line, no key) and stop.
+    - :class:`~agentguard.client.RefreshFailed` with ``transient`` true (no answer, 429, 5xx)
+      only once the current key can no longer be used; until then requests go on with it and
+      the renewal is tried again after 30 seconds.
+    - :class:`~agentguard.client.DPoPNonceLoop` and
+      :class:`~agentguard.client.CredentialsFileError`, as documented on them.
+
+    Any other ``401`` (and every ``403``) is returned as a response, not raised.
     """
 
     requires_request_body = True
@@ -242,7 +260,7 @@ class AgentAuth(httpx.Auth):
             try:
                 return (yield from self._refresh(decision.credentials, stale, fraction))
             except RefreshFailed as error:
-                if error.terminal or decision.fallback is None:
+                if error.permanent or decision.fallback is None:
                     raise
                 with self._lock:
                     self._retry_after = self.clock.now() + _RETRY_AFTER_FAILURE
@@ -306,9 +324,7 @@ class AgentAuth(httpx.Auth):
                 response: httpx.Response = yield SendToken(request)
             except httpx.HTTPError as error:
                 raise RefreshFailed(
-                    status=None,
-                    error="temporarily_unavailable",
-                    description=f"{type(error).__name__} while calling the token endpoint",
+                    status=None, error="temporarily_unavailable", description=type(error).__name__
                 ) from None
             self._remember_nonce("token", request.url, response)
             body = _json(response)
@@ -357,7 +373,7 @@ class AgentAuth(httpx.Auth):
                 status=200,
                 error="invalid_response",
                 description="the token endpoint's answer is not a usable key pair",
-                terminal=True,
+                permanent=True,
             )
         return credentials.with_keys(
             Secret(access),
@@ -416,13 +432,13 @@ class AgentAuth(httpx.Auth):
             if error != "invalid_token":
                 return
             if refreshed:
-                body = _json(response)
                 raise RefreshFailed(
                     status=401,
                     error="invalid_token",
-                    reason=_text(body, "reason"),
-                    description=_text(body, "error_description"),
-                    terminal=True,
+                    reason=_text(_json(response), "reason"),
+                    description="the renewed access key was refused at once; check that the "
+                    "service and the token endpoint share one store and one clock",
+                    permanent=False,
                 )
             refreshed = True
             credentials = yield from self._current(credentials, self.renew_at)

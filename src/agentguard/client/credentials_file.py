@@ -1,7 +1,12 @@
 """The agent's credentials file: both keys, their expiry, the DPoP key and the token endpoint.
 
-The file is what lets the runtime, not the model, hold the keys. It is created with mode 0600 in
-a 0700 directory, and loading refuses a file or directory that others can read. Writes go to a
+The file is what lets the runtime, not the model, hold the keys. It is created with mode 0600
+(a directory it has to create is made 0700). Reading or writing refuses a file that anyone but
+its owner can access, and a directory that belongs to another user or that others can write to:
+whoever can write to the directory can replace the file, and a replaced file could point the
+runtime's refresh at their own token URL. A directory others can only read and enter (a normal
+0755 home or checkout) is accepted: it shows the file's name, and the file's own mode guards
+what is in it. Writes go to a
 temporary file in the same directory, are flushed to disk, and replace the old file with
 ``os.replace`` (then the directory is synced), so a crash mid-write leaves the previous keys
 intact. Processes of one agent that share the file serialise read-modify-write on an exclusive
@@ -251,6 +256,10 @@ def _private_mode(mode: int) -> bool:
     return not mode & (stat.S_IRWXG | stat.S_IRWXO)
 
 
+def _others_can_write(mode: int) -> bool:
+    return bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 class FileLock:
     """An exclusive ``flock`` on a sidecar file, shared by every process of one agent.
 
@@ -327,13 +336,14 @@ class CredentialsFile:
             raise CredentialsFileError(f"cannot read {directory}: {error.strerror}") from None
         if info.st_uid != os.geteuid():
             raise CredentialsFileError(f"{directory} belongs to another user; use your own")
-        if not _private_mode(info.st_mode):
+        if _others_can_write(info.st_mode):
             raise CredentialsFileError(
-                f"{directory} is accessible by other users; run: chmod 700 {directory}"
+                f"{directory} is writable by other users, who could replace the credentials "
+                f"file; run: chmod go-w {directory} (or use a private directory)"
             )
 
     def load(self) -> AgentCredentials:
-        """Read and validate the file; refuse it when others can access it or its directory."""
+        """Read and validate the file; refuse it when others can read it or write its directory."""
         self._check_directory(create=False)
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

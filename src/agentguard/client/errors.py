@@ -5,7 +5,7 @@ from :class:`agentguard.errors.AgentGuardError`::
 
     AgentAuthError
     ├── CredentialsFileError   the credentials file is missing, unreadable, unsafe or malformed
-    ├── RefreshFailed          the token endpoint refused to renew (carries error and reason)
+    ├── RefreshFailed          no working access key: permanent (invalid_grant) or transient
     └── DPoPNonceLoop          a server kept demanding a new DPoP nonce
 
 No error carries a key: messages hold only server error codes, reasons and file paths.
@@ -16,6 +16,21 @@ from __future__ import annotations
 __all__ = ["AgentAuthError", "CredentialsFileError", "DPoPNonceLoop", "RefreshFailed"]
 
 _MAX_DESCRIPTION = 300
+_NEW_KEYS = "issue new keys with `agentguard keys issue`"
+
+# what agentguard's ``reason`` codes on an invalid_grant mean, for a person reading the message
+_WHY: dict[str, str] = {
+    "user_disabled": "the user is disabled",
+    "revoked": "the keys were revoked",
+    "refresh_reused": "the refresh key was used twice, so its whole family was revoked",
+    "expired": "the refresh key expired",
+    "unknown_key": "the server does not know this key",
+    "not_a_member": "the user is no longer a member of the workspace",
+    "account_closed": "the account is closed",
+    "unknown_user": "the user no longer exists",
+    "unknown_workspace": "the workspace no longer exists",
+    "dpop_binding_mismatch": "the keys are bound to another DPoP key",
+}
 
 
 def _printable(text: str) -> str:
@@ -34,14 +49,24 @@ class CredentialsFileError(AgentAuthError):
 class RefreshFailed(AgentAuthError):
     """The runtime could not obtain a working access key.
 
+    ``str(error)`` is one line a developer can act on, e.g.
+    ``refresh refused: invalid_grant (user_disabled: the user is disabled); issue new keys
+    with `agentguard keys issue```. It never contains a key.
+
     Attributes:
-        status: HTTP status of the refusing response (``None`` when no response applies).
-        error: the OAuth ``error`` code, e.g. ``"invalid_grant"``.
+        status: HTTP status of the refusing response (``None`` when no response came back).
+        error: the OAuth error code (RFC 6749 section 5.2), e.g. ``"invalid_grant"``;
+            ``"temporarily_unavailable"`` when the token endpoint could not be reached.
         reason: agentguard's machine-readable ``reason``, e.g. ``"user_disabled"``, when given.
         description: the server's ``error_description`` (printable ASCII, truncated).
+        permanent: retrying cannot help; only a person can (new keys, re-enabling the user).
+            True for ``invalid_grant`` (the user was disabled, the keys revoked, expired or
+            reused) and for a 200 answer without a usable key pair (the refresh key is spent).
+        transient: no answer, ``429`` or a ``5xx``: the same keys may work later.
 
-    ``terminal`` is true when retrying with the same refresh key cannot help (``invalid_grant``,
-    or an access key refused again right after a successful refresh).
+    An error that is neither (another ``4xx``, or a renewed access key refused at once) points
+    at configuration: a wrong token URL, DPoP clock skew, a service that does not share the
+    token endpoint's store.
     """
 
     def __init__(
@@ -51,24 +76,47 @@ class RefreshFailed(AgentAuthError):
         error: str | None,
         reason: str | None = None,
         description: str | None = None,
-        terminal: bool | None = None,
+        permanent: bool | None = None,
     ) -> None:
         self.status = status
         self.error = _printable(error) if error else None
         self.reason = _printable(reason) if reason else None
         self.description = _printable(description) if description else None
-        self.terminal = terminal if terminal is not None else self.error == "invalid_grant"
-        detail = self.error or "no error code"
-        if self.reason:
-            detail += f" ({self.reason})"
-        if self.description:
-            detail += f": {self.description}"
-        where = f" with HTTP {status}" if status is not None else ""
-        super().__init__(f"key renewal failed{where}: {detail}")
+        self.permanent = permanent if permanent is not None else self.error == "invalid_grant"
+        super().__init__(self._message())
+
+    @property
+    def transient(self) -> bool:
+        """No answer, ``429`` or ``5xx``: the same keys may work later."""
+        if self.permanent:
+            return False
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    def _detail(self) -> str:
+        why = _WHY.get(self.reason or "")
+        parts = [f"{self.reason}: {why}" if why else self.reason] if self.reason else []
+        if self.description and why is None:
+            parts.append(self.description)
+        if parts:
+            return ": ".join(part for part in parts if part)
+        return "key revoked or user disabled" if self.error == "invalid_grant" else "no detail"
+
+    def _message(self) -> str:
+        code = self.error or "no error code"
+        if self.permanent:
+            return f"refresh refused: {code} ({self._detail()}); {_NEW_KEYS}"
+        if self.status is None:
+            return (
+                f"refresh failed: no answer from the token endpoint ({self._detail()}); retry later"
+            )
+        if self.transient:
+            return f"refresh failed: HTTP {self.status} {code} ({self._detail()}); retry later"
+        return f"refresh refused: HTTP {self.status} {code} ({self._detail()})"
 
     def __repr__(self) -> str:
         return (
-            f"RefreshFailed(status={self.status!r}, error={self.error!r}, reason={self.reason!r})"
+            f"RefreshFailed(status={self.status!r}, error={self.error!r}, "
+            f"reason={self.reason!r}, permanent={self.permanent!r})"
         )
 
 

@@ -190,7 +190,7 @@ class Renewer:
 
     def _outcome(self, error: Exception) -> bool:
         """Record a failed cycle; return whether to keep going."""
-        if isinstance(error, RefreshFailed) and error.terminal:
+        if isinstance(error, RefreshFailed) and error.permanent:
             self.error = error
             logger.error("background renewal stopped: %s", error)
             return False

@@ -60,16 +60,17 @@ def _fail(reason: Reason, description: str) -> InvalidDPoPProof:
 
 
 def _malformed(description: str) -> InvalidDPoPProof:
-    return InvalidDPoPProof(description, reason=Reason.DPOP_PROOF_MALFORMED)
+    return InvalidDPoPProof(description)  # its default reason: Reason.DPOP_PROOF_MALFORMED
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (JSON can carry one) is kept, never an error."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _same(given: str, expected: str) -> bool:
-    """Constant-time equality of a client string and a server string (``expected`` is ASCII)."""
-    if given.isascii() and expected.isascii():
-        return hmac.compare_digest(given, expected)
-    return hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    )
+    """Constant-time equality of a client string and a server string, whatever they contain."""
+    return hmac.compare_digest(_utf8(given), _utf8(expected))
 
 
 class DPoPVerifier:
@@ -158,7 +159,7 @@ class DPoPVerifier:
             signature = b64url_decode(signature_part, alphabet_checked=True)
         except JOSEError:
             raise _malformed("the DPoP proof's signature is not base64url") from None
-        signing_input = proof[: len(header_part) + 1 + len(payload_part)].encode("ascii")
+        signing_input = proof[: len(header_part) + 1 + len(payload_part)].encode()  # ASCII
         if not algorithm.verify(cached.key, signing_input, signature):
             raise _fail(Reason.DPOP_BAD_SIGNATURE, "the DPoP proof's signature does not verify")
         try:
@@ -275,7 +276,7 @@ class DPoPVerifier:
             raise UseDPoPNonce(self._nonces.current())
 
     async def _burn(self, claims: ProofClaims, jkt: str) -> None:
-        key = hashlib.sha256(f"{jkt}:{claims.jti}".encode("utf-8", "surrogatepass")).digest()
+        key = hashlib.sha256(_utf8(f"{jkt}:{claims.jti}")).digest()
         expires_at = datetime.fromtimestamp(
             claims.iat + self._iat_window + REPLAY_SKEW_SECONDS, tz=timezone.utc
         )

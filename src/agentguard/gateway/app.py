@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from agentguard.asgi.proxy import ProxyApp
+from agentguard.audit.aggregate import RefusalSummaryPolicy
 from agentguard.audit.checkpointer import Checkpointer, DirectoryCheckpointSink
 from agentguard.clock import Clock
 from agentguard.config import Settings
@@ -142,6 +143,7 @@ class Gateway:
             async with anyio.create_task_group() as tasks:
                 if self.checkpointer is not None:
                     tasks.start_soon(self._checkpoints, self.checkpointer)
+                tasks.start_soon(self.guard.audit.run_summaries)
                 try:
                     yield
                 finally:
@@ -243,6 +245,14 @@ def build_gateway(
         audit_timeout=settings.audit.timeout,
         dpop=settings.dpop_policy(),
         services=settings.services,
+        anonymous_refusals=(
+            RefusalSummaryPolicy(
+                interval=settings.audit.refusal_interval,
+                max_sources=settings.audit.refusal_max_sources,
+            )
+            if settings.audit.refusal_summaries
+            else None
+        ),
     )
     minters: dict[str, TokenExchangeMinter] = {}
     proxies: dict[str, ProxyApp] = {}

@@ -24,12 +24,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Security
-from fastapi.exceptions import HTTPException
-from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
-from fastapi.security import SecurityScopes
-from fastapi.security.base import SecurityBase
 from starlette.responses import Response
+
+from agentguard._extras import missing_extra
+
+try:
+    from fastapi import FastAPI, Request, Security
+    from fastapi.exceptions import HTTPException
+    from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+    from fastapi.security import SecurityScopes
+    from fastapi.security.base import SecurityBase
+except ImportError as error:
+    raise missing_extra(error) from None
 
 from agentguard.asgi.scope import PRINCIPAL_STATE_KEY, request_from_scope
 from agentguard.audit.events import Action, AuditEvent, Decision

@@ -37,10 +37,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import anyio.to_thread
-from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import AccessToken
-from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import PrivateAttr
+
+from agentguard._extras import missing_extra
+
+try:
+    from mcp.server.auth.middleware.auth_context import get_access_token
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.mcpserver.exceptions import ToolError
+except ImportError as error:
+    raise missing_extra(error) from None
 
 from agentguard.asgi.metadata import ProtectedResourceMetadata, advertise_metadata
 from agentguard.asgi.responses import send_error

@@ -64,7 +64,7 @@ class ParsedKey(NamedTuple):
 
 def generate_key(kind: KeyKind) -> Secret:
     """A new random key of ``kind`` (256 bits from :mod:`secrets`)."""
-    head = PREFIXES[kind] + _base62(int.from_bytes(secrets.token_bytes(32), "big"), BODY_LENGTH)
+    head = PREFIXES[kind] + _base62(secrets.randbits(256), BODY_LENGTH)
     return Secret(head + _checksum(head))
 
 
@@ -84,9 +84,8 @@ def parse_key(value: object) -> ParsedKey:
     if not (tail.isascii() and tail.isalnum()):  # ASCII alphanumerics are exactly base62
         raise MalformedKey("an agentguard key contains only base62 characters after its prefix")
     head, checksum = value[:-CHECKSUM_LENGTH], value[-CHECKSUM_LENGTH:]
-    if (
-        tail[:BODY_LENGTH] > _MAX_BODY
-    ):  # ALPHABET is in code-point order, so text order = number order
+    # ALPHABET is in code-point order, so comparing the text compares the numbers.
+    if tail[:BODY_LENGTH] > _MAX_BODY:
         raise MalformedKey("the key's random part is out of range")
     if not hmac.compare_digest(_checksum(head), checksum):
         raise MalformedKey("the key's checksum does not match; it was mistyped or truncated")
@@ -108,5 +107,5 @@ def hash_key(key: str) -> bytes:
 
 
 def new_id(prefix: str) -> str:
-    """A random public identifier such as ``key_5fQ2...`` (about 95 bits)."""
-    return prefix + "_" + _base62(int.from_bytes(secrets.token_bytes(12), "big"), 16)
+    """A random public identifier such as ``key_5fQ2...``: 16 base62 characters (95 bits)."""
+    return prefix + "_" + "".join(secrets.choice(ALPHABET) for _ in range(16))

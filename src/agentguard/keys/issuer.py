@@ -23,7 +23,7 @@ from agentguard.keys.format import generate_key, hash_key, new_id, parse_key
 from agentguard.model import Grants, IssuedKeys, KeyKind, KeyRecord
 from agentguard.resolver import KeyIds, key_context, liveness_failure
 from agentguard.storage.outage import store_outage
-from agentguard.storage.protocols import KeyLookup, KeyStore
+from agentguard.storage.protocols import KeyLookup, KeyStore, revoke_selector
 
 __all__ = ["DEFAULT_ACCESS_TTL", "DEFAULT_REFRESH_TTL", "KeyIssuer"]
 
@@ -121,7 +121,7 @@ class KeyIssuer:
             user = await self.store.get_user(user_id)
             workspace = await self.store.get_workspace(workspace_id)
             account = await self.store.get_account(user.account_id) if user else None
-            member = await self.store.is_member(user_id, workspace_id) if user else False
+            member = await self.store.is_member(user_id, workspace_id)
         if user is None:
             raise IssuanceRefused(reason=Reason.UNKNOWN_USER)
         if workspace is None or workspace.account_id != user.account_id:
@@ -161,8 +161,18 @@ class KeyIssuer:
         return issued
 
     async def _refresh_denied(
-        self, reason: Reason, found: KeyLookup | None, now: datetime
+        self, reason: Reason, found: KeyLookup | None, now: datetime, source: str | None = None
     ) -> InvalidGrant:
+        audit = self.audit
+        if (
+            found is None
+            and audit is not None
+            and audit.summaries is not None
+            and audit.summaries.counts(reason.value)
+        ):  # names no one: counted per source and interval, not one event each
+            error = InvalidGrant(reason=reason)
+            await audit.count_refusal(source=source, reason=reason.value, status=error.status)
+            return error
         ids: KeyIds = key_context(found.key) if found is not None else {}
         event = AuditEvent(
             action=Action.KEY_REFRESH, ts=now, decision=Decision.DENY, reason=reason.value, **ids
@@ -203,23 +213,30 @@ class KeyIssuer:
         return await self._reuse_detected(found, now)
 
     async def refresh(
-        self, refresh_key: str, *, jkt: str | None = None, scope: Grants | None = None
+        self,
+        refresh_key: str,
+        *,
+        jkt: str | None = None,
+        scope: Grants | None = None,
+        source: str | None = None,
     ) -> IssuedKeys:
         """Exchange a refresh key for a new pair in the same family (rotation).
 
         ``jkt`` is the thumbprint of the DPoP key that signed this request's proof, if any; a
         bound refresh key needs the same key. ``scope`` may narrow the family's scope further.
-        Raises :class:`InvalidGrant` with a precise reason; reuse revokes the family.
+        Raises :class:`InvalidGrant` with a precise reason; reuse revokes the family. A
+        malformed or unknown key names no one: when the audit writer counts such refusals, it is
+        counted per ``source`` (the client's address) and interval instead of one event each.
         """
         now = self.clock.now()
         try:
             parsed = parse_key(refresh_key)
         except MalformedKey:
-            raise await self._refresh_denied(Reason.MALFORMED_KEY, None, now) from None
+            raise await self._refresh_denied(Reason.MALFORMED_KEY, None, now, source) from None
         with store_outage():
             found = await self.store.lookup(hash_key(parsed.value))
         if found is None:
-            raise await self._refresh_denied(Reason.UNKNOWN_KEY, None, now)
+            raise await self._refresh_denied(Reason.UNKNOWN_KEY, None, now, source)
         key = found.key
         if key.kind is not KeyKind.REFRESH:
             raise await self._refresh_denied(Reason.WRONG_KEY_KIND, found, now)
@@ -232,9 +249,7 @@ class KeyIssuer:
             reason = Reason.DPOP_REQUIRED
         if reason is not None:
             raise await self._refresh_denied(reason, found, now)
-        new_scope = key.scope
-        if scope is not None:
-            new_scope = scope if key.scope is None else scope.narrow(key.scope)
+        new_scope = key.scope if scope is None else scope.narrow(key.scope)  # never wider
         issued = self._pair(
             user_id=key.user_id,
             workspace_id=key.workspace_id,
@@ -284,7 +299,12 @@ class KeyIssuer:
         user_id: str | None = None,
         reason: str = "revoked",
     ) -> int:
-        """Revoke by key id, family id or user id (exactly one); audited; returns the count."""
+        """Revoke by key id, family id or user id (exactly one); audited; returns the count.
+
+        Raises ``ValueError`` unless exactly one selector is given (a caller's mistake, not a
+        store outage).
+        """
+        revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
         now = self.clock.now()
         with store_outage():
             count = await self.store.revoke(

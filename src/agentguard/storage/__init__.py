@@ -7,6 +7,7 @@ in their own modules behind extras and import their driver lazily.
 from agentguard.storage.memory import MemoryStore
 from agentguard.storage.postgres import PostgresStore
 from agentguard.storage.protocols import (
+    AuditArchiveStore,
     AuditStore,
     CredentialStore,
     DirectoryStore,
@@ -21,6 +22,7 @@ from agentguard.storage.sqlite import SchemaVersionError, SQLiteStore
 from agentguard.storage.urls import open_store
 
 __all__ = [
+    "AuditArchiveStore",
     "AuditStore",
     "CredentialStore",
     "DirectoryStore",

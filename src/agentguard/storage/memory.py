@@ -23,6 +23,7 @@ from datetime import datetime
 
 from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit.events import AuditEvent
+from agentguard.audit.prefix import ArchivedPrefix, drop_problem
 from agentguard.clock import Clock, SystemClock, utc
 from agentguard.model import (
     Account,
@@ -56,6 +57,7 @@ class _Backing:
         default_factory=dict
     )
     audit: list[AuditEntry] = field(default_factory=list)
+    archived: ArchivedPrefix | None = None  # what was kept of the events dropped from audit
 
 
 class MemoryStore:
@@ -297,7 +299,7 @@ class MemoryStore:
         with self._lock:
             sealed: list[AuditEntry] = []
             prev = self._audit[-1].hash if self._audit else GENESIS_PREV
-            seq = len(self._audit)
+            seq = self._offset() + len(self._audit)
             for event in events:
                 entry = seal(event, seq, prev)
                 sealed.append(entry)
@@ -309,8 +311,34 @@ class MemoryStore:
         if stop is not None and stop <= start:
             return []
         with self._lock:
-            return self._audit[max(0, start) : stop]
+            offset = self._offset()
+            end = None if stop is None else max(0, stop - offset)
+            return self._audit[max(0, start - offset) : end]
 
     async def head(self) -> AuditEntry | None:
         with self._lock:
             return self._audit[-1] if self._audit else None
+
+    # AuditArchiveStore
+
+    def _offset(self) -> int:
+        archived = self._backing.archived
+        return 0 if archived is None else archived.size
+
+    async def archived_prefix(self) -> ArchivedPrefix | None:
+        with self._lock:
+            return self._backing.archived
+
+    async def drop_prefix(self, prefix: ArchivedPrefix) -> int:
+        with self._lock:
+            offset = self._offset()
+            index = prefix.size - 1 - offset
+            last = self._audit[index].hash if 0 <= index < len(self._audit) else None
+            head = offset + len(self._audit) - 1 if self._audit else None
+            problem = drop_problem(self._backing.archived, prefix, last, head)
+            if problem is not None:
+                raise IntegrityError(problem)
+            dropped = prefix.size - offset
+            del self._audit[:dropped]
+            self._backing.archived = prefix
+            return dropped

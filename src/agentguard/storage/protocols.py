@@ -23,6 +23,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from agentguard.audit.chain import AuditEntry
 from agentguard.audit.events import AuditEvent
+from agentguard.audit.prefix import ArchivedPrefix
 from agentguard.model import (
     Account,
     CredentialOwner,
@@ -33,6 +34,7 @@ from agentguard.model import (
 )
 
 __all__ = [
+    "AuditArchiveStore",
     "AuditStore",
     "CredentialStore",
     "DirectoryStore",
@@ -232,4 +234,31 @@ class AuditStore(Protocol):
 
     async def head(self) -> AuditEntry | None:
         """The newest entry, or ``None`` for an empty log."""
+        ...
+
+
+@runtime_checkable
+class AuditArchiveStore(Protocol):
+    """An :class:`AuditStore` that can drop an archived prefix of its log (optional).
+
+    ``agentguard audit archive`` checks for it with ``isinstance`` and says plainly when a store
+    lacks it; a store without it keeps every event forever. Once a prefix ``[0, n)`` is
+    dropped, :meth:`AuditStore.read` returns entries from ``n`` on (a ``start`` below ``n``
+    reads from ``n``), :meth:`AuditStore.head` and :meth:`AuditStore.append` work as before, and
+    :meth:`archived_prefix` returns what the store kept of the dropped events.
+    """
+
+    async def archived_prefix(self) -> ArchivedPrefix | None:
+        """What the store kept of the events it dropped, or ``None`` if it dropped none."""
+        ...
+
+    async def drop_prefix(self, prefix: ArchivedPrefix) -> int:
+        """Delete the entries with ``seq < prefix.size`` and keep ``prefix``; return how many.
+
+        Atomic: either the rows are gone and ``prefix`` is stored, or nothing changed. Raises
+        :class:`IntegrityError`, changing nothing, unless the entry at ``prefix.size - 1`` is
+        still in the log with hash ``prefix.last_hash``, at least one entry after it remains
+        (the head always stays, so appends continue the chain), and ``prefix`` extends the
+        prefix kept before (its boundaries start with the old ones).
+        """
         ...

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Any
 
+from agentguard._extras import import_extra
 from agentguard.clock import Clock, SystemClock, utc
-from agentguard.errors import ConfigurationError
 from agentguard.storage._driver_errors import driver_errors
 from agentguard.storage.protocols import StorageError
 
@@ -80,14 +80,8 @@ class RedisReplayCache:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if isinstance(url_or_client, str):
-            try:
-                import redis.asyncio
-            except ImportError:
-                raise ConfigurationError(
-                    "a replay cache on Redis needs the redis driver: "
-                    "pip install 'agentguard[redis]'"
-                ) from None
-            self._client: Any = redis.asyncio.Redis.from_url(
+            redis_asyncio = import_extra("redis.asyncio")
+            self._client: Any = redis_asyncio.Redis.from_url(
                 url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout
             )
             self._owns_client = True

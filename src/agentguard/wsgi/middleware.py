@@ -89,6 +89,7 @@ def request_from_environ(environ: WSGIEnvironment) -> GuardRequest:
         query_string=str(query).encode("latin-1", "replace"),
         scheme=str(environ.get("wsgi.url_scheme", "http")),
         root_path=_text(environ, "SCRIPT_NAME"),
+        client=str(environ.get("REMOTE_ADDR") or "") or None,
     )
 
 

@@ -184,6 +184,14 @@ UPDATE {s}.audit_head SET seq = $5, hash = $6"""
     audit_read: str = """
 SELECT seq, hash, body FROM {s}.audit
 WHERE seq >= $1 AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq"""
+    audit_archive_get: str = "SELECT prefix FROM {s}.audit_archive"
+    audit_archive_lock: str = "SELECT prefix FROM {s}.audit_archive FOR UPDATE"
+    audit_archive_put: str = """
+INSERT INTO {s}.audit_archive (one, size, prefix) VALUES (true, $1, $2)
+ON CONFLICT (one) DO UPDATE SET size = excluded.size, prefix = excluded.prefix"""
+    audit_archive_drop: str = "DELETE FROM {s}.audit WHERE seq < $1"
+    audit_hash_at: str = "SELECT hash FROM {s}.audit WHERE seq = $1"
+    audit_head_seq: str = "SELECT seq FROM {s}.audit_head"
 
     @classmethod
     def for_schema(cls, quoted: str) -> Queries:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agentguard._extras import import_extra
 from agentguard.storage.sqlite.schema import SchemaVersionError
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
     "upgrade",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes and reads."""
 
 DEFAULT_SCHEMA = "agentguard"
@@ -179,7 +180,46 @@ _V2: tuple[str, ...] = (
     )""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+# Version 3: audit archiving. ``audit_archive`` holds the tree hashes kept of an archived prefix
+# (its size and the ArchivedPrefix JSON); rows of the log below that size may then be deleted
+# (by a role holding DELETE, which PUBLIC does not), and no others. A new genesis is refused
+# once a prefix was archived.
+_V3: tuple[str, ...] = (
+    """CREATE TABLE {s}.audit_archive (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        size bigint NOT NULL CHECK (size > 0),
+        prefix text NOT NULL
+    )""",
+    # Hashes only, no secret; the append trigger and checkpointer (as the app role) read it.
+    "GRANT SELECT ON {s}.audit_archive TO PUBLIC",
+    """CREATE OR REPLACE FUNCTION {s}.audit_append_only() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+    BEGIN
+        IF TG_OP = 'DELETE' THEN
+            IF OLD.seq < coalesce((SELECT a.size FROM {s}.audit_archive AS a), 0) THEN
+                RETURN OLD;
+            END IF;
+        END IF;
+        RAISE EXCEPTION 'the audit log is append-only (% refused)', TG_OP
+            USING ERRCODE = 'insufficient_privilege';
+    END $$""",
+    """CREATE OR REPLACE FUNCTION {s}.audit_extends_chain() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+    BEGIN
+        IF NOT (
+            (NEW.seq = 0 AND NEW.prev = decode(repeat('00', 32), 'hex')
+                AND NOT EXISTS (SELECT 1 FROM {s}.audit_archive))
+            OR NEW.prev IS NOT DISTINCT FROM
+                (SELECT a.hash FROM {s}.audit AS a WHERE a.seq = NEW.seq - 1)
+        ) THEN
+            RAISE EXCEPTION 'audit entry % does not extend the chain', NEW.seq
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+    END $$""",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
 """Statements that take a schema from version ``n - 1`` to ``n``."""
 
 
@@ -259,7 +299,7 @@ async def upgrade(dsn_or_pool: Any, *, schema: str = DEFAULT_SCHEMA) -> int:
     """
     quote_schema(schema)
     if isinstance(dsn_or_pool, str):
-        import asyncpg
+        asyncpg = import_extra("asyncpg")
 
         connection = await asyncpg.connect(dsn_or_pool)
         try:

@@ -38,8 +38,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from agentguard._extras import import_extra
 from agentguard.audit.chain import AuditEntry, seal
 from agentguard.audit.events import AuditEvent
+from agentguard.audit.prefix import ArchivedPrefix, drop_problem
 from agentguard.clock import Clock, SystemClock, utc
 from agentguard.model import (
     Account,
@@ -107,7 +109,7 @@ def is_disconnect(exc: BaseException) -> bool:
 
 def _discard(connection: Any) -> None:
     """Close a connection in an unknown protocol state so the pool never hands it out again."""
-    import asyncpg
+    asyncpg = import_extra("asyncpg")
 
     # InterfaceError: asyncpg already closed it and gave its slot back to the pool.
     with contextlib.suppress(asyncpg.InterfaceError):
@@ -244,7 +246,7 @@ class PostgresStore:
             if self._closed:
                 raise StorageError("this PostgresStore is closed")
             if self._pool is None:
-                import asyncpg
+                asyncpg = import_extra("asyncpg")
 
                 pool = await asyncpg.create_pool(
                     self._dsn,
@@ -551,6 +553,37 @@ class PostgresStore:
         """The newest entry, or ``None`` for an empty log."""
         row = await self._fetchrow(self._queries.audit_head)
         return None if row is None else entry_from_row(row)
+
+    # AuditArchiveStore
+
+    async def archived_prefix(self) -> ArchivedPrefix | None:
+        """What the store kept of the events it dropped, or ``None``."""
+        row = await self._fetchrow(self._queries.audit_archive_get)
+        return None if row is None else ArchivedPrefix.from_json(row[0])
+
+    async def drop_prefix(self, prefix: ArchivedPrefix) -> int:
+        """Delete the entries below ``prefix.size`` and keep ``prefix``, in one transaction.
+
+        Needs a role with DELETE on the audit table (the tables' owner): the application role
+        of the PostgreSQL how-to has none, so run ``agentguard audit archive`` as the owner.
+        """
+        queries, text = self._queries, prefix.to_json()
+
+        async def work(connection: Any) -> int:
+            async with connection.transaction():
+                row = await connection.fetchrow(queries.audit_archive_lock)
+                kept = None if row is None else ArchivedPrefix.from_json(row[0])
+                last = await connection.fetchval(queries.audit_hash_at, prefix.size - 1)
+                head = await connection.fetchval(queries.audit_head_seq)
+                found = None if last is None else bytes(last)
+                problem = drop_problem(kept, prefix, found, None if head < 0 else int(head))
+                if problem is not None:
+                    raise IntegrityError(problem)
+                await connection.execute(queries.audit_archive_put, prefix.size, text)
+                status: str = await connection.execute(queries.audit_archive_drop, prefix.size)
+                return int(status.rsplit(" ", 1)[-1])
+
+        return await self._write(work, "the archived prefix does not match the log")
 
 
 def _seal_run(events: Sequence[AuditEvent], seq: int, prev: bytes) -> list[AuditEntry]:

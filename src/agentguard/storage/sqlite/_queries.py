@@ -12,6 +12,10 @@ __all__ = [
     "ACCOUNT_GET",
     "ACCOUNT_PUT",
     "AUDIT_APPEND",
+    "AUDIT_ARCHIVE_DROP",
+    "AUDIT_ARCHIVE_GET",
+    "AUDIT_ARCHIVE_PUT",
+    "AUDIT_HASH_AT",
     "AUDIT_HEAD",
     "AUDIT_READ",
     "AUDIT_READ_TO",
@@ -182,3 +186,7 @@ AUDIT_APPEND = "INSERT INTO audit (seq, prev, hash, body) VALUES (?, ?, ?, ?)"
 AUDIT_HEAD = "SELECT seq, hash, body FROM audit ORDER BY seq DESC LIMIT 1"
 AUDIT_READ = "SELECT seq, hash, body FROM audit WHERE seq >= ? ORDER BY seq"
 AUDIT_READ_TO = "SELECT seq, hash, body FROM audit WHERE seq >= ? AND seq < ? ORDER BY seq"
+AUDIT_ARCHIVE_GET = "SELECT prefix FROM audit_archive WHERE one = 1"
+AUDIT_ARCHIVE_PUT = "INSERT OR REPLACE INTO audit_archive (one, size, prefix) VALUES (1, ?, ?)"
+AUDIT_ARCHIVE_DROP = "DELETE FROM audit WHERE seq < ?"
+AUDIT_HASH_AT = "SELECT hash FROM audit WHERE seq = ?"

@@ -13,7 +13,8 @@ Layout choices:
 - ``revoked_families`` marks every family revoked as a whole (by family or by user): a key of a
   marked family reads as revoked and cannot rotate, even one inserted after the revocation;
 - the audit table enforces its own linearity: ``seq`` is the primary key, ``prev`` is unique,
-  a trigger refuses a row that does not extend the head, and others refuse UPDATE and DELETE.
+  a trigger refuses a row that does not extend the head, and others refuse UPDATE and DELETE
+  (DELETE only of rows below an archived prefix recorded in ``audit_archive``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from agentguard.storage.protocols import StorageError
 
 __all__ = ["SCHEMA_VERSION", "SchemaVersionError", "configure", "open_read_only", "prepare"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes and reads."""
 
 _V1: tuple[str, ...] = (
@@ -124,7 +125,29 @@ _V2: tuple[str, ...] = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+# Version 3: audit archiving. ``audit_archive`` holds the tree hashes kept of an archived prefix
+# (one row: its size and the ArchivedPrefix JSON); the log's rows below that size may then be
+# deleted, and no others. Inserting a new genesis (seq 0) after an archive is refused.
+_V3: tuple[str, ...] = (
+    """CREATE TABLE audit_archive (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        size INTEGER NOT NULL CHECK (size > 0),
+        prefix TEXT NOT NULL
+    )""",
+    "DROP TRIGGER audit_no_delete",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    WHEN OLD.seq >= coalesce((SELECT size FROM audit_archive), 0)
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    "DROP TRIGGER audit_extends_head",
+    """CREATE TRIGGER audit_extends_head BEFORE INSERT ON audit
+    WHEN NOT (
+        (NEW.seq = 0 AND NEW.prev = zeroblob(32) AND NOT EXISTS (SELECT 1 FROM audit_archive))
+        OR NEW.prev IS (SELECT hash FROM audit WHERE seq = NEW.seq - 1)
+    )
+    BEGIN SELECT RAISE(ABORT, 'audit entry does not extend the chain'); END""",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
 """Statements that take a database from version ``n - 1`` to ``n``."""
 
 

@@ -28,6 +28,7 @@ import anyio.to_thread
 
 from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit.events import AuditEvent
+from agentguard.audit.prefix import ArchivedPrefix, drop_problem
 from agentguard.clock import Clock, SystemClock
 from agentguard.model import (
     Account,
@@ -444,6 +445,36 @@ class SQLiteStore:
         """The newest entry, or ``None`` for an empty log."""
         row = await self._fetch_one(sql.AUDIT_HEAD, ())
         return None if row is None else entry_from_row(row)
+
+    # AuditArchiveStore
+
+    async def archived_prefix(self) -> ArchivedPrefix | None:
+        """What the store kept of the events it dropped, or ``None``."""
+        row = await self._fetch_one(sql.AUDIT_ARCHIVE_GET, ())
+        return None if row is None else ArchivedPrefix.from_json(row[0])
+
+    async def drop_prefix(self, prefix: ArchivedPrefix) -> int:
+        """Delete the entries below ``prefix.size`` and keep ``prefix``, in one transaction."""
+        text = prefix.to_json()
+
+        def work(connection: sqlite3.Connection) -> int:
+            with _immediate(connection):
+                row = connection.execute(sql.AUDIT_ARCHIVE_GET).fetchone()
+                kept = None if row is None else ArchivedPrefix.from_json(row[0])
+                last = connection.execute(sql.AUDIT_HASH_AT, (prefix.size - 1,)).fetchone()
+                head = connection.execute(sql.AUDIT_HEAD).fetchone()
+                problem = drop_problem(
+                    kept,
+                    prefix,
+                    None if last is None else last[0],
+                    None if head is None else head[0],
+                )
+                if problem is not None:
+                    raise IntegrityError(problem)
+                connection.execute(sql.AUDIT_ARCHIVE_PUT, (prefix.size, text))
+                return connection.execute(sql.AUDIT_ARCHIVE_DROP, (prefix.size,)).rowcount
+
+        return await self._call(work, "the archived prefix does not match the log")
 
     # Reads: one statement each, so each sees one consistent snapshot.
 

@@ -30,6 +30,7 @@ needs the class attribute ``loop_bound``: whether the store needs one instance p
 from typing import TYPE_CHECKING
 
 from agentguard.testing.conformance._base import key_record
+from agentguard.testing.conformance.archive import AuditArchiveContract
 from agentguard.testing.conformance.audit import AuditCheckpointContract, AuditStoreContract
 from agentguard.testing.conformance.credentials import CredentialStoreContract
 from agentguard.testing.conformance.directory import DirectoryStoreContract, seed_directory
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from agentguard.testing.conformance.stateful import StatefulContract
 
 __all__ = [
+    "AuditArchiveContract",
     "AuditCheckpointContract",
     "AuditStoreContract",
     "CredentialLivenessContract",
@@ -74,7 +76,10 @@ def __getattr__(name: str) -> object:
     if name == "StatefulContract":
         try:
             from agentguard.testing.conformance import stateful
-        except ImportError as exc:  # pragma: no cover - hypothesis is in the dev extras
-            raise ImportError("StatefulContract needs hypothesis: pip install hypothesis") from exc
+        except ImportError as exc:  # pragma: no cover - hypothesis is in the testing extra
+            raise ImportError(
+                "StatefulContract needs hypothesis: pip install 'agentguard[testing]' "
+                "(from a checkout: pip install -e '.[testing]')"
+            ) from exc
         return stateful.StatefulContract
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

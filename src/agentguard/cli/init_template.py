@@ -1,0 +1,99 @@
+"""The settings file ``agentguard init`` writes: every section present and explained."""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["TEMPLATE", "render", "service_block", "toml_string"]
+
+TEMPLATE = """\
+# agentguard settings. Every value below may be overridden by an AGENTGUARD_* environment
+# variable (AGENTGUARD_STORE, AGENTGUARD_PUBLIC_ORIGIN, AGENTGUARD_SERVER_PORT, ...).
+# Secrets are never written here: they come from environment variables or 0600 files.
+# Reference: docs/configuration.md
+
+# The URL agents use to reach this gateway: DPoP proofs and metadata name it.
+public_origin = {origin}
+
+[store]
+# sqlite:///relative/to/this/file.db, sqlite:////absolute.db, postgresql://user@host/db?schema=x
+url = {store}
+
+[keys]
+access_ttl = 3600          # seconds an access key lives
+refresh_ttl = 2592000      # seconds a refresh key lives (30 days)
+
+[dpop]
+enabled = true             # accept DPoP-bound keys (agentguard keys issue binds by default)
+required = false           # true: refuse unbound keys and issue only bound ones
+
+[server]
+host = "127.0.0.1"
+port = 8080
+graceful_timeout = 30      # seconds in-flight requests may take to finish on SIGTERM
+
+[logging]
+level = "info"
+format = "json"            # "json": one object per line with request ids; "text"
+access_log = true
+
+[audit]
+# instance = "gateway-1"   # this process's name in audit events
+# Signed checkpoints (make truncation detectable). The key: agentguard audit keygen.
+# origin = "audit.example.com/agentguard/prod"
+# checkpoint_key_file = "/etc/agentguard/audit.pem"     # mode 0600 (or AGENTGUARD_CHECKPOINT_KEY)
+# checkpoint_dir = "/var/lib/agentguard/checkpoints"    # ideally an append-only mount
+# checkpoint_interval = 60
+
+[secrets]
+# Files holding secrets, mode 0600; the environment variables win over them.
+{kek_line}
+# introspection_secrets_file = "/etc/agentguard/introspection"
+
+# One [[services]] table per vendor API the gateway fronts at /<name>; `agentguard init
+# --service NAME=URL` writes them. Without one the gateway proxies nothing (serve says so).
+{services}
+# [[services]]
+# name = "crm"
+# base_url = "https://api.crm.example/v2"
+# placement = "header"       # "bearer" (Authorization), "header" or "query"
+# parameter = "X-Api-Key"
+#
+# [[services]]
+# name = "projects"
+# base_url = "https://api.projects.example"
+#
+# A service whose vendor only issues admin keys: mint a user-scoped token (RFC 8693).
+# [minters.projects]
+# token_url = "https://api.projects.example/oauth/token"
+"""
+
+
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string."""
+    return json.dumps(value)
+
+
+def service_block(name: str, base_url: str) -> str:
+    """An active ``[[services]]`` table: the vendor's key goes in ``Authorization: Bearer``."""
+    return (
+        "[[services]]\n"
+        f"name = {toml_string(name)}\n"
+        f"base_url = {toml_string(base_url)}\n"
+        'placement = "bearer"       # or "header" / "query" with parameter = "X-Api-Key"\n'
+    )
+
+
+def render(*, origin: str, store: str, kek_file: str | None, services: list[str]) -> str:
+    """The settings text; ``kek_file`` as written in the file (relative to it, or absolute)."""
+    kek_line = (
+        f"kek_file = {toml_string(kek_file)}   # mode 0600; back it up with the store"
+        if kek_file is not None
+        else '# kek_file = "/etc/agentguard/kek"  # or AGENTGUARD_KEK="kek-1:BASE64URL_32_BYTES"'
+    )
+    return TEMPLATE.format(
+        origin=toml_string(origin),
+        store=toml_string(store),
+        kek_line=kek_line,
+        services="\n".join(services),
+    )
