@@ -46,7 +46,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Every benchmark: one table of figures with same-run baselines, and a JSON results file."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 

@@ -35,7 +35,7 @@ class Contact(BaseModel):
 def create_app(store_url: str) -> FastAPI:
     """The guarded app, its users and keys in the store at ``store_url``."""
     guard = Guard(open_store(store_url), rules=[RouteRule("/crm", service="crm")])
-    app = FastAPI(title="agentguard FastAPI example")
+    app = FastAPI(title="agentguard FastAPI example", lifespan=launch.lifespan(guard))
     install(app, guard)  # app.state.agentguard = guard, and agentguard's error responses
     app.add_middleware(
         AgentGuardMiddleware,

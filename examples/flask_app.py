@@ -44,9 +44,9 @@ def create_app(store_url: str) -> Flask:
     def health() -> ResponseReturnValue:
         return jsonify(ok=True)
 
-    app.wsgi_app = AgentGuardWSGIMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, guard, public_paths=["/healthz"]
-    )
+    guarded = AgentGuardWSGIMiddleware(app.wsgi_app, guard, public_paths=["/healthz"])
+    app.wsgi_app = guarded  # type: ignore[method-assign]
+    launch.close_at_exit(guard, guarded.portal)  # closes the store when the process exits
     return app
 
 
@@ -55,4 +55,5 @@ app = create_app(launch.store_url())
 if __name__ == "__main__":
     args = launch.options(__doc__)
     launch.demo_keys(args, grants="crm:write")
+    launch.stop_on_sigterm()  # SIGTERM stops the server like Ctrl-C, so the store is closed
     create_app(args.store).run(host=args.host, port=args.port, threaded=True)

@@ -69,6 +69,8 @@ def create_app(guard: Guard, resource: str = RESOURCE) -> AgentGuardMCP:
         resource_name="agentguard notes",
     )
     mcp_app = build_server(guard, resource).streamable_http_app()
+    # The SDK's lifespan runs its session manager; ours wraps it and closes the store after.
+    mcp_app.router.lifespan_context = launch.lifespan(guard, mcp_app.router.lifespan_context)
     return AgentGuardMCP(mcp_app, guard, metadata=metadata)
 
 

@@ -20,6 +20,7 @@ role ``crm_app`` are created on first start); users and keys live in ``--store``
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import anyio
@@ -123,20 +124,46 @@ async def create_app(
     return AgentGuardMiddleware(app, guard), guard, pool
 
 
-async def _serve(args: Any) -> None:
-    connection = await asyncpg.connect(args.dsn)
+async def _prepare(args: Any) -> None:
+    """Connect to the contacts database and create the schema on first start."""
+    connection = await asyncpg.connect(args.dsn, timeout=10)
     try:
         if await connection.fetchval("SELECT to_regclass($1)", f"{args.schema}.contacts") is None:
             await install_schema(connection, args.schema, args.role)
     finally:
         await connection.close()
-    app, _, pool = await create_app(
+
+
+def prepare(args: Any) -> None:
+    """:func:`_prepare`, or one line on stderr and exit status 2 if the database is not usable.
+
+    Runs before any key is printed, so a wrong ``--dsn`` never leaves keys on the screen for a
+    server that is not going to start.
+    """
+    try:
+        anyio.run(_prepare, args)
+    except (
+        OSError,
+        TimeoutError,
+        ValueError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"rls_app: cannot use the contacts database (--dsn): {reason}", file=sys.stderr)
+        sys.exit(2)
+
+
+async def _serve(args: Any) -> None:
+    app, guard, pool = await create_app(
         args.dsn, schema=args.schema, role=args.role, store_url=args.store
     )
     try:
         await uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port)).serve()
     finally:
-        await pool.close()
+        with anyio.CancelScope(shield=True):
+            await pool.close()
+            await launch.close_guard(guard)  # SQLite checkpoints its log on close
 
 
 if __name__ == "__main__":
@@ -147,5 +174,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if not args.dsn:
         parser.error("--dsn (or $DATABASE_URL) names the PostgreSQL database for the contacts")
+    prepare(args)
     launch.demo_keys(args, grants="crm:write")
     anyio.run(_serve, args)

@@ -61,7 +61,8 @@ def create_app(store_url: str) -> Starlette:
             Route("/crm/contacts", add_contact, methods=["POST"]),
             Route("/crm/search", search, methods=["POST"]),
             Mount("/oauth", app=guard.oauth_app()),
-        ]
+        ],
+        lifespan=launch.lifespan(guard),  # closes the store when the server stops
     )
     app.add_middleware(AgentGuardMiddleware, guard=guard, public_paths=["/oauth"])
     return app

@@ -4,12 +4,17 @@ Each example is started with ``python -m examples.<name> --print-keys`` in a fre
 the printed access key opens it and no key gets a 401, then ``agentguard users disable alice
 --store sqlite:///agentguard-examples.db`` (the documented command) closes it on the next call.
 The agent script, pointed at a disabled user's keys, ends with one line and status 1.
+Examples started one after another on one store share alice (each adds the grants it needs),
+SIGTERM leaves no unsaved write-ahead log, and the RLS example refuses a database it cannot
+use before printing keys.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -272,6 +277,121 @@ def test_rls_example(tmp_path: Path, examples: list[Example]) -> None:
                 await admin.close()
 
         anyio.run(drop)
+
+
+def _mcp_call(example: Example, tool: str, arguments: dict[str, str]) -> dict[str, object]:
+    """Initialize an MCP session on ``example`` with its printed key, call ``tool``, return it."""
+    headers = {**example.bearer(), "Accept": "application/json, text/event-stream"}
+
+    def post(message: dict[str, object], session: str | None = None) -> httpx.Response:
+        extra = {"mcp-session-id": session} if session else {}
+        return httpx.post(example.url + "/mcp", json=message, headers={**headers, **extra})
+
+    opened = post(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"},
+            },
+        }
+    )
+    assert opened.status_code == 200, opened.text
+    session = opened.headers.get("mcp-session-id")
+    post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    called = post(
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments},
+        },
+        session,
+    )
+    assert called.status_code == 200, called.text
+    if called.headers["content-type"].startswith("text/event-stream"):
+        data = [line[5:] for line in called.text.splitlines() if line.startswith("data:")]
+        reply: dict[str, object] = json.loads(data[-1])
+    else:
+        reply = called.json()
+    return reply
+
+
+def test_examples_started_one_after_another_share_alice(
+    tmp_path: Path, examples: list[Example]
+) -> None:
+    """Each example adds the grants it needs to the alice an earlier one created, none removed."""
+    first = run(examples, "starlette_app", tmp_path)
+    assert "grants 'crm:write'" in first.printed["user"]
+    first.stop()
+    second = run(examples, "fastapi_app", tmp_path)
+    assert "grants 'crm:write reports:read'" in second.printed["user"]
+    summary = httpx.get(second.url + "/reports/summary", headers=second.bearer())
+    assert (summary.status_code, summary.json()) == (200, {"contacts": 0})
+    still = httpx.get(second.url + "/crm/contacts", headers=first.bearer())
+    assert still.status_code == 200  # the first example's key keeps working
+    second.stop()
+    third = run(examples, "mcp_server", tmp_path)
+    third_grants = "crm:write notes:write reports:read"
+    assert f"grants {third_grants!r}" in third.printed["user"]
+    reply = _mcp_call(third, "add_note", {"text": "hello"})
+    assert "error" not in reply, reply
+    result = reply["result"]
+    assert isinstance(result, dict) and result.get("isError") is not True, reply
+    assert "added note 1" in json.dumps(result)
+    listed = agentguard(tmp_path, "users", "list", "--store", STORE)  # what the store holds
+    assert listed.stdout.split() == ["alice", "demo", "enabled", *third_grants.split()]
+
+
+@pytest.mark.parametrize("name", ["starlette_app", "fastapi_app", "flask_app", "mcp_server"])
+def test_sigterm_closes_the_store(tmp_path: Path, examples: list[Example], name: str) -> None:
+    """After SIGTERM SQLite has checkpointed: no write-ahead log left behind, or an empty one."""
+    example = run(examples, name, tmp_path)
+    path = "/mcp" if name == "mcp_server" else "/crm/contacts"
+    httpx.get(example.url + path, headers=example.bearer(), timeout=10)  # audited: a write
+    wal = tmp_path / "agentguard-examples.db-wal"
+    assert wal.exists() and wal.stat().st_size > 0  # the running app holds the log open
+    example.stop()  # SIGTERM
+    # uvicorn shuts down gracefully, then re-raises the signal; werkzeug returns normally
+    assert example.process.returncode in (0, -signal.SIGTERM), example.errors[-2000:]
+    assert "Traceback" not in example.errors
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_rls_example_refuses_a_database_it_cannot_reach(tmp_path: Path) -> None:
+    """No keys printed, no server started: one line on stderr and exit status 2."""
+    dsn = f"postgresql://nobody@127.0.0.1:{free_port()}/app"
+    command = [sys.executable, "-m", "examples.rls_app", "--dsn", dsn, "--print-keys"]
+    result = subprocess.run(
+        command, check=False, cwd=tmp_path, env=_environment(), capture_output=True, text=True,
+        timeout=DEADLINE,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "rls_app: cannot use the contacts database (--dsn): "
+    ), result.stderr
+    assert not (tmp_path / "agentguard-examples.db").exists()
+
+
+def test_rls_example_refuses_a_missing_database(tmp_path: Path) -> None:
+    from tests.backends.services import postgres_dsn
+
+    dsn = anyio.run(postgres_dsn)
+    missing = dsn.rsplit("/", 1)[0] + "/agentguard_no_such_database"
+    command = [sys.executable, "-m", "examples.rls_app", "--dsn", missing, "--print-keys"]
+    result = subprocess.run(
+        command, check=False, cwd=tmp_path, env=_environment(), capture_output=True, text=True,
+        timeout=DEADLINE,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "rls_app: cannot use the contacts database (--dsn): "
+        'database "agentguard_no_such_database" does not exist'
+    ]
 
 
 def agent_script(credentials: Path, gateway: str) -> subprocess.CompletedProcess[str]:

@@ -283,8 +283,9 @@ def decode_secret(name: str, raw: bytes) -> object:
     if name == "checkpoint_key":
         return SecretBytes(raw)
     text = raw.decode("utf-8", "replace").strip()
-    if name == "kek":
-        return SecretStr(text)
+    if name == "kek":  # one key per line, or comma-separated on one line: the same key ring
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return SecretStr(",".join(lines))
     if name == "introspection_secrets":
         items = [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
         return tuple(SecretStr(item) for item in items)

@@ -133,7 +133,7 @@ class StoreSettings(_Section):
     @classmethod
     def _url(cls, value: str) -> str:
         if "://" not in value:
-            raise ValueError("a store URL looks like sqlite:///var/lib/agentguard/agentguard.db")
+            raise ValueError("a store URL looks like sqlite:////var/lib/agentguard/agentguard.db")
         return value
 
 

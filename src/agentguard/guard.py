@@ -17,19 +17,22 @@ from agentguard.audit.aggregate import RefusalSummaries, RefusalSummaryPolicy
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.writer import AuditWriter
 from agentguard.clock import Clock, SystemClock
+from agentguard.credentials.keyscan import KEY_SHAPE
 from agentguard.errors import (
     AgentGuardError,
     Challenge,
     ConfigurationError,
     InvalidRequest,
     InvalidToken,
+    MalformedKey,
     Reason,
 )
+from agentguard.keys.format import hash_key, parse_key
 from agentguard.keys.issuer import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyIssuer
 from agentguard.model import Principal
 from agentguard.permissions import PermissionChecker, Requirement, RouteRule
 from agentguard.request import Credentials, GuardRequest, parse_authorization
-from agentguard.resolver import KeyResolver, TokenResolver
+from agentguard.resolver import KeyResolver, TokenResolver, key_context
 from agentguard.storage.outage import shield_store, store_outage
 from agentguard.storage.protocols import AuditStore, KeyStore, ReplayCache
 
@@ -55,6 +58,18 @@ DEFAULT = _Default()
 
 _DEFAULT_SUMMARIES = RefusalSummaryPolicy()
 _IDENTITIES = ("key_id", "family_id", "user_id", "workspace_id", "account_id")
+_NAMING_CANDIDATES = 4  # key-shaped strings looked up per malformed request, at most
+
+
+def _principal_ids(principal: Principal) -> dict[str, str | None]:
+    """The audit ids of the key a decision is about (never its secret)."""
+    return {
+        "key_id": principal.key_id,
+        "family_id": principal.family_id,
+        "user_id": principal.user_id,
+        "workspace_id": principal.workspace_id,
+        "account_id": principal.account_id,
+    }
 
 
 class Guard:
@@ -268,20 +283,45 @@ class Guard:
             try:
                 await self._check_binding(request, credentials, principal.jkt)
             except AgentGuardError as error:
-                error.with_context(
-                    key_id=principal.key_id,
-                    family_id=principal.family_id,
-                    user_id=principal.user_id,
-                    workspace_id=principal.workspace_id,
-                    account_id=principal.account_id,
-                )
+                error.with_context(**_principal_ids(principal))
                 raise
-            self.permissions.authorize(principal, requirement)
+            try:
+                self.permissions.authorize(principal, requirement)
+            except AgentGuardError as error:  # a refusal about this key: name it
+                error.with_context(**_principal_ids(principal))
+                raise
         except AgentGuardError as error:
             await self._record(request, requirement, started, error=error)
             raise
         await self._record(request, requirement, started, principal=principal)
         return principal
+
+    async def _names(self, request: GuardRequest, ids: dict[str, Any]) -> bool:
+        """Whether a refused request carries a key the store knows; its ids go into ``ids``.
+
+        A refusal before any key was resolved (an ambiguous path, two ``Authorization``
+        headers, a key outside the credential position) may still hold someone's real key:
+        that refusal is about them and gets its own event. Key-shaped strings that name no
+        stored key are garbage, counted with the other anonymous refusals.
+        """
+        places = [request.path.encode("utf-8", "surrogateescape"), request.query_string]
+        places += [value for _, value in request.headers]
+        seen = 0
+        for place in places:
+            for shaped in KEY_SHAPE.findall(place):
+                seen += 1
+                if seen > _NAMING_CANDIDATES:
+                    return False
+                try:
+                    parsed = parse_key(shaped.decode("ascii"))
+                except MalformedKey:
+                    continue
+                with store_outage():
+                    found = await self.store.lookup(hash_key(parsed.value))
+                if found is not None:
+                    ids.update(key_context(found.key))
+                    return True
+        return False
 
     async def _record(
         self,
@@ -292,14 +332,35 @@ class Guard:
         principal: Principal | None = None,
         error: AgentGuardError | None = None,
     ) -> None:
+        if error is None and principal is not None:  # allowed, the hot path: one event, direct
+            event = AuditEvent(
+                Action.DECISION,
+                self.clock.now(),
+                Decision.ALLOW,
+                None,
+                principal.user_id,
+                principal.workspace_id,
+                principal.account_id,
+                principal.key_id,
+                principal.family_id,
+                requirement.service if requirement is not None else None,
+                request.method,
+                request.audit_path,
+                None,
+                int((self.clock.monotonic() - started) * 1_000_000),
+                request.request_id,
+            )
+            await self.audit.record(event)
+            return
         ids: dict[str, Any] = dict(error.audit_context) if error is not None else {}
         summaries = self.audit.summaries
         if (
             error is not None
             and principal is None
             and summaries is not None
-            and summaries.counts(error.reason.value)
+            and error.status < 500
             and not any(ids.get(name) for name in _IDENTITIES)
+            and (summaries.counts(error.reason.value) or not await self._names(request, ids))
         ):  # a refusal about no one: counted per source and interval, not one event each
             await self.audit.count_refusal(
                 source=request.client,
@@ -309,13 +370,7 @@ class Guard:
             )
             return
         if principal is not None:
-            ids = {
-                "key_id": principal.key_id,
-                "family_id": principal.family_id,
-                "user_id": principal.user_id,
-                "workspace_id": principal.workspace_id,
-                "account_id": principal.account_id,
-            }
+            ids = _principal_ids(principal)
         event = AuditEvent(
             action=Action.DECISION,
             ts=self.clock.now(),

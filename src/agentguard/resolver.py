@@ -15,7 +15,7 @@ from agentguard.clock import Clock
 from agentguard.errors import InvalidToken, Reason
 from agentguard.keys.format import hash_key, parse_key
 from agentguard.model import KeyKind, KeyRecord, Principal
-from agentguard.storage.outage import store_outage
+from agentguard.storage.outage import shield_store
 from agentguard.storage.protocols import KeyLookup, KeyStore
 
 __all__ = ["KeyIds", "KeyResolver", "TokenResolver", "key_context", "liveness_failure"]
@@ -81,15 +81,15 @@ class KeyResolver:
     """Resolves access keys live. Raises :class:`InvalidToken` with a distinct reason."""
 
     def __init__(self, store: KeyStore, clock: Clock) -> None:
-        self.store = store
+        # Shielded once here (a shielded store, as the guard passes, comes back as it is), so a
+        # lookup needs no outage context of its own: whatever the store raises is a 503.
+        self.store = shield_store(store, "key store")
         self.clock = clock
 
     async def lookup(self, presented: str) -> KeyLookup:
         """Parse ``presented`` and fetch its record; unknown or malformed keys raise."""
-        parsed = parse_key(presented)
-        digest = hash_key(parsed.value)
-        with store_outage():
-            found = await self.store.lookup(digest)
+        digest = hash_key(parse_key(presented).value)
+        found = await self.store.lookup(digest)
         if found is None or not hmac.compare_digest(found.key.key_hash, digest):
             raise InvalidToken(reason=Reason.UNKNOWN_KEY)
         return found

@@ -77,9 +77,14 @@ def test_a_readable_key_file_is_refused(cli: RunCLI, clean_env: Path) -> None:
 
 
 def test_force_replaces_the_settings_but_keeps_the_key(cli: RunCLI, clean_env: Path) -> None:
-    assert cli("init").code == 0
+    first = cli("init")
+    assert first.code == 0
+    assert f"created the store at sqlite:///{clean_env / 'agentguard.db'}" in first.out
     key = (clean_env / "agentguard.kek").read_text()
-    assert cli("init", "--force", "--service", "crm=https://api.crm.example").code == 0
+    again = cli("init", "--force", "--service", "crm=https://api.crm.example")
+    assert again.code == 0
+    assert f"using the existing store at sqlite:///{clean_env / 'agentguard.db'}" in again.out
+    assert "created the store" not in again.out
     assert 'name = "crm"' in (clean_env / "agentguard.toml").read_text()
     assert (clean_env / "agentguard.kek").read_text() == key
 
@@ -99,7 +104,10 @@ def test_init_on_postgres_creates_the_schema(cli: RunCLI, clean_env: Path, pg_ur
     result = cli("init", "--store", pg_url)
     assert result.code == 0, result.err
     assert "password" not in result.out and "schema=" in result.out
+    assert "created the store at postgresql://" in result.out
     assert schema_exists(pg_url)
+    again = cli("init", "--force", "--store", pg_url)
+    assert "using the existing store at postgresql://" in again.out, again.err
     assert cli("users", "list").out.strip() == "no users"
 
 

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from agentguard.client.credentials_file import parse_credentials
+from agentguard.client.credentials_file import (
+    AgentCredentials,
+    CredentialsFile,
+    parse_credentials,
+)
+from agentguard.client.errors import CredentialsFileError
+from agentguard.secret import Secret
 from tests.cli.conftest import RunCLI
 
 TOKEN_URL = "https://gw.example.com/oauth/token"
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture
@@ -48,7 +56,7 @@ def test_a_normal_0755_directory_is_accepted(ready: RunCLI, clean_env: Path) -> 
     assert [p.name for p in clean_env.iterdir() if p.name.startswith(".")] == []  # no temp
 
 
-@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777, 0o1777])
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777])
 def test_a_directory_others_can_write_is_refused_before_any_key_is_issued(
     ready: RunCLI, clean_env: Path, mode: int
 ) -> None:
@@ -61,6 +69,41 @@ def test_a_directory_others_can_write_is_refused_before_any_key_is_issued(
     assert "run: chmod go-w shared," in err
     assert list(shared.iterdir()) == []
     assert active_keys(ready) == 0
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o1770])
+def test_a_shared_sticky_directory_is_refused_without_chmod_advice(
+    ready: RunCLI, clean_env: Path, mode: int
+) -> None:
+    shared = clean_env / "tmp"  # like /tmp: chmod-ing it would break everyone else
+    shared.mkdir()
+    shared.chmod(mode)
+    code, err = issue(ready, "tmp/credentials.json")
+    assert code == 2 and err.count("\n") == 1
+    assert "chmod" not in err
+    assert "shared directory" in err and "name a directory of your own" in err
+    assert "~/.config/agentguard" in err
+    assert list(shared.iterdir()) == []
+    assert active_keys(ready) == 0
+
+
+def test_the_loader_refuses_a_sticky_directory_without_chmod_advice(tmp_path: Path) -> None:
+    file = CredentialsFile(tmp_path / "agent" / "credentials.json")
+    file.create(
+        AgentCredentials(
+            access_key=Secret("ag_at_" + "a" * 43),
+            refresh_key=Secret("ag_rt_" + "b" * 43),
+            issued_at=NOW,
+            expires_at=NOW + timedelta(hours=1),
+            token_url=TOKEN_URL,
+        )
+    )
+    file.path.parent.chmod(0o1777)
+    for action in (file.load, file.lock):
+        with pytest.raises(CredentialsFileError) as info:
+            action()
+        assert "chmod" not in str(info.value)
+        assert "directory of your own (e.g. ~/.config/agentguard)" in str(info.value)
 
 
 def test_a_missing_directory_is_created_private(ready: RunCLI, clean_env: Path) -> None:

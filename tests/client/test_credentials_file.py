@@ -72,7 +72,7 @@ def test_file_readable_by_others_is_refused_with_the_fix(tmp_path: Path) -> None
     with pytest.raises(CredentialsFileError, match=r"chmod 600 .*credentials\.json"):
         file.load()
     file.path.chmod(0o600)
-    for writable in (0o775, 0o757, 0o1777):
+    for writable in (0o775, 0o757):
         file.path.parent.chmod(writable)
         with pytest.raises(
             CredentialsFileError, match=r"writable by other users.*chmod go-w .*agent"
@@ -80,6 +80,11 @@ def test_file_readable_by_others_is_refused_with_the_fix(tmp_path: Path) -> None
             file.load()
         with pytest.raises(CredentialsFileError, match="chmod go-w"):
             file.save(sample())
+    # A shared sticky directory (as /tmp) is refused too, but never with chmod advice.
+    file.path.parent.chmod(0o1777)
+    with pytest.raises(CredentialsFileError, match="directory of your own") as refused:
+        file.load()
+    assert "chmod" not in str(refused.value)
 
 
 def test_a_normal_0755_directory_of_ones_own_is_accepted(tmp_path: Path) -> None:

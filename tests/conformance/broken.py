@@ -204,3 +204,39 @@ class UnmappedErrorsSQLiteStore(SQLiteStore):
                 return work(self._connection)
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError(f"{broken} ({exc})") from exc
+
+
+class MemberAnyWorkspaceStore(MemoryStore):
+    """``lookup``'s ``member`` says whether the user is in any workspace, not the key's own."""
+
+    async def lookup(self, key_hash: bytes) -> KeyLookup | None:
+        found = await super().lookup(key_hash)
+        if found is None:
+            return None
+        anywhere = any(user == found.key.user_id for user, _ in self._members)
+        return found._replace(member=anywhere)
+
+
+class NewestFirstStore(MemoryStore):
+    """``list_keys`` answers newest first, not in insertion order."""
+
+    async def list_keys(
+        self, *, user_id: str | None = None, family_id: str | None = None
+    ) -> list[KeyRecord]:
+        return list(reversed(await super().list_keys(user_id=user_id, family_id=family_id)))
+
+
+class LoopLockedStore(MemoryStore):
+    """Serialises rotation with an ``anyio.Lock`` (bound to one event loop) and awaits inside it,
+    yet is declared usable from several loops at once: across loops it deadlocks."""
+
+    def __init__(
+        self, *, clock: Clock | None = None, shared_with: MemoryStore | None = None
+    ) -> None:
+        super().__init__(clock=clock, shared_with=shared_with)
+        self._loop_lock = anyio.Lock()
+
+    async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
+        async with self._loop_lock:
+            await anyio.sleep(0.01)
+            return await super().rotate(used_id, new, now=now)

@@ -51,6 +51,13 @@ CASES: dict[str, Case] = {
         ("KeyStoreContract", "MultiInstanceKeyStoreContract"),
         "MultiInstanceKeyStoreContract",
     ),
+    "member of any workspace": Case(
+        "MemberAnyWorkspaceStore", ("KeyStoreContract",), "KeyStoreContract"
+    ),
+    "list_keys newest first": Case("NewestFirstStore", ("KeyStoreContract",), "KeyStoreContract"),
+    "one-loop lock declared loop-free (deadlocks)": Case(
+        "LoopLockedStore", ("OtherLoopContract",), "OtherLoopContract"
+    ),
     "errors not mapped": Case(
         "UnmappedErrorsSQLiteStore", ("FailureContract",), "FailureContract", "sqlite"
     ),
@@ -58,6 +65,8 @@ CASES: dict[str, Case] = {
 
 MEMORY_FIXTURES = """
     store_type = {store}
+    loop_bound = False
+    loops_deadline = 5.0
 
     @pytest.fixture
     def store(self, clock):
@@ -70,6 +79,8 @@ MEMORY_FIXTURES = """
 
 SQLITE_FIXTURES = """
     store_type = {store}
+    loop_bound = False
+    loops_deadline = 5.0
 
     @pytest.fixture
     async def store(self, clock, tmp_path):

@@ -84,3 +84,22 @@ async def test_contract_fails_when_the_fixture_returns_another_class() -> None:
 
     with pytest.raises(AssertionError, match="returned a MemoryStore, not the declared"):
         await Declared().test_store_implements_key_store(MemoryStore(clock=FakeClock()))
+
+
+def test_a_keyword_only_parameter_may_be_taken_positionally_but_not_the_reverse() -> None:
+    from agentguard.storage import MemoryStore
+    from agentguard.storage.protocols import DirectoryStore, KeyStore
+    from agentguard.testing import FakeClock
+    from agentguard.testing.conformance._base import assert_implements
+
+    class PositionalMember(MemoryStore):
+        async def set_membership(self, user_id: str, workspace_id: str, member: bool) -> None:
+            await super().set_membership(user_id, workspace_id, member=member)
+
+    class KeywordOnlyHash(MemoryStore):
+        async def lookup(self, *, key_hash: bytes) -> object:  # type: ignore[override]
+            return await super().lookup(key_hash)
+
+    assert_implements(PositionalMember(clock=FakeClock()), DirectoryStore)
+    with pytest.raises(AssertionError, match=r"KeywordOnlyHash\.lookup"):
+        assert_implements(KeywordOnlyHash(clock=FakeClock()), KeyStore)

@@ -113,3 +113,32 @@ async def test_protected_resource_metadata_for_the_gateway_and_each_service(
     assert refused.status_code == 401
     expected = 'resource_metadata="http://gw.test/.well-known/oauth-protected-resource"'
     assert expected in refused.headers["www-authenticate"]
+
+
+async def test_a_key_in_the_path_never_reaches_the_access_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentguard.keys import generate_key
+    from agentguard.model import KeyKind
+
+    path = tmp_path / "agentguard.toml"
+    path.write_text('[[services]]\nname = "crm"\nbase_url = "https://crm.example"\n')
+    gateway = build_gateway(load_settings(path, environ=ENV), store=MemoryStore())
+    keys = [generate_key(kind).reveal() for kind in (KeyKind.ACCESS, KeyKind.REFRESH)]
+    transport = httpx.ASGITransport(app=gateway.app)
+    # The test's own client logs the URLs it requests (the agent's side): keep it quiet.
+    caplog.set_level(logging.WARNING, logger="httpx")
+    with caplog.at_level(logging.INFO, logger="agentguard.access"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+            for key in keys:
+                refused = await client.get(f"/crm/contacts/{key}", headers={"X-Api-Key": key})
+                assert refused.status_code in (400, 401)
+                await client.get(f"/crm/{key[:20]}/x")  # a cut key too
+    logged = [
+        getattr(record, "path", "")
+        for record in caplog.records
+        if record.name == "agentguard.access"
+    ]
+    assert len(logged) == 4 and all("[redacted]" in str(p) for p in logged), logged
+    text = "\n".join(str(p) for p in logged)
+    assert not any(key[6:16] in text for key in keys), text

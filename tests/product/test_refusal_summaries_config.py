@@ -79,3 +79,64 @@ async def test_unknown_refresh_keys_at_the_token_endpoint_are_counted_too(tmp_pa
         ("unknown_key", "10.0.0.9", FLOOD // 2),
         ("malformed_key", "10.0.0.9", FLOOD // 2),
     }
+
+
+async def test_junk_dpop_proofs_at_the_token_endpoint_are_counted_a_real_key_is_named(
+    tmp_path: Path,
+) -> None:
+    path = _settings(tmp_path, "").read_text().replace("enabled = false", "enabled = true")
+    (tmp_path / "agentguard.toml").write_text(path)
+    gateway = build_gateway(load_settings(tmp_path / "agentguard.toml", environ=ENV))
+    from agentguard.testing import make_user
+
+    user = await make_user(gateway.store)
+    issued = await gateway.guard.issuer.issue(user.id, "ws-1")
+    transport = httpx.ASGITransport(app=gateway.app, client=("10.0.0.7", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="https://gw.example") as client:
+        for n in range(FLOOD):
+            key = generate_key(KeyKind.REFRESH).reveal() if n % 2 else "junk"
+            form = {"grant_type": "refresh_token", "refresh_token": key}
+            answer = await client.post("/oauth/token", data=form, headers={"DPoP": "x.y.z"})
+            assert answer.json()["error"] == "invalid_dpop_proof"
+        form = {"grant_type": "refresh_token", "refresh_token": issued.refresh_key.reveal()}
+        answer = await client.post("/oauth/token", data=form, headers={"DPoP": "x.y.z"})
+        assert answer.json()["error"] == "invalid_dpop_proof"
+    await gateway.aclose()
+    events = [entry.event() for entry in await gateway.guard.audit.store.read()]
+    named = [e for e in events if e["action"] == "key.refresh"]
+    assert len(named) == 1 and named[0]["actor"]["key_id"] == issued.refresh.id  # type: ignore[index]
+    summaries = [e for e in events if e["action"] == "guard.refusal_summary"]
+    assert sum(e["detail"]["count"] for e in summaries) == FLOOD  # type: ignore[index]
+    assert len(events) == 1 + 1 + len(summaries) and len(summaries) <= 2  # key.issue, the named one
+
+
+async def test_refusals_about_a_real_key_name_it_and_garbage_is_counted(tmp_path: Path) -> None:
+    from agentguard.testing import make_user
+
+    gateway = build_gateway(load_settings(_settings(tmp_path, ""), environ=ENV))
+    user = await make_user(gateway.store, grants="crm:read")
+    issued = await gateway.guard.issuer.issue(user.id, "ws-1")
+    real = issued.access_key.reveal()
+    garbage = generate_key(KeyKind.ACCESS).reveal()  # well-formed, in no store
+    transport = httpx.ASGITransport(app=gateway.app, client=("10.0.0.5", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="https://gw.example") as client:
+        scope = await client.post("/crm/contacts", headers={"Authorization": f"Bearer {real}"})
+        assert scope.status_code == 403  # insufficient_scope: about this key
+        for key in (real, garbage):  # refused before any key is resolved
+            twice = [("Authorization", f"Bearer {key}"), ("Authorization", f"Bearer {key}")]
+            assert (await client.get("/crm/contacts", headers=twice)).status_code == 400
+            ambiguous = await client.get(
+                "/crm/a/%2e%2e/contacts", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert ambiguous.status_code == 400
+    await gateway.aclose()
+    events = [entry.event() for entry in await gateway.guard.audit.store.read()]
+    decisions = [e for e in events if e["action"] == "guard.decision"]
+    assert [(e["reason"], e["actor"]["key_id"]) for e in decisions] == [  # type: ignore[index]
+        ("insufficient_scope", issued.access.id),
+        ("malformed_request", issued.access.id),
+        ("malformed_request", issued.access.id),
+    ]
+    assert decisions[0]["actor"]["user"] == user.id  # type: ignore[index]
+    counted = [e for e in events if e["action"] == "guard.refusal_summary"]
+    assert sum(e["detail"]["count"] for e in counted) == 2  # type: ignore[index]

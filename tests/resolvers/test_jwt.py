@@ -364,3 +364,33 @@ def test_jwt_resolver_has_no_audience_opt_out(issuer: Issuer) -> None:
             jwks_url=issuer.jwks_url,
             directory=MemoryStore(),
         )
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"aud": "https://another.example"},
+        {"exp": None},
+        {"token_use": "refresh"},
+        {"sub": "nobody"},
+        {"cnf": {"x5t#S256": "abc"}},
+        {"scope": 7},
+    ],
+)
+async def test_a_refused_token_the_issuer_signed_names_its_key(
+    issuer: Issuer, resolver: JWTAccessTokenResolver, claims: dict[str, Any]
+) -> None:
+    # Signed by the issuer: the refusal is about someone's token, audited as its own event
+    # with the token's id (a hash), never counted with the anonymous refusals.
+    token = issuer.token(**claims)
+    error = await refused(resolver, token)
+    key_id = error.audit_context.get("key_id")
+    assert key_id is not None and key_id.startswith("jwt:") and token not in key_id
+
+
+async def test_a_token_the_issuer_did_not_sign_names_no_one(
+    issuer: Issuer, resolver: JWTAccessTokenResolver
+) -> None:
+    issuer.add_key("attacker", publish=False)
+    error = await refused(resolver, issuer.token("attacker", aud="https://another.example"))
+    assert error.reason is Reason.UNKNOWN_KEY and error.audit_context == {}

@@ -51,7 +51,8 @@ def test_kept_prefix_proves_every_checkpoint_it_was_given(data: st.DataObject) -
     n = data.draw(st.integers(2, 600))
     leaves = _leaves(n)
     cuts = sorted(data.draw(st.sets(st.integers(1, n), min_size=1, max_size=3)))
-    sizes = data.draw(st.lists(st.integers(1, n), max_size=6))
+    # An archive ends on a signed checkpoint: every cut is a signed size.
+    sizes = sorted(set(data.draw(st.lists(st.integers(1, n), max_size=6))) | set(cuts))
     prefix: ArchivedPrefix | None = None
     for cut in cuts:
         start = 0 if prefix is None else prefix.size
@@ -65,6 +66,10 @@ def test_kept_prefix_proves_every_checkpoint_it_was_given(data: st.DataObject) -
     assert found.matched == max(trusted, default=0)
     forged = {m: hashlib.sha256(b"fork").digest() for m in trusted}
     assert len(check_prefix(prefix, forged).failures) == len(forged)
+    # Without the checkpoint its last boundary was cut at, the prefix anchors nothing.
+    unsigned = {m: r for m, r in trusted.items() if m != prefix.size}
+    if unsigned:
+        assert "no signed checkpoint" in check_prefix(prefix, unsigned).failures[-1]
 
 
 def test_a_tampered_prefix_fails_its_own_check() -> None:
@@ -77,8 +82,11 @@ def test_a_tampered_prefix_fails_its_own_check() -> None:
     moved = type(first)(first.size, (leaves[0],), first.link, first.proofs)
     moved_prefix = ArchivedPrefix((moved, second), prefix.last_hash, prefix.last_proof)
     assert check_prefix(moved_prefix, {}).failures
-    unproven = check_prefix(prefix, {7: root(leaves[:7])})
-    assert unproven.failures == [] and "no proof" in unproven.warnings[0]
+    # A signed checkpoint inside the prefix that it kept no proof for fails closed (a forged
+    # prefix would otherwise hide every deleted row behind a warning).
+    unproven = check_prefix(prefix, {7: root(leaves[:7]), 30: root(leaves[:30])})
+    assert unproven.warnings == [] and "no proof" in unproven.failures[0]
+    assert len(unproven.failures) == 1
 
 
 @pytest.mark.parametrize(

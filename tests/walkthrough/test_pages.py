@@ -11,6 +11,7 @@ running. A page that drifts from the code fails here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,23 @@ def _script(page: Page, blocks: list[Block]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _stop_group(group: int, deadline: float = 15.0) -> None:
+    """Stop the page's background jobs and wait until they are gone (their ports free)."""
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+
+
 def _outputs(stdout: str, count: int) -> list[str]:
     """The output of each block, split at the markers the script prints."""
     pieces = re.split(r"@@walkthrough-begin (\d+)@@\n", stdout)
@@ -114,10 +133,7 @@ def _run_page(page: Page, workdir: Path, env: dict[str, str]) -> None:
                 + log.read_text(encoding="utf-8")[-4000:]
             )
         finally:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _stop_group(process.pid)
     stdout = log.read_text(encoding="utf-8")
     outputs = _outputs(stdout, len(blocks))
     if process.returncode != 0:

@@ -27,14 +27,18 @@ from agentguard.errors import (
     InvalidRequest,
     InvalidScope,
     InvalidToken,
+    MalformedKey,
     MethodNotAllowed,
     StoreUnavailable,
     UnsupportedGrantType,
     UseDPoPNonce,
 )
+from agentguard.keys import hash_key, parse_key
 from agentguard.model import Grants, KeyKind
 from agentguard.request import TOKEN68, GuardRequest, parse_authorization
-from agentguard.resolver import liveness_failure
+from agentguard.resolver import key_context, liveness_failure
+from agentguard.storage.outage import store_outage
+from agentguard.storage.protocols import KeyLookup
 
 if TYPE_CHECKING:
     from agentguard.guard import Guard
@@ -129,7 +133,7 @@ class OAuthApp:
                 requested = Grants.from_scope(scope_param)
             except ValueError:
                 raise InvalidScope() from None
-        jkt = await self._token_proof(scope)
+        jkt = await self._token_proof(scope, refresh_key)
         client = scope.get("client")
         issued = await self.guard.issuer.refresh(
             refresh_key, scope=requested, jkt=jkt, source=client[0] if client else None
@@ -144,26 +148,50 @@ class OAuthApp:
             document["scope"] = issued.access.scope.to_scope()
         await send_json(send, 200, document, NO_STORE)
 
-    async def _token_proof(self, scope: Scope) -> str | None:
-        """The thumbprint of the token request's valid DPoP proof, or ``None`` without one."""
+    async def _token_proof(self, scope: Scope, refresh_key: str) -> str | None:
+        """The thumbprint of the token request's valid DPoP proof, or ``None`` without one.
+
+        A refused proof is audited with the ids of the refresh key it came with; with a key the
+        store does not know (or none well-formed) it names no one and is counted in the refusal
+        summary per client address instead, so a flood of junk proofs writes no row each.
+        """
         request = request_from_scope(scope)
         try:
             verified = await self.guard.verify_token_proof(request)
         except (InvalidDPoPProof, UseDPoPNonce) as error:
-            await self.guard.audit.record(
-                AuditEvent(
-                    action=Action.KEY_REFRESH,
-                    ts=self.guard.clock.now(),
-                    decision=Decision.DENY,
-                    reason=error.reason.value,
-                    method="POST",
-                    path=request.audit_path,
-                    status=400,
-                    request_id=request.request_id,
+            found = await self._known_key(refresh_key)
+            audit = self.guard.audit
+            if found is None and audit.summaries is not None:
+                client = scope.get("client")
+                await audit.count_refusal(
+                    source=client[0] if client else None, reason=error.reason.value, status=400
                 )
-            )
+            else:
+                ids = key_context(found.key) if found is not None else {}
+                await audit.record(
+                    AuditEvent(
+                        action=Action.KEY_REFRESH,
+                        ts=self.guard.clock.now(),
+                        decision=Decision.DENY,
+                        reason=error.reason.value,
+                        method="POST",
+                        path=request.audit_path,
+                        status=400,
+                        request_id=request.request_id,
+                        **ids,
+                    )
+                )
             raise error.at_token_endpoint() from None
         return verified.jkt if verified is not None else None
+
+    async def _known_key(self, presented: str) -> KeyLookup | None:
+        """The stored key ``presented`` names, or ``None`` (malformed or unknown)."""
+        try:
+            parsed = parse_key(presented)
+        except MalformedKey:
+            return None
+        with store_outage():
+            return await self.guard.store.lookup(hash_key(parsed.value))
 
     async def _revoke(self, scope: Scope, form: dict[str, str], send: Send) -> None:
         token = form.get("token")

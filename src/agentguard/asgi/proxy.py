@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from agentguard.asgi.limits import CallerSlots, ReleasingStream
-from agentguard.asgi.relay import ResponseRelay, ResponseWithheld
+from agentguard.asgi.relay import EchoScanners, ResponseRelay, ResponseWithheld
 from agentguard.asgi.responses import send_error
 from agentguard.asgi.scope import request_from_scope
 from agentguard.asgi.types import Receive, Scope, Send
@@ -61,7 +61,7 @@ from agentguard.errors import (
     InvalidRequest,
     Reason,
 )
-from agentguard.httpclient import LazyClient
+from agentguard.httpclient import LazyClient, proxy_transport
 from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
 from agentguard.request import Credentials, GuardRequest
@@ -90,8 +90,11 @@ class ProxyApp:
         service: the upstream service.
         swapper: provides the real credential per (principal, service).
         client: a shared ``httpx.AsyncClient``; by default one is created per app, with the
-            service's timeouts, no redirects followed and no proxy settings from the environment.
-        transport: an ``httpx`` transport for the created client (tests).
+            service's timeouts, no redirects followed, no cookies kept and no proxy settings
+            from the environment.
+        transport: an ``httpx`` transport for the created client (tests); by default
+            :class:`~agentguard.httpclient.AiohttpTransport` when aiohttp is installed, else
+            httpx's own.
         buffer_bytes: responses up to this size are scanned whole before the agent sees them.
         request_reviewers: a :class:`~agentguard.review.ReviewChain` (or a list of reviewers)
             for the agent's request body; it is read up to the chain's cap before forwarding.
@@ -122,6 +125,9 @@ class ProxyApp:
         self._base_path = self._base.raw_path.split(b"?")[0].rstrip(b"/")
         install_log_redaction()
         timeouts = service.timeouts
+        limits = httpx.Limits(max_connections=service.max_connections)
+        if client is None and transport is None:
+            transport = proxy_transport(limits)
         self._http = LazyClient(
             client,
             timeout=httpx.Timeout(
@@ -130,11 +136,12 @@ class ProxyApp:
                 write=timeouts.write,
                 pool=timeouts.pool,
             ),
-            limits=httpx.Limits(max_connections=service.max_connections),
+            limits=limits,
             transport=transport,
         )
         share = service.max_connections_per_caller or max(1, service.max_connections // 2)
         self._callers = CallerSlots(share)
+        self._scanners = EchoScanners()
 
     def __repr__(self) -> str:
         return f"ProxyApp(service={self.service.name!r}, base_url={self.service.base_url!r})"
@@ -350,6 +357,10 @@ class ProxyApp:
         upstream = self.client.build_request(
             request.method, url, headers=headers, content=content.content
         )
+        # A caller's client may hold cookies some user's upstream set: never forward them (the
+        # agent's own Cookie header was dropped already; a key the vendor takes in Cookie stays).
+        if (self.service.parameter or "").lower() != "cookie":
+            upstream.headers.pop("cookie", None)
         release = self._callers.acquire(content.caller)
         try:
             try:
@@ -379,6 +390,7 @@ class ProxyApp:
             buffer_bytes=self.buffer_bytes,
             record=self._findings,
             as_error=self._as_error,
+            scanners=self._scanners,
         )
         await relay.relay(response, outgoing.credential, send, context, secrets=outgoing.involved)
 

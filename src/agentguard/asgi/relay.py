@@ -34,6 +34,7 @@ off mid-way.
 from __future__ import annotations
 
 import codecs
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import anyio.lowlevel
@@ -56,7 +57,13 @@ from agentguard.review.chain import ReviewChain
 from agentguard.review.errors import ReviewBlocked, blocked
 from agentguard.secret import Secret
 
-__all__ = ["DECODED_CODINGS", "ResponseRelay", "ResponseWithheld", "refused_coding"]
+__all__ = [
+    "DECODED_CODINGS",
+    "EchoScanners",
+    "ResponseRelay",
+    "ResponseWithheld",
+    "refused_coding",
+]
 
 # The gateway's own server sets Date and Server; the upstream's would arrive twice.
 _DROPPED_RESPONSE = HOP_BY_HOP | {
@@ -133,6 +140,38 @@ class _Declarations:
             self._tail = window[-_OVERLAP:]
 
 
+class EchoScanners:
+    """Compiled echo scanners for the secret sets of recent calls, least recently used dropped.
+
+    Compiling a scanner (every encoded form of every secret, and their automaton) costs more
+    than scanning a small response, and a service's calls mostly carry the same few credentials.
+    Only the compiled matcher is kept: every response is still scanned in full, and which
+    credential a call carries is decided live for each call. A rotated credential's scanner
+    stays in memory until ``size`` other secret sets have been used since.
+    """
+
+    def __init__(self, size: int = 128) -> None:
+        if size < 1:
+            raise ValueError("size is at least 1")
+        self.size = size
+        self._compiled: OrderedDict[frozenset[str], EchoScanner] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"EchoScanners(size={self.size}, held={len(self._compiled)})"
+
+    def get(self, secrets: frozenset[str]) -> EchoScanner:
+        """The scanner for exactly ``secrets`` (compiled now if it is not held)."""
+        scanner = self._compiled.get(secrets)
+        if scanner is not None:
+            self._compiled.move_to_end(secrets)
+            return scanner
+        scanner = EchoScanner(secrets)
+        self._compiled[secrets] = scanner
+        if len(self._compiled) > self.size:
+            self._compiled.popitem(last=False)
+        return scanner
+
+
 class ResponseWithheld(Exception):
     """A response failed after it had started (an echoed credential, an upstream failure).
 
@@ -154,6 +193,7 @@ class ResponseRelay:
         buffer_bytes: responses up to this size are scanned whole before the agent sees them.
         record: audits review findings.
         as_error: turns an upstream or scan failure into the gateway error to answer with.
+        scanners: compiled echo scanners shared between calls (a fresh cache by default).
     """
 
     def __init__(
@@ -164,7 +204,9 @@ class ResponseRelay:
         buffer_bytes: int,
         record: Callable[[Iterable[Verdict], ReviewContext], Awaitable[None]],
         as_error: Callable[[Exception], AgentGuardError],
+        scanners: EchoScanners | None = None,
     ) -> None:
+        self.scanners = scanners if scanners is not None else EchoScanners(1)
         self.service = service
         self.chain = chain
         self.buffer_bytes = buffer_bytes
@@ -199,7 +241,9 @@ class ResponseRelay:
             raise BadGateway(self.service, reason=Reason.UPSTREAM_REJECTED_CREDENTIAL)
         self.check_codings(response.headers)
         content_type = self._content_type(response.headers)
-        scanner = EchoScanner({credential.reveal(), *(secret.reveal() for secret in secrets)})
+        scanner = self.scanners.get(
+            frozenset({credential.reveal(), *(secret.reveal() for secret in secrets)})
+        )
         headers = [
             (name.lower(), value)
             for name, value in response.headers.raw

@@ -8,12 +8,13 @@ hash in ``prev`` and its own position in ``seq``; the first event's ``prev`` is 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agentguard.audit.events import AuditEvent, canonical_json
+from agentguard.audit.events import AuditEvent
 
 __all__ = ["GENESIS_PREV", "AuditEntry", "ChainBreak", "leaf_hash", "seal", "verify_chain"]
 
@@ -45,8 +46,8 @@ class AuditEntry:
 
 def seal(event: AuditEvent, seq: int, prev: bytes) -> AuditEntry:
     """Place ``event`` at ``seq`` after the entry whose hash is ``prev``."""
-    body = canonical_json(event.body(seq, _b64(prev)))
-    return AuditEntry(seq=seq, hash=leaf_hash(body), body=body)
+    body = event.canonical(seq, binascii.b2a_base64(prev, newline=False).decode("ascii"))
+    return AuditEntry(seq, hashlib.sha256(b"\x00" + body).digest(), body)
 
 
 def _json_object(body: bytes) -> dict[str, object] | None:

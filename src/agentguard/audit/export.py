@@ -22,9 +22,11 @@ also edits the manifest is caught only by a signed checkpoint covering the lost 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -38,7 +40,16 @@ from agentguard.audit.prefix import ArchivedPrefix
 if TYPE_CHECKING:
     from agentguard.storage.protocols import AuditStore
 
-__all__ = ["check_manifest", "export_log", "manifest_origin", "read_export", "read_prefix"]
+__all__ = [
+    "ExportTally",
+    "check_manifest",
+    "export_log",
+    "export_pages",
+    "manifest_origin",
+    "read_export",
+    "read_export_notes",
+    "read_prefix",
+]
 
 
 async def export_log(
@@ -128,20 +139,67 @@ def _finish(target: Path, vkeys: list[str], manifest: dict[str, object]) -> None
 def read_export(
     directory: str | os.PathLike[str],
 ) -> tuple[list[AuditEntry], list[str], list[str]]:
-    """The entries, signed notes and vkeys of an export directory.
+    """The entries, signed notes and vkeys of an export directory, all in memory.
 
     Entries get their position from their line number (after the manifest's ``first_seq`` in a
     segment with a ``prefix.json``; see :func:`read_prefix`) and their hash from their bytes,
     so a verifier checks the export itself, not a stored hash someone could have recomputed.
+    :func:`export_pages` reads the same lines in constant memory.
     """
     source = Path(directory)
-    entries: list[AuditEntry] = []
     prefix = read_prefix(source)
-    first = 0 if prefix is None else prefix.size
-    with (source / "events.jsonl").open("rb") as handle:
-        for seq, line in enumerate(handle, start=first):
-            body = line[:-1] if line.endswith(b"\n") else line
-            entries.append(AuditEntry(seq=seq, hash=leaf_hash(body), body=body))
+    tally = ExportTally(0 if prefix is None else prefix.size)
+    entries = [
+        AuditEntry(seq=seq, hash=leaf_hash(body), body=body)
+        for seq, body in enumerate(itertools.chain.from_iterable(export_pages(source, tally)),
+                                   start=tally.first_seq)
+    ]  # fmt: skip
+    notes, vkeys = read_export_notes(source)
+    return entries, notes, vkeys
+
+
+@dataclass(slots=True)
+class ExportTally:
+    """What :func:`export_pages` has read so far, for :func:`check_manifest`.
+
+    Attributes:
+        first_seq: the seq of the first line (the archived prefix's size, else 0).
+        count: lines read.
+        last: the last line's bytes (``None`` before the first).
+    """
+
+    first_seq: int
+    count: int = 0
+    last: bytes | None = None
+
+
+def export_pages(
+    directory: str | os.PathLike[str], tally: ExportTally, block: int = 1 << 22
+) -> Iterator[list[bytes]]:
+    """The lines of ``events.jsonl`` (without their newline) in pages, counted in ``tally``.
+
+    Reads ``block`` bytes at a time, so memory stays bounded whatever the export's size. The
+    lines are exactly those of iterating the file: split on ``\\n`` only, a final line without
+    a newline included, an empty line kept as an empty event (which the verifier reports).
+    """
+    with (Path(directory) / "events.jsonl").open("rb") as handle:
+        rest = b""
+        while chunk := handle.read(block):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            if lines:
+                tally.count += len(lines)
+                tally.last = lines[-1]
+                yield lines
+        if rest:
+            tally.count += 1
+            tally.last = rest
+            yield [rest]
+
+
+def read_export_notes(directory: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """The signed notes (``checkpoints/``) and the vkeys (``vkeys.txt``) of an export."""
+    source = Path(directory)
     notes = DirectoryCheckpointSink(source / "checkpoints")._notes()
     vkeys_file = source / "vkeys.txt"
     vkeys = (
@@ -153,7 +211,7 @@ def read_export(
         if vkeys_file.exists()
         else []
     )
-    return entries, notes, vkeys
+    return notes, vkeys
 
 
 def read_prefix(directory: str | os.PathLike[str]) -> ArchivedPrefix | None:
@@ -187,18 +245,25 @@ def manifest_origin(directory: str | os.PathLike[str]) -> str | None:
     return origin if isinstance(origin, str) and origin else None
 
 
-def check_manifest(directory: str | os.PathLike[str], entries: Sequence[AuditEntry]) -> list[str]:
-    """Where ``manifest.json`` disagrees with the ``entries`` read from the export (none: ``[]``).
+def check_manifest(
+    directory: str | os.PathLike[str], entries: Sequence[AuditEntry] | ExportTally
+) -> list[str]:
+    """Where ``manifest.json`` disagrees with what was read from the export (none: ``[]``).
 
-    The event count and last seq must match, and so must ``head`` (the hash of the last
-    event) when the manifest has one (exports before it was added do not).
+    ``entries`` are the entries :func:`read_export` gave, or the :class:`ExportTally` of a
+    streamed read. The event count and last seq must match, and so must ``head`` (the hash of
+    the last event) when the manifest has one (exports before it was added do not).
     """
     source = Path(directory)
     manifest = _manifest(source)
     if isinstance(manifest, str):
         return [manifest]
-    count = len(entries)
-    first = entries[0].seq if entries else 0
+    if isinstance(entries, ExportTally):
+        count, first = entries.count, entries.first_seq if entries.count else 0
+        last = None if entries.last is None else leaf_hash(entries.last)
+    else:
+        count, first = len(entries), entries[0].seq if entries else 0
+        last = entries[-1].hash if entries else None
     problems: list[str] = []
     events = manifest.get("events")
     if type(events) is not int or events != count:
@@ -212,7 +277,7 @@ def check_manifest(directory: str | os.PathLike[str], entries: Sequence[AuditEnt
     if type(last_seq) is not type(expected) or last_seq != expected:
         problems.append(f"the manifest's last_seq {last_seq!r} is not the last line read")
     if "head" in manifest:
-        head = base64.b64encode(entries[-1].hash).decode("ascii") if entries else None
+        head = base64.b64encode(last).decode("ascii") if count and last is not None else None
         if manifest["head"] != head:
             problems.append("the manifest's head is not the hash of the last event read")
     return problems

@@ -15,7 +15,7 @@ never "verified" by a lucky loop.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
@@ -115,10 +115,18 @@ class CompactRange:
             peaks[-1] = _sha256(b"\x01" + peaks[-1] + right).digest()
             size >>= 1
 
-    def extend(self, leaves: Sequence[bytes]) -> None:
-        """Append each of ``leaves`` in order."""
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Append each of ``leaves`` in order (the loop of :meth:`append`, without a call each)."""
+        peaks, size, sha256 = self._peaks, self._size, _sha256
         for leaf in leaves:
-            self.append(leaf)
+            peaks.append(leaf)
+            size += 1
+            bits = size
+            while not bits & 1:
+                right = peaks.pop()
+                peaks[-1] = sha256(b"\x01" + peaks[-1] + right).digest()
+                bits >>= 1
+        self._size = size
 
     def root(self) -> bytes:
         """The tree hash over everything appended so far."""

@@ -181,8 +181,13 @@ class PrefixCheck:
 def check_prefix(prefix: ArchivedPrefix, trusted: Mapping[int, bytes]) -> PrefixCheck:
     """Verify ``prefix``'s hashes against each other and the trusted checkpoints at or below it.
 
-    ``trusted`` maps checkpoint sizes to signed roots. A checkpoint inside the prefix for which
-    no proof was kept is a warning: only the archive directory can check it.
+    ``trusted`` maps checkpoint sizes to signed roots. Fails closed: a trusted checkpoint
+    inside the prefix for which no proof was kept is a failure (an archive keeps a proof for
+    every checkpoint signed before it, so a missing one means the prefix was not made by
+    ``audit archive`` from this log: only the archive directory could check that range), and
+    with any trusted checkpoint given, the last boundary must itself be a signed size whose root
+    matches (an archive always ends on a signed checkpoint). Without trusted checkpoints the
+    prefix vouches for nothing and the caller reports the log as not anchored.
     """
     failures: list[str] = []
     warnings: list[str] = []
@@ -209,15 +214,21 @@ def check_prefix(prefix: ArchivedPrefix, trusted: Mapping[int, bytes]) -> Prefix
             proof = boundary.proofs[m]
             ok = verify_consistency(m, boundary.size, trusted[m], roots[index], proof)
         else:
-            warnings.append(
+            failures.append(
                 f"checkpoint at size {m} lies in the archived prefix and no proof for it was "
-                "kept: verify it against the archive directory"
+                "kept: this prefix was not archived from the signed log (check the archive "
+                "directory against the same checkpoints)"
             )
             continue
         if not ok:
             failures.append(f"root at size {m} differs from the signed checkpoint (archived)")
         else:
             matched = m
+    if trusted and prefix.boundaries[-1].size not in trusted:
+        failures.append(
+            f"the archived prefix ends at size {size}, which is no signed checkpoint: an archive "
+            "always ends on one"
+        )
     return PrefixCheck(failures, warnings, matched)
 
 

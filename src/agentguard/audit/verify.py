@@ -21,7 +21,9 @@ import json
 from binascii import b2a_base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from agentguard.audit._canonical_check import canonical_link
 from agentguard.audit.chain import GENESIS_PREV, AuditEntry
 from agentguard.audit.checkpoints import (
     Checkpoint,
@@ -29,11 +31,21 @@ from agentguard.audit.checkpoints import (
     NoteVerifier,
     open_checkpoint,
 )
-from agentguard.audit.events import MAX_SAFE_INT, canonical_json
+from agentguard.audit.events import canonical_json
 from agentguard.audit.merkle import CompactRange
 from agentguard.audit.prefix import ArchivedPrefix, check_prefix
 
-__all__ = ["Category", "Finding", "VerifyReport", "verify_log"]
+if TYPE_CHECKING:
+    from agentguard.storage.protocols import AuditStore
+
+__all__ = [
+    "Category",
+    "Finding",
+    "LogVerifier",
+    "VerifyReport",
+    "verify_log",
+    "verify_store",
+]
 
 
 class Category(str, enum.Enum):
@@ -117,29 +129,9 @@ def _short(digest: object) -> str:
     return digest.hex()[:8] + "…" if isinstance(digest, bytes) else repr(digest)[:16]
 
 
-class _NotCanonical(ValueError):
-    pass
-
-
-def _reject(_: str) -> object:
-    raise _NotCanonical
-
-
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-        raise _NotCanonical
-    return value
-
-
-# Canonical bodies hold no floats, no NaN/Infinity and only safe ints; anything else takes the
-# slow path, where canonical_json gives the verdict.
-_decode = json.JSONDecoder(parse_float=_reject, parse_int=_safe_int, parse_constant=_reject).decode
-_encode = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
-).encode
 _sha256 = hashlib.sha256
 _MAX_HEADS = 16
+_FLUSH = 4096  # leaf hashes held before they go into the compact range
 
 
 def _parse(body: object) -> dict[str, object] | None:
@@ -305,7 +297,9 @@ def verify_log(
     """Verify ``entries`` (the whole log from seq 0, in order) against ``checkpoints``.
 
     Args:
-        entries: sealed entries as stored, e.g. ``await store.read()`` or an export.
+        entries: sealed entries as stored, e.g. ``await store.read()`` or an export. Any
+            iterable: it is read once, entry by entry, and never held (a generator over pages
+            verifies a log of any size in constant memory; see :func:`verify_store`).
         checkpoints: signed note texts (checked against ``vkeys``) or already trusted
             :class:`Checkpoint` values. Hand over the newest you hold: older ones cannot reveal
             a truncation after them.
@@ -318,69 +312,159 @@ def verify_log(
     Raises ``ValueError`` only for configuration errors (a malformed vkey, signed notes without
     vkeys); problems with the log or the checkpoints are findings in the report.
     """
-    walk = _Walk()
-    trusted = _open(checkpoints, vkeys, origin, walk)
-    sizes = sorted(trusted)
-    compact = CompactRange()
-    matched = 0
-    expected, head = 0, GENESIS_PREV
-    if prefix is not None:
-        found = check_prefix(prefix, trusted)
-        for problem in found.failures:
-            walk.add(Category.FORK, prefix.size - 1, problem)
-        for problem in found.warnings:
-            walk.add(Category.ARCHIVED_UNCHECKED, None, problem)
-        matched = found.matched
-        compact, expected, head = prefix.compact(), prefix.size, prefix.last_hash
-    pending = iter([s for s in sizes if s > compact.size or (s == 0 and prefix is None)])
-    next_size = next(pending, -1)
+    verifier = LogVerifier(checkpoints, vkeys, origin=origin, prefix=prefix)
+    verifier.feed(entries)
+    return verifier.finish()
 
-    def check(size: int) -> int:
-        """Compare the root at ``size``; return the next checkpoint size (-1: none)."""
-        nonlocal matched
-        if compact.root() == trusted[size]:
-            matched = size
+
+class LogVerifier:
+    """:func:`verify_log` fed in pieces: ``feed`` pages of entries in order, then ``finish``.
+
+    It keeps O(log n) state (the chain head, a compact range, the findings), so a caller
+    streams a log of any size from a store or a file. ``feed_bodies`` takes the lines of an
+    export, whose hashes are those of their bytes, and hashes each line once.
+    """
+
+    def __init__(
+        self,
+        checkpoints: Sequence[str | Checkpoint] = (),
+        vkeys: Sequence[str] = (),
+        *,
+        origin: str | None = None,
+        prefix: ArchivedPrefix | None = None,
+    ) -> None:
+        walk = self._walk = _Walk()
+        trusted = self._trusted = _open(checkpoints, vkeys, origin, walk)
+        self._sizes = sorted(trusted)
+        self._compact = CompactRange()
+        self._matched = 0
+        self._expected, self._head = 0, GENESIS_PREV
+        if prefix is not None:
+            found = check_prefix(prefix, trusted)
+            for problem in found.failures:
+                walk.add(Category.FORK, prefix.size - 1, problem)
+            for problem in found.warnings:
+                walk.add(Category.ARCHIVED_UNCHECKED, None, problem)
+            self._matched = found.matched
+            self._compact = prefix.compact()
+            self._expected, self._head = prefix.size, prefix.last_hash
+        size = self._compact.size
+        self._pending = iter([s for s in self._sizes if s > size or (s == 0 and prefix is None)])
+        self._next = next(self._pending, -1)
+        self._clean = True
+        if self._next == 0:
+            self._check(0)
+
+    @property
+    def position(self) -> int:
+        """How many entries (including an archived prefix) have been fed so far."""
+        return self._compact.size
+
+    def _check(self, size: int) -> None:
+        """Compare the root at ``size`` with the signed one; move on to the next size."""
+        if self._compact.root() == self._trusted[size]:
+            self._matched = size
         else:
-            later = [f.seq for f in walk.findings if f.seq is not None and f.seq >= matched]
+            matched = self._matched
+            later = [f.seq for f in self._walk.findings if f.seq is not None and f.seq >= matched]
             detail = f"root at size {size} differs from the signed checkpoint"
-            walk.add(Category.FORK, min(later, default=matched), detail)
-        return next(pending, -1)
+            self._walk.add(Category.FORK, min(later, default=matched), detail)
+        self._next = next(self._pending, -1)
 
-    if next_size == 0:
-        next_size = check(0)
-    decode, encode, sha256 = _decode, _encode, _sha256
-    head_b64 = _b64(head)
-    clean = True
-    for entry in entries:
-        body = entry.body
-        if clean and type(body) is bytes and entry.seq == expected:
-            digest = sha256(b"\x00" + body).digest()
-            if digest == entry.hash:
-                try:
-                    obj = decode(body.decode())
-                except (ValueError, RecursionError):
-                    obj = None
-                if (
-                    type(obj) is dict
-                    and obj.get("prev") == head_b64
-                    and obj.get("seq") == expected
-                    and type(obj["seq"]) is int
-                    and body.isascii()
-                    and encode(obj).encode() == body
+    def feed(self, entries: Iterable[AuditEntry]) -> None:
+        """Verify the next ``entries`` of the log, in order."""
+        self._run(entries, False)
+
+    def feed_bodies(self, bodies: Iterable[bytes]) -> None:
+        """Verify the next entries given as their bytes only (an export's lines).
+
+        Same as ``feed`` with ``AuditEntry(position, leaf_hash(body), body)`` for each.
+        """
+        self._run(bodies, True)
+
+    def _run(self, items: Iterable[object], from_bytes: bool) -> None:
+        # One loop for both sources, with the state in locals: this is the per-event hot path.
+        walk, compact, sha256, b64 = self._walk, self._compact, _sha256, b2a_base64
+        expected, head, clean, next_size = self._expected, self._head, self._clean, self._next
+        size = compact.size
+        head_b64 = b64(head, newline=False)
+        leaves: list[bytes] = []
+        for item in items:
+            if from_bytes:
+                body: object = item
+                seq: object = size
+                stored: object = None
+            else:
+                entry: AuditEntry = item  # type: ignore[assignment]
+                body, seq, stored = entry.body, entry.seq, entry.hash
+            if clean and type(body) is bytes and seq == expected:
+                digest = sha256(b"\x00" + body).digest()
+                if (stored is None or digest == stored) and canonical_link(
+                    body, head_b64, expected
                 ):
-                    compact.append(digest)
-                    head, head_b64 = digest, b2a_base64(digest, newline=False).decode()
+                    leaves.append(digest)
+                    size += 1
+                    head, head_b64 = digest, b64(digest, newline=False)
                     expected += 1
-                    if compact.size == next_size:
-                        next_size = check(next_size)
+                    if size == next_size or len(leaves) == _FLUSH:
+                        compact.extend(leaves)
+                        leaves.clear()
+                        if size == next_size:
+                            self._check(size)
+                            next_size = self._next
                     continue
-        walk.expected, walk.head = expected, head
-        compact.append(walk.slow(entry))
-        expected, head = walk.expected, walk.head
-        head_b64, clean = _b64(head), walk.suspect is None
-        if compact.size == next_size:
-            next_size = check(next_size)
-    return _report(walk.findings, compact, sizes, matched)
+            compact.extend(leaves)
+            leaves.clear()
+            if from_bytes:
+                digest = sha256(b"\x00" + body).digest()  # type: ignore[operator]
+                entry = AuditEntry(seq=size, hash=digest, body=body)  # type: ignore[arg-type]
+            walk.expected, walk.head = expected, head
+            compact.append(walk.slow(entry))
+            size += 1
+            expected, head = walk.expected, walk.head
+            head_b64, clean = b64(head, newline=False), walk.suspect is None
+            if size == next_size:
+                self._check(size)
+                next_size = self._next
+        compact.extend(leaves)
+        self._expected, self._head, self._clean = expected, head, clean
+
+    def finish(self) -> VerifyReport:
+        """The report over everything fed (a missing tail below a checkpoint is TRUNCATED)."""
+        return _report(list(self._walk.findings), self._compact, self._sizes, self._matched)
+
+
+async def verify_store(
+    store: AuditStore,
+    checkpoints: Sequence[str | Checkpoint] = (),
+    vkeys: Sequence[str] = (),
+    *,
+    origin: str | None = None,
+    page: int = 8192,
+) -> VerifyReport:
+    """:func:`verify_log` over a store's log, read in pages of ``page`` seqs.
+
+    Memory stays bounded by a page whatever the log's size. A store that archived a prefix
+    (``archived_prefix()``) is verified from it. The pages cover exactly what ``store.read()``
+    returns: a gap in the seqs (deleted rows) is stepped over by asking ``store.head()`` whether
+    entries lie beyond, with a doubling stride so a forged huge seq costs few reads.
+    """
+    finder = getattr(store, "archived_prefix", None)
+    prefix: ArchivedPrefix | None = await finder() if callable(finder) else None
+    verifier = LogVerifier(checkpoints, vkeys, origin=origin, prefix=prefix)
+    start, stride = 0, page
+    while True:
+        entries = await store.read(start, start + stride)
+        start += stride
+        if entries:
+            verifier.feed(entries)
+            stride = page
+            continue
+        head = await store.head()
+        if head is None or type(head.seq) is not int or head.seq < start:
+            break
+        stride *= 2
+    return verifier.finish()
 
 
 def _report(

@@ -90,13 +90,18 @@ class AuditWriter:
 
         Returns ``None`` only in ``"buffer"`` mode, when the event was buffered instead.
         """
-        event = self._named(event)
-        due = self._due_summaries()
+        if self.instance is not None and event.instance is None:
+            event = dataclasses.replace(event, instance=self.instance)
+        summaries = self.summaries
+        due = self._due_summaries() if summaries is not None and summaries.due() else []
         with self._pending_lock:
-            batch = [*self._pending, *due, event]
+            batch = [*self._pending, *due, event] if self._pending or due else [event]
             self._pending.clear()
         try:
-            entries = await self._append(batch)
+            if self.timeout is None:  # no cancel scope to enter (see the class docstring)
+                entries = await self.store.append(batch)
+            else:
+                entries = await self._append(batch)
         except Exception as exc:
             if self.on_failure == "buffer" and not isinstance(exc, AgentGuardError):
                 self._buffer(batch, exc)
@@ -166,14 +171,16 @@ class AuditWriter:
         return len(due)
 
     async def run_summaries(self, every: float | None = None) -> None:
-        """Append due summaries every ``every`` seconds (default: the policy's interval).
+        """Append due summaries every ``every`` seconds (default: a quarter of the interval).
 
         Run it as a background task so an interval's summary is written when the interval
         ends even if no other event follows; failures are logged and retried next round.
         """
         if self.summaries is None:
             return
-        period = every if every is not None else self.summaries.policy.interval
+        # A quarter interval: a closed interval's summary is written at most that long after it
+        # ends, so a crash loses the open interval and never more than a quarter of another.
+        period = every if every is not None else self.summaries.policy.interval / 4
         while True:
             await anyio.sleep(period)
             try:

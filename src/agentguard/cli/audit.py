@@ -28,14 +28,20 @@ from agentguard.audit import (
     export_log,
     open_checkpoint,
     prove_entry,
-    read_export,
     tlog_proof,
-    verify_log,
 )
 from agentguard.audit.chain import AuditEntry
-from agentguard.audit.export import check_manifest, manifest_origin, read_prefix
+from agentguard.audit.export import (
+    ExportTally,
+    check_manifest,
+    export_pages,
+    manifest_origin,
+    read_export_notes,
+    read_prefix,
+)
 from agentguard.audit.prefix import ArchivedPrefix
 from agentguard.audit.sinks import note_size
+from agentguard.audit.verify import LogVerifier, VerifyReport, verify_store
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.cli.target import Access, open_target, settings_for, store_url
 from agentguard.errors import ConfigurationError
@@ -178,22 +184,40 @@ def _verify(args: argparse.Namespace) -> int:
     origin: str | None = args.origin
     problems: list[str] = []
     if args.export is not None:
-        entries, notes, export_vkeys = read_export(args.export)
         prefix = read_prefix(args.export)
+        notes, export_vkeys = read_export_notes(args.export)
         vkeys = _vkeys(args) or export_vkeys
         notes += _notes(args.checkpoints)
         source = f"export {args.export}"
-        problems += check_manifest(args.export, entries)
         origin = origin or manifest_origin(args.export)
     else:
-        entries, prefix = anyio.run(_entries, args)
         notes, vkeys = _notes(args.checkpoints), _vkeys(args)
         source = describe_store(_url(args))
     origin = origin or os.environ.get("AGENTGUARD_AUDIT_ORIGIN") or None
     if notes and not vkeys:
         raise CommandError("checkpoints need trusted verifier keys: pass --vkey or --vkeys-file")
+    # Both sources stream in pages: memory stays bounded whatever the log's size.
+    if args.export is not None:
+        verifier = LogVerifier(notes, vkeys, origin=origin, prefix=prefix)
+        tally = ExportTally(0 if prefix is None else prefix.size)
+        for page in export_pages(args.export, tally):
+            verifier.feed_bodies(page)
+        report = verifier.finish()
+        problems += check_manifest(args.export, tally)
+        if not notes and tally.count:
+            # An export is vouched for by signed notes only: without them anyone could have
+            # rewritten it, chain and manifest alike.
+            problems.append(
+                f"no signed checkpoint in {args.export}/checkpoints or --checkpoints: nothing "
+                "vouches for this export; pass --checkpoints with the log's checkpoint directory"
+            )
+    else:
+
+        async def streamed(store: Any) -> VerifyReport:
+            return await verify_store(store, notes, vkeys, origin=origin)
+
+        report = anyio.run(_with_store, args, streamed)
     problems += _anchor_problems(args, notes, origin)
-    report = verify_log(entries, notes, vkeys, origin=origin, prefix=prefix)
     if report.size == 0 and not args.allow_empty:
         problems.append(f"no events in {source}: nothing to verify (--allow-empty accepts that)")
     ok = report.ok and not problems

@@ -78,10 +78,20 @@ def _services(specs: list[str]) -> list[tuple[str, str]]:
     return services
 
 
-async def _create_store(url: str) -> None:
+async def _create_store(url: str) -> bool:
+    """Create the store at ``url`` unless it exists; whether it existed already."""
     target = argparse.Namespace(store=url, config=None)
+    files = _sqlite_files(url)
+    existed = files[0].exists() if files else not url.lower().startswith("memory:")
+    if existed and not files:
+        try:
+            async with open_target(target, Access.READ_ONLY):
+                pass
+        except (ConfigurationError, StorageError, OSError):
+            existed = False  # absent (or at an older version, which creating upgrades)
     async with open_target(target, Access.CREATE):
         pass
+    return existed
 
 
 def _sqlite_files(url: str) -> list[Path]:
@@ -124,7 +134,7 @@ def _init(args: argparse.Namespace, undo: _Undo) -> int:
     settings = load_settings(temporary, environ={})  # what the file says, not the environment
     url = settings.store.url
     new_store = [p for p in _sqlite_files(url) if not p.exists()]
-    anyio.run(_create_store, url)
+    existed = anyio.run(_create_store, url)
     undo.files += new_store
     if args.force:
         os.replace(temporary, path)
@@ -133,20 +143,21 @@ def _init(args: argparse.Namespace, undo: _Undo) -> int:
         os.unlink(temporary)
     undo.files.clear()
     undo.directories.clear()
-    _report(args, path, url, kek_path, reused_kek, [name for name, _ in services])
+    store = f"{'using the existing' if existed else 'created the'} store at {describe_store(url)}"
+    _report(args, path, store, kek_path, reused_kek, [name for name, _ in services])
     return 0
 
 
 def _report(  # noqa: PLR0917 - one call site, every fact it prints
     args: argparse.Namespace,
     path: Path,
-    url: str,
+    store: str,
     kek_path: Path | None,
     reused_kek: bool,
     services: list[str],
 ) -> None:
     print(f"wrote {path}")
-    print(f"created the store at {describe_store(url)}")
+    print(store)
     if kek_path is not None and reused_kek:
         print(f"using the existing key-encryption key in {kek_path}")
     elif kek_path is not None:

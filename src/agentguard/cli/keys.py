@@ -3,9 +3,10 @@
 The store comes from ``--store``, ``$AGENTGUARD_STORE`` or the settings file (``--config``), as
 for every command, and must exist: ``list`` opens it read-only, ``issue`` and ``revoke`` never
 create one. With a settings file, issued keys get its ``[keys]`` lifetimes. Exit codes: 0
-success, 1 refused (e.g. unknown or disabled user), 2 usage or environment error (no store, a
-credentials file that exists or cannot be written). Keys are never printed: only their ids and
-the file path. The credentials file rule is in :mod:`agentguard.cli.keys_file`.
+success (revoking a known user's or family's keys when none is live still is: the count is 0),
+1 refused (an unknown key id, family or user; a disabled user), 2 usage or environment error
+(no store, a credentials file that exists or cannot be written). Keys are never printed: only
+their ids and the file path. The credentials file rule is in :mod:`agentguard.cli.keys_file`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,21 @@ __all__ = ["run"]
 
 class CommandError(Exception):
     """A refusal the CLI reports on one line with exit code 2."""
+
+
+class Unknown(Exception):
+    """The key, family or user named does not exist (exit code 1)."""
+
+
+async def _known_user(guard: Guard, user_id: str) -> None:
+    if await guard.store.get_user(user_id) is None:
+        raise Unknown(f"no user {user_id!r}")
+
+
+async def _known_key(guard: Guard, key_id: str) -> None:
+    # the store protocol looks keys up by hash, not id: only a revocation of nothing pays this
+    if not any(key.id == key_id for key in await guard.store.list_keys()):
+        raise Unknown(f"no key {key_id!r}")
 
 
 async def _with_guard(args: argparse.Namespace, access: Access, action: Any) -> Any:
@@ -106,6 +122,7 @@ def _state(key: KeyRecord) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     async def keys(guard: Guard) -> list[KeyRecord]:
+        await _known_user(guard, args.user)
         found: list[KeyRecord] = await guard.store.list_keys(user_id=args.user)
         return found
 
@@ -139,9 +156,16 @@ def _list(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     async def revoke(guard: Guard) -> int:
-        return await guard.issuer.revoke(
+        if args.user is not None:
+            await _known_user(guard, args.user)
+        if args.family is not None and not await guard.store.list_keys(family_id=args.family):
+            raise Unknown(f"no key family {args.family!r}")
+        count: int = await guard.issuer.revoke(
             key_id=args.key_id, family_id=args.family, user_id=args.user, reason=args.reason
         )
+        if count == 0 and args.key_id is not None:
+            await _known_key(guard, args.key_id)  # unknown, or revoked already
+        return count
 
     count = anyio.run(_with_guard, args, Access.EXISTING, revoke)
     print(f"revoked {count} key{'s' if count != 1 else ''}")
@@ -155,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
         return handlers[args.keys_command](args)
     except IssuanceRefused as error:
         print(f"agentguard keys: {error.description}", file=sys.stderr)
+        return 1
+    except Unknown as error:
+        print(f"agentguard keys: {error}", file=sys.stderr)
         return 1
     except (CommandError, ConfigurationError, CredentialsFileError, OSError, ValueError) as error:
         message = error.description if isinstance(error, ConfigurationError) else str(error)

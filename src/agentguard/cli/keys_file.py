@@ -30,6 +30,8 @@ from agentguard.client.errors import CredentialsFileError
 __all__ = ["check_directory", "precheck", "write_new"]
 
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+# a shared directory (sticky, like /tmp, or another user's) must never be chmod-ed: name another
+_OWN_DIRECTORY = "name a directory of your own (e.g. ~/.config/agentguard; it is created 0700)"
 
 
 def check_directory(directory: Path) -> None:
@@ -43,7 +45,12 @@ def check_directory(directory: Path) -> None:
     if info.st_uid != os.geteuid():
         raise CredentialsFileError(
             f"{directory} belongs to another user, who could replace the credentials file; "
-            "use a directory of your own"
+            f"{_OWN_DIRECTORY}"
+        )
+    if info.st_mode & _OTHERS_WRITE and info.st_mode & stat.S_ISVTX:
+        raise CredentialsFileError(
+            f"{directory} is a shared directory other users can write to, so they could "
+            f"plant or swap files in it; {_OWN_DIRECTORY}"
         )
     if info.st_mode & _OTHERS_WRITE:
         raise CredentialsFileError(

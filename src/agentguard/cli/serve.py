@@ -1,5 +1,11 @@
 """``agentguard serve``: run the gateway with uvicorn until SIGTERM, then drain.
 
+Before serving (and for ``--check``, instead of serving) it checks what would stop the gateway
+from starting, each failure one line on stderr naming the store without its password: the
+settings and secrets, the server driver (uvicorn), and the store, opened within a few seconds
+(``--check`` opens it read-only and never creates it; ``serve`` creates or migrates it, as the
+gateway would).
+
 Exit codes: 0 for a successful ``--check`` or a shutdown uvicorn was asked for in-process; after
 SIGTERM or SIGINT the gateway drains and then, like uvicorn, re-raises the signal, so the process
 ends as terminated by it (status 143 for SIGTERM in a shell). 2 for settings, secrets or an
@@ -16,14 +22,19 @@ import argparse
 import sys
 from pathlib import Path
 
+import anyio
+
 from agentguard._extras import import_extra
 from agentguard.cli.operator import one_line
-from agentguard.cli.target import config_path
+from agentguard.cli.target import Access, check_store, config_path
 from agentguard.config import NO_KEK, Settings, StoreSettings, load_settings
 from agentguard.errors import ConfigurationError
 from agentguard.gateway import build_gateway, configure_logging
 
-__all__ = ["run", "warnings"]
+__all__ = ["CHECK_TIMEOUT", "START_TIMEOUT", "run", "warnings"]
+
+CHECK_TIMEOUT = 5.0  # seconds for --check to open the store read-only
+START_TIMEOUT = 30.0  # seconds for serve to open (create, migrate) the store before listening
 
 
 def warnings(settings: Settings, path: Path) -> list[str]:
@@ -61,11 +72,16 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
 
 def _serve(args: argparse.Namespace) -> int:
     settings, path = _settings(args)
-    uvicorn = None if args.check else import_extra("uvicorn")  # before anything else is built
+    uvicorn = import_extra("uvicorn")  # before anything else is built
     gateway = build_gateway(settings)
+    # the gateway's own store is opened in uvicorn's event loop; this one only proves it opens
+    if args.check:
+        anyio.run(check_store, args, settings, Access.READ_ONLY, CHECK_TIMEOUT)
+    else:
+        anyio.run(check_store, args, settings, Access.CREATE, START_TIMEOUT)
     for warning in warnings(settings, path):
         print(f"agentguard serve: warning: {warning}", file=sys.stderr)
-    if args.check or uvicorn is None:
+    if args.check:
         names = ", ".join(sorted(gateway.proxies)) or "none"
         print(f"settings OK; services: {names}")
         return 0
@@ -83,7 +99,10 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.server.graceful_timeout),
     )
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exit_:  # uvicorn's startup failure (3), e.g. a port in use, logged
+        return 2 if exit_.code else 0
     return 0 if server.started else 2
 
 

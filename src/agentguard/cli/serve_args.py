@@ -19,7 +19,9 @@ def add_parser(commands: Any) -> None:
         "from a checkout: pip install -e '.[server]'). "
         "On SIGTERM or Ctrl-C it stops accepting connections, lets in-flight requests finish "
         "for up to server.graceful_timeout seconds, then flushes the audit writer and closes "
-        "the store. Logs go to stderr, one JSON object per line.",
+        "the store. Logs go to stderr, one JSON object per line. Before listening it opens "
+        "the store (creating or migrating it, as the gateway does); a store it cannot open "
+        "is one line on stderr naming it (never its password), exit code 2.",
     )
     serve.add_argument("--config", type=Path, help=CONFIG_HELP)
     serve.add_argument(
@@ -30,5 +32,7 @@ def add_parser(commands: Any) -> None:
     serve.add_argument(
         "--check",
         action="store_true",
-        help="validate the settings and secrets, build the gateway, and exit without serving",
+        help="validate the settings and secrets, check that the store opens (read-only, "
+        "never created, within 5 seconds) and that the server driver (uvicorn) is installed, "
+        "then exit without serving; each failure is one line, exit code 2",
     )

@@ -26,15 +26,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from agentguard.config import Settings, load_settings
 from agentguard.errors import ConfigurationError
 from agentguard.storage.protocols import StorageError
-from agentguard.storage.urls import describe_store, open_store
+from agentguard.storage.urls import describe_store, has_password, open_store, scrub_password
 
 __all__ = [
     "DEFAULT_STORE",
     "Access",
     "StoreMissing",
+    "check_store",
     "config_path",
     "creating_command",
     "open_target",
@@ -83,9 +86,10 @@ def store_url(args: argparse.Namespace, settings: Settings | None) -> str:
 
 
 def creating_command(args: argparse.Namespace) -> str:
-    """The command that creates the store these arguments name."""
+    """The command that creates the store these arguments name (never with its password)."""
     if getattr(args, "store", None):
-        return f"agentguard db upgrade --store {shlex.quote(describe_store(args.store))}"
+        command = f"agentguard db upgrade --store {shlex.quote(describe_store(args.store))}"
+        return f"{command} (add the password)" if has_password(args.store) else command
     path = config_path(args)
     if path is not None:
         return f"agentguard db upgrade --config {path}"
@@ -95,6 +99,19 @@ def creating_command(args: argparse.Namespace) -> str:
 def _driver_error(error: BaseException) -> bool:
     """An error of a database driver (asyncpg raises its own tree, not OSError)."""
     return type(error).__module__.partition(".")[0] in ("asyncpg", "sqlite3")
+
+
+def _driver_message(error: BaseException, url: str) -> str:
+    """The driver's error type and first line, any password of ``url`` scrubbed from it.
+
+    The server's messages name a role or database (``role "x" does not exist``), never the
+    password; the scrub guards against a client-side message that quotes the URL.
+    """
+    text = str(error).strip()
+    name = type(error).__name__
+    if not text:
+        return name
+    return scrub_password(f"{name}: {text.splitlines()[0]}", url)
 
 
 async def _close(store: Any) -> None:
@@ -157,9 +174,28 @@ async def open_target(
         if not _driver_error(error):
             raise
         raise ConfigurationError(
-            f"cannot open the store at {where}: {type(error).__name__}"
+            f"cannot open the store at {where}: {_driver_message(error, url)}"
         ) from None
     try:
         yield store, url
     finally:
         await _close(store)
+
+
+async def check_store(
+    args: argparse.Namespace, settings: Settings | None, access: Access, within: float
+) -> None:
+    """Open the store in ``access`` mode and close it, within ``within`` seconds.
+
+    Raises what :func:`open_target` raises, or :class:`ConfigurationError` naming the store
+    (never its password) when it does not answer in time.
+    """
+    try:
+        with anyio.fail_after(within):
+            async with open_target(args, access, settings):
+                pass
+    except TimeoutError:
+        where = describe_store(store_url(args, settings))
+        raise ConfigurationError(
+            f"the store at {where} did not answer within {within:g} seconds"
+        ) from None

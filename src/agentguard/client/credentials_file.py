@@ -334,8 +334,14 @@ class CredentialsFile:
             info = directory.stat()
         except OSError as error:
             raise CredentialsFileError(f"cannot read {directory}: {error.strerror}") from None
+        own = "use a directory of your own (e.g. ~/.config/agentguard)"
         if info.st_uid != os.geteuid():
-            raise CredentialsFileError(f"{directory} belongs to another user; use your own")
+            raise CredentialsFileError(f"{directory} belongs to another user; {own}")
+        if _others_can_write(info.st_mode) and info.st_mode & stat.S_ISVTX:
+            raise CredentialsFileError(  # never advise chmod on a shared directory such as /tmp
+                f"{directory} is a shared directory other users can write to, who could "
+                f"replace the credentials file; {own}"
+            )
         if _others_can_write(info.st_mode):
             raise CredentialsFileError(
                 f"{directory} is writable by other users, who could replace the credentials "

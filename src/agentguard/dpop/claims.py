@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agentguard.dpop.jose import b64url_encode
 from agentguard.errors import InvalidDPoPProof, Reason
@@ -29,9 +29,11 @@ def access_key_hash(access_key: str) -> str:
     return b64url_encode(hashlib.sha256(access_key.encode("ascii")).digest())
 
 
-@dataclass(frozen=True, slots=True)
-class ProofClaims:
-    """The typed claims of a proof payload; ``ath`` and ``nonce`` are ``None`` when absent."""
+class ProofClaims(NamedTuple):
+    """The typed claims of a proof payload; ``ath`` and ``nonce`` are ``None`` when absent.
+
+    A NamedTuple rather than a frozen dataclass: one is built per proof, at a third of the cost.
+    """
 
     jti: str
     htm: str
@@ -43,15 +45,6 @@ class ProofClaims:
 
 def _malformed(description: str) -> InvalidDPoPProof:
     return InvalidDPoPProof(description, reason=Reason.DPOP_PROOF_MALFORMED)
-
-
-def _optional_str(payload: Mapping[str, object], name: str) -> str | None:
-    value = payload.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _malformed(f"the DPoP proof's '{name}' claim must be a string")
-    return value
 
 
 def _numeric_date(value: object) -> int | float:
@@ -77,12 +70,12 @@ def parse_claims(payload: Mapping[str, object]) -> ProofClaims:
     htu = payload.get("htu")
     if not isinstance(htu, str):
         raise _malformed("the DPoP proof needs an 'htu' string")
-    iat = _numeric_date(payload.get("iat"))
-    return ProofClaims(
-        jti=jti,
-        htm=htm,
-        htu=htu,
-        iat=iat,
-        ath=_optional_str(payload, "ath"),
-        nonce=_optional_str(payload, "nonce"),
-    )
+    raw_iat = payload.get("iat")
+    # an exact int is the usual case; anything else gets the full NumericDate check
+    iat = raw_iat if type(raw_iat) is int else _numeric_date(raw_iat)
+    ath, nonce = payload.get("ath"), payload.get("nonce")
+    if ath is not None and not isinstance(ath, str):
+        raise _malformed("the DPoP proof's 'ath' claim must be a string")
+    if nonce is not None and not isinstance(nonce, str):
+        raise _malformed("the DPoP proof's 'nonce' claim must be a string")
+    return ProofClaims(jti, htm, htu, iat, ath, nonce)

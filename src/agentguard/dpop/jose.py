@@ -14,6 +14,7 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 __all__ = ["JOSEError", "b64url_decode", "b64url_encode", "dumps_compact", "loads_object"]
@@ -81,14 +82,28 @@ _DECODER = json.JSONDecoder(
 )
 
 
+# What _DECODER.decode runs, without its wrapping; JSONDecoder sets it in __init__ (typeshed
+# does not declare it).
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
 def loads_object(raw: bytes) -> dict[str, Any]:
     """Parse UTF-8 JSON text that must be one object; raise :class:`JOSEError` otherwise."""
     try:
-        value = _DECODER.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        if text[:1] == "{" and text[-1:] == "}":
+            # No whitespace around it: the scanner alone decides, without decode()'s two
+            # whitespace matches. Same decoder and hooks, so the same verdict.
+            value, end = _scan(text, 0)
+            if end != len(text):
+                raise JOSEError("not a JSON object")  # decode() calls this "Extra data"
+        else:
+            value = _DECODER.decode(text)
     except JOSEError:
         raise
-    except (ValueError, RecursionError):
-        # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting recurses.
+    except (ValueError, RecursionError, StopIteration):
+        # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting recurses; the
+        # scanner raises StopIteration when no value starts where it looks.
         raise JOSEError("not a JSON object") from None
     if not isinstance(value, dict):
         raise JOSEError("not a JSON object")

@@ -28,7 +28,7 @@ from agentguard.dpop.jwk import JWKError, load_public_key, parse_jwk
 from agentguard.dpop.keycache import CachedKey, KeyCache
 from agentguard.dpop.nonces import NonceSource
 from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
-from agentguard.storage.outage import store_outage
+from agentguard.storage.outage import shield_store
 from agentguard.storage.protocols import ReplayCache
 
 __all__ = ["REPLAY_SKEW_SECONDS", "DPoPVerifier", "VerifiedProof"]
@@ -70,6 +70,8 @@ def _utf8(text: str) -> bytes:
 
 def _same(given: str, expected: str) -> bool:
     """Constant-time equality of a client string and a server string, whatever they contain."""
+    if given.isascii() and expected.isascii():  # compare_digest takes ASCII str as it is
+        return hmac.compare_digest(given, expected)
     return hmac.compare_digest(_utf8(given), _utf8(expected))
 
 
@@ -108,7 +110,9 @@ class DPoPVerifier:
             raise ValueError("iat_window must be at least one second")
         if max_proof_bytes < 256:
             raise ValueError("max_proof_bytes must be at least 256")
-        self._replay = replay
+        # The shield turns whatever the cache raises into StoreUnavailable (a shielded cache,
+        # as the guard passes, comes back as it is).
+        self._replay = shield_store(replay, "replay cache")
         self._clock = clock
         self._algorithms: dict[str, Algorithm] = {name: ALGORITHMS[name] for name in algorithms}
         self._iat_window = iat_window
@@ -169,7 +173,7 @@ class DPoPVerifier:
         self._check_request(claims, method, url)
         self._check_binding(claims, jwk_thumbprint, access_key, expected_jkt)
         await self._burn(claims, jwk_thumbprint)
-        return VerifiedProof(jkt=jwk_thumbprint, jti=claims.jti, iat=claims.iat, alg=algorithm.name)
+        return VerifiedProof(jwk_thumbprint, claims.jti, claims.iat, algorithm.name)
 
     def _single(self, proofs: Sequence[str]) -> str:
         if isinstance(proofs, str):
@@ -280,7 +284,5 @@ class DPoPVerifier:
         expires_at = datetime.fromtimestamp(
             claims.iat + self._iat_window + REPLAY_SKEW_SECONDS, tz=timezone.utc
         )
-        with store_outage("replay cache", "check_and_store"):
-            claimed = await self._replay.check_and_store(key, expires_at)
-        if not claimed:
+        if not await self._replay.check_and_store(key, expires_at):
             raise _fail(Reason.DPOP_REPLAYED, "this DPoP proof's jti was already used")

@@ -138,7 +138,7 @@ class Gateway:
         initialize = getattr(self.store, "initialize", None)
         if initialize is not None:
             await initialize()
-        logger.info("gateway started", extra={"service": ",".join(sorted(self.proxies))})
+        logger.info("gateway started; services: %s", ", ".join(sorted(self.proxies)) or "none")
         try:
             async with anyio.create_task_group() as tasks:
                 if self.checkpointer is not None:

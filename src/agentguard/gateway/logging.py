@@ -37,6 +37,20 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
+_KEY_IN_PATH = re.compile(r"ag_(?:at|rt)_[0-9A-Za-z]*")
+
+
+def _redacted_path(path: object) -> object:
+    """The path with anything shaped like one of our keys cut to its prefix.
+
+    The guard refuses a key outside the credential position (400), but the access log records
+    every request, refused ones included: a key an agent put in the path must not reach it.
+    """
+    if not isinstance(path, str) or "ag_" not in path:
+        return path
+    return _KEY_IN_PATH.sub(lambda found: found.group(0)[:6] + "[redacted]", path)
+
+
 class JSONFormatter(logging.Formatter):
     """Formats a record as one JSON object: ``ts``, ``level``, ``logger``, ``msg``, ids."""
 
@@ -120,7 +134,7 @@ class RequestIdMiddleware:
                     "request",
                     extra={
                         "method": scope.get("method"),
-                        "path": scope.get("path"),
+                        "path": _redacted_path(scope.get("path")),
                         "status": status[0] if status else None,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                         "client": client[0] if client else None,

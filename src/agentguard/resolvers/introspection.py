@@ -182,13 +182,19 @@ class IntrospectionResolver:
         if len(token) > 8192 or not TOKEN68.match(token):
             raise InvalidToken("the token is malformed", reason=Reason.MALFORMED_KEY)
         answer = await self.introspect(token)
-        exp = _timestamp(answer, "exp")
-        return await self.subjects.principal(
-            answer,
-            key_id=token_key_id(token, answer.get("jti")),
-            expires_at=datetime.fromtimestamp(exp, timezone.utc) if exp is not None else None,
-            jkt=confirmation_jkt(answer),
-        )
+        key_id = token_key_id(token, answer.get("jti"))
+        try:  # the server says it is active: it names someone, so refusals carry its id
+            exp = _timestamp(answer, "exp")
+            return await self.subjects.principal(
+                answer,
+                key_id=key_id,
+                expires_at=datetime.fromtimestamp(exp, timezone.utc) if exp is not None else None,
+                jkt=confirmation_jkt(answer),
+            )
+        except InvalidToken as error:
+            if not error.audit_context.get("key_id"):
+                error.with_context(key_id=key_id)
+            raise
 
     async def introspect(self, token: str) -> dict[str, Any]:
         """The checked introspection answer for an active token (cached briefly)."""

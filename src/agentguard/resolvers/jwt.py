@@ -62,6 +62,13 @@ def _malformed(
     return InvalidToken(description, reason=Reason.MALFORMED_KEY)
 
 
+def _named(error: InvalidToken, key_id: str) -> InvalidToken:
+    """``error`` with the token's audit id, unless it already names a key."""
+    if not error.audit_context.get("key_id"):
+        error.with_context(key_id=key_id)
+    return error
+
+
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     return numeric_date(claims, name, source="token")
 
@@ -187,14 +194,23 @@ class JWTAccessTokenResolver:
         return claims.get("iss") == self.issuer
 
     async def resolve(self, token: str) -> Principal:
-        """The live Principal for ``token``, or :class:`InvalidToken` with the failed fact."""
+        """The live Principal for ``token``, or :class:`InvalidToken` with the failed fact.
+
+        Once the issuer's signature verifies, the token names someone: every later refusal
+        carries its ``key_id`` (a hash, never the token), so it is audited as its own event
+        rather than counted with the anonymous ones.
+        """
         claims = await self.verify(token)
-        jkt = confirmation_jkt(claims)
-        exp = _number(claims, "exp")
-        expires_at = datetime.fromtimestamp(exp, timezone.utc) if exp is not None else None
-        return await self.subjects.principal(
-            claims, key_id=token_key_id(token, claims.get("jti")), expires_at=expires_at, jkt=jkt
-        )
+        key_id = token_key_id(token, claims.get("jti"))
+        try:
+            jkt = confirmation_jkt(claims)
+            exp = _number(claims, "exp")
+            expires_at = datetime.fromtimestamp(exp, timezone.utc) if exp is not None else None
+            return await self.subjects.principal(
+                claims, key_id=key_id, expires_at=expires_at, jkt=jkt
+            )
+        except InvalidToken as error:
+            raise _named(error, key_id) from None
 
     async def verify(self, token: str) -> dict[str, Any]:
         """Check the signature and the registered claims; return the claims."""
@@ -214,8 +230,11 @@ class JWTAccessTokenResolver:
         try:
             claims = loads_object(b64url_decode(payload_b64, alphabet_checked=True))
         except JOSEError:
-            raise _malformed() from None
-        self._check_claims(claims)
+            raise _named(_malformed(), token_key_id(token)) from None
+        try:
+            self._check_claims(claims)
+        except InvalidToken as error:  # signed by the issuer: it names someone
+            raise _named(error, token_key_id(token, claims.get("jti"))) from None
         return claims
 
     def _check_header(self, header: Mapping[str, Any]) -> Algorithm:

@@ -179,7 +179,10 @@ class KeyStore(DirectoryStore, Protocol):
     async def list_keys(
         self, *, user_id: str | None = None, family_id: str | None = None
     ) -> list[KeyRecord]:
-        """Key records, oldest first, optionally filtered; revoked families' keys as revoked."""
+        """Key records in insertion order (oldest first), optionally filtered.
+
+        Keys of revoked families read as revoked.
+        """
         ...
 
 

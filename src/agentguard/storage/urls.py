@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from agentguard.clock import Clock
 from agentguard.errors import ConfigurationError
 
-__all__ = ["describe_store", "open_store"]
+__all__ = ["describe_store", "has_password", "open_store", "scrub_password"]
 
 
 def _sqlite_path(rest: str) -> str:
@@ -87,3 +87,28 @@ def describe_store(url: str) -> str:
     schema = [value for name, value in parse_qsl(parts.query) if name == "schema"]
     query = f"?schema={schema[-1]}" if schema else ""
     return f"{parts.scheme}://{user}{host}{port}{parts.path}{query}"
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password or None
+    except ValueError:
+        return None
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` carries a password (which :func:`describe_store` leaves out)."""
+    return _password(url) is not None
+
+
+def scrub_password(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (as written and percent-decoded) replaced by ``***``.
+
+    For messages of a database driver, which may quote the connection string it was given.
+    """
+    password = _password(url)
+    if password is None:
+        return text
+    for form in sorted({password, unquote(password)}, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text

@@ -68,13 +68,33 @@ class ContractBase:
         missing_fixture(OTHER_STORE_MISSING)
 
 
+_Param = tuple[str, inspect._ParameterKind]
+
+
+def _compatible(found: list[_Param], wanted: list[_Param]) -> bool:
+    """Same names in order, each taking what the Protocol's callers pass.
+
+    A keyword-only parameter may also be positional-or-keyword (it still takes ``member=``);
+    every other kind must match exactly.
+    """
+    if len(found) != len(wanted):
+        return False
+    either = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return all(
+        name == want_name
+        and (kind == want_kind or (want_kind is inspect.Parameter.KEYWORD_ONLY and kind is either))
+        for (name, kind), (want_name, want_kind) in zip(found, wanted, strict=True)
+    )
+
+
 def assert_implements(store: object, protocol: type) -> None:
     """``store`` has every method of ``protocol``, async, taking the same parameters.
 
     The runtime half of the typing check (``mypy`` checks the annotations where a backend is
     passed as the Protocol): the Protocol's parameters must come first with the same names and
-    kinds, since the guard calls with keywords (``now=``, ``member=``); further parameters need
-    defaults. Every method must be a coroutine function.
+    kinds, since the guard calls with keywords (``now=``, ``member=``); a keyword-only parameter
+    may also be taken positionally (``member: bool`` accepts ``member=``, as mypy agrees);
+    further parameters need defaults. Every method must be a coroutine function.
     """
     declared_methods = {
         name: value
@@ -91,7 +111,7 @@ def assert_implements(store: object, protocol: type) -> None:
         params = list(inspect.signature(method).parameters.values())
         found = [(p.name, p.kind) for p in params]
         extra = params[len(wanted) :]
-        assert found[: len(wanted)] == wanted and all(
+        assert _compatible(found[: len(wanted)], wanted) and all(
             p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in extra
         ), (
             f"{type(store).__name__}.{name}{inspect.signature(method)} does not match "

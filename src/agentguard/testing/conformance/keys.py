@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from agentguard.model import AccountStatus, KeyKind, KeyRecord
+from agentguard.model import AccountStatus, KeyKind, KeyRecord, Workspace
 from agentguard.storage.protocols import IntegrityError, KeyStore
 from agentguard.testing.conformance._base import ContractBase, assert_store_type, key_record
 from agentguard.testing.conformance.directory import seed_directory
@@ -65,6 +65,38 @@ class KeyStoreContract(ContractBase):
         assert found.user is not None and found.user.id == "u1"
         assert found.account is not None and found.account.id == "a1"
         assert found.member is True
+
+    async def test_lookup_member_is_for_the_keys_own_workspace(
+        self, store: KeyStore, clock: FakeClock
+    ) -> None:
+        """Removed from the key's workspace, a user still in another one is no member of it."""
+        await seed_directory(store)
+        await store.put_workspace(Workspace(id="w2", account_id="a1", name="Support"))
+        await store.set_membership("u1", "w2", member=True)
+        in_w1, in_w2 = key_record(clock), key_record(clock, workspace_id="w2")
+        await store.insert_keys([in_w1, in_w2])
+        await store.set_membership("u1", "w1", member=False)
+        found = {k.id: await store.lookup(k.key_hash) for k in (in_w1, in_w2)}
+        assert [(f is not None and f.member) for f in found.values()] == [False, True]
+        await store.set_membership("u1", "w2", member=False)
+        await store.set_membership("u1", "w1", member=True)
+        found = {k.id: await store.lookup(k.key_hash) for k in (in_w1, in_w2)}
+        assert [(f is not None and f.member) for f in found.values()] == [True, False]
+
+    async def test_list_keys_is_oldest_first(self, store: KeyStore, clock: FakeClock) -> None:
+        """In insertion order, whatever the ids (which are random)."""
+        await seed_directory(store)
+        family = key_record(clock).family_id
+        records = [key_record(clock, family_id=family) for _ in range(6)]
+        await store.insert_keys(records[:2])
+        for record in records[2:]:
+            clock.advance(1)
+            await store.insert_keys([record])
+        for listed in (
+            await store.list_keys(family_id=family),
+            await store.list_keys(user_id="u1"),
+        ):
+            assert [k.id for k in listed] == [r.id for r in records]
 
     async def test_lookup_unknown_hash_is_none(self, store: KeyStore) -> None:
         assert await store.lookup(bytes(32)) is None

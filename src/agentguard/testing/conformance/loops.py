@@ -50,6 +50,9 @@ __all__ = ["OtherLoopContract"]
 
 T = TypeVar("T")
 
+LOOPS_DEADLINE = 60.0
+"""Seconds the cross-loop contention may take before the contract fails as a deadlock."""
+
 LOOP_BOUND_UNDECLARED = (
     "declare `loop_bound` on your test class to run OtherLoopContract: False if one store may "
     "be used from several event loops at once, True if it needs one store (pool) per loop and "
@@ -66,11 +69,16 @@ async def on_other_loop(portal: EventLoopPortal, func: Callable[[], Awaitable[T]
     async def run() -> T:
         return await func()
 
-    return await anyio.to_thread.run_sync(partial(portal.call, run))
+    # abandon_on_cancel: a deadline on the caller must end the test even when the other loop's
+    # call never returns (a store that serialises with a lock bound to one loop deadlocks here).
+    return await anyio.to_thread.run_sync(partial(portal.call, run), abandon_on_cancel=True)
 
 
 class OtherLoopContract(ContractBase):
     """Subclass with a ``store`` fixture and set :attr:`loop_bound` (see the module doc)."""
+
+    loops_deadline: ClassVar[float] = LOOPS_DEADLINE
+    """Seconds the cross-loop contention may take before it fails as a deadlock."""
 
     loop_bound: ClassVar[bool | None] = None
     """Whether the store needs one instance per event loop. Declare it: ``None`` fails."""
@@ -132,9 +140,10 @@ class OtherLoopContract(ContractBase):
 
             await (work() if here else on_other_loop(other_loop, work))
 
-        async with anyio.create_task_group() as group:
-            for n in range(16):
-                group.start_soon(contend, n, n % 2 == 0)
+        with anyio.fail_after(self.loops_deadline):  # a deadlock fails, never hangs the suite
+            async with anyio.create_task_group() as group:
+                for n in range(16):
+                    group.start_soon(contend, n, n % 2 == 0)
         kinds = sum(isinstance(store, p) for p in (KeyStore, ReplayCache))
         assert wins.count(True) == kinds, f"{wins.count(True)} winners for {kinds} one-time uses"
         if isinstance(store, AuditStore):
