@@ -22,18 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import operator
-import re
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, cast
 
+from callgrind import counted_call, instructions
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -97,14 +89,6 @@ async def _interleaved(
     return interleaved, verify
 
 
-def _operator_call() -> Callable[..., Any]:
-    """``operator.call`` (Python 3.11+): callgrind toggles collection on its C function."""
-    call = operator.__dict__.get("call")
-    if call is None:
-        raise SystemExit("--callgrind needs Python 3.11 or newer (operator.call)")
-    return cast("Callable[..., Any]", call)
-
-
 def wall(rounds: int, per_round: int) -> dict[str, float]:
     setup = Setup()
     medians: dict[str, list[float]] = {"tight": [], "interleaved": [], "verify": []}
@@ -148,40 +132,14 @@ def run_for_callgrind(what: str, count: int) -> None:
     gc.collect()
     gc.disable()
     if what == "bare":
-        _operator_call()(bare)
+        counted_call()(bare)
     else:
-        _operator_call()(loop.run_until_complete, verify_all())
+        counted_call()(loop.run_until_complete, verify_all())
 
 
 def callgrind(what: str, count: int) -> int:
     """Instructions for ``count`` operations of ``what``, counted in a child process."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("--callgrind needs valgrind on PATH")
-    with tempfile.TemporaryDirectory() as directory:
-        result = subprocess.run(  # noqa: S603 - our own script under valgrind
-            [
-                valgrind,
-                "--tool=callgrind",
-                f"--callgrind-out-file={Path(directory) / 'callgrind.out'}",
-                "--collect-atstart=no",
-                "--toggle-collect=_operator_call",
-                sys.executable,
-                __file__,
-                "--child",
-                what,
-                "--per-round",
-                str(count),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={"PYTHONHASHSEED": "0"},
-        )
-    found = re.search(r"Collected : ([\d,]+)", result.stderr)
-    if found is None:
-        raise RuntimeError(f"no callgrind total in:\n{result.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return instructions(__file__, what, "--per-round", count)
 
 
 def main() -> None:

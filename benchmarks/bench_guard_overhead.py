@@ -24,18 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import operator
-import re
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from bench_guard import one_request
+from callgrind import counted_call, instructions
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -52,49 +47,6 @@ TARGET_US = 20.0
 
 async def contacts(request: Request) -> JSONResponse:
     return JSONResponse({"contacts": ["Ada", "Grace"]})
-
-
-def _operator_call() -> Callable[..., Any]:
-    """``operator.call`` (Python 3.11+): callgrind toggles collection on its C function."""
-    call = operator.__dict__.get("call")
-    if call is None:
-        raise SystemExit("--callgrind needs Python 3.11 or newer (operator.call)")
-    return cast("Callable[..., Any]", call)
-
-
-def scope_for(key: str | None) -> dict[str, Any]:
-    headers = [(b"host", b"bench.test"), (b"user-agent", b"bench")]
-    if key is not None:
-        headers.append((b"authorization", b"Bearer " + key.encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/crm/contacts",
-        "raw_path": b"/crm/contacts",
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "server": ("bench.test", 80),
-        "client": ("127.0.0.1", 5000),
-    }
-
-
-async def one_request(app: App, key: str | None) -> int:
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope_for(key), receive, send)
-    return status
 
 
 async def timed(app: App, key: str | None, requests: int) -> float:
@@ -148,40 +100,13 @@ def run_for_callgrind(name: str, requests: int) -> None:
 
     gc.collect()
     gc.disable()  # a collection inside the counted loop would land on whichever app ran it
-    _operator_call()(loop.run_until_complete, counted())
+    counted_call()(loop.run_until_complete, counted())
     gc.enable()
 
 
 def callgrind(name: str, requests: int) -> int:
     """Instructions for ``requests`` requests of app ``name``, counted in a child process."""
-    with tempfile.TemporaryDirectory() as directory:
-        out = Path(directory) / "callgrind.out"
-        valgrind = shutil.which("valgrind")
-        if valgrind is None:
-            raise SystemExit("--callgrind needs valgrind on PATH")
-        result = subprocess.run(  # noqa: S603 - our own script under valgrind
-            [
-                valgrind,
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                "--collect-atstart=no",
-                "--toggle-collect=_operator_call",
-                sys.executable,
-                __file__,
-                "--child",
-                name,
-                "--requests",
-                str(requests),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={"PYTHONHASHSEED": "0"},
-        )
-        found = re.search(r"Collected : ([\d,]+)", result.stderr)
-        if found is None:
-            raise RuntimeError(f"no callgrind total in:\n{result.stderr[-2000:]}")
-        return int(found.group(1).replace(",", ""))
+    return instructions(__file__, name, "--requests", requests)
 
 
 def main() -> None:
