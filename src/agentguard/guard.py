@@ -58,7 +58,7 @@ DEFAULT = _Default()
 
 _DEFAULT_SUMMARIES = RefusalSummaryPolicy()
 _IDENTITIES = ("key_id", "family_id", "user_id", "workspace_id", "account_id")
-_NAMING_CANDIDATES = 4  # key-shaped strings looked up per malformed request, at most
+_NAMING_CANDIDATES = 8  # well-formed keys looked up per anonymous refusal, at most
 
 
 def _principal_ids(principal: Principal) -> dict[str, str | None]:
@@ -306,16 +306,16 @@ class Guard:
         """
         places = [request.path.encode("utf-8", "surrogateescape"), request.query_string]
         places += [value for _, value in request.headers]
-        seen = 0
+        looked_up = 0
         for place in places:
             for shaped in KEY_SHAPE.findall(place):
-                seen += 1
-                if seen > _NAMING_CANDIDATES:
-                    return False
-                try:
+                try:  # a checksum first: junk of the right shape costs no lookup
                     parsed = parse_key(shaped.decode("ascii"))
                 except MalformedKey:
                     continue
+                looked_up += 1
+                if looked_up > _NAMING_CANDIDATES:
+                    return False
                 with store_outage():
                     found = await self.store.lookup(hash_key(parsed.value))
                 if found is not None:
@@ -360,7 +360,8 @@ class Guard:
             and summaries is not None
             and error.status < 500
             and not any(ids.get(name) for name in _IDENTITIES)
-            and (summaries.counts(error.reason.value) or not await self._names(request, ids))
+            and summaries.counts(error.reason.value)
+            and not await self._names(request, ids)
         ):  # a refusal about no one: counted per source and interval, not one event each
             await self.audit.count_refusal(
                 source=request.client,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import http.cookiejar
 import importlib.util
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["AiohttpTransport", "LazyClient", "proxy_transport"]
 
 # The aiohttp parser's limits, raised to about what httpx (h11, 100 KiB header block) accepts.
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name
 _MAX_LINE = 64 * 1024
 _MAX_HEADERS = 256
 _CHUNK = 64 * 1024
@@ -167,6 +169,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             sock_connect=connect,
             sock_read=deadlines.get("read"),
         )
+        for name, _ in request.headers.raw:  # h11 refuses these; aiohttp would send them
+            if not _TOKEN.fullmatch(name):
+                raise httpx.LocalProtocolError("a request header name is not an RFC 9110 token")
         headers = CIMultiDict(
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
         )
@@ -175,7 +180,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             body = request.content or None
         except httpx.RequestNotRead:
-            upload = _Upload(request.stream)
+            upload = _Upload(request.stream, _declared_length(request))
             body = upload.chunks()
             headers.popall("Transfer-Encoding", None)  # aiohttp frames the stream itself
         if isinstance(body, bytes) and len(body) > _LARGE:  # aiohttp warns on large bytes
@@ -212,22 +217,45 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
 
 
+def _declared_length(request: httpx.Request) -> int | None:
+    """The request's ``Content-Length``, or ``None`` when it declares none (sent chunked)."""
+    values = request.headers.get_list("content-length")
+    if not values:
+        return None
+    if len(set(values)) != 1 or not values[0].isdigit():
+        raise httpx.LocalProtocolError("the request's Content-Length is malformed")
+    return int(values[0])
+
+
 async def _one(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
 class _Upload:
-    """A streamed request body; remembers the error that stopped it, which aiohttp would wrap."""
+    """A streamed request body; remembers the error that stopped it, which aiohttp would wrap.
 
-    def __init__(self, stream: Any) -> None:
+    With a declared ``Content-Length`` the bytes are counted: more or fewer than declared
+    raises :class:`httpx.LocalProtocolError` (as httpx's own transport does) before the framing
+    breaks, so aiohttp closes the connection instead of returning it to the pool, where the
+    next request (another user's, with their credential) would be read as this one's body.
+    """
+
+    def __init__(self, stream: Any, declared: int | None = None) -> None:
         self.stream = stream
+        self.declared = declared
         self.failure: Exception | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield b""  # aiohttp sends the request head now, as httpx does, not with the first chunk
+        sent = 0
         try:
             async for chunk in self.stream:
+                sent += len(chunk)
+                if self.declared is not None and sent > self.declared:
+                    raise httpx.LocalProtocolError("Too much data for declared Content-Length")
                 yield chunk
+            if self.declared is not None and sent != self.declared:
+                raise httpx.LocalProtocolError("Too little data for declared Content-Length")
         except Exception as failure:
             self.failure = failure
             raise

@@ -140,3 +140,27 @@ async def test_refusals_about_a_real_key_name_it_and_garbage_is_counted(tmp_path
     assert decisions[0]["actor"]["user"] == user.id  # type: ignore[index]
     counted = [e for e in events if e["action"] == "guard.refusal_summary"]
     assert sum(e["detail"]["count"] for e in counted) == 2  # type: ignore[index]
+
+
+async def test_a_real_key_anywhere_in_a_refused_request_is_named(tmp_path: Path) -> None:
+    from agentguard.testing import make_user
+
+    gateway = build_gateway(load_settings(_settings(tmp_path, ""), environ=ENV))
+    user = await make_user(gateway.store, grants="crm:read")
+    issued = await gateway.guard.issuer.issue(user.id, "ws-1")
+    real = issued.access_key.reveal()
+    junk = "ag_at_" + "x" * 49  # the right shape, a wrong checksum: no lookup spent on it
+    attempts: list[list[tuple[str, str]]] = [
+        [("Authorization", f"Token {real}")],  # unsupported_scheme
+        [("X-Api-Key", real)],  # missing_credentials: not where this service takes its key
+        [("X-Junk", " ".join([junk] * 6)), ("Authorization", f"Bearer {real}")] * 2,
+    ]
+    transport = httpx.ASGITransport(app=gateway.app, client=("10.0.0.6", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="https://gw.example") as client:
+        for headers in attempts:
+            assert (await client.get("/crm/contacts", headers=headers)).status_code in (400, 401)
+    await gateway.aclose()
+    events = [entry.event() for entry in await gateway.guard.audit.store.read()]
+    decisions = [e for e in events if e["action"] == "guard.decision"]
+    assert [e["actor"]["key_id"] for e in decisions] == [issued.access.id] * 3  # type: ignore[index]
+    assert not [e for e in events if e["action"] == "guard.refusal_summary"]

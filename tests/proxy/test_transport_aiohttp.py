@@ -80,6 +80,12 @@ def make_transport(
     return factory
 
 
+def _flattened(error: BaseException) -> str:
+    """Every message in ``error`` and, for an exception group, in its members."""
+    members = getattr(error, "exceptions", ())
+    return " | ".join([repr(error), *(_flattened(member) for member in members)])
+
+
 def _fields(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     line, *rest = head.split(b"\r\n")
     pairs = [item.partition(b":") for item in rest]
@@ -218,3 +224,69 @@ async def test_a_cookie_set_for_one_user_never_reaches_another() -> None:
             assert got.status_code == 200
             assert "set-cookie" not in got.headers
     assert [request.header("cookie") for request in crm.requests] == [None, None, None]
+
+
+@pytest.mark.parametrize("sent", [16, 116], ids=["short", "long"])
+async def test_a_body_that_breaks_its_content_length_never_reuses_the_connection(
+    make_transport: Callable[[], httpx.AsyncBaseTransport], sent: int
+) -> None:
+    """Desync guard: a body of other than the declared length is a LocalProtocolError, and the
+    next request (another user's, with their credential) goes out on a connection of its own."""
+    connections: list[bytes] = []
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        index = len(connections)
+        connections.append(b"")
+        async with stream:
+            with anyio.move_on_after(1.0):
+                while True:
+                    try:
+                        chunk = await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        return
+                    connections[index] += chunk
+                    for _ in range(chunk.count(b" HTTP/1.1\r\n")):  # answer each head at once
+                        await stream.send(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"A" * sent  # declared: 100
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - anyio
+    url = f"http://127.0.0.1:{port}"
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, handle)
+        transport = make_transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            framed = client.build_request(
+                "POST", f"{url}/u0", headers={"content-length": "100"}, content=body()
+            )
+            # httpx's own transport raises h11's error from inside a task group (an exception
+            # group); ours raises httpx.LocalProtocolError. Either way: refused, not sent on.
+            with pytest.raises(BaseException) as refused:
+                await client.send(framed)
+            assert "declared Content-Length" in _flattened(refused.value)
+            if isinstance(transport, AiohttpTransport):
+                assert isinstance(refused.value, httpx.LocalProtocolError)
+            secret = {"authorization": "Bearer REAL-CREDENTIAL-OF-USER-B"}
+            answer = await client.get(f"{url}/u1", headers=secret)
+            assert answer.status_code == 401
+        await anyio.sleep(0.2)
+        group.cancel_scope.cancel()
+    carrying = [data for data in connections if b"REAL-CREDENTIAL" in data]
+    assert len(carrying) == 1 and carrying[0].startswith(b"GET /u1 "), connections
+
+
+@pytest.mark.parametrize("name", [b"bad name", b"x:y", b"x\x00y", b""])
+async def test_a_header_name_that_is_no_token_is_refused(
+    make_transport: Callable[[], httpx.AsyncBaseTransport], name: bytes
+) -> None:
+    async with raw_server(lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") as server:
+        transport = make_transport()
+        request = httpx.Request("GET", server.url, headers=[(name, b"v")])
+        with pytest.raises(BaseException) as refused:
+            async with httpx.AsyncClient(transport=transport) as client:
+                await client.send(request)
+        assert server.heads == []  # nothing went out
+        if isinstance(transport, AiohttpTransport):
+            assert isinstance(refused.value, httpx.LocalProtocolError)

@@ -11,7 +11,10 @@ a durable append per request). :class:`RefusalSummaries` counts them instead, pe
 
 Every refusal about a resolvable key (revoked, expired, disabled user, insufficient scope, a
 DPoP failure on a known key) still gets its own event: the guard only routes here refusals whose
-reason is in :attr:`RefusalSummaryPolicy.reasons` and that carry no key, user or account id.
+reason is in :attr:`RefusalSummaryPolicy.reasons`, that carry no key, user or account id, and
+whose request holds no key the store knows anywhere (path, query, any header). The token
+endpoint counts its refusals (an unknown or malformed refresh key, a bad DPoP proof with one)
+the same way.
 
 What this costs: counted refusals are held in memory until their summary is appended. A crash
 loses at most the refusals of the open interval, and never more than ``max_count`` of them. Memory
@@ -40,9 +43,19 @@ __all__ = [
 ]
 
 ANONYMOUS_REASONS = frozenset(
-    {"missing_credentials", "malformed_key", "unknown_key", "unsupported_scheme"}
+    {
+        "missing_credentials",
+        "malformed_key",
+        "unknown_key",
+        "unsupported_scheme",
+        "malformed_request",
+        "key_outside_credential_position",
+        "no_route_rule",
+    }
 )
-"""Refusal reasons that name no one: no key was presented, or none that the store knows."""
+"""Refusal reasons that may name no one: decided before any key was resolved, or about a key
+the store does not know. A refusal with one of them is counted only when it carries no identity
+and the request holds no key the store knows (the guard looks key-shaped strings up)."""
 
 OTHER_SOURCE = "other"
 """The source refusals are counted under once ``max_sources`` sources are held."""
