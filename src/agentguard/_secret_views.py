@@ -30,7 +30,7 @@ asynchronous caller hands the event loop back. :func:`text_views` is the same wi
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 __all__ = ["BATCH", "ROUNDS", "STEP", "text_views", "unescape_json", "unwrap", "view_steps"]
 
@@ -175,14 +175,57 @@ def _percent_marked(text: str) -> bool:
     return "%" in text
 
 
+def _decode_once(
+    kind: int, decode: Callable[[str], Steps], text: str, cache: dict[tuple[int, str], str]
+) -> Steps:
+    """``decode(text)``, remembered: the chains and :func:`_layered` share their first steps."""
+    found = cache.get((kind, text))
+    if found is None:
+        found = yield from decode(text)
+        cache[(kind, text)] = found
+    return found
+
+
+def _layered(base: str, seen: set[str], cache: dict[tuple[int, str], str]) -> Iterator[str | None]:
+    """Every view reached by up to :data:`ROUNDS` decodings in any sequence (``J J P`` too).
+
+    Alternating chains (below) miss a sequence that repeats one decoding before the other: a
+    backslash before a JSON-escaped, percent-encoded secret pairs with the first escape, so it
+    takes JSON, JSON, then percent. Texts already expanded are not expanded again, and a
+    decoding that changes nothing or whose marker is absent is not taken: a body with one kind
+    of marker costs what it did.
+    """
+    steps = ((_json_marked, _unescape_steps), (_percent_marked, _unquote_steps))
+    level = [base]
+    expanded = {base}
+    for _ in range(ROUNDS):
+        following: list[str] = []
+        for text in level:
+            for kind, (marked, decode) in enumerate(steps):
+                if not marked(text):
+                    continue
+                decoded = yield from _decode_once(kind, decode, text, cache)
+                yield None
+                if decoded == text or decoded in expanded:
+                    continue
+                expanded.add(decoded)
+                following.append(decoded)
+                if decoded not in seen:
+                    seen.add(decoded)
+                    yield decoded
+        level = following
+
+
 def _decoded(base: str, seen: set[str]) -> Iterator[str | None]:
-    """The views of ``base`` with escapes and percent-encoding undone, in both orders.
+    """The views of ``base`` with escapes and percent-encoding undone, in every order.
 
     Each decoding is repeated while its marker is still there and it changes the text (a
     JSON document inside a JSON string is escaped twice), alternating with the other, at most
-    :data:`ROUNDS` times each per order: the usual body costs one pass of each.
+    :data:`ROUNDS` times each per order: the usual body costs one pass of each. Mixed bodies
+    also get every sequence of up to :data:`ROUNDS` decodings (:func:`_layered`).
     """
     steps = ((_json_marked, _unescape_steps), (_percent_marked, _unquote_steps))
+    cache: dict[tuple[int, str], str] = {}
     orders = [steps, steps[::-1]] if all(marked(base) for marked, _ in steps) else [steps]
     for order in orders:
         current = base
@@ -191,7 +234,7 @@ def _decoded(base: str, seen: set[str]) -> Iterator[str | None]:
             kind = index % 2
             if fixed.get(kind) is current or not marked(current):
                 continue
-            decoded = yield from decode(current)
+            decoded = yield from _decode_once(steps.index((marked, decode)), decode, current, cache)
             yield None
             if decoded == current:
                 fixed[kind] = current
@@ -205,6 +248,8 @@ def _decoded(base: str, seen: set[str]) -> Iterator[str | None]:
             if stripped not in seen:
                 seen.add(stripped)
                 yield stripped
+    if _json_marked(base):  # JSON escapes may hide a layer under them, or pair with a backslash
+        yield from _layered(base, seen, cache)
 
 
 def view_steps(text: str) -> Iterator[str | None]:

@@ -476,3 +476,17 @@ async def test_redaction_finds_the_same_forms_stepwise(secret: str, places: list
         text = text[:place] + forms[index % len(forms)] + text[place:]
     assert await matcher.forms_in_stepwise(text, _no_pause) == matcher.forms_in(text)
     assert matcher.forms_in(text)
+
+
+@pytest.mark.parametrize("before", ["\\", "x\\", '"\\', "\\\\\\\\"])
+@pytest.mark.parametrize("secret", [":%000000", "crm-live-Zq81nB0xYv2tK9mW4pR7sL3d"])
+def test_a_backslash_before_json_escaped_percent_encoding_hides_nothing(
+    before: str, secret: str
+) -> None:
+    """Found at scale: a backslash pairs with the first ``\\u`` escape, so the secret is reached
+    by JSON, JSON, then percent decoding, a sequence the alternating chains did not take."""
+    percent = "".join(f"%{byte:02X}" for byte in secret.encode())
+    escaped = "".join(f"\\u{ord(char):04x}" for char in percent)
+    matcher = SecretMatcher([secret])
+    assert matcher.find(before + escaped) == secret
+    assert matcher.find(before + escaped + "tail") == secret
