@@ -7,39 +7,31 @@ way a machine without an extra installed behaves.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from agentguard.cli import main
+from tests.product.conftest import Result, RunCLI, cli
+
+# Result, RunCLI and the ``cli`` fixture are the product tests' own, re-exported for the tests here.
+__all__ = [
+    "Result",
+    "RunCLI",
+    "RunProcess",
+    "clean_env",
+    "cli",
+    "pg_url",
+    "schema_exists",
+    "subprocess_cli",
+]
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def one_line_error(self, code: int) -> str:
-        """Assert a one-line error with ``code`` and no traceback; return the line."""
-        assert self.code == code, (self.code, self.out, self.err)
-        assert self.err.count("\n") == 1 and self.err.startswith("agentguard"), self.err
-        assert "Traceback" not in self.err
-        return self.err.strip()
-
-
-class RunCLI(Protocol):
-    def __call__(self, *argv: str, stdin: str | None = None) -> Result: ...
 
 
 class RunProcess(Protocol):
@@ -59,24 +51,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     work.chmod(0o755)  # a normal directory, as a checkout is
     monkeypatch.chdir(work)
     return work
-
-
-@pytest.fixture
-def cli(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, clean_env: Path
-) -> RunCLI:
-    def run(*argv: str, stdin: str | None = None) -> Result:
-        capsys.readouterr()
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture

@@ -25,6 +25,13 @@ class Result:
     out: str
     err: str
 
+    def one_line_error(self, code: int) -> str:
+        """Assert a one-line error with ``code`` and no traceback; return the line."""
+        assert self.code == code, (self.code, self.out, self.err)
+        assert self.err.count("\n") == 1 and self.err.startswith("agentguard"), self.err
+        assert "Traceback" not in self.err
+        return self.err.strip()
+
 
 class RunCLI(Protocol):
     def __call__(self, *argv: str, stdin: str | None = None) -> Result: ...

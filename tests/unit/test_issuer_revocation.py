@@ -6,8 +6,6 @@ the deterministic version of the race the backend race tests run for real.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -15,38 +13,21 @@ import pytest
 from agentguard.audit import AuditWriter
 from agentguard.errors import InvalidGrant, InvalidToken, Reason
 from agentguard.keys import KeyIssuer
-from agentguard.model import KeyRecord
 from agentguard.resolver import KeyResolver
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
+from tests.support.issuer_events import Interleaved
 
 pytestmark = pytest.mark.anyio
 
 
-class BeforeRotate:
-    """A MemoryStore that runs ``meanwhile`` once, just before the next rotation."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-        self.meanwhile: Callable[[], Awaitable[Any]] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def rotate(self, used_id: str, new: Sequence[KeyRecord], *, now: datetime) -> bool:
-        if self.meanwhile is not None:
-            step, self.meanwhile = self.meanwhile, None
-            await step()
-        return await self._store.rotate(used_id, new, now=now)
+@pytest.fixture
+def wrapped(store: MemoryStore) -> Interleaved:
+    return Interleaved(store)
 
 
 @pytest.fixture
-def wrapped(store: MemoryStore) -> BeforeRotate:
-    return BeforeRotate(store)
-
-
-@pytest.fixture
-def issuer(wrapped: BeforeRotate, store: MemoryStore, clock: FakeClock) -> KeyIssuer:
+def issuer(wrapped: Interleaved, store: MemoryStore, clock: FakeClock) -> KeyIssuer:
     return KeyIssuer(wrapped, clock=clock, audit=AuditWriter(store))
 
 
@@ -56,7 +37,7 @@ async def actions(store: MemoryStore) -> list[tuple[object, object]]:
 
 @pytest.mark.parametrize("selector", ["family_id", "user_id"])
 async def test_a_refresh_that_loses_to_revocation_is_refused_as_revoked(
-    store: MemoryStore, wrapped: BeforeRotate, issuer: KeyIssuer, clock: FakeClock, selector: str
+    store: MemoryStore, wrapped: Interleaved, issuer: KeyIssuer, clock: FakeClock, selector: str
 ) -> None:
     user = await make_user(store)
     keys = await issuer.issue(user.id, "ws-1")
@@ -73,7 +54,7 @@ async def test_a_refresh_that_loses_to_revocation_is_refused_as_revoked(
 
 
 async def test_a_refresh_that_loses_to_another_refresh_is_still_reuse(
-    store: MemoryStore, wrapped: BeforeRotate, issuer: KeyIssuer
+    store: MemoryStore, wrapped: Interleaved, issuer: KeyIssuer
 ) -> None:
     user = await make_user(store)
     keys = await issuer.issue(user.id, "ws-1")
