@@ -26,6 +26,7 @@ import httpx
 from report import Row, record
 
 from agentguard import Guard
+from agentguard.asgi.proxy import ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
 from agentguard.model import CredentialOwner, CredentialScope
 from agentguard.services import Placement, ServiceConfig
@@ -168,7 +169,7 @@ async def measure(base: str, requests: int, concurrency: int) -> None:
         "crm-real-key-1234567890abcdef",
         scope=CredentialScope.USER,
     )
-    guarded = guard.proxy_app("crm")
+    guarded = ProxyApp(guard, "crm")
     bare = BareProxy(base)
     key = keys.access_key.reveal()
     await drive(bare, key, 400, concurrency)  # warm up both pools

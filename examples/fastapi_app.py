@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from agentguard import Guard, Principal, RouteRule
-from agentguard.asgi import AgentGuardMiddleware
+from agentguard.asgi import AgentGuardMiddleware, OAuthApp
 from agentguard.integrations.fastapi import CurrentPrincipal, install, require
 from agentguard.storage.urls import open_store
 from examples import launch
@@ -42,7 +42,7 @@ def create_app(store_url: str) -> FastAPI:
         guard=guard,
         public_paths=["/reports", "/oauth", "/docs", "/openapi.json"],
     )
-    app.mount("/oauth", guard.oauth_app())
+    app.mount("/oauth", OAuthApp(guard))
 
     @app.get("/crm/contacts")
     async def list_contacts(principal: Annotated[Principal, require("crm", "read")]) -> list[str]:

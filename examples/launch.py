@@ -122,7 +122,7 @@ def demo_keys(args: argparse.Namespace, grants: str) -> None:
     try:
         keys, held = anyio.run(_issue, args.store, grants)
     except (IssuanceRefused, ConfigurationError) as error:  # a disabled alice, a bad --store
-        sys.exit(f"no keys for {USER}: {error.description}")
+        sys.exit(f"no keys for {USER}: {error}")
     scope = held.to_scope()
     print(f"user:        {USER} (workspace {WORKSPACE}, grants {scope!r}, store {args.store})")
     print(f"access key:  {keys.access_key.reveal()}")

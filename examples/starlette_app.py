@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from agentguard import Guard, RouteRule, current_principal
-from agentguard.asgi import AgentGuardMiddleware
+from agentguard.asgi import AgentGuardMiddleware, OAuthApp
 from agentguard.storage.urls import open_store
 from examples import launch
 
@@ -60,7 +60,7 @@ def create_app(store_url: str) -> Starlette:
             Route("/crm/contacts", list_contacts, methods=["GET"]),
             Route("/crm/contacts", add_contact, methods=["POST"]),
             Route("/crm/search", search, methods=["POST"]),
-            Mount("/oauth", app=guard.oauth_app()),
+            Mount("/oauth", app=OAuthApp(guard)),
         ],
         lifespan=launch.lifespan(guard),  # closes the store when the server stops
     )

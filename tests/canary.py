@@ -56,7 +56,7 @@ class _LogRecorder(logging.Handler):
 def install(extra_secrets: tuple[str, ...] = ()) -> None:
     """Start recording (call once, from ``pytest_configure``)."""
     from agentguard.audit.events import AuditEvent
-    from agentguard.errors import AgentGuardError
+    from agentguard.errors import RequestRefused as AgentGuardError
     from agentguard.secret import Secret
 
     for value in extra_secrets:

@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Every package below the adapters (shared design §1 and docs/design/layers.md).
 CORE = [
     "agentguard",
+    "agentguard._decisions",
+    "agentguard._dpop_step",
+    "agentguard._passage",
+    "agentguard._reasons",
     "agentguard.audit",
     "agentguard.clock",
     "agentguard.config",

@@ -36,8 +36,10 @@ if TYPE_CHECKING:
         MalformedKey,
         MissingCredentials,
         Reason,
+        RequestRefused,
         ServiceUnavailable,
         StoreUnavailable,
+        UsageError,
     )
     from agentguard.guard import Guard
     from agentguard.keys import KeyIssuer, generate_key, hash_key, parse_key
@@ -103,6 +105,7 @@ __all__ = [
     "Principal",
     "ProxyApp",
     "Reason",
+    "RequestRefused",
     "Requirement",
     "RouteRule",
     "SQLiteStore",
@@ -111,6 +114,7 @@ __all__ = [
     "ServiceUnavailable",
     "StoreUnavailable",
     "SystemClock",
+    "UsageError",
     "User",
     "Workspace",
     "__version__",
@@ -161,6 +165,7 @@ _LAZY: dict[str, str] = {
     "Principal": "agentguard.model",
     "ProxyApp": "agentguard.asgi.proxy",
     "Reason": "agentguard.errors",
+    "RequestRefused": "agentguard.errors",
     "Requirement": "agentguard.permissions",
     "RouteRule": "agentguard.permissions",
     "SQLiteStore": "agentguard.storage",
@@ -169,6 +174,7 @@ _LAZY: dict[str, str] = {
     "ServiceUnavailable": "agentguard.errors",
     "StoreUnavailable": "agentguard.errors",
     "SystemClock": "agentguard.clock",
+    "UsageError": "agentguard.errors",
     "User": "agentguard.model",
     "Workspace": "agentguard.model",
     "current_principal": "agentguard.context",

@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import SecretBytes, SecretStr
 
+from agentguard.errors import ConfigurationError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -175,7 +177,7 @@ class Source:
             self.from_env[location] = variable
 
 
-class SourceError(Exception):
+class SourceError(ConfigurationError):
     """A value cannot be used: ``where`` is the file (and line), ``problem`` says why."""
 
     def __init__(self, where: str, problem: str, *, field: str = "") -> None:

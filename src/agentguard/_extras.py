@@ -30,6 +30,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "uvicorn": ("server", "agentguard serve"),
     "fastapi": ("fastapi", "the FastAPI integration"),
     "mcp": ("mcp", "the MCP integration"),
+    "flask": ("flask", "the Flask integration"),
 }
 
 

@@ -26,6 +26,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agentguard.errors import AgentGuardError
+
 __all__ = ["AmbiguousContentType", "ContentType", "parse_content_type", "text_codec"]
 
 _TCHAR_RUN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 token
@@ -39,7 +41,7 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 _SPLITTERS = re.compile(r'[;,"\\]')  # split on or unquoted by parsers that ignore quoting
 
 
-class AmbiguousContentType(ValueError):
+class AmbiguousContentType(AgentGuardError, ValueError):
     """A ``Content-Type`` that clients could read in more than one way (or not at all).
 
     The message names the problem, never the header's value.

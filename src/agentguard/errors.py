@@ -1,36 +1,67 @@
-"""One exception hierarchy for every refusal agentguard makes.
+"""One exception root for everything agentguard raises on purpose.
 
-Each error knows how it renders on the wire: its HTTP status, its OAuth error code (RFC 6749 §5.2,
-RFC 6750 §3.1), a safe description a developer can act on, and whether a ``WWW-Authenticate``
-challenge goes with it. The web layers call :meth:`AgentGuardError.to_http`, so the WSGI adapter
-never needs ASGI code and no layer builds error bodies of its own::
+``except AgentGuardError`` catches every error the library raises deliberately, and nothing
+else (a bug's ``TypeError``, a cancellation). Refusals of a request live under
+:class:`RequestRefused`, which knows how it renders on the wire: its HTTP status, its OAuth error
+code (RFC 6749 §5.2, RFC 6750 §3.1), a safe description a developer can act on, and whether a
+``WWW-Authenticate`` challenge goes with it. The web layers call :meth:`RequestRefused.to_http`,
+so the WSGI adapter never needs ASGI code and no layer builds error bodies of its own. Every
+other branch is raised to a Python caller and has no HTTP form::
 
-    AgentGuardError                      500 server_error
-    ├── AuthenticationError              401 (challenge)
-    │   ├── MissingCredentials           401, no error code (RFC 6750 §3.1)
-    │   ├── InvalidToken                 401 invalid_token
-    │   │   └── MalformedKey             401 invalid_token (bad prefix, length, checksum)
-    │   ├── InvalidDPoPProof             401 invalid_dpop_proof (400 at the token endpoint)
-    │   └── UseDPoPNonce                 401 use_dpop_nonce + DPoP-Nonce (400 at the token endpoint)
-    ├── InvalidRequest                   400 invalid_request
-    │   ├── MethodNotAllowed             405 invalid_request
-    │   ├── RequestTimeout               408 invalid_request (the agent's body stalled)
-    │   ├── PayloadTooLarge              413 invalid_request
-    │   └── UnsupportedMediaType         415 invalid_request
-    ├── TooManyRequests                  429 too_many_requests + Retry-After
-    ├── InsufficientScope                403 insufficient_scope
-    ├── TokenEndpointError               400 (no challenge)
-    │   ├── InvalidGrant                 400 invalid_grant
-    │   ├── InvalidClient                401 invalid_client
-    │   ├── UnsupportedGrantType         400 unsupported_grant_type
-    │   └── InvalidScope                 400 invalid_scope
-    ├── IssuanceRefused                  400 (operator API: user cannot get keys now)
-    ├── BadGateway                       502 bad_gateway (names the service)
-    │   └── GatewayTimeout               504 gateway_timeout
-    ├── ServiceUnavailable               503 temporarily_unavailable
-    │   ├── StoreUnavailable
-    │   └── AuditUnavailable
-    └── ConfigurationError               raised at start-up, never on a request
+    AgentGuardError                      root; no HTTP
+    ├── RequestRefused                   500 server_error (the HTTP subtree)
+    │   ├── AuthenticationError          401 (challenge)
+    │   │   ├── MissingCredentials       401, no error code (RFC 6750 §3.1)
+    │   │   ├── InvalidToken             401 invalid_token
+    │   │   │   └── MalformedKey         401 invalid_token (bad prefix, length, checksum)
+    │   │   ├── InvalidDPoPProof         401 invalid_dpop_proof (400 at the token endpoint)
+    │   │   └── UseDPoPNonce             401 use_dpop_nonce + DPoP-Nonce (400 at the token endpoint)
+    │   ├── InvalidRequest               400 invalid_request
+    │   │   ├── MethodNotAllowed         405 invalid_request
+    │   │   ├── RequestTimeout           408 invalid_request (the agent's body stalled)
+    │   │   ├── PayloadTooLarge          413 invalid_request
+    │   │   └── UnsupportedMediaType     415 invalid_request
+    │   ├── TooManyRequests              429 too_many_requests + Retry-After
+    │   ├── InsufficientScope            403 insufficient_scope
+    │   ├── ReviewBlocked                403 request_blocked / response_blocked (review.errors)
+    │   ├── TokenEndpointError           400 (no challenge)
+    │   │   ├── InvalidGrant             400 invalid_grant
+    │   │   ├── InvalidClient            401 invalid_client
+    │   │   ├── UnsupportedGrantType     400 unsupported_grant_type
+    │   │   └── InvalidScope             400 invalid_scope
+    │   ├── IssuanceRefused              400 (operator API: user cannot get keys now)
+    │   ├── BadGateway                   502 bad_gateway (names the service)
+    │   │   └── GatewayTimeout           504 gateway_timeout
+    │   └── ServiceUnavailable           503 temporarily_unavailable
+    │       ├── StoreUnavailable         (CorruptRecord under it)
+    │       └── AuditUnavailable
+    ├── ConfigurationError               raised at start-up, never on a request (SettingsError,
+    │                                    MissingExtra, also an ImportError; KeyMissing)
+    ├── UsageError                       an API called wrongly; also a ValueError
+    ├── StorageError                     a backend failed (storage.protocols); IntegrityError,
+    │                                    SchemaVersionError
+    ├── VaultError, MintingError, SecretEchoed                        (credentials)
+    ├── CheckpointError, CheckpointRefused, ArchiveRefused            (audit)
+    ├── PatternError, ReviewDeadlineExceeded                          (review)
+    ├── JOSEError, JWKError, AmbiguousContentType                     (parsers)
+    ├── AgentAuthError                                                (client)
+    └── CommandError, CommandRefused                                  (cli)
+
+Errors that used to be a built-in exception keep it as a second base (``PatternError`` is a
+``ValueError``, ``ReviewDeadlineExceeded`` a ``TimeoutError``, ``MissingExtra`` an
+``ImportError``), so ``except ValueError`` still catches them.
+
+Errors are immutable: once constructed, setting or deleting an attribute raises
+``AttributeError``. Python's own exception state (``__traceback__``, ``__cause__``,
+``__context__``, ``__suppress_context__``, ``__notes__``) is untouched, so ``raise ... from
+...``, ``add_note`` and tracebacks work as usual. :meth:`RequestRefused.with_context` returns a
+new error; to add ids to an error on its way out, re-raise the copy::
+
+    except InvalidToken as error:
+        raise error.with_context(key_id=key_id) from None
+
+Copies and pickles (``copy.copy``, ``pickle``) keep the class and every field, and never the
+traceback.
 
 Descriptions are fixed strings written here or by the raiser; no error ever carries a key, a
 credential or other input the client sent, so ``str(error)``, ``repr(error)`` and the response
@@ -39,13 +70,15 @@ body are safe to log.
 
 from __future__ import annotations
 
-import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from typing_extensions import Self
+
+from agentguard._reasons import Reason, describe
 
 __all__ = [
     "AgentGuardError",
@@ -70,6 +103,7 @@ __all__ = [
     "MissingCredentials",
     "PayloadTooLarge",
     "Reason",
+    "RequestRefused",
     "RequestTimeout",
     "ServiceUnavailable",
     "StoreUnavailable",
@@ -77,138 +111,13 @@ __all__ = [
     "TooManyRequests",
     "UnsupportedGrantType",
     "UnsupportedMediaType",
+    "UsageError",
     "UseDPoPNonce",
     "describe",
     "render_challenges",
 ]
 
 HTTPResponseParts = tuple[int, list[tuple[str, str]], bytes]
-
-
-class Reason(str, enum.Enum):
-    """Why a request or a token operation was refused; recorded in the audit log.
-
-    Each member is a stable, machine-readable code. Clients see it in the ``reason`` member of
-    the JSON error body; operators see it in audit events.
-    """
-
-    MISSING_CREDENTIALS = "missing_credentials"
-    MALFORMED_KEY = "malformed_key"
-    UNKNOWN_KEY = "unknown_key"
-    WRONG_KEY_KIND = "wrong_key_kind"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    USER_DISABLED = "user_disabled"
-    NOT_A_MEMBER = "not_a_member"
-    ACCOUNT_CLOSED = "account_closed"
-    REFRESH_REUSED = "refresh_reused"
-    UNKNOWN_USER = "unknown_user"
-    UNKNOWN_WORKSPACE = "unknown_workspace"
-    DPOP_BINDING_MISMATCH = "dpop_binding_mismatch"
-    INVALID_SCOPE = "invalid_scope"
-    INSUFFICIENT_SCOPE = "insufficient_scope"
-    NO_ROUTE_RULE = "no_route_rule"
-    MALFORMED_REQUEST = "malformed_request"
-    UNSUPPORTED_SCHEME = "unsupported_scheme"
-    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
-    INVALID_CLIENT = "invalid_client"
-    DPOP_PROOF_MISSING = "dpop_proof_missing"
-    DPOP_PROOF_MALFORMED = "dpop_proof_malformed"
-    DPOP_ALG_NOT_ALLOWED = "dpop_alg_not_allowed"
-    DPOP_BAD_KEY = "dpop_bad_key"
-    DPOP_BAD_SIGNATURE = "dpop_bad_signature"
-    DPOP_HTM_MISMATCH = "dpop_htm_mismatch"
-    DPOP_HTU_MISMATCH = "dpop_htu_mismatch"
-    DPOP_IAT_OUT_OF_WINDOW = "dpop_iat_out_of_window"
-    DPOP_REPLAYED = "dpop_replayed"
-    DPOP_ATH_MISMATCH = "dpop_ath_mismatch"
-    DPOP_NONCE_REQUIRED = "dpop_nonce_required"
-    DPOP_REQUIRED = "dpop_required"
-    CREDENTIAL_UNAVAILABLE = "credential_unavailable"
-    MINTING_FAILED = "minting_failed"
-    UPSTREAM_UNREACHABLE = "upstream_unreachable"
-    UPSTREAM_TIMEOUT = "upstream_timeout"
-    UPSTREAM_REJECTED_CREDENTIAL = "upstream_rejected_credential"
-    UPSTREAM_PROTOCOL_ERROR = "upstream_protocol_error"
-    REVIEW_BLOCKED = "review_blocked"
-    SECRET_ECHO_BLOCKED = "secret_echo_blocked"  # noqa: S105 - a reason code, not a secret
-    STORE_UNAVAILABLE = "store_unavailable"
-    AUDIT_UNAVAILABLE = "audit_unavailable"
-    INTERNAL_ERROR = "internal_error"
-    REQUEST_BODY_TIMEOUT = "request_body_timeout"
-    CALLER_CONCURRENCY_LIMIT = "caller_concurrency_limit"
-    KEY_OUTSIDE_CREDENTIAL_POSITION = "key_outside_credential_position"
-    UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"
-
-
-_REASON_TEXT: dict[Reason, str] = {
-    Reason.MISSING_CREDENTIALS: "no access key was presented in the Authorization header",
-    Reason.MALFORMED_KEY: "the key is not a well-formed agentguard key",
-    Reason.UNKNOWN_KEY: "the key is not known to this server",
-    Reason.WRONG_KEY_KIND: (
-        "a refresh key cannot be used as an access key; exchange it at the token endpoint"
-    ),
-    Reason.EXPIRED: "the key has expired; use the refresh key to obtain a new access key",
-    Reason.REVOKED: "the key has been revoked",
-    Reason.USER_DISABLED: "the user who owns this key is disabled",
-    Reason.NOT_A_MEMBER: "the user who owns this key is no longer a member of its workspace",
-    Reason.ACCOUNT_CLOSED: "the account that owns this key is closed",
-    Reason.REFRESH_REUSED: (
-        "the refresh key was already used; every key of this session has been revoked"
-    ),
-    Reason.UNKNOWN_USER: "no such user",
-    Reason.UNKNOWN_WORKSPACE: "no such workspace",
-    Reason.DPOP_BINDING_MISMATCH: (
-        "the key is bound to a different DPoP key, or needs a DPoP proof"
-    ),
-    Reason.INVALID_SCOPE: "the requested scope is malformed or exceeds the key's scope",
-    Reason.INSUFFICIENT_SCOPE: "the key's user lacks the permission this request needs",
-    Reason.NO_ROUTE_RULE: "no permission rule covers this path, so it is denied",
-    Reason.MALFORMED_REQUEST: "the request is malformed",
-    Reason.UNSUPPORTED_SCHEME: "unsupported authorization scheme; use Bearer",
-    Reason.UNSUPPORTED_GRANT_TYPE: "only grant_type=refresh_token is supported",
-    Reason.INVALID_CLIENT: "client authentication failed",
-    Reason.DPOP_PROOF_MISSING: "this key is DPoP-bound: send exactly one DPoP proof header",
-    Reason.DPOP_PROOF_MALFORMED: "the DPoP proof is not a well-formed dpop+jwt",
-    Reason.DPOP_ALG_NOT_ALLOWED: "the DPoP proof's alg is not in the server's allow-list",
-    Reason.DPOP_BAD_KEY: "the DPoP proof's jwk is missing, private, or not an allowed public key",
-    Reason.DPOP_BAD_SIGNATURE: "the DPoP proof's signature does not verify with its jwk",
-    Reason.DPOP_HTM_MISMATCH: "the DPoP proof's htm does not match the request method",
-    Reason.DPOP_HTU_MISMATCH: "the DPoP proof's htu does not match the request URL",
-    Reason.DPOP_IAT_OUT_OF_WINDOW: "the DPoP proof's iat is outside the accepted time window",
-    Reason.DPOP_REPLAYED: "this DPoP proof (jti) was already used",
-    Reason.DPOP_ATH_MISMATCH: "the DPoP proof's ath does not match the presented key",
-    Reason.DPOP_NONCE_REQUIRED: "a fresh server nonce is required in the DPoP proof",
-    Reason.DPOP_REQUIRED: "this server only accepts DPoP-bound keys presented with a proof",
-    Reason.CREDENTIAL_UNAVAILABLE: "no usable credential is configured for this service and user",
-    Reason.MINTING_FAILED: "the service refused to mint a user-scoped token",
-    Reason.UPSTREAM_UNREACHABLE: "the service could not be reached",
-    Reason.UPSTREAM_TIMEOUT: "the service did not answer in time",
-    Reason.UPSTREAM_REJECTED_CREDENTIAL: "the service rejected the credential it was sent",
-    Reason.UPSTREAM_PROTOCOL_ERROR: "the service sent an invalid response",
-    Reason.REVIEW_BLOCKED: "a reviewer blocked the request or the response",
-    Reason.SECRET_ECHO_BLOCKED: "the service's response contained a credential and was withheld",
-    Reason.STORE_UNAVAILABLE: "the key store is unavailable; retry later",
-    Reason.AUDIT_UNAVAILABLE: (
-        "the audit log is unavailable, so no action can be recorded; retry later"
-    ),
-    Reason.INTERNAL_ERROR: "internal error",
-    Reason.REQUEST_BODY_TIMEOUT: "the request body did not arrive in time",
-    Reason.CALLER_CONCURRENCY_LIMIT: (
-        "too many of your requests to this service are in flight; retry when one finishes"
-    ),
-    Reason.KEY_OUTSIDE_CREDENTIAL_POSITION: (
-        "the request carries an agentguard key outside the credential position"
-    ),
-    Reason.UNSUPPORTED_CONTENT_ENCODING: (
-        "compressed request bodies are not accepted; send the body uncompressed"
-    ),
-}
-
-
-def describe(reason: Reason) -> str:
-    """The safe, client-facing sentence for ``reason``."""
-    return _REASON_TEXT[reason]
 
 
 @dataclass(frozen=True)
@@ -233,14 +142,77 @@ def _quote(value: str) -> str:
     return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class AgentGuardError(Exception):
+# Python's own exception state: settable on any error, at any time.
+_PYTHON_STATE = frozenset(
+    {"__traceback__", "__cause__", "__context__", "__suppress_context__", "__notes__"}
+)
+_SEALED = "_agentguard_sealed"  # in __dict__ once the constructor has returned
+
+
+class _Sealing(type):
+    """Seals each instance once its whole constructor (every ``__init__`` in the MRO) returned."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        instance = super().__call__(*args, **kwargs)
+        BaseException.__setattr__(instance, _SEALED, True)
+        return instance
+
+
+def _restore(cls: type[AgentGuardError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """Rebuild a sealed error from its args and fields, without running its constructor."""
+    error = cls.__new__(cls, *args)
+    BaseException.__init__(error, *args)
+    for name, value in state.items():
+        BaseException.__setattr__(error, name, value)
+    BaseException.__setattr__(error, _SEALED, True)
+    return error
+
+
+class AgentGuardError(Exception, metaclass=_Sealing):
     """Root of every error agentguard raises on purpose.
+
+    Instances are immutable: setting or deleting an attribute after construction raises
+    ``AttributeError`` (Python's ``__traceback__``, ``__cause__``, ``__context__`` and
+    ``__notes__`` excepted). It carries no HTTP rendering: refusals of a request are
+    :class:`RequestRefused`.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name not in _PYTHON_STATE and self.__dict__.get(_SEALED, False):
+            raise AttributeError(f"{type(self).__name__} is immutable; cannot set {name!r}")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name not in _PYTHON_STATE and self.__dict__.get(_SEALED, False):
+            raise AttributeError(f"{type(self).__name__} is immutable; cannot delete {name!r}")
+        super().__delattr__(name)
+
+    def _fields(self) -> dict[str, Any]:
+        state = {name: value for name, value in vars(self).items() if name != _SEALED}
+        if "__notes__" in state:  # the copy gets its own list
+            state["__notes__"] = list(state["__notes__"])
+        if isinstance(self, ImportError):  # slots, not in __dict__
+            state.update(name=self.name, path=self.path, msg=self.msg)
+        return state
+
+    def _evolve(self, **changes: Any) -> Self:
+        """A copy with the same class, args and fields, ``changes`` applied; no traceback."""
+        copy: Self = _restore(type(self), self.args, {**self._fields(), **changes})
+        return copy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args, self._fields())
+
+
+class RequestRefused(AgentGuardError):
+    """A refusal of a request or token operation, with its HTTP rendering.
 
     Attributes:
         status: HTTP status code of the response that reports it.
         error: OAuth error code, or ``None`` where the RFCs ask for none.
         reason: the precise :class:`Reason`, recorded in audit events.
         description: safe, human-readable explanation (never contains secrets).
+        audit_context: ids (``key_id``, ``user_id``, ...) for the audit event, read-only.
     """
 
     status: ClassVar[int] = 500
@@ -249,22 +221,33 @@ class AgentGuardError(Exception):
     sends_challenge: ClassVar[bool] = False
     challenge_scheme: ClassVar[str | None] = None  # error params only on this scheme's challenge
 
+    reason: Reason
+    description: str
+
     def __init__(self, description: str | None = None, *, reason: Reason | None = None) -> None:
-        self.reason: Reason = reason if reason is not None else self.default_reason
-        self.description: str = description if description is not None else describe(self.reason)
-        self.audit_context: dict[str, str] = {}
-        self.error_override: str | None = None
+        self.reason = reason if reason is not None else self.default_reason
+        self.description = description if description is not None else describe(self.reason)
+        self._audit_context: dict[str, str] = {}
         super().__init__(self.description)
 
     @property
     def code(self) -> str | None:
-        """The OAuth error code this instance renders (``error`` unless overridden)."""
-        return self.error_override if self.error_override is not None else self.error
+        """The OAuth error code this instance renders."""
+        return self.error
 
-    def with_context(self, **values: str | None) -> Self:
-        """Attach ids (``key_id``, ``user_id``, ...) for the audit event; never secrets."""
-        self.audit_context.update({k: v for k, v in values.items() if v is not None})
-        return self
+    @property
+    def audit_context(self) -> Mapping[str, str]:
+        """Ids for the audit event (``key_id``, ``user_id``, ...); never secrets."""
+        return MappingProxyType(self._audit_context)
+
+    def with_context(self, **ids: str | None) -> Self:
+        """A new error like this one whose audit context also holds ``ids`` (``None`` skipped).
+
+        This error is unchanged; the copy has no traceback. Re-raise it to send it on:
+        ``raise error.with_context(key_id=...) from None``.
+        """
+        merged = {**self._audit_context, **{k: v for k, v in ids.items() if v is not None}}
+        return self._evolve(_audit_context=merged)
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -310,7 +293,7 @@ class AgentGuardError(Exception):
         return self.status, headers, body
 
 
-def render_challenges(challenge: Challenge, error: AgentGuardError | None = None) -> list[str]:
+def render_challenges(challenge: Challenge, error: RequestRefused | None = None) -> list[str]:
     """One ``WWW-Authenticate`` value per scheme, with the error's params on each.
 
     Errors that belong to one scheme (DPoP proof errors) put their params on that scheme's
@@ -330,7 +313,7 @@ def render_challenges(challenge: Challenge, error: AgentGuardError | None = None
     return values
 
 
-class AuthenticationError(AgentGuardError):
+class AuthenticationError(RequestRefused):
     """The caller is not (or no longer) authenticated: 401 with a challenge."""
 
     status = 401
@@ -369,9 +352,7 @@ class InvalidDPoPProof(AuthenticationError):
 
     def at_token_endpoint(self) -> TokenEndpointError:
         """The same refusal as the token endpoint reports it (400 ``invalid_dpop_proof``)."""
-        error = TokenEndpointError(self.description, reason=self.reason)
-        error.error_override = "invalid_dpop_proof"
-        return error
+        return _TokenProofError(self.description, reason=self.reason)
 
 
 class UseDPoPNonce(AuthenticationError):
@@ -390,12 +371,10 @@ class UseDPoPNonce(AuthenticationError):
 
     def at_token_endpoint(self) -> TokenEndpointError:
         """400 ``use_dpop_nonce`` with the ``DPoP-Nonce`` header (RFC 9449 §8)."""
-        error = _TokenNonceError(self.description, reason=self.reason)
-        error.nonce = self.nonce
-        return error
+        return _TokenNonceError(self.nonce, self.description, reason=self.reason)
 
 
-class InvalidRequest(AgentGuardError):
+class InvalidRequest(RequestRefused):
     """The request is malformed (RFC 6750 §3.1 / RFC 6749 §5.2 ``invalid_request``)."""
 
     status = 400
@@ -447,7 +426,7 @@ class UnsupportedMediaType(InvalidRequest):
         return [("accept-encoding", "identity")]
 
 
-class TooManyRequests(AgentGuardError):
+class TooManyRequests(RequestRefused):
     """One caller already holds its share of a service's upstream connections: 429."""
 
     status = 429
@@ -459,7 +438,7 @@ class TooManyRequests(AgentGuardError):
         return [("retry-after", str(self.retry_after))]
 
 
-class InsufficientScope(AgentGuardError):
+class InsufficientScope(RequestRefused):
     """The user's live grants, narrowed by the key's scope, do not cover the request."""
 
     status = 403
@@ -492,7 +471,7 @@ class InsufficientScope(AgentGuardError):
         return body
 
 
-class TokenEndpointError(AgentGuardError):
+class TokenEndpointError(RequestRefused):
     """Errors of the token, revocation and introspection endpoints (RFC 6749 §5.2)."""
 
     status = 400
@@ -500,9 +479,24 @@ class TokenEndpointError(AgentGuardError):
     default_reason = Reason.MALFORMED_REQUEST
 
 
+class _TokenProofError(TokenEndpointError):
+    """:class:`InvalidDPoPProof` as the token endpoint reports it (400, RFC 9449 §5)."""
+
+    error = "invalid_dpop_proof"
+    default_reason = Reason.DPOP_PROOF_MALFORMED
+
+
 class _TokenNonceError(TokenEndpointError):
+    """:class:`UseDPoPNonce` as the token endpoint reports it (400 and ``DPoP-Nonce``)."""
+
     error = "use_dpop_nonce"
-    nonce: str = ""
+    default_reason = Reason.DPOP_NONCE_REQUIRED
+
+    def __init__(
+        self, nonce: str, description: str | None = None, *, reason: Reason | None = None
+    ) -> None:
+        self.nonce = nonce
+        super().__init__(description, reason=reason)
 
     def response_headers(self) -> list[tuple[str, str]]:
         return [("dpop-nonce", self.nonce)]
@@ -538,7 +532,7 @@ class InvalidScope(TokenEndpointError):
     default_reason = Reason.INVALID_SCOPE
 
 
-class IssuanceRefused(AgentGuardError):
+class IssuanceRefused(RequestRefused):
     """Keys cannot be issued for this user and workspace right now (operator-facing)."""
 
     status = 400
@@ -546,7 +540,7 @@ class IssuanceRefused(AgentGuardError):
     default_reason = Reason.UNKNOWN_USER
 
 
-class ServiceUnavailable(AgentGuardError):
+class ServiceUnavailable(RequestRefused):
     """A dependency needed to decide safely is down; the request is refused (fail closed)."""
 
     status = 503
@@ -576,7 +570,7 @@ class AuditUnavailable(ServiceUnavailable):
     default_reason = Reason.AUDIT_UNAVAILABLE
 
 
-class BadGateway(AgentGuardError):
+class BadGateway(RequestRefused):
     """An upstream service failed on a proxied request: 502 naming the service, never its secret."""
 
     status = 502
@@ -587,10 +581,10 @@ class BadGateway(AgentGuardError):
         self, service: str, description: str | None = None, *, reason: Reason | None = None
     ) -> None:
         self.service = service
-        super().__init__(description, reason=reason)
         if description is None:
-            self.description = f"{service}: {self.description}"
-            self.args = (self.description,)
+            why = describe(self.default_reason if reason is None else reason)
+            description = f"{service}: {why}"
+        super().__init__(description, reason=reason)
 
     def body(self) -> dict[str, str]:
         body = super().body()
@@ -607,6 +601,15 @@ class GatewayTimeout(BadGateway):
 
 
 class ConfigurationError(AgentGuardError):
-    """The library was configured inconsistently; raised at start-up, not per request."""
+    """The library was configured inconsistently; raised at start-up, not per request.
 
-    default_reason = Reason.INTERNAL_ERROR
+    Not a refusal of a request, so it has no HTTP form; nor a ``ValueError``: it is about the
+    settings and the environment (files, extras, keys), not one argument's value.
+    """
+
+
+class UsageError(AgentGuardError, ValueError):
+    """An API was called wrongly: the caller's mistake, never reported as an outage.
+
+    Also a ``ValueError``, as Python's own misuse errors are.
+    """

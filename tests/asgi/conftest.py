@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from agentguard import Guard, RouteRule, current_principal
-from agentguard.asgi import AgentGuardMiddleware, principal_from_scope
+from agentguard.asgi import AgentGuardMiddleware, OAuthApp, principal_from_scope
 from agentguard.model import IssuedKeys, User
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
@@ -61,7 +61,7 @@ def build_app(guard: Guard) -> AgentGuardMiddleware:
             Route("/projects/list", contacts),
             Route("/healthz", health),
             WebSocketRoute("/crm/ws", ws_echo),
-            Mount("/oauth", app=guard.oauth_app(introspection_secrets=[INTROSPECTION_SECRET])),
+            Mount("/oauth", app=OAuthApp(guard, introspection_secrets=[INTROSPECTION_SECRET])),
         ]
     )
     return AgentGuardMiddleware(app, guard, public_paths=["/oauth", "/healthz"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agentguard.asgi import OAuthApp
 from agentguard.model import AccountStatus, Grants
 from tests.asgi.conftest import INTROSPECTION_SECRET, Setup
 
@@ -195,7 +196,7 @@ async def test_introspect_requires_client_secret(setup: Setup) -> None:
 async def test_introspection_disabled_without_secret(setup: Setup) -> None:
     import httpx
 
-    app = setup.guard.oauth_app()
+    app = OAuthApp(setup.guard)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as client:
@@ -211,4 +212,4 @@ def test_weak_introspection_secret_is_refused() -> None:
     from agentguard.storage import MemoryStore
 
     with pytest.raises(ValueError, match="32"):
-        Guard(MemoryStore()).oauth_app(introspection_secrets=["short"])
+        OAuthApp(Guard(MemoryStore()), introspection_secrets=["short"])

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from agentguard import Guard
+from agentguard.asgi.proxy import ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing, VaultError
 from agentguard.model import CredentialOwner, CredentialScope
 from agentguard.services import Placement, ServiceConfig
@@ -203,7 +204,7 @@ async def gateway(
     user = await make_user(backend.store, grants="crm:read")
     await make_user(backend.store, user_id="user-2", grants="crm:read")
     keys = await guard.issuer.issue(user.id, "ws-1")
-    app = guard.proxy_app("crm")
+    app = ProxyApp(guard, "crm")
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test")
     try:
         yield Gateway(vault, guard, client, keys.access_key.reveal())

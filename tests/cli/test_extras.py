@@ -17,8 +17,8 @@ def test_each_optional_package_names_its_extra(package: str) -> None:
     extra = EXTRAS[package][0]
     error = MissingExtra(package)
     assert isinstance(error, ImportError) and error.name == package
-    assert f"pip install 'agentguard[{extra}]'" in error.description
-    assert f"pip install -e '.[{extra}]'" in error.description
+    assert f"pip install 'agentguard[{extra}]'" in str(error)
+    assert f"pip install -e '.[{extra}]'" in str(error)
 
 
 def test_other_import_errors_pass_through() -> None:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from agentguard import Guard, RouteRule
-from agentguard.asgi import AgentGuardMiddleware
+from agentguard.asgi import AgentGuardMiddleware, OAuthApp
 from agentguard.dpop import DPoPPolicy
 from agentguard.storage import PostgresStore, RedisReplayCache
 
@@ -49,7 +49,7 @@ def create_app() -> AgentGuardMiddleware:
         await replay.close()
 
     app = Starlette(
-        routes=[Route("/crm/contacts", contacts), Mount("/oauth", app=guard.oauth_app())],
+        routes=[Route("/crm/contacts", contacts), Mount("/oauth", app=OAuthApp(guard))],
         lifespan=lifespan,
     )
     return AgentGuardMiddleware(app, guard, public_paths=["/oauth"])

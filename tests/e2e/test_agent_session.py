@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from agentguard import Guard, RouteRule
-from agentguard.asgi import AgentGuardMiddleware
+from agentguard.asgi import AgentGuardMiddleware, OAuthApp
 from agentguard.audit import verify_chain
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
@@ -31,7 +31,7 @@ class Server(LoopbackServer):
         app = Starlette(
             routes=[
                 Route("/crm/contacts", contacts, methods=["GET", "POST"]),
-                Mount("/oauth", app=self.guard.oauth_app()),
+                Mount("/oauth", app=OAuthApp(self.guard)),
             ]
         )
         super().__init__(

@@ -687,7 +687,7 @@ async def _proxy_gateway() -> ProxyGateway:
         await vault.put(
             name, CredentialOwner.USER, user.id, credentials[name], scope=CredentialScope.USER
         )
-        proxy = guard.proxy_app(name, transport=httpx.ASGITransport(app=fake))
+        proxy = ProxyApp(guard, name, transport=httpx.ASGITransport(app=fake))
         gateway.proxies.append(proxy)
     gateway.app = Starlette(
         routes=[Mount(f"/{proxy.service.name}", app=proxy) for proxy in gateway.proxies]

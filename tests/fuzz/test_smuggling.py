@@ -86,10 +86,10 @@ async def _build(crm_url: str, auto_url: str) -> tuple[Starlette, str, list[Prox
     for name, value in (("crm", CRM_KEY), ("auto", AUTO_KEY), ("reviewed", CRM_KEY)):
         await vault.put(name, CredentialOwner.USER, user.id, value, scope=CredentialScope.USER)
     proxies = [
-        guard.proxy_app("crm"),
-        guard.proxy_app("auto"),
-        guard.proxy_app(
-            "reviewed", request_reviewers=ReviewChain([SecretLeakReviewer()], max_bytes=1024)
+        ProxyApp(guard, "crm"),
+        ProxyApp(guard, "auto"),
+        ProxyApp(
+            guard, "reviewed", request_reviewers=ReviewChain([SecretLeakReviewer()], max_bytes=1024)
         ),
     ]
 

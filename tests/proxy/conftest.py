@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from agentguard import Grants, Guard
+from agentguard.asgi import OAuthApp
 from agentguard.asgi.proxy import ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing, TokenExchangeMinter
 from agentguard.model import CredentialOwner, CredentialScope, IssuedKeys, User
@@ -138,11 +139,11 @@ async def build_gateway(upstreams: Upstreams, **service_options: ServiceTimeouts
     await vault.put(
         "projects", CredentialOwner.ACCOUNT, "acct-1", ADMIN_KEY, scope=CredentialScope.ADMIN
     )
-    apps = [guard.proxy_app(name) for name in ("crm", "automations", "projects")]
+    apps = [ProxyApp(guard, name) for name in ("crm", "automations", "projects")]
     app = Starlette(
         routes=[
             *(Mount(f"/{proxy.service.name}", app=proxy) for proxy in apps),
-            Mount("/oauth", app=guard.oauth_app()),
+            Mount("/oauth", app=OAuthApp(guard)),
         ]
     )
     client = httpx.AsyncClient(

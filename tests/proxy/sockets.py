@@ -69,7 +69,7 @@ async def _build(
         user = await make_user(store, user_id=user_id, grants=grants)
         keys.append(await guard.issuer.issue(user.id, "ws-1"))
         await vault.put("crm", CredentialOwner.USER, user.id, CRM_KEY, scope=CredentialScope.USER)
-    proxy = guard.proxy_app("crm")
+    proxy = ProxyApp(guard, "crm")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

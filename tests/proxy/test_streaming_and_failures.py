@@ -91,7 +91,7 @@ async def proxied(
     key = DPoPKey.generate() if dpop else None
     keys = await guard.issuer.issue(user.id, "ws-1", jkt=key.thumbprint if key else None)
     await vault.put("crm", CredentialOwner.USER, user.id, CANARY, scope=CredentialScope.USER)
-    proxy = guard.proxy_app("crm")
+    proxy = ProxyApp(guard, "crm")
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -198,7 +198,7 @@ async def build(base_url: str, transport: httpx.AsyncBaseTransport | None = None
     keys = await guard.issuer.issue(user.id, "ws-1")
     for name in ("crm", "files"):
         await vault.put(name, CredentialOwner.USER, user.id, VENDOR_KEY, scope=CredentialScope.USER)
-    proxies = [guard.proxy_app(name, transport=transport) for name in ("crm", "files")]
+    proxies = [ProxyApp(guard, name, transport=transport) for name in ("crm", "files")]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

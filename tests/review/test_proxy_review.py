@@ -85,7 +85,8 @@ async def gateway(
         user = await make_user(store, grants="crm:write")
         keys = await guard.issuer.issue(user.id, "ws-1")
         await vault.put("crm", CredentialOwner.USER, user.id, CANARY, scope=CredentialScope.USER)
-        proxy: ProxyApp = guard.proxy_app(
+        proxy: ProxyApp = ProxyApp(
+            guard,
             "crm",
             request_reviewers=request_reviewers(vault) if request_reviewers else None,
             response_reviewers=response_reviewers(vault) if response_reviewers else None,

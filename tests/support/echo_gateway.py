@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from agentguard import Guard
+from agentguard.asgi.proxy import ProxyApp
 from agentguard.credentials import (
     CredentialSwapper,
     CredentialVault,
@@ -176,7 +177,7 @@ async def echo_gateway(
         await vault.put(
             "projects", CredentialOwner.ACCOUNT, "acct-1", ADMIN_KEY, scope=CredentialScope.ADMIN
         )
-        apps = [guard.proxy_app(name, **proxy_options) for name in ("crm", "projects")]
+        apps = [ProxyApp(guard, name, **proxy_options) for name in ("crm", "projects")]
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -16,7 +16,7 @@ from agentguard.audit.aggregate import (
     RefusalSummaries,
     RefusalSummaryPolicy,
 )
-from agentguard.errors import AgentGuardError, AuditUnavailable
+from agentguard.errors import AuditUnavailable, RequestRefused
 from agentguard.keys import generate_key
 from agentguard.model import KeyKind
 from agentguard.permissions import RouteRule
@@ -41,8 +41,8 @@ def request(key: str | None, client: str | None = None, path: str = "/crm/x") ->
     return _FromClient(method="GET", path=path, headers=headers, client=client)
 
 
-async def refuse(guard: Guard, req: GuardRequest) -> AgentGuardError:
-    with pytest.raises(AgentGuardError) as info:
+async def refuse(guard: Guard, req: GuardRequest) -> RequestRefused:
+    with pytest.raises(RequestRefused) as info:
         await guard.authenticate(req)
     return info.value
 

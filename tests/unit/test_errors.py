@@ -5,7 +5,6 @@ import json
 import pytest
 
 from agentguard.errors import (
-    AgentGuardError,
     AuditUnavailable,
     Challenge,
     InsufficientScope,
@@ -17,6 +16,7 @@ from agentguard.errors import (
     MethodNotAllowed,
     MissingCredentials,
     Reason,
+    RequestRefused,
     StoreUnavailable,
     UseDPoPNonce,
     describe,
@@ -26,7 +26,7 @@ CHALLENGE = Challenge(realm="api")
 
 
 def render(
-    error: AgentGuardError, challenge: Challenge | None = CHALLENGE
+    error: RequestRefused, challenge: Challenge | None = CHALLENGE
 ) -> tuple[int, dict[str, list[str]], dict[str, str]]:
     status, headers, body = error.to_http(challenge)
     grouped: dict[str, list[str]] = {}
@@ -100,7 +100,7 @@ def test_method_not_allowed_sets_allow() -> None:
 
 
 @pytest.mark.parametrize("error", [StoreUnavailable(), AuditUnavailable()])
-def test_unavailable_is_503_with_retry_after(error: AgentGuardError) -> None:
+def test_unavailable_is_503_with_retry_after(error: RequestRefused) -> None:
     status, headers, body = render(error)
     assert status == 503
     assert headers["retry-after"] == ["1"]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from agentguard import Principal
+from agentguard.guard import Passage
 from agentguard.request import GuardRequest
 from agentguard.wsgi import EventLoopPortal, default_portal
 from tests.wsgi.conftest import WSGISetup
@@ -36,14 +36,14 @@ def test_concurrent_requests_are_decided_on_one_loop(
     setup, httpd = server
     loops: set[int] = set()
     threads: set[int] = set()
-    original = setup.guard.authenticate
+    original = setup.guard.admit
 
-    async def recording(request: GuardRequest, **options: Any) -> Principal:
+    async def recording(request: GuardRequest, **options: Any) -> Passage:
         loops.add(id(asyncio.get_running_loop()))
         threads.add(threading.get_ident())
         return await original(request, **options)
 
-    setup.guard.authenticate = recording  # type: ignore[method-assign]
+    setup.guard.admit = recording  # type: ignore[method-assign]
     url = f"http://127.0.0.1:{httpd.server_port}"
 
     def call(index: int) -> tuple[int, int]:

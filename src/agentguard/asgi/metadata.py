@@ -17,7 +17,6 @@ a document whose ``resource`` differs from the one it asked about).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -220,15 +219,10 @@ class ProtectedResourceMetadataApp:
 def advertise_metadata(guard: Guard, metadata: ProtectedResourceMetadata | str) -> Challenge:
     """Make the guard's challenges carry ``resource_metadata="<url>"`` (RFC 9728 §5.1).
 
-    ``metadata`` is the document or its URL. Returns the new :class:`Challenge`, which is also
-    assigned to ``guard.challenge`` so every adapter renders it; an earlier
-    ``resource_metadata`` is replaced, other auth-params are kept.
+    ``metadata`` is the document or its URL. Returns the new :class:`Challenge`, which every
+    adapter of ``guard`` renders from now on (:meth:`Guard.advertise <agentguard.Guard.advertise>`);
+    an earlier ``resource_metadata`` is replaced, other auth-params are kept.
     """
     url = metadata.url if isinstance(metadata, ProtectedResourceMetadata) else metadata
     _check_url(url, "the resource metadata URL")
-    extra = tuple(
-        (name, value) for name, value in guard.challenge.extra if name != "resource_metadata"
-    )
-    challenge = dataclasses.replace(guard.challenge, extra=(*extra, ("resource_metadata", url)))
-    guard.challenge = challenge
-    return challenge
+    return guard.advertise(url)

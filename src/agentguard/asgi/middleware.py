@@ -9,41 +9,138 @@ window by window or buffered up to the cap (see :mod:`agentguard.review`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
+from agentguard._passage import Reviews
 from agentguard.asgi.responses import send_error
-from agentguard.asgi.scope import PRINCIPAL_STATE_KEY, request_from_scope
-from agentguard.asgi.types import ASGIApp, Message, Receive, Scope, Send
+from agentguard.asgi.reviewed import call_reviewed
+from agentguard.asgi.scope import (
+    PRINCIPAL_STATE_KEY,
+    AgentCredentials,
+    AgentUser,
+    request_from_scope,
+)
+from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
 from agentguard.context import principal_var
-from agentguard.errors import AgentGuardError
-from agentguard.guard import Guard
+from agentguard.credentials.keyscan import KeyScanner
+from agentguard.errors import MissingCredentials, Reason, RequestRefused, ServiceUnavailable
+from agentguard.guard import DEFAULT, Guard
 from agentguard.model import Principal
+from agentguard.permissions import Requirement
 from agentguard.request import GuardRequest, public_prefixes
-from agentguard.review.base import Direction, ReviewContext
-from agentguard.review.chain import ReviewChain, ReviewerLike, as_chain
-from agentguard.review.errors import ReviewBlocked, blocked
-from agentguard.review.events import media_type, record_findings
-from agentguard.review.stream import ChainStream
+from agentguard.review.chain import ReviewChain, ReviewerLike
 
-__all__ = ["AgentGuardMiddleware"]
+__all__ = ["REQUIREMENTS_STATE_KEY", "AgentGuardMiddleware"]
+
+#: Where a framework integration (``agentguard.integrations.fastapi.install``) leaves a
+#: ``source(scope) -> Requirement | None`` on ``scope["app"].state``: the requirement the route
+#: serving this request declares itself, used instead of the guard's route rules.
+REQUIREMENTS_STATE_KEY = "agentguard_requirements"
+
+RequirementSource = Callable[[Scope], "Requirement | None"]
+
+
+def _declared(scope: Scope) -> Requirement | None:
+    """The requirement the app's own route declares for ``scope``, if the app says.
+
+    A source that fails, or answers anything but a Requirement or ``None``, refuses the
+    request (503, audited): a route whose requirement is unknown is never run.
+    """
+    state = getattr(scope.get("app"), "state", None)
+    source: RequirementSource | None = getattr(state, REQUIREMENTS_STATE_KEY, None)
+    if not callable(source):
+        return None
+    try:
+        declared = source(scope)
+    except Exception as error:
+        logger.error("the app's requirement source failed: %s", type(error).__name__)
+        raise ServiceUnavailable(_SOURCE_FAILED, reason=Reason.INTERNAL_ERROR) from None
+    if declared is not None and not isinstance(declared, Requirement):
+        logger.error("the app's requirement source returned a %s", type(declared).__name__)
+        raise ServiceUnavailable(_SOURCE_FAILED, reason=Reason.INTERNAL_ERROR)
+    return declared
+
+
+def _carries_no_key(request: GuardRequest, schemes: Sequence[str]) -> bool:
+    """Whether ``request`` holds no agentguard credential anywhere (pass-on mode)."""
+    values = request.header_values(b"authorization")
+    if len(values) > 1:
+        return False
+    if values:
+        scheme = values[0].strip(b" \t").partition(b" ")[0].decode("latin-1").lower()
+        if scheme in schemes:
+            return False
+    if request.header_values(b"dpop"):
+        return False
+    # A key in any encoding anywhere (base64 in a Basic header, percent-encoded in the query,
+    # a header's name) is ours to decide, never passed on.
+    scanner = KeyScanner()
+    places = [request.raw_path or request.path.encode("utf-8", "surrogateescape")]
+    places += [request.query_string, *(part for header in request.headers for part in header)]
+    return not any(scanner.found_in(place) for place in places)
+
+
+def _set_auth(scope: Scope, principal: Principal | None) -> None:
+    """``scope["user"]``/``scope["auth"]`` as Starlette's ``AuthenticationMiddleware`` sets
+    them (without importing starlette), so ``request.user`` and ``@requires("crm:write")``
+    work on guarded routes."""
+    if principal is None:
+        scope["user"] = AgentUser(None)
+        scope["auth"] = AgentCredentials()
+        return
+    scopes = ["authenticated"]
+    for service in principal.grants:
+        level = principal.grants[service]
+        scopes += [f"{service}:{name}" for name, value in _LEVELS if 0 < value <= level]
+    scope["user"] = AgentUser(principal)
+    scope["auth"] = AgentCredentials(scopes)
+
+
+logger = logging.getLogger("agentguard.middleware")
+
+_SOURCE_FAILED = "the app could not say what this route requires; the request was not run"
+_LEVELS = (("read", 1), ("write", 2))
+_PREFLIGHT = (
+    "a CORS preflight reached the guard: add CORSMiddleware outside AgentGuardMiddleware "
+    "(the last add_middleware call)"
+)
+
+
+def _is_preflight(request: GuardRequest) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and request.header(b"origin") is not None
+        and request.header(b"access-control-request-method") is not None
+    )
 
 
 class AgentGuardMiddleware:
     """Guards every ``http`` and ``websocket`` request of ``app``.
 
     Allowed requests reach the app with the :class:`~agentguard.model.Principal` in
-    ``request.state.agentguard_principal`` (``scope["state"]``) and in
-    :func:`agentguard.current_principal`. Refused requests get the error response and never
-    reach the app. ``lifespan`` passes through; any other scope type is an error.
+    ``request.state.agentguard_principal`` (``scope["state"]``), in
+    :func:`agentguard.current_principal`, and as Starlette's ``request.user`` /
+    ``request.auth`` (scopes ``authenticated`` and ``service:level`` for each live grant, so
+    ``@requires`` works). Refused requests get the error response and never reach the app.
+    ``lifespan`` passes through; any other scope type is an error.
 
     Args:
         app: the ASGI app to protect.
         guard: the :class:`~agentguard.Guard` that decides.
         public_paths: path prefixes (whole segments) that skip the guard, such as the mount
-            point of :meth:`Guard.oauth_app` or a health check.
+            point of the token endpoint (:class:`~agentguard.asgi.OAuthApp`) or a health check.
         request_reviewers: a :class:`~agentguard.review.ReviewChain` (or list of reviewers)
-            for request bodies of guarded ``http`` requests; a block is a 403 before the route.
+            for request bodies of guarded ``http`` requests, instead of the guard's own; a block
+            is a 403 before the route.
         response_reviewers: the same for the route's response bodies.
+        unauthenticated: ``"refuse"`` (default) answers a request without agentguard
+            credentials with 401; ``"pass"`` lets a request that carries none at all (no
+            ``Authorization``, or another scheme such as ``Basic``, and no agentguard key
+            anywhere) reach the app unauthenticated (``request.user.is_authenticated`` false,
+            no Principal), for apps that accept other schemes too. Such a request is the app's
+            to decide and is not audited by the guard.
     """
 
     def __init__(
@@ -54,12 +151,15 @@ class AgentGuardMiddleware:
         public_paths: Sequence[str] = (),
         request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
         response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        unauthenticated: Literal["refuse", "pass"] = "refuse",
     ) -> None:
+        if unauthenticated not in ("refuse", "pass"):
+            raise ValueError("unauthenticated is 'refuse' or 'pass'")
         self.app = app
         self.guard = guard
-        self.request_reviewers = as_chain(request_reviewers)
-        self.response_reviewers = as_chain(response_reviewers)
+        self.reviews: Reviews = guard.reviews(request_reviewers, response_reviewers)
         self.public_paths = public_prefixes(public_paths)
+        self.unauthenticated = unauthenticated
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -72,155 +172,35 @@ class AgentGuardMiddleware:
         if request.in_public_paths(self.public_paths):
             await self.app(scope, receive, send)
             return
+        if self.unauthenticated == "pass" and _carries_no_key(request, self.guard.schemes):
+            _set_auth(scope, None)
+            await self.app(scope, receive, send)
+            return
         try:
-            principal = await self.guard.authenticate(request)
-        except AgentGuardError as error:
+            declared = _declared(scope)
+        except RequestRefused as error:
+            await self.guard.record_refusal(request, error)
             await send_error(scope, send, error, self.guard.challenge)
             return
+        try:
+            passage = await self.guard.admit(
+                request,
+                requirement=DEFAULT if declared is None else declared,
+                reviews=self.reviews,
+            )
+        except RequestRefused as error:
+            if isinstance(error, MissingCredentials) and _is_preflight(request):
+                error = MissingCredentials(_PREFLIGHT)
+            await send_error(scope, send, error, self.guard.challenge)
+            return
+        principal = passage.principal
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
+        _set_auth(scope, principal)
         token = principal_var.set(principal)
         try:
-            if scope_type == "http" and (self.request_reviewers or self.response_reviewers):
-                await self._reviewed(scope, receive, send, request, principal)
+            if scope_type == "http" and self.reviews:
+                await call_reviewed(self.app, scope, receive, send, passage)
             else:
                 await self.app(scope, receive, send)
         finally:
             principal_var.reset(token)
-
-    def _context(
-        self, direction: Direction, request: GuardRequest, principal: Principal, kind: bytes | None
-    ) -> ReviewContext:
-        return ReviewContext(
-            direction, request.method, request.audit_path, media_type(kind), None, principal,
-            request.request_id,
-        )  # fmt: skip
-
-    async def _reviewed(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        request: GuardRequest,
-        principal: Principal,
-    ) -> None:
-        if self.request_reviewers is not None:
-            replay = await self._review_request(scope, receive, send, request, principal)
-            if replay is None:
-                return
-            scope, receive = replay
-        chain = self.response_reviewers
-        if chain is None:
-            await self.app(scope, receive, send)
-            return
-        reviewed = _ReviewedSend(scope, send, lambda kind: chain.stream(
-            self._context(Direction.OUT, request, principal, kind)
-        ))  # fmt: skip
-        try:
-            await self.app(scope, receive, reviewed)
-        finally:
-            if reviewed.stream is not None:
-                await record_findings(
-                    self.guard.audit,
-                    reviewed.stream.findings,
-                    reviewed.stream.context,
-                    self.guard.clock.now(),
-                )
-
-    async def _review_request(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        request: GuardRequest,
-        principal: Principal,
-    ) -> tuple[Scope, Receive] | None:
-        """Read and review the body; the scope and receive the route gets, or ``None`` if the
-        request was refused (or the client left)."""
-        chain = self.request_reviewers
-        assert chain is not None  # noqa: S101 - checked by the caller
-        length, chunked = request.header(b"content-length"), request.header(b"transfer-encoding")
-        if length in (None, b"0") and chunked is None:
-            return scope, receive
-        body = b""
-        more = True
-        while more and len(body) <= chain.max_bytes:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        context = self._context(Direction.IN, request, principal, request.header(b"content-type"))
-        result = await chain.review_body(context, body)
-        await record_findings(self.guard.audit, result.findings, context, self.guard.clock.now())
-        if result.blocked is not None:
-            await send_error(scope, send, blocked(Direction.IN, result.blocked), None)
-            return None
-        if result.changed:
-            body = result.body
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
-        return scope, _replay(body, more, receive)
-
-
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    """A ``receive`` that first gives ``body`` back, then reads on from the client."""
-    pending = [{"type": "http.request", "body": body, "more_body": more}]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
-
-
-class _ReviewedSend:
-    """Holds the response start until the reviewers have released some of the body."""
-
-    def __init__(
-        self, scope: Scope, send: Send, open_stream: Callable[[bytes | None], ChainStream]
-    ):
-        self.scope = scope
-        self.send = send
-        self.open_stream = open_stream
-        self.stream: ChainStream | None = None
-        self.start: Message | None = None
-        self.refused = False
-
-    async def __call__(self, message: Message) -> None:
-        if self.refused:
-            return  # we already answered with the refusal
-        kind = message["type"]
-        if kind == "http.response.start":
-            headers = dict(message.get("headers", []))
-            self.stream = self.open_stream(headers.get(b"content-type"))
-            self.start = message
-            return
-        if kind != "http.response.body" or self.stream is None:
-            await self.send(message)
-            return
-        body: bytes = message.get("body", b"")
-        more: bool = message.get("more_body", False)
-        try:
-            out = await self.stream.feed(body) if body else b""
-            if not more:
-                out += await self.stream.finish()
-        except ReviewBlocked as refusal:
-            if self.start is None:
-                raise
-            self.start = None
-            self.refused = True
-            await send_error(self.scope, self.send, refusal, None)
-            return
-        if self.start is not None:
-            await self._send_start(None if more else (body, out))
-        if out or not more:
-            await self.send({"type": "http.response.body", "body": out, "more_body": more})
-
-    async def _send_start(self, whole: tuple[bytes, bytes] | None) -> None:
-        start, self.start = self.start, None
-        assert start is not None  # noqa: S101 - checked by the caller
-        headers = list(start.get("headers", []))
-        if whole is None or whole[0] != whole[1]:
-            headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-            if whole is not None:
-                headers.append((b"content-length", str(len(whole[1])).encode()))
-        await self.send({**start, "headers": headers})

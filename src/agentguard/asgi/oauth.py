@@ -21,7 +21,6 @@ from agentguard.asgi.scope import request_from_scope, route_path
 from agentguard.asgi.types import Receive, Scope, Send
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.errors import (
-    AgentGuardError,
     InvalidClient,
     InvalidDPoPProof,
     InvalidRequest,
@@ -29,6 +28,7 @@ from agentguard.errors import (
     InvalidToken,
     MalformedKey,
     MethodNotAllowed,
+    RequestRefused,
     StoreUnavailable,
     UnsupportedGrantType,
     UseDPoPNonce,
@@ -96,13 +96,13 @@ class OAuthApp:
                 raise MethodNotAllowed(("POST",))
             form = await read_form(scope, receive, self.max_body)
             await handler(scope, form, send)
-        except AgentGuardError as error:
+        except RequestRefused as error:
             if isinstance(error, StoreUnavailable):
                 error = await self._record_outage(scope, error)
             challenge = self.guard.challenge if isinstance(error, InvalidClient) else None
             await send_error(scope, send, error, challenge)
 
-    async def _record_outage(self, scope: Scope, error: StoreUnavailable) -> AgentGuardError:
+    async def _record_outage(self, scope: Scope, error: StoreUnavailable) -> RequestRefused:
         """Audit a refusal a storage failure forced; the audit store's own failure wins."""
         request = request_from_scope(scope)
         action = _OUTAGE_ACTIONS.get(route_path(scope).rstrip("/"), Action.DECISION)
@@ -113,7 +113,7 @@ class OAuthApp:
         )  # fmt: skip
         try:
             await self.guard.audit.record(event)
-        except AgentGuardError as unrecorded:
+        except RequestRefused as unrecorded:
             return unrecorded
         return error
 
@@ -206,7 +206,7 @@ class OAuthApp:
         request = GuardRequest(method="POST", path=scope["path"], headers=scope.get("headers", ()))
         try:
             presented = parse_authorization(request).key
-        except AgentGuardError:
+        except RequestRefused:
             raise InvalidClient() from None
         digest = hashlib.sha256(presented.encode()).digest()
         matched = False
@@ -224,7 +224,7 @@ class OAuthApp:
 
     async def _describe(self, token: str) -> dict[str, object]:
         try:
-            found = await self.guard.resolver.lookup(token)
+            found = await self.guard.lookup(token)
         except InvalidToken:
             return {"active": False}
         key = found.key

@@ -21,7 +21,6 @@ called) and the response body before the agent does, on the same buffered or str
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -36,6 +35,7 @@ from agentguard.asgi.types import Receive, Scope, Send
 from agentguard.asgi.upload import (
     BodyReader,
     Upload,
+    _ClientGone,
     check_content_encoding,
     check_declared_length,
     has_body,
@@ -43,7 +43,6 @@ from agentguard.asgi.upload import (
     request_content_type,
     request_target,
 )
-from agentguard.asgi.upload import ClientGone as _ClientGone
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.credentials.echo import SecretEchoed
 from agentguard.credentials.keyscan import KeyScanner
@@ -55,25 +54,26 @@ from agentguard.credentials.placement import (
     upstream_query,
 )
 from agentguard.errors import (
-    AgentGuardError,
     BadGateway,
+    ConfigurationError,
     GatewayTimeout,
     InvalidRequest,
     Reason,
+    RequestRefused,
 )
 from agentguard.httpclient import LazyClient, proxy_transport
 from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
 from agentguard.request import Credentials, GuardRequest
-from agentguard.review.base import Direction, ReviewContext, Verdict
-from agentguard.review.chain import ReviewChain, ReviewerLike, as_chain
-from agentguard.review.errors import ReviewBlocked, blocked
-from agentguard.review.events import media_type, record_findings
+from agentguard.review.base import Direction, ReviewContext
+from agentguard.review.chain import ReviewChain, ReviewerLike
+from agentguard.review.errors import ReviewBlocked
 from agentguard.secret import Secret
 from agentguard.services import ServiceConfig
 from agentguard.target import Target
 
 if TYPE_CHECKING:
+    from agentguard._passage import Passage
     from agentguard.credentials.swapper import CredentialSwapper, Outgoing
     from agentguard.guard import Guard
 
@@ -87,8 +87,10 @@ class ProxyApp:
 
     Args:
         guard: decides every request (live key resolution, DPoP, audit).
-        service: the upstream service.
-        swapper: provides the real credential per (principal, service).
+        service: the upstream service: a :class:`~agentguard.services.ServiceConfig`, or the
+            name of one of the guard's ``services``.
+        swapper: provides the real credential per (principal, service); by default the
+            guard's ``swapper``.
         client: a shared ``httpx.AsyncClient``; by default one is created per app, with the
             service's timeouts, no redirects followed, no cookies kept and no proxy settings
             from the environment.
@@ -97,7 +99,8 @@ class ProxyApp:
             httpx's own.
         buffer_bytes: responses up to this size are scanned whole before the agent sees them.
         request_reviewers: a :class:`~agentguard.review.ReviewChain` (or a list of reviewers)
-            for the agent's request body; it is read up to the chain's cap before forwarding.
+            for the agent's request body, instead of the guard's own; it is read up to the
+            chain's cap before forwarding.
         response_reviewers: the same for the upstream's response body; when some reviewer
             cannot judge a stream window by window, responses are buffered up to the cap.
     """
@@ -105,8 +108,8 @@ class ProxyApp:
     def __init__(
         self,
         guard: Guard,
-        service: ServiceConfig,
-        swapper: CredentialSwapper,
+        service: ServiceConfig | str,
+        swapper: CredentialSwapper | None = None,
         *,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -114,12 +117,20 @@ class ProxyApp:
         request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
         response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
     ) -> None:
+        if isinstance(service, str):
+            if service not in guard.services:
+                raise ConfigurationError(
+                    f"no service named {service!r}; pass Guard(services=[...])"
+                )
+            service = guard.services[service]
+        swapper = swapper if swapper is not None else guard.swapper
+        if swapper is None:
+            raise ConfigurationError("a proxy needs a CredentialSwapper: pass Guard(swapper=...)")
         self.guard = guard
         self.service = service
         self.swapper = swapper
         self.buffer_bytes = buffer_bytes
-        self.request_reviewers = as_chain(request_reviewers)
-        self.response_reviewers = as_chain(response_reviewers)
+        self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self._checker = service.permission_checker()
         self._base = httpx.URL(service.base_url)
         self._base_path = self._base.raw_path.split(b"?")[0].rstrip(b"/")
@@ -178,16 +189,19 @@ class ProxyApp:
             return found
 
         try:
-            principal = await self.guard.authenticate(
+            passage = await self.guard.admit(
                 request,
                 credentials=placeholder,
                 requirement=needed,
+                reviews=self.reviews,
+                service=self.service.name,
             )
-        except AgentGuardError as error:
+        except RequestRefused as error:
             await send_error(scope, send, error, self.guard.challenge)
             return
+        principal = passage.principal
         try:
-            content = await self._request_content(request, principal, receive)
+            content = await self._request_content(passage, receive)
             outgoing = await self.swapper.outgoing(principal, self.service)
             credential = outgoing.credential
             response = await self._forward(
@@ -199,7 +213,7 @@ class ProxyApp:
                 placeholder=presented[0] if presented else None,
             )
             try:
-                context = self._context(Direction.OUT, request, principal, response.headers)
+                context = passage.context(Direction.OUT, response.headers.get("content-type"))
                 await self._relay(response, outgoing, send, context)
             finally:
                 await response.aclose()
@@ -209,19 +223,19 @@ class ProxyApp:
             await send_error(scope, send, review_refusal, None)
         except ResponseWithheld as cut:
             if not isinstance(cut.error, ReviewBlocked):
-                with contextlib.suppress(AgentGuardError):  # the stream is cut either way
+                with contextlib.suppress(RequestRefused):  # the stream is cut either way
                     await self._record(request, principal, cut.error)
             raise
-        except (AgentGuardError, httpx.HTTPError, SecretEchoed) as failure:
+        except (RequestRefused, httpx.HTTPError, SecretEchoed) as failure:
             refusal = self._as_error(failure)
             try:
                 await self._record(request, principal, refusal)
-            except AgentGuardError as unrecorded:  # the audit store failed too: say so (503)
+            except RequestRefused as unrecorded:  # the audit store failed too: say so (503)
                 refusal = unrecorded
             await send_error(scope, send, refusal, None)
 
-    def _as_error(self, failure: Exception) -> AgentGuardError:
-        if isinstance(failure, AgentGuardError):
+    def _as_error(self, failure: Exception) -> RequestRefused:
+        if isinstance(failure, RequestRefused):
             return failure
         if isinstance(failure, SecretEchoed):
             return BadGateway(self.service.name, reason=Reason.SECRET_ECHO_BLOCKED)
@@ -269,28 +283,14 @@ class ProxyApp:
             raise InvalidRequest("the request would leave the service's base URL")
         return url
 
-    def _context(
-        self,
-        direction: Direction,
-        request: GuardRequest,
-        principal: Principal,
-        headers: httpx.Headers | None = None,
-    ) -> ReviewContext:
-        kind = request.header(b"content-type") if headers is None else headers.get("content-type")
-        return ReviewContext(
-            direction, request.method, request.audit_path, media_type(kind),
-            self.service.name, principal, request.request_id,
-        )  # fmt: skip
-
-    async def _request_content(
-        self, request: GuardRequest, principal: Principal, receive: Receive
-    ) -> Upload:
+    async def _request_content(self, passage: Passage, receive: Receive) -> Upload:
         """Check the request and receive its body, before any upstream connection is taken.
 
         Refuses a method override the principal may not use (403), a compressed body (415) and
         an agentguard key outside the credential position (400); receives the body under the
         service's deadlines (408) and cap (413), whole when there is a cap, and reviews it.
         """
+        request, principal = passage.request, passage.principal
         check_declared_length(request, self.service.max_request_bytes)
         self._authorize_overrides(request, principal)
         check_content_encoding(request)
@@ -300,10 +300,9 @@ class ProxyApp:
         )
         upload = Upload(principal.user_id, scanner)
         if has_body(request):
-            chain = self.request_reviewers
-            review = None if chain is None else functools.partial(self._review, request, principal)
+            review = passage.review_request if passage.reviews_request else None
             reader = BodyReader(receive, self.service, scanner, request_content_type(request))
-            upload.content = await receive_content(reader, review, chain.max_bytes if chain else 0)
+            upload.content = await receive_content(reader, review, passage.request_cap)
             if isinstance(upload.content, bytes):  # a form field can override the method too
                 self._authorize_overrides(request, principal, upload.content)
         return upload
@@ -316,19 +315,6 @@ class ProxyApp:
         path = relative.path if relative is not None else request.path
         for method in override_methods(request, body):
             self._checker.authorize(principal, self._checker.requirement(method, path))
-
-    async def _review(self, request: GuardRequest, principal: Principal, body: bytes) -> bytes:
-        """The body after the request reviewers (raises if one blocks); the original over cap."""
-        chain = self.request_reviewers
-        assert chain is not None  # noqa: S101 - called only when there are reviewers
-        context = self._context(Direction.IN, request, principal)
-        result = await chain.review_body(context, body)
-        await self._findings(result.findings, context)
-        if result.blocked is not None:
-            raise blocked(Direction.IN, result.blocked)
-        if len(body) > chain.max_bytes:  # passed unreviewed by the chain's over_cap policy
-            return body
-        return result.body
 
     async def _forward(
         self,
@@ -365,7 +351,7 @@ class ProxyApp:
         try:
             try:
                 response = await self.client.send(upstream, stream=True)
-            except (httpx.HTTPError, _ClientGone, AgentGuardError):
+            except (httpx.HTTPError, _ClientGone, RequestRefused):
                 raise
             except Exception as failure:  # what httpx does not wrap: h11 framing, a bad Location
                 logger.warning(
@@ -386,21 +372,18 @@ class ProxyApp:
         credential sent, the admin credential behind a minted token) and reviewing it."""
         relay = ResponseRelay(
             service=self.service.name,
-            chain=self.response_reviewers,
+            chain=self.reviews.response_chain,
             buffer_bytes=self.buffer_bytes,
-            record=self._findings,
+            record=self.reviews.record,
             as_error=self._as_error,
             scanners=self._scanners,
         )
         await relay.relay(response, outgoing.credential, send, context, secrets=outgoing.involved)
 
-    async def _findings(self, findings: Iterable[Verdict], context: ReviewContext) -> None:
-        await record_findings(self.guard.audit, findings, context, self.guard.clock.now())
-
     async def _record(
-        self, request: GuardRequest, principal: Principal, error: AgentGuardError
+        self, request: GuardRequest, principal: Principal, error: RequestRefused
     ) -> None:
-        await self.guard.audit.record(
+        await self.guard.record(
             AuditEvent(
                 action=Action.PROXY_UPSTREAM,
                 ts=self.guard.clock.now(),

@@ -51,7 +51,7 @@ from agentguard.body_charset import (
 from agentguard.content_type import AmbiguousContentType, ContentType, parse_content_type
 from agentguard.credentials.echo import EchoScanner, SecretEchoed, StreamScanner
 from agentguard.credentials.placement import HOP_BY_HOP
-from agentguard.errors import AgentGuardError, BadGateway, Reason
+from agentguard.errors import AgentGuardError, BadGateway, Reason, RequestRefused
 from agentguard.review.base import Direction, ReviewContext, Verdict
 from agentguard.review.chain import ReviewChain
 from agentguard.review.errors import ReviewBlocked, blocked
@@ -172,14 +172,14 @@ class EchoScanners:
         return scanner
 
 
-class ResponseWithheld(Exception):
+class ResponseWithheld(AgentGuardError):
     """A response failed after it had started (an echoed credential, an upstream failure).
 
     The stream is cut: the exception propagates to the ASGI server, which drops the connection
     so the agent sees an incomplete response rather than a silently truncated one.
     """
 
-    def __init__(self, error: AgentGuardError) -> None:
+    def __init__(self, error: RequestRefused) -> None:
         self.error = error
         super().__init__(error.description)
 
@@ -203,7 +203,7 @@ class ResponseRelay:
         chain: ReviewChain | None,
         buffer_bytes: int,
         record: Callable[[Iterable[Verdict], ReviewContext], Awaitable[None]],
-        as_error: Callable[[Exception], AgentGuardError],
+        as_error: Callable[[Exception], RequestRefused],
         scanners: EchoScanners | None = None,
     ) -> None:
         self.scanners = scanners if scanners is not None else EchoScanners(1)

@@ -1,4 +1,4 @@
-"""Sending an AgentGuardError (or any small JSON document) over ASGI."""
+"""Sending an RequestRefused (or any small JSON document) over ASGI."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from agentguard.asgi.types import Scope, Send
-from agentguard.errors import AgentGuardError, Challenge
+from agentguard.errors import Challenge, RequestRefused
 
 __all__ = ["send_error", "send_json"]
 
@@ -33,7 +33,7 @@ async def send_raw(
 
 
 async def send_error(
-    scope: Scope, send: Send, error: AgentGuardError, challenge: Challenge | None
+    scope: Scope, send: Send, error: RequestRefused, challenge: Challenge | None
 ) -> None:
     """Refuse the request: an HTTP error response, or a websocket denial.
 

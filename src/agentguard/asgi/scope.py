@@ -2,13 +2,68 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agentguard.asgi.types import Scope
 from agentguard.model import Principal
 from agentguard.request import GuardRequest
 
-__all__ = ["principal_from_scope", "request_from_scope", "route_path"]
+__all__ = [
+    "AgentCredentials",
+    "AgentUser",
+    "principal_from_scope",
+    "request_from_scope",
+    "route_path",
+]
 
 PRINCIPAL_STATE_KEY = "agentguard_principal"
+
+
+class AgentCredentials:
+    """``request.auth`` on a guarded route, as Starlette's ``AuthCredentials``: ``scopes`` are
+    ``authenticated`` and ``service:level`` for each live grant (read implied by write), which
+    Starlette's ``@requires`` checks. Empty for a request passed on unauthenticated."""
+
+    __slots__ = ("scopes",)
+
+    def __init__(self, scopes: Sequence[str] = ()) -> None:
+        self.scopes = list(scopes)
+
+    def __repr__(self) -> str:
+        return f"AgentCredentials({self.scopes!r})"
+
+
+class AgentUser:
+    """``request.user`` on a guarded route: Starlette's ``BaseUser`` interface over a Principal.
+
+    ``is_authenticated`` is false only for a request passed on without agentguard credentials
+    (the middleware's ``unauthenticated="pass"``); ``identity`` and ``display_name`` are the
+    user id.
+    """
+
+    __slots__ = ("principal",)
+
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal
+
+    def __repr__(self) -> str:
+        who = self.principal.user_id if self.principal is not None else None
+        return f"AgentUser({who!r})"
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Whether the guard admitted this request with a key."""
+        return self.principal is not None
+
+    @property
+    def display_name(self) -> str:
+        """The user id, or ``""`` when unauthenticated."""
+        return self.principal.user_id if self.principal is not None else ""
+
+    @property
+    def identity(self) -> str:
+        """The user id, or ``""`` when unauthenticated."""
+        return self.display_name
 
 
 def route_path(scope: Scope) -> str:

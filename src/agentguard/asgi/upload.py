@@ -38,8 +38,8 @@ from agentguard.services import ServiceConfig
 
 __all__ = [
     "BodyReader",
-    "ClientGone",
     "Upload",
+    "_ClientGone",
     "check_content_encoding",
     "check_declared_length",
     "has_body",
@@ -53,7 +53,7 @@ Review = Callable[[bytes], Awaitable[bytes]]
 """Runs the request reviewers over a body; returns the body to forward (raises to refuse)."""
 
 
-class ClientGone(Exception):
+class _ClientGone(Exception):
     """The agent disconnected before its request body was complete."""
 
 
@@ -160,7 +160,7 @@ class BodyReader:
         return self._cap is not None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's chunks as they arrive, unscanned (raises 408, 413 or ClientGone)."""
+        """The body's chunks as they arrive, unscanned (raises 408, 413 or _ClientGone)."""
         deadline = anyio.current_time() + self._total
         size = 0
         while True:
@@ -177,7 +177,7 @@ class BodyReader:
                     )
                 raise RequestTimeout(f"no part of the request body arrived for {self._idle:g} s")
             if message["type"] == "http.disconnect":
-                raise ClientGone
+                raise _ClientGone
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if self._cap is not None and size > self._cap:

@@ -32,12 +32,13 @@ from agentguard.audit.export import check_manifest, export_log, read_export, rea
 from agentguard.audit.prefix import ArchivedPrefix, extend_prefix
 from agentguard.audit.sinks import note_size
 from agentguard.audit.verify import verify_log
+from agentguard.errors import AgentGuardError
 from agentguard.storage.protocols import AuditArchiveStore, AuditStore
 
 __all__ = ["ArchiveRefused", "ArchiveResult", "ArchiveUnsupported", "archive_to"]
 
 
-class ArchiveRefused(RuntimeError):
+class ArchiveRefused(AgentGuardError, RuntimeError):
     """Nothing was dropped: the log, the checkpoints or the written archive did not verify."""
 
 

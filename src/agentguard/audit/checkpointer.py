@@ -53,6 +53,7 @@ from agentguard.audit.sinks import (
     MemoryCheckpointSink,
     note_size,
 )
+from agentguard.errors import AgentGuardError, UsageError
 
 if TYPE_CHECKING:
     from agentguard.storage.protocols import AuditStore
@@ -72,7 +73,7 @@ logger = logging.getLogger("agentguard.audit")
 _KEPT_ROOTS = 64
 
 
-class CheckpointRefused(RuntimeError):
+class CheckpointRefused(AgentGuardError, RuntimeError):
     """The checkpointer would not sign this log; nothing was published."""
 
 
@@ -116,7 +117,7 @@ class Checkpointer:
         reverify_every: int = 1,
     ) -> None:
         if reverify_every < 1:
-            raise ValueError("reverify_every is a number of checkpoints, at least 1")
+            raise UsageError("reverify_every is a number of checkpoints, at least 1")
         self.store = store
         self.signer = signer
         self.origin = origin

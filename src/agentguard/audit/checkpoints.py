@@ -32,6 +32,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agentguard.errors import AgentGuardError, UsageError
+
 __all__ = [
     "BadSignature",
     "Checkpoint",
@@ -52,7 +54,7 @@ MAX_SIGNATURES = 100
 _DASH = "\u2014 "
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AgentGuardError, ValueError):
     """A note could not be opened as a trusted checkpoint."""
 
 
@@ -131,7 +133,7 @@ class Ed25519Signer:
         """Load a PKCS#8 PEM Ed25519 key; raises ``ValueError`` for any other key type."""
         key = serialization.load_pem_private_key(pem, password=password)
         if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("the checkpoint signing key must be an Ed25519 key")
+            raise UsageError("the checkpoint signing key must be an Ed25519 key")
         return cls(name, key)
 
     def private_pem(self, password: bytes | None = None) -> bytes:
@@ -244,7 +246,7 @@ class Checkpoint:
 
 def _sign_note(text: bytes, signers: Sequence[Signer]) -> str:
     if not signers:
-        raise ValueError("a signed note needs at least one signer")
+        raise UsageError("a signed note needs at least one signer")
     lines: list[str] = []
     for signer in signers:
         _check_name(signer.name)
@@ -256,7 +258,7 @@ def _sign_note(text: bytes, signers: Sequence[Signer]) -> str:
 def sign_checkpoint(checkpoint: Checkpoint, signers: Sequence[Signer]) -> str:
     """The signed note text for ``checkpoint``, one signature line per signer."""
     if checkpoint.size < 0 or len(checkpoint.root) != 32:
-        raise ValueError("a checkpoint needs a size >= 0 and a 32-byte root")
+        raise UsageError("a checkpoint needs a size >= 0 and a 32-byte root")
     _check_name(checkpoint.origin)
     return _sign_note(checkpoint.body(), signers)
 

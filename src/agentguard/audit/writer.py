@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
-from agentguard.errors import AgentGuardError, AuditUnavailable
+from agentguard.errors import AuditUnavailable, RequestRefused, UsageError
 
 if TYPE_CHECKING:
     from agentguard.audit.aggregate import RefusalSummaries
@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from agentguard.storage.protocols import AuditStore
 
 __all__ = ["AuditWriter"]
+
+#: Raised on purpose and passed through as they are (a refusal such as a corrupt record, API
+#: misuse); anything else the store raises, its StorageError included, is an outage.
+_PASSED = (RequestRefused, UsageError)
 
 logger = logging.getLogger("agentguard.audit")
 
@@ -103,12 +107,12 @@ class AuditWriter:
             else:
                 entries = await self._append(batch)
         except Exception as exc:
-            if self.on_failure == "buffer" and not isinstance(exc, AgentGuardError):
+            if self.on_failure == "buffer" and not isinstance(exc, _PASSED):
                 self._buffer(batch, exc)
                 return None
             with self._pending_lock:
                 self._pending.extendleft(reversed(batch[:-1]))
-            if isinstance(exc, AgentGuardError):
+            if isinstance(exc, _PASSED):
                 raise
             logger.error("audit append failed: %s", type(exc).__name__)
             raise AuditUnavailable() from exc
@@ -161,7 +165,7 @@ class AuditWriter:
         except Exception as exc:
             with self._pending_lock:
                 self._pending.extendleft(reversed(batch))
-            if isinstance(exc, AgentGuardError):
+            if isinstance(exc, _PASSED):
                 raise
             if self.on_failure == "buffer":
                 logger.warning("refusal summaries buffered: %s", type(exc).__name__)

@@ -4,9 +4,11 @@ Subcommands are imported only when chosen, so ``agentguard --help`` stays fast: 
 ``<name>_args.py`` module that only builds its parser and an ``<name>.py`` module with
 ``run(args) -> int``. Exit codes scripts can rely on: 0 success, 1 refused (an unknown user, a
 tampered log, an issuance the live state forbids), 2 usage or environment (argparse's
-convention for usage). Any :class:`~agentguard.errors.AgentGuardError` that escapes a command
-is printed as one line on stderr with exit code 1; a missing optional dependency anywhere is one
-line naming the extra that installs it, exit code 2 (see :mod:`agentguard._extras`).
+convention for usage). A command stops early with :class:`~agentguard.cli._errors.CommandError`
+(exit code 2) or :class:`~agentguard.cli._errors.CommandRefused` (1); any other
+:class:`~agentguard.errors.AgentGuardError` that escapes a command is printed as one line on
+stderr with exit code 1; a missing optional dependency anywhere is one line naming the extra
+that installs it, exit code 2 (see :mod:`agentguard._extras`).
 
 Every command that touches the store takes ``--config`` and ``--store`` and resolves them the
 same way (:mod:`agentguard.cli.target`; docs/configuration.md has the order of precedence).
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 
 from agentguard._extras import MissingExtra, missing_extra
 from agentguard._version import __version__
+from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.errors import AgentGuardError
 
 __all__ = ["main"]
@@ -77,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = missing_extra(error)
         if not isinstance(missing, MissingExtra):
             raise
-        print(f"agentguard {args.command}: {missing.description}", file=sys.stderr)
+        print(f"agentguard {args.command}: {missing}", file=sys.stderr)
         return 2
+    except (CommandError, CommandRefused) as error:
+        print(f"agentguard {args.command}: {error}", file=sys.stderr)
+        return error.exit_code
     except AgentGuardError as error:
-        print(f"agentguard: {error.description}", file=sys.stderr)
+        print(f"agentguard: {error}", file=sys.stderr)
         return 1

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from agentguard.audit.events import Action
-from agentguard.cli.operator import Access, Operator, Refused, run_command
+from agentguard.cli._errors import CommandRefused
+from agentguard.cli.operator import Access, Operator, run_command
 from agentguard.cli.output import emit_json
 from agentguard.model import Account, AccountStatus
 
@@ -19,7 +20,7 @@ __all__ = ["run"]
 
 async def _add(operator: Operator, args: argparse.Namespace) -> int:
     if await operator.store.get_account(args.account) is not None:
-        raise Refused(f"account {args.account!r} exists")
+        raise CommandRefused(f"account {args.account!r} exists")
     account = Account(id=args.account, name=args.name or args.account)
     await operator.store.put_account(account)
     if args.json:
@@ -32,7 +33,7 @@ async def _add(operator: Operator, args: argparse.Namespace) -> int:
 async def _set_status(operator: Operator, args: argparse.Namespace, status: AccountStatus) -> int:
     account: Account | None = await operator.store.get_account(args.account)
     if account is None:
-        raise Refused(f"no account {args.account!r}")
+        raise CommandRefused(f"no account {args.account!r}")
     if account.status is not status:
         await operator.store.put_account(account.model_copy(update={"status": status}))
         reopened = status is AccountStatus.ACTIVE

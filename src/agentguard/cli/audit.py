@@ -42,6 +42,7 @@ from agentguard.audit.export import (
 from agentguard.audit.prefix import ArchivedPrefix
 from agentguard.audit.sinks import note_size
 from agentguard.audit.verify import LogVerifier, VerifyReport, verify_store
+from agentguard.cli._errors import CommandError
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.cli.target import Access, open_target, settings_for, store_url
 from agentguard.errors import ConfigurationError
@@ -49,10 +50,6 @@ from agentguard.storage.protocols import StorageError
 from agentguard.storage.urls import describe_store
 
 __all__ = ["run"]
-
-
-class CommandError(Exception):
-    """A refusal the CLI reports on one line with exit code 2."""
 
 
 def _vkeys(args: argparse.Namespace) -> list[str]:
@@ -344,6 +341,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         return handlers[args.audit_command](args)
     except (CommandError, ConfigurationError, StorageError, OSError, ValueError) as error:
-        message = error.description if isinstance(error, ConfigurationError) else str(error)
-        print(f"agentguard audit: {message}", file=sys.stderr)
+        print(f"agentguard audit: {error}", file=sys.stderr)
         return 2

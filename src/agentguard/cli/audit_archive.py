@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"agentguard audit archive: refused: {error}", file=sys.stderr)
         return 1
     except (ConfigurationError, StorageError, OSError, ValueError) as error:
-        message = error.description if isinstance(error, ConfigurationError) else str(error)
-        print(f"agentguard audit archive: {message}", file=sys.stderr)
+        print(f"agentguard audit archive: {error}", file=sys.stderr)
         return 2
     print(
         f"archived seq {result.first_seq}..{result.size - 1} to {result.directory} "

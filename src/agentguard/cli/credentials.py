@@ -14,9 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.cli.credentials_reseal import reseal
 from agentguard.cli.kek_file import write_kek
-from agentguard.cli.operator import Access, Operator, Refused, UsageError, run_command
+from agentguard.cli.operator import Access, Operator, run_command
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.cli.users import user_or_refuse
 from agentguard.config import NO_KEK
@@ -32,7 +33,7 @@ def _keyring(operator: Operator) -> KeyRing:
     if operator.settings is not None:
         return operator.settings.keyring()
     if not os.environ.get("AGENTGUARD_KEK"):
-        raise UsageError(NO_KEK)
+        raise CommandError(NO_KEK)
     return KeyRing.from_env()
 
 
@@ -61,20 +62,20 @@ def _read_secret() -> Secret:
     prompt = sys.stdin.isatty()
     text = (getpass.getpass("credential (not echoed): ") if prompt else sys.stdin.read()).strip()
     if not text:
-        raise Refused("no credential on stdin")
+        raise CommandRefused("no credential on stdin")
     return Secret(text)
 
 
 async def _set(operator: Operator, args: argparse.Namespace) -> int:
     settings = operator.settings
     if settings is not None and settings.services and settings.service(args.service) is None:
-        raise Refused(f"no service {args.service!r} in the settings")
+        raise CommandRefused(f"no service {args.service!r} in the settings")
     if args.user is not None:
         user = await user_or_refuse(operator, args.user)
         owner_kind, owner_id = CredentialOwner.USER, user.id
     else:
         if await operator.store.get_account(args.account) is None:
-            raise Refused(f"no account {args.account!r}")
+            raise CommandRefused(f"no account {args.account!r}")
         owner_kind, owner_id = CredentialOwner.ACCOUNT, args.account
     scope_name = args.scope or ("user" if args.user is not None else "admin")
     vault = CredentialVault(operator.store, _keyring(operator), audit=operator.audit)
@@ -125,7 +126,7 @@ async def _rotate_kek(operator: Operator, args: argparse.Namespace) -> int:
     try:
         report = await vault.reseal({}, progress=show)
     except VaultError as error:
-        raise UsageError(f"{error}; is the old key still in AGENTGUARD_KEK?") from None
+        raise CommandError(f"{error}; is the old key still in AGENTGUARD_KEK?") from None
     count = report.rewritten
     if show is not None:
         print(file=sys.stderr)

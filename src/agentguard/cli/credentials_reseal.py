@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agentguard.cli.operator import Operator, Refused, UsageError
+from agentguard.cli._errors import CommandError, CommandRefused
+from agentguard.cli.operator import Operator
 from agentguard.cli.output import emit_json, progress_printer
 from agentguard.credentials.keyring import KeyRing
 from agentguard.credentials.vault import CredentialVault, ResealReport, VaultError
@@ -30,7 +31,7 @@ def _flags(args: argparse.Namespace) -> dict[str, CredentialScope]:
     users: list[str] = args.confirm_user or []
     both = sorted(set(admins) & set(users))
     if both:
-        raise UsageError(f"confirmed as both admin and user: {', '.join(both)}")
+        raise CommandError(f"confirmed as both admin and user: {', '.join(both)}")
     confirmed = dict.fromkeys(users, CredentialScope.USER)
     confirmed.update(dict.fromkeys(admins, CredentialScope.ADMIN))
     return confirmed
@@ -82,7 +83,7 @@ async def reseal(operator: Operator, args: argparse.Namespace, keyring: KeyRing)
     known = {c.id: c for c in await operator.store.list_credentials()}
     unknown = sorted(set(confirmed) - set(known))
     if unknown:
-        raise Refused(f"no stored credential {', '.join(unknown)}")
+        raise CommandRefused(f"no stored credential {', '.join(unknown)}")
     if sys.stdin.isatty() and not args.no_input:
         for credential in await vault.legacy():
             if credential.id not in confirmed:
@@ -93,7 +94,7 @@ async def reseal(operator: Operator, args: argparse.Namespace, keyring: KeyRing)
     try:
         report = await vault.reseal(confirmed, progress=show)
     except VaultError as error:
-        raise UsageError(f"{error}; is the old key still in AGENTGUARD_KEK?") from None
+        raise CommandError(f"{error}; is the old key still in AGENTGUARD_KEK?") from None
     if show is not None:
         print(file=sys.stderr)
     _print(report, keyring.primary, args.json)
@@ -110,5 +111,5 @@ async def reseal(operator: Operator, args: argparse.Namespace, keyring: KeyRing)
             f"{', '.join(unconfirmed)} (--confirm-admin ID or --confirm-user ID)"
         )
     if problems:
-        raise Refused("; ".join(problems))
+        raise CommandRefused("; ".join(problems))
     return 0

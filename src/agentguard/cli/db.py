@@ -12,7 +12,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 
-from agentguard.cli.operator import UsageError, one_line, settings_for, store_url
+from agentguard.cli._errors import CommandError
+from agentguard.cli.operator import one_line, settings_for, store_url
 from agentguard.cli.output import emit_json
 from agentguard.errors import ConfigurationError
 from agentguard.storage.protocols import StorageError
@@ -26,7 +27,7 @@ async def _sqlite(url: str) -> int:
 
     rest = url.partition("://")[2]
     if not rest.startswith("/") or rest == "/":
-        raise UsageError(
+        raise CommandError(
             "a SQLite URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"
         )
     async with SQLiteStore(rest[1:]) as store:
@@ -54,7 +55,7 @@ def _upgrade(args: argparse.Namespace) -> int:
         version, schema = anyio.run(_postgres, url)
         where = f"PostgreSQL schema {schema}"
     else:
-        raise UsageError(f"no schema to upgrade for {scheme}:// stores")
+        raise CommandError(f"no schema to upgrade for {scheme}:// stores")
     if args.json:
         emit_json({"store": scheme, "version": version})
     else:
@@ -66,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch a ``db`` subcommand."""
     try:
         return _upgrade(args)
-    except (UsageError, ConfigurationError, StorageError, OSError, ValueError) as error:
+    except (CommandError, ConfigurationError, StorageError, OSError, ValueError) as error:
         print(f"agentguard db: {one_line(error)}", file=sys.stderr)
         return 2

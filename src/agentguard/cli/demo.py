@@ -17,7 +17,7 @@ from typing import TextIO
 import anyio
 import httpx
 
-from agentguard.asgi import AgentGuardMiddleware, principal_from_scope
+from agentguard.asgi import AgentGuardMiddleware, OAuthApp, principal_from_scope
 from agentguard.audit import (
     Checkpointer,
     Ed25519Signer,
@@ -95,7 +95,7 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
         Starlette(
             routes=[
                 Route("/crm/contacts", contacts, methods=["GET", "POST"]),
-                Mount("/oauth", app=guard.oauth_app()),
+                Mount("/oauth", app=OAuthApp(guard)),
                 Mount("/vendors/crm", app=vendors.proxies["crm"]),
                 Mount("/vendors/projects", app=vendors.proxies["projects"]),
             ]

@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 
 from agentguard._extras import import_extra
+from agentguard.cli._errors import CommandError
 from agentguard.cli.init_template import render, service_block
 from agentguard.cli.kek_file import check_kek_file, write_kek
 from agentguard.cli.operator import one_line
@@ -71,7 +72,7 @@ def _services(specs: list[str]) -> list[tuple[str, str]]:
     for spec in specs:
         name, sep, url = spec.partition("=")
         if not sep or not name or not url:
-            raise ValueError(
+            raise CommandError(
                 f"--service {spec!r}: write NAME=URL, e.g. crm=https://api.crm.example"
             )
         services.append((name.strip(), url.strip()))
@@ -104,7 +105,7 @@ def _sqlite_files(url: str) -> list[Path]:
 def _init(args: argparse.Namespace, undo: _Undo) -> int:
     path: Path = args.config
     if path.exists() and not args.force:
-        raise ValueError(f"{path} exists; pass --force to replace it")
+        raise CommandError(f"{path} exists; pass --force to replace it")
     args.store = args.store or os.environ.get("AGENTGUARD_STORE") or "sqlite:///agentguard.db"
     scheme = args.store.partition("://")[0].lower()
     if scheme in _DRIVERS:
@@ -200,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         where = error.filename2 or error.filename
         print(f"agentguard init: {where} exists; nothing was written", file=sys.stderr)
         return 2
-    except (ConfigurationError, StorageError, OSError, ValueError) as error:
+    except (CommandError, ConfigurationError, StorageError, OSError, ValueError) as error:
         undo.rollback()
         print(f"agentguard init: {one_line(error)}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
-from agentguard._config_source import SourceError, read_private
+from agentguard._config_source import read_private
 
 __all__ = ["check_kek_file", "write_kek"]
 
@@ -23,10 +23,7 @@ def check_kek_file(path: Path) -> None:
     """Refuse a key file that is not private or does not hold ``id:base64key`` lines."""
     from agentguard.credentials import KeyRing
 
-    try:
-        text = read_private(path).decode("utf-8", "replace")
-    except SourceError as error:
-        raise ValueError(f"{error.where}: {error.problem}") from None
+    text = read_private(path).decode("utf-8", "replace")  # SourceError names file and problem
     KeyRing.from_string(text.strip())
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.cli.keys_file import precheck, write_new
 from agentguard.cli.output import emit_json
 from agentguard.cli.target import Access, open_target, settings_for
@@ -32,23 +33,15 @@ from agentguard.model import Grants, KeyRecord
 __all__ = ["run"]
 
 
-class CommandError(Exception):
-    """A refusal the CLI reports on one line with exit code 2."""
-
-
-class Unknown(Exception):
-    """The key, family or user named does not exist (exit code 1)."""
-
-
 async def _known_user(guard: Guard, user_id: str) -> None:
     if await guard.store.get_user(user_id) is None:
-        raise Unknown(f"no user {user_id!r}")
+        raise CommandRefused(f"no user {user_id!r}")
 
 
 async def _known_key(guard: Guard, key_id: str) -> None:
     # the store protocol looks keys up by hash, not id: only a revocation of nothing pays this
     if not any(key.id == key_id for key in await guard.store.list_keys()):
-        raise Unknown(f"no key {key_id!r}")
+        raise CommandRefused(f"no key {key_id!r}")
 
 
 async def _with_guard(args: argparse.Namespace, access: Access, action: Any) -> Any:
@@ -159,7 +152,7 @@ def _revoke(args: argparse.Namespace) -> int:
         if args.user is not None:
             await _known_user(guard, args.user)
         if args.family is not None and not await guard.store.list_keys(family_id=args.family):
-            raise Unknown(f"no key family {args.family!r}")
+            raise CommandRefused(f"no key family {args.family!r}")
         count: int = await guard.issuer.revoke(
             key_id=args.key_id, family_id=args.family, user_id=args.user, reason=args.reason
         )
@@ -177,13 +170,9 @@ def run(args: argparse.Namespace) -> int:
     handlers = {"issue": _issue, "list": _list, "revoke": _revoke}
     try:
         return handlers[args.keys_command](args)
-    except IssuanceRefused as error:
-        print(f"agentguard keys: {error.description}", file=sys.stderr)
-        return 1
-    except Unknown as error:
+    except (IssuanceRefused, CommandRefused) as error:
         print(f"agentguard keys: {error}", file=sys.stderr)
         return 1
     except (CommandError, ConfigurationError, CredentialsFileError, OSError, ValueError) as error:
-        message = error.description if isinstance(error, ConfigurationError) else str(error)
-        print(f"agentguard keys: {message}", file=sys.stderr)
+        print(f"agentguard keys: {error}", file=sys.stderr)
         return 2

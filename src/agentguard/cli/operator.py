@@ -20,31 +20,22 @@ from pydantic import ValidationError
 
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.writer import AuditWriter
+from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.cli.target import Access, open_target, settings_for, store_url
 from agentguard.clock import SystemClock
 from agentguard.config import Settings
-from agentguard.errors import AgentGuardError, ConfigurationError, IssuanceRefused
+from agentguard.errors import ConfigurationError, IssuanceRefused
 from agentguard.storage.protocols import IntegrityError, StorageError
 
 __all__ = [
     "Access",
     "Operator",
-    "Refused",
-    "UsageError",
     "one_line",
     "open_operator",
     "run_command",
     "settings_for",
     "store_url",
 ]
-
-
-class Refused(Exception):
-    """The command cannot do what was asked (exit code 1)."""
-
-
-class UsageError(Exception):
-    """The command was called wrongly or the environment is not ready (exit code 2)."""
 
 
 @dataclass
@@ -106,10 +97,10 @@ def run_command(
 
     try:
         return anyio.run(go)
-    except (Refused, IssuanceRefused, IntegrityError) as error:
+    except (CommandRefused, IssuanceRefused, IntegrityError) as error:
         print(f"agentguard {name}: {one_line(error)}", file=sys.stderr)
         return 1
-    except (UsageError, ConfigurationError, StorageError, OSError, ValueError) as error:
+    except (CommandError, ConfigurationError, StorageError, OSError, ValueError) as error:
         print(f"agentguard {name}: {one_line(error)}", file=sys.stderr)
         return 2
 
@@ -120,7 +111,5 @@ def one_line(error: Exception) -> str:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         return f"{where}: {first['msg']}" if where else str(first["msg"])
-    if isinstance(error, AgentGuardError):
-        return error.description
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]

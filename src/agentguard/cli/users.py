@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 
 from agentguard.audit.events import Action
-from agentguard.cli.operator import Access, Operator, Refused, UsageError, run_command
+from agentguard.cli._errors import CommandError, CommandRefused
+from agentguard.cli.operator import Access, Operator, run_command
 from agentguard.cli.output import emit_json
 from agentguard.keys.issuer import KeyIssuer
 from agentguard.model import Grants, Level, User
@@ -26,7 +27,7 @@ def parse_grants(tokens: list[str]) -> list[tuple[str, Level]]:
     if len(words) == 2 and ":" not in words[0] and ":" not in words[1]:
         words = [f"{words[0]}:{words[1]}"]  # the older two-argument form
     if not words or any(":" not in word for word in words):
-        raise UsageError("a grant is service:level, e.g. crm:read or crm:write")
+        raise CommandError("a grant is service:level, e.g. crm:read or crm:write")
     parsed: list[tuple[str, Level]] = []
     for word in words:
         service, _, level = word.partition(":")
@@ -36,10 +37,10 @@ def parse_grants(tokens: list[str]) -> list[tuple[str, Level]]:
 
 
 async def user_or_refuse(operator: Operator, user_id: str) -> User:
-    """The user, or :class:`Refused` naming the unknown id."""
+    """The user, or :class:`CommandRefused` naming the unknown id."""
     user: User | None = await operator.store.get_user(user_id)
     if user is None:
-        raise Refused(f"no user {user_id!r}")
+        raise CommandRefused(f"no user {user_id!r}")
     return user
 
 
@@ -56,15 +57,15 @@ def _row(user: User) -> dict[str, object]:
 async def _add(operator: Operator, args: argparse.Namespace) -> int:
     store = operator.store
     if await store.get_account(args.account) is None:
-        raise Refused(
+        raise CommandRefused(
             f"no account {args.account!r}; create it with: agentguard accounts add {args.account}"
         )
     if await store.get_user(args.user) is not None:
-        raise Refused(f"user {args.user!r} exists")
+        raise CommandRefused(f"user {args.user!r} exists")
     for workspace_id in args.workspace:
         workspace = await store.get_workspace(workspace_id)
         if workspace is None or workspace.account_id != args.account:
-            raise Refused(f"no workspace {workspace_id!r} in account {args.account!r}")
+            raise CommandRefused(f"no workspace {workspace_id!r} in account {args.account!r}")
     user = User(
         id=args.user,
         account_id=args.account,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from agentguard.audit.events import Action
-from agentguard.cli.operator import Operator, Refused, run_command
+from agentguard.cli._errors import CommandRefused
+from agentguard.cli.operator import Operator, run_command
 from agentguard.cli.output import emit_json
 from agentguard.cli.users import user_or_refuse
 from agentguard.model import Workspace
@@ -21,15 +22,15 @@ __all__ = ["run"]
 async def _workspace_or_refuse(operator: Operator, workspace_id: str) -> Workspace:
     workspace: Workspace | None = await operator.store.get_workspace(workspace_id)
     if workspace is None:
-        raise Refused(f"no workspace {workspace_id!r}")
+        raise CommandRefused(f"no workspace {workspace_id!r}")
     return workspace
 
 
 async def _add(operator: Operator, args: argparse.Namespace) -> int:
     if await operator.store.get_account(args.account) is None:
-        raise Refused(f"no account {args.account!r}")
+        raise CommandRefused(f"no account {args.account!r}")
     if await operator.store.get_workspace(args.workspace) is not None:
-        raise Refused(f"workspace {args.workspace!r} exists")
+        raise CommandRefused(f"workspace {args.workspace!r} exists")
     workspace = Workspace(id=args.workspace, account_id=args.account, name=args.name)
     await operator.store.put_workspace(workspace)
     if args.json:
@@ -43,7 +44,7 @@ async def _add_member(operator: Operator, args: argparse.Namespace) -> int:
     workspace = await _workspace_or_refuse(operator, args.workspace)
     user = await user_or_refuse(operator, args.user)
     if user.account_id != workspace.account_id:
-        raise Refused(f"user {user.id!r} belongs to another account than {workspace.id!r}")
+        raise CommandRefused(f"user {user.id!r} belongs to another account than {workspace.id!r}")
     await operator.store.set_membership(user.id, workspace.id, member=True)
     print(f"{user.id} is a member of {workspace.id}")
     return 0
@@ -53,7 +54,7 @@ async def _remove_member(operator: Operator, args: argparse.Namespace) -> int:
     workspace = await _workspace_or_refuse(operator, args.workspace)
     user = await user_or_refuse(operator, args.user)
     if not await operator.store.is_member(user.id, workspace.id):
-        raise Refused(f"{user.id!r} is not a member of {workspace.id!r}")
+        raise CommandRefused(f"{user.id!r} is not a member of {workspace.id!r}")
     await operator.store.set_membership(user.id, workspace.id, member=False)
     await operator.record(
         Action.MEMBERSHIP_REMOVE,

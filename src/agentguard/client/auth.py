@@ -1,89 +1,38 @@
 """AgentAuth: the ``httpx.Auth`` that holds the agent's keys, signs every call and renews them.
 
-The runtime, not the model, holds both keys. For each request it attaches
-``Authorization: DPoP <key>`` and a fresh proof (or ``Bearer <key>`` for unbound keys); once the
-access key has used ``renew_at`` of its life it renews first, with a single refresh however many
-requests are in flight; it answers one ``use_dpop_nonce`` demand with the server's nonce; and on
-``401 invalid_token`` it refreshes once and retries once before giving up with
-:class:`~agentguard.client.RefreshFailed` (``permanent`` when the server refused the keys for
-good: user disabled, keys revoked).
-
-Token requests go through a client the auth owns, never through the agent's client, so the
-refresh key and the rotated keys never pass the agent's event hooks, logging or
-``response.history``.
-
-Locks: a ``threading.Lock`` guards the in-memory state and is held only while reading or
-updating it, never across a ``yield`` or an ``await``. When a credentials file is used, the
-refresh leader holds the file's inter-process ``flock`` from re-reading the file until the new
-keys are written, so two processes of one agent never spend the same refresh key (which the
-server would treat as theft and answer by revoking the whole family). Only the leader takes it;
-requests never wait on it.
+For each request it attaches ``Authorization: DPoP <key>`` and a fresh proof (``Bearer <key>``
+for unbound keys), renews first once the key has used ``renew_at`` of its life (one refresh
+however many requests are in flight), answers one ``use_dpop_nonce`` demand, and on ``401
+invalid_token`` refreshes and retries once. One generator, :meth:`AgentAuth._flow`, does it
+for ``httpx.Client`` and ``httpx.AsyncClient`` alike (see :mod:`agentguard.client._flow`).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
-import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta
-from functools import partial
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, Callable, Generator
+from datetime import timedelta
+from typing import Any, TypeVar
 
-import anyio
 import httpx
 
-from agentguard.client.credentials_file import (
-    BEARER,
-    DPOP,
-    AgentCredentials,
-    CredentialsFile,
-    TokenType,
-)
-from agentguard.client.errors import CredentialsFileError, DPoPNonceLoop, RefreshFailed
-from agentguard.client.renewal import (
-    Effect,
-    Flight,
-    Flow,
-    RunBlocking,
-    SendResource,
-    SendToken,
-    WaitFor,
-)
+from agentguard.client._flow import Io, Perform, adrive, deferred, inline
+from agentguard.client._keys import Keys
+from agentguard.client._nonces import Nonces, origin
+from agentguard.client._token import TokenEndpoint, json_object, text
+from agentguard.client.credentials_file import DPOP, AgentCredentials, CredentialsFile
+from agentguard.client.errors import DPoPNonceLoop, RefreshFailed
 from agentguard.clock import Clock, SystemClock
-from agentguard.secret import Secret
 
 __all__ = ["AgentAuth", "Placement"]
 
-logger = logging.getLogger("agentguard.client")
+Y = TypeVar("Y")
 
 Placement = Callable[[httpx.Request, str], None]
 """Puts the access key where a service expects it: ``(request, access_key) -> None``."""
 
 _ERROR_PARAM = re.compile(r'\berror\s*=\s*"?([A-Za-z0-9_.-]+)"?')
-_KEY = re.compile(r"^[A-Za-z0-9._~+/-]{8,512}=*$")
-_RETRY_AFTER_FAILURE = timedelta(seconds=30)
-
-
-def _origin(url: httpx.URL) -> str:
-    port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
-    return f"{url.scheme}://{url.host}:{port}"
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = json.loads(response.content)
-    except (ValueError, RecursionError):
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-def _text(document: dict[str, Any], name: str) -> str | None:
-    value = document.get(name)
-    return value if isinstance(value, str) else None
 
 
 def _challenge_error(response: httpx.Response) -> str | None:
@@ -92,25 +41,7 @@ def _challenge_error(response: httpx.Response) -> str | None:
         found = _ERROR_PARAM.search(value)
         if found:
             return found.group(1)
-    return _text(_json(response), "error")
-
-
-class _Decision:
-    """What a caller does after looking at the state under the lock."""
-
-    __slots__ = ("credentials", "fallback", "flight", "kind")
-
-    def __init__(
-        self,
-        kind: Literal["use", "wait", "lead"],
-        credentials: AgentCredentials,
-        flight: Flight | None = None,
-        fallback: AgentCredentials | None = None,
-    ) -> None:
-        self.kind = kind
-        self.credentials = credentials
-        self.flight = flight
-        self.fallback = fallback
+    return text(json_object(response), "error")
 
 
 class AgentAuth(httpx.Auth):
@@ -148,7 +79,7 @@ class AgentAuth(httpx.Auth):
     Any other ``401`` (and every ``403``) is returned as a response, not raised.
     """
 
-    requires_request_body = True
+    requires_request_body = True  # httpx.Client reads it; the flow reads it for AsyncClient
 
     def __init__(
         self,
@@ -167,20 +98,22 @@ class AgentAuth(httpx.Auth):
             raise ValueError("renew_at is a fraction of the key's life, between 0 and 1")
         if expiry_margin < 0:
             raise ValueError("expiry_margin must not be negative")
-        self.file = file
-        self.clock: Clock = clock or SystemClock()
         self.renew_at = renew_at
-        self.expiry_margin = timedelta(seconds=expiry_margin)
-        self.token_timeout = token_timeout
         self.placement = placement
-        self._token_transport = token_transport
-        self._async_token_transport = async_token_transport
-        self._lock = threading.Lock()
-        self._credentials = credentials
-        self._flight: Flight | None = None
-        self._retry_after: datetime | None = None
-        self._nonces: dict[tuple[str, str], str] = {}
-        self.refreshes = 0
+        self._nonces = Nonces()
+        token = TokenEndpoint(
+            self._nonces,
+            transport=token_transport,
+            async_transport=async_token_transport,
+            timeout=token_timeout,
+        )
+        self._keys = Keys(
+            credentials,
+            token,
+            file=file,
+            clock=clock or SystemClock(),
+            expiry_margin=timedelta(seconds=expiry_margin),
+        )
 
     @classmethod
     def from_file(
@@ -200,196 +133,78 @@ class AgentAuth(httpx.Auth):
     @property
     def credentials(self) -> AgentCredentials:
         """The keys in use right now."""
-        with self._lock:
-            return self._credentials
+        return self._keys.credentials
 
-    # state, under the lock and never across an effect
+    @property
+    def file(self) -> CredentialsFile | None:
+        """The credentials file renewals are written to, if any."""
+        return self._keys.file
 
-    def _decide(self, stale: AgentCredentials | None, fraction: float) -> _Decision:
-        with self._lock:
-            current = self._credentials
-            now = self.clock.now()
-            if stale is not None:
-                if current.access_key != stale.access_key:
-                    return _Decision("use", current)  # someone renewed since it was refused
-                valid = False
-            else:
-                if now < current.renew_point(fraction):
-                    return _Decision("use", current)
-                valid = now < current.expires_at - self.expiry_margin
-                if valid and self._retry_after is not None and now < self._retry_after:
-                    return _Decision("use", current)
-            if self._flight is not None:
-                if valid:
-                    return _Decision("use", current)
-                return _Decision("wait", current, self._flight)
-            self._flight = Flight()
-            return _Decision("lead", current, self._flight, current if valid else None)
+    @property
+    def clock(self) -> Clock:
+        """Time source of expiry, renewal and proofs."""
+        return self._keys.clock
 
-    def _install(self, credentials: AgentCredentials) -> None:
-        with self._lock:
-            self._credentials = credentials
-            self._retry_after = None
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._keys.clock = clock
 
-    def _nonce(self, role: str, url: httpx.URL) -> str | None:
-        with self._lock:
-            return self._nonces.get((role, _origin(url)))
+    @property
+    def refreshes(self) -> int:
+        """How many times this runtime has exchanged its refresh key."""
+        return self._keys.refreshes
 
-    def _remember_nonce(self, role: str, url: httpx.URL, response: httpx.Response) -> None:
-        nonce = response.headers.get("dpop-nonce")
-        if nonce:
-            with self._lock:
-                self._nonces[(role, _origin(url))] = nonce
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow for ``httpx.Client``: a renewal blocks the calling thread."""
+        return self._flow(request, inline)
 
-    def _iat(self) -> int:
-        return int(self.clock.now().timestamp())
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """The same flow for ``httpx.AsyncClient``: a renewal is awaited."""
+        return adrive(self._flow(request, deferred))
 
-    # the renewal, as effects
-
-    def _current(self, stale: AgentCredentials | None, fraction: float) -> Flow[AgentCredentials]:
-        """Credentials good to use now, renewing first when due (``stale``: refused ones)."""
+    def _flow(
+        self, request: httpx.Request, perform: Perform[Y]
+    ) -> Generator[httpx.Request | Y, Any, None]:
+        yield from perform(Io(request.read, request.aread))  # a retry resends it
+        if not self._applies(request.url, self.credentials):
+            yield request
+            return
+        credentials = yield from self._keys.current(None, self.renew_at, perform)
+        nonce_retried = refreshed = False
         while True:
-            decision = self._decide(stale, fraction)
-            if decision.kind == "use":
-                return decision.credentials
-            if decision.kind == "wait" and decision.flight is not None:
-                yield WaitFor(decision.flight)
-                continue
-            flight = decision.flight
-            assert flight is not None  # noqa: S101 - "lead" always carries its flight
-            try:
-                return (yield from self._refresh(decision.credentials, stale, fraction))
-            except RefreshFailed as error:
-                if error.permanent or decision.fallback is None:
-                    raise
-                with self._lock:
-                    self._retry_after = self.clock.now() + _RETRY_AFTER_FAILURE
-                logger.warning("key renewal failed, still using the current key: %s", error)
-                return decision.fallback
-            finally:
-                with self._lock:
-                    if self._flight is flight:
-                        self._flight = None
-                flight.finish()
-
-    def _refresh(
-        self, base: AgentCredentials, stale: AgentCredentials | None, fraction: float
-    ) -> Flow[AgentCredentials]:
-        """The leader's work: adopt another process's renewal, or exchange the refresh key."""
-        file = self.file
-        lock = None
-        if file is not None:
-            lock = yield RunBlocking(file.lock().acquire)
-        try:
-            if file is not None:
-                on_disk: AgentCredentials = yield RunBlocking(file.load)
-                if on_disk.refresh_key != base.refresh_key:
-                    if stale is not None:
-                        fresh = on_disk.access_key != stale.access_key
-                    else:
-                        fresh = self.clock.now() < on_disk.renew_point(fraction)
-                    if fresh:
-                        self._install(on_disk)
-                        return on_disk
-                    base = on_disk
-            renewed = yield from self._exchange(base)
-            self._install(renewed)
-            if file is not None:
-                try:
-                    yield RunBlocking(partial(file.save, renewed))
-                except CredentialsFileError as error:
-                    logger.error("renewed keys are in memory only: %s", error)
-            return renewed
-        finally:
-            if lock is not None:
-                lock.release()
-
-    def _token_request(self, credentials: AgentCredentials) -> httpx.Request:
-        url = httpx.URL(credentials.token_url)
-        headers = {"Accept": "application/json"}
-        if credentials.dpop_key is not None:
-            headers["DPoP"] = credentials.dpop_key.proof(
-                "POST", credentials.token_url, nonce=self._nonce("token", url), iat=self._iat()
-            )
-        form = {"grant_type": "refresh_token", "refresh_token": credentials.refresh_key.reveal()}
-        return httpx.Request("POST", url, data=form, headers=headers)
-
-    def _exchange(self, credentials: AgentCredentials) -> Flow[AgentCredentials]:
-        """POST the refresh key to the token endpoint (one nonce retry); the new credentials."""
-        nonce_retried = False
-        while True:
-            started = self.clock.now()
-            request = self._token_request(credentials)
-            try:
-                response: httpx.Response = yield SendToken(request)
-            except httpx.HTTPError as error:
-                raise RefreshFailed(
-                    status=None, error="temporarily_unavailable", description=type(error).__name__
-                ) from None
-            self._remember_nonce("token", request.url, response)
-            body = _json(response)
-            if response.status_code == 200:
-                with self._lock:
-                    self.refreshes += 1
-                return self._parse_token(credentials, body, started)
-            error_code = _text(body, "error")
-            if (
-                response.status_code == 400
-                and error_code == "use_dpop_nonce"
-                and credentials.dpop_key is not None
-                and response.headers.get("dpop-nonce")
-            ):
+            self._authorize(request, credentials)
+            response: httpx.Response = yield request
+            self._nonces.remember("resource", request.url, response)
+            if response.status_code != 401:
+                return
+            yield from perform(Io(response.read, response.aread))
+            error = _challenge_error(response)
+            if error == "use_dpop_nonce" and response.headers.get("dpop-nonce"):
                 if nonce_retried:
-                    raise DPoPNonceLoop(str(request.url))
+                    raise DPoPNonceLoop(str(request.url.copy_with(query=None)))
                 nonce_retried = True
                 continue
-            raise RefreshFailed(
-                status=response.status_code,
-                error=error_code,
-                reason=_text(body, "reason"),
-                description=_text(body, "error_description"),
-            )
-
-    def _parse_token(
-        self, credentials: AgentCredentials, body: dict[str, Any], started: datetime
-    ) -> AgentCredentials:
-        access = _text(body, "access_token")
-        refresh = _text(body, "refresh_token")
-        expires_in = body.get("expires_in")
-        scheme = (_text(body, "token_type") or "").lower()
-        normalised: TokenType = DPOP if scheme == "dpop" else BEARER
-        if (
-            access is None
-            or refresh is None
-            or not _KEY.match(access)
-            or not _KEY.match(refresh)
-            or isinstance(expires_in, bool)
-            or not isinstance(expires_in, int)
-            or expires_in <= 0
-            or scheme not in ("dpop", "bearer")
-            or (normalised == DPOP and credentials.dpop_key is None)
-        ):
-            raise RefreshFailed(
-                status=200,
-                error="invalid_response",
-                description="the token endpoint's answer is not a usable key pair",
-                permanent=True,
-            )
-        return credentials.with_keys(
-            Secret(access),
-            Secret(refresh),
-            issued_at=started,
-            expires_at=started + timedelta(seconds=expires_in),
-            token_type=normalised,
-        )
-
-    # the request flow, as effects
+            if error != "invalid_token":
+                return
+            if refreshed:
+                raise RefreshFailed(
+                    status=401,
+                    error="invalid_token",
+                    reason=text(json_object(response), "reason"),
+                    description="the renewed access key was refused at once; check that the "
+                    "service and the token endpoint share one store and one clock",
+                    permanent=False,
+                )
+            refreshed = True
+            credentials = yield from self._keys.current(credentials, self.renew_at, perform)
 
     def _applies(self, url: httpx.URL, credentials: AgentCredentials) -> bool:
         if credentials.resource_url is None:
             return True
         base = httpx.URL(credentials.resource_url)
-        if _origin(url) != _origin(base):
+        if origin(url) != origin(base):
             return False
         prefix = base.path.rstrip("/")
         return url.path == prefix or url.path.startswith(prefix + "/")
@@ -403,172 +218,15 @@ class AgentAuth(httpx.Auth):
                 request.method,
                 str(request.url),
                 access_key=key,
-                nonce=self._nonce("resource", request.url),
-                iat=self._iat(),
+                nonce=self._nonces.get("resource", request.url),
+                iat=int(self.clock.now().timestamp()),
             )
         if self.placement is not None:
             self.placement(request, key)
         else:
             request.headers["Authorization"] = f"{scheme} {key}"
 
-    def _flow(self, request: httpx.Request) -> Flow[None]:
-        if not self._applies(request.url, self.credentials):
-            yield SendResource(request)
-            return
-        credentials = yield from self._current(None, self.renew_at)
-        nonce_retried = refreshed = False
-        while True:
-            self._authorize(request, credentials)
-            response: httpx.Response = yield SendResource(request)
-            self._remember_nonce("resource", request.url, response)
-            if response.status_code != 401:
-                return
-            error = _challenge_error(response)
-            if error == "use_dpop_nonce" and response.headers.get("dpop-nonce"):
-                if nonce_retried:
-                    raise DPoPNonceLoop(str(request.url.copy_with(query=None)))
-                nonce_retried = True
-                continue
-            if error != "invalid_token":
-                return
-            if refreshed:
-                raise RefreshFailed(
-                    status=401,
-                    error="invalid_token",
-                    reason=_text(_json(response), "reason"),
-                    description="the renewed access key was refused at once; check that the "
-                    "service and the token endpoint share one store and one clock",
-                    permanent=False,
-                )
-            refreshed = True
-            credentials = yield from self._current(credentials, self.renew_at)
-
-    # drivers: one for threads, one for event loops
-
-    @contextmanager
-    def _token_client(self) -> Iterator[httpx.Client]:
-        client = httpx.Client(transport=self._token_transport, timeout=self.token_timeout)
-        try:
-            yield client
-        finally:
-            if self._token_transport is None:  # never close a transport the caller owns
-                client.close()
-
-    def _perform(self, effect: Effect) -> Any:
-        if isinstance(effect, WaitFor):
-            effect.flight.wait_sync()
-            return None
-        if isinstance(effect, SendToken):
-            with self._token_client() as client:
-                return client.send(effect.request)
-        if isinstance(effect, RunBlocking):
-            return effect.fn()
-        raise TypeError(f"cannot perform {effect!r} here")
-
-    async def _aperform(self, effect: Effect) -> Any:
-        if isinstance(effect, WaitFor):
-            await effect.flight.wait_async()
-            return None
-        if isinstance(effect, SendToken):
-            # a started refresh must finish: cancelling it after the server rotated the
-            # keys would lose the new pair and leave only a spent refresh key
-            with anyio.CancelScope(shield=True):
-                client = httpx.AsyncClient(
-                    transport=self._async_token_transport, timeout=self.token_timeout
-                )
-                try:
-                    return await client.send(effect.request)
-                finally:
-                    if self._async_token_transport is None:
-                        await client.aclose()
-        if isinstance(effect, RunBlocking):
-            with anyio.CancelScope(shield=True):
-                return await anyio.to_thread.run_sync(effect.fn)
-        raise TypeError(f"cannot perform {effect!r} here")
-
-    def sync_auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
-        request.read()
-        flow = self._flow(request)
-        try:
-            effect = next(flow)
-            while True:
-                if isinstance(effect, SendResource):
-                    response = yield effect.request
-                    if response.status_code == 401:
-                        response.read()
-                    effect = flow.send(response)
-                    continue
-                try:
-                    result = self._perform(effect)
-                except Exception as error:
-                    effect = flow.throw(error)
-                    continue
-                effect = flow.send(result)
-        except StopIteration:
-            return
-        finally:
-            flow.close()
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        await request.aread()
-        flow = self._flow(request)
-        try:
-            effect = next(flow)
-            while True:
-                if isinstance(effect, SendResource):
-                    response = yield effect.request
-                    if response.status_code == 401:
-                        await response.aread()
-                    effect = flow.send(response)
-                    continue
-                try:
-                    result = await self._aperform(effect)
-                except Exception as error:
-                    effect = flow.throw(error)
-                    continue
-                effect = flow.send(result)
-        except StopIteration:
-            return
-        finally:
-            flow.close()
-
     # explicit renewal (the background Renewer uses these)
-
-    def _run(self, flow: Flow[AgentCredentials]) -> AgentCredentials:
-        try:
-            effect = next(flow)
-            while True:
-                try:
-                    result = self._perform(effect)
-                except Exception as error:
-                    effect = flow.throw(error)
-                    continue
-                effect = flow.send(result)
-        except StopIteration as stop:
-            credentials: AgentCredentials = stop.value
-            return credentials
-        finally:
-            flow.close()
-
-    async def _arun(self, flow: Flow[AgentCredentials]) -> AgentCredentials:
-        try:
-            effect = next(flow)
-            while True:
-                try:
-                    result = await self._aperform(effect)
-                except Exception as error:
-                    effect = flow.throw(error)
-                    continue
-                effect = flow.send(result)
-        except StopIteration as stop:
-            credentials: AgentCredentials = stop.value
-            return credentials
-        finally:
-            flow.close()
 
     def renew(self, *, fraction: float | None = None) -> bool:
         """Renew now if the key has used ``fraction`` (default ``renew_at``) of its life.
@@ -577,13 +235,16 @@ class AgentAuth(httpx.Auth):
         caller is renewing right now). Raises :class:`RefreshFailed` when the server refuses.
         """
         before = self.credentials
-        after = self._run(self._current(None, self.renew_at if fraction is None else fraction))
-        return after.access_key != before.access_key
+        for _ in self._keys.current(None, self._fraction(fraction), inline):
+            pass  # inline I/O: nothing is yielded
+        return self.credentials.access_key != before.access_key
 
     async def arenew(self, *, fraction: float | None = None) -> bool:
         """:meth:`renew` for event loops."""
         before = self.credentials
-        after = await self._arun(
-            self._current(None, self.renew_at if fraction is None else fraction)
-        )
-        return after.access_key != before.access_key
+        async for _ in adrive(self._keys.current(None, self._fraction(fraction), deferred)):
+            pass  # a renewal sends no request of the agent's
+        return self.credentials.access_key != before.access_key
+
+    def _fraction(self, fraction: float | None) -> float:
+        return self.renew_at if fraction is None else fraction

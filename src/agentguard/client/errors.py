@@ -1,7 +1,7 @@
 """Errors of the agent runtime.
 
-These are raised in the agent's process, not rendered as HTTP responses, so they do not derive
-from :class:`agentguard.errors.AgentGuardError`::
+These are raised in the agent's process, not rendered as HTTP responses: they sit under the
+library's root :class:`agentguard.errors.AgentGuardError`, beside (not under) the HTTP refusals::
 
     AgentAuthError
     ├── CredentialsFileError   the credentials file is missing, unreadable, unsafe or malformed
@@ -12,6 +12,8 @@ No error carries a key: messages hold only server error codes, reasons and file 
 """
 
 from __future__ import annotations
+
+from agentguard.errors import AgentGuardError
 
 __all__ = ["AgentAuthError", "CredentialsFileError", "DPoPNonceLoop", "RefreshFailed"]
 
@@ -38,7 +40,7 @@ def _printable(text: str) -> str:
     return cleaned[:_MAX_DESCRIPTION]
 
 
-class AgentAuthError(Exception):
+class AgentAuthError(AgentGuardError):
     """Root of the errors :mod:`agentguard.client` raises on purpose."""
 
 

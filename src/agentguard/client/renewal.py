@@ -1,15 +1,9 @@
-"""Single-flight renewal, and a background renewer for idle agents.
+"""A refresh in flight, and a background renewer for idle agents.
 
-Renewal is written once, as a generator of *effects* (send a token request, wait for another
-caller's refresh, run a blocking file operation), and driven by a synchronous or an asynchronous
-driver. That keeps one implementation for ``httpx.Client`` and ``httpx.AsyncClient``, for
-threads and for tasks.
-
-Single flight: the state check and the decision to refresh happen under a ``threading.Lock``
-that is released before any effect runs, so the lock never spans a ``yield`` or an ``await``.
-The caller that finds renewal due and no refresh in progress becomes the leader; everyone else
-keeps using the current key while it is still valid, or waits for the leader's
-:class:`Flight` when it is not, and then checks the state again.
+Single flight (see :mod:`agentguard.client._keys`): the caller that finds renewal due and no
+refresh in progress leads; the others keep the current key while it is valid, or wait for the
+leader's :class:`Flight` (a thread blocks, a task awaits) and then look again. The lock that
+guards that decision never spans a ``yield`` or an ``await``.
 
 :class:`Renewer` renews ahead of expiry while the agent is idle, as an asyncio/trio task
 (``async with Renewer(auth):``) or as a thread (``with Renewer(auth):``), through the same single
@@ -22,10 +16,9 @@ import asyncio
 import logging
 import random
 import threading
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import anyio
 import httpx
@@ -36,11 +29,9 @@ from agentguard.client.errors import AgentAuthError, RefreshFailed
 if TYPE_CHECKING:
     from agentguard.client.auth import AgentAuth
 
-__all__ = ["Flight", "Renewer", "RunBlocking", "SendResource", "SendToken", "WaitFor"]
+__all__ = ["Flight", "Renewer"]
 
 logger = logging.getLogger("agentguard.client")
-
-T = TypeVar("T")
 
 
 class Flight:
@@ -97,38 +88,6 @@ class Flight:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-@dataclass(frozen=True)
-class SendResource:
-    """Send the agent's own request through its client (the auth flow yields it to httpx)."""
-
-    request: httpx.Request
-
-
-@dataclass(frozen=True)
-class SendToken:
-    """Send a token-endpoint request through the auth's own client, never the agent's."""
-
-    request: httpx.Request
-
-
-@dataclass(frozen=True)
-class WaitFor:
-    """Wait until another caller's refresh is over."""
-
-    flight: Flight
-
-
-@dataclass(frozen=True)
-class RunBlocking:
-    """Run a blocking file operation (in a worker thread under an event loop)."""
-
-    fn: Callable[[], Any]
-
-
-Effect = SendResource | SendToken | WaitFor | RunBlocking
-Flow = Generator[Effect, Any, T]
 
 
 class Renewer:

@@ -21,12 +21,13 @@ import codecs
 from collections.abc import Iterable
 
 from agentguard._secret_match import Pause, SecretMatcher
+from agentguard.errors import AgentGuardError
 from agentguard.secret import encoded_forms
 
 __all__ = ["EchoScanner", "SecretEchoed", "StreamScanner", "secret_forms"]
 
 
-class SecretEchoed(Exception):
+class SecretEchoed(AgentGuardError):
     """A secret was found where it must not be; the message never includes it."""
 
 

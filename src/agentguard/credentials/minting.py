@@ -22,6 +22,7 @@ from cachetools import TLRUCache
 
 from agentguard.clock import Clock, SystemClock
 from agentguard.credentials.echo import EchoScanner
+from agentguard.errors import AgentGuardError, UsageError
 from agentguard.model import Principal
 from agentguard.redaction import install_log_redaction
 from agentguard.secret import Secret
@@ -53,7 +54,7 @@ class MintedToken(NamedTuple):
     expires_at: datetime
 
 
-class MintingError(Exception):
+class MintingError(AgentGuardError):
     """The vendor refused or failed to mint; the message holds no secret and no response body."""
 
 
@@ -127,7 +128,7 @@ class TokenExchangeMinter:
 
         url = httpx.URL(token_url)
         if url.scheme != "https" and not (allow_insecure_http and url.scheme == "http"):
-            raise ValueError("the token endpoint must be https (or set allow_insecure_http)")
+            raise UsageError("the token endpoint must be https (or set allow_insecure_http)")
         install_log_redaction()
         self.token_url = token_url
         self.subject = subject
@@ -218,7 +219,7 @@ class MintCache:
 
     def __init__(self, clock: Clock, *, fraction: float = 0.8, maxsize: int = 4096) -> None:
         if not 0 < fraction <= 1:
-            raise ValueError("fraction is in (0, 1]")
+            raise UsageError("fraction is in (0, 1]")
         self.clock = clock
         self.fraction = fraction
         self._lock = threading.Lock()

@@ -25,7 +25,7 @@ from agentguard.audit.writer import AuditWriter
 from agentguard.clock import Clock, SystemClock
 from agentguard.credentials import sealing
 from agentguard.credentials.keyring import KeyRing
-from agentguard.errors import ConfigurationError
+from agentguard.errors import AgentGuardError, ConfigurationError, UsageError
 from agentguard.keys.format import new_id
 from agentguard.model import CredentialOwner, CredentialScope, StoredCredential
 from agentguard.secret import Secret
@@ -37,7 +37,7 @@ __all__ = ["CredentialVault", "KeyMissing", "ResealReport", "ResealRequired", "V
 logger = logging.getLogger("agentguard.credentials")
 
 
-class VaultError(Exception):
+class VaultError(AgentGuardError):
     """A stored credential could not be opened (wrong key, tampered or misfiled row).
 
     The message names the credential id, never its value.
@@ -154,7 +154,7 @@ class CredentialVault:
         """Encrypt and store ``value`` for (service, owner); replaces any previous one."""
         plaintext = value.reveal() if isinstance(value, Secret) else value
         if not plaintext or plaintext != plaintext.strip():
-            raise ValueError("a credential is a non-empty string without surrounding spaces")
+            raise UsageError("a credential is a non-empty string without surrounding spaces")
         unsealed = StoredCredential(
             id=new_id("cred"),
             service=service,

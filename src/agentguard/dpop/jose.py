@@ -5,7 +5,8 @@ stricter implementation could read differently: padded or non-canonical base64ur
 member names (``json.loads`` keeps the last one silently), ``NaN``/``Infinity`` and floats that
 overflow to infinity, invalid UTF-8, and top-level values that are not objects.
 
-Errors are :class:`ValueError` with fixed messages that never quote the input.
+Errors are :class:`JOSEError` (an :class:`~agentguard.errors.AgentGuardError` and a
+``ValueError``) with fixed messages that never quote the input.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any, NoReturn
+
+from agentguard.errors import AgentGuardError
 
 __all__ = ["JOSEError", "b64url_decode", "b64url_encode", "dumps_compact", "loads_object"]
 
@@ -28,7 +31,7 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-class JOSEError(ValueError):
+class JOSEError(AgentGuardError, ValueError):
     """A JOSE value is malformed; the message is fixed text, safe to show."""
 
 

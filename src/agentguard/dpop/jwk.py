@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agentguard.dpop.jose import JOSEError, b64url_decode, b64url_encode, dumps_compact
+from agentguard.errors import AgentGuardError
 
 __all__ = [
     "PRIVATE_MEMBERS",
@@ -45,7 +46,7 @@ _RSA_MAX_BITS = 8192
 _RSA_MAX_EXPONENT_BYTES = 8
 
 
-class JWKError(ValueError):
+class JWKError(AgentGuardError, ValueError):
     """The JWK is malformed, private, or unsupported; the message is fixed text, safe to show."""
 
 

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from agentguard.asgi.oauth import OAuthApp
 from agentguard.asgi.proxy import ProxyApp
 from agentguard.audit.aggregate import RefusalSummaryPolicy
 from agentguard.audit.checkpointer import Checkpointer, DirectoryCheckpointSink
@@ -107,7 +108,7 @@ class Gateway:
         routes: list[BaseRoute] = [
             Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
             Route("/readyz", self._readyz, methods=["GET", "HEAD"]),
-            Mount("/oauth", app=self.guard.oauth_app(introspection_secrets=introspection)),
+            Mount("/oauth", app=OAuthApp(self.guard, introspection_secrets=introspection)),
         ]
         routes += _metadata_routes(self.settings, self.guard)
         routes += [Mount(f"/{name}", app=proxy) for name, proxy in self.proxies.items()]
@@ -278,8 +279,8 @@ def build_gateway(
         )
         swapper = CredentialSwapper(vault, minters=minters, clock=guard.clock, audit=guard.audit)
         proxies = {
-            service.name: guard.proxy_app(
-                service.name, swapper=swapper, transport=transports.get(service.name)
+            service.name: ProxyApp(
+                guard, service.name, swapper=swapper, transport=transports.get(service.name)
             )
             for service in settings.services
         }

@@ -4,6 +4,7 @@
 
     app = FastAPI()
     install(app, guard)                      # guard known to the dependencies + error rendering
+    app.add_middleware(AgentGuardMiddleware, guard=guard)   # optional: guards every route
 
     @app.get("/crm/contacts")
     async def contacts(principal: Annotated[Principal, require("crm", "read")]) -> ...: ...
@@ -13,23 +14,30 @@
 
 The dependencies read the Principal that :class:`~agentguard.asgi.AgentGuardMiddleware` stored
 and check the declared permission against its live grants; without the middleware (or on one of
-its public paths) they run :meth:`Guard.authenticate` themselves. Either way every refusal is
-audited and rendered as the middleware renders it (with :func:`install`; without it FastAPI's
-default handler wraps the same body in ``{"detail": ...}``). Each dependency declares the
-``agentguard`` HTTP bearer security scheme, with the needed ``service:level`` as its scopes, so
-``/docs`` shows which key each operation needs.
+its public paths) they run :meth:`Guard.authenticate` themselves. :func:`install` also tells the
+middleware what each route declares (:class:`RouteRequirements`), so a route that no
+:class:`~agentguard.RouteRule` covers is decided by its dependencies instead of being refused.
+Either way every refusal is audited and rendered as the middleware renders it (with
+:func:`install`; without it FastAPI's default handler wraps the same body in
+``{"detail": ...}``). Each dependency declares the ``agentguard`` HTTP bearer security scheme,
+with the needed ``service:level`` as its scopes, so ``/docs`` shows which key each operation
+needs.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from starlette.responses import Response
+from starlette.routing import Match
 
 from agentguard._extras import missing_extra
 
 try:
-    from fastapi import FastAPI, Request, Security
+    from fastapi import FastAPI, Request, Security, routing
+    from fastapi.dependencies.models import Dependant
     from fastapi.exceptions import HTTPException
     from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
     from fastapi.security import SecurityScopes
@@ -37,9 +45,17 @@ try:
 except ImportError as error:
     raise missing_extra(error) from None
 
+from agentguard.asgi.middleware import REQUIREMENTS_STATE_KEY
 from agentguard.asgi.scope import PRINCIPAL_STATE_KEY, request_from_scope
-from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.errors import AgentGuardError, Challenge, ConfigurationError, InsufficientScope
+from agentguard.asgi.types import Scope
+from agentguard.errors import (
+    Challenge,
+    ConfigurationError,
+    InsufficientScope,
+    Reason,
+    RequestRefused,
+    ServiceUnavailable,
+)
 from agentguard.guard import Guard
 from agentguard.model import Level, Principal
 from agentguard.permissions import Requirement
@@ -48,22 +64,28 @@ __all__ = [
     "AgentGuardHTTPException",
     "AgentGuardSecurity",
     "CurrentPrincipal",
+    "RouteRequirements",
     "install",
     "require",
 ]
 
 APP_STATE_KEY = "agentguard"
+_UNREVIEWABLE = (
+    "the guard has reviewers but this route is not behind AgentGuardMiddleware, where they run: "
+    "add the middleware (app.add_middleware(AgentGuardMiddleware, guard=guard))"
+)
+logger = logging.getLogger("agentguard.fastapi")
 
 
 class AgentGuardHTTPException(HTTPException):
-    """An :class:`~agentguard.errors.AgentGuardError` on its way out of a dependency.
+    """A :class:`~agentguard.errors.RequestRefused` on its way out of a dependency.
 
     FastAPI's default handler renders ``{"detail": <agentguard body>}`` with the challenge
     headers (several challenges joined into one ``WWW-Authenticate`` value); the handler that
     :func:`install` registers renders exactly what the middleware would.
     """
 
-    def __init__(self, error: AgentGuardError, challenge: Challenge | None) -> None:
+    def __init__(self, error: RequestRefused, challenge: Challenge | None) -> None:
         self.error = error
         self.challenge = challenge
         status, headers, _ = error.to_http(challenge)
@@ -89,11 +111,13 @@ def _render(request: Request, exc: Exception) -> Response:
 def install(app: FastAPI, guard: Guard) -> None:
     """Make ``guard`` the one the dependencies use and render their refusals like the middleware.
 
-    Stores the guard in ``app.state.agentguard`` and registers an exception handler. It does
-    not add the middleware: add :class:`~agentguard.asgi.AgentGuardMiddleware` too when every
-    route must be guarded by path rules.
+    Stores the guard in ``app.state.agentguard``, a :class:`RouteRequirements` in
+    ``app.state.agentguard_requirements`` and registers an exception handler. It does not add
+    the middleware: add :class:`~agentguard.asgi.AgentGuardMiddleware` too when every route
+    must be guarded.
     """
     setattr(app.state, APP_STATE_KEY, guard)
+    setattr(app.state, REQUIREMENTS_STATE_KEY, RouteRequirements(app, guard))
     app.add_exception_handler(AgentGuardHTTPException, _render)
 
 
@@ -157,12 +181,14 @@ class AgentGuardSecurity(SecurityBase):
         state = request.scope.setdefault("state", {})
         principal = state.get(PRINCIPAL_STATE_KEY)
         if not isinstance(principal, Principal):
+            if guard.reviews():  # a dependency cannot review a body: refuse, never skip it
+                await self._unreviewable(guard, request)
             first = requirements[0] if requirements else Requirement(None, Level.READ)
             try:
                 principal = await guard.authenticate(
                     request_from_scope(request.scope), requirement=first
                 )
-            except AgentGuardError as error:
+            except RequestRefused as error:
                 raise AgentGuardHTTPException(error, guard.challenge) from None
             state[PRINCIPAL_STATE_KEY] = principal
             requirements = requirements[1:]
@@ -173,28 +199,18 @@ class AgentGuardSecurity(SecurityBase):
                 await self._refuse(guard, request, principal, requirement)
         return principal
 
+    async def _unreviewable(self, guard: Guard, request: Request) -> None:
+        error = ServiceUnavailable(_UNREVIEWABLE, reason=Reason.INTERNAL_ERROR)
+        logger.error("agentguard: %s (%s)", _UNREVIEWABLE, request.url.path)
+        await guard.record_refusal(request_from_scope(request.scope), error)
+        raise AgentGuardHTTPException(error, None)
+
     async def _refuse(
         self, guard: Guard, request: Request, principal: Principal, requirement: Requirement
     ) -> None:
         error = InsufficientScope(required=requirement.scope)
-        guard_request = request_from_scope(request.scope)
-        await guard.audit.record(
-            AuditEvent(
-                action=Action.DECISION,
-                ts=guard.clock.now(),
-                decision=Decision.DENY,
-                reason=error.reason.value,
-                service=requirement.service,
-                method=guard_request.method,
-                path=guard_request.audit_path,
-                status=error.status,
-                request_id=guard_request.request_id,
-                user_id=principal.user_id,
-                workspace_id=principal.workspace_id,
-                account_id=principal.account_id,
-                key_id=principal.key_id,
-                family_id=principal.family_id,
-            )
+        await guard.record_refusal(
+            request_from_scope(request.scope), error, principal=principal, requirement=requirement
         )
         raise AgentGuardHTTPException(error, guard.challenge)
 
@@ -220,3 +236,98 @@ def require(service: str, level: Level | str = Level.READ) -> Any:
 
 #: The authenticated Principal, whatever its grants: ``principal: CurrentPrincipal``.
 CurrentPrincipal = Annotated[Principal, Security(_default_security)]
+
+
+class RouteRequirements:
+    """What the route that will serve a request declares, for the middleware to decide with.
+
+    :func:`install` registers one as ``app.state.agentguard_requirements``;
+    :class:`~agentguard.asgi.AgentGuardMiddleware` calls it with the request's scope before
+    deciding. It finds the route the way Starlette's router will (first full match, into
+    included routers and mounted apps and routers) and returns the strictest
+    ``service:level`` among its agentguard dependencies (:func:`require`,
+    :data:`CurrentPrincipal`, :class:`AgentGuardSecurity`), or "any valid key" when they
+    name no service. The dependencies still check every one of them.
+
+    It returns ``None`` (the guard's own rules decide, and a path none covers is refused) when
+    a :class:`~agentguard.RouteRule` covers the path, so rules stay authoritative where they
+    exist, and when the route declares no agentguard dependency or no route matches.
+    Requirements are computed once per route.
+
+    Args:
+        app: the FastAPI app whose routes to search.
+        guard: the guard whose rules take precedence (the middleware's).
+    """
+
+    def __init__(self, app: FastAPI, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+        self._declared: dict[int, tuple[Dependant, Requirement | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"RouteRequirements(guard={self.guard!r})"
+
+    def __call__(self, scope: Scope) -> Requirement | None:
+        if self.guard.permissions.rules_for(scope["path"]):
+            return None
+        dependant = _serving(self.app.router.routes, dict(scope))
+        if dependant is None:
+            return None
+        cached = self._declared.get(id(dependant))
+        if cached is None or cached[0] is not dependant:
+            cached = (dependant, _strictest(dependant))
+            self._declared[id(dependant)] = cached
+        return cached[1]
+
+
+def _route_contexts(routes: Iterable[Any]) -> Iterator[Any]:
+    """``routes`` in the order the router tries them, included routers flattened.
+
+    Newer FastAPI keeps an included router as one route and matches its routes through
+    ``iter_route_contexts``; older releases copy them into the parent's list.
+    """
+    flatten = getattr(routing, "iter_route_contexts", None)
+    return iter(routes) if flatten is None else iter(flatten(list(routes)))
+
+
+def _serving(routes: Iterable[Any], scope: Scope) -> Dependant | None:
+    """The dependant of the FastAPI route Starlette will pick for ``scope``, if any."""
+    for route in _route_contexts(routes):
+        match, child = route.matches(scope)
+        if match is not Match.FULL:
+            continue
+        dependant = getattr(route, "dependant", None)
+        if isinstance(dependant, Dependant):
+            return dependant
+        inner = getattr(route, "routes", None)  # a Mount or Host: the router below decides
+        return None if inner is None else _serving(inner, {**scope, **child})
+    return None
+
+
+def _oauth_scopes(dependant: Dependant) -> list[str]:
+    """The scopes FastAPI passes in ``SecurityScopes`` to this dependency."""
+    if hasattr(dependant, "parent_oauth_scopes"):
+        scopes = list(dependant.parent_oauth_scopes or [])
+        scopes += [scope for scope in dependant.own_oauth_scopes or [] if scope not in scopes]
+        return scopes
+    return list(getattr(dependant, "security_scopes", None) or [])  # older FastAPI: inherited
+
+
+def _strictest(dependant: Dependant) -> Requirement | None:
+    """The highest level any agentguard dependency in the tree needs (the first such on ties).
+
+    ``None`` when the tree holds no agentguard dependency at all.
+    """
+    needed: list[Requirement] = []
+    guarded = False
+    pending = [dependant]
+    while pending:
+        node = pending.pop()
+        if isinstance(node.call, AgentGuardSecurity):
+            guarded = True
+            needed += [_requirement(scope) for scope in _oauth_scopes(node)]
+        pending += reversed(node.dependencies)
+    if not guarded:
+        return None
+    named = [need for need in needed if need.service is not None]
+    return max(named, key=lambda need: need.level, default=Requirement(None, Level.READ))

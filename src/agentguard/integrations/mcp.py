@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import hmac
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
@@ -50,11 +50,12 @@ except ImportError as error:
 
 from agentguard.asgi.metadata import ProtectedResourceMetadata, advertise_metadata
 from agentguard.asgi.responses import send_error
+from agentguard.asgi.reviewed import call_reviewed
 from agentguard.asgi.scope import PRINCIPAL_STATE_KEY, request_from_scope
 from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.context import principal_var
-from agentguard.errors import AgentGuardError, InsufficientScope
+from agentguard.errors import InsufficientScope, RequestRefused
 from agentguard.model import Level, Principal
 from agentguard.permissions import Requirement
 from agentguard.request import (
@@ -63,6 +64,7 @@ from agentguard.request import (
     parse_authorization,
     public_prefixes,
 )
+from agentguard.review.chain import ReviewChain, ReviewerLike
 
 if TYPE_CHECKING:
     from agentguard.guard import Guard
@@ -166,7 +168,7 @@ class AgentGuardTokenVerifier:
             principal = await self.guard.authenticate(
                 request, credentials=Credentials("bearer", token), requirement=ANY_KEY
             )
-        except AgentGuardError:
+        except RequestRefused:
             return None
         return _access_token(self.guard, token, principal, self.resource)
 
@@ -181,6 +183,10 @@ class AgentGuardMCP:
         metadata: the RFC 9728 document; it is served at its well-known path and the guard's
             challenges are made to point at it (:func:`advertise_metadata`).
         public_paths: further path prefixes that skip the guard.
+        request_reviewers / response_reviewers: reviewers for the JSON-RPC bodies (tool
+            arguments in, tool results out) instead of the guard's own
+            (:meth:`Guard.reviews <agentguard.Guard.reviews>`); a request block is a 403 before
+            the SDK sees the call, a response block a 403 or a cut stream.
     """
 
     def __init__(
@@ -190,9 +196,12 @@ class AgentGuardMCP:
         *,
         metadata: ProtectedResourceMetadata | None = None,
         public_paths: Sequence[str] = (),
+        request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
+        self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self.metadata = metadata
         self._metadata_app = metadata.app() if metadata is not None else None
         if metadata is not None:
@@ -218,10 +227,11 @@ class AgentGuardMCP:
             await self.app(scope, receive, send)
             return
         try:
-            principal = await self.guard.authenticate(request, requirement=ANY_KEY)
-        except AgentGuardError as error:
+            passage = await self.guard.admit(request, requirement=ANY_KEY, reviews=self.reviews)
+        except RequestRefused as error:
             await send_error(scope, send, error, self.guard.challenge)
             return
+        principal = passage.principal
         credentials = parse_authorization(request, ("bearer", "dpop"))
         if credentials.scheme == "dpop":
             # The proof was checked above; the SDK only understands Bearer, so hand it that.
@@ -236,7 +246,10 @@ class AgentGuardMCP:
         decided = _decided.set(_Decided(self.guard, credentials.key, principal))
         token = principal_var.set(principal)
         try:
-            await self.app(scope, receive, send)
+            if scope_type == "http" and self.reviews:
+                await call_reviewed(self.app, scope, receive, send, passage)
+            else:
+                await self.app(scope, receive, send)
         finally:
             principal_var.reset(token)
             _decided.reset(decided)
@@ -271,7 +284,7 @@ async def _check_tool(name: str, requirement: Requirement) -> None:
     )
     error = None if allowed else InsufficientScope(required=requirement.scope)
     if guard is not None:
-        await guard.audit.record(
+        await guard.record(
             AuditEvent(
                 action=Action.DECISION,
                 ts=guard.clock.now(),

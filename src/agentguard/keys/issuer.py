@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from agentguard.audit.events import Action, AuditEvent, Decision
 from agentguard.audit.writer import AuditWriter
 from agentguard.clock import Clock
-from agentguard.errors import InvalidGrant, IssuanceRefused, MalformedKey, Reason
+from agentguard.errors import InvalidGrant, IssuanceRefused, MalformedKey, Reason, UsageError
 from agentguard.keys.format import generate_key, hash_key, new_id, parse_key
 from agentguard.model import Grants, IssuedKeys, KeyKind, KeyRecord
 from agentguard.resolver import KeyIds, key_context, liveness_failure
@@ -54,7 +54,7 @@ class KeyIssuer:
         require_binding: bool = False,
     ) -> None:
         if access_ttl <= timedelta(0) or refresh_ttl <= timedelta(0):
-            raise ValueError("key lifetimes must be positive")
+            raise UsageError("key lifetimes must be positive")
         self.store = store
         self.clock = clock
         self.audit = audit
@@ -178,10 +178,9 @@ class KeyIssuer:
             action=Action.KEY_REFRESH, ts=now, decision=Decision.DENY, reason=reason.value, **ids
         )
         await self._record(event)
-        error = InvalidGrant(reason=reason)
-        if found is not None:
-            error.with_context(**key_context(found.key))
-        return error
+        if found is None:
+            return InvalidGrant(reason=reason)
+        return InvalidGrant(reason=reason).with_context(**key_context(found.key))
 
     async def _reuse_detected(self, found: KeyLookup, now: datetime) -> InvalidGrant:
         with store_outage():
@@ -301,8 +300,8 @@ class KeyIssuer:
     ) -> int:
         """Revoke by key id, family id or user id (exactly one); audited; returns the count.
 
-        Raises ``ValueError`` unless exactly one selector is given (a caller's mistake, not a
-        store outage).
+        Raises :class:`~agentguard.errors.UsageError` (a ``ValueError``) unless exactly one
+        selector is given: a caller's mistake, not a store outage, and not audited.
         """
         revoke_selector(key_id=key_id, family_id=family_id, user_id=user_id)
         now = self.clock.now()

@@ -192,9 +192,9 @@ class IntrospectionResolver:
                 jkt=confirmation_jkt(answer),
             )
         except InvalidToken as error:
-            if not error.audit_context.get("key_id"):
-                error.with_context(key_id=key_id)
-            raise
+            if error.audit_context.get("key_id"):
+                raise
+            raise error.with_context(key_id=key_id) from None
 
     async def introspect(self, token: str) -> dict[str, Any]:
         """The checked introspection answer for an active token (cached briefly)."""

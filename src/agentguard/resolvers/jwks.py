@@ -19,7 +19,7 @@ from cachetools import TTLCache
 from agentguard.clock import Clock
 from agentguard.dpop.jose import JOSEError, loads_object
 from agentguard.dpop.jwk import JWKError, ParsedJWK, PublicKey, load_public_key, parse_jwk
-from agentguard.errors import ServiceUnavailable
+from agentguard.errors import ServiceUnavailable, UsageError
 from agentguard.httpclient import LazyClient
 
 __all__ = ["JWKSCache", "SigningKey"]
@@ -109,7 +109,7 @@ class JWKSCache:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("https://", "http://")):
-            raise ValueError("the JWKS URL must be http(s)")
+            raise UsageError("the JWKS URL must be http(s)")
         self.url = url
         self._clock = clock
         self._min_interval = min_refresh_interval

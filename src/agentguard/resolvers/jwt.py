@@ -63,10 +63,10 @@ def _malformed(
 
 
 def _named(error: InvalidToken, key_id: str) -> InvalidToken:
-    """``error`` with the token's audit id, unless it already names a key."""
-    if not error.audit_context.get("key_id"):
-        error.with_context(key_id=key_id)
-    return error
+    """``error`` naming the token's audit id (a new error), unless it already names a key."""
+    if error.audit_context.get("key_id"):
+        return error
+    return error.with_context(key_id=key_id)
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 
 import anyio.lowlevel
 
+from agentguard.errors import AgentGuardError
+
 __all__ = ["STEP_CHARS", "Deadline", "ReviewDeadlineExceeded", "checkpoint", "deadline"]
 
 STEP_CHARS = 64 * 1024
 """Characters of per-field or per-line work between two checkpoints."""
 
 
-class ReviewDeadlineExceeded(TimeoutError):
+class ReviewDeadlineExceeded(AgentGuardError, TimeoutError):
     """The reviewer ran past its step's timeout; the chain blocks (``reviewer_timeout``)."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from agentguard.errors import AgentGuardError, Reason
+from agentguard.errors import Reason, RequestRefused
 from agentguard.review.base import Direction, Verdict
 
 __all__ = ["RequestBlocked", "ResponseBlocked", "ReviewBlocked", "blocked"]
@@ -14,7 +14,7 @@ __all__ = ["RequestBlocked", "ResponseBlocked", "ReviewBlocked", "blocked"]
 _REASON: Reason = getattr(Reason, "REVIEW_BLOCKED", Reason.MALFORMED_REQUEST)
 
 
-class ReviewBlocked(AgentGuardError):
+class ReviewBlocked(RequestRefused):
     """A reviewer blocked the content. The description names the reviewer and its reason code,
     never the content."""
 

@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 from re2 import _re2
 
+from agentguard.errors import AgentGuardError
+
 __all__ = [
     "SPACE",
     "WORD",
@@ -68,7 +70,7 @@ def _replace_surrogates(error: UnicodeError) -> tuple[str | bytes, int]:
 codecs.register_error(_ERRORS, _replace_surrogates)
 
 
-class PatternError(ValueError):
+class PatternError(AgentGuardError, ValueError):
     """A pattern RE2 cannot run in linear time (a lookaround, a backreference, ``{n}`` over
     1000) or that does not parse. The message names the construct, never any reviewed text."""
 

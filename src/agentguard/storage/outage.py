@@ -3,7 +3,8 @@
 Any exception a storage backend raises (a driver error, ``OSError``, a timeout, a third-party
 backend's own exception) becomes :class:`~agentguard.errors.StoreUnavailable`: ``503`` with
 ``Retry-After``, which the guard audits like any other refusal. Only an
-:class:`~agentguard.errors.AgentGuardError` raised on purpose passes through unchanged, and
+:class:`~agentguard.errors.RequestRefused` or :class:`~agentguard.errors.UsageError` raised
+on purpose passes through unchanged, and
 ``BaseException`` (cancellation, ``KeyboardInterrupt``) is never caught.
 
 Two ways in: :func:`store_outage` around a call site, and :func:`shield_store`, a thin proxy
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from agentguard.errors import AgentGuardError, StoreUnavailable
+from agentguard.errors import RequestRefused, StoreUnavailable, UsageError
 from agentguard.storage.protocols import (
     AuditStore,
     CredentialStore,
@@ -50,6 +51,10 @@ _Store = TypeVar("_Store")
 
 #: Exceptions that mean "this code is wrong", not "the backend is down". Still refused with
 #: 503 (fail closed), but logged as a suspected bug with the raising file and line.
+#: Raised on purpose and passed through unchanged: refusals (a corrupt record, a token a
+#: resolver rejects) and API misuse. Everything else, a backend's StorageError included, is 503.
+_PASSED = (RequestRefused, UsageError)
+
 PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
     TypeError,
     AttributeError,
@@ -115,13 +120,13 @@ def _unavailable(error: Exception, where: str) -> StoreUnavailable:
 
 @contextmanager
 def store_outage(role: str = "store", method: str | None = None) -> Iterator[None]:
-    """Re-raise anything but an :class:`AgentGuardError` as :class:`StoreUnavailable` (503).
+    """Re-raise anything but a refusal or a usage error as :class:`StoreUnavailable` (503).
 
     ``role`` (``"key store"``, ``"replay cache"``) and ``method`` name the call in the log.
     """
     try:
         yield
-    except AgentGuardError:
+    except _PASSED:
         raise
     except Exception as error:
         where = role if method is None else f"{role}.{method}"
@@ -161,7 +166,7 @@ def _shielded(store: object, role: str, name: str) -> Callable[..., Coroutine[An
     async def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return await getattr(store, name)(*args, **kwargs)
-        except AgentGuardError:
+        except _PASSED:
             raise
         except Exception as error:
             raise _unavailable(error, where) from error

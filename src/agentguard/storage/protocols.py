@@ -10,20 +10,24 @@ never read the system time in a store.
 Errors: a store raises :class:`IntegrityError` for a write that breaks a stated rule, and
 :class:`StorageError` from any method when its backend fails (a lost connection, a closed pool,
 a timeout, a closed store), never the driver's own exception: the driver's error may be its
-``__cause__``, but the message names no query parameter. The guard turns any exception a store
-raises into ``503`` (fail closed); the contract makes the outage recognisable to every other
-caller too. ``agentguard.testing.conformance.FailureContract`` checks it.
+``__cause__``, but the message names no query parameter. A call that breaks the contract itself
+(:meth:`KeyStore.revoke` without exactly one selector) raises
+:class:`~agentguard.errors.UsageError` before touching the backend: a caller's mistake, not an
+outage. The guard turns any other exception a store raises into ``503`` (fail closed); the
+contract makes the outage recognisable to every other caller too.
+``agentguard.testing.conformance.FailureContract`` checks it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from agentguard.audit.chain import AuditEntry
 from agentguard.audit.events import AuditEvent
 from agentguard.audit.prefix import ArchivedPrefix
+from agentguard.errors import AgentGuardError, UsageError
 from agentguard.model import (
     Account,
     CredentialOwner,
@@ -42,12 +46,13 @@ __all__ = [
     "KeyLookup",
     "KeyStore",
     "ReplayCache",
+    "RevokeSelector",
     "StorageError",
     "revoke_selector",
 ]
 
 
-class StorageError(Exception):
+class StorageError(AgentGuardError):
     """Base of errors a store raises on purpose; on its own, "the backend failed" (an outage)."""
 
 
@@ -55,21 +60,34 @@ class IntegrityError(StorageError):
     """A write would break a rule of the contract (unknown owner, duplicate key, ...)."""
 
 
+_SelectorName = Literal["key_id", "family_id", "user_id"]
+
+
+class RevokeSelector(NamedTuple):
+    """The one thing a :meth:`KeyStore.revoke` call selects keys by."""
+
+    name: _SelectorName
+    value: str
+
+
 def revoke_selector(
     *, key_id: str | None, family_id: str | None, user_id: str | None
-) -> tuple[str, str]:
-    """The one ``(name, value)`` a :meth:`KeyStore.revoke` call selects by.
+) -> RevokeSelector:
+    """The one selector of a :meth:`KeyStore.revoke` call, checked before any storage work.
 
-    Raises ``ValueError`` unless exactly one of the three is given, as the contract requires.
+    Raises :class:`~agentguard.errors.UsageError` (a ``ValueError``) unless exactly one of the
+    three is given, as the contract requires. Every backend calls it first and keeps only its
+    storage-specific work.
     """
-    chosen = [
-        (name, value)
-        for name, value in (("key_id", key_id), ("family_id", family_id), ("user_id", user_id))
-        if value is not None
-    ]
-    if len(chosen) != 1:
-        raise ValueError("revoke takes exactly one of key_id, family_id, user_id")
-    return chosen[0]
+    named: tuple[tuple[_SelectorName, str | None], ...] = (
+        ("key_id", key_id),
+        ("family_id", family_id),
+        ("user_id", user_id),
+    )
+    given = [RevokeSelector(name, value) for name, value in named if value is not None]
+    if len(given) != 1:
+        raise UsageError("revoke takes exactly one of key_id, family_id, user_id")
+    return given[0]
 
 
 class KeyLookup(NamedTuple):
@@ -160,7 +178,8 @@ class KeyStore(DirectoryStore, Protocol):
     ) -> int:
         """Revoke the unrevoked keys that match exactly one selector; return how many.
 
-        Passing zero or several selectors raises ``ValueError``. Already revoked keys keep
+        Passing zero or several selectors raises :class:`~agentguard.errors.UsageError` (a
+        ``ValueError``; :func:`revoke_selector` checks it). Already revoked keys keep
         their first revocation time and reason; a key of an already revoked family counts as
         revoked.
 

@@ -142,7 +142,7 @@ def agentguard_app(agentguard_guard: Guard) -> ASGIApp:
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route
 
-    from agentguard.asgi import AgentGuardMiddleware, principal_from_scope
+    from agentguard.asgi import AgentGuardMiddleware, OAuthApp, principal_from_scope
 
     async def echo(request: Request) -> JSONResponse:
         principal = principal_from_scope(request.scope)
@@ -159,7 +159,7 @@ def agentguard_app(agentguard_guard: Guard) -> ASGIApp:
     app = Starlette(
         routes=[
             Route("/crm/{path:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            Mount("/oauth", app=agentguard_guard.oauth_app()),
+            Mount("/oauth", app=OAuthApp(agentguard_guard)),
         ]
     )
     return AgentGuardMiddleware(app, agentguard_guard, public_paths=["/oauth"])

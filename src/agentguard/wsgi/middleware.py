@@ -3,21 +3,24 @@
 It gives a WSGI app the same decisions as :class:`~agentguard.asgi.AgentGuardMiddleware`: the
 request is described as a :class:`~agentguard.request.GuardRequest`, decided by
 :meth:`Guard.authenticate` on the process's one background event loop, and refused with the
-error's own rendering (:meth:`~agentguard.errors.AgentGuardError.to_http`). No ASGI code runs.
+error's own rendering (:meth:`~agentguard.errors.RequestRefused.to_http`). No ASGI code runs.
 """
 
 from __future__ import annotations
 
+import functools
 import http
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from agentguard.context import principal_var
-from agentguard.errors import AgentGuardError
+from agentguard.errors import Challenge, RequestRefused
 from agentguard.model import Principal
 from agentguard.request import GuardRequest, public_prefixes
+from agentguard.review.chain import ReviewChain, ReviewerLike
 from agentguard.wsgi.portal import EventLoopPortal, default_portal
+from agentguard.wsgi.reviewed import call_reviewed
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -161,6 +164,10 @@ class AgentGuardWSGIMiddleware:
         public_paths: path prefixes (whole segments, relative to ``SCRIPT_NAME``) that skip the
             guard, such as a health check.
         portal: the event loop to decide on; the process-wide one by default.
+        request_reviewers / response_reviewers: reviewers for request and response bodies
+            instead of the guard's own (:meth:`Guard.reviews <agentguard.Guard.reviews>`); a
+            request block is a 403 before the app runs, a response block a 403 when nothing was
+            sent yet, else the response is cut.
     """
 
     def __init__(
@@ -170,9 +177,12 @@ class AgentGuardWSGIMiddleware:
         *,
         public_paths: Sequence[str] = (),
         portal: EventLoopPortal | None = None,
+        request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
+        self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self.portal = portal if portal is not None else default_portal()
         self.public_paths = public_prefixes(public_paths)
 
@@ -184,16 +194,31 @@ class AgentGuardWSGIMiddleware:
         if request.in_public_paths(self.public_paths):
             return self.app(environ, start_response)
         try:
-            principal = self.portal.call(self.guard.authenticate, request)
-        except AgentGuardError as error:
-            status, headers, body = error.to_http(self.guard.challenge)
-            headers.append(("content-length", str(len(body))))
-            start_response(_status_line(status), headers)
-            return [body]
+            passage = self.portal.call(
+                functools.partial(self.guard.admit, request, reviews=self.reviews)
+            )
+        except RequestRefused as error:
+            return self._refuse(error, start_response, self.guard.challenge)
+        principal = passage.principal
         environ[PRINCIPAL_ENVIRON_KEY] = principal
         token = principal_var.set(principal)
         try:
-            body_iter = self.app(environ, start_response)
+            if self.reviews:
+                body_iter = call_reviewed(
+                    self.app, environ, start_response, passage,
+                    portal=self.portal, refuse=self._refuse,
+                )  # fmt: skip
+            else:
+                body_iter = self.app(environ, start_response)
         finally:
             principal_var.reset(token)
         return _WithPrincipal(body_iter, principal)
+
+    @staticmethod
+    def _refuse(
+        error: RequestRefused, start_response: StartResponse, challenge: Challenge | None = None
+    ) -> list[bytes]:
+        status, headers, body = error.to_http(challenge)
+        headers.append(("content-length", str(len(body))))
+        start_response(_status_line(status), headers)
+        return [body]

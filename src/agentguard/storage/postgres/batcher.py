@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from agentguard.audit.chain import AuditEntry
 from agentguard.audit.events import AuditEvent
+from agentguard.errors import UsageError
 from agentguard.storage.protocols import StorageError
 
 __all__ = ["AuditBatcher", "BatchWriter"]
@@ -49,9 +50,9 @@ class AuditBatcher:
 
     def __init__(self, write: BatchWriter, *, max_events: int = 256, max_wait: float = 0.0) -> None:
         if max_events < 1:
-            raise ValueError("max_events must be at least 1")
+            raise UsageError("max_events must be at least 1")
         if max_wait < 0:
-            raise ValueError("max_wait must be zero or more seconds")
+            raise UsageError("max_wait must be zero or more seconds")
         self._write = write
         self.max_events = max_events
         self.max_wait = max_wait

@@ -26,6 +26,7 @@ import re
 from typing import Any
 
 from agentguard._extras import import_extra
+from agentguard.errors import UsageError
 from agentguard.storage.sqlite.schema import SchemaVersionError
 
 __all__ = [
@@ -230,7 +231,7 @@ def quote_schema(name: str) -> str:
     configuration can never carry SQL.
     """
     if not isinstance(name, str) or _SCHEMA_NAME.fullmatch(name) is None:
-        raise ValueError(
+        raise UsageError(
             "a schema name is 1-63 characters of lower-case letters, digits and underscores, "
             "not starting with a digit"
         )

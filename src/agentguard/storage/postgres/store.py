@@ -43,6 +43,7 @@ from agentguard.audit.chain import AuditEntry, seal
 from agentguard.audit.events import AuditEvent
 from agentguard.audit.prefix import ArchivedPrefix, drop_problem
 from agentguard.clock import Clock, SystemClock, utc
+from agentguard.errors import UsageError
 from agentguard.model import (
     Account,
     CredentialOwner,
@@ -163,9 +164,9 @@ class PostgresStore:
         audit_batch_wait: float = 0.0,
     ) -> None:
         if not 0 <= pool_min <= pool_max or pool_max < 1:
-            raise ValueError("need 0 <= pool_min <= pool_max and pool_max >= 1")
+            raise UsageError("need 0 <= pool_min <= pool_max and pool_max >= 1")
         if command_timeout <= 0:
-            raise ValueError("command_timeout must be positive")
+            raise UsageError("command_timeout must be positive")
         self._queries = Queries.for_schema(quote_schema(schema))
         self._dsn = dsn
         self.schema = schema
@@ -194,7 +195,7 @@ class PostgresStore:
         """
         parts = urlsplit(url)
         if parts.scheme not in {"postgresql", "postgres"}:
-            raise ValueError("a PostgreSQL URL starts with postgresql://")
+            raise UsageError("a PostgreSQL URL starts with postgresql://")
         query = parse_qsl(parts.query, keep_blank_values=True)
         schemas = [value for name, value in query if name == "schema"]
         rest = urlencode([(name, value) for name, value in query if name != "schema"])

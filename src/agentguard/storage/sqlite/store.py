@@ -30,6 +30,7 @@ from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit.events import AuditEvent
 from agentguard.audit.prefix import ArchivedPrefix, drop_problem
 from agentguard.clock import Clock, SystemClock
+from agentguard.errors import UsageError
 from agentguard.model import (
     Account,
     CredentialOwner,
@@ -117,7 +118,7 @@ class SQLiteStore:
         read_only: bool = False,
     ) -> None:
         if timeout < 0:
-            raise ValueError("timeout must be zero or more seconds")
+            raise UsageError("timeout must be zero or more seconds")
         self.path: str = os.fspath(path)
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout

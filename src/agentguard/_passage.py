@@ -1,0 +1,221 @@
+"""A request the guard admitted, on its way through the rest of the pipeline.
+
+:meth:`Guard.admit <agentguard.Guard.admit>` runs the decision steps (target, credentials,
+resolution, DPoP binding and replay, authorization) and returns a :class:`Passage`. The adapter
+then drives the content steps through it, whatever the framework: request review before the
+route or upstream sees the body, response review while the body flows back. Findings are audited
+here, so no adapter records review events of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from agentguard.review.base import Direction, ReviewContext, Verdict
+from agentguard.review.chain import CHAIN_NAME
+from agentguard.review.errors import blocked
+from agentguard.review.events import media_type, record_findings
+
+if TYPE_CHECKING:
+    from agentguard.audit.writer import AuditWriter
+    from agentguard.clock import Clock
+    from agentguard.model import Principal
+    from agentguard.permissions import Requirement
+    from agentguard.request import GuardRequest
+    from agentguard.review.chain import ReviewChain
+
+__all__ = ["Passage", "ResponseReview", "Reviews"]
+
+#: The finding for a body the reviewers cannot read: a ``Content-Encoding`` (gzip, br, ...)
+#: other than ``identity``. Such a body is blocked, never passed on unread.
+ENCODED = "encoded_body_unreviewable"
+
+
+def _encoded(value: bytes | str | None) -> bool:
+    if value is None:
+        return False
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return text.strip().lower() not in ("", "identity")
+
+
+class _Stream(Protocol):
+    context: ReviewContext
+    findings: list[Verdict]
+
+    async def feed(self, chunk: bytes) -> bytes: ...
+
+    async def finish(self) -> bytes: ...
+
+
+class _Unreadable:
+    """The stream review of an encoded response: any body at all is blocked."""
+
+    def __init__(self, context: ReviewContext) -> None:
+        self.context = context
+        self.findings: list[Verdict] = []
+
+    async def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""
+        verdict = Verdict.block(CHAIN_NAME, ENCODED)
+        self.findings.append(verdict)
+        raise blocked(Direction.OUT, verdict)
+
+    async def finish(self) -> bytes:
+        return b""
+
+
+class Reviews:
+    """The review steps of the pipeline: the two chains and where their findings go.
+
+    Built by :meth:`Guard.reviews <agentguard.Guard.reviews>`; immutable.
+    """
+
+    __slots__ = ("_audit", "_clock", "request_chain", "response_chain")
+
+    def __init__(
+        self,
+        request_chain: ReviewChain | None,
+        response_chain: ReviewChain | None,
+        audit: AuditWriter,
+        clock: Clock,
+    ) -> None:
+        object.__setattr__(self, "request_chain", request_chain)
+        object.__setattr__(self, "response_chain", response_chain)
+        object.__setattr__(self, "_audit", audit)
+        object.__setattr__(self, "_clock", clock)
+
+    request_chain: ReviewChain | None
+    response_chain: ReviewChain | None
+    _audit: AuditWriter
+    _clock: Clock
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Reviews is immutable; cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Reviews(request={self.request_chain!r}, response={self.response_chain!r})"
+
+    def __bool__(self) -> bool:
+        return self.request_chain is not None or self.response_chain is not None
+
+    async def record(self, findings: Iterable[Verdict], context: ReviewContext) -> None:
+        """Audit ``findings`` about ``context``: one ``review.verdict`` event each."""
+        await record_findings(self._audit, findings, context, self._clock.now())
+
+
+class ResponseReview:
+    """Reviews one response body as it streams: ``feed`` each chunk, send what it returns, then
+    ``finish``; ``close`` audits the findings (call it once the response is over, in ``finally``).
+
+    ``feed``/``finish`` raise :class:`~agentguard.review.ResponseBlocked` when a reviewer blocks.
+    """
+
+    __slots__ = ("_closed", "_reviews", "stream")
+
+    def __init__(self, stream: _Stream, reviews: Reviews) -> None:
+        self.stream = stream
+        self._reviews = reviews
+        self._closed = False
+
+    @property
+    def context(self) -> ReviewContext:
+        """What the reviewers are told about this response."""
+        return self.stream.context
+
+    async def feed(self, chunk: bytes) -> bytes:
+        """Review ``chunk``; the bytes now safe to send (maybe none)."""
+        return await self.stream.feed(chunk)
+
+    async def finish(self) -> bytes:
+        """The rest of the body once the upstream or route has sent it all."""
+        return await self.stream.finish()
+
+    async def close(self) -> None:
+        """Audit what the reviewers found (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._reviews.record(self.stream.findings, self.stream.context)
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A request the guard allowed: who sent it, what it needed, and the review steps left.
+
+    Adapters get one from :meth:`Guard.admit <agentguard.Guard.admit>` and call
+    :meth:`review_request` with the body before the route or upstream sees it and
+    :meth:`review_response` for what comes back. Without reviewers both cost nothing.
+    """
+
+    request: GuardRequest
+    principal: Principal
+    requirement: Requirement | None
+    reviews: Reviews
+    service: str | None = None
+
+    @property
+    def reviews_request(self) -> bool:
+        """Whether request bodies are reviewed (the adapter must then read the body first)."""
+        return self.reviews.request_chain is not None
+
+    @property
+    def reviews_response(self) -> bool:
+        """Whether response bodies are reviewed."""
+        return self.reviews.response_chain is not None
+
+    @property
+    def request_cap(self) -> int:
+        """The largest request body the request reviewers look at (0 without reviewers)."""
+        chain = self.reviews.request_chain
+        return 0 if chain is None else chain.max_bytes
+
+    def context(self, direction: Direction, content_type: bytes | str | None) -> ReviewContext:
+        """The :class:`~agentguard.review.ReviewContext` of this request's content."""
+        request = self.request
+        return ReviewContext(
+            direction, request.method, request.audit_path, media_type(content_type),
+            self.service, self.principal, request.request_id,
+        )  # fmt: skip
+
+    async def review_request(self, body: bytes, content_type: bytes | str | None = None) -> bytes:
+        """The body to pass on after the request reviewers (possibly redacted).
+
+        Findings are audited; a block raises :class:`~agentguard.review.RequestBlocked` (403).
+        A body over the chain's cap is refused or passed unchanged, as the chain's ``over_cap``
+        says; a body with a ``Content-Encoding`` the reviewers cannot read is blocked.
+        """
+        chain = self.reviews.request_chain
+        if chain is None:
+            return body
+        if content_type is None:
+            content_type = self.request.header(b"content-type")
+        context = self.context(Direction.IN, content_type)
+        if body and _encoded(self.request.header(b"content-encoding")):
+            verdict = Verdict.block(CHAIN_NAME, ENCODED)
+            await self.reviews.record((verdict,), context)
+            raise blocked(Direction.IN, verdict)
+        result = await chain.review_body(context, body)
+        await self.reviews.record(result.findings, context)
+        if result.blocked is not None:
+            raise blocked(Direction.IN, result.blocked)
+        return result.body
+
+    def review_response(
+        self, content_type: bytes | str | None, content_encoding: bytes | str | None = None
+    ) -> ResponseReview | None:
+        """A streaming review of the response body, or ``None`` without response reviewers.
+
+        An encoded body (``content_encoding`` other than ``identity``) cannot be read by the
+        reviewers: any byte of it is blocked. Compress outside the guard (for Starlette, add
+        ``GZipMiddleware`` after ``AgentGuardMiddleware``).
+        """
+        chain = self.reviews.response_chain
+        if chain is None:
+            return None
+        context = self.context(Direction.OUT, content_type)
+        if _encoded(content_encoding):
+            return ResponseReview(_Unreadable(context), self.reviews)
+        return ResponseReview(chain.stream(context), self.reviews)

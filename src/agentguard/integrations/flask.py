@@ -1,0 +1,153 @@
+"""Flask: a permission per view, with or without :class:`~agentguard.wsgi.AgentGuardWSGIMiddleware`.
+
+::
+
+    app = Flask(__name__)
+    agentguard = AgentGuard(app, guard)   # or AgentGuard(), then agentguard.init_app(app, guard)
+
+    @app.post("/crm/contacts")
+    @agentguard.require("crm", "write")
+    def add_contact():
+        return {"by": current_principal().user_id}
+
+Behind the WSGI middleware the decorator reads the Principal it stored and checks the extra
+permission against its live grants (a refusal is audited like the middleware's own); without it
+(or on one of its public paths) the decorator decides the request itself with
+:meth:`Guard.authenticate`, on the process's one background event loop. Refusals render exactly
+as the middleware renders them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from agentguard._extras import missing_extra
+
+try:
+    from flask import Flask, Response, current_app
+    from flask import request as flask_request
+except ImportError as error:
+    raise missing_extra(error) from None
+
+from agentguard.context import principal_var
+from agentguard.errors import Challenge, ConfigurationError, InsufficientScope, RequestRefused
+from agentguard.guard import Guard
+from agentguard.model import Level, Principal
+from agentguard.permissions import Requirement
+from agentguard.wsgi.middleware import PRINCIPAL_ENVIRON_KEY, request_from_environ
+from agentguard.wsgi.portal import EventLoopPortal, default_portal
+
+__all__ = ["EXTENSION_KEY", "AgentGuard"]
+
+#: Where :meth:`AgentGuard.init_app` keeps the guard: ``app.extensions["agentguard"]``.
+EXTENSION_KEY = "agentguard"
+
+_View = TypeVar("_View", bound=Callable[..., Any])
+
+
+def _refusal_response(error: RequestRefused, challenge: Challenge | None) -> Response:
+    """``error`` as the response :class:`~agentguard.wsgi.AgentGuardWSGIMiddleware` sends."""
+    status, headers, body = error.to_http(challenge)
+    return Response(body, status=status, headers=headers)
+
+
+class AgentGuard:
+    """The Flask extension: holds the guard per app and makes the :meth:`require` decorators.
+
+    Args:
+        app: the app to set up now (else call :meth:`init_app` later, as app factories do).
+        guard: the guard that decides; :meth:`init_app` may give each app its own.
+        portal: the event loop decisions run on; the process-wide
+            :func:`~agentguard.wsgi.default_portal` (the WSGI middleware's) by default.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        guard: Guard | None = None,
+        *,
+        portal: EventLoopPortal | None = None,
+    ) -> None:
+        self.guard = guard
+        self.portal = portal if portal is not None else default_portal()
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"AgentGuard(guard={self.guard!r})"
+
+    def init_app(self, app: Flask, guard: Guard | None = None) -> None:
+        """Register ``guard`` (or the one given to the constructor) for ``app``'s views."""
+        chosen = guard if guard is not None else self.guard
+        if not isinstance(chosen, Guard):
+            raise ConfigurationError("AgentGuard needs a guard: AgentGuard(app, guard)")
+        app.extensions[EXTENSION_KEY] = chosen
+
+    def require(
+        self, service: str | None = None, level: Level | str = Level.READ
+    ) -> Callable[[_View], _View]:
+        """A view decorator: refuse (403) unless the key's live grants reach ``level`` on
+        ``service``; with no ``service``, any valid key passes.
+
+        Put it below ``@app.route``. Stacked decorators all apply. Inside the view the Principal
+        is :func:`agentguard.current_principal` and ``request.environ["agentguard.principal"]``.
+        """
+        requirement = Requirement(service, Level.parse(level))
+
+        def decorate(view: _View) -> _View:
+            @functools.wraps(view)
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                decided = self._decide(requirement)
+                if isinstance(decided, Response):
+                    return decided
+                token = principal_var.set(decided)
+                try:
+                    return current_app.ensure_sync(view)(*args, **kwargs)
+                finally:
+                    principal_var.reset(token)
+
+            return guarded  # type: ignore[return-value]
+
+        return decorate
+
+    def _guard(self) -> Guard:
+        guard = current_app.extensions.get(EXTENSION_KEY)
+        if not isinstance(guard, Guard):
+            raise ConfigurationError(
+                "this Flask app has no agentguard guard: call AgentGuard(app, guard) or "
+                "init_app(app, guard)"
+            )
+        return guard
+
+    def _decide(self, requirement: Requirement) -> Principal | Response:
+        """The request's Principal if it meets ``requirement``, else the refusal response."""
+        guard = self._guard()
+        environ = flask_request.environ
+        request = request_from_environ(environ)
+        stored = environ.get(PRINCIPAL_ENVIRON_KEY)
+        try:
+            if isinstance(stored, Principal):  # the middleware decided and audited it
+                if requirement.service is None or stored.allows(
+                    requirement.service, requirement.level
+                ):
+                    return stored
+                error = InsufficientScope(required=requirement.scope)
+
+                async def record() -> None:
+                    await guard.record_refusal(
+                        request, error, principal=stored, requirement=requirement
+                    )
+
+                self.portal.call(record)
+                raise error
+
+            async def decide() -> Principal:
+                return await guard.authenticate(request, requirement=requirement)
+
+            principal = self.portal.call(decide)
+        except RequestRefused as refused:
+            return _refusal_response(refused, guard.challenge)
+        environ[PRINCIPAL_ENVIRON_KEY] = principal
+        return principal
