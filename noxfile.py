@@ -157,7 +157,7 @@ def mutation(session: nox.Session) -> None:
 
 
 _IMPORT_CHECK = """
-import sys, agentguard, agentguard.guard, agentguard.keys, agentguard.resolver
+import sys, agentguard, agentguard._guard, agentguard._keys, agentguard._resolver
 bad = sorted(m for m in ("starlette", "fastapi", "flask", "httpx") if m in sys.modules)
 assert not bad, f"core imported {bad}"
 print("core imports no web framework")

@@ -18,11 +18,18 @@ from datetime import datetime, timedelta, timezone
 import anyio
 from report import Row, record
 
-from agentguard.audit.chain import leaf_hash
-from agentguard.audit.checkpoints import Checkpoint, Ed25519Signer, sign_checkpoint
-from agentguard.audit.events import Action, AuditEvent, Decision, canonical_json
-from agentguard.audit.merkle import CompactRange
-from agentguard.audit.verify import verify_log
+from agentguard.audit import (
+    Action,
+    AuditEvent,
+    Checkpoint,
+    Decision,
+    Ed25519Signer,
+    canonical_json,
+    leaf_hash,
+    sign_checkpoint,
+    verify_log,
+)
+from agentguard.audit._merkle import CompactRange
 from agentguard.storage import MemoryStore
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)

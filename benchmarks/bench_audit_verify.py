@@ -5,7 +5,7 @@ Run: ``python benchmarks/bench_audit_verify.py [--large] [--sizes 100000,1000000
 For each size it builds a SQLite log with one signed checkpoint at its end, then verifies it in
 a fresh process per measurement (so peak RSS is that verification's own):
 
-- ``stream``: :func:`agentguard.audit.verify.verify_store`, what the CLI runs now (pages of
+- ``stream``: :func:`agentguard.audit._verify.verify_store`, what the CLI runs now (pages of
   8192 seqs, template schema check, hashes of the stored bytes);
 - ``whole``: the baseline the CLI ran before, ``await store.read()`` and then the whole-log
   verifier kept in ``tests/support/verify_oracle.py`` (the old path; skipped with ``--large``,
@@ -65,9 +65,9 @@ def _build(path: Path, n: int) -> tuple[str, str]:
     import anyio
     from bench_audit import decision
 
-    from agentguard.audit.chain import GENESIS_PREV, leaf_hash, seal
-    from agentguard.audit.checkpoints import Checkpoint, Ed25519Signer, sign_checkpoint
-    from agentguard.audit.merkle import CompactRange
+    from agentguard.audit import Checkpoint, Ed25519Signer, leaf_hash, sign_checkpoint
+    from agentguard.audit._chain import GENESIS_PREV, seal
+    from agentguard.audit._merkle import CompactRange
     from agentguard.storage import SQLiteStore
 
     async def create() -> None:
@@ -103,7 +103,7 @@ def _child(mode: str, path: str, note: str, vkey: str) -> None:
     """Verify once in this process and print one JSON line of figures."""
     import anyio
 
-    from agentguard.audit.verify import verify_store
+    from agentguard.audit._verify import verify_store
     from agentguard.storage import SQLiteStore
 
     async def run() -> tuple[bool, int]:

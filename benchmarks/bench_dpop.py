@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from report import Row, record
 
-from agentguard.clock import SystemClock
+from agentguard import SystemClock
 from agentguard.dpop import DPoPKey, DPoPVerifier
-from agentguard.dpop.jose import b64url_decode
-from agentguard.storage.memory import MemoryStore
+from agentguard.dpop._jose import b64url_decode
+from agentguard.storage import MemoryStore
 
 URL = "https://api.example.test/v1/tools/search"
 ACCESS_KEY = "ag_at_" + "A" * 49

@@ -25,11 +25,9 @@ import anyio
 import httpx
 from report import Row, record
 
-from agentguard import Guard
-from agentguard.asgi.proxy import ProxyApp
+from agentguard import CredentialOwner, CredentialScope, Guard, Placement, ServiceConfig
+from agentguard.asgi import ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
-from agentguard.model import CredentialOwner, CredentialScope
-from agentguard.services import Placement, ServiceConfig
 from agentguard.storage import MemoryStore
 from agentguard.testing import make_user
 

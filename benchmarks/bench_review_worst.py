@@ -36,13 +36,13 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from agentguard.review import (
+    SHAPES,
     Direction,
     InjectionScreen,
     ReviewChain,
     ReviewContext,
     SecretLeakReviewer,
 )
-from agentguard.review.shapes import SHAPES
 
 MIB = 1024 * 1024
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

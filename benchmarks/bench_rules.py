@@ -21,9 +21,8 @@ from report import Row, record
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from agentguard import Guard, RouteRule
+from agentguard import Guard, PermissionChecker, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.permissions import PermissionChecker
 from agentguard.storage import MemoryStore
 from agentguard.testing import make_user
 

@@ -24,7 +24,7 @@ from types import TracebackType
 import httpx
 
 from agentguard.cli import main as cli_main
-from agentguard.client.credentials_file import parse_credentials
+from agentguard.client._credentials_file import parse_credentials
 
 __all__ = ["Deployment", "Processes", "free_port", "wait_http"]
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from agentguard import Guard, Principal, RouteRule
 from agentguard.asgi import AgentGuardMiddleware, OAuthApp
 from agentguard.integrations.fastapi import CurrentPrincipal, install, require
-from agentguard.storage.urls import open_store
+from agentguard.storage import open_store
 from examples import launch
 
 CONTACTS: dict[str, list[str]] = {}

@@ -16,7 +16,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from agentguard import Guard, RouteRule, current_principal
-from agentguard.storage.urls import open_store
+from agentguard.storage import open_store
 from agentguard.wsgi import AgentGuardWSGIMiddleware, principal_from_environ
 from examples import launch
 

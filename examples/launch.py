@@ -35,10 +35,10 @@ from typing import Any, NoReturn
 
 import anyio
 
-from agentguard import ConfigurationError, Guard, IssuanceRefused
-from agentguard.model import Account, Grants, IssuedKeys, User, Workspace
-from agentguard.storage.urls import open_store
-from agentguard.wsgi.portal import EventLoopPortal
+from agentguard import Account, Grants, Guard, IssuedKeys, User, Workspace
+from agentguard.errors import ConfigurationError, IssuanceRefused
+from agentguard.storage import open_store
+from agentguard.wsgi import EventLoopPortal
 
 __all__ = [
     "DEFAULT_STORE",
@@ -167,7 +167,7 @@ def lifespan(guard: Guard, inner: Lifespan | None = None) -> Lifespan:
 def close_at_exit(guard: Guard, portal: EventLoopPortal) -> None:
     """For a WSGI app: close ``guard``'s store on ``portal``'s loop when the interpreter exits.
 
-    Registered after :mod:`agentguard.wsgi.portal` registers the portal's own shutdown, so it
+    Registered after :mod:`agentguard.wsgi._portal` registers the portal's own shutdown, so it
     runs first (``atexit`` runs last-registered first), while the loop is still there.
     """
     atexit.register(portal.call, close_guard, guard)

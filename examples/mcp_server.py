@@ -20,9 +20,9 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
 
 from agentguard import Guard, current_principal
-from agentguard.asgi.metadata import ProtectedResourceMetadata
+from agentguard.asgi import ProtectedResourceMetadata
 from agentguard.integrations.mcp import AgentGuardMCP, AgentGuardTokenVerifier, require_tool
-from agentguard.storage.urls import open_store
+from agentguard.storage import open_store
 from examples import launch
 
 RESOURCE = "http://127.0.0.1:8000/mcp"

@@ -31,10 +31,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agentguard import Guard, PostgresStore, RouteRule
+from agentguard import Guard, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
 from agentguard.rls import principal_transaction
-from agentguard.storage.urls import open_store
+from agentguard.storage import PostgresStore, open_store
 from examples import launch
 
 SCHEMA_SQL = """

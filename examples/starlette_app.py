@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 
 from agentguard import Guard, RouteRule, current_principal
 from agentguard.asgi import AgentGuardMiddleware, OAuthApp
-from agentguard.storage.urls import open_store
+from agentguard.storage import open_store
 from examples import launch
 
 CONTACTS: dict[str, list[str]] = {}

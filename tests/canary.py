@@ -2,7 +2,7 @@
 
 Recorded while the tests run:
 
-- secrets: every :class:`agentguard.secret.Secret` created (issued keys, vault plaintexts, minted
+- secrets: every :class:`agentguard._secret.Secret` created (issued keys, vault plaintexts, minted
   tokens, agent credentials), plus the fixed ``CANARY`` credential the proxy tests configure;
 - places a secret must never reach: every log record (message and exception), every audit
   event body, every rendered error body, and every error's message.
@@ -55,9 +55,9 @@ class _LogRecorder(logging.Handler):
 
 def install(extra_secrets: tuple[str, ...] = ()) -> None:
     """Start recording (call once, from ``pytest_configure``)."""
-    from agentguard.audit.events import AuditEvent
+    from agentguard import Secret
+    from agentguard.audit import AuditEvent
     from agentguard.errors import RequestRefused as AgentGuardError
-    from agentguard.secret import Secret
 
     for value in extra_secrets:
         _remember_secret(value)

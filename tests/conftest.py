@@ -15,7 +15,7 @@ CANARY = "crm-live-" + secrets.token_urlsafe(24)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from agentguard.secret import encoded_forms
+    from agentguard._secret import encoded_forms
     from tests import canary
 
     canary.install(tuple(encoded_forms(CANARY)))

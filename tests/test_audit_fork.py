@@ -37,14 +37,13 @@ from agentguard.audit import (
     Ed25519Signer,
     LogForked,
     MemoryCheckpointSink,
+    canonical_json,
+    leaf_hash,
     open_checkpoint,
     verify_log,
 )
-from agentguard.audit.chain import leaf_hash
-from agentguard.audit.events import canonical_json
 from agentguard.config import load_settings
-from agentguard.gateway import build_gateway
-from agentguard.gateway.app import Gateway
+from agentguard.gateway import Gateway, build_gateway
 from agentguard.storage import MemoryStore, SQLiteStore
 from agentguard.testing import FakeClock
 from tests.product.conftest import new_kek

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from agentguard.cli import main
-from agentguard.cli.demo import run
+from agentguard.cli._demo import run
 
 
 def test_demo_tells_the_whole_story() -> None:

@@ -264,7 +264,7 @@ def test_any_mistyped_sqlite_path_is_refused_not_created(
 
 
 def test_store_descriptions_never_carry_a_password() -> None:
-    from agentguard.storage.urls import describe_store
+    from agentguard.storage._urls import describe_store
 
     url = "postgresql://app:hunter2-secret@db.internal:5433/prod?sslmode=require&schema=audit"
     assert describe_store(url) == "postgresql://app@db.internal:5433/prod?schema=audit"

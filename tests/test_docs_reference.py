@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import agentguard
+from tests.support.surface import api_markdown
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 API_PAGE = DOCS / "reference" / "api.md"
@@ -26,6 +27,12 @@ def _api_table_names() -> set[str]:
     rows = [line for line in API_PAGE.read_text().splitlines() if line.startswith("|")]
     spans = re.findall(r"`([^`]+)`", "\n".join(rows))
     return {span.removesuffix("()") for span in spans}
+
+
+def test_the_api_page_is_generated_from_the_code() -> None:
+    assert API_PAGE.read_text(encoding="utf-8") == api_markdown(), (
+        "docs/reference/api.md is out of date: run `python -m tests.support.surface --write-api`"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(agentguard.__all__))

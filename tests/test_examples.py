@@ -26,9 +26,8 @@ import anyio
 import httpx
 import pytest
 
-from agentguard import Guard
-from agentguard.model import IssuedKeys
-from agentguard.storage.urls import open_store
+from agentguard import Guard, IssuedKeys
+from agentguard.storage import open_store
 from agentguard.testing import make_user
 from examples import starlette_app
 from tests.support.servers import free_port

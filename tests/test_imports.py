@@ -25,25 +25,25 @@ CORE = [
     "agentguard._passage",
     "agentguard._reasons",
     "agentguard.audit",
-    "agentguard.clock",
+    "agentguard._clock",
     "agentguard.config",
-    "agentguard.context",
+    "agentguard._context",
     "agentguard.credentials",
     "agentguard.dpop",
     "agentguard.errors",
-    "agentguard.guard",
-    "agentguard.keys",
-    "agentguard.model",
-    "agentguard.permissions",
-    "agentguard.redaction",
-    "agentguard.request",
-    "agentguard.resolver",
+    "agentguard._guard",
+    "agentguard._keys",
+    "agentguard._model",
+    "agentguard._permissions",
+    "agentguard._redaction",
+    "agentguard._request",
+    "agentguard._resolver",
     "agentguard.review",
     "agentguard.rls",
-    "agentguard.secret",
-    "agentguard.services",
+    "agentguard._secret",
+    "agentguard._services",
     "agentguard.storage",
-    "agentguard.target",
+    "agentguard._target",
 ]
 FRAMEWORKS = ["starlette", "fastapi", "flask", "werkzeug", "httpx", "uvicorn", "mcp"]
 DRIVERS = ["asyncpg", "redis"]
@@ -86,8 +86,8 @@ def test_each_core_package_alone_imports_no_web_framework() -> None:
 
 
 def test_the_check_sees_a_framework_when_one_is_imported() -> None:
-    assert _first_importers(["agentguard.httpclient"], FRAMEWORKS) == {
-        "agentguard.httpclient": ["httpx"]
+    assert _first_importers(["agentguard._httpclient"], FRAMEWORKS) == {
+        "agentguard._httpclient": ["httpx"]
     }
 
 

@@ -36,7 +36,7 @@ def test_plugin_is_registered_as_pytest11_entry_point() -> None:
     found = [
         ep
         for ep in importlib.metadata.entry_points(group="pytest11")
-        if ep.value == "agentguard.testing.plugin"
+        if ep.value == "agentguard.testing._plugin"
     ]
     assert [ep.name for ep in found] == ["agentguard"]
 
@@ -183,7 +183,7 @@ def test_dpop_key_fixture_follows_the_fake_clock(pytester: pytest.Pytester) -> N
         """
 import json, base64
 import pytest
-from agentguard import DPoPKey
+from agentguard.dpop import DPoPKey
 
 def claims(proof):
     payload = proof.split(".")[1]
@@ -225,9 +225,9 @@ def test_loading_the_plugin_imports_nothing_heavy() -> None:
 import sys
 import pytest
 before = set(sys.modules)
-import agentguard.testing.plugin
+import agentguard.testing._plugin
 added = sorted(set(sys.modules) - before)
-ours = {"agentguard", "agentguard._version", "agentguard.testing", "agentguard.testing.plugin"}
+ours = {"agentguard", "agentguard._version", "agentguard.testing", "agentguard.testing._plugin"}
 stdlib = sys.stdlib_module_names
 print(",".join(m for m in added if m not in ours and m.split(".")[0] not in stdlib))
 print(",".join(m for m in ("httpx", "starlette", "uvicorn") if m in sys.modules))

@@ -1,7 +1,7 @@
 """The last step of every decision: its audit event, allowed or refused.
 
 Refusals that name no one (no key, a malformed or unknown key) are counted per source and
-interval (:mod:`agentguard.audit.aggregate`) unless the refused request carries a key the store
+interval (:mod:`agentguard.audit._aggregate`) unless the refused request carries a key the store
 knows; refusals about a known key, and every allowed request, get an event of their own.
 """
 
@@ -9,21 +9,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.credentials.keyscan import KEY_SHAPE
+from agentguard._keys._format import hash_key, parse_key
+from agentguard._resolver import key_context
+from agentguard.audit._events import Action, AuditEvent, Decision
+from agentguard.credentials._keyscan import KEY_SHAPE
 from agentguard.errors import MalformedKey
-from agentguard.keys.format import hash_key, parse_key
-from agentguard.resolver import key_context
-from agentguard.storage.outage import store_outage
+from agentguard.storage._outage import store_outage
 
 if TYPE_CHECKING:
-    from agentguard.audit.writer import AuditWriter
-    from agentguard.clock import Clock
+    from agentguard._clock import Clock
+    from agentguard._model import Principal
+    from agentguard._permissions import Requirement
+    from agentguard._request import GuardRequest
+    from agentguard.audit._writer import AuditWriter
     from agentguard.errors import RequestRefused
-    from agentguard.model import Principal
-    from agentguard.permissions import Requirement
-    from agentguard.request import GuardRequest
-    from agentguard.storage.protocols import KeyStore
+    from agentguard.storage._protocols import KeyStore
 
 __all__ = ["DecisionRecorder", "principal_ids"]
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agentguard.errors import ConfigurationError, InvalidRequest, InvalidToken, Reason
-from agentguard.storage.outage import shield_store
-from agentguard.storage.protocols import ReplayCache
+from agentguard.storage._outage import shield_store
+from agentguard.storage._protocols import ReplayCache
 
 if TYPE_CHECKING:
-    from agentguard.clock import Clock
+    from agentguard._clock import Clock
+    from agentguard._request import Credentials, GuardRequest
     from agentguard.dpop import DPoPVerifier, VerifiedProof
-    from agentguard.dpop.policy import DPoPPolicy
-    from agentguard.request import Credentials, GuardRequest
+    from agentguard.dpop._policy import DPoPPolicy
 
 __all__ = ["DPoPStep"]
 

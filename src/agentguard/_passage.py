@@ -13,18 +13,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from agentguard.review.base import Direction, ReviewContext, Verdict
-from agentguard.review.chain import CHAIN_NAME
-from agentguard.review.errors import blocked
-from agentguard.review.events import media_type, record_findings
+from agentguard.review._base import Direction, ReviewContext, Verdict
+from agentguard.review._chain import CHAIN_NAME
+from agentguard.review._errors import blocked
+from agentguard.review._events import media_type, record_findings
 
 if TYPE_CHECKING:
-    from agentguard.audit.writer import AuditWriter
-    from agentguard.clock import Clock
-    from agentguard.model import Principal
-    from agentguard.permissions import Requirement
-    from agentguard.request import GuardRequest
-    from agentguard.review.chain import ReviewChain
+    from agentguard._clock import Clock
+    from agentguard._model import Principal
+    from agentguard._permissions import Requirement
+    from agentguard._request import GuardRequest
+    from agentguard.audit._writer import AuditWriter
+    from agentguard.review._chain import ReviewChain
 
 __all__ = ["Passage", "ResponseReview", "Reviews"]
 

@@ -1,7 +1,7 @@
 """Finding any form of known secrets in text: the matcher the echo scanner, the request key
 scanner and the secret-leak reviewer share.
 
-:func:`agentguard.secret.encoded_forms` says which strings reveal a secret. A reader can undo
+:func:`agentguard._secret.encoded_forms` says which strings reveal a secret. A reader can undo
 more than those forms, so each is also looked for in the *views* of the text
 (:mod:`agentguard._secret_views`: NULs and whitespace removed, JSON escapes and
 percent-encoding undone in either order).
@@ -17,7 +17,7 @@ near-misses spends 0.6 s per MiB building states even with 256 MiB of memory.
 windows); :meth:`SecretMatcher.find_stepwise` does the same work in steps of at most
 :data:`~agentguard._secret_views.STEP` characters (views are built in such steps too, and
 matched in slices that overlap by the longest form), awaiting a ``pause`` between steps: the
-secret-leak reviewer passes :func:`agentguard.review.budget.checkpoint`, which yields to the
+secret-leak reviewer passes :func:`agentguard.review.checkpoint`, which yields to the
 event loop and enforces the review's deadline.
 
 Of a secret's forms only those that contain no other form of the same secret are searched (a
@@ -39,8 +39,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import ahocorasick  # type: ignore[import-not-found]  # pyahocorasick ships no type hints
 
+from agentguard._secret import encoded_forms
 from agentguard._secret_views import STEP, text_views, unescape_json, unwrap, view_steps
-from agentguard.secret import encoded_forms
 
 __all__ = [
     "SPAN_PER_CHARACTER",

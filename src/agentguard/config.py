@@ -70,13 +70,13 @@ from agentguard._config_source import (
     refuse_inline_secrets,
     relative_to,
 )
+from agentguard._services import ServiceConfig
 from agentguard.errors import ConfigurationError
-from agentguard.services import ServiceConfig
 
 if TYPE_CHECKING:
-    from agentguard.audit.checkpoints import Ed25519Signer
+    from agentguard.audit._checkpoints import Ed25519Signer
     from agentguard.credentials import KeyRing
-    from agentguard.dpop.policy import DPoPPolicy
+    from agentguard.dpop._policy import DPoPPolicy
 
 __all__ = [
     "NO_KEK",
@@ -321,7 +321,7 @@ class Settings(_Section):
         """The DPoP policy for the guard, or ``None`` when DPoP is off."""
         if not self.dpop.enabled:
             return None
-        from agentguard.dpop.policy import DPoPPolicy
+        from agentguard.dpop._policy import DPoPPolicy
 
         values = self.secret_values
         options: dict[str, Any] = {}
@@ -342,7 +342,7 @@ class Settings(_Section):
         """The checkpoint signing key, when ``audit.checkpoint_dir`` is configured."""
         if self.audit.checkpoint_dir is None:
             return None
-        from agentguard.audit.checkpoints import Ed25519Signer
+        from agentguard.audit._checkpoints import Ed25519Signer
 
         pem = self.secret_values.checkpoint_key
         if pem is None or self.audit.key_name is None:

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agentguard.context import current_principal
-from agentguard.model.principal import Principal
+from agentguard._context import current_principal
+from agentguard._model._principal import Principal
 
 __all__ = ["SETTINGS", "principal_transaction"]
 
@@ -60,7 +60,7 @@ async def principal_transaction(
         connection_or_pool: an ``asyncpg`` connection that is not already in a transaction, or
             a pool to take one from (returned when the block ends).
         principal: whose rows the transaction may see; the current request's Principal
-            (:func:`agentguard.context.current_principal`) by default, which raises
+            (:func:`agentguard.current_principal`) by default, which raises
             ``LookupError`` outside a guarded request.
         role: a role to ``SET LOCAL ROLE`` to, typically a non-owner role the policies apply
             to; a plain lower-case identifier.

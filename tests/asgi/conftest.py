@@ -13,9 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from agentguard import Guard, RouteRule, current_principal
+from agentguard import Guard, IssuedKeys, RouteRule, User, current_principal
 from agentguard.asgi import AgentGuardMiddleware, OAuthApp, principal_from_scope
-from agentguard.model import IssuedKeys, User
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 

@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from agentguard import Guard, MemoryStore, RouteRule
+from agentguard import Guard, IssuedKeys, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.model import IssuedKeys
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 
 ORIGIN = "https://app.example"

@@ -17,11 +17,9 @@ from hypothesis import strategies as st
 from joserfc import jws
 from joserfc.jwk import ECKey
 
-from agentguard import Guard, RouteRule
-from agentguard.dpop import DPoPKey, access_key_hash
-from agentguard.dpop.policy import DPoPPolicy
+from agentguard import Guard, IssuedKeys, RouteRule
+from agentguard.dpop import DPoPKey, DPoPPolicy, access_key_hash
 from agentguard.errors import ConfigurationError
-from agentguard.model import IssuedKeys
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.asgi.conftest import build_app

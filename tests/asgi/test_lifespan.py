@@ -16,14 +16,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from agentguard import DPoPPolicy, Guard, MemoryStore, RouteRule
+from agentguard import Guard, IssuedKeys, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.asgi.lifespan import guard_lifespan
-from agentguard.model import IssuedKeys
-from agentguard.storage import StorageError
-from agentguard.storage.postgres import PostgresStore
-from agentguard.storage.redis import RedisReplayCache
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.asgi._lifespan import guard_lifespan
+from agentguard.dpop import DPoPPolicy
+from agentguard.storage import (
+    MemoryStore,
+    PostgresStore,
+    RedisReplayCache,
+    SQLiteStore,
+    StorageError,
+)
 from agentguard.testing import FakeClock, make_user
 from tests.backends.services import drop_schema, postgres_dsn, random_name, redis_url
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.asgi.limits import CallerSlots
+from agentguard.asgi._limits import CallerSlots
 from agentguard.errors import TooManyRequests
 
 

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from agentguard import Grants
+from agentguard import AccountStatus, Grants
+from agentguard._context import principal_var
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.context import principal_var
-from agentguard.model import AccountStatus
 from tests.asgi.conftest import Setup
 
 pytestmark = pytest.mark.anyio

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from agentguard import Guard, RouteRule
-from agentguard.model import Level
+from agentguard import Guard, Level, RouteRule
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.asgi.conftest import build_app

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agentguard import AccountStatus, Grants
 from agentguard.asgi import OAuthApp
-from agentguard.model import AccountStatus, Grants
 from tests.asgi.conftest import INTROSPECTION_SECRET, Setup
 
 pytestmark = pytest.mark.anyio

@@ -1,7 +1,7 @@
 """The ``agentguard_requirements`` hook: an app declaring each request's requirement itself.
 
 A plain Starlette app keeps a ``source(scope) -> Requirement | None`` in
-``app.state.agentguard_requirements`` (:data:`~agentguard.asgi.middleware.REQUIREMENTS_STATE_KEY`);
+``app.state.agentguard_requirements`` (:data:`~agentguard.asgi._middleware.REQUIREMENTS_STATE_KEY`);
 the middleware, installed with ``app.add_middleware``, decides with what it returns, and falls
 back to the guard's route rules on ``None``. A source that fails must not let the request through.
 """
@@ -18,11 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agentguard import Grants, Guard, Level, Requirement, RouteRule
+from agentguard import Grants, Guard, Level, Requirement, RouteRule, User
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.asgi.middleware import REQUIREMENTS_STATE_KEY
-from agentguard.asgi.types import Scope
-from agentguard.model import User
+from agentguard.asgi._middleware import REQUIREMENTS_STATE_KEY
+from agentguard.asgi._types import Scope
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 

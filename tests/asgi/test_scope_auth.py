@@ -23,9 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from agentguard import Grants, Guard, RouteRule
+from agentguard import Grants, Guard, IssuedKeys, RouteRule, User
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.model import IssuedKeys, User
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agentguard.audit.archive import archive_to
-from agentguard.audit.checkpointer import Checkpointer, MemoryCheckpointSink
-from agentguard.audit.checkpoints import Ed25519Signer
-from agentguard.storage.postgres import PostgresStore
-from agentguard.storage.postgres.schema import quote_schema
+from agentguard.audit import Checkpointer, Ed25519Signer, MemoryCheckpointSink
+from agentguard.audit._archive import archive_to
+from agentguard.storage import PostgresStore
+from agentguard.storage._postgres.schema import quote_schema
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance.archive import AuditArchiveContract
-from agentguard.testing.conformance.audit import audit_event
+from agentguard.testing.conformance import AuditArchiveContract
+from agentguard.testing.conformance._audit import audit_event
 
 
 class TestPostgresArchive(AuditArchiveContract):

@@ -24,7 +24,7 @@ from agentguard.audit import (
     LogForked,
 )
 from agentguard.cli import main
-from agentguard.storage.postgres import PostgresStore
+from agentguard.storage import PostgresStore
 from agentguard.testing import FakeClock
 from tests.backends.services import drop_schema, postgres_dsn, random_name
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from agentguard.storage.postgres import PostgresStore
-from agentguard.storage.postgres.store import is_disconnect
-from agentguard.storage.protocols import StorageError
+from agentguard.storage import PostgresStore, StorageError
+from agentguard.storage._postgres.store import is_disconnect
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import key_record, seed_directory
 

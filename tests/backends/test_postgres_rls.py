@@ -16,9 +16,8 @@ from datetime import datetime, timezone
 import asyncpg
 import pytest
 
-from agentguard.context import principal_var
-from agentguard.model import Grants
-from agentguard.model.principal import Principal
+from agentguard import Grants, Principal
+from agentguard._context import principal_var
 from agentguard.rls import principal_transaction
 from tests.backends.services import random_name
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.storage.postgres import SCHEMA_VERSION, PostgresStore, SchemaVersionError, upgrade
+from agentguard.audit import Action, AuditEvent, Decision
+from agentguard.storage._postgres import SCHEMA_VERSION, PostgresStore, SchemaVersionError, upgrade
 from agentguard.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -133,7 +133,7 @@ async def test_an_application_role_with_the_documented_grants_suffices(
     from datetime import timedelta
     from urllib.parse import urlsplit, urlunsplit
 
-    from agentguard.model import KeyKind
+    from agentguard import KeyKind
     from agentguard.testing.conformance import key_record, seed_directory
     from tests.backends.services import random_name
 

@@ -11,14 +11,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from agentguard.model import KeyKind, KeyRecord
-from agentguard.storage import StorageError
-from agentguard.storage.postgres import PostgresStore
-from agentguard.storage.postgres import schema as pg_schema_module
-from agentguard.storage.sqlite import SQLiteStore
-from agentguard.storage.sqlite import schema as sqlite_schema_module
-from agentguard.storage.sqlite._queries import KEY_INSERT
-from agentguard.storage.sqlite._rows import key_params
+from agentguard import KeyKind, KeyRecord
+from agentguard.storage import PostgresStore, SQLiteStore, StorageError
+from agentguard.storage._postgres import schema as pg_schema_module
+from agentguard.storage._sqlite import schema as sqlite_schema_module
+from agentguard.storage._sqlite._queries import KEY_INSERT
+from agentguard.storage._sqlite._rows import key_params
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import key_record, seed_directory
 

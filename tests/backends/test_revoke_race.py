@@ -19,12 +19,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from agentguard import IssuedKeys, KeyIssuer, KeyResolver
 from agentguard.errors import InvalidGrant, InvalidToken, Reason
-from agentguard.keys import KeyIssuer
-from agentguard.model import IssuedKeys
-from agentguard.resolver import KeyResolver
-from agentguard.storage.postgres import PostgresStore
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage import PostgresStore, SQLiteStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import seed_directory
 from tests.backends.services import temporary_schema

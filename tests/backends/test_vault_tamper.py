@@ -19,13 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentguard import Guard
-from agentguard.asgi.proxy import ProxyApp
+from agentguard import CredentialOwner, CredentialScope, Guard, Placement, ServiceConfig
+from agentguard.asgi import ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing, VaultError
-from agentguard.model import CredentialOwner, CredentialScope
-from agentguard.services import Placement, ServiceConfig
-from agentguard.storage import SQLiteStore
-from agentguard.storage.postgres import PostgresStore
+from agentguard.storage import PostgresStore, SQLiteStore
 from agentguard.testing import FakeClock, FakeUpstream, make_user
 from tests.backends.services import temporary_schema
 from tests.support.servers import LoopbackServer

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from agentguard.client.credentials_file import (
+from agentguard import Secret
+from agentguard.client import CredentialsFileError
+from agentguard.client._credentials_file import (
     AgentCredentials,
     CredentialsFile,
     parse_credentials,
 )
-from agentguard.client.errors import CredentialsFileError
-from agentguard.secret import Secret
 from tests.cli.conftest import RunCLI
 
 TOKEN_URL = "https://gw.example.com/oauth/token"

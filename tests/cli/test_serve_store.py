@@ -93,7 +93,7 @@ def test_serve_check_gives_up_on_a_silent_store(
     cli: RunCLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert cli("init", "--no-kek").code == 0
-    monkeypatch.setattr("agentguard.cli.serve.CHECK_TIMEOUT", 0.5)
+    monkeypatch.setattr("agentguard.cli._serve.CHECK_TIMEOUT", 0.5)
     with socket.socket() as silent:  # accepts connections (the backlog), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.storage.urls import scrub_password
+from agentguard.storage._urls import scrub_password
 from tests.cli.conftest import RunCLI, _postgres_up
 
 PASSWORD = "pw-not-for-eyes"

@@ -10,12 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from agentguard import Guard, RouteRule
-from agentguard.asgi.types import Message, Receive, Scope, Send
+from agentguard import Guard, IssuedKeys, RouteRule, User
+from agentguard.asgi._types import Message, Receive, Scope, Send
 from agentguard.client import AgentAuth, AgentCredentials, CredentialsFile
-from agentguard.dpop import DPoPKey
-from agentguard.dpop.policy import DPoPPolicy
-from agentguard.model import IssuedKeys, User
+from agentguard.dpop import DPoPKey, DPoPPolicy
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.asgi.conftest import build_app

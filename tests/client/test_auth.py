@@ -10,9 +10,9 @@ import anyio
 import httpx
 import pytest
 
+from agentguard import Secret
 from agentguard.client import AgentAuth, DPoPNonceLoop, RefreshFailed
-from agentguard.dpop.policy import DPoPPolicy
-from agentguard.secret import Secret
+from agentguard.dpop import DPoPPolicy
 from tests.client.conftest import (
     LIFETIME,
     ORIGIN,

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from agentguard import Guard, RouteRule
-from agentguard.cli import keys_args
-from agentguard.cli.keys import run
+from agentguard.cli import _keys_args as keys_args
+from agentguard.cli._keys import run
 from agentguard.client import AgentAuth, CredentialsFile
-from agentguard.dpop.policy import DPoPPolicy
+from agentguard.dpop import DPoPPolicy
 from agentguard.storage import SQLiteStore
 from agentguard.testing import make_user
 from tests.asgi.conftest import build_app

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentguard import Secret
 from agentguard.client import AgentCredentials, CredentialsFile, CredentialsFileError
-from agentguard.client.credentials_file import dump_credentials, parse_credentials
+from agentguard.client._credentials_file import dump_credentials, parse_credentials
 from agentguard.dpop import DPoPKey
-from agentguard.secret import Secret
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ACCESS = "ag_at_" + "a" * 43
@@ -238,7 +238,7 @@ WORKER = textwrap.dedent(
     """
     import sys
     from agentguard.client import CredentialsFile
-    from agentguard.secret import Secret
+    from agentguard import Secret
 
     def bump(credentials):
         count = int(credentials.access_key.reveal().rsplit("n", 1)[1]) + 1

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from agentguard.client import AgentAuth, Renewer
-from agentguard.client.renewal import Flight
+from agentguard.client._renewal import Flight
 from tests.client.conftest import LIFETIME, Runtime, Server, credentials_for
 
 pytestmark = pytest.mark.anyio

@@ -20,14 +20,12 @@ from datetime import datetime, timedelta
 import anyio
 import anyio.lowlevel
 
-from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
-from agentguard.audit.events import AuditEvent
-from agentguard.clock import Clock
-from agentguard.model import Account, KeyKind, KeyRecord, User, Workspace
-from agentguard.storage import MemoryStore
-from agentguard.storage.protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
-from agentguard.storage.sqlite import SQLiteStore
-from agentguard.storage.sqlite.store import T, Work
+from agentguard import Account, Clock, KeyKind, KeyRecord, User, Workspace
+from agentguard.audit import AuditEntry, AuditEvent
+from agentguard.audit._chain import GENESIS_PREV, seal
+from agentguard.storage import MemoryStore, SQLiteStore
+from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
+from agentguard.storage._sqlite.store import T, Work
 
 __all__ = [
     "CachingLookupStore",

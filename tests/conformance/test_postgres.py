@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agentguard.storage.postgres import PostgresStore
+from agentguard.storage import PostgresStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     AuditStoreContract,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agentguard.storage.redis import RedisReplayCache
+from agentguard.storage import RedisReplayCache
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     FailureContract,

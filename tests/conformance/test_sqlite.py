@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     AuditStoreContract,

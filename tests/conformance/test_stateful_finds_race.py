@@ -16,10 +16,10 @@ import anyio.lowlevel
 import pytest
 from hypothesis import Phase
 
-from agentguard.model import KeyKind, KeyRecord
+from agentguard import KeyKind, KeyRecord
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance.stateful import (
+from agentguard.testing.conformance._stateful import (
     Divergence,
     check_against_model,
     stateful_settings,

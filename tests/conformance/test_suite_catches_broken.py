@@ -95,7 +95,7 @@ MODULE = """
 import pytest
 
 from agentguard.storage import MemoryStore
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage import SQLiteStore
 from agentguard.testing.conformance import {contracts}
 from tests.conformance.broken import {broken}
 from tests.conformance.test_sqlite import break_sqlite

@@ -87,8 +87,7 @@ async def test_contract_fails_when_the_fixture_returns_another_class() -> None:
 
 
 def test_a_keyword_only_parameter_may_be_taken_positionally_but_not_the_reverse() -> None:
-    from agentguard.storage import MemoryStore
-    from agentguard.storage.protocols import DirectoryStore, KeyStore
+    from agentguard.storage import DirectoryStore, KeyStore, MemoryStore
     from agentguard.testing import FakeClock
     from agentguard.testing.conformance._base import assert_implements
 

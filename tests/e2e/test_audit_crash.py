@@ -19,7 +19,7 @@ WRITER = textwrap.dedent(
     import sys, anyio
     from agentguard.audit import Action, AuditEvent, AuditWriter
     from agentguard.storage import SQLiteStore
-    from agentguard.clock import SystemClock
+    from agentguard import SystemClock
 
     async def main(path):
         clock = SystemClock()

@@ -16,9 +16,9 @@ from agentguard.audit import (
     Checkpointer,
     Ed25519Signer,
     MemoryCheckpointSink,
-    seal,
     verify_log,
 )
+from agentguard.audit._chain import seal
 from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock
 

@@ -6,9 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from agentguard import Guard, RouteRule
-from agentguard.keys import generate_key
-from agentguard.model import KeyKind
+from agentguard import Guard, KeyKind, RouteRule, generate_key
 from agentguard.storage import PostgresStore
 from agentguard.testing import make_user
 from tests.asgi.conftest import build_app

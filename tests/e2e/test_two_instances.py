@@ -14,10 +14,9 @@ import anyio
 import httpx
 import pytest
 
+from agentguard import IssuedKeys, KeyIssuer
 from agentguard.audit import verify_log
 from agentguard.dpop import DPoPKey
-from agentguard.keys import KeyIssuer
-from agentguard.model import IssuedKeys
 from agentguard.storage import PostgresStore
 from agentguard.testing import make_user
 from tests.backends.services import drop_schema, postgres_dsn, random_name, redis_url

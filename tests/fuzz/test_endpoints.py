@@ -42,15 +42,20 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from agentguard import Guard, RouteRule
-from agentguard.asgi.proxy import ProxyApp
+from agentguard import (
+    CredentialOwner,
+    CredentialScope,
+    Guard,
+    IssuedKeys,
+    Placement,
+    RouteRule,
+    ServiceConfig,
+)
+from agentguard.asgi import ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
-from agentguard.dpop import DPoPKey, access_key_hash
-from agentguard.dpop.jose import b64url_encode, dumps_compact
-from agentguard.dpop.jwk import jwk_thumbprint, public_jwk
-from agentguard.dpop.policy import DPoPPolicy
-from agentguard.model import CredentialOwner, CredentialScope, IssuedKeys
-from agentguard.services import Placement, ServiceConfig
+from agentguard.dpop import DPoPKey, DPoPPolicy, access_key_hash
+from agentguard.dpop._jose import b64url_encode, dumps_compact
+from agentguard.dpop._jwk import jwk_thumbprint, public_jwk
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, FakeUpstream, RecordedRequest, make_user
 from tests.asgi.conftest import INTROSPECTION_SECRET, build_app

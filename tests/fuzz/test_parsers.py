@@ -21,15 +21,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from agentguard.asgi.scope import request_from_scope, route_path
-from agentguard.audit.chain import GENESIS_PREV, AuditEntry, leaf_hash, seal
-from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.audit.verify import verify_log
-from agentguard.client.credentials_file import dump_credentials, parse_credentials
-from agentguard.client.errors import CredentialsFileError
+from agentguard import KeyKind, generate_key, looks_like_key, parse_key
+from agentguard._request import GuardRequest, parse_authorization
+from agentguard.asgi._scope import request_from_scope, route_path
+from agentguard.audit import Action, AuditEntry, AuditEvent, Decision, leaf_hash, verify_log
+from agentguard.audit._chain import GENESIS_PREV, seal
+from agentguard.client import CredentialsFileError
+from agentguard.client._credentials_file import dump_credentials, parse_credentials
 from agentguard.config import load_settings
-from agentguard.dpop.jose import b64url_encode
-from agentguard.dpop.jwk import public_jwk
+from agentguard.dpop._jose import b64url_encode
+from agentguard.dpop._jwk import public_jwk
 from agentguard.errors import (
     ConfigurationError,
     InvalidRequest,
@@ -38,9 +39,6 @@ from agentguard.errors import (
     MissingCredentials,
     ServiceUnavailable,
 )
-from agentguard.keys.format import generate_key, looks_like_key, parse_key
-from agentguard.model import KeyKind
-from agentguard.request import GuardRequest, parse_authorization
 from agentguard.resolvers import JWTAccessTokenResolver
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock

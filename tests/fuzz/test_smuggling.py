@@ -25,12 +25,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from agentguard import Guard
-from agentguard.asgi.proxy import ProxyApp
+from agentguard import CredentialOwner, CredentialScope, Guard, Placement, ServiceConfig
+from agentguard.asgi import ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
-from agentguard.model import CredentialOwner, CredentialScope
 from agentguard.review import ReviewChain, SecretLeakReviewer
-from agentguard.services import Placement, ServiceConfig
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, FakeUpstream, RecordedRequest, make_user
 from tests.support.servers import LoopbackServer

@@ -9,9 +9,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from agentguard import ConfigurationError, Guard, MemoryStore, Principal
+from agentguard import Guard, IssuedKeys, Principal
+from agentguard.errors import ConfigurationError
 from agentguard.integrations.fastapi import AgentGuardSecurity, CurrentPrincipal, install, require
-from agentguard.model import IssuedKeys
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from examples import fastapi_app
 

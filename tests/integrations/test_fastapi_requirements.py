@@ -14,17 +14,16 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from agentguard import Guard, MemoryStore, Principal, RouteRule
+from agentguard import Guard, IssuedKeys, Level, Principal, Requirement, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.asgi.middleware import REQUIREMENTS_STATE_KEY
+from agentguard.asgi._middleware import REQUIREMENTS_STATE_KEY
 from agentguard.integrations.fastapi import (
     CurrentPrincipal,
     RouteRequirements,
     install,
     require,
 )
-from agentguard.model import IssuedKeys, Level
-from agentguard.permissions import Requirement
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 
 

@@ -9,11 +9,11 @@ import pytest
 from fastapi import Body, FastAPI
 from fastapi.testclient import TestClient
 
-from agentguard import Guard, MemoryStore, Principal
+from agentguard import Guard, IssuedKeys, Principal
 from agentguard.asgi import AgentGuardMiddleware
 from agentguard.integrations.fastapi import install, require
-from agentguard.model import IssuedKeys
 from agentguard.review import ReviewContext, Verdict
+from agentguard.storage import MemoryStore
 from agentguard.testing import make_user
 
 

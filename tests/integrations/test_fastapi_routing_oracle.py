@@ -18,11 +18,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentguard import Guard, MemoryStore
-from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
+from agentguard import Guard, Level, Requirement
+from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
 from agentguard.integrations.fastapi import AgentGuardSecurity, RouteRequirements, install
-from agentguard.model import Level
-from agentguard.permissions import Requirement
+from agentguard.storage import MemoryStore
 
 security = AgentGuardSecurity()
 

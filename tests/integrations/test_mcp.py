@@ -16,9 +16,9 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from agentguard import Guard, MemoryStore
-from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
-from agentguard.model import IssuedKeys
+from agentguard import Guard, IssuedKeys
+from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from examples import mcp_server
 from tests.support.servers import LoopbackServer

@@ -5,14 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from agentguard import ConfigurationError, Guard, MemoryStore, RouteRule
+from agentguard import Guard, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.asgi.metadata import (
+from agentguard.asgi._metadata import (
     ProtectedResourceMetadata,
     advertise_metadata,
     metadata_url,
 )
 from agentguard.dpop import DPoPPolicy
+from agentguard.errors import ConfigurationError
+from agentguard.storage import MemoryStore
 
 pytestmark = pytest.mark.anyio
 

@@ -28,12 +28,11 @@ import anyio
 import httpx
 import pytest
 
-from agentguard.audit import verify_log
-from agentguard.audit.chain import AuditEntry
+from agentguard.audit import AuditEntry, verify_log
 from agentguard.cli import main
-from agentguard.storage.urls import open_store
+from agentguard.storage import open_store
 from agentguard.testing import FakeUpstream, RecordedRequest
-from agentguard.testing.upstreams import Receive, Scope, Send
+from agentguard.testing._upstreams import Receive, Scope, Send
 from tests.support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]

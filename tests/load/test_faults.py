@@ -24,14 +24,13 @@ import asyncpg
 import httpx
 import pytest
 
-from agentguard.audit.chain import AuditEntry
-from agentguard.audit.events import AuditEvent
+from agentguard import CredentialOwner, StoredCredential
+from agentguard.audit import AuditEntry, AuditEvent
 from agentguard.client import AgentAuth
 from agentguard.config import load_settings
 from agentguard.errors import Reason, describe
 from agentguard.gateway import build_gateway
-from agentguard.model import CredentialOwner, StoredCredential
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage import SQLiteStore
 from tests.backends.services import drop_schema, postgres_dsn, random_name
 from tests.load.conftest import (
     SERVICE,

@@ -29,16 +29,12 @@ from starlette.routing import Mount, Router
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 
-from agentguard import Guard, RouteRule
-from agentguard.asgi import AgentGuardMiddleware
-from agentguard.asgi.proxy import ProxyApp
-from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
+from agentguard import CredentialOwner, CredentialScope, Guard, RouteRule, ServiceConfig
+from agentguard.asgi import AgentGuardMiddleware, ProxyApp
+from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
 from agentguard.integrations.mcp import AgentGuardMCP
-from agentguard.model import CredentialOwner, CredentialScope
-from agentguard.review import ReviewChain, ReviewContext, Verdict
-from agentguard.review.base import fingerprint
-from agentguard.services import ServiceConfig
+from agentguard.review import ReviewChain, ReviewContext, Verdict, fingerprint
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from agentguard.wsgi import AgentGuardWSGIMiddleware

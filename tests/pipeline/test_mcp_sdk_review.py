@@ -19,8 +19,9 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from agentguard import Guard, MemoryStore
-from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
+from agentguard import Guard
+from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from examples import mcp_server
 from tests.pipeline.deployments import BLOCK, REDACT, SCRUBBED, TokenScreen

@@ -18,7 +18,7 @@ from starlette.responses import FileResponse
 
 from agentguard import Guard, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.asgi.types import ASGIApp, Message, Receive, Scope, Send
+from agentguard.asgi._types import ASGIApp, Message, Receive, Scope, Send
 from agentguard.integrations.mcp import AgentGuardMCP
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user

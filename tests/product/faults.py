@@ -1,7 +1,7 @@
 """The gateway over a :class:`FaultyStore`, and the requests that walk every storage path.
 
 One gateway (``build_gateway``) fronts one service. Its store is a ``MemoryStore`` wrapped in a
-:class:`~agentguard.testing.faults.FaultyStore`, so each method of each storage Protocol can be
+:class:`~agentguard.testing._faults.FaultyStore`, so each method of each storage Protocol can be
 made to fail. :data:`PROBES` are the requests an agent and its operators make: a proxied call,
 a refresh at the token endpoint, a revocation, an introspection, and the readiness probe; each
 is sent with bearer keys or with DPoP-bound keys and proofs.
@@ -22,17 +22,15 @@ import httpx
 import redis.exceptions
 from pydantic import SecretStr
 
-from agentguard import Guard
+from agentguard import CredentialOwner, CredentialScope, Guard, IssuedKeys, User
 from agentguard.config import SecretValues, Settings
 from agentguard.credentials import CredentialVault
 from agentguard.dpop import DPoPKey
 from agentguard.errors import Reason
-from agentguard.gateway import build_gateway
-from agentguard.gateway.app import Gateway
-from agentguard.model import CredentialOwner, CredentialScope, IssuedKeys, User
+from agentguard.gateway import Gateway, build_gateway
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeUpstream, make_user
-from agentguard.testing.faults import STORAGE_METHODS, FaultyStore
+from agentguard.testing._faults import STORAGE_METHODS, FaultyStore
 
 ORIGIN = "http://gw.test"
 SERVICE = "crm"

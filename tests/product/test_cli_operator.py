@@ -11,9 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
-from agentguard.audit.chain import AuditEntry
+from agentguard.audit import AuditEntry
 from agentguard.storage import SQLiteStore
-from agentguard.storage.sqlite.schema import SCHEMA_VERSION
+from agentguard.storage._sqlite.schema import SCHEMA_VERSION
 from tests.product.conftest import Result, RunCLI, new_kek
 
 GRANTS = ("--grants", "crm:read")

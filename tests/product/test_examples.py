@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
+from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
 from agentguard.config import load_settings
 from agentguard.gateway import build_gateway
 from agentguard.testing import FakeTokenExchange, FakeUpstream

@@ -118,8 +118,7 @@ async def test_protected_resource_metadata_for_the_gateway_and_each_service(
 async def test_a_key_in_the_path_never_reaches_the_access_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from agentguard.keys import generate_key
-    from agentguard.model import KeyKind
+    from agentguard import KeyKind, generate_key
 
     path = tmp_path / "agentguard.toml"
     path.write_text('[[services]]\nname = "crm"\nbase_url = "https://crm.example"\n')

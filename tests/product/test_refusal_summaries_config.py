@@ -7,10 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentguard import KeyKind, generate_key
 from agentguard.config import load_settings
 from agentguard.gateway import build_gateway
-from agentguard.keys import generate_key
-from agentguard.model import KeyKind
 from tests.product.conftest import new_kek
 
 ENV = {"AGENTGUARD_KEK": new_kek()}

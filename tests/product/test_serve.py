@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from agentguard.audit.chain import AuditEntry
+from agentguard.audit import AuditEntry
 from agentguard.client import AgentAuth
 from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeTokenExchange, FakeUpstream, RecordedRequest

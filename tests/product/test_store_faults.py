@@ -1,6 +1,6 @@
 """Every storage method failing, in turn, under every request the gateway serves: never a 500.
 
-A :class:`~agentguard.testing.faults.FaultyStore` makes one method of one storage Protocol
+A :class:`~agentguard.testing._faults.FaultyStore` makes one method of one storage Protocol
 raise (each kind of exception a backend raises when it is down, and a programming error) while
 an agent sends bearer or DPoP requests through the whole gateway app. Each request whose
 storage call failed must be a ``503 temporarily_unavailable`` with ``Retry-After``, on record in
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentguard.storage import MemoryStore
-from agentguard.testing.faults import STORAGE_METHODS, FaultyStore
+from agentguard.testing._faults import STORAGE_METHODS, FaultyStore
 from tests.product.faults import (
     ERRORS,
     METHODS,

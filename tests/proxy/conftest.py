@@ -15,12 +15,19 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from agentguard import Grants, Guard
-from agentguard.asgi import OAuthApp
-from agentguard.asgi.proxy import ProxyApp
+from agentguard import (
+    CredentialOwner,
+    CredentialScope,
+    Grants,
+    Guard,
+    IssuedKeys,
+    Placement,
+    ServiceConfig,
+    ServiceTimeouts,
+    User,
+)
+from agentguard.asgi import OAuthApp, ProxyApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing, TokenExchangeMinter
-from agentguard.model import CredentialOwner, CredentialScope, IssuedKeys, User
-from agentguard.services import Placement, ServiceConfig, ServiceTimeouts
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, FakeTokenExchange, FakeUpstream, make_user
 from tests.conftest import CANARY

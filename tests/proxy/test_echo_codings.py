@@ -227,7 +227,7 @@ async def test_a_transfer_coding_other_than_chunked_is_refused(coding: bytes) ->
 
 
 def test_refused_coding_reads_every_listed_coding() -> None:
-    from agentguard.asgi.relay import refused_coding
+    from agentguard.asgi._relay import refused_coding
 
     def headers(*pairs: tuple[str, str]) -> httpx.Headers:
         return httpx.Headers(list(pairs))

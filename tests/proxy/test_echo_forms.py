@@ -191,7 +191,7 @@ async def test_a_streamed_escaped_key_split_across_chunks_is_cut_before_it_shows
         reasons = await gateway.reasons()
     assert (status, cut) == (200, True)
     assert received.startswith(filler[:1000])
-    from agentguard.credentials.echo import EchoScanner
+    from agentguard.credentials import EchoScanner
 
     assert not EchoScanner([ADMIN_KEY]).found_in(received)
     assert reasons[-1] == "secret_echo_blocked"

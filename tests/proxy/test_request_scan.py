@@ -21,9 +21,8 @@ from urllib.parse import quote, unquote
 import httpx
 import pytest
 
-from agentguard.credentials.placement import UPSTREAM_ACCEPT_ENCODING
-from agentguard.model import Level
-from agentguard.services import ServiceRoute
+from agentguard import Level, ServiceRoute
+from agentguard.credentials._placement import UPSTREAM_ACCEPT_ENCODING
 from tests.proxy.sockets import SocketGateway, socket_gateway
 
 pytestmark = pytest.mark.anyio

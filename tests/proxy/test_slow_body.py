@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from agentguard.services import ServiceTimeouts
+from agentguard import ServiceTimeouts
 from tests.proxy.sockets import SocketGateway, fake_crm, socket_gateway
 
 pytestmark = pytest.mark.anyio

@@ -16,12 +16,18 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from agentguard import Guard
-from agentguard.asgi.proxy import ProxyApp, ResponseWithheld
+from agentguard import (
+    CredentialOwner,
+    CredentialScope,
+    Guard,
+    IssuedKeys,
+    Placement,
+    ServiceConfig,
+    ServiceTimeouts,
+)
+from agentguard.asgi._proxy import ProxyApp, ResponseWithheld
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
 from agentguard.dpop import DPoPKey, DPoPPolicy
-from agentguard.model import CredentialOwner, CredentialScope, IssuedKeys
-from agentguard.services import Placement, ServiceConfig, ServiceTimeouts
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.conftest import CANARY

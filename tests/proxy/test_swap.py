@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from agentguard.model import CredentialOwner, CredentialScope
+from agentguard import CredentialOwner, CredentialScope
 from tests.conftest import CANARY
 from tests.proxy.conftest import ADMIN_KEY, AUTOMATIONS_KEY, Gateway, grants
 

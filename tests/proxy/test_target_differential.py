@@ -34,12 +34,18 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from agentguard import Guard
-from agentguard.asgi.proxy import ProxyApp
-from agentguard.asgi.types import ASGIApp
+from agentguard import (
+    CredentialOwner,
+    CredentialScope,
+    Guard,
+    Level,
+    Placement,
+    ServiceConfig,
+    ServiceRoute,
+)
+from agentguard.asgi import ProxyApp
+from agentguard.asgi._types import ASGIApp
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
-from agentguard.model import CredentialOwner, CredentialScope, Level
-from agentguard.services import Placement, ServiceConfig, ServiceRoute
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, FakeUpstream, make_user
 from tests.fuzz.conftest import EXAMPLES, FUZZ

@@ -17,7 +17,7 @@ import anyio.abc
 import httpx
 import pytest
 
-from agentguard.httpclient import AiohttpTransport, LazyClient, proxy_transport
+from agentguard._httpclient import AiohttpTransport, LazyClient, proxy_transport
 from agentguard.testing import FakeUpstream, RecordedRequest
 from tests.proxy.sockets import socket_gateway
 

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from agentguard.asgi.types import Receive, Scope, Send
-from agentguard.dpop.jose import b64url_encode, dumps_compact
-from agentguard.dpop.jwk import public_jwk
+from agentguard.asgi._types import Receive, Scope, Send
+from agentguard.dpop._jose import b64url_encode, dumps_compact
+from agentguard.dpop._jwk import public_jwk
 from agentguard.testing import FakeClock
 from tests.support.servers import LoopbackServer
 

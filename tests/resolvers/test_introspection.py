@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard import ConfigurationError, Grants, InvalidToken, MemoryStore
-from agentguard.errors import Reason, ServiceUnavailable
+from agentguard import Grants
+from agentguard.errors import ConfigurationError, InvalidToken, Reason, ServiceUnavailable
 from agentguard.resolvers import ANY_AUDIENCE, IntrospectionResolver
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 
 pytestmark = pytest.mark.anyio

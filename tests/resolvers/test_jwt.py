@@ -11,11 +11,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard import ConfigurationError, Grants, Guard, InvalidToken, MemoryStore, RouteRule
+from agentguard import Grants, Guard, RouteRule
 from agentguard.asgi import AgentGuardMiddleware
-from agentguard.dpop.jose import b64url_encode, dumps_compact
-from agentguard.errors import Reason, ServiceUnavailable
+from agentguard.dpop._jose import b64url_encode, dumps_compact
+from agentguard.errors import ConfigurationError, InvalidToken, Reason, ServiceUnavailable
 from agentguard.resolvers import JWTAccessTokenResolver
+from agentguard.storage import MemoryStore
 from agentguard.testing import make_user
 from tests.resolvers.conftest import AUDIENCE, ISSUER, Issuer, sign_jwt
 

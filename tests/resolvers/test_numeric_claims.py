@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentguard.errors import InvalidToken, Reason
-from agentguard.resolvers.claims import MAX_NUMERIC_DATE, numeric_date
+from agentguard.resolvers._claims import MAX_NUMERIC_DATE, numeric_date
 
 VALUES = st.one_of(
     st.none(),

@@ -8,8 +8,8 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from agentguard import CredentialOwner, CredentialScope
 from agentguard.credentials import CredentialVault, KeyRing
-from agentguard.model import CredentialOwner, CredentialScope
 from agentguard.review import (
     DEFAULT_RULES,
     Direction,
@@ -23,7 +23,7 @@ from agentguard.review import (
     Verdict,
     fingerprint,
 )
-from agentguard.review.shapes import github_checksum_ok, jwt_ok
+from agentguard.review._shapes import github_checksum_ok, jwt_ok
 from agentguard.storage import MemoryStore
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,6 @@ import anyio
 import pytest
 
 from agentguard.review import (
-    ChainResult,
     Direction,
     Outcome,
     ReviewBlocked,
@@ -19,6 +18,7 @@ from agentguard.review import (
     SecretLeakReviewer,
     Verdict,
 )
+from agentguard.review._chain import ChainResult
 
 pytestmark = pytest.mark.anyio
 CONTEXT = ReviewContext(Direction.OUT, "GET", "/x", "text/plain")

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentguard.review import DEFAULT_RULES, Direction, InjectionRule, InjectionScreen
-from agentguard.review.linear import LinearPattern, PatternError
-from agentguard.review.normalise import normalise, normalise_stepwise, unescape_json_text
-from agentguard.review.shapes import SHAPES, ShapeMatch, find_shapes
+from agentguard.review._linear import LinearPattern, PatternError
+from agentguard.review._normalise import normalise, normalise_stepwise, unescape_json_text
+from agentguard.review._shapes import SHAPES, ShapeMatch, find_shapes
 from tests.review import legacy_patterns
 
 RULE_SETTINGS = settings(
@@ -312,7 +312,7 @@ def test_lone_surrogates_match_like_other_characters() -> None:
 
 
 def _old_normalise(text: str) -> str:
-    from agentguard.review.normalise import _TRANSLATE
+    from agentguard.review._normalise import _TRANSLATE
 
     if text.isascii():
         return text.lower()

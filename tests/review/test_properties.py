@@ -17,11 +17,10 @@ from agentguard.review import (
     ReviewContext,
     SecretLeakReviewer,
     Verdict,
-    normalise,
 )
-from agentguard.review.chain import decode_body, encode_body
-from agentguard.review.normalise import rewrite_fields, text_fields
-from agentguard.review.shapes import find_shapes
+from agentguard.review._chain import decode_body, encode_body
+from agentguard.review._normalise import normalise, rewrite_fields, text_fields
+from agentguard.review._shapes import find_shapes
 
 pytestmark = pytest.mark.anyio
 SECRET = "crm-live-Zq81nB0xYv2tK9mW4pR7sL3d"

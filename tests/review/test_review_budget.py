@@ -18,7 +18,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from agentguard.audit.events import Decision
+from agentguard.audit import Decision
 from agentguard.review import (
     DEFAULT_RULES,
     Direction,
@@ -30,12 +30,12 @@ from agentguard.review import (
     ReviewStep,
     SecretLeakReviewer,
     Verdict,
-    verdict_event,
 )
-from agentguard.review.budget import checkpoint
-from agentguard.review.chain import FAILED_OPEN
-from agentguard.review.linear import LinearPattern
-from agentguard.review.shapes import SHAPES, compile_shapes
+from agentguard.review._budget import checkpoint
+from agentguard.review._chain import FAILED_OPEN
+from agentguard.review._events import verdict_event
+from agentguard.review._linear import LinearPattern
+from agentguard.review._shapes import SHAPES, compile_shapes
 
 pytestmark = pytest.mark.anyio
 MIB = 1024 * 1024
@@ -52,7 +52,7 @@ def test_every_built_in_pattern_is_linear_time() -> None:
 
 @pytest.mark.parametrize("name", ["injection", "shapes", "normalise", "linear"])
 def test_review_modules_do_not_use_the_backtracking_engine(name: str) -> None:
-    module = importlib.import_module(f"agentguard.review.{name}")
+    module = importlib.import_module(f"agentguard.review._{name}")
     tree = ast.parse(inspect.getsource(module))
     imported = {
         alias.name

@@ -24,17 +24,15 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from agentguard import Guard
-from agentguard.asgi.proxy import ProxyApp
+from agentguard import CredentialOwner, CredentialScope, Guard, IssuedKeys, Placement, ServiceConfig
+from agentguard.asgi import ProxyApp
 from agentguard.credentials import (
     CredentialSwapper,
     CredentialVault,
+    EchoScanner,
     KeyRing,
     TokenExchangeMinter,
 )
-from agentguard.credentials.echo import EchoScanner
-from agentguard.model import CredentialOwner, CredentialScope, IssuedKeys
-from agentguard.services import Placement, ServiceConfig
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, FakeTokenExchange, make_user
 from tests.support.servers import LoopbackServer

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from agentguard.model import KeyRecord
+from agentguard import KeyRecord
 from agentguard.storage import MemoryStore
 
 #: The actor of an event that names no key (a malformed or unknown key).

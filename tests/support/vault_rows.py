@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from agentguard.credentials import KeyRing, sealing
-from agentguard.model import StoredCredential
+from agentguard import StoredCredential
+from agentguard.credentials import KeyRing
+from agentguard.credentials import _sealing as sealing
 
 __all__ = ["as_v1"]
 

@@ -1,6 +1,6 @@
 """The whole-log verifier as it was before streaming: kept as the oracle for differential tests.
 
-A frozen copy of ``agentguard.audit.verify.verify_log`` (re-canonicalising every entry, one
+A frozen copy of ``agentguard.audit._verify.verify_log`` (re-canonicalising every entry, one
 in-memory pass). ``tests/unit/test_audit_verify_stream.py`` checks that the streaming verifier
 gives the identical report on random logs, tampering and checkpoint sets.
 """
@@ -13,17 +13,20 @@ from binascii import b2a_base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from agentguard.audit.chain import GENESIS_PREV, AuditEntry
-from agentguard.audit.checkpoints import (
+from agentguard.audit import (
+    AuditEntry,
+    Category,
     Checkpoint,
     CheckpointError,
+    Finding,
     NoteVerifier,
+    VerifyReport,
     open_checkpoint,
 )
-from agentguard.audit.events import MAX_SAFE_INT, canonical_json
-from agentguard.audit.merkle import CompactRange
-from agentguard.audit.prefix import ArchivedPrefix, check_prefix
-from agentguard.audit.verify import Category, Finding, VerifyReport
+from agentguard.audit._chain import GENESIS_PREV
+from agentguard.audit._events import MAX_SAFE_INT, canonical_json
+from agentguard.audit._merkle import CompactRange
+from agentguard.audit._prefix import ArchivedPrefix, check_prefix
 
 __all__ = ["verify_log"]
 
@@ -232,7 +235,7 @@ def verify_log(
         origin: if set, checkpoints for any other origin are rejected.
         prefix: the tree hashes a store kept of the events it archived; ``entries`` then
             start at ``prefix.size``. Checkpoints inside the prefix are checked with its
-            consistency proofs (:func:`~agentguard.audit.prefix.check_prefix`).
+            consistency proofs (:func:`~agentguard.audit._prefix.check_prefix`).
 
     Raises ``ValueError`` only for configuration errors (a malformed vkey, signed notes without
     vkeys); problems with the log or the checkpoints are findings in the report.

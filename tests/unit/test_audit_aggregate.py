@@ -8,19 +8,15 @@ from typing import Any
 
 import pytest
 
-from agentguard import Guard
+from agentguard import Guard, GuardRequest, KeyKind, RouteRule, generate_key
 from agentguard.audit import Action, AuditEvent, AuditWriter
-from agentguard.audit.aggregate import (
+from agentguard.audit._aggregate import (
     OTHER_SOURCE,
     UNKNOWN_SOURCE,
     RefusalSummaries,
     RefusalSummaryPolicy,
 )
 from agentguard.errors import AuditUnavailable, RequestRefused
-from agentguard.keys import generate_key
-from agentguard.model import KeyKind
-from agentguard.permissions import RouteRule
-from agentguard.request import GuardRequest
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 

@@ -10,18 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit import AuditEvent
-from agentguard.audit.archive import ArchiveRefused, ArchiveUnsupported, archive_to
-from agentguard.audit.chain import AuditEntry
-from agentguard.audit.checkpointer import Checkpointer, MemoryCheckpointSink
-from agentguard.audit.checkpoints import Ed25519Signer
-from agentguard.audit.merkle import root
-from agentguard.audit.prefix import ArchivedPrefix, check_prefix, extend_prefix
-from agentguard.storage import MemoryStore
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.audit import (
+    AuditEntry,
+    AuditEvent,
+    Checkpointer,
+    Ed25519Signer,
+    MemoryCheckpointSink,
+)
+from agentguard.audit._archive import ArchiveRefused, ArchiveUnsupported, archive_to
+from agentguard.audit._merkle import root
+from agentguard.audit._prefix import ArchivedPrefix, check_prefix, extend_prefix
+from agentguard.storage import MemoryStore, SQLiteStore
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance.archive import AuditArchiveContract
-from agentguard.testing.conformance.audit import audit_event
+from agentguard.testing.conformance import AuditArchiveContract
+from agentguard.testing.conformance._audit import audit_event
 
 
 class TestMemoryArchive(AuditArchiveContract):

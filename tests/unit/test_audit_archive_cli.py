@@ -8,15 +8,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agentguard.audit.checkpointer import Checkpointer, DirectoryCheckpointSink
-from agentguard.audit.checkpoints import Ed25519Signer
-from agentguard.audit.export import check_manifest, read_export
-from agentguard.audit.verify import verify_log
-from agentguard.cli import audit_archive
-from agentguard.cli.common_args import target_options
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.audit import Checkpointer, DirectoryCheckpointSink, Ed25519Signer, verify_log
+from agentguard.audit._export import check_manifest, read_export
+from agentguard.cli import _audit_archive as audit_archive
+from agentguard.cli._common_args import target_options
+from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance.audit import audit_event
+from agentguard.testing.conformance._audit import audit_event
 
 ORIGIN = "audit.example.test/agentguard"
 

@@ -14,13 +14,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agentguard.audit.checkpointer import Checkpointer, DirectoryCheckpointSink
-from agentguard.audit.checkpoints import Ed25519Signer
-from agentguard.audit.prefix import extend_prefix
+from agentguard.audit import Checkpointer, DirectoryCheckpointSink, Ed25519Signer
+from agentguard.audit._prefix import extend_prefix
 from agentguard.cli import main
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance.audit import audit_event
+from agentguard.testing.conformance._audit import audit_event
 
 ORIGIN = "audit.example.test/agentguard"
 

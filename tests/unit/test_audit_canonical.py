@@ -8,7 +8,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit.events import MAX_SAFE_INT, Action, AuditEvent, Decision, canonical_json
+from agentguard.audit._events import MAX_SAFE_INT, Action, AuditEvent, Decision, canonical_json
 
 texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=24)
 optional_texts = st.none() | texts

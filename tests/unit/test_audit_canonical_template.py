@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit.chain import leaf_hash, seal
-from agentguard.audit.events import (
+from agentguard.audit import leaf_hash
+from agentguard.audit._chain import seal
+from agentguard.audit._events import (
     MAX_EVENT_BYTES,
     MAX_SAFE_INT,
     Action,

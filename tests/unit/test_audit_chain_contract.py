@@ -21,15 +21,16 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit.chain import (
-    GENESIS_PREV,
+from agentguard.audit import (
+    Action,
     AuditEntry,
+    AuditEvent,
     ChainBreak,
+    Decision,
     leaf_hash,
-    seal,
     verify_chain,
 )
-from agentguard.audit.events import Action, AuditEvent, Decision
+from agentguard.audit._chain import GENESIS_PREV, seal
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

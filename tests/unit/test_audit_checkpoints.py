@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.audit.checkpoints import (
+from agentguard.audit._checkpoints import (
     BadSignature,
     Checkpoint,
     CheckpointError,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit.chain import leaf_hash
-from agentguard.audit.merkle import (
+from agentguard.audit import leaf_hash
+from agentguard.audit._merkle import (
     EMPTY_ROOT,
     CompactRange,
     consistency_proof,

@@ -8,11 +8,17 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agentguard.audit.chain import GENESIS_PREV, AuditEntry, seal
-from agentguard.audit.checkpoints import Checkpoint, Ed25519Signer, sign_checkpoint
-from agentguard.audit.events import Action, AuditEvent
-from agentguard.audit.merkle import root
-from agentguard.audit.proofs import PROOF_FORMAT, prove, prove_entry, tlog_proof, verify_proof
+from agentguard.audit import (
+    Action,
+    AuditEntry,
+    AuditEvent,
+    Checkpoint,
+    Ed25519Signer,
+    sign_checkpoint,
+)
+from agentguard.audit._chain import GENESIS_PREV, seal
+from agentguard.audit._merkle import root
+from agentguard.audit._proofs import PROOF_FORMAT, prove, prove_entry, tlog_proof, verify_proof
 
 ORIGIN = "audit.example.com/agentguard/test"
 SIGNER = Ed25519Signer.generate(ORIGIN)

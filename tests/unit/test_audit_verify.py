@@ -10,11 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit.chain import GENESIS_PREV, AuditEntry, leaf_hash, seal
-from agentguard.audit.checkpoints import Checkpoint, Ed25519Signer, sign_checkpoint
-from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.audit.merkle import root
-from agentguard.audit.verify import Category, VerifyReport, verify_log
+from agentguard.audit import (
+    Action,
+    AuditEntry,
+    AuditEvent,
+    Category,
+    Checkpoint,
+    Decision,
+    Ed25519Signer,
+    VerifyReport,
+    leaf_hash,
+    sign_checkpoint,
+    verify_log,
+)
+from agentguard.audit._chain import GENESIS_PREV, seal
+from agentguard.audit._merkle import root
 from agentguard.storage import MemoryStore
 
 ORIGIN = "audit.example.com/agentguard/test"

@@ -20,13 +20,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit.chain import GENESIS_PREV, AuditEntry, leaf_hash, seal
-from agentguard.audit.checkpoints import Checkpoint, Ed25519Signer, sign_checkpoint
-from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.audit.export import ExportTally, check_manifest, export_log, export_pages
-from agentguard.audit.merkle import root
-from agentguard.audit.prefix import ArchivedPrefix, extend_prefix
-from agentguard.audit.verify import LogVerifier, VerifyReport, verify_log, verify_store
+from agentguard.audit import (
+    Action,
+    AuditEntry,
+    AuditEvent,
+    Checkpoint,
+    Decision,
+    Ed25519Signer,
+    leaf_hash,
+    sign_checkpoint,
+)
+from agentguard.audit._chain import GENESIS_PREV, seal
+from agentguard.audit._export import ExportTally, check_manifest, export_log, export_pages
+from agentguard.audit._merkle import root
+from agentguard.audit._prefix import ArchivedPrefix, extend_prefix
+from agentguard.audit._verify import LogVerifier, VerifyReport, verify_log, verify_store
 from agentguard.storage import MemoryStore
 from tests.support.verify_oracle import verify_log as oracle
 

@@ -16,13 +16,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agentguard.body_charset import (
+from agentguard._body_charset import (
     ConflictingCharsets,
     body_encoding,
     check_declarations,
     declare_utf8_in_body,
 )
-from agentguard.content_type import AmbiguousContentType, ContentType, parse_content_type
+from agentguard._content_type import AmbiguousContentType, ContentType, parse_content_type
 
 CHARSETS = ["utf-8", "UTF-8", "cp500", "cp037", "utf-7", "utf-16", "utf-16-le", "us-ascii"]
 CHARSETS += ["latin-1", "bogus", "base64", "", "utf-32", "ISO-8859-1", "x-unknown"]
@@ -195,7 +195,7 @@ def test_the_canonical_header_keeps_other_parameters() -> None:
 
 
 def test_the_codecs_read_alike_for_ascii_make_ascii_only_from_ascii_bytes() -> None:
-    from agentguard.body_charset import _ASCII_TRANSPARENT
+    from agentguard._body_charset import _ASCII_TRANSPARENT
 
     for name in _ASCII_TRANSPARENT:
         assert codecs.lookup(name).name == name

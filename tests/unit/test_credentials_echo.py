@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.credentials.echo import EchoScanner, SecretEchoed, secret_forms
+from agentguard.credentials import EchoScanner, SecretEchoed, secret_forms
 
 SECRET = "sk-live-0123456789abcdefghijklmnop"
 

@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.credentials.keyscan import KeyInRequest, KeyScanner
-from agentguard.keys.format import generate_key
-from agentguard.model.keys import KeyKind
-from agentguard.secret import encoded_forms
+from agentguard import KeyKind, generate_key
+from agentguard._secret import encoded_forms
+from agentguard.credentials._keyscan import KeyInRequest, KeyScanner
 
 
 def _b64(prefix: bytes, alphabet: Callable[[bytes], bytes], pad: bool) -> Callable[[str], str]:

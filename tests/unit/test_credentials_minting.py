@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from agentguard import Grants, Principal, Secret, ServiceConfig
 from agentguard.credentials import (
     CallableMinter,
     MintCache,
@@ -13,9 +14,6 @@ from agentguard.credentials import (
     MintingError,
     TokenExchangeMinter,
 )
-from agentguard.model import Grants, Principal
-from agentguard.secret import Secret
-from agentguard.services import ServiceConfig
 from agentguard.testing import FakeClock
 
 pytestmark = pytest.mark.anyio

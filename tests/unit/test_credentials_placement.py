@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.credentials.placement import (
+from agentguard import Credentials, GuardRequest, Placement, Secret, ServiceConfig
+from agentguard.credentials._placement import (
     UPSTREAM_ACCEPT_ENCODING,
     attach_credential,
     extract_placeholder,
@@ -16,9 +17,6 @@ from agentguard.credentials.placement import (
     upstream_query,
 )
 from agentguard.errors import InvalidRequest, MissingCredentials
-from agentguard.request import Credentials, GuardRequest
-from agentguard.secret import Secret
-from agentguard.services import Placement, ServiceConfig
 
 HEADER = ServiceConfig(
     name="crm", base_url="https://crm.example", placement=Placement.HEADER, parameter="X-Api-Key"

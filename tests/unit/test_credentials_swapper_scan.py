@@ -6,11 +6,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from agentguard import CredentialOwner, CredentialScope, Grants, Principal, Secret, ServiceConfig
 from agentguard.credentials import CallableMinter, CredentialSwapper, CredentialVault, KeyRing
-from agentguard.credentials.swapper import Outgoing
-from agentguard.model import CredentialOwner, CredentialScope, Grants, Principal
-from agentguard.secret import Secret
-from agentguard.services import ServiceConfig
+from agentguard.credentials._swapper import Outgoing
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 

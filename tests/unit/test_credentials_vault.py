@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 
+from agentguard import CredentialOwner, CredentialScope
 from agentguard.audit import AuditWriter
 from agentguard.credentials import CredentialVault, KeyRing, VaultError
 from agentguard.errors import ConfigurationError
-from agentguard.model import CredentialOwner, CredentialScope
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 

@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentguard.dpop import DPoPVerifier, NonceSource, access_key_hash, normalize_htu
-from agentguard.dpop.claims import MAX_JTI_LENGTH
-from agentguard.dpop.jose import b64url_decode, b64url_encode
-from agentguard.dpop.jwk import jwk_thumbprint, public_jwk
+from agentguard.dpop._claims import MAX_JTI_LENGTH
+from agentguard.dpop._jose import b64url_decode, b64url_encode
+from agentguard.dpop._jwk import jwk_thumbprint, public_jwk
 from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
-from agentguard.storage.memory import MemoryStore
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 
 URL = "https://api.example.test/crm/items"

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentguard.dpop import access_key_hash, jwk_thumbprint
-from agentguard.dpop.jose import JOSEError, b64url_decode, b64url_encode, loads_object
-from agentguard.dpop.jwk import JWKError, parse_jwk, public_jwk
+from agentguard.dpop._jose import JOSEError, b64url_decode, b64url_encode, loads_object
+from agentguard.dpop._jwk import JWKError, parse_jwk, public_jwk
 
 RFC_7638_N = (
     "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJ"

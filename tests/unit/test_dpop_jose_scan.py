@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.dpop.jose import _DECODER, JOSEError, loads_object
+from agentguard.dpop._jose import _DECODER, JOSEError, loads_object
 
 members = st.dictionaries(st.text(max_size=4), st.none() | st.integers() | st.text(max_size=4))
 objects = members.map(lambda value: json.dumps(value, separators=(",", ":")))

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agentguard.dpop import DPoPKey, access_key_hash, jwk_thumbprint
-from agentguard.dpop.jose import b64url_decode
+from agentguard.dpop._jose import b64url_decode
 
 
 def _parts(proof: str) -> tuple[dict[str, object], dict[str, object], bytes]:

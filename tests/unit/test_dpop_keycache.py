@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agentguard.dpop.algorithms import ALGORITHMS
-from agentguard.dpop.keycache import MAX_CACHED_HEADER, CachedKey, KeyCache
+from agentguard.dpop._algorithms import ALGORITHMS
+from agentguard.dpop._keycache import MAX_CACHED_HEADER, CachedKey, KeyCache
 
 _PUBLIC = ec.generate_private_key(ec.SECP256R1()).public_key()
 

@@ -24,7 +24,6 @@ from joserfc import jws
 from joserfc.jwk import ECKey, OKPKey
 
 from agentguard.dpop import (
-    REPLAY_SKEW_SECONDS,
     DPoPKey,
     DPoPVerifier,
     NonceSource,
@@ -32,10 +31,11 @@ from agentguard.dpop import (
     access_key_hash,
     jwk_thumbprint,
 )
-from agentguard.dpop.jose import b64url_encode
-from agentguard.dpop.jwk import public_jwk
+from agentguard.dpop._jose import b64url_encode
+from agentguard.dpop._jwk import public_jwk
+from agentguard.dpop._verifier import REPLAY_SKEW_SECONDS
 from agentguard.errors import InvalidDPoPProof, Reason, StoreUnavailable, UseDPoPNonce
-from agentguard.storage.memory import MemoryStore
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 
 URL = "https://api.example.test/crm/items"

@@ -28,11 +28,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey
 
-from agentguard.dpop import REPLAY_SKEW_SECONDS, DPoPVerifier, NonceSource, VerifiedProof
-from agentguard.dpop.jose import b64url_encode
-from agentguard.dpop.jwk import public_jwk
+from agentguard.dpop import DPoPVerifier, NonceSource, VerifiedProof
+from agentguard.dpop._jose import b64url_encode
+from agentguard.dpop._jwk import public_jwk
+from agentguard.dpop._verifier import REPLAY_SKEW_SECONDS
 from agentguard.errors import InvalidDPoPProof, Reason, StoreUnavailable, UseDPoPNonce
-from agentguard.storage.memory import MemoryStore
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 
 URL = "https://api.example.test/crm/items"
@@ -613,7 +614,7 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
 
 
 def test_unknown_algorithms_are_named_with_the_choices() -> None:
-    from agentguard.dpop.algorithms import ALGORITHMS
+    from agentguard.dpop._algorithms import ALGORITHMS
 
     with pytest.raises(ValueError) as refused:
         new_verifier(algorithms=["ES256", "none", "HS256"])
@@ -656,7 +657,7 @@ def test_repr_shows_settings_and_no_secret() -> None:
 def test_a_header_is_parsed_once_and_a_failing_one_every_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agentguard.dpop.jwk import parse_jwk
+    from agentguard.dpop._jwk import parse_jwk
 
     parsed: list[object] = []
     real = parse_jwk
@@ -665,7 +666,7 @@ def test_a_header_is_parsed_once_and_a_failing_one_every_time(
         parsed.append(jwk)
         return real(jwk)
 
-    monkeypatch.setattr("agentguard.dpop.verifier.parse_jwk", counting)
+    monkeypatch.setattr("agentguard.dpop._verifier.parse_jwk", counting)
     verifier = new_verifier(key_cache_size=1)
     for _ in range(3):
         assert run_verify(verifier, [forge()]).jkt == JKT

@@ -13,13 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.audit import Action, AuditEvent, AuditWriter
-from agentguard.audit.chain import AuditEntry
+from agentguard import KeyIssuer
+from agentguard.audit import Action, AuditEntry, AuditEvent, AuditWriter
 from agentguard.errors import AuditUnavailable, StoreUnavailable, UsageError
-from agentguard.keys import KeyIssuer
 from agentguard.storage import MemoryStore
-from agentguard.storage.outage import shield_store, store_outage
-from agentguard.storage.protocols import RevokeSelector, StorageError, revoke_selector
+from agentguard.storage._outage import shield_store, store_outage
+from agentguard.storage._protocols import RevokeSelector, StorageError, revoke_selector
 from agentguard.testing import FakeClock, make_user
 
 pytestmark = pytest.mark.anyio

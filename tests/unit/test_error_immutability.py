@@ -48,11 +48,10 @@ from agentguard.errors import (
     UsageError,
     UseDPoPNonce,
 )
-from agentguard.review.base import Verdict
-from agentguard.review.budget import ReviewDeadlineExceeded
-from agentguard.review.errors import RequestBlocked
-from agentguard.review.linear import PatternError
-from agentguard.storage.protocols import StorageError
+from agentguard.review import RequestBlocked, Verdict
+from agentguard.review._budget import ReviewDeadlineExceeded
+from agentguard.review._linear import PatternError
+from agentguard.storage import StorageError
 
 CHALLENGE = Challenge(realm="api", schemes=("Bearer", "DPoP"), dpop_algs=("ES256",))
 PLAIN = [

@@ -9,18 +9,16 @@ import pytest
 
 import agentguard
 from agentguard._config_source import SourceError
+from agentguard._content_type import AmbiguousContentType
 from agentguard._extras import MissingExtra
-from agentguard.audit.archive import ArchiveRefused
-from agentguard.audit.checkpointer import CheckpointRefused
-from agentguard.audit.checkpoints import CheckpointError
+from agentguard.audit import CheckpointError, CheckpointRefused
+from agentguard.audit._archive import ArchiveRefused
 from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.config import SettingsError
-from agentguard.content_type import AmbiguousContentType
-from agentguard.credentials.echo import SecretEchoed
-from agentguard.credentials.minting import MintingError
-from agentguard.credentials.vault import KeyMissing, VaultError
-from agentguard.dpop.jose import JOSEError
-from agentguard.dpop.jwk import JWKError
+from agentguard.credentials import MintingError, SecretEchoed
+from agentguard.credentials._vault import KeyMissing, VaultError
+from agentguard.dpop._jose import JOSEError
+from agentguard.dpop._jwk import JWKError
 from agentguard.errors import (
     AgentGuardError,
     ConfigurationError,
@@ -29,11 +27,11 @@ from agentguard.errors import (
     StoreUnavailable,
     UsageError,
 )
-from agentguard.review.budget import ReviewDeadlineExceeded
-from agentguard.review.errors import ReviewBlocked
-from agentguard.review.linear import PatternError
-from agentguard.storage.protocols import IntegrityError, StorageError
-from agentguard.storage.sqlite.schema import SchemaVersionError
+from agentguard.review import ReviewBlocked
+from agentguard.review._budget import ReviewDeadlineExceeded
+from agentguard.review._linear import PatternError
+from agentguard.storage import IntegrityError, StorageError
+from agentguard.storage._sqlite.schema import SchemaVersionError
 
 # Public exception classes that stay outside the root, each for a reason that outlives this test.
 OUTSIDE_ON_PURPOSE = {
@@ -41,8 +39,8 @@ OUTSIDE_ON_PURPOSE = {
     "agentguard.integrations.fastapi.AgentGuardHTTPException",
     "agentguard.integrations.mcp.ToolPermissionDenied",
     # testing fakes: they stand for a third party's error (a driver's, a failed assertion)
-    "agentguard.testing.faults.InjectedFault",
-    "agentguard.testing.conformance.stateful.Divergence",
+    "agentguard.testing._faults.InjectedFault",
+    "agentguard.testing.conformance._stateful.Divergence",
 }
 # Adapter control flow that never escapes to a user: each entry goes once its module makes the
 # class private (``_ResponseWithheld``) or moves it under the root.

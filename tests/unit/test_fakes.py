@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agentguard.clock import Clock, SystemClock, utc
+from agentguard._clock import Clock, SystemClock, utc
 from agentguard.testing import FakeClock
 
 

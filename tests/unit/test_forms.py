@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.asgi.forms import read_form
+from agentguard.asgi._forms import read_form
 from agentguard.errors import AgentGuardError, InvalidRequest, PayloadTooLarge
 
 FORM = (b"content-type", b"application/x-www-form-urlencoded")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from agentguard.model import Grants, Level, User
+from agentguard import Grants, Level, User
 
 services = st.sampled_from(["crm", "automations", "projects", "billing"])
 levels = st.sampled_from(list(Level))

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from agentguard import Guard, Level, Requirement, RouteRule
+from agentguard import (
+    Guard,
+    GuardRequest,
+    IssuedKeys,
+    Level,
+    Passage,
+    Requirement,
+    Reviews,
+    RouteRule,
+)
 from agentguard.errors import InsufficientScope, MissingCredentials, RequestRefused
-from agentguard.guard import Passage, Reviews
-from agentguard.model import IssuedKeys
-from agentguard.request import GuardRequest
 from agentguard.review import ReviewChain, ReviewContext, Verdict
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user

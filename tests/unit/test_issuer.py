@@ -8,10 +8,9 @@ from datetime import timedelta
 import anyio
 import pytest
 
+from agentguard import AccountStatus, Grants, KeyIssuer, KeyKind
 from agentguard.audit import AuditWriter, verify_chain
 from agentguard.errors import InvalidGrant, IssuanceRefused, Reason
-from agentguard.keys import KeyIssuer
-from agentguard.model import AccountStatus, Grants, KeyKind
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 

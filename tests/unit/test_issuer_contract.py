@@ -16,12 +16,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentguard import (
+    DEFAULT_ACCESS_TTL,
+    DEFAULT_REFRESH_TTL,
+    AccountStatus,
+    Grants,
+    KeyIssuer,
+    KeyKind,
+    Level,
+    generate_key,
+    hash_key,
+)
 from agentguard.audit import AuditWriter
-from agentguard.audit.events import rfc3339
+from agentguard.audit._events import rfc3339
 from agentguard.errors import InvalidGrant, IssuanceRefused, Reason
-from agentguard.keys import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyIssuer
-from agentguard.keys.format import generate_key, hash_key
-from agentguard.model import AccountStatus, Grants, KeyKind, Level
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.support.issuer_events import NO_ACTOR, actor, events, ids, last_event, stored

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agentguard.audit.aggregate import RefusalSummaries, RefusalSummaryPolicy
-from agentguard.audit.writer import AuditWriter
+from agentguard import KeyIssuer, KeyKind, generate_key
+from agentguard.audit import AuditWriter
+from agentguard.audit._aggregate import RefusalSummaries, RefusalSummaryPolicy
 from agentguard.errors import InvalidGrant, Reason
-from agentguard.keys import KeyIssuer, generate_key
-from agentguard.model import KeyKind
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
+from agentguard import KeyIssuer, KeyResolver
 from agentguard.audit import AuditWriter
 from agentguard.errors import InvalidGrant, InvalidToken, Reason
-from agentguard.keys import KeyIssuer
-from agentguard.resolver import KeyResolver
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.support.issuer_events import Interleaved

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from agentguard import KeyIssuer, KeyKind, generate_key
 from agentguard.audit import AuditWriter
-from agentguard.audit.events import rfc3339
+from agentguard.audit._events import rfc3339
 from agentguard.errors import InvalidGrant, Reason
-from agentguard.keys import KeyIssuer
-from agentguard.keys.format import generate_key
-from agentguard.model import KeyKind
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.support.issuer_events import (

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.errors import MalformedKey, Reason
-from agentguard.keys.format import (
+from agentguard import KeyKind
+from agentguard._keys._format import (
     ALPHABET,
     KEY_LENGTH,
     generate_key,
@@ -16,7 +16,7 @@ from agentguard.keys.format import (
     new_id,
     parse_key,
 )
-from agentguard.model import KeyKind
+from agentguard.errors import MalformedKey, Reason
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.errors import MalformedKey, Reason
-from agentguard.keys.format import (
+from agentguard import KeyKind
+from agentguard._keys._format import (
     KEY_LENGTH,
     PREFIXES,
     ParsedKey,
@@ -28,7 +28,7 @@ from agentguard.keys.format import (
     new_id,
     parse_key,
 )
-from agentguard.model import KeyKind
+from agentguard.errors import MalformedKey, Reason
 
 DIGITS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 

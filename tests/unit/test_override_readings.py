@@ -1,7 +1,7 @@
 """Method overrides as real frameworks read them: a differential test against a small model.
 
 The oracle below is written from the frameworks' documented behaviour, independently of
-:mod:`agentguard.credentials.overrides`:
+:mod:`agentguard.credentials._overrides`:
 
 - PHP (Symfony/Laravel ``getMethod()``): the ``X-HTTP-Method-Override`` header, else ``_method``
   from the parsed body, else from the query. PHP splits on ``&``, URL-decodes, then mangles the
@@ -27,9 +27,8 @@ from urllib.parse import unquote, unquote_plus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.credentials.placement import override_methods, upstream_query
-from agentguard.request import GuardRequest
-from agentguard.services import ServiceConfig
+from agentguard import GuardRequest, ServiceConfig
+from agentguard.credentials._placement import override_methods, upstream_query
 from tests.fuzz.conftest import FUZZ
 
 BEARER = ServiceConfig(name="proj", base_url="https://proj.example")

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentguard import Grants, Level, Principal
+from agentguard._permissions import PermissionChecker, Requirement, RouteRule, method_level
 from agentguard.errors import InsufficientScope, Reason
-from agentguard.model import Grants, Level, Principal
-from agentguard.permissions import PermissionChecker, Requirement, RouteRule, method_level
 from tests.support.path_readings import READINGS, rule_for
 
 

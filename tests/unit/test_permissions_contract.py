@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentguard.model import Level
-from agentguard.permissions import PermissionChecker, Requirement, RouteRule
+from agentguard import Level, PermissionChecker, Requirement, RouteRule
 
 
 def checker(*rules: tuple[str, str | None]) -> PermissionChecker:

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from agentguard.redaction import install_log_redaction
+from agentguard._redaction import install_log_redaction
 
 
 def test_httpx_request_lines_lose_their_query(caplog: pytest.LogCaptureFixture) -> None:

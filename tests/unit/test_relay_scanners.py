@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentguard.asgi.relay import EchoScanners
-from agentguard.credentials.echo import SecretEchoed
+from agentguard.asgi._relay import EchoScanners
+from agentguard.credentials import SecretEchoed
 
 FIRST = "vendor-key-" + "1" * 24
 SECOND = "vendor-key-" + "2" * 24

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentguard._request import GuardRequest, parse_authorization
 from agentguard.errors import AgentGuardError, InvalidRequest, MissingCredentials, Reason
-from agentguard.request import GuardRequest, parse_authorization
 
 
 def request_with(*values: bytes, path: str = "/crm") -> GuardRequest:

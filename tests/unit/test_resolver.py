@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from agentguard import AccountStatus, Grants, KeyIssuer, KeyKind, KeyResolver, Level, generate_key
 from agentguard.errors import InvalidToken, Reason
-from agentguard.keys import KeyIssuer, generate_key
-from agentguard.model import AccountStatus, Grants, KeyKind, Level
-from agentguard.resolver import KeyResolver
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 
@@ -145,9 +143,7 @@ async def test_guard_routes_foreign_tokens_to_token_resolvers(
 ) -> None:
     from datetime import datetime, timezone
 
-    from agentguard import Guard, GuardRequest, RouteRule
-    from agentguard.model import Principal
-    from agentguard.resolver import TokenResolver
+    from agentguard import Guard, GuardRequest, Principal, RouteRule, TokenResolver
 
     class JWTish:
         def accepts(self, token: str) -> bool:

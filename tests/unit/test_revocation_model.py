@@ -16,9 +16,8 @@ import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.model import KeyKind, KeyRecord
-from agentguard.storage import MemoryStore
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard import KeyKind, KeyRecord
+from agentguard.storage import MemoryStore, SQLiteStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import key_record, seed_directory
 

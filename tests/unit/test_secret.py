@@ -5,9 +5,7 @@ import pickle
 
 import pytest
 
-from agentguard.keys import generate_key
-from agentguard.model import KeyKind
-from agentguard.secret import Secret
+from agentguard import KeyKind, Secret, generate_key
 
 
 def test_repr_str_and_format_hide_the_value() -> None:

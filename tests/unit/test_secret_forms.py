@@ -21,9 +21,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from agentguard._secret import (
+    FRAGMENT,
+    MIN_ENCODED,
+    MIN_FRAGMENT,
+    base64_cores,
+    encoded_forms,
+    fragment_length,
+)
 from agentguard._secret_match import SecretMatcher, text_views, unescape_json
 from agentguard._secret_views import STEP
-from agentguard.credentials.echo import EchoScanner, SecretEchoed
+from agentguard.credentials import EchoScanner, SecretEchoed
 from agentguard.review import (
     Direction,
     Outcome,
@@ -32,15 +40,7 @@ from agentguard.review import (
     ReviewContext,
     SecretLeakReviewer,
 )
-from agentguard.review.chain import decode_body
-from agentguard.secret import (
-    FRAGMENT,
-    MIN_ENCODED,
-    MIN_FRAGMENT,
-    base64_cores,
-    encoded_forms,
-    fragment_length,
-)
+from agentguard.review._chain import decode_body
 
 pytestmark = pytest.mark.anyio
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agentguard.model import Level
-from agentguard.permissions import Requirement
-from agentguard.services import Placement, ServiceConfig, ServiceRoute
+from agentguard import Level, Placement, Requirement, ServiceConfig, ServiceRoute
 
 
 def test_fourth_service_is_one_entry() -> None:

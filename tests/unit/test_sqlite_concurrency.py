@@ -13,12 +13,11 @@ from typing import TypeVar
 
 import anyio
 
+from agentguard import KeyKind, KeyRecord
 from agentguard.audit import Action, AuditEntry, AuditEvent, verify_chain
-from agentguard.model import KeyKind, KeyRecord
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance import seed_directory
-from agentguard.testing.conformance._base import key_record
+from agentguard.testing.conformance import key_record, seed_directory
 
 T = TypeVar("T")
 
@@ -142,9 +141,9 @@ from pathlib import Path
 import anyio
 
 from agentguard.audit import Action, AuditEvent
-from agentguard.storage.sqlite import SQLiteStore
+from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance._base import key_record
+from agentguard.testing.conformance import key_record
 
 path, refresh_id, family_id, index, rendezvous = sys.argv[1:]
 

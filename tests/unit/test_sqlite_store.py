@@ -13,14 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agentguard import CredentialOwner, CredentialScope, Grants, KeyKind, StoredCredential
 from agentguard.audit import Action, AuditEvent, verify_chain
-from agentguard.model import CredentialOwner, CredentialScope, Grants, KeyKind, StoredCredential
 from agentguard.storage import IntegrityError, StorageError
-from agentguard.storage.sqlite import SCHEMA_VERSION, SchemaVersionError, SQLiteStore
-from agentguard.storage.sqlite._rows import from_micros, micros
+from agentguard.storage._sqlite import SCHEMA_VERSION, SchemaVersionError, SQLiteStore
+from agentguard.storage._sqlite._rows import from_micros, micros
 from agentguard.testing import FakeClock
-from agentguard.testing.conformance import seed_directory
-from agentguard.testing.conformance._base import key_record
+from agentguard.testing.conformance import key_record, seed_directory
 
 pytestmark = pytest.mark.anyio
 

@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 
 from agentguard.errors import InvalidToken, StoreUnavailable
 from agentguard.storage import AuditStore, KeyStore, MemoryStore, ReplayCache
-from agentguard.storage.outage import (
+from agentguard.storage._outage import (
     PROGRAMMING_ERRORS,
     STORE_METHODS,
     protocol_methods,
     shield_store,
     store_outage,
 )
-from agentguard.testing.faults import FaultyStore
+from agentguard.testing._faults import FaultyStore
 
 pytestmark = pytest.mark.anyio
 

@@ -6,15 +6,15 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from agentguard.errors import InvalidRequest
-from agentguard.request import GuardRequest
-from agentguard.target import (
+from agentguard import GuardRequest
+from agentguard._target import (
     PATH_CHARACTERS,
     Target,
     canonical_target,
     parse_decoded_path,
     parse_raw_path,
 )
+from agentguard.errors import InvalidRequest
 from tests.fuzz.conftest import FUZZ
 from tests.support.path_readings import RULE_READINGS, readings, remove_dot_segments, rfc_reading
 

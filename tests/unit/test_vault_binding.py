@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing, VaultError, sealing
-from agentguard.credentials.vault import KeyMissing, ResealRequired
+from agentguard import CredentialOwner, CredentialScope, Principal, ServiceConfig, StoredCredential
+from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing, VaultError
+from agentguard.credentials import _sealing as sealing
+from agentguard.credentials._vault import KeyMissing, ResealRequired
 from agentguard.errors import BadGateway, Reason
-from agentguard.model import CredentialOwner, CredentialScope, Principal, StoredCredential
-from agentguard.services import ServiceConfig
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from tests.support.vault_rows import as_v1

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask, Response, jsonify, request, stream_with_context
 from flask.typing import ResponseReturnValue
 
-from agentguard import Guard, MemoryStore, RouteRule, current_principal
-from agentguard.model import IssuedKeys
+from agentguard import Guard, IssuedKeys, RouteRule, current_principal
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from agentguard.wsgi import AgentGuardWSGIMiddleware, default_portal, principal_from_environ
 

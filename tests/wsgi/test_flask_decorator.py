@@ -11,9 +11,10 @@ from flask import Flask, request
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from agentguard import ConfigurationError, Guard, MemoryStore, RouteRule, current_principal
+from agentguard import Guard, IssuedKeys, RouteRule, current_principal
+from agentguard.errors import ConfigurationError
 from agentguard.integrations.flask import EXTENSION_KEY, AgentGuard
-from agentguard.model import IssuedKeys
+from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from agentguard.wsgi import AgentGuardWSGIMiddleware, default_portal, principal_from_environ
 

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentguard.context import principal_var
+from agentguard._context import principal_var
 from agentguard.wsgi import request_from_environ
 from tests.wsgi.conftest import WSGISetup
 

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from agentguard.guard import Passage
-from agentguard.request import GuardRequest
+from agentguard import GuardRequest, Passage
 from agentguard.wsgi import EventLoopPortal, default_portal
 from tests.wsgi.conftest import WSGISetup
 

@@ -7,15 +7,13 @@ Read path: :func:`verify_log` walks a log against checkpoints; :func:`prove_entr
 :func:`verify_proof` give and check offline inclusion proofs.
 """
 
-from agentguard.audit.chain import (
-    GENESIS_PREV,
+from agentguard.audit._chain import (
     AuditEntry,
     ChainBreak,
     leaf_hash,
-    seal,
     verify_chain,
 )
-from agentguard.audit.checkpointer import (
+from agentguard.audit._checkpointer import (
     ChainBroken,
     Checkpointer,
     CheckpointRefused,
@@ -24,7 +22,7 @@ from agentguard.audit.checkpointer import (
     LogForked,
     MemoryCheckpointSink,
 )
-from agentguard.audit.checkpoints import (
+from agentguard.audit._checkpoints import (
     BadSignature,
     Checkpoint,
     CheckpointError,
@@ -36,23 +34,19 @@ from agentguard.audit.checkpoints import (
     open_checkpoint,
     sign_checkpoint,
 )
-from agentguard.audit.events import SCHEMA_VERSION, Action, AuditEvent, Decision, canonical_json
-from agentguard.audit.export import export_log, read_export
-from agentguard.audit.merkle import (
-    EMPTY_ROOT,
-    CompactRange,
+from agentguard.audit._events import SCHEMA_VERSION, Action, AuditEvent, Decision, canonical_json
+from agentguard.audit._export import export_log, read_export
+from agentguard.audit._merkle import (
     consistency_proof,
     inclusion_proof,
     verify_consistency,
     verify_inclusion,
 )
-from agentguard.audit.proofs import prove, prove_entry, tlog_proof, verify_proof
-from agentguard.audit.verify import Category, Finding, VerifyReport, verify_log
-from agentguard.audit.writer import AuditWriter
+from agentguard.audit._proofs import prove, prove_entry, tlog_proof, verify_proof
+from agentguard.audit._verify import Category, Finding, VerifyReport, verify_log
+from agentguard.audit._writer import AuditWriter
 
 __all__ = [
-    "EMPTY_ROOT",
-    "GENESIS_PREV",
     "SCHEMA_VERSION",
     "Action",
     "AuditEntry",
@@ -67,7 +61,6 @@ __all__ = [
     "CheckpointRefused",
     "CheckpointSink",
     "Checkpointer",
-    "CompactRange",
     "Decision",
     "DirectoryCheckpointSink",
     "Ed25519Signer",
@@ -88,7 +81,6 @@ __all__ = [
     "prove",
     "prove_entry",
     "read_export",
-    "seal",
     "sign_checkpoint",
     "tlog_proof",
     "verify_chain",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from agentguard.audit.events import MAX_SAFE_INT, Action, AuditEvent
+from agentguard.audit._events import MAX_SAFE_INT, Action, AuditEvent
 
 __all__ = ["canonical_link"]
 

@@ -11,7 +11,7 @@ stderr with exit code 1; a missing optional dependency anywhere is one line nami
 that installs it, exit code 2 (see :mod:`agentguard._extras`).
 
 Every command that touches the store takes ``--config`` and ``--store`` and resolves them the
-same way (:mod:`agentguard.cli.target`; docs/configuration.md has the order of precedence).
+same way (:mod:`agentguard.cli._target`; docs/configuration.md has the order of precedence).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-color", action="store_true", help="plain output")
     for module in _COMMANDS.values():
-        importlib.import_module(f"agentguard.cli.{module}_args").add_parser(commands)
+        importlib.import_module(f"agentguard.cli._{module}_args").add_parser(commands)
     return parser
 
 
@@ -70,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "demo":
-            from agentguard.cli.demo import run
+            from agentguard.cli._demo import run
 
             return run(color=not args.no_color and sys.stdout.isatty())
-        module = importlib.import_module(f"agentguard.cli.{_COMMANDS[args.command]}")
+        module = importlib.import_module(f"agentguard.cli._{_COMMANDS[args.command]}")
         code: int = module.run(args)
         return code
     except ImportError as error:

@@ -15,15 +15,15 @@ model's context. ``agentguard keys issue`` writes a ready credentials file.
 
 from __future__ import annotations
 
-from agentguard.client.auth import AgentAuth, Placement
-from agentguard.client.credentials_file import AgentCredentials, CredentialsFile
-from agentguard.client.errors import (
+from agentguard.client._auth import AgentAuth, KeyPlacement
+from agentguard.client._credentials_file import AgentCredentials, CredentialsFile
+from agentguard.client._errors import (
     AgentAuthError,
     CredentialsFileError,
     DPoPNonceLoop,
     RefreshFailed,
 )
-from agentguard.client.renewal import Renewer
+from agentguard.client._renewal import Renewer
 
 __all__ = [
     "AgentAuth",
@@ -32,7 +32,7 @@ __all__ = [
     "CredentialsFile",
     "CredentialsFileError",
     "DPoPNonceLoop",
-    "Placement",
+    "KeyPlacement",
     "RefreshFailed",
     "Renewer",
 ]

@@ -3,7 +3,7 @@
 The state check and the decision to refresh happen under a ``threading.Lock`` that is released
 before any I/O, so it never spans a ``yield`` or an ``await``. The caller that finds renewal due
 and no refresh in progress leads; the others keep the current key while it is still valid, or
-wait for the leader's :class:`~agentguard.client.renewal.Flight` and look again.
+wait for the leader's :class:`~agentguard.client._renewal.Flight` and look again.
 
 With a credentials file, the leader holds the file's inter-process ``flock`` from re-reading
 the file until the new keys are written, so two processes of one agent never spend the same
@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
 
+from agentguard._clock import Clock
+from agentguard.client._credentials_file import AgentCredentials, CredentialsFile, FileLock
+from agentguard.client._errors import CredentialsFileError, RefreshFailed
 from agentguard.client._flow import Io, Perform, in_thread
+from agentguard.client._renewal import Flight
 from agentguard.client._token import TokenEndpoint
-from agentguard.client.credentials_file import AgentCredentials, CredentialsFile, FileLock
-from agentguard.client.errors import CredentialsFileError, RefreshFailed
-from agentguard.client.renewal import Flight
-from agentguard.clock import Clock
 
 __all__ = ["Keys"]
 

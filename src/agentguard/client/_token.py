@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
+from agentguard._clock import Clock
+from agentguard._secret import Secret
+from agentguard.client._credentials_file import BEARER, DPOP, AgentCredentials, TokenType
+from agentguard.client._errors import DPoPNonceLoop, RefreshFailed
 from agentguard.client._flow import Io, Perform
 from agentguard.client._nonces import Nonces
-from agentguard.client.credentials_file import BEARER, DPOP, AgentCredentials, TokenType
-from agentguard.client.errors import DPoPNonceLoop, RefreshFailed
-from agentguard.clock import Clock
-from agentguard.secret import Secret
 
 __all__ = ["TokenEndpoint", "json_object", "parse_token_response", "text"]
 

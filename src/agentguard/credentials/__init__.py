@@ -6,9 +6,9 @@ credentials into user-scoped tokens, and the placement functions move keys in an
 vendor-native place.
 """
 
-from agentguard.credentials.echo import EchoScanner, SecretEchoed, StreamScanner, secret_forms
-from agentguard.credentials.keyring import KeyRing
-from agentguard.credentials.minting import (
+from agentguard.credentials._echo import EchoScanner, SecretEchoed, StreamScanner, secret_forms
+from agentguard.credentials._keyring import KeyRing
+from agentguard.credentials._minting import (
     CallableMinter,
     MintCache,
     MintedToken,
@@ -16,8 +16,8 @@ from agentguard.credentials.minting import (
     MintingError,
     TokenExchangeMinter,
 )
-from agentguard.credentials.swapper import CredentialSwapper
-from agentguard.credentials.vault import CredentialVault, VaultError
+from agentguard.credentials._swapper import CredentialSwapper
+from agentguard.credentials._vault import CredentialVault, VaultError
 
 __all__ = [
     "CallableMinter",

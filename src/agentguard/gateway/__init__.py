@@ -9,8 +9,8 @@ Build it from settings and serve ``gateway.app`` with any ASGI server::
     app = gateway.app
 """
 
-from agentguard.gateway.app import Gateway, build_gateway
-from agentguard.gateway.logging import (
+from agentguard.gateway._app import Gateway, build_gateway
+from agentguard.gateway._logging import (
     JSONFormatter,
     RequestIdMiddleware,
     configure_logging,

@@ -45,9 +45,12 @@ try:
 except ImportError as error:
     raise missing_extra(error) from None
 
-from agentguard.asgi.middleware import REQUIREMENTS_STATE_KEY
-from agentguard.asgi.scope import PRINCIPAL_STATE_KEY, request_from_scope
-from agentguard.asgi.types import Scope
+from agentguard._guard import Guard
+from agentguard._model import Level, Principal
+from agentguard._permissions import Requirement
+from agentguard.asgi._middleware import REQUIREMENTS_STATE_KEY
+from agentguard.asgi._scope import PRINCIPAL_STATE_KEY, request_from_scope
+from agentguard.asgi._types import Scope
 from agentguard.errors import (
     Challenge,
     ConfigurationError,
@@ -56,9 +59,6 @@ from agentguard.errors import (
     RequestRefused,
     ServiceUnavailable,
 )
-from agentguard.guard import Guard
-from agentguard.model import Level, Principal
-from agentguard.permissions import Requirement
 
 __all__ = [
     "AgentGuardHTTPException",

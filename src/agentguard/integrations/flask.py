@@ -31,13 +31,13 @@ try:
 except ImportError as error:
     raise missing_extra(error) from None
 
-from agentguard.context import principal_var
+from agentguard._context import principal_var
+from agentguard._guard import Guard
+from agentguard._model import Level, Principal
+from agentguard._permissions import Requirement
 from agentguard.errors import Challenge, ConfigurationError, InsufficientScope, RequestRefused
-from agentguard.guard import Guard
-from agentguard.model import Level, Principal
-from agentguard.permissions import Requirement
-from agentguard.wsgi.middleware import PRINCIPAL_ENVIRON_KEY, request_from_environ
-from agentguard.wsgi.portal import EventLoopPortal, default_portal
+from agentguard.wsgi._middleware import PRINCIPAL_ENVIRON_KEY, request_from_environ
+from agentguard.wsgi._portal import EventLoopPortal, default_portal
 
 __all__ = ["EXTENSION_KEY", "AgentGuard"]
 

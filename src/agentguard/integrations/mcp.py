@@ -48,26 +48,26 @@ try:
 except ImportError as error:
     raise missing_extra(error) from None
 
-from agentguard.asgi.metadata import ProtectedResourceMetadata, advertise_metadata
-from agentguard.asgi.responses import send_error
-from agentguard.asgi.reviewed import call_reviewed
-from agentguard.asgi.scope import PRINCIPAL_STATE_KEY, request_from_scope
-from agentguard.asgi.types import ASGIApp, Receive, Scope, Send
-from agentguard.audit.events import Action, AuditEvent, Decision
-from agentguard.context import principal_var
-from agentguard.errors import InsufficientScope, RequestRefused
-from agentguard.model import Level, Principal
-from agentguard.permissions import Requirement
-from agentguard.request import (
+from agentguard._context import principal_var
+from agentguard._model import Level, Principal
+from agentguard._permissions import Requirement
+from agentguard._request import (
     Credentials,
     GuardRequest,
     parse_authorization,
     public_prefixes,
 )
-from agentguard.review.chain import ReviewChain, ReviewerLike
+from agentguard.asgi._metadata import ProtectedResourceMetadata, advertise_metadata
+from agentguard.asgi._responses import send_error
+from agentguard.asgi._reviewed import call_reviewed
+from agentguard.asgi._scope import PRINCIPAL_STATE_KEY, request_from_scope
+from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
+from agentguard.audit._events import Action, AuditEvent, Decision
+from agentguard.errors import InsufficientScope, RequestRefused
+from agentguard.review._chain import ReviewChain, ReviewerLike
 
 if TYPE_CHECKING:
-    from agentguard.guard import Guard
+    from agentguard._guard import Guard
 
 __all__ = [
     "AgentGuardAccessToken",

@@ -6,10 +6,10 @@ still read live from the user store, exactly as for agentguard keys.
 
 from __future__ import annotations
 
-from agentguard.resolvers.claims import SubjectMapping, scope_grants, token_key_id
-from agentguard.resolvers.introspection import ANY_AUDIENCE, IntrospectionResolver
-from agentguard.resolvers.jwks import JWKSCache, SigningKey
-from agentguard.resolvers.jwt import DEFAULT_JWT_ALGORITHMS, JWTAccessTokenResolver
+from agentguard.resolvers._claims import SubjectMapping, scope_grants, token_key_id
+from agentguard.resolvers._introspection import ANY_AUDIENCE, IntrospectionResolver
+from agentguard.resolvers._jwks import JWKSCache, SigningKey
+from agentguard.resolvers._jwt import DEFAULT_JWT_ALGORITHMS, JWTAccessTokenResolver
 
 __all__ = [
     "ANY_AUDIENCE",

@@ -7,7 +7,7 @@ credentials and checksummed credential shapes), :class:`InjectionScreen` (prompt
 injection, a tunable scored rule set) and :class:`ModelReviewer` (your own model's opinion).
 """
 
-from agentguard.review.base import (
+from agentguard.review._base import (
     Direction,
     Outcome,
     ReviewContext,
@@ -16,21 +16,17 @@ from agentguard.review.base import (
     Verdict,
     fingerprint,
 )
-from agentguard.review.chain import ChainResult, ReviewChain, ReviewerLike, ReviewStep, as_chain
-from agentguard.review.errors import RequestBlocked, ResponseBlocked, ReviewBlocked
-from agentguard.review.events import verdict_event
-from agentguard.review.injection import DEFAULT_RULES, InjectionRule, InjectionScreen
-from agentguard.review.model import ModelReviewer
-from agentguard.review.normalise import normalise
-from agentguard.review.secrets import SecretLeakReviewer, SecretSource
-from agentguard.review.shapes import SHAPES
-from agentguard.review.stream import ChainStream
+from agentguard.review._budget import checkpoint
+from agentguard.review._chain import ReviewChain, ReviewerLike, ReviewStep
+from agentguard.review._errors import RequestBlocked, ResponseBlocked, ReviewBlocked
+from agentguard.review._injection import DEFAULT_RULES, InjectionRule, InjectionScreen
+from agentguard.review._model import ModelReviewer
+from agentguard.review._secrets import SecretLeakReviewer, SecretSource
+from agentguard.review._shapes import SHAPES
 
 __all__ = [
     "DEFAULT_RULES",
     "SHAPES",
-    "ChainResult",
-    "ChainStream",
     "Direction",
     "InjectionRule",
     "InjectionScreen",
@@ -48,8 +44,6 @@ __all__ = [
     "SecretLeakReviewer",
     "SecretSource",
     "Verdict",
-    "as_chain",
+    "checkpoint",
     "fingerprint",
-    "normalise",
-    "verdict_event",
 ]

@@ -4,9 +4,10 @@
 in their own modules behind extras and import their driver lazily.
 """
 
-from agentguard.storage.memory import MemoryStore
-from agentguard.storage.postgres import PostgresStore
-from agentguard.storage.protocols import (
+from agentguard.storage._memory import MemoryStore
+from agentguard.storage._postgres import PostgresStore
+from agentguard.storage._postgres import upgrade as upgrade_postgres
+from agentguard.storage._protocols import (
     AuditArchiveStore,
     AuditStore,
     CredentialStore,
@@ -17,9 +18,9 @@ from agentguard.storage.protocols import (
     ReplayCache,
     StorageError,
 )
-from agentguard.storage.redis import RedisReplayCache
-from agentguard.storage.sqlite import SchemaVersionError, SQLiteStore
-from agentguard.storage.urls import open_store
+from agentguard.storage._redis import RedisReplayCache
+from agentguard.storage._sqlite import SchemaVersionError, SQLiteStore
+from agentguard.storage._urls import open_store
 
 __all__ = [
     "AuditArchiveStore",
@@ -37,4 +38,5 @@ __all__ = [
     "SchemaVersionError",
     "StorageError",
     "open_store",
+    "upgrade_postgres",
 ]

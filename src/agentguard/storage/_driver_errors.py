@@ -1,6 +1,6 @@
 """One storage error for every driver failure: what our backends raise when their driver fails.
 
-The storage contract (:mod:`agentguard.storage.protocols`) promises that a backend whose driver
+The storage contract (:mod:`agentguard.storage._protocols`) promises that a backend whose driver
 fails (a lost connection, a closed pool, a timeout, a locked or unreadable file) raises
 :class:`~agentguard.storage.StorageError` from every Protocol method, never the driver's own
 exception. :func:`driver_errors` is that translation for our backends. The new error names the
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from agentguard.storage.outage import PROGRAMMING_ERRORS
-from agentguard.storage.protocols import StorageError
+from agentguard.storage._outage import PROGRAMMING_ERRORS
+from agentguard.storage._protocols import StorageError
 
 __all__ = ["driver_errors", "driver_failure"]
 

@@ -13,9 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from agentguard.audit.chain import AuditEntry
-from agentguard.errors import CorruptRecord
-from agentguard.model import (
+from agentguard._model import (
     Account,
     AccountStatus,
     CredentialOwner,
@@ -27,7 +25,9 @@ from agentguard.model import (
     User,
     Workspace,
 )
-from agentguard.storage.protocols import KeyLookup
+from agentguard.audit._chain import AuditEntry
+from agentguard.errors import CorruptRecord
+from agentguard.storage._protocols import KeyLookup
 
 __all__ = ["Params", "Row", "RowCodec", "blob"]
 

@@ -17,29 +17,32 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentguard.testing.dpop_keys import ClockedDPoPKey
-    from agentguard.testing.factories import issue_keys, make_user
-    from agentguard.testing.fakes import FakeClock
-    from agentguard.testing.upstreams import FakeTokenExchange, FakeUpstream, RecordedRequest
+    from agentguard.testing._dpop_keys import ClockedDPoPKey
+    from agentguard.testing._factories import issue_keys, make_user
+    from agentguard.testing._fakes import FakeClock
+    from agentguard.testing._faults import FaultyStore
+    from agentguard.testing._upstreams import FakeTokenExchange, FakeUpstream, RecordedRequest
 
 __all__ = [
     "ClockedDPoPKey",
     "FakeClock",
     "FakeTokenExchange",
     "FakeUpstream",
+    "FaultyStore",
     "RecordedRequest",
     "issue_keys",
     "make_user",
 ]
 
 _LAZY = {
-    "ClockedDPoPKey": "agentguard.testing.dpop_keys",
-    "FakeClock": "agentguard.testing.fakes",
-    "FakeTokenExchange": "agentguard.testing.upstreams",
-    "FakeUpstream": "agentguard.testing.upstreams",
-    "RecordedRequest": "agentguard.testing.upstreams",
-    "issue_keys": "agentguard.testing.factories",
-    "make_user": "agentguard.testing.factories",
+    "FaultyStore": "agentguard.testing._faults",
+    "ClockedDPoPKey": "agentguard.testing._dpop_keys",
+    "FakeClock": "agentguard.testing._fakes",
+    "FakeTokenExchange": "agentguard.testing._upstreams",
+    "FakeUpstream": "agentguard.testing._upstreams",
+    "RecordedRequest": "agentguard.testing._upstreams",
+    "issue_keys": "agentguard.testing._factories",
+    "make_user": "agentguard.testing._factories",
 }
 
 

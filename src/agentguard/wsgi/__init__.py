@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from agentguard.wsgi.middleware import (
+from agentguard.wsgi._middleware import (
     PRINCIPAL_ENVIRON_KEY,
     AgentGuardWSGIMiddleware,
     principal_from_environ,
     request_from_environ,
 )
-from agentguard.wsgi.portal import EventLoopPortal, default_portal
+from agentguard.wsgi._portal import EventLoopPortal, default_portal
 
 __all__ = [
     "PRINCIPAL_ENVIRON_KEY",

@@ -29,25 +29,25 @@ needs the class attribute ``loop_bound``: whether the store needs one instance p
 
 from typing import TYPE_CHECKING
 
+from agentguard.testing.conformance._archive import AuditArchiveContract
+from agentguard.testing.conformance._audit import AuditCheckpointContract, AuditStoreContract
 from agentguard.testing.conformance._base import key_record
-from agentguard.testing.conformance.archive import AuditArchiveContract
-from agentguard.testing.conformance.audit import AuditCheckpointContract, AuditStoreContract
-from agentguard.testing.conformance.credentials import CredentialStoreContract
-from agentguard.testing.conformance.directory import DirectoryStoreContract, seed_directory
-from agentguard.testing.conformance.failure import FailureContract
-from agentguard.testing.conformance.instances import (
+from agentguard.testing.conformance._credentials import CredentialStoreContract
+from agentguard.testing.conformance._directory import DirectoryStoreContract, seed_directory
+from agentguard.testing.conformance._failure import FailureContract
+from agentguard.testing.conformance._instances import (
     MultiInstanceAuditContract,
     MultiInstanceContract,
     MultiInstanceKeyStoreContract,
     MultiInstanceReplayContract,
 )
-from agentguard.testing.conformance.keys import KeyStoreContract
-from agentguard.testing.conformance.liveness import CredentialLivenessContract, LivenessContract
-from agentguard.testing.conformance.loops import OtherLoopContract
-from agentguard.testing.conformance.replay import ReplayCacheContract
+from agentguard.testing.conformance._keys import KeyStoreContract
+from agentguard.testing.conformance._liveness import CredentialLivenessContract, LivenessContract
+from agentguard.testing.conformance._loops import OtherLoopContract
+from agentguard.testing.conformance._replay import ReplayCacheContract
 
 if TYPE_CHECKING:
-    from agentguard.testing.conformance.stateful import StatefulContract
+    from agentguard.testing.conformance._stateful import StatefulContract
 
 __all__ = [
     "AuditArchiveContract",
@@ -75,7 +75,7 @@ def __getattr__(name: str) -> object:
     """``StatefulContract`` needs hypothesis; import it only when asked for."""
     if name == "StatefulContract":
         try:
-            from agentguard.testing.conformance import stateful
+            from agentguard.testing.conformance import _stateful as stateful
         except ImportError as exc:  # pragma: no cover - hypothesis is in the testing extra
             raise ImportError(
                 "StatefulContract needs hypothesis: pip install 'agentguard[testing]' "

@@ -8,9 +8,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from agentguard.keys.format import generate_key, hash_key, new_id
-from agentguard.model import Grants, KeyKind, KeyRecord
-from agentguard.testing.fakes import FakeClock
+from agentguard._keys._format import generate_key, hash_key, new_id
+from agentguard._model import Grants, KeyKind, KeyRecord
+from agentguard.testing._fakes import FakeClock
 
 __all__ = [
     "ContractBase",

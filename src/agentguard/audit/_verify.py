@@ -1,0 +1,497 @@
+"""Verify an audit log: one streaming pass over sealed entries, checked against signed checkpoints.
+
+Each entry's stored bytes are hashed and must match its stored hash; its body must be the
+canonical form of itself; its ``seq`` must continue the sequence and its ``prev`` must name the
+previous event's hash. The hashes feed a :class:`~agentguard.audit._merkle.CompactRange`, whose
+root at each checkpoint's size must equal the signed root. A log shorter than a signed checkpoint
+was truncated; a log whose prefix root differs was rolled back or forked. Events after the newest
+checkpoint are reported as an unanchored tail: a warning, because nothing outside the database
+vouches for them yet, so deleting them would go unnoticed.
+
+The report names the **first bad seq** and a :class:`Category`. Findings after the first are
+best-effort diagnostics: once the log is broken, later categories can be consequences of the
+first. ``verify_log`` never raises on malformed entries; it reports them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from binascii import b2a_base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agentguard.audit._canonical_check import canonical_link
+from agentguard.audit._chain import GENESIS_PREV, AuditEntry
+from agentguard.audit._checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    NoteVerifier,
+    open_checkpoint,
+)
+from agentguard.audit._events import canonical_json
+from agentguard.audit._merkle import CompactRange
+from agentguard.audit._prefix import ArchivedPrefix, check_prefix
+
+if TYPE_CHECKING:
+    from agentguard.storage._protocols import AuditStore
+
+__all__ = [
+    "Category",
+    "Finding",
+    "LogVerifier",
+    "VerifyReport",
+    "verify_log",
+    "verify_store",
+]
+
+
+class Category(str, enum.Enum):
+    """What kind of damage a finding describes."""
+
+    MODIFIED = "MODIFIED"
+    MISSING = "MISSING"
+    INSERTED = "INSERTED"
+    REORDERED = "REORDERED"
+    NON_CANONICAL = "NON-CANONICAL"
+    TRUNCATED = "TRUNCATED-BELOW-CHECKPOINT"
+    FORK = "FORK/ROLLBACK"
+    BAD_SIGNATURE = "BAD-SIGNATURE"
+    UNANCHORED_TAIL = "UNANCHORED-TAIL"
+    ARCHIVED_UNCHECKED = "ARCHIVED-UNCHECKED"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem: its category, the first seq it concerns (``None`` if none), and why."""
+
+    category: Category
+    seq: int | None
+    detail: str
+
+    @property
+    def warning(self) -> bool:
+        """True for findings that do not make the log fail (the unanchored tail, and a
+        checkpoint inside an archived prefix that only the archive can check)."""
+        return self.category in (Category.UNANCHORED_TAIL, Category.ARCHIVED_UNCHECKED)
+
+    def line(self) -> str:
+        """A one-line rendering: ``FAIL seq=41233 MODIFIED stored=9f1c… recomputed=03ab…``."""
+        where = "" if self.seq is None else f" seq={self.seq}"
+        return f"{'WARN' if self.warning else 'FAIL'}{where} {self.category.value} {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of :func:`verify_log`.
+
+    Attributes:
+        ok: no failing finding (an unanchored tail alone leaves it True).
+        size: entries read; ``root`` is the Merkle root over them.
+        findings: every finding, ordered by seq (seq-less ones last).
+        first: the first failing finding, ``None`` when ``ok``.
+        anchored: a trusted checkpoint covers exactly the whole log.
+        anchored_size: the size of the largest checkpoint that matched the log.
+    """
+
+    ok: bool
+    size: int
+    root: bytes
+    findings: list[Finding]
+    first: Finding | None
+    anchored: bool
+    anchored_size: int
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-serialisable form (``agentguard audit verify --json``)."""
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root": _b64(self.root),
+            "anchored": self.anchored,
+            "anchored_size": self.anchored_size,
+            "first": None if self.first is None else _finding_dict(self.first),
+            "findings": [_finding_dict(f) for f in self.findings],
+        }
+
+
+def _finding_dict(finding: Finding) -> dict[str, object]:
+    return {"category": finding.category.value, "seq": finding.seq, "detail": finding.detail}
+
+
+def _b64(digest: bytes) -> str:
+    return b2a_base64(digest, newline=False).decode("ascii")
+
+
+def _short(digest: object) -> str:
+    return digest.hex()[:8] + "…" if isinstance(digest, bytes) else repr(digest)[:16]
+
+
+_sha256 = hashlib.sha256
+_MAX_HEADS = 16
+_FLUSH = 4096  # leaf hashes held before they go into the compact range
+
+
+def _parse(body: object) -> dict[str, object] | None:
+    if not isinstance(body, bytes):
+        return None
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+@dataclass
+class _Suspect:
+    """A tentative finding that a later entry may re-classify (the entry it displaced arrives)."""
+
+    finding: int  # index into _Walk.findings; replaced on resolution
+    category: Category  # what the finding becomes if resolved
+    seq: int  # the suspect entry's seq
+    displaced: int  # the seq expected where the suspect appeared
+    head_b64: str  # the chain head before the suspect
+    hash_b64: str  # the suspect entry's hash
+    ttl: int  # entries left before the finding stands
+
+
+@dataclass
+class _Walk:
+    """The verifier's chain state between entries (the fast path keeps it in locals)."""
+
+    findings: list[Finding] = field(default_factory=list)
+    expected: int = 0
+    head: bytes = GENESIS_PREV
+    heads: dict[str, int] = field(default_factory=dict)
+    suspect: _Suspect | None = None
+
+    def add(self, category: Category, seq: int | None, detail: str) -> int:
+        self.findings.append(Finding(category, seq, detail))
+        return len(self.findings) - 1
+
+    def follow(self, seq: int, digest: bytes) -> None:
+        self.expected, self.head = seq + 1, digest
+
+    def set_aside(self, seq: int, digest: bytes) -> None:
+        self.heads[_b64(digest)] = seq
+        if len(self.heads) > _MAX_HEADS:
+            del self.heads[next(iter(self.heads))]
+
+    def slow(self, entry: AuditEntry) -> bytes:
+        """Classify an entry that failed the fast path; return the hash the tree appends."""
+        seq, body, stored = entry.seq, entry.body, entry.hash
+        computed = _sha256(b"\x00" + body).digest() if isinstance(body, bytes) else None
+        obj = _parse(body)
+        try:
+            canonical = canonical_json(obj) if obj is not None else None
+        except ValueError:
+            canonical = None
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            seq = self.expected
+        digest = stored if isinstance(stored, bytes) and len(stored) == 32 else computed
+        intact = True
+        if computed != stored:
+            if canonical is not None and _sha256(b"\x00" + canonical).digest() == stored:
+                self.add(Category.NON_CANONICAL, seq, "re-serialised; its canonical form matches")
+            else:
+                detail = f"stored={_short(stored)} recomputed={_short(computed)}"
+                self.add(Category.MODIFIED, seq, detail)
+                intact = False
+        elif canonical != body:
+            self.add(Category.NON_CANONICAL, seq, "stored bytes are not in canonical form")
+        prev_field: object = None
+        if intact and obj is not None:
+            body_seq, prev_field = obj.get("seq"), obj.get("prev")
+            if type(body_seq) is not int or body_seq != seq:
+                self.add(Category.REORDERED, seq, f"stored at seq {seq}, its body says {body_seq}")
+                if type(body_seq) is int and body_seq >= 0:
+                    seq = body_seq
+        digest = digest or bytes(32)
+        self._place(seq, digest, prev_field, intact)
+        return digest
+
+    def _place(self, seq: int, digest: bytes, prev_field: object, intact: bool) -> None:
+        suspect = self.suspect
+        if suspect is not None:
+            if seq == suspect.displaced and seq < self.expected and prev_field == suspect.head_b64:
+                self.findings[suspect.finding] = Finding(
+                    suspect.category, seq, f"an entry with seq {suspect.seq} precedes it"
+                )
+                self.heads[suspect.hash_b64] = suspect.seq
+                self.suspect = None
+                self.follow(seq, digest)
+                return
+            suspect.ttl -= 1
+            if suspect.ttl <= 0:
+                self.suspect = None
+        head_b64 = _b64(self.head)
+        if seq == self.expected:
+            if not intact or prev_field == head_b64 or prev_field in self.heads:
+                self.follow(seq, digest)
+                return
+            at = self.expected - 1 if self.expected > 0 else seq
+            detail = f"its hash is not the prev that seq {seq} names"
+            index = self.add(Category.MODIFIED, at, detail)
+            self.suspect = _Suspect(index, Category.INSERTED, seq, seq, head_b64, _b64(digest), 1)
+        elif seq > self.expected:
+            gap = f"{self.expected}..{seq - 1}" if seq - 1 > self.expected else str(seq - 1)
+            index = self.add(Category.MISSING, self.expected, f"seq {gap} absent")
+            if prev_field != head_b64:
+                self.suspect = _Suspect(
+                    index,
+                    Category.REORDERED,
+                    seq,
+                    self.expected,
+                    head_b64,
+                    _b64(digest),
+                    _MAX_HEADS,
+                )
+        else:
+            self.add(Category.INSERTED, seq, f"a second entry claims seq {seq}")
+            self.set_aside(seq, digest)
+            return
+        self.follow(seq, digest)
+
+
+def _open(
+    checkpoints: Sequence[str | Checkpoint],
+    vkeys: Sequence[str],
+    origin: str | None,
+    walk: _Walk,
+) -> dict[int, bytes]:
+    """The trusted checkpoints as ``{size: root}``; bad ones become findings."""
+    verifiers = [NoteVerifier.from_vkey(v) for v in vkeys]
+    trusted: dict[int, bytes] = {}
+    for item in checkpoints:
+        if isinstance(item, Checkpoint):
+            checkpoint = item
+        elif not verifiers:
+            raise ValueError("signed checkpoints need the verifier keys (vkeys) to check them")
+        else:
+            try:
+                checkpoint = open_checkpoint(item, verifiers)
+            except CheckpointError as exc:
+                walk.add(Category.BAD_SIGNATURE, None, f"checkpoint rejected: {exc}")
+                continue
+        if origin is not None and checkpoint.origin != origin:
+            detail = f"checkpoint for origin {checkpoint.origin!r}, not {origin!r}"
+            walk.add(Category.BAD_SIGNATURE, None, detail)
+            continue
+        known = trusted.setdefault(checkpoint.size, checkpoint.root)
+        if known != checkpoint.root:
+            detail = f"two signed checkpoints at size {checkpoint.size} with different roots"
+            walk.add(Category.FORK, max(checkpoint.size - 1, 0), detail)
+    return trusted
+
+
+def verify_log(
+    entries: Iterable[AuditEntry],
+    checkpoints: Sequence[str | Checkpoint] = (),
+    vkeys: Sequence[str] = (),
+    *,
+    origin: str | None = None,
+    prefix: ArchivedPrefix | None = None,
+) -> VerifyReport:
+    """Verify ``entries`` (the whole log from seq 0, in order) against ``checkpoints``.
+
+    Args:
+        entries: sealed entries as stored, e.g. ``await store.read()`` or an export. Any
+            iterable: it is read once, entry by entry, and never held (a generator over pages
+            verifies a log of any size in constant memory; see :func:`verify_store`).
+        checkpoints: signed note texts (checked against ``vkeys``) or already trusted
+            :class:`Checkpoint` values. Hand over the newest you hold: older ones cannot reveal
+            a truncation after them.
+        vkeys: trusted verifier keys, configured out of band (never read from the log).
+        origin: if set, checkpoints for any other origin are rejected.
+        prefix: the tree hashes a store kept of the events it archived; ``entries`` then
+            start at ``prefix.size``. Checkpoints inside the prefix are checked with its
+            consistency proofs (:func:`~agentguard.audit._prefix.check_prefix`).
+
+    Raises ``ValueError`` only for configuration errors (a malformed vkey, signed notes without
+    vkeys); problems with the log or the checkpoints are findings in the report.
+    """
+    verifier = LogVerifier(checkpoints, vkeys, origin=origin, prefix=prefix)
+    verifier.feed(entries)
+    return verifier.finish()
+
+
+class LogVerifier:
+    """:func:`verify_log` fed in pieces: ``feed`` pages of entries in order, then ``finish``.
+
+    It keeps O(log n) state (the chain head, a compact range, the findings), so a caller
+    streams a log of any size from a store or a file. ``feed_bodies`` takes the lines of an
+    export, whose hashes are those of their bytes, and hashes each line once.
+    """
+
+    def __init__(
+        self,
+        checkpoints: Sequence[str | Checkpoint] = (),
+        vkeys: Sequence[str] = (),
+        *,
+        origin: str | None = None,
+        prefix: ArchivedPrefix | None = None,
+    ) -> None:
+        walk = self._walk = _Walk()
+        trusted = self._trusted = _open(checkpoints, vkeys, origin, walk)
+        self._sizes = sorted(trusted)
+        self._compact = CompactRange()
+        self._matched = 0
+        self._expected, self._head = 0, GENESIS_PREV
+        if prefix is not None:
+            found = check_prefix(prefix, trusted)
+            for problem in found.failures:
+                walk.add(Category.FORK, prefix.size - 1, problem)
+            for problem in found.warnings:
+                walk.add(Category.ARCHIVED_UNCHECKED, None, problem)
+            self._matched = found.matched
+            self._compact = prefix.compact()
+            self._expected, self._head = prefix.size, prefix.last_hash
+        size = self._compact.size
+        self._pending = iter([s for s in self._sizes if s > size or (s == 0 and prefix is None)])
+        self._next = next(self._pending, -1)
+        self._clean = True
+        if self._next == 0:
+            self._check(0)
+
+    @property
+    def position(self) -> int:
+        """How many entries (including an archived prefix) have been fed so far."""
+        return self._compact.size
+
+    def _check(self, size: int) -> None:
+        """Compare the root at ``size`` with the signed one; move on to the next size."""
+        if self._compact.root() == self._trusted[size]:
+            self._matched = size
+        else:
+            matched = self._matched
+            later = [f.seq for f in self._walk.findings if f.seq is not None and f.seq >= matched]
+            detail = f"root at size {size} differs from the signed checkpoint"
+            self._walk.add(Category.FORK, min(later, default=matched), detail)
+        self._next = next(self._pending, -1)
+
+    def feed(self, entries: Iterable[AuditEntry]) -> None:
+        """Verify the next ``entries`` of the log, in order."""
+        self._run(entries, False)
+
+    def feed_bodies(self, bodies: Iterable[bytes]) -> None:
+        """Verify the next entries given as their bytes only (an export's lines).
+
+        Same as ``feed`` with ``AuditEntry(position, leaf_hash(body), body)`` for each.
+        """
+        self._run(bodies, True)
+
+    def _run(self, items: Iterable[object], from_bytes: bool) -> None:
+        # One loop for both sources, with the state in locals: this is the per-event hot path.
+        walk, compact, sha256, b64 = self._walk, self._compact, _sha256, b2a_base64
+        expected, head, clean, next_size = self._expected, self._head, self._clean, self._next
+        size = compact.size
+        head_b64 = b64(head, newline=False)
+        leaves: list[bytes] = []
+        for item in items:
+            if from_bytes:
+                body: object = item
+                seq: object = size
+                stored: object = None
+            else:
+                entry: AuditEntry = item  # type: ignore[assignment]
+                body, seq, stored = entry.body, entry.seq, entry.hash
+            if clean and type(body) is bytes and seq == expected:
+                digest = sha256(b"\x00" + body).digest()
+                if (stored is None or digest == stored) and canonical_link(
+                    body, head_b64, expected
+                ):
+                    leaves.append(digest)
+                    size += 1
+                    head, head_b64 = digest, b64(digest, newline=False)
+                    expected += 1
+                    if size == next_size or len(leaves) == _FLUSH:
+                        compact.extend(leaves)
+                        leaves.clear()
+                        if size == next_size:
+                            self._check(size)
+                            next_size = self._next
+                    continue
+            compact.extend(leaves)
+            leaves.clear()
+            if from_bytes:
+                digest = sha256(b"\x00" + body).digest()  # type: ignore[operator]
+                entry = AuditEntry(seq=size, hash=digest, body=body)  # type: ignore[arg-type]
+            walk.expected, walk.head = expected, head
+            compact.append(walk.slow(entry))
+            size += 1
+            expected, head = walk.expected, walk.head
+            head_b64, clean = b64(head, newline=False), walk.suspect is None
+            if size == next_size:
+                self._check(size)
+                next_size = self._next
+        compact.extend(leaves)
+        self._expected, self._head, self._clean = expected, head, clean
+
+    def finish(self) -> VerifyReport:
+        """The report over everything fed (a missing tail below a checkpoint is TRUNCATED)."""
+        return _report(list(self._walk.findings), self._compact, self._sizes, self._matched)
+
+
+async def verify_store(
+    store: AuditStore,
+    checkpoints: Sequence[str | Checkpoint] = (),
+    vkeys: Sequence[str] = (),
+    *,
+    origin: str | None = None,
+    page: int = 8192,
+) -> VerifyReport:
+    """:func:`verify_log` over a store's log, read in pages of ``page`` seqs.
+
+    Memory stays bounded by a page whatever the log's size. A store that archived a prefix
+    (``archived_prefix()``) is verified from it. The pages cover exactly what ``store.read()``
+    returns: a gap in the seqs (deleted rows) is stepped over by asking ``store.head()`` whether
+    entries lie beyond, with a doubling stride so a forged huge seq costs few reads.
+    """
+    finder = getattr(store, "archived_prefix", None)
+    prefix: ArchivedPrefix | None = await finder() if callable(finder) else None
+    verifier = LogVerifier(checkpoints, vkeys, origin=origin, prefix=prefix)
+    start, stride = 0, page
+    while True:
+        entries = await store.read(start, start + stride)
+        start += stride
+        if entries:
+            verifier.feed(entries)
+            stride = page
+            continue
+        head = await store.head()
+        if head is None or type(head.seq) is not int or head.seq < start:
+            break
+        stride *= 2
+    return verifier.finish()
+
+
+def _report(
+    findings: list[Finding], compact: CompactRange, sizes: list[int], matched: int
+) -> VerifyReport:
+    size = compact.size
+    if sizes and sizes[-1] > size:
+        detail = f"log size {size} < signed checkpoint size {sizes[-1]}"
+        findings.append(Finding(Category.TRUNCATED, size, detail))
+    if size > matched and not any(not f.warning for f in findings):
+        detail = (
+            f"seq {matched}..{size - 1} are covered by no signed checkpoint"
+            if sizes
+            else "no signed checkpoint was given"
+        )
+        findings.append(Finding(Category.UNANCHORED_TAIL, matched, detail))
+    unique: dict[tuple[Category, int | None], Finding] = {}
+    for finding in findings:
+        unique.setdefault((finding.category, finding.seq), finding)
+    ordered = sorted(unique.values(), key=lambda f: (f.seq is None, f.seq or 0))
+    failures = [f for f in ordered if not f.warning]
+    return VerifyReport(
+        ok=not failures,
+        size=size,
+        root=compact.root(),
+        findings=ordered,
+        first=failures[0] if failures else None,
+        anchored=size == matched,
+        anchored_size=matched,
+    )

@@ -1,0 +1,250 @@
+"""AgentAuth: the ``httpx.Auth`` that holds the agent's keys, signs every call and renews them.
+
+For each request it attaches ``Authorization: DPoP <key>`` and a fresh proof (``Bearer <key>``
+for unbound keys), renews first once the key has used ``renew_at`` of its life (one refresh
+however many requests are in flight), answers one ``use_dpop_nonce`` demand, and on ``401
+invalid_token`` refreshes and retries once. One generator, :meth:`AgentAuth._flow`, does it
+for ``httpx.Client`` and ``httpx.AsyncClient`` alike (see :mod:`agentguard.client._flow`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncGenerator, Callable, Generator
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import httpx
+
+from agentguard._clock import Clock, SystemClock
+from agentguard.client._credentials_file import DPOP, AgentCredentials, CredentialsFile
+from agentguard.client._errors import DPoPNonceLoop, RefreshFailed
+from agentguard.client._flow import Io, Perform, adrive, deferred, inline
+from agentguard.client._keys import Keys
+from agentguard.client._nonces import Nonces, origin
+from agentguard.client._token import TokenEndpoint, json_object, text
+
+__all__ = ["AgentAuth", "KeyPlacement"]
+
+Y = TypeVar("Y")
+
+KeyPlacement = Callable[[httpx.Request, str], None]
+"""Puts the access key where a service expects it: ``(request, access_key) -> None``."""
+
+_ERROR_PARAM = re.compile(r'\berror\s*=\s*"?([A-Za-z0-9_.-]+)"?')
+
+
+def _challenge_error(response: httpx.Response) -> str | None:
+    """The ``error`` of a 401's ``WWW-Authenticate`` challenges (or of its JSON body)."""
+    for value in response.headers.get_list("www-authenticate"):
+        found = _ERROR_PARAM.search(value)
+        if found:
+            return found.group(1)
+    return text(json_object(response), "error")
+
+
+class AgentAuth(httpx.Auth):
+    """Signs and renews an agent's agentguard keys, for ``httpx.Client`` and ``AsyncClient``.
+
+    Args:
+        credentials: the keys, their lifetime, the token endpoint and the DPoP key.
+        file: where rotated keys are persisted (and re-read before each refresh, so several
+            processes of one agent share one key family).
+        clock: time source (tests share a fake clock with the server).
+        renew_at: fraction of the access key's life after which it is renewed (default 0.8).
+        expiry_margin: seconds before expiry after which the current key is no longer used
+            while a refresh is in flight (covers clock skew and latency).
+        token_transport / async_token_transport: transports for the token requests (default:
+            httpx's, honouring proxy environment variables).
+        token_timeout: seconds a token request may take.
+        placement: where to put the access key instead of ``Authorization`` (for services
+            that expect a vendor-native header); the DPoP proof is still attached.
+
+    Errors are the same for ``httpx.Client`` and ``httpx.AsyncClient``, for requests and for
+    :meth:`renew` / :meth:`arenew`:
+
+    - :class:`~agentguard.client.RefreshFailed` with ``permanent`` true when the token endpoint
+      refuses the refresh key (``invalid_grant``: the user was disabled, the keys revoked,
+      expired or reused). The request that needed the renewal raises it, whether the renewal
+      was due by time or asked for by a ``401 invalid_token``; so does every later call that
+      needs one. Nothing is retried: catch it around the agent's job, report ``str(error)``
+      (one line, no key) and stop.
+    - :class:`~agentguard.client.RefreshFailed` with ``transient`` true (no answer, 429, 5xx)
+      only once the current key can no longer be used; until then requests go on with it and
+      the renewal is tried again after 30 seconds.
+    - :class:`~agentguard.client.DPoPNonceLoop` and
+      :class:`~agentguard.client.CredentialsFileError`, as documented on them.
+
+    Any other ``401`` (and every ``403``) is returned as a response, not raised.
+    """
+
+    requires_request_body = True  # httpx.Client reads it; the flow reads it for AsyncClient
+
+    def __init__(
+        self,
+        credentials: AgentCredentials,
+        *,
+        file: CredentialsFile | None = None,
+        clock: Clock | None = None,
+        renew_at: float = 0.8,
+        expiry_margin: float = 30.0,
+        token_transport: httpx.BaseTransport | None = None,
+        async_token_transport: httpx.AsyncBaseTransport | None = None,
+        token_timeout: float = 10.0,
+        placement: KeyPlacement | None = None,
+    ) -> None:
+        if not 0 < renew_at < 1:
+            raise ValueError("renew_at is a fraction of the key's life, between 0 and 1")
+        if expiry_margin < 0:
+            raise ValueError("expiry_margin must not be negative")
+        self.renew_at = renew_at
+        self.placement = placement
+        self._nonces = Nonces()
+        token = TokenEndpoint(
+            self._nonces,
+            transport=token_transport,
+            async_transport=async_token_transport,
+            timeout=token_timeout,
+        )
+        self._keys = Keys(
+            credentials,
+            token,
+            file=file,
+            clock=clock or SystemClock(),
+            expiry_margin=timedelta(seconds=expiry_margin),
+        )
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], *, clock: Clock | None = None, **options: Any
+    ) -> AgentAuth:
+        """Load a credentials file (see :class:`CredentialsFile`) and persist renewals to it."""
+        file = CredentialsFile(path)
+        return cls(file.load(), file=file, clock=clock, **options)
+
+    def __repr__(self) -> str:
+        credentials = self.credentials
+        return (
+            f"AgentAuth(token_type={credentials.token_type!r}, "
+            f"expires_at={credentials.expires_at.isoformat()!r}, file={self.file!r})"
+        )
+
+    @property
+    def credentials(self) -> AgentCredentials:
+        """The keys in use right now."""
+        return self._keys.credentials
+
+    @property
+    def file(self) -> CredentialsFile | None:
+        """The credentials file renewals are written to, if any."""
+        return self._keys.file
+
+    @property
+    def clock(self) -> Clock:
+        """Time source of expiry, renewal and proofs."""
+        return self._keys.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._keys.clock = clock
+
+    @property
+    def refreshes(self) -> int:
+        """How many times this runtime has exchanged its refresh key."""
+        return self._keys.refreshes
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow for ``httpx.Client``: a renewal blocks the calling thread."""
+        return self._flow(request, inline)
+
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """The same flow for ``httpx.AsyncClient``: a renewal is awaited."""
+        return adrive(self._flow(request, deferred))
+
+    def _flow(
+        self, request: httpx.Request, perform: Perform[Y]
+    ) -> Generator[httpx.Request | Y, Any, None]:
+        yield from perform(Io(request.read, request.aread))  # a retry resends it
+        if not self._applies(request.url, self.credentials):
+            yield request
+            return
+        credentials = yield from self._keys.current(None, self.renew_at, perform)
+        nonce_retried = refreshed = False
+        while True:
+            self._authorize(request, credentials)
+            response: httpx.Response = yield request
+            self._nonces.remember("resource", request.url, response)
+            if response.status_code != 401:
+                return
+            yield from perform(Io(response.read, response.aread))
+            error = _challenge_error(response)
+            if error == "use_dpop_nonce" and response.headers.get("dpop-nonce"):
+                if nonce_retried:
+                    raise DPoPNonceLoop(str(request.url.copy_with(query=None)))
+                nonce_retried = True
+                continue
+            if error != "invalid_token":
+                return
+            if refreshed:
+                raise RefreshFailed(
+                    status=401,
+                    error="invalid_token",
+                    reason=text(json_object(response), "reason"),
+                    description="the renewed access key was refused at once; check that the "
+                    "service and the token endpoint share one store and one clock",
+                    permanent=False,
+                )
+            refreshed = True
+            credentials = yield from self._keys.current(credentials, self.renew_at, perform)
+
+    def _applies(self, url: httpx.URL, credentials: AgentCredentials) -> bool:
+        if credentials.resource_url is None:
+            return True
+        base = httpx.URL(credentials.resource_url)
+        if origin(url) != origin(base):
+            return False
+        prefix = base.path.rstrip("/")
+        return url.path == prefix or url.path.startswith(prefix + "/")
+
+    def _authorize(self, request: httpx.Request, credentials: AgentCredentials) -> None:
+        key = credentials.access_key.reveal()
+        scheme = "Bearer"
+        if credentials.token_type == DPOP and credentials.dpop_key is not None:
+            scheme = "DPoP"
+            request.headers["DPoP"] = credentials.dpop_key.proof(
+                request.method,
+                str(request.url),
+                access_key=key,
+                nonce=self._nonces.get("resource", request.url),
+                iat=int(self.clock.now().timestamp()),
+            )
+        if self.placement is not None:
+            self.placement(request, key)
+        else:
+            request.headers["Authorization"] = f"{scheme} {key}"
+
+    # explicit renewal (the background Renewer uses these)
+
+    def renew(self, *, fraction: float | None = None) -> bool:
+        """Renew now if the key has used ``fraction`` (default ``renew_at``) of its life.
+
+        Returns whether the keys changed. ``fraction=0`` renews unconditionally (unless another
+        caller is renewing right now). Raises :class:`RefreshFailed` when the server refuses.
+        """
+        before = self.credentials
+        for _ in self._keys.current(None, self._fraction(fraction), inline):
+            pass  # inline I/O: nothing is yielded
+        return self.credentials.access_key != before.access_key
+
+    async def arenew(self, *, fraction: float | None = None) -> bool:
+        """:meth:`renew` for event loops."""
+        before = self.credentials
+        async for _ in adrive(self._keys.current(None, self._fraction(fraction), deferred)):
+            pass  # a renewal sends no request of the agent's
+        return self.credentials.access_key != before.access_key
+
+    def _fraction(self, fraction: float | None) -> float:
+        return self.renew_at if fraction is None else fraction

@@ -1,0 +1,147 @@
+"""CredentialSwapper: from (principal, service) to the credential that goes upstream.
+
+1. The user's own credential for the service, if any; else the account's.
+2. A user-scoped credential is sent as is.
+3. An admin-scoped credential is never sent: the service's :class:`Minter` turns it into a
+   short-lived token for this one user, cached per (service, user) by :class:`MintCache`.
+4. Nothing usable: :class:`~agentguard.errors.BadGateway` (502) naming the service, never an
+   unauthenticated forward.
+
+Every secret in play is scanned for in the response, not only the one sent: a vendor that
+answers a minted token's call with ``{"client_secret": "<admin key>"}`` must not hand the agent
+the admin key. :meth:`CredentialSwapper.outgoing` gives the credential to send together with
+those secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from agentguard._clock import Clock, SystemClock
+from agentguard._model import CredentialOwner, CredentialScope, Principal
+from agentguard._secret import Secret
+from agentguard._services import ServiceConfig
+from agentguard.audit._events import Action, AuditEvent, Decision
+from agentguard.audit._writer import AuditWriter
+from agentguard.credentials._minting import MintCache, Minter, MintingError
+from agentguard.credentials._vault import CredentialVault, VaultError
+from agentguard.errors import BadGateway, CorruptRecord, Reason
+
+__all__ = ["CredentialSwapper", "Outgoing"]
+
+logger = logging.getLogger("agentguard.credentials")
+
+
+class Outgoing(NamedTuple):
+    """The credential to attach, and every secret of the call a response must not reveal.
+
+    ``involved`` starts with ``credential``; for a minted token it also holds the admin
+    credential the token was minted from.
+    """
+
+    credential: Secret
+    involved: tuple[Secret, ...]
+
+
+class CredentialSwapper:
+    """Chooses, decrypts or mints the real credential for each proxied call.
+
+    Args:
+        vault: the encrypted credentials.
+        minters: a :class:`Minter` per service name, for services with admin-scoped keys.
+        clock: time source for minted-token lifetimes.
+        mint_fraction: reuse a minted token until this fraction of its life has passed.
+        audit: records each mint (never the token).
+    """
+
+    def __init__(
+        self,
+        vault: CredentialVault,
+        *,
+        minters: Mapping[str, Minter] | None = None,
+        clock: Clock | None = None,
+        mint_fraction: float = 0.8,
+        cache_size: int = 4096,
+        audit: AuditWriter | None = None,
+    ) -> None:
+        self.vault = vault
+        self.minters = dict(minters or {})
+        self.clock: Clock = clock or SystemClock()
+        self.cache = MintCache(self.clock, fraction=mint_fraction, maxsize=cache_size)
+        self.audit = audit
+
+    def __repr__(self) -> str:
+        return f"CredentialSwapper(minters={sorted(self.minters)}, cached={len(self.cache)})"
+
+    async def credential_for(self, principal: Principal, service: ServiceConfig) -> Secret:
+        """The credential to attach for ``principal`` calling ``service``.
+
+        A proxy must also scan the response for the call's other secrets: use :meth:`outgoing`.
+        """
+        return (await self.outgoing(principal, service)).credential
+
+    async def outgoing(self, principal: Principal, service: ServiceConfig) -> Outgoing:
+        """The credential to attach for ``principal`` calling ``service``, and every secret of
+        the call (the admin credential behind a minted token)."""
+        try:
+            found = await self.vault.get(service.name, CredentialOwner.USER, principal.user_id)
+            if found is None:
+                found = await self.vault.get(
+                    service.name, CredentialOwner.ACCOUNT, principal.account_id
+                )
+        except (VaultError, CorruptRecord) as error:  # tampered or unreadable: never an outage
+            logger.error("credential for %s does not open: %s", service.name, error)
+            raise BadGateway(service.name, reason=Reason.CREDENTIAL_UNAVAILABLE) from None
+        if found is None:
+            raise BadGateway(service.name, reason=Reason.CREDENTIAL_UNAVAILABLE)
+        record, secret = found
+        if record.scope is CredentialScope.USER:
+            return Outgoing(secret, (secret,))
+        token = await self._minted(secret, principal, service)
+        return Outgoing(token, (token, secret))
+
+    async def _minted(self, admin: Secret, principal: Principal, service: ServiceConfig) -> Secret:
+        cached = self.cache.get(service.name, principal)
+        if cached is not None:
+            return cached.token
+        minter = self.minters.get(service.name)
+        if minter is None:
+            raise BadGateway(
+                service.name,
+                f"{service.name}: only an admin-scoped credential is configured and no minter "
+                "turns it into a user-scoped token",
+                reason=Reason.CREDENTIAL_UNAVAILABLE,
+            )
+        try:
+            minted = await minter.mint(admin, principal, service)
+        except MintingError as error:
+            logger.warning("%s", error)
+            raise BadGateway(service.name, reason=Reason.MINTING_FAILED) from None
+        if minted.expires_at <= self.clock.now():
+            raise BadGateway(service.name, reason=Reason.MINTING_FAILED)
+        if minted.token == admin:
+            raise BadGateway(
+                service.name,
+                f"{service.name}: the minter returned the admin credential itself; refused",
+                reason=Reason.MINTING_FAILED,
+            )
+        self.cache.put(service.name, principal, minted)
+        if self.audit is not None:
+            await self.audit.record(
+                AuditEvent(
+                    action=Action.CREDENTIAL_MINT,
+                    ts=self.clock.now(),
+                    decision=Decision.ALLOW,
+                    service=service.name,
+                    user_id=principal.user_id,
+                    workspace_id=principal.workspace_id,
+                    account_id=principal.account_id,
+                    key_id=principal.key_id,
+                    detail={
+                        "expires_in": int((minted.expires_at - self.clock.now()).total_seconds())
+                    },
+                )
+            )
+        return minted.token

@@ -1,0 +1,298 @@
+"""The standalone gateway: every part a :class:`~agentguard.config.Settings` describes, assembled.
+
+Routes:
+
+- ``/oauth/token``, ``/oauth/revoke``, ``/oauth/introspect``: the OAuth endpoints.
+- ``/<service>/...``: one credential-swapping proxy per configured service.
+- ``/healthz``: liveness (the process answers); ``/readyz``: readiness: every store the
+  gateway uses (key store, audit store, credential store, DPoP replay cache) answers a cheap
+  probe within two seconds, else 503 naming the ones that did not (see
+  :mod:`agentguard.gateway._readiness`).
+- ``/.well-known/oauth-protected-resource[/<service>]``: RFC 9728 metadata for the gateway and
+  each service, when ``public_origin`` is set; 401 challenges point at it.
+
+The lifespan opens the store, starts the checkpointer (when ``[audit] checkpoint_dir`` is set)
+and, on shutdown, after the server has let in-flight requests finish, signs a last checkpoint,
+closes the proxies' and minters' connection pools, flushes the audit writer and closes the store
+(and the replay cache, when it is a separate one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from agentguard._clock import Clock
+from agentguard._guard import Guard
+from agentguard.asgi._oauth import OAuthApp
+from agentguard.asgi._proxy import ProxyApp
+from agentguard.audit._aggregate import RefusalSummaryPolicy
+from agentguard.audit._checkpointer import Checkpointer, DirectoryCheckpointSink
+from agentguard.config import Settings
+from agentguard.credentials import CredentialSwapper, CredentialVault, TokenExchangeMinter
+from agentguard.errors import ConfigurationError
+from agentguard.gateway._logging import RequestIdMiddleware
+from agentguard.gateway._readiness import HealthCheck, run_checks, store_checks
+from agentguard.storage._outage import shield_store
+from agentguard.storage._urls import open_store
+
+__all__ = ["Gateway", "build_gateway"]
+
+logger = logging.getLogger("agentguard.gateway")
+
+READY_TIMEOUT = 2.0
+
+
+class Gateway:
+    """The assembled gateway. ``gateway.app`` is the ASGI application to serve.
+
+    Attributes:
+        settings: what it was built from.
+        store: the opened store (keys, directory, credentials, audit).
+        guard: the :class:`~agentguard.Guard` every route shares.
+        proxies: the proxy app per service name.
+        checkpointer: signs checkpoints on a timer, when configured.
+        health_checks: what ``/readyz`` runs; append a
+            :class:`~agentguard.gateway._readiness.HealthCheck` to add one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Any,
+        guard: Guard,
+        *,
+        proxies: Mapping[str, ProxyApp],
+        minters: Mapping[str, TokenExchangeMinter],
+        checkpointer: Checkpointer | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.guard = guard
+        self.proxies = dict(proxies)
+        self.minters = dict(minters)
+        self.checkpointer = checkpointer
+        self.health_checks: list[HealthCheck] = store_checks(
+            keys=guard.store,
+            audit=guard.audit.store,
+            replay=guard.replay_cache,
+            credentials=store if proxies else None,
+            clock=guard.clock,
+        )
+        if checkpointer is not None:  # a refused checkpoint (forked log) means "not ready"
+            self.health_checks.append(HealthCheck("audit checkpointer", checkpointer.check))
+        self._closed = False
+        self.app = RequestIdMiddleware(
+            Starlette(routes=self._routes(), lifespan=self._lifespan),
+            access_log=settings.logging.access_log,
+        )
+
+    def __repr__(self) -> str:
+        return f"Gateway(services={sorted(self.proxies)}, store={type(self.store).__name__})"
+
+    def _routes(self) -> list[BaseRoute]:
+        introspection = [
+            secret.get_secret_value()
+            for secret in self.settings.secret_values.introspection_secrets
+        ]
+        routes: list[BaseRoute] = [
+            Route("/healthz", self._healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", self._readyz, methods=["GET", "HEAD"]),
+            Mount("/oauth", app=OAuthApp(self.guard, introspection_secrets=introspection)),
+        ]
+        routes += _metadata_routes(self.settings, self.guard)
+        routes += [Mount(f"/{name}", app=proxy) for name, proxy in self.proxies.items()]
+        return routes
+
+    async def _healthz(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def _readyz(self, request: Request) -> JSONResponse:
+        failed = await run_checks(self.health_checks, READY_TIMEOUT)
+        if failed:  # names the components and the error types only, never a message or a URL
+            reason = next(iter(failed.values()))
+            document = {"status": "unavailable", "reason": reason, "unavailable": failed}
+            return JSONResponse(document, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def _checkpoints(self, checkpointer: Checkpointer) -> None:
+        interval = self.settings.audit.checkpoint_interval
+        while True:  # the first one at startup: a restored old snapshot is caught at once
+            try:
+                await checkpointer.checkpoint()
+            except Exception as error:  # keep serving; the operator sees it and verify finds it
+                logger.error("audit checkpoint failed: %s: %s", type(error).__name__, error)
+            await anyio.sleep(interval)
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        initialize = getattr(self.store, "initialize", None)
+        if initialize is not None:
+            await initialize()
+        logger.info("gateway started; services: %s", ", ".join(sorted(self.proxies)) or "none")
+        try:
+            async with anyio.create_task_group() as tasks:
+                if self.checkpointer is not None:
+                    tasks.start_soon(self._checkpoints, self.checkpointer)
+                tasks.start_soon(self.guard.audit.run_summaries)
+                try:
+                    yield
+                finally:
+                    tasks.cancel_scope.cancel()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Drain: last checkpoint, close pools, flush the audit writer, close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self.checkpointer is not None:
+                try:
+                    await self.checkpointer.checkpoint()
+                except Exception as error:  # shutdown goes on; the failure is logged
+                    logger.error("final checkpoint failed: %s", type(error).__name__)
+            for proxy in self.proxies.values():
+                await proxy.aclose()
+            for minter in self.minters.values():
+                await minter.aclose()
+            flushed = await self.guard.audit.flush()
+            owned = [self.store]
+            if self.guard.replay_cache is not None and self.guard.replay_cache is not self.store:
+                owned.append(self.guard.replay_cache)
+            for resource in owned:
+                closer = getattr(resource, "close", None)
+                if closer is not None:
+                    await closer()
+            logger.info("gateway stopped; %d buffered audit events flushed", flushed)
+
+
+def _metadata_routes(settings: Settings, guard: Guard) -> list[BaseRoute]:
+    """RFC 9728 documents: one for the gateway's origin, one per service (``/<service>``).
+
+    Served only when ``public_origin`` is set (the document must name the exact URL clients
+    use) and this agentguard ships ``agentguard.asgi._metadata``. The guard's challenges then
+    carry ``resource_metadata`` pointing at the origin's document.
+    """
+    if settings.public_origin is None:
+        return []
+    try:
+        metadata = importlib.import_module("agentguard.asgi._metadata")
+    except ModuleNotFoundError:  # pragma: no cover - older agentguard without RFC 9728 support
+        return []
+    resources = [settings.public_origin]
+    resources += [f"{settings.public_origin}/{service.name}" for service in settings.services]
+    routes: list[BaseRoute] = []
+    for resource in resources:
+        document = metadata.ProtectedResourceMetadata.from_guard(guard, resource=resource)
+        routes.append(Route(document.well_known_path, document.app()))
+    metadata.advertise_metadata(guard, metadata.metadata_url(settings.public_origin))
+    return routes
+
+
+def _replay_cache(settings: Settings, clock: Clock | None) -> Any:
+    """The DPoP replay cache ``[dpop] replay`` names, or ``None`` to keep it in the store."""
+    if not settings.dpop.enabled or settings.dpop.replay is None:
+        return None
+    from agentguard.storage._redis import RedisReplayCache
+
+    try:
+        return RedisReplayCache(settings.dpop.replay, clock=clock)
+    except ValueError:  # redis-py's own refusal of the URL; its message may quote the password
+        raise ConfigurationError(
+            "dpop.replay is not a valid Redis URL: redis://host:6379/0 or unix:///path.sock"
+        ) from None
+
+
+def build_gateway(
+    settings: Settings,
+    *,
+    store: Any = None,
+    clock: Clock | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    token_clients: Mapping[str, httpx.AsyncClient] | None = None,
+) -> Gateway:
+    """Assemble the gateway ``settings`` describe.
+
+    Args:
+        settings: from :func:`agentguard.config.load_settings`.
+        store: use this store instead of opening ``settings.store.url``.
+        clock: time source (tests).
+        transports: an ``httpx`` transport per service name, instead of the network (tests).
+        token_clients: an ``httpx.AsyncClient`` per minting service's token endpoint (tests).
+    """
+    transports = transports or {}
+    token_clients = token_clients or {}
+    if store is None:
+        store = open_store(settings.store.url, clock=clock)
+    guard = Guard(
+        store,
+        replay_cache=_replay_cache(settings, clock),
+        clock=clock,
+        access_ttl=settings.access_ttl(),
+        refresh_ttl=settings.refresh_ttl(),
+        instance=settings.audit.instance,
+        audit_timeout=settings.audit.timeout,
+        dpop=settings.dpop_policy(),
+        services=settings.services,
+        anonymous_refusals=(
+            RefusalSummaryPolicy(
+                interval=settings.audit.refusal_interval,
+                max_sources=settings.audit.refusal_max_sources,
+            )
+            if settings.audit.refusal_summaries
+            else None
+        ),
+    )
+    minters: dict[str, TokenExchangeMinter] = {}
+    proxies: dict[str, ProxyApp] = {}
+    if settings.services:
+        for name, minter in settings.minters.items():
+            options: dict[str, Any] = {}
+            if minter.subject_token_type is not None:
+                options["subject_token_type"] = minter.subject_token_type
+            minters[name] = TokenExchangeMinter(
+                minter.token_url,
+                audience=minter.audience,
+                scope=minter.scope,
+                client_id=minter.client_id,
+                client=token_clients.get(name),
+                clock=guard.clock,
+                timeout=minter.timeout,
+                allow_insecure_http=minter.allow_insecure_http,
+                **options,
+            )
+        credentials = shield_store(store, "credential store")
+        vault = CredentialVault(
+            credentials, settings.keyring(), clock=guard.clock, audit=guard.audit
+        )
+        swapper = CredentialSwapper(vault, minters=minters, clock=guard.clock, audit=guard.audit)
+        proxies = {
+            service.name: ProxyApp(
+                guard, service.name, swapper=swapper, transport=transports.get(service.name)
+            )
+            for service in settings.services
+        }
+    checkpointer = None
+    signer = settings.checkpoint_signer()
+    if signer is not None and settings.audit.checkpoint_dir is not None and settings.audit.origin:
+        checkpointer = Checkpointer(
+            store,
+            signer,
+            settings.audit.origin,
+            DirectoryCheckpointSink(settings.audit.checkpoint_dir),
+        )
+    return Gateway(
+        settings, store, guard, proxies=proxies, minters=minters, checkpointer=checkpointer
+    )

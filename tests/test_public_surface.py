@@ -1,0 +1,64 @@
+"""The public surface is a promise: one import path per name, and no change goes unnoticed.
+
+Implementation modules are private (``_name.py``); each public package exports its names once in
+``__all__``. Changing the surface (a name, a parameter, a base class) fails here until
+``tests/data/public_surface.txt`` is regenerated with ``python -m tests.support.surface --write``
+and the CHANGELOG says what changed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+import pytest
+
+from tests.support.surface import SNAPSHOT, homes, public_modules, surface
+
+#: Public modules besides packages' ``__init__``: the optional integrations, each importable
+#: on its own behind its extra, and two single-purpose modules.
+PUBLIC_LEAF_MODULES = {
+    "agentguard.config",
+    "agentguard.errors",
+    "agentguard.integrations.fastapi",
+    "agentguard.integrations.flask",
+    "agentguard.integrations.mcp",
+    "agentguard.rls",
+}
+
+
+def test_the_surface_matches_the_snapshot() -> None:
+    expected = SNAPSHOT.read_text(encoding="utf-8").splitlines()
+    actual = surface()
+    diff = "\n".join(difflib.unified_diff(expected, actual, "snapshot", "code", lineterm=""))
+    assert actual == expected, (
+        "the public surface changed; if that is deliberate, run "
+        "`python -m tests.support.surface --write` and add a CHANGELOG entry:\n" + diff
+    )
+
+
+def test_every_public_name_has_one_home() -> None:
+    shared = {name: modules for name, modules in homes().items() if len(modules) > 1}
+    assert shared == {}
+
+
+def test_implementation_modules_are_private() -> None:
+    leaves = set()
+    for name in public_modules():
+        module = importlib.import_module(name)
+        if not hasattr(module, "__path__"):  # a module, not a package
+            leaves.add(name)
+    assert leaves == PUBLIC_LEAF_MODULES
+
+
+def test_the_surface_stays_small() -> None:
+    # From 719 names over 144 public modules to this; growing it is a decision, not a drift.
+    assert len(surface()) <= 280
+    assert len(public_modules()) <= 22
+
+
+@pytest.mark.parametrize("module_name", sorted(set(public_modules())))
+def test_every_exported_name_resolves(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    missing = [name for name in getattr(module, "__all__", ()) if not hasattr(module, name)]
+    assert missing == []
