@@ -34,10 +34,12 @@ ENCODED = "encoded_body_unreviewable"
 
 
 def _encoded(value: bytes | str | None) -> bool:
+    """Whether a ``Content-Encoding`` value (every field of it joined with commas, as RFC 9110
+    §5.3 reads repeated fields) names any coding but ``identity``."""
     if value is None:
         return False
     text = value.decode("latin-1") if isinstance(value, bytes) else value
-    return text.strip().lower() not in ("", "identity")
+    return any(coding.strip().lower() not in ("", "identity") for coding in text.split(","))
 
 
 class _Stream(Protocol):
@@ -193,7 +195,7 @@ class Passage:
         if content_type is None:
             content_type = self.request.header(b"content-type")
         context = self.context(Direction.IN, content_type)
-        if body and _encoded(self.request.header(b"content-encoding")):
+        if body and _encoded(b",".join(self.request.header_values(b"content-encoding"))):
             verdict = Verdict.block(CHAIN_NAME, ENCODED)
             await self.reviews.record((verdict,), context)
             raise blocked(Direction.IN, verdict)
@@ -208,7 +210,8 @@ class Passage:
     ) -> ResponseReview | None:
         """A streaming review of the response body, or ``None`` without response reviewers.
 
-        An encoded body (``content_encoding`` other than ``identity``) cannot be read by the
+        ``content_encoding`` is every ``Content-Encoding`` field joined with commas. An encoded
+        body (any coding other than ``identity``) cannot be read by the
         reviewers: any byte of it is blocked. Compress outside the guard (for Starlette, add
         ``GZipMiddleware`` after ``AgentGuardMiddleware``).
         """

@@ -10,6 +10,7 @@ window by window or buffered up to the cap (see :mod:`agentguard.review`).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
@@ -64,13 +65,15 @@ def _declared(scope: Scope) -> Requirement | None:
 
 
 def _carries_no_key(request: GuardRequest, schemes: Sequence[str]) -> bool:
-    """Whether ``request`` holds no agentguard credential anywhere (pass-on mode)."""
+    """Whether ``request`` holds no agentguard credential in its target or headers (pass-on
+    mode); the body is the app's, as its own authentication decides the request."""
     values = request.header_values(b"authorization")
     if len(values) > 1:
         return False
     if values:
-        scheme = values[0].strip(b" \t").partition(b" ")[0].decode("latin-1").lower()
-        if scheme in schemes:
+        # Any whitespace ends the scheme: parsers that split on it read "Bearer\tx" as Bearer.
+        scheme = _SCHEME_END.split(values[0].strip(b" \t"), maxsplit=1)[0]
+        if scheme.decode("latin-1").lower() in schemes:
             return False
     if request.header_values(b"dpop"):
         return False
@@ -100,6 +103,7 @@ def _set_auth(scope: Scope, principal: Principal | None) -> None:
 
 logger = logging.getLogger("agentguard.middleware")
 
+_SCHEME_END = re.compile(rb"[ \t\r\n\v\f]+")
 _SOURCE_FAILED = "the app could not say what this route requires; the request was not run"
 _LEVELS = (("read", 1), ("write", 2))
 _PREFLIGHT = (
@@ -137,8 +141,8 @@ class AgentGuardMiddleware:
         response_reviewers: the same for the route's response bodies.
         unauthenticated: ``"refuse"`` (default) answers a request without agentguard
             credentials with 401; ``"pass"`` lets a request that carries none at all (no
-            ``Authorization``, or another scheme such as ``Basic``, and no agentguard key
-            anywhere) reach the app unauthenticated (``request.user.is_authenticated`` false,
+            ``Authorization``, or another scheme such as ``Basic``, and no agentguard key in the
+            target or a header, in any encoding) reach the app unauthenticated (``request.user.is_authenticated`` false,
             no Principal), for apps that accept other schemes too. Such a request is the app's
             to decide and is not audited by the guard.
     """

@@ -102,9 +102,12 @@ class _ReviewedSend:
             return  # we already answered with the refusal
         kind = message["type"]
         if kind == "http.response.start":
-            headers = {k.lower(): v for k, v in message.get("headers", [])}
+            headers = [(k.lower(), v) for k, v in message.get("headers", [])]
+            kinds = [v for k, v in headers if k == b"content-type"]
+            codings = [v for k, v in headers if k == b"content-encoding"]
             self.review = self.open_review(
-                headers.get(b"content-type"), headers.get(b"content-encoding")
+                kinds[0] if kinds else None,
+                b",".join(codings) if codings else None,
             )
             self.start = message
             return

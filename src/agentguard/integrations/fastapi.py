@@ -30,13 +30,14 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.routing import Match
 
 from agentguard._extras import missing_extra
 
 try:
-    from fastapi import FastAPI, Request, Security, routing
+    from fastapi import FastAPI, Request, Security, WebSocketException, routing
     from fastapi.dependencies.models import Dependant
     from fastapi.exceptions import HTTPException
     from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -166,7 +167,7 @@ class AgentGuardSecurity(SecurityBase):
         """A dependency returning the Principal, refused unless it has ``level`` on ``service``."""
         return Security(self, scopes=[f"{service}:{Level.parse(level).label}"])
 
-    def _guard(self, request: Request) -> Guard:
+    def _guard(self, request: HTTPConnection) -> Guard:
         guard = self.guard or getattr(request.app.state, APP_STATE_KEY, None)
         if not isinstance(guard, Guard):
             raise ConfigurationError(
@@ -175,7 +176,7 @@ class AgentGuardSecurity(SecurityBase):
             )
         return guard
 
-    async def __call__(self, request: Request, security_scopes: SecurityScopes) -> Principal:
+    async def __call__(self, request: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         guard = self._guard(request)
         requirements = [_requirement(scope) for scope in security_scopes.scopes]
         state = request.scope.setdefault("state", {})
@@ -189,7 +190,7 @@ class AgentGuardSecurity(SecurityBase):
                     request_from_scope(request.scope), requirement=first
                 )
             except RequestRefused as error:
-                raise AgentGuardHTTPException(error, guard.challenge) from None
+                raise _refusal(request, error, guard.challenge) from None
             state[PRINCIPAL_STATE_KEY] = principal
             requirements = requirements[1:]
         for requirement in requirements:
@@ -199,27 +200,40 @@ class AgentGuardSecurity(SecurityBase):
                 await self._refuse(guard, request, principal, requirement)
         return principal
 
-    async def _unreviewable(self, guard: Guard, request: Request) -> None:
+    async def _unreviewable(self, guard: Guard, request: HTTPConnection) -> None:
         error = ServiceUnavailable(_UNREVIEWABLE, reason=Reason.INTERNAL_ERROR)
         logger.error("agentguard: %s (%s)", _UNREVIEWABLE, request.url.path)
         await guard.record_refusal(request_from_scope(request.scope), error)
-        raise AgentGuardHTTPException(error, None)
+        raise _refusal(request, error, None)
 
     async def _refuse(
-        self, guard: Guard, request: Request, principal: Principal, requirement: Requirement
+        self, guard: Guard, request: HTTPConnection, principal: Principal, requirement: Requirement
     ) -> None:
         error = InsufficientScope(required=requirement.scope)
         await guard.record_refusal(
             request_from_scope(request.scope), error, principal=principal, requirement=requirement
         )
-        raise AgentGuardHTTPException(error, guard.challenge)
+        raise _refusal(request, error, guard.challenge)
 
 
 # Older FastAPI releases read a callable instance's annotations without evaluating the strings
 # that ``from __future__ import annotations`` leaves; give them the real types.
 AgentGuardSecurity.__call__.__annotations__.update(
-    {"request": Request, "security_scopes": SecurityScopes, "return": Principal}
+    {"request": HTTPConnection, "security_scopes": SecurityScopes, "return": Principal}
 )
+
+
+def _refusal(
+    connection: HTTPConnection, error: RequestRefused, challenge: Challenge | None
+) -> Exception:
+    """The exception that refuses ``connection``: the rendered error over HTTP, a policy
+    violation close (1008) naming the reason on a WebSocket."""
+    if connection.scope["type"] == "websocket":
+        return WebSocketException(
+            code=1008, reason=f"{error.reason.value}: {error.description}"[:120]
+        )
+    return AgentGuardHTTPException(error, challenge)
+
 
 _default_security = AgentGuardSecurity()
 

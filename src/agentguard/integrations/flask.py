@@ -20,6 +20,7 @@ as the middleware renders them.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,7 +36,14 @@ from agentguard._context import principal_var
 from agentguard._guard import Guard
 from agentguard._model import Level, Principal
 from agentguard._permissions import Requirement
-from agentguard.errors import Challenge, ConfigurationError, InsufficientScope, RequestRefused
+from agentguard.errors import (
+    Challenge,
+    ConfigurationError,
+    InsufficientScope,
+    Reason,
+    RequestRefused,
+    ServiceUnavailable,
+)
 from agentguard.wsgi._middleware import PRINCIPAL_ENVIRON_KEY, request_from_environ
 from agentguard.wsgi._portal import EventLoopPortal, default_portal
 
@@ -43,6 +51,11 @@ __all__ = ["EXTENSION_KEY", "AgentGuard"]
 
 #: Where :meth:`AgentGuard.init_app` keeps the guard: ``app.extensions["agentguard"]``.
 EXTENSION_KEY = "agentguard"
+_UNREVIEWABLE = (
+    "the guard has reviewers but this view is not behind AgentGuardWSGIMiddleware, where they "
+    "run: wrap the app (app.wsgi_app = AgentGuardWSGIMiddleware(app.wsgi_app, guard))"
+)
+logger = logging.getLogger("agentguard.flask")
 
 _View = TypeVar("_View", bound=Callable[..., Any])
 
@@ -142,6 +155,16 @@ class AgentGuard:
 
                 self.portal.call(record)
                 raise error
+
+            if guard.reviews():  # a decorator cannot review bodies: refuse, never skip them
+                unreviewable = ServiceUnavailable(_UNREVIEWABLE, reason=Reason.INTERNAL_ERROR)
+
+                async def record_unreviewable() -> None:
+                    await guard.record_refusal(request, unreviewable)
+
+                logger.error("agentguard: %s (%s)", _UNREVIEWABLE, request.audit_path)
+                self.portal.call(record_unreviewable)
+                raise unreviewable
 
             async def decide() -> Principal:
                 return await guard.authenticate(request, requirement=requirement)

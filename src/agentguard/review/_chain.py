@@ -28,6 +28,7 @@ import anyio.to_thread
 
 from agentguard.review._base import Outcome, ReviewContext, Reviewer, ReviewerFunction, Verdict
 from agentguard.review._budget import deadline
+from agentguard.review._views import byte_readings, text_readings
 
 if TYPE_CHECKING:
     from agentguard.review._stream import ChainStream
@@ -234,10 +235,16 @@ class ReviewChain:
         content: str,
         steps: Sequence[ReviewStep] | None = None,
     ) -> ChainResult:
-        """Run the reviewers (or ``steps``) over ``content``; never raises for a verdict."""
+        """Run the reviewers (or ``steps``) over ``content``; never raises for a verdict.
+
+        The other readings of the (possibly redacted) text a consumer may see
+        (:func:`~agentguard.review._views.text_readings`) are reviewed too: a finding there
+        blocks.
+        """
+        chosen = self.steps if steps is None else steps
         current = content
         findings: list[Verdict] = []
-        for step in self.steps if steps is None else steps:
+        for step in chosen:
             verdict = await step.run(context, current)
             if verdict.outcome is Outcome.BLOCK:
                 findings.append(verdict)
@@ -248,7 +255,23 @@ class ReviewChain:
                 findings.append(verdict)
             elif verdict.reason == FAILED_OPEN:
                 findings.append(verdict)
+        flagged = await self._flag_readings(context, text_readings(current), chosen)
+        if flagged is not None:
+            findings.append(flagged)
+            return ChainResult(current, flagged, tuple(findings), current != content)
         return ChainResult(current, None, tuple(findings), current != content)
+
+    async def _flag_readings(
+        self, context: ReviewContext, readings: Sequence[str], steps: Sequence[ReviewStep]
+    ) -> Verdict | None:
+        """The block for the first reading a reviewer flags (a block or a redaction, which
+        cannot be applied to bytes it did not read), or ``None``."""
+        for reading in readings:
+            for step in steps:
+                verdict = await step.run(context, reading)
+                if verdict.outcome is not Outcome.ALLOW:
+                    return Verdict.block(verdict.reviewer, verdict.reason)
+        return None
 
     async def review_body(self, context: ReviewContext, body: bytes) -> ChainResult:
         """Review a complete body, applying the size cap."""
@@ -259,6 +282,11 @@ class ReviewChain:
         if not body or not self.steps:
             return ChainResult("", original=body)
         result = await self.review(context, decode_body(body))
+        if result.blocked is None:  # the same bytes read as UTF-16/32, as JSON parsers may
+            flagged = await self._flag_readings(context, byte_readings(body), self.steps)
+            if flagged is not None:
+                findings = (*result.findings, flagged)
+                return ChainResult(result.content, flagged, findings, result.changed, body)
         return dataclasses.replace(result, original=body)
 
     def stream(self, context: ReviewContext) -> ChainStream:

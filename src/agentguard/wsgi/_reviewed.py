@@ -13,7 +13,7 @@ import io
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentguard.errors import AgentGuardError, RequestRefused
+from agentguard.errors import AgentGuardError, InvalidRequest, RequestRefused
 from agentguard.review._errors import ReviewBlocked
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ def _read_body(environ: WSGIEnvironment, cap: int) -> tuple[bytes, bool] | None:
     length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
     if stream is None:
         return None
-    if length_text.isdigit():
+    if length_text and not (length_text.isascii() and length_text.isdigit()):
+        raise InvalidRequest("the Content-Length is not a number")
+    if length_text:
         length = int(length_text)
         body = stream.read(min(length, cap + 1)) if length else b""
         return body, len(body) < length
@@ -61,12 +63,15 @@ def call_reviewed(
 ) -> Iterable[bytes]:
     """Run ``app`` for an admitted request, its content reviewed both ways."""
     if passage.reviews_request:
-        read = _read_body(environ, passage.request_cap)
+        try:
+            read = _read_body(environ, passage.request_cap)
+        except RequestRefused as refusal:
+            return refuse(refusal, start_response)
         if read is not None:
             body, more = read
             try:
                 reviewed = portal.call(passage.review_request, body)
-            except ReviewBlocked as refusal:
+            except RequestRefused as refusal:
                 return refuse(refusal, start_response)
             rest = environ["wsgi.input"]
             environ["wsgi.input"] = _Joined(reviewed, rest if more else None)
@@ -117,7 +122,9 @@ class _HeldStart:
         return self.pending.append  # the legacy write(): queued ahead of the body
 
     def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name), None)
+        """Every field called ``name``, joined with commas (``None`` if there is none)."""
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ",".join(values) if values else None
 
     def release(self, length: int | None) -> None:
         """Send the held start, with ``Content-Length`` fixed (or dropped when unknown)."""
@@ -161,9 +168,16 @@ class _ReviewedBody:
                     chunk, done = b"", True
                 pending, held.pending = held.pending, []
                 chunk = b"".join(pending) + chunk
-                if self._review is None:  # start_response has been called by now, lazily or not
+                if held.status is None:  # PEP 3333: only empty chunks before start_response
+                    if chunk:
+                        raise RuntimeError("the WSGI app sent a body before start_response")
+                    if done:
+                        return
+                    continue
+                if self._review is None:
+                    kind = next((v for k, v in held.headers if k.lower() == "content-type"), None)
                     self._review = self._passage.review_response(
-                        held.header("content-type"), held.header("content-encoding")
+                        kind, held.header("content-encoding")
                     )
                 review = self._review
                 if review is None:  # pragma: no cover - reviews_response said there is a chain
