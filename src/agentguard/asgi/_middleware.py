@@ -50,7 +50,14 @@ def _declared(scope: Scope) -> Requirement | None:
     request (503, audited): a route whose requirement is unknown is never run.
     """
     state = getattr(scope.get("app"), "state", None)
-    source: RequirementSource | None = getattr(state, REQUIREMENTS_STATE_KEY, None)
+    if state is None:
+        return None
+    stored = getattr(state, "_state", None)  # Starlette's State: a dict, no exception to raise
+    source: RequirementSource | None = (
+        stored.get(REQUIREMENTS_STATE_KEY)
+        if isinstance(stored, dict)
+        else getattr(state, REQUIREMENTS_STATE_KEY, None)
+    )
     if not callable(source):
         return None
     try:
@@ -89,23 +96,14 @@ def _set_auth(scope: Scope, principal: Principal | None) -> None:
     """``scope["user"]``/``scope["auth"]`` as Starlette's ``AuthenticationMiddleware`` sets
     them (without importing starlette), so ``request.user`` and ``@requires("crm:write")``
     work on guarded routes."""
-    if principal is None:
-        scope["user"] = AgentUser(None)
-        scope["auth"] = AgentAuthCredentials()
-        return
-    scopes = ["authenticated"]
-    for service in principal.grants:
-        level = principal.grants[service]
-        scopes += [f"{service}:{name}" for name, value in _LEVELS if 0 < value <= level]
     scope["user"] = AgentUser(principal)
-    scope["auth"] = AgentAuthCredentials(scopes)
+    scope["auth"] = AgentAuthCredentials(principal)
 
 
 logger = logging.getLogger("agentguard.middleware")
 
 _SCHEME_END = re.compile(rb"[ \t\r\n\v\f]+")
 _SOURCE_FAILED = "the app could not say what this route requires; the request was not run"
-_LEVELS = (("read", 1), ("write", 2))
 _PREFLIGHT = (
     "a CORS preflight reached the guard: add CORSMiddleware outside AgentGuardMiddleware "
     "(the last add_middleware call)"
@@ -142,9 +140,9 @@ class AgentGuardMiddleware:
         unauthenticated: ``"refuse"`` (default) answers a request without agentguard
             credentials with 401; ``"pass"`` lets a request that carries none at all (no
             ``Authorization``, or another scheme such as ``Basic``, and no agentguard key in the
-            target or a header, in any encoding) reach the app unauthenticated (``request.user.is_authenticated`` false,
-            no Principal), for apps that accept other schemes too. Such a request is the app's
-            to decide and is not audited by the guard.
+            target or a header, in any encoding) reach the app unauthenticated
+            (``request.user.is_authenticated`` false, no Principal), for apps that accept other
+            schemes too. Such a request is the app's to decide and is not audited by the guard.
     """
 
     def __init__(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from agentguard._model import Principal
 from agentguard._request import GuardRequest
 from agentguard.asgi._types import Scope
@@ -17,6 +15,7 @@ __all__ = [
 ]
 
 PRINCIPAL_STATE_KEY = "agentguard_principal"
+_LEVELS = (("read", 1), ("write", 2))
 
 
 class AgentAuthCredentials:
@@ -24,10 +23,24 @@ class AgentAuthCredentials:
     ``authenticated`` and ``service:level`` for each live grant (read implied by write), which
     Starlette's ``@requires`` checks. Empty for a request passed on unauthenticated."""
 
-    __slots__ = ("scopes",)
+    __slots__ = ("_principal", "_scopes")
 
-    def __init__(self, scopes: Sequence[str] = ()) -> None:
-        self.scopes = list(scopes)
+    def __init__(self, principal: Principal | None = None) -> None:
+        self._principal = principal
+        self._scopes: list[str] | None = None
+
+    @property
+    def scopes(self) -> list[str]:
+        """Computed on first use, from the Principal's live grants of this request."""
+        if self._scopes is None:
+            principal = self._principal
+            scopes = [] if principal is None else ["authenticated"]
+            if principal is not None:
+                for service in principal.grants:
+                    level = principal.grants[service]
+                    scopes += [f"{service}:{name}" for name, value in _LEVELS if 0 < value <= level]
+            self._scopes = scopes
+        return self._scopes
 
     def __repr__(self) -> str:
         return f"AgentAuthCredentials({self.scopes!r})"
