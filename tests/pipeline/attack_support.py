@@ -197,7 +197,10 @@ class Backend:
         @app.route("/<path:path>", methods=["GET", "POST"])
         def echo(path: str) -> Response:
             self.received.append(request.get_data())
-            return Response(list(self.chunks), headers=self.headers())
+            response = Response(list(self.chunks), headers=self.headers())
+            if self.content_type is None:  # no Content-Type at all, not Flask's default
+                del response.headers["Content-Type"]
+            return response
 
         return app
 

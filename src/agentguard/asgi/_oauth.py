@@ -15,7 +15,6 @@ import hmac
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from agentguard._keys import hash_key, parse_key
 from agentguard._model import Grants, KeyKind
 from agentguard._request import TOKEN68, GuardRequest, parse_authorization
 from agentguard._resolver import key_context, liveness_failure
@@ -30,14 +29,12 @@ from agentguard.errors import (
     InvalidRequest,
     InvalidScope,
     InvalidToken,
-    MalformedKey,
     MethodNotAllowed,
     RequestRefused,
     StoreUnavailable,
     UnsupportedGrantType,
     UseDPoPNonce,
 )
-from agentguard.storage._outage import store_outage
 from agentguard.storage._protocols import KeyLookup
 
 if TYPE_CHECKING:
@@ -187,11 +184,9 @@ class OAuthApp:
     async def _known_key(self, presented: str) -> KeyLookup | None:
         """The stored key ``presented`` names, or ``None`` (malformed or unknown)."""
         try:
-            parsed = parse_key(presented)
-        except MalformedKey:
+            return await self.guard.lookup(presented)
+        except InvalidToken:  # malformed or unknown
             return None
-        with store_outage():
-            return await self.guard.store.lookup(hash_key(parsed.value))
 
     async def _revoke(self, scope: Scope, form: dict[str, str], send: Send) -> None:
         token = form.get("token")

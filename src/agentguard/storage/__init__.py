@@ -16,7 +16,9 @@ from agentguard.storage._protocols import (
     KeyLookup,
     KeyStore,
     ReplayCache,
+    RevokeSelector,
     StorageError,
+    revoke_selector,
 )
 from agentguard.storage._redis import RedisReplayCache
 from agentguard.storage._sqlite import SchemaVersionError, SQLiteStore
@@ -34,9 +36,11 @@ __all__ = [
     "PostgresStore",
     "RedisReplayCache",
     "ReplayCache",
+    "RevokeSelector",
     "SQLiteStore",
     "SchemaVersionError",
     "StorageError",
     "open_store",
+    "revoke_selector",
     "upgrade_postgres",
 ]
