@@ -31,6 +31,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "fastapi": ("fastapi", "the FastAPI integration"),
     "mcp": ("mcp", "the MCP integration"),
     "flask": ("flask", "the Flask integration"),
+    "pytest": ("testing", "the conformance suite"),
+    "hypothesis": ("testing", "the conformance suite"),
 }
 
 

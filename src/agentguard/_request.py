@@ -138,6 +138,12 @@ class Credentials(NamedTuple):
     key: str
 
 
+_DPOP_OFF = (
+    "this server does not accept DPoP; send Bearer keys (issue them with "
+    "`agentguard keys issue --bearer`) or enable DPoP on the server (Guard(dpop=DPoPPolicy()))"
+)
+
+
 def parse_authorization(request: GuardRequest, schemes: Sequence[str] = ("bearer",)) -> Credentials:
     """The single ``Authorization`` credential of ``request``, in one of ``schemes``.
 
@@ -158,6 +164,8 @@ def parse_authorization(request: GuardRequest, schemes: Sequence[str] = ("bearer
     key = rest.strip(" \t")
     scheme = scheme.lower()
     if scheme not in schemes:
+        if scheme == "dpop":  # a DPoP-bound key (the CLI's default) at a bearer-only server
+            raise InvalidRequest(_DPOP_OFF, reason=Reason.UNSUPPORTED_SCHEME)
         names = " or ".join(s.capitalize() if s == "bearer" else s.upper() for s in schemes)
         raise InvalidRequest(
             f"unsupported authorization scheme; use {names}", reason=Reason.UNSUPPORTED_SCHEME

@@ -71,6 +71,8 @@ def _json_texts(data: bytes) -> list[str]:
 
 
 def _gunzipped(data: bytes) -> bytes | None:
+    if not data.startswith(b"\x1f\x8b"):
+        return None
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error):
@@ -167,7 +169,8 @@ class Backend:
         length = ("content-length", str(sum(map(len, self.chunks))))
         return [*kind, *self.extra, length]
 
-    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app (and the proxy's upstream)."""
         if scope["type"] != "http":
             return
         body, more = b"", True
@@ -242,7 +245,7 @@ def serve_site(reviewers: list[ReviewerLike]) -> Iterator[Site]:
     keyed = keyed_guard(request_reviewers=reviewers, response_reviewers=reviewers)
     backend = Backend()
     guard = keyed.guard
-    with LoopbackServer(backend.asgi) as upstream:
+    with LoopbackServer(backend) as upstream:
         service = ServiceConfig(name="crm", base_url=upstream.url, allow_insecure_http=True)
         proxy = ProxyApp(guard, service, keyed.swapper, buffer_bytes=1)
 
@@ -255,9 +258,9 @@ def serve_site(reviewers: list[ReviewerLike]) -> Iterator[Site]:
 
         router = Router(
             routes=[
-                Mount("/asgi", app=AgentGuardMiddleware(backend.asgi, guard)),
+                Mount("/asgi", app=AgentGuardMiddleware(backend, guard)),
                 Mount("/proxy", app=proxy),
-                Mount("/mcp", app=AgentGuardMCP(backend.asgi, guard)),
+                Mount("/mcp", app=AgentGuardMCP(backend, guard)),
             ],
             lifespan=lifespan,
         )

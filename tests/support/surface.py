@@ -14,6 +14,7 @@ import inspect
 import pkgutil
 import re
 import sys
+import typing
 from pathlib import Path
 
 import agentguard
@@ -134,8 +135,15 @@ REFERENCE = {
 }
 
 
+def _is_api_object(value: object) -> bool:
+    """A class or a function (not a type alias, which ``callable`` also accepts)."""
+    return (inspect.isclass(value) and not typing.get_args(value)) or inspect.isroutine(value)
+
+
 def _summary(value: object) -> str:
-    doc = inspect.getdoc(value) if (callable(value) or isinstance(value, type)) else None
+    if not _is_api_object(value):
+        return "type alias" if typing.get_origin(value) is not None else "constant"
+    doc = inspect.getdoc(value)
     line = (doc or "").strip().split("\n\n", 1)[0].replace("\n", " ")
     line = _ROLE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", line)
     line = line.replace("``", "`")
@@ -166,7 +174,7 @@ def api_markdown() -> str:
         out += ["| name | what it is |", "|---|---|"]
         for name in names:
             value = getattr(module, name)
-            shown = f"{name}()" if callable(value) and not isinstance(value, type) else name
+            shown = f"{name}()" if inspect.isroutine(value) else name
             summary = "the package version" if name == "__version__" else _summary(value)
             out.append(f"| `{shown}` | {summary} |")
     return "\n".join(out) + "\n"

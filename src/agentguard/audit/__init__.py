@@ -7,10 +7,13 @@ Read path: :func:`verify_log` walks a log against checkpoints; :func:`prove_entr
 :func:`verify_proof` give and check offline inclusion proofs.
 """
 
+from agentguard.audit._archive import ArchiveRefused
 from agentguard.audit._chain import (
+    GENESIS_PREV,
     AuditEntry,
     ChainBreak,
     leaf_hash,
+    seal,
     verify_chain,
 )
 from agentguard.audit._checkpointer import (
@@ -42,13 +45,17 @@ from agentguard.audit._merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from agentguard.audit._prefix import ArchivedPrefix
 from agentguard.audit._proofs import prove, prove_entry, tlog_proof, verify_proof
 from agentguard.audit._verify import Category, Finding, VerifyReport, verify_log
 from agentguard.audit._writer import AuditWriter
 
 __all__ = [
+    "GENESIS_PREV",
     "SCHEMA_VERSION",
     "Action",
+    "ArchiveRefused",
+    "ArchivedPrefix",
     "AuditEntry",
     "AuditEvent",
     "AuditWriter",
@@ -81,6 +88,7 @@ __all__ = [
     "prove",
     "prove_entry",
     "read_export",
+    "seal",
     "sign_checkpoint",
     "tlog_proof",
     "verify_chain",

@@ -33,7 +33,7 @@ from agentguard.credentials._overrides import (
     override_values,
     split_parameters,
 )
-from agentguard.errors import InvalidRequest, MissingCredentials
+from agentguard.errors import BadGateway, InvalidRequest, MissingCredentials, Reason
 
 __all__ = [
     "HOP_BY_HOP",
@@ -210,6 +210,10 @@ def attach_credential(
     from urllib.parse import quote
 
     value = credential.reveal()
+    if not (value and value.isascii() and value.isprintable()):
+        # A minted token (or a credential stored before the vault checked) that cannot be
+        # sent as it is: refused as unavailable (502, audited), never a 500 or a split header.
+        raise BadGateway(service.name, reason=Reason.CREDENTIAL_UNAVAILABLE)
     if service.placement is Placement.BEARER:
         return [*headers, (b"authorization", f"Bearer {value}".encode("latin-1"))], query
     assert service.parameter is not None  # noqa: S101 - ServiceConfig validated it

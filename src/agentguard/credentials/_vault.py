@@ -155,6 +155,11 @@ class CredentialVault:
         plaintext = value.reveal() if isinstance(value, Secret) else value
         if not plaintext or plaintext != plaintext.strip():
             raise UsageError("a credential is a non-empty string without surrounding spaces")
+        if not (plaintext.isascii() and plaintext.isprintable()):
+            raise UsageError(
+                "a credential is printable ASCII (it is sent in a header or a URL): no control "
+                "characters, line breaks or non-ASCII characters such as a typographic '…'"
+            )
         unsealed = StoredCredential(
             id=new_id("cred"),
             service=service,

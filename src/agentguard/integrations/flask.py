@@ -22,13 +22,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentguard._extras import missing_extra
 
 try:
     from flask import Flask, Response, current_app
     from flask import request as flask_request
+    from werkzeug.exceptions import HTTPException
 except ImportError as error:
     raise missing_extra(error) from None
 
@@ -47,10 +48,14 @@ from agentguard.errors import (
 from agentguard.wsgi._middleware import PRINCIPAL_ENVIRON_KEY, request_from_environ
 from agentguard.wsgi._portal import EventLoopPortal, default_portal
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
+
 __all__ = ["EXTENSION_KEY", "AgentGuard"]
 
 #: Where :meth:`AgentGuard.init_app` keeps the guard: ``app.extensions["agentguard"]``.
 EXTENSION_KEY = "agentguard"
+_REQUIREMENTS_ATTRIBUTE = "__agentguard_requirements__"
 _UNREVIEWABLE = (
     "the guard has reviewers but this view is not behind AgentGuardWSGIMiddleware, where they "
     "run: wrap the app (app.wsgi_app = AgentGuardWSGIMiddleware(app.wsgi_app, guard))"
@@ -121,9 +126,38 @@ class AgentGuard:
                 finally:
                     principal_var.reset(token)
 
+            inner = getattr(view, _REQUIREMENTS_ATTRIBUTE, ())
+            setattr(guarded, _REQUIREMENTS_ATTRIBUTE, (*inner, requirement))
             return guarded  # type: ignore[return-value]
 
         return decorate
+
+    def route_requirements(self, app: Flask) -> Callable[[WSGIEnvironment], Requirement | None]:
+        """The ``requirements=`` source for :class:`~agentguard.wsgi.AgentGuardWSGIMiddleware`
+        in front of ``app``: the strictest requirement of the ``@require`` decorators on the
+        view Flask will dispatch to, so such a view needs no :class:`~agentguard.RouteRule`.
+
+        ``None`` (the guard's rules decide, and a path none covers is refused) where a rule
+        covers the path, where no view matches, and for views without ``@require``.
+        """
+        guard = app.extensions.get(EXTENSION_KEY, self.guard)
+
+        def source(environ: WSGIEnvironment) -> Requirement | None:
+            path = str(environ.get("PATH_INFO") or "/")
+            if isinstance(guard, Guard) and guard.permissions.rules_for(path):
+                return None
+            try:
+                endpoint, _ = app.url_map.bind_to_environ(environ).match()
+            except HTTPException:  # no view (404, 405) or a redirect: the rules decide
+                return None
+            view = app.view_functions.get(str(endpoint))
+            declared: tuple[Requirement, ...] = getattr(view, _REQUIREMENTS_ATTRIBUTE, ())
+            if not declared:
+                return None
+            named = [need for need in declared if need.service is not None]
+            return max(named, key=lambda need: need.level, default=declared[0])
+
+        return source
 
     def _guard(self) -> Guard:
         guard = current_app.extensions.get(EXTENSION_KEY)

@@ -16,11 +16,13 @@ from agentguard.review._base import (
     Verdict,
     fingerprint,
 )
-from agentguard.review._budget import checkpoint
+from agentguard.review._budget import ReviewDeadlineExceeded, checkpoint
 from agentguard.review._chain import ReviewChain, ReviewerLike, ReviewStep
 from agentguard.review._errors import RequestBlocked, ResponseBlocked, ReviewBlocked
 from agentguard.review._injection import DEFAULT_RULES, InjectionRule, InjectionScreen
+from agentguard.review._linear import LinearPattern, PatternError
 from agentguard.review._model import ModelReviewer
+from agentguard.review._normalise import rewrite_fields
 from agentguard.review._secrets import SecretLeakReviewer, SecretSource
 from agentguard.review._shapes import SHAPES
 
@@ -30,13 +32,16 @@ __all__ = [
     "Direction",
     "InjectionRule",
     "InjectionScreen",
+    "LinearPattern",
     "ModelReviewer",
     "Outcome",
+    "PatternError",
     "RequestBlocked",
     "ResponseBlocked",
     "ReviewBlocked",
     "ReviewChain",
     "ReviewContext",
+    "ReviewDeadlineExceeded",
     "ReviewStep",
     "Reviewer",
     "ReviewerFunction",
@@ -46,4 +51,5 @@ __all__ = [
     "Verdict",
     "checkpoint",
     "fingerprint",
+    "rewrite_fields",
 ]

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import functools
 import http
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from agentguard._context import principal_var
+from agentguard._guard import DEFAULT
 from agentguard._model import Principal
+from agentguard._permissions import Requirement
 from agentguard._request import GuardRequest, public_prefixes
-from agentguard.errors import Challenge, RequestRefused
+from agentguard.errors import Challenge, Reason, RequestRefused, ServiceUnavailable
 from agentguard.review._chain import ReviewChain, ReviewerLike
 from agentguard.wsgi._portal import EventLoopPortal, default_portal
 from agentguard.wsgi._reviewed import call_reviewed
@@ -35,6 +38,8 @@ __all__ = [
 ]
 
 PRINCIPAL_ENVIRON_KEY = "agentguard.principal"
+_SOURCE_FAILED = "the app could not say what this route requires; the request was not run"
+logger = logging.getLogger("agentguard.wsgi")
 
 
 def _text(environ: WSGIEnvironment, name: str) -> str:
@@ -168,6 +173,10 @@ class AgentGuardWSGIMiddleware:
             instead of the guard's own (:meth:`Guard.reviews <agentguard.Guard.reviews>`); a
             request block is a 403 before the app runs, a response block a 403 when nothing was
             sent yet, else the response is cut.
+        requirements: ``environ -> Requirement | None``: the requirement the app's own route
+            declares (Flask: :meth:`agentguard.integrations.flask.AgentGuard.route_requirements`),
+            used instead of the guard's route rules when it answers one. If it fails, the
+            request is refused (503, audited), never run.
     """
 
     def __init__(
@@ -179,9 +188,11 @@ class AgentGuardWSGIMiddleware:
         portal: EventLoopPortal | None = None,
         request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
         response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        requirements: Callable[[WSGIEnvironment], Requirement | None] | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
+        self.requirements = requirements
         self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self.portal = portal if portal is not None else default_portal()
         self.public_paths = public_prefixes(public_paths)
@@ -194,8 +205,14 @@ class AgentGuardWSGIMiddleware:
         if request.in_public_paths(self.public_paths):
             return self.app(environ, start_response)
         try:
+            declared = self._declared(environ, request)
             passage = self.portal.call(
-                functools.partial(self.guard.admit, request, reviews=self.reviews)
+                functools.partial(
+                    self.guard.admit,
+                    request,
+                    requirement=DEFAULT if declared is None else declared,
+                    reviews=self.reviews,
+                )
             )
         except RequestRefused as error:
             return self._refuse(error, start_response, self.guard.challenge)
@@ -213,6 +230,22 @@ class AgentGuardWSGIMiddleware:
         finally:
             principal_var.reset(token)
         return _WithPrincipal(body_iter, principal)
+
+    def _declared(self, environ: WSGIEnvironment, request: GuardRequest) -> Requirement | None:
+        source = self.requirements
+        if source is None:
+            return None
+        try:
+            declared = source(environ)
+            if declared is None or isinstance(declared, Requirement):
+                return declared
+            problem = f"returned a {type(declared).__name__}"
+        except Exception as error:
+            problem = f"failed: {type(error).__name__}"
+        logger.error("the app's requirement source %s", problem)
+        refusal = ServiceUnavailable(_SOURCE_FAILED, reason=Reason.INTERNAL_ERROR)
+        self.portal.call(functools.partial(self.guard.record_refusal, request, refusal))
+        raise refusal
 
     @staticmethod
     def _refuse(

@@ -29,25 +29,35 @@ needs the class attribute ``loop_bound``: whether the store needs one instance p
 
 from typing import TYPE_CHECKING
 
-from agentguard.testing.conformance._archive import AuditArchiveContract
-from agentguard.testing.conformance._audit import AuditCheckpointContract, AuditStoreContract
-from agentguard.testing.conformance._base import key_record
-from agentguard.testing.conformance._credentials import CredentialStoreContract
-from agentguard.testing.conformance._directory import DirectoryStoreContract, seed_directory
-from agentguard.testing.conformance._failure import FailureContract
-from agentguard.testing.conformance._instances import (
-    MultiInstanceAuditContract,
-    MultiInstanceContract,
-    MultiInstanceKeyStoreContract,
-    MultiInstanceReplayContract,
-)
-from agentguard.testing.conformance._keys import KeyStoreContract
-from agentguard.testing.conformance._liveness import CredentialLivenessContract, LivenessContract
-from agentguard.testing.conformance._loops import OtherLoopContract
-from agentguard.testing.conformance._replay import ReplayCacheContract
+from agentguard._extras import missing_extra
+
+try:
+    from agentguard.testing.conformance._archive import AuditArchiveContract
+    from agentguard.testing.conformance._audit import AuditCheckpointContract, AuditStoreContract
+    from agentguard.testing.conformance._base import key_record
+    from agentguard.testing.conformance._credentials import CredentialStoreContract
+    from agentguard.testing.conformance._directory import DirectoryStoreContract, seed_directory
+    from agentguard.testing.conformance._failure import FailureContract
+    from agentguard.testing.conformance._instances import (
+        MultiInstanceAuditContract,
+        MultiInstanceContract,
+        MultiInstanceKeyStoreContract,
+        MultiInstanceReplayContract,
+        SharedBackend,
+    )
+    from agentguard.testing.conformance._keys import KeyStoreContract
+    from agentguard.testing.conformance._liveness import (
+        CredentialLivenessContract,
+        LivenessContract,
+    )
+    from agentguard.testing.conformance._loops import OtherLoopContract
+    from agentguard.testing.conformance._replay import ReplayCacheContract
+except ImportError as error:  # pytest (or hypothesis) missing: say which extra brings it
+    raise missing_extra(error) from None
 
 if TYPE_CHECKING:
     from agentguard.testing.conformance._stateful import StatefulContract
+
 
 __all__ = [
     "AuditArchiveContract",
@@ -65,6 +75,7 @@ __all__ = [
     "MultiInstanceReplayContract",
     "OtherLoopContract",
     "ReplayCacheContract",
+    "SharedBackend",
     "StatefulContract",
     "key_record",
     "seed_directory",
