@@ -549,9 +549,15 @@ NON_ASCII_DIGITS = st.characters(categories=["Nd", "No"]).filter(lambda c: not c
 def test_any_non_ascii_content_length_is_refused_before_the_app(
     length_site: tuple[int, Keyed, list[bytes]], length: str
 ) -> None:
-    _, keyed, ran = length_site
-    ran.clear()
-    app = AgentGuardWSGIMiddleware(lambda e, s: [b""], keyed.guard)  # never reached
+    _, keyed, _ = length_site
+    ran: list[str] = []
+
+    def inner(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        ran.append(str(environ.get("CONTENT_LENGTH")))
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    app = AgentGuardWSGIMiddleware(inner, keyed.guard)
     environ = EnvironBuilder(
         "/x", method="POST", data=b"ab", headers=[("Authorization", f"Bearer {keyed.key}")]
     ).get_environ()
@@ -559,6 +565,7 @@ def test_any_non_ascii_content_length_is_refused_before_the_app(
     chunks, status, _ = run_wsgi_app(app, environ)
     assert status.startswith("400"), status
     assert b"invalid_request" in b"".join(chunks)
+    assert ran == []
 
 
 # -- 6. Flask: the decorator alone refuses when the guard has reviewers ---------------------
@@ -871,7 +878,7 @@ def test_route_requirements_agree_with_routing_in_nested_routers(
 # -- 10. Still open: an escape or a UTF-32 letter split across two streamed chunks ----------
 
 _PAD = '{"pad": "' + "a" * 1100 + '", "note": "'  # past the proxy's 1 KiB head: it streams too
-_ESCAPED = (_PAD + "".join("\\u%04x" % ord(c) for c in BLOCK) + '"}').encode()
+_ESCAPED = (_PAD + "".join(f"\\u{ord(c):04x}" for c in BLOCK) + '"}').encode()
 _UTF32 = (_PAD + BLOCK + '"}').encode("utf-32-le")
 _AT = len(_PAD)
 SPLITS = {
