@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ChainStream"]
 
+_EXPANSION = 6  # the longest reading of one character (see agentguard.review._views)
+
 
 class ChainStream:
     """Reviews one streamed body: ``feed`` each chunk, send what it returns, then ``finish``.
@@ -46,7 +48,11 @@ class ChainStream:
 
     @property
     def _overlap(self) -> int:
-        return max((step.overlap for step in self._steps), default=0)
+        """Characters held back for the next window: each reviewer's overlap, as long as its
+        most expanded reading (``\\uXXXX`` is six characters for one; UTF-32 read as UTF-8 is
+        four), plus a partial escape, so no reading of a form is split between windows."""
+        overlap = max((step.overlap for step in self._steps), default=0)
+        return _EXPANSION * overlap + _EXPANSION
 
     async def feed(self, chunk: bytes) -> bytes:
         """Review ``chunk``; return the bytes that are now safe to send (maybe none)."""
