@@ -53,7 +53,7 @@ def test_implementation_modules_are_private() -> None:
 
 def test_the_surface_stays_small() -> None:
     # From 719 names over 144 public modules to this; growing it is a decision, not a drift.
-    assert len(surface()) <= 280
+    assert len(surface()) <= 290
     assert len(public_modules()) <= 22
 
 

@@ -29,7 +29,7 @@ needs the class attribute ``loop_bound``: whether the store needs one instance p
 
 from typing import TYPE_CHECKING
 
-from agentguard._extras import missing_extra
+from agentguard._extras import missing_extra as _missing_extra
 
 try:
     from agentguard.testing.conformance._archive import AuditArchiveContract
@@ -53,7 +53,7 @@ try:
     from agentguard.testing.conformance._loops import OtherLoopContract
     from agentguard.testing.conformance._replay import ReplayCacheContract
 except ImportError as error:  # pytest (or hypothesis) missing: say which extra brings it
-    raise missing_extra(error) from None
+    raise _missing_extra(error) from None
 
 if TYPE_CHECKING:
     from agentguard.testing.conformance._stateful import StatefulContract
