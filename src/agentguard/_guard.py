@@ -12,6 +12,7 @@ runs the content steps: request review, then response review.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import MappingProxyType
@@ -34,6 +35,8 @@ from agentguard.errors import (
     InvalidRequest,
     Reason,
     RequestRefused,
+    ServiceUnavailable,
+    UsageError,
 )
 from agentguard.review._chain import ReviewChain, ReviewerLike, as_chain
 from agentguard.storage._outage import shield_store, store_outage
@@ -59,6 +62,7 @@ class _Default:
 DEFAULT = _Default()
 
 _DEFAULT_SUMMARIES = RefusalSummaryPolicy()
+logger = logging.getLogger("agentguard.guard")
 
 
 class Guard:
@@ -299,6 +303,11 @@ class Guard:
         except RequestRefused as error:
             await self._decisions.refused(request, requirement, started, error)
             raise
+        except UsageError as misuse:  # a backend or resolver misbehaving: refused, never a 500
+            logger.error("a store or resolver raised %s on the request path", type(misuse).__name__)
+            refusal = ServiceUnavailable(reason=Reason.INTERNAL_ERROR)
+            await self._decisions.refused(request, requirement, started, refusal)
+            raise refusal from None
         await self._decisions.allowed(request, requirement, started, principal)
         return Passage(
             request,
@@ -359,6 +368,23 @@ class Guard:
         """Audit a refusal an adapter made after :meth:`admit` (an extra scope a route
         declares, a tool's permission), exactly as the guard audits its own."""
         await self._decisions.refused(request, requirement, None, error, principal)
+
+    async def refuse(
+        self,
+        request: GuardRequest,
+        error: RequestRefused,
+        *,
+        principal: Principal | None = None,
+        requirement: Requirement | None = None,
+    ) -> RequestRefused:
+        """Audit ``error`` as :meth:`record_refusal` does and return the refusal to send: the
+        error itself, or :class:`~agentguard.errors.AuditUnavailable` (503) when it could not be
+        recorded. Never raises a refusal, so an adapter always has one response to render."""
+        try:
+            await self.record_refusal(request, error, principal=principal, requirement=requirement)
+        except RequestRefused as unrecorded:
+            return unrecorded
+        return error
 
     async def record(self, event: AuditEvent) -> None:
         """Append ``event`` to the audit chain (503 :class:`~agentguard.errors.AuditUnavailable`

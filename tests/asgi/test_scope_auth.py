@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -269,11 +270,15 @@ EXTRAS = st.sampled_from(
 def carries_our_credentials(
     authorizations: list[str], extra: tuple[str, str] | None, query: str, path: str
 ) -> bool:
-    """The oracle: our scheme, a DPoP proof, two Authorization fields, or a key anywhere."""
+    """The oracle: our scheme (or a scheme not plainly another), a DPoP proof, two
+    Authorization fields, or a key anywhere."""
     if len(authorizations) > 1:
         return True
-    if authorizations and authorizations[0].strip(" \t").split(" ")[0].lower() == "bearer":
-        return True
+    if authorizations:
+        # Passed on only when it plainly names another scheme: a token, then a space or the end.
+        named = re.fullmatch(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?: [\x20-\x7e]*)?", authorizations[0])
+        if named is None or named.group(1).lower() == "bearer":
+            return True
     places = [*authorizations, query, path]
     if extra is not None:
         if extra[0] == "dpop":

@@ -41,3 +41,14 @@ def test_the_message_is_always_one_printable_bounded_line(
     text = str(RefreshFailed(status=status, error=code, reason=reason, description=description))
     assert text.isprintable() and text.isascii()
     assert len(text) < 1200
+
+
+def test_a_reflected_key_never_reaches_the_message() -> None:
+    from agentguard.client import RefreshFailed
+
+    key = "ag_rt_" + "A" * 49
+    error = RefreshFailed(
+        status=400, error="invalid_grant", reason=f"bad {key}", description=f"you sent {key}"
+    )
+    assert key not in str(error) and key not in repr(error)
+    assert "[key]" in str(error)

@@ -78,9 +78,11 @@ def _carries_no_key(request: GuardRequest, schemes: Sequence[str]) -> bool:
     if len(values) > 1:
         return False
     if values:
-        # Any whitespace ends the scheme: parsers that split on it read "Bearer\tx" as Bearer.
-        scheme = _SCHEME_END.split(values[0].strip(b" \t"), maxsplit=1)[0]
-        if scheme.decode("latin-1").lower() in schemes:
+        # Passed on only when it plainly names another scheme: an RFC 9110 token then a space
+        # (or nothing). "Bearer\tx", "Bearer\xa0x" (which str.split() reads as Bearer) and
+        # anything else unusual is for the guard to decide.
+        named = _OTHER_SCHEME.match(values[0])
+        if named is None or named.group(1).decode("ascii").lower() in schemes:
             return False
     if request.header_values(b"dpop"):
         return False
@@ -102,7 +104,7 @@ def _set_auth(scope: Scope, principal: Principal | None) -> None:
 
 logger = logging.getLogger("agentguard.middleware")
 
-_SCHEME_END = re.compile(rb"[ \t\r\n\v\f]+")
+_OTHER_SCHEME = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?: [^\x00-\x1f\x7f-\xff]*)?\Z")
 _SOURCE_FAILED = "the app could not say what this route requires; the request was not run"
 _PREFLIGHT = (
     "a CORS preflight reached the guard: add CORSMiddleware outside AgentGuardMiddleware "
@@ -181,8 +183,9 @@ class AgentGuardMiddleware:
         try:
             declared = _declared(scope)
         except RequestRefused as error:
-            await self.guard.record_refusal(request, error)
-            await send_error(scope, send, error, self.guard.challenge)
+            await send_error(
+                scope, send, await self.guard.refuse(request, error), self.guard.challenge
+            )
             return
         try:
             passage = await self.guard.admit(

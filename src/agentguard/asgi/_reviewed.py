@@ -130,7 +130,7 @@ class _ReviewedSend:
             self.start = None
             await send_error(self.scope, self.send, refusal, None)
             return
-        if self.start is not None:
+        if self.start is not None and (out or not more):  # held until bytes are released
             await self._send_start(None if more else (body, out))
         if out or not more:
             await self.send({"type": "http.response.body", "body": out, "more_body": more})

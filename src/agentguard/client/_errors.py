@@ -13,11 +13,14 @@ No error carries a key: messages hold only server error codes, reasons and file 
 
 from __future__ import annotations
 
+import re
+
 from agentguard.errors import AgentGuardError
 
 __all__ = ["AgentAuthError", "CredentialsFileError", "DPoPNonceLoop", "RefreshFailed"]
 
 _MAX_DESCRIPTION = 300
+_KEY_LIKE = re.compile(r"ag_(?:at|rt)_[0-9A-Za-z]{8,}")
 _NEW_KEYS = "issue new keys with `agentguard keys issue`"
 
 # what agentguard's ``reason`` codes on an invalid_grant mean, for a person reading the message
@@ -36,8 +39,10 @@ _WHY: dict[str, str] = {
 
 
 def _printable(text: str) -> str:
+    """A server's text made safe to show: printable ASCII, short, and without anything shaped
+    like an agentguard key (a hostile token endpoint could reflect the refresh key)."""
     cleaned = "".join(ch for ch in text if " " <= ch <= "~")
-    return cleaned[:_MAX_DESCRIPTION]
+    return _KEY_LIKE.sub("[key]", cleaned)[:_MAX_DESCRIPTION]
 
 
 class AgentAuthError(AgentGuardError):

@@ -50,7 +50,7 @@ from agentguard._guard import Guard
 from agentguard._model import Level, Principal
 from agentguard._permissions import Requirement
 from agentguard.asgi._middleware import REQUIREMENTS_STATE_KEY
-from agentguard.asgi._scope import PRINCIPAL_STATE_KEY, request_from_scope
+from agentguard.asgi._scope import PRINCIPAL_STATE_KEY, AgentUser, request_from_scope
 from agentguard.asgi._types import Scope
 from agentguard.errors import (
     Challenge,
@@ -182,7 +182,11 @@ class AgentGuardSecurity(SecurityBase):
         state = request.scope.setdefault("state", {})
         principal = state.get(PRINCIPAL_STATE_KEY)
         if not isinstance(principal, Principal):
-            if guard.reviews():  # a dependency cannot review a body: refuse, never skip it
+            # A dependency cannot review a body: refuse rather than skip the reviewers, unless
+            # the middleware is there and passed this request on (it carries no agentguard
+            # credential: the guard refuses it below, 401, with nothing to review).
+            behind_middleware = isinstance(request.scope.get("user"), AgentUser)
+            if guard.reviews() and not behind_middleware:
                 await self._unreviewable(guard, request)
             first = requirements[0] if requirements else Requirement(None, Level.READ)
             try:
@@ -203,17 +207,17 @@ class AgentGuardSecurity(SecurityBase):
     async def _unreviewable(self, guard: Guard, request: HTTPConnection) -> None:
         error = ServiceUnavailable(_UNREVIEWABLE, reason=Reason.INTERNAL_ERROR)
         logger.error("agentguard: %s (%s)", _UNREVIEWABLE, request.url.path)
-        await guard.record_refusal(request_from_scope(request.scope), error)
-        raise _refusal(request, error, None)
+        sent = await guard.refuse(request_from_scope(request.scope), error)
+        raise _refusal(request, sent, None)
 
     async def _refuse(
         self, guard: Guard, request: HTTPConnection, principal: Principal, requirement: Requirement
     ) -> None:
         error = InsufficientScope(required=requirement.scope)
-        await guard.record_refusal(
+        sent = await guard.refuse(
             request_from_scope(request.scope), error, principal=principal, requirement=requirement
         )
-        raise _refusal(request, error, guard.challenge)
+        raise _refusal(request, sent, guard.challenge)
 
 
 # Older FastAPI releases read a callable instance's annotations without evaluating the strings

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from agentguard.review._base import Outcome, ReviewContext, Verdict
 from agentguard.review._chain import encode_body
 from agentguard.review._errors import blocked
+from agentguard.review._views import wide_codec
 
 if TYPE_CHECKING:
     from agentguard.review._chain import ReviewChain, ReviewStep
@@ -45,6 +46,7 @@ class ChainStream:
         self._steps: tuple[ReviewStep, ...] = chain.steps if chain.streaming else ()
         self._buffer = bytearray()
         self._held = ""
+        self._sniffed = False
 
     @property
     def _overlap(self) -> int:
@@ -56,6 +58,12 @@ class ChainStream:
 
     async def feed(self, chunk: bytes) -> bytes:
         """Review ``chunk``; return the bytes that are now safe to send (maybe none)."""
+        if not self._sniffed and chunk:
+            self._sniffed = True
+            if not self._buffering and wide_codec(chunk[:4]) is not None:
+                # UTF-16/32 (which JSON parsers detect): windows are read as UTF-8, so review
+                # the body whole, in every reading, up to the cap (past it, as over_cap says).
+                self._buffering = True
         if self._buffering:
             self._buffer += chunk
             if len(self._buffer) <= self.chain.max_bytes:

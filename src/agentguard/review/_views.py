@@ -15,7 +15,7 @@ import codecs
 import json
 import re
 
-__all__ = ["byte_readings", "text_readings"]
+__all__ = ["byte_readings", "text_readings", "wide_codec"]
 
 _ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|([\"\\/bfnrt]))")
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -41,19 +41,29 @@ def text_readings(text: str) -> list[str]:
         if unescaped != text:
             readings.append(unescaped)
     if "\x00" in text:
-        for reading in (text, *readings):
-            readings.append(reading.replace("\x00", ""))
+        stripped = text.replace("\x00", "")
+        readings.append(stripped)
+        if "\\" in stripped:  # escapes inside UTF-16/32 text read as UTF-8
+            unescaped = _ESCAPE.sub(_unescaped, stripped)
+            if unescaped != stripped:
+                readings.append(unescaped)
     return readings
+
+
+def wide_codec(head: bytes) -> str | None:
+    """The UTF-16/32 codec ``head`` (a body's first bytes) announces by byte-order mark or by
+    the NUL pattern JSON parsers detect; ``None`` for a body that reads as UTF-8."""
+    codec = next((name for mark, name in _BOMS if head.startswith(mark)), None)
+    if codec is None and len(head) >= 2:
+        detected = json.detect_encoding(head[:4])
+        codec = None if detected in ("utf-8", "utf-8-sig") else detected
+    return codec
 
 
 def byte_readings(body: bytes) -> list[str]:
     """``body`` decoded as UTF-16 or UTF-32 when its first bytes say so (a byte-order mark, or
     the NUL pattern JSON parsers detect); empty for a body that reads as UTF-8."""
-    head = body[:4]
-    codec = next((name for mark, name in _BOMS if head.startswith(mark)), None)
-    if codec is None and len(head) >= 2:
-        detected = json.detect_encoding(head)
-        codec = None if detected in ("utf-8", "utf-8-sig") else detected
+    codec = wide_codec(body[:4])
     if codec is None:
         return []
     text = body.decode(codec, "replace").lstrip("\ufeff")

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from agentguard.errors import AgentGuardError, InvalidRequest, RequestRefused
+from agentguard.review._base import Direction, Verdict
+from agentguard.review._chain import CHAIN_NAME
 from agentguard.review._errors import ReviewBlocked
 
 if TYPE_CHECKING:
@@ -65,7 +67,10 @@ def call_reviewed(
     if passage.reviews_request:
         try:
             read = _read_body(environ, passage.request_cap)
-        except RequestRefused as refusal:
+        except RequestRefused as refusal:  # audited with the request's principal, then refused
+            finding = Verdict.block(CHAIN_NAME, "malformed_content_length")
+            context = passage.context(Direction.IN, passage.request.header(b"content-type"))
+            portal.call(passage.reviews.record, (finding,), context)
             return refuse(refusal, start_response)
         if read is not None:
             body, more = read
