@@ -14,7 +14,8 @@ is looked up, and what is left has exactly one meaning:
   than ``.`` (so ``%2E``, ``%2F``, ``%5C``, ``%25``, ``%3B``, ``%C0%AE`` and ``%u002e`` are
   refused); ``%2F`` only where a service opted in (``allow_encoded_slash``);
 - no segment is empty (``//``) except a final one (a trailing slash), none is ``.`` or ``..``,
-  and none ends with ``.``.
+  none ends with ``.``, and none is left empty or all dots when ``+`` is read as a trimmed
+  space and a trailing ``~`` is dropped (``..+``, ``+``, ``.~``).
 
 Letter case, format suffixes (``admin.json``) and ``+``/``~`` at a segment's edges are left as
 they are: such paths are legitimate (``/tags/c++``, ``/report.csv``), so rather than refusing
@@ -107,6 +108,10 @@ def _check_segments(parts: list[str]) -> Target:
                 raise _refuse("a '.' or '..' segment")
             if piece.endswith("."):
                 raise _refuse("a segment ending in '.'")
+            # Read leniently ('+' as a space and trimmed, a trailing '~' dropped, trailing dots
+            # and spaces stripped as Windows does), '..+' or '+' is '..' or nothing at all.
+            if not piece.replace("+", " ").strip(" ").rstrip("~").rstrip(". "):
+                raise _refuse("a segment that reads as '.', '..' or nothing once '+' or '~' go")
     return Target(tuple(parts))
 
 

@@ -112,6 +112,11 @@ def test_encoded_slashes_opt_in_is_authorised_decoded(raw: str) -> None:
         ("/crm/a%23b", "'#'"),
         ("crm/a", "starting with '/'"),
         ("*", "starting with '/'"),
+        ("/crm/..%2B", "once '+' or '~' go"),
+        ("/crm/..+/admin", "once '+' or '~' go"),
+        ("/crm/+", "once '+' or '~' go"),
+        ("/crm/.~/admin", "once '+' or '~' go"),
+        ("/crm/+.+/admin", "once '+' or '~' go"),
     ],
 )
 def test_ambiguous_targets_are_refused_with_a_reason(raw: str, why: str) -> None:
