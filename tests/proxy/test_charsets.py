@@ -158,7 +158,9 @@ async def test_a_streamed_body_declaring_utf7_late_is_cut() -> None:
     answer = (200, [(b"content-type", b"text/html")], [filler, late])
     async with echo_gateway(lambda _: answer) as gateway:
         status, received, cut = await gateway.stream("crm")
-    assert (status, cut) == (200, True)
+    # Started and cut when the key comes after the first released bytes; a whole 502 when the
+    # upstream's pieces reach the proxy together (a loaded machine). Never the key.
+    assert (status, cut) in ((200, True), (502, False))
     assert _utf7(CRM_KEY) not in received
 
 
@@ -167,7 +169,9 @@ async def test_a_streamed_ebcdic_body_is_scanned_decoded() -> None:
     answer = (200, [(b"content-type", b"text/plain; charset=cp500")], chunks)
     async with echo_gateway(lambda _: answer) as gateway:
         status, received, cut = await gateway.stream("crm")
-    assert (status, cut) == (200, True)
+    # Started and cut when the key comes after the first released bytes; a whole 502 when the
+    # upstream's pieces reach the proxy together (a loaded machine). Never the key.
+    assert (status, cut) in ((200, True), (502, False))
     assert CRM_KEY.encode() not in received
 
 
