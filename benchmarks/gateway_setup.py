@@ -116,7 +116,9 @@ class Deployment:
             sys.stdin = io.StringIO(stdin)
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = cli_main([*argv, "--config", str(self.root / "agentguard.toml")])
+                code = cli_main(
+                    [*argv, "--config", str(self.root / "agentguard.toml"), "--no-operator"]
+                )
         finally:
             sys.stdin = saved
         if code != 0:
@@ -165,7 +167,7 @@ class Deployment:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTGUARD_")}
         env["AGENTGUARD_KEK"] = self.kek
         argv = [*prefix, sys.executable, "-m", "agentguard.cli", "serve",
-                "--config", str(self.root / "agentguard.toml")]  # fmt: skip
+                "--config", str(self.root / "agentguard.toml"), "--no-operator"]  # fmt: skip
         process = processes.start(argv, self.root / "serve.log", env)
         wait_http(self.origin + "/readyz", 60)
         return process

@@ -32,6 +32,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("bench_rules.py", [], ["--requests", "500"]),
     ("bench_gateway.py", ["--dpop"], ["--quick"]),
     ("bench_audit_verify.py", [], ["--sizes", "100000"]),
+    ("bench_limits.py", [], ["--calls", "1000"]),
+    ("bench_gates.py", [], ["--requests", "1000"]),
 ]
 
 

@@ -28,6 +28,15 @@ def test_demo_tells_the_whole_story() -> None:
         "token exchanges: 1 (cached until 80% of its life); admin key sent upstream: no",
     ):
         assert expected in text
+    # the approval scene: held, approved by an operator, run once, refused the second time
+    scene = text.split("needs a human's approval", 1)[1].split("\n\n", 1)[0]
+    assert scene.count("-> DENIED  403  approval_required") == 1
+    assert "the CRM was not called: 0 deletes so far" in scene
+    assert "operator maria approves it on the operator listener (token ag_op_…): approved" in scene
+    assert scene.index("-> ALLOWED 200") < scene.index("-> DENIED  403  approval_used")
+    assert "the CRM deleted the contact once: an approval allows one call" in scene
+    for action in ("approval.request", "approval.decide", "approval.consume"):
+        assert text.count(action) == 1, action
     assert "\033[" not in text
 
 

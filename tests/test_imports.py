@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = [
     "agentguard",
     "agentguard._decisions",
+    "agentguard._gates",
+    "agentguard.approvals",
+    "agentguard.limits",
     "agentguard._dpop_step",
     "agentguard._passage",
     "agentguard._reasons",

@@ -53,8 +53,11 @@ def test_implementation_modules_are_private() -> None:
 
 def test_the_surface_stays_small() -> None:
     # From 719 names over 144 public modules to this; growing it is a decision, not a drift.
-    assert len(surface()) <= 290
-    assert len(public_modules()) <= 22
+    # 290 -> 330 and 22 -> 24 with approvals, budgets and rate limits (issue 20): the
+    # agentguard.approvals and agentguard.limits packages, their storage Protocols, client
+    # errors and settings.
+    assert len(surface()) <= 330
+    assert len(public_modules()) <= 24
 
 
 @pytest.mark.parametrize("module_name", sorted(set(public_modules())))

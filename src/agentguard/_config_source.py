@@ -77,6 +77,7 @@ SECRET_ENVIRONMENT: dict[str, str] = {
     "introspection_secrets": "AGENTGUARD_INTROSPECTION_SECRETS",
     "dpop_nonce_secret": "AGENTGUARD_DPOP_NONCE_SECRET",
     "dpop_token_nonce_secret": "AGENTGUARD_DPOP_TOKEN_NONCE_SECRET",
+    "approval_webhook_secret": "AGENTGUARD_APPROVAL_WEBHOOK_SECRET",
 }
 
 SECRET_FILES = (
@@ -84,10 +85,12 @@ SECRET_FILES = (
     "introspection_secrets_file",
     "dpop_nonce_secret_file",
     "dpop_token_nonce_secret_file",
+    "approval_webhook_secret_file",
 )
 _SECRET_NAMES = frozenset(
     {"kek", "checkpoint_key", "introspection_secrets", "nonce_secret", "token_nonce_secret"}
     | {"dpop_nonce_secret", "dpop_token_nonce_secret", "api_key", "password", "secret"}
+    | {"approval_webhook_secret", "webhook_secret"}
 )
 
 _KEY = r'(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')'
@@ -288,6 +291,10 @@ def decode_secret(name: str, raw: bytes) -> object:
     if name == "kek":  # one key per line, or comma-separated on one line: the same key ring
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return SecretStr(",".join(lines))
+    if name == "approval_webhook_secret":
+        if len(text) < 32:
+            raise ValueError("an approval webhook secret is at least 32 characters")
+        return SecretBytes(text.encode())
     if name == "introspection_secrets":
         items = [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
         return tuple(SecretStr(item) for item in items)

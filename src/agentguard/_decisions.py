@@ -13,7 +13,7 @@ from agentguard._keys._format import hash_key, parse_key
 from agentguard._resolver import key_context
 from agentguard.audit._events import Action, AuditEvent, Decision
 from agentguard.credentials._keyscan import KEY_SHAPE
-from agentguard.errors import MalformedKey
+from agentguard.errors import MalformedKey, Reason
 from agentguard.storage._outage import store_outage
 
 if TYPE_CHECKING:
@@ -88,10 +88,21 @@ class DecisionRecorder:
         error: RequestRefused,
         principal: Principal | None = None,
     ) -> None:
-        """Audit a refusal: counted when it names no one, else one deny event."""
+        """Audit a refusal: counted when it names no one, else one deny event.
+
+        Rate-limit refusals are counted too, per key and interval: a flood of calls past a
+        limit is what they are about, and must not flood the log in turn.
+        """
         ids: dict[str, Any] = dict(error.audit_context)
         service = requirement.service if requirement is not None else None
         summaries = self._audit.summaries
+        if error.reason is Reason.RATE_LIMITED and summaries is not None:
+            key_id = principal.key_id if principal is not None else ids.get("key_id")
+            await self._audit.count_refusal(
+                source=f"key:{key_id}", reason=error.reason.value, status=error.status,
+                service=service,
+            )  # fmt: skip
+            return
         if (
             principal is None
             and summaries is not None

@@ -26,7 +26,7 @@ __all__ = ["EXTRAS", "MissingExtra", "import_extra", "install_hint", "missing_ex
 # top-level package -> (extra that installs it, what needs it)
 EXTRAS: dict[str, tuple[str, str]] = {
     "asyncpg": ("postgres", "the PostgreSQL store"),
-    "redis": ("redis", "the Redis replay cache"),
+    "redis": ("redis", "Redis support (the replay cache, the limit store)"),
     "uvicorn": ("server", "agentguard serve"),
     "fastapi": ("fastapi", "the FastAPI integration"),
     "mcp": ("mcp", "the MCP integration"),

@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING
 from agentguard._clock import Clock, SystemClock
 from agentguard._decisions import DecisionRecorder, principal_ids
 from agentguard._dpop_step import DPoPStep
+from agentguard._gates import Gates
 from agentguard._keys._issuer import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyIssuer
 from agentguard._model import Principal
 from agentguard._passage import Passage, ResponseReview, Reviews
 from agentguard._permissions import PermissionChecker, Requirement, RouteRule
 from agentguard._request import Credentials, GuardRequest, parse_authorization
 from agentguard._resolver import KeyResolver, TokenResolver
+from agentguard.approvals._policy import ApprovalPolicy
+from agentguard.approvals._step import ApprovalStep
 from agentguard.audit._aggregate import RefusalSummaries, RefusalSummaryPolicy
 from agentguard.audit._writer import AuditWriter
 from agentguard.errors import (
@@ -38,7 +41,9 @@ from agentguard.errors import (
     ServiceUnavailable,
     UsageError,
 )
+from agentguard.limits._step import LimitStep
 from agentguard.review._chain import ReviewChain, ReviewerLike, as_chain
+from agentguard.storage._gate_protocols import ApprovalStore, LimitStore
 from agentguard.storage._outage import shield_store, store_outage
 from agentguard.storage._protocols import AuditStore, KeyLookup, KeyStore, ReplayCache
 
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from agentguard.credentials import CredentialSwapper
     from agentguard.dpop import VerifiedProof
     from agentguard.dpop._policy import DPoPPolicy
+    from agentguard.limits._policy import Budget, RateLimit
 
 __all__ = ["DEFAULT", "Guard", "Passage", "ResponseReview", "Reviews"]
 
@@ -98,6 +104,14 @@ class Guard:
         request_reviewers / response_reviewers: a :class:`~agentguard.review.ReviewChain` (or a
             list of reviewers) for the content of allowed requests, in every adapter; an
             adapter's own ``request_reviewers=``/``response_reviewers=`` replace them there.
+        approvals: how calls a rule holds for approval (``approval=`` on a
+            :class:`~agentguard.RouteRule` or service route) are handled; by default such calls
+            use the guard's store when it is an :class:`~agentguard.storage.ApprovalStore`
+            (see :class:`~agentguard.approvals.ApprovalPolicy`).
+        budgets / rate_limits: :class:`~agentguard.limits.Budget` and
+            :class:`~agentguard.limits.RateLimit` checked on every authorised call.
+        limit_store: where their counters live, shared by every instance; defaults to
+            ``store`` when it is also a :class:`~agentguard.storage.LimitStore`.
     """
 
     def __init__(
@@ -120,6 +134,10 @@ class Guard:
         anonymous_refusals: RefusalSummaryPolicy | None = _DEFAULT_SUMMARIES,
         request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
         response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        approvals: ApprovalPolicy | None = None,
+        budgets: Sequence[Budget] = (),
+        rate_limits: Sequence[RateLimit] = (),
+        limit_store: LimitStore | None = None,
     ) -> None:
         if audit_store is None:
             if not isinstance(store, AuditStore):
@@ -158,6 +176,11 @@ class Guard:
         if len(self._services) != len(services):
             raise ConfigurationError("two services share one name")
         self._swapper = swapper
+        self._gates = Gates(
+            self._approval_step(approvals, store, rules, services),
+            self._limit_step(budgets, rate_limits, limit_store, store),
+            self._decisions,
+        )
         self._token_resolvers = tuple(token_resolvers)
         self._dpop = dpop
         self._dpop_step = DPoPStep(
@@ -172,7 +195,66 @@ class Guard:
             self._challenge = Challenge(realm=realm, schemes=schemes, dpop_algs=dpop.algorithms)
             self._schemes = ("bearer", "dpop")
 
+    def _approval_step(
+        self,
+        policy: ApprovalPolicy | None,
+        store: KeyStore,
+        rules: Sequence[RouteRule],
+        services: Sequence[ServiceConfig],
+    ) -> ApprovalStep | None:
+        approval_store = policy.store if policy is not None else None
+        if approval_store is None and isinstance(store, ApprovalStore):
+            approval_store = store
+        if approval_store is None:
+            held = [rule.prefix for rule in rules if rule.approval]
+            held += [service.name for service in services for r in service.routes if r.approval]
+            if policy is not None or held:
+                raise ConfigurationError(
+                    "rules hold calls for approval but there is no approval store: pass "
+                    "approvals=ApprovalPolicy(store=...) or a store that keeps approvals"
+                )
+            return None
+        shielded = shield_store(approval_store, "approval store")
+        return ApprovalStep(policy or ApprovalPolicy(), shielded, self._audit, self._clock)
+
+    def _limit_step(
+        self,
+        budgets: Sequence[Budget],
+        rate_limits: Sequence[RateLimit],
+        limit_store: LimitStore | None,
+        store: KeyStore,
+    ) -> LimitStep | None:
+        if not budgets and not rate_limits:
+            return None
+        if limit_store is None:
+            if not isinstance(store, LimitStore):
+                raise ConfigurationError(
+                    "budgets and rate limits need a limit store: pass limit_store=... (e.g. a "
+                    "RedisLimitStore) or a store that keeps counters"
+                )
+            limit_store = store
+        shielded = shield_store(limit_store, "limit store")
+        return LimitStep(budgets, rate_limits, shielded, self._clock)
+
     # Read-only views for adapters and operators; the collaborators themselves stay private.
+    @property
+    def approval_store(self) -> ApprovalStore | None:
+        """Where approvals live (``None``: this guard holds no call for approval)."""
+        step = self._gates.approvals
+        return None if step is None else step.store
+
+    @property
+    def approval_policy(self) -> ApprovalPolicy | None:
+        """The approval settings (``None`` without an approval store)."""
+        step = self._gates.approvals
+        return None if step is None else step.policy
+
+    @property
+    def limit_store(self) -> LimitStore | None:
+        """Where budget counters and rate-limit buckets live (``None`` without any)."""
+        step = self._gates.limits
+        return None if step is None else step.store
+
     @property
     def store(self) -> KeyStore:
         """The key and directory store this guard decides against."""
@@ -275,6 +357,12 @@ class Guard:
         The same decision as :meth:`admit`, for callers that review no content.
         """
         passage = await self.admit(request, credentials=credentials, requirement=requirement)
+        if passage.gate is not None:  # bound to a body this caller never reads: fail closed
+            refusal = ServiceUnavailable(
+                "this route holds calls for approval, which binds the request body; guard it "
+                "with the middleware (which reads the body) rather than a dependency or decorator"
+            )
+            raise await self.refuse(request, refusal, principal=passage.principal)
         return passage.principal
 
     async def admit(
@@ -298,8 +386,11 @@ class Guard:
         started = self._clock.monotonic()
         if isinstance(requirement, _Default):
             requirement = self._permissions.requirement(request.method, request.path)
+        elif requirement is not None and self._permissions.rules:
+            requirement = self._with_rule_gates(request, requirement)
+        presented: list[str] = []
         try:
-            principal = await self._decide(request, credentials, requirement)
+            principal = await self._decide(request, credentials, requirement, presented)
         except RequestRefused as error:
             await self._decisions.refused(request, requirement, started, error)
             raise
@@ -315,6 +406,24 @@ class Guard:
             requirement,
             self._reviews if reviews is None else reviews,
             requirement.service if service is None and requirement is not None else service,
+            self._gates.after_body(request, principal, requirement, presented[0]),
+        )
+
+    def _with_rule_gates(self, request: GuardRequest, requirement: Requirement) -> Requirement:
+        """An adapter's own requirement (a decorator's, a dependency's), with the gates the
+        guard's rules put on this path added: a rule's approval or cost is never skipped by
+        declaring a requirement elsewhere."""
+        try:
+            ruled = self._permissions.requirement(request.method, request.target().path)
+        except RequestRefused:  # an ambiguous target: refused by the first decision step
+            return requirement
+        if ruled is None or (not ruled.approval and ruled.cost <= requirement.cost):
+            return requirement
+        return dataclasses.replace(
+            requirement,
+            approval=requirement.approval or ruled.approval,
+            cost=max(requirement.cost, ruled.cost),
+            rule=ruled.rule if not requirement.rule else requirement.rule + ruled.rule[:16],
         )
 
     async def _decide(
@@ -322,8 +431,12 @@ class Guard:
         request: GuardRequest,
         credentials: Credentials | Callable[[], Credentials] | None,
         requirement: Requirement | None,
+        presented: list[str],
     ) -> Principal:
-        """The decision steps, in order; each raises its refusal. New steps go here."""
+        """The decision steps, in order; each raises its refusal. New steps go here.
+
+        The key the request presented is appended to ``presented`` (for the approval binding).
+        """
         request.target()  # 1. an ambiguous target is refused (400) before any key lookup
         if credentials is None:  # 2. the credentials, from the one place they may be
             credentials = parse_authorization(request, self._schemes)
@@ -331,11 +444,15 @@ class Guard:
             credentials = credentials()
         if credentials.scheme not in self._schemes:
             raise InvalidRequest(reason=Reason.UNSUPPORTED_SCHEME)
+        presented.append(credentials.key)
         principal = await self.resolve(credentials.key)  # 3. live resolution
         try:
             # 4. DPoP: the proof, its binding to the key, then its jti burnt (RFC 9449 §4.3, §7)
             await self._dpop_step.check(request, credentials, principal.jkt)
             self._permissions.authorize(principal, requirement)  # 5. the user's live grants
+            # 6. rate limits; budgets now unless the call waits for an approval (the approval
+            # step and the charge after it run on the body: see agentguard._gates)
+            await self._gates.before_body(principal, requirement)
         except RequestRefused as error:  # a refusal about this key: name it
             raise error.with_context(**principal_ids(principal)) from None
         return principal

@@ -20,6 +20,7 @@ from agentguard.review._events import media_type, record_findings
 
 if TYPE_CHECKING:
     from agentguard._clock import Clock
+    from agentguard._gates import BodyGate
     from agentguard._model import Principal
     from agentguard._permissions import Requirement
     from agentguard._request import GuardRequest
@@ -157,11 +158,15 @@ class Passage:
     requirement: Requirement | None
     reviews: Reviews
     service: str | None = None
+    gate: BodyGate | None = None
+    """The approval step (and the budgets after it) for a call its rule holds for approval."""
 
     @property
     def reviews_request(self) -> bool:
-        """Whether request bodies are reviewed (the adapter must then read the body first)."""
-        return self.reviews.request_chain is not None
+        """Whether the adapter must read the request body and pass it to
+        :meth:`review_request` before the route or upstream sees it: there are request
+        reviewers, or the call waits for an approval bound to its body."""
+        return self.reviews.request_chain is not None or self.gate is not None
 
     @property
     def reviews_response(self) -> bool:
@@ -170,9 +175,10 @@ class Passage:
 
     @property
     def request_cap(self) -> int:
-        """The largest request body the request reviewers look at (0 without reviewers)."""
+        """The largest request body the steps look at (0 without reviewers or an approval)."""
         chain = self.reviews.request_chain
-        return 0 if chain is None else chain.max_bytes
+        cap = 0 if chain is None else chain.max_bytes
+        return cap if self.gate is None else max(cap, self.gate.max_body)
 
     def context(self, direction: Direction, content_type: bytes | str | None) -> ReviewContext:
         """The :class:`~agentguard.review.ReviewContext` of this request's content."""
@@ -188,7 +194,12 @@ class Passage:
         Findings are audited; a block raises :class:`~agentguard.review.RequestBlocked` (403).
         A body over the chain's cap is refused or passed unchanged, as the chain's ``over_cap``
         says; a body with a ``Content-Encoding`` the reviewers cannot read is blocked.
+
+        A call waiting for an approval first passes the approval step and the budgets (see
+        :mod:`agentguard._gates`), which raise their own refusals (403, 429, 413), audited.
         """
+        if self.gate is not None:
+            await self.gate(body)
         chain = self.reviews.request_chain
         if chain is None:
             return body

@@ -24,7 +24,9 @@ trailing dots, ``\\``, encoded dots or slashes, non-ASCII look-alikes) never get
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agentguard._model import SERVICE_NAME_PATTERN, Level, Principal
@@ -42,10 +44,19 @@ def method_level(method: str) -> Level:
 
 @dataclass(frozen=True, slots=True)
 class Requirement:
-    """What one request needs: ``level`` on ``service`` (``None``: any authenticated key)."""
+    """What one request needs: ``level`` on ``service`` (``None``: any authenticated key).
+
+    ``approval``: the call runs only once a human approved this exact call (see
+    :mod:`agentguard.approvals`); ``cost``: what the call charges against budgets;
+    ``rule``: the version (a hash of the configuration) of the rule the requirement came from,
+    which approvals are bound to (not compared: two rules asking the same are one requirement).
+    """
 
     service: str | None
     level: Level
+    approval: bool = False
+    cost: int = 1
+    rule: str = field(default="", compare=False)
 
     @property
     def scope(self) -> str:
@@ -63,12 +74,18 @@ class RouteRule:
         service: the service whose grant is needed, or ``None`` for "any valid key".
         level: one level for every method; ``None`` derives it from the method.
         methods: per-method overrides, e.g. ``{"POST": Level.READ}``.
+        approval: ``True`` holds every call under the rule for a human's approval; a collection
+            of methods (``{"DELETE"}``) holds only those.
+        cost: what a call charges against budgets: one number, or per method
+            (``{"POST": 5}``; methods not named cost 1).
     """
 
     prefix: str
     service: str | None
     level: Level | str | None = None
     methods: Mapping[str, Level | str] = field(default_factory=dict)
+    approval: bool | Collection[str] = False
+    cost: int | Mapping[str, int] = 1
 
     def __post_init__(self) -> None:
         if not self.prefix.startswith("/"):
@@ -80,6 +97,32 @@ class RouteRule:
         if self.level is not None:
             object.__setattr__(self, "level", Level.parse(self.level))
         object.__setattr__(self, "prefix", self.prefix.rstrip("/") or "/")
+        if not isinstance(self.approval, bool):
+            if isinstance(self.approval, str):
+                raise ValueError("approval takes True/False or a collection of methods")
+            object.__setattr__(self, "approval", frozenset(m.upper() for m in self.approval))
+        costs = self.cost if isinstance(self.cost, Mapping) else {"*": self.cost}
+        if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in costs.values()):
+            raise ValueError(f"a cost is a whole number >= 0 (rule for {self.prefix!r})")
+        if isinstance(self.cost, Mapping):
+            object.__setattr__(self, "cost", {m.upper(): c for m, c in self.cost.items()})
+        object.__setattr__(self, "_version", _version(self))
+
+    @property
+    def version(self) -> str:
+        """A hash of this rule's configuration; approvals are bound to it, so editing the rule
+        voids the approvals given under the old one."""
+        return str(self.__dict__["_version"])
+
+    def needs_approval(self, method: str) -> bool:
+        """Whether a ``method`` call under this rule waits for a human's approval."""
+        approval = self.approval
+        return approval if isinstance(approval, bool) else method.upper() in approval
+
+    def cost_of(self, method: str) -> int:
+        """What a ``method`` call under this rule charges against budgets."""
+        cost = self.cost
+        return cost.get(method.upper(), 1) if isinstance(cost, Mapping) else cost
 
     def covers(self, path: str, *, any_case: bool = False) -> bool:
         """Whether ``path`` is under this rule's prefix, on a segment boundary.
@@ -99,7 +142,31 @@ class RouteRule:
         override = self.methods.get(method)
         if override is None:
             override = self.level if self.level is not None else method_level(method)
-        return Requirement(self.service, Level.parse(override))
+        return Requirement(
+            self.service,
+            Level.parse(override),
+            self.needs_approval(method),
+            self.cost_of(method),
+            self.version,
+        )
+
+
+def _version(rule: RouteRule) -> str:
+    """The configuration hash behind :attr:`RouteRule.version` (32 hex digits)."""
+    approval = rule.approval if isinstance(rule.approval, bool) else sorted(rule.approval)
+    cost = rule.cost if not isinstance(rule.cost, Mapping) else sorted(rule.cost.items())
+    level = rule.level.label if isinstance(rule.level, Level) else rule.level
+    methods = sorted((m, Level.parse(v).label) for m, v in rule.methods.items())
+    config = [rule.prefix, rule.service, level, methods, approval, cost]
+    text = json.dumps(config, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _combined(versions: Iterable[str]) -> str:
+    unique = sorted(set(versions))
+    if len(unique) == 1:
+        return unique[0]
+    return hashlib.sha256(",".join(unique).encode()).hexdigest()[:32]
 
 
 def _ends(segment: str) -> list[int]:
@@ -227,7 +294,18 @@ class PermissionChecker:
         if len(services) > 1:
             return None
         strict = [need for need in needed if need.service is not None] or needed
-        return max(strict, key=lambda need: need.level, default=None)
+        chosen = max(strict, key=lambda need: need.level, default=None)
+        if chosen is None or len(strict) == 1:
+            return chosen
+        # Readings that disagree: every gate of any of them applies (fail closed), and the
+        # version names the whole set of rules, so editing any of them voids an approval.
+        return Requirement(
+            chosen.service,
+            chosen.level,
+            any(need.approval for need in strict),
+            max(need.cost for need in strict),
+            _combined(need.rule for need in strict),
+        )
 
     @staticmethod
     def authorize(principal: Principal, requirement: Requirement | None) -> None:

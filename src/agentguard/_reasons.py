@@ -64,6 +64,15 @@ class Reason(str, enum.Enum):
     CALLER_CONCURRENCY_LIMIT = "caller_concurrency_limit"
     KEY_OUTSIDE_CREDENTIAL_POSITION = "key_outside_credential_position"
     UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"
+    APPROVAL_REQUIRED = "approval_required"
+    APPROVAL_PENDING = "approval_pending"
+    APPROVAL_DENIED = "approval_denied"
+    APPROVAL_EXPIRED = "approval_expired"
+    APPROVAL_USED = "approval_used"
+    APPROVAL_MISMATCH = "approval_mismatch"
+    UNKNOWN_APPROVAL = "unknown_approval"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    RATE_LIMITED = "rate_limited"
 
 
 _REASON_TEXT: dict[Reason, str] = {
@@ -128,6 +137,21 @@ _REASON_TEXT: dict[Reason, str] = {
     Reason.UNSUPPORTED_CONTENT_ENCODING: (
         "compressed request bodies are not accepted; send the body uncompressed"
     ),
+    Reason.APPROVAL_REQUIRED: (
+        "this call needs a human's approval; an approval was requested: wait until it is "
+        "approved, then send the same request again naming the approval"
+    ),
+    Reason.APPROVAL_PENDING: "the approval for this call has not been decided yet",
+    Reason.APPROVAL_DENIED: "an operator denied the approval for this call",
+    Reason.APPROVAL_EXPIRED: "the approval for this call expired; send it again for a new one",
+    Reason.APPROVAL_USED: "the approval was already used; an approval allows one call",
+    Reason.APPROVAL_MISMATCH: (
+        "this request is not the call that was approved (key, user, service, method, target, "
+        "body or rule differ); send it without the approval header to request a new approval"
+    ),
+    Reason.UNKNOWN_APPROVAL: "no approval with this id exists for you",
+    Reason.BUDGET_EXHAUSTED: "the budget for this service is spent until the window resets",
+    Reason.RATE_LIMITED: "too many calls in a short time; retry after the interval given",
 }
 
 

@@ -71,13 +71,20 @@ LevelName = Annotated[Level, BeforeValidator(Level.parse)]
 
 
 class ServiceRoute(BaseModel):
-    """A permission rule below the service's mount: ``path`` prefix, level or per-method levels."""
+    """A permission rule below the service's mount: ``path`` prefix, level or per-method levels.
+
+    ``approval``: ``true`` holds every call under the path for a human's approval, a list of
+    methods (``["DELETE"]``) only those (see :mod:`agentguard.approvals`); ``cost``: what a
+    call charges against budgets, one number or per method (``{POST = 5}``; others cost 1).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: str = "/"
     level: LevelName | None = None
     methods: dict[str, LevelName] = Field(default_factory=dict)
+    approval: bool | tuple[str, ...] = False
+    cost: Annotated[int, Field(ge=0)] | dict[str, Annotated[int, Field(ge=0)]] = 1
 
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
@@ -160,7 +167,14 @@ class ServiceConfig(BaseModel):
     def permission_checker(self) -> PermissionChecker:
         """Route rules of this service, on paths relative to the service's mount."""
         rules: Sequence[RouteRule] = [
-            RouteRule(route.path, service=self.name, level=route.level, methods=route.methods)
+            RouteRule(
+                route.path,
+                service=self.name,
+                level=route.level,
+                methods=route.methods,
+                approval=route.approval,
+                cost=route.cost,
+            )
             for route in self.routes
         ]
         if not any(rule.prefix == "/" for rule in rules):

@@ -58,6 +58,12 @@ from pydantic import (
     model_validator,
 )
 
+from agentguard._config_gates import (
+    ApprovalSettings,
+    BudgetSettings,
+    LimitSettings,
+    RateLimitSettings,
+)
 from agentguard._config_source import (
     SECRET_ENVIRONMENT,
     Source,
@@ -80,11 +86,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NO_KEK",
+    "ApprovalSettings",
     "AuditSettings",
+    "BudgetSettings",
     "DPoPSettings",
     "KeySettings",
+    "LimitSettings",
     "LoggingSettings",
     "MinterSettings",
+    "OperatorSettings",
+    "RateLimitSettings",
     "SecretFiles",
     "SecretValues",
     "ServerSettings",
@@ -230,6 +241,18 @@ class ServerSettings(_Section):
     forwarded_allow_ips: str = "127.0.0.1"
 
 
+class OperatorSettings(_Section):
+    """``[operator]``: the operator listener (approvals; every operator endpoint to come).
+
+    A separate listener, on loopback by default, authenticated by operator tokens
+    (``agentguard operators issue``); agent keys are never accepted there.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+
+
 class LoggingSettings(_Section):
     """``[logging]``: level, ``json`` (one object per line) or ``text``, access log on/off."""
 
@@ -245,6 +268,7 @@ class SecretFiles(_Section):
     introspection_secrets_file: Path | None = None
     dpop_nonce_secret_file: Path | None = None
     dpop_token_nonce_secret_file: Path | None = None
+    approval_webhook_secret_file: Path | None = None
 
 
 class SecretValues(BaseModel):
@@ -257,6 +281,7 @@ class SecretValues(BaseModel):
     introspection_secrets: tuple[SecretStr, ...] = ()
     dpop_nonce_secret: SecretBytes | None = None
     dpop_token_nonce_secret: SecretBytes | None = None
+    approval_webhook_secret: SecretBytes | None = None
 
 
 class Settings(_Section):
@@ -273,6 +298,11 @@ class Settings(_Section):
     keys: KeySettings = Field(default_factory=KeySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    budgets: tuple[BudgetSettings, ...] = ()
+    rate_limits: tuple[RateLimitSettings, ...] = ()
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     secrets: SecretFiles = Field(default_factory=SecretFiles)
     secret_values: SecretValues = Field(default_factory=SecretValues, exclude=True)
@@ -384,6 +414,10 @@ def _read_secrets(source: Source, settings: Settings, environ: Mapping[str, str]
         "dpop_token_nonce_secret": (
             settings.secrets.dpop_token_nonce_secret_file,
             ("secrets", "dpop_token_nonce_secret_file"),
+        ),
+        "approval_webhook_secret": (
+            settings.secrets.approval_webhook_secret_file,
+            ("secrets", "approval_webhook_secret_file"),
         ),
     }
     values: dict[str, Any] = {}

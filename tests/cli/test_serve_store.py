@@ -27,7 +27,7 @@ def test_serve_with_an_unreachable_store_is_one_line_naming_it(
 ) -> None:
     assert subprocess_cli("init", "--no-kek").code == 0
     url = _closed_port_url()
-    result = subprocess_cli("serve", "--store", url, "--port", str(free_port()))
+    result = subprocess_cli("serve", "--store", url, "--port", str(free_port()), "--no-operator")
     line = result.one_line_error(2)
     assert line.startswith("agentguard serve: cannot reach the store at postgresql://postgres@")
     assert PASSWORD not in result.err and "startup failed" not in result.err
@@ -69,7 +69,9 @@ def test_a_port_in_use_exits_2(subprocess_cli: RunProcess) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess_cli("serve", "--host", "127.0.0.1", "--port", str(port))
+        result = subprocess_cli(
+            "serve", "--host", "127.0.0.1", "--port", str(port), "--no-operator"
+        )
     assert result.code == 2, result.err
     assert "Traceback" not in result.err
 

@@ -13,6 +13,7 @@ marks); ``UnmappedErrorsSQLiteStore`` is ``SQLiteStore`` before it mapped driver
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -21,18 +22,27 @@ import anyio
 import anyio.lowlevel
 
 from agentguard import Account, Clock, KeyKind, KeyRecord, User, Workspace
+from agentguard._model import ApprovalRecord, ApprovalStatus
 from agentguard.audit import AuditEntry, AuditEvent
 from agentguard.audit._chain import GENESIS_PREV, seal
 from agentguard.storage import MemoryStore, SQLiteStore
+from agentguard.storage._gate_protocols import Charge, RateDecision
+from agentguard.storage._gcra import epoch_micros, interval_micros
 from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
 from agentguard.storage._sqlite.store import T, Work
 
 __all__ = [
+    "ApprovalReusableStore",
     "CachingLookupStore",
     "GrantUpdatesDroppedStore",
     "NoFamilyRevokeStore",
+    "NonAtomicChargeStore",
+    "NonAtomicConsumeStore",
+    "NonAtomicDecideStore",
     "NonAtomicRotateStore",
+    "NonAtomicTakeStore",
     "ReplayNeverExpiresStore",
+    "RetryAfterWholeSecondsStore",
     "RevocationMarksPerInstanceStore",
     "UnlockedAppendStore",
     "UnmappedErrorsSQLiteStore",
@@ -238,3 +248,92 @@ class LoopLockedStore(MemoryStore):
         async with self._loop_lock:
             await anyio.sleep(0.01)
             return await super().rotate(used_id, new, now=now)
+
+
+class NonAtomicChargeStore(MemoryStore):
+    """Reads the counter, then writes the new total: concurrent charges overwrite each other."""
+
+    async def charge(self, counter: str, *, cost: int, limit: int, expires_at: datetime) -> Charge:
+        used = self._gates.counters.get(counter, (0, expires_at))[0]
+        await anyio.lowlevel.checkpoint()  # the round trip between reading and writing
+        if used + cost > limit:
+            return Charge(False, used)
+        with self._lock:
+            self._gates.counters[counter] = (used + cost, expires_at)
+        return Charge(True, used + cost)
+
+
+class NonAtomicTakeStore(MemoryStore):
+    """Reads the bucket's arrival time, then writes it: a burst of callers all get through."""
+
+    async def take(
+        self, bucket: str, *, interval: float, burst: int, now: datetime
+    ) -> RateDecision:
+        interval_us, now_us = interval_micros(interval, burst), epoch_micros(now)
+        arrival = max(self._gates.buckets.get(bucket, now_us), now_us) + interval_us
+        await anyio.lowlevel.checkpoint()
+        if arrival - now_us > burst * interval_us:
+            return RateDecision(False, (arrival - now_us - burst * interval_us) / 1e6)
+        with self._lock:
+            self._gates.buckets[bucket] = arrival
+        return RateDecision(True, 0.0)
+
+
+class RetryAfterWholeSecondsStore(MemoryStore):
+    """Rounds ``retry_after`` up to whole seconds, as a store keeping seconds would."""
+
+    async def take(
+        self, bucket: str, *, interval: float, burst: int, now: datetime
+    ) -> RateDecision:
+        decision = await super().take(bucket, interval=interval, burst=burst, now=now)
+        return decision._replace(retry_after=float(math.ceil(decision.retry_after)))
+
+
+class ApprovalReusableStore(MemoryStore):
+    """Checks an approval on use but never marks it consumed: one approval, many calls."""
+
+    async def consume_approval(self, approval_id: str, *, binding: str, now: datetime) -> bool:
+        found = await self.get_approval(approval_id)
+        return (
+            found is not None
+            and found.status is ApprovalStatus.APPROVED
+            and found.binding == binding
+            and found.expires_at > now
+        )
+
+
+class NonAtomicConsumeStore(MemoryStore):
+    """Checks the approval, then marks it consumed: concurrent uses all pass the check."""
+
+    async def consume_approval(self, approval_id: str, *, binding: str, now: datetime) -> bool:
+        found = await self.get_approval(approval_id)
+        if (
+            found is None
+            or found.status is not ApprovalStatus.APPROVED
+            or found.binding != binding
+            or not found.expires_at > now
+        ):
+            return False
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            self._gates.approvals[approval_id] = found.model_copy(
+                update={"status": ApprovalStatus.CONSUMED, "consumed_at": now}
+            )
+        return True
+
+
+class NonAtomicDecideStore(MemoryStore):
+    """Checks that the approval is pending, then decides: concurrent operators all win."""
+
+    async def decide_approval(
+        self, approval_id: str, *, approve: bool, by: str, now: datetime
+    ) -> ApprovalRecord | None:
+        found = await self.get_approval(approval_id)
+        if found is None or found.status is not ApprovalStatus.PENDING or found.expires_at <= now:
+            return None
+        await anyio.lowlevel.checkpoint()
+        status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+        decided = found.model_copy(update={"status": status, "decided_at": now, "decided_by": by})
+        with self._lock:
+            self._gates.approvals[approval_id] = decided
+        return decided

@@ -7,13 +7,16 @@ import pytest
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
+    ApprovalContract,
     AuditStoreContract,
     CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
     KeyStoreContract,
+    LimitContract,
     LivenessContract,
     MultiInstanceContract,
+    OperatorContract,
     OtherLoopContract,
     ReplayCacheContract,
     StatefulContract,
@@ -31,6 +34,9 @@ class TestMemoryStore(
     MultiInstanceContract,
     StatefulContract,
     OtherLoopContract,
+    ApprovalContract,
+    OperatorContract,
+    LimitContract,
 ):
     store_type = MemoryStore
     # A thread lock and no awaiting inside it: any loop, several at once. No driver, so no

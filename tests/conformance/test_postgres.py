@@ -13,14 +13,17 @@ import pytest
 from agentguard.storage import PostgresStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
+    ApprovalContract,
     AuditStoreContract,
     CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
     FailureContract,
     KeyStoreContract,
+    LimitContract,
     LivenessContract,
     MultiInstanceContract,
+    OperatorContract,
     OtherLoopContract,
     ReplayCacheContract,
     StatefulContract,
@@ -40,6 +43,9 @@ class TestPostgresStore(
     StatefulContract,
     FailureContract,
     OtherLoopContract,
+    ApprovalContract,
+    OperatorContract,
+    LimitContract,
 ):
     store_type = PostgresStore
     loop_bound = True  # asyncpg pools belong to one loop: one store per loop

@@ -15,14 +15,17 @@ import pytest
 from agentguard.storage import SQLiteStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
+    ApprovalContract,
     AuditStoreContract,
     CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
     FailureContract,
     KeyStoreContract,
+    LimitContract,
     LivenessContract,
     MultiInstanceContract,
+    OperatorContract,
     OtherLoopContract,
     ReplayCacheContract,
     StatefulContract,
@@ -48,6 +51,9 @@ class TestSQLiteStore(
     StatefulContract,
     FailureContract,
     OtherLoopContract,
+    ApprovalContract,
+    OperatorContract,
+    LimitContract,
 ):
     store_type = SQLiteStore
     loop_bound = False  # worker threads under one lock: any loop, several at once

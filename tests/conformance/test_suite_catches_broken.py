@@ -58,6 +58,14 @@ CASES: dict[str, Case] = {
     "one-loop lock declared loop-free (deadlocks)": Case(
         "LoopLockedStore", ("OtherLoopContract",), "OtherLoopContract"
     ),
+    "non-atomic charge": Case("NonAtomicChargeStore", ("LimitContract",), "LimitContract"),
+    "non-atomic take": Case("NonAtomicTakeStore", ("LimitContract",), "LimitContract"),
+    "retry_after in whole seconds": Case(
+        "RetryAfterWholeSecondsStore", ("LimitContract",), "LimitContract"
+    ),
+    "approval reusable": Case("ApprovalReusableStore", ("ApprovalContract",), "ApprovalContract"),
+    "non-atomic consume": Case("NonAtomicConsumeStore", ("ApprovalContract",), "ApprovalContract"),
+    "non-atomic decide": Case("NonAtomicDecideStore", ("ApprovalContract",), "ApprovalContract"),
     "errors not mapped": Case(
         "UnmappedErrorsSQLiteStore", ("FailureContract",), "FailureContract", "sqlite"
     ),

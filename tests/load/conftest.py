@@ -235,7 +235,15 @@ read = {read_timeout}
     def start(self) -> None:
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "agentguard.cli", "serve", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "agentguard.cli",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--no-operator",
+                ],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 env=_child_env(AGENTGUARD_KEK=self.kek),

@@ -81,6 +81,7 @@ def test_serve_without_the_redis_extra_says_what_to_install(
     result = cli("serve", "--check")
     assert result.code == 2, result
     assert result.err.strip() == (
-        "agentguard serve: the Redis replay cache needs redis: pip install 'agentguard[redis]' "
+        "agentguard serve: Redis support (the replay cache, the limit store) needs redis: "
+        "pip install 'agentguard[redis]' "
         "(from a checkout: pip install -e '.[redis]')"
     ), result.err

@@ -176,7 +176,15 @@ def test_serve_runs_an_agent_session_and_drains_on_sigterm(  # noqa: PLR0915 - o
     env = {**os.environ, "AGENTGUARD_KEK": kek, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentguard.cli", "serve", "--config", str(config)],
+            [
+                sys.executable,
+                "-m",
+                "agentguard.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--no-operator",
+            ],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,

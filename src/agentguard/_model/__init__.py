@@ -1,5 +1,6 @@
 """Data that crosses boundaries: directory records, grants, key records, principals."""
 
+from agentguard._model._approvals import ApprovalRecord, ApprovalStatus, OperatorRecord
 from agentguard._model._credentials import CredentialOwner, CredentialScope, StoredCredential
 from agentguard._model._directory import Account, AccountStatus, Membership, User, Workspace
 from agentguard._model._grants import SERVICE_NAME_PATTERN, Grants, Level
@@ -10,6 +11,8 @@ __all__ = [
     "SERVICE_NAME_PATTERN",
     "Account",
     "AccountStatus",
+    "ApprovalRecord",
+    "ApprovalStatus",
     "CredentialOwner",
     "CredentialScope",
     "Grants",
@@ -18,6 +21,7 @@ __all__ = [
     "KeyRecord",
     "Level",
     "Membership",
+    "OperatorRecord",
     "Principal",
     "StoredCredential",
     "User",

@@ -1,9 +1,11 @@
-"""ASGI adapters: the guard middleware, the OAuth endpoints and the credential-swapping proxy."""
+"""ASGI adapters: the guard middleware, the OAuth endpoints, the credential-swapping proxy and
+the operator listener's app."""
 
 from agentguard.asgi._lifespan import guard_lifespan
 from agentguard.asgi._metadata import ProtectedResourceMetadata, advertise_metadata
 from agentguard.asgi._middleware import AgentGuardMiddleware
 from agentguard.asgi._oauth import OAuthApp
+from agentguard.asgi._operator import OperatorApp
 from agentguard.asgi._proxy import ProxyApp
 from agentguard.asgi._scope import AgentAuthCredentials, AgentUser, principal_from_scope
 
@@ -12,6 +14,7 @@ __all__ = [
     "AgentGuardMiddleware",
     "AgentUser",
     "OAuthApp",
+    "OperatorApp",
     "ProtectedResourceMetadata",
     "ProxyApp",
     "advertise_metadata",

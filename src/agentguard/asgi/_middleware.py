@@ -203,8 +203,15 @@ class AgentGuardMiddleware:
         _set_auth(scope, principal)
         token = principal_var.set(principal)
         try:
-            if scope_type == "http" and self.reviews:
+            if scope_type == "http" and (self.reviews or passage.gate is not None):
                 await call_reviewed(self.app, scope, receive, send, passage)
+            elif passage.gate is not None:  # a websocket handshake held for approval: no body
+                try:
+                    await passage.gate(b"")
+                except RequestRefused as refusal:  # audited by the gate
+                    await send_error(scope, send, refusal, None)
+                    return
+                await self.app(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
         finally:

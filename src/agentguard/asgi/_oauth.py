@@ -6,6 +6,8 @@
   existed; revoking a refresh key revokes its whole family.
 - ``POST /introspect``: RFC 7662, for resource servers that authenticate with a configured
   introspection secret (``Authorization: Bearer <secret>``). Without one configured it refuses.
+- ``GET /approvals/{id}``: an agent's own approval's state, authenticated with its access key
+  (see :mod:`agentguard.asgi._approval_status`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 from agentguard._model import Grants, KeyKind
 from agentguard._request import TOKEN68, GuardRequest, parse_authorization
 from agentguard._resolver import key_context, liveness_failure
+from agentguard.asgi._approval_status import APPROVALS_PREFIX, ApprovalStatusEndpoint
 from agentguard.asgi._forms import read_form
 from agentguard.asgi._responses import send_error, send_json, send_raw
 from agentguard.asgi._scope import request_from_scope, route_path
@@ -47,7 +50,8 @@ _OUTAGE_ACTIONS = {"/token": Action.KEY_REFRESH, "/revoke": Action.KEY_REVOKE}
 
 
 class OAuthApp:
-    """ASGI app for ``/token``, ``/revoke`` and ``/introspect`` (paths relative to its mount).
+    """ASGI app for ``/token``, ``/revoke``, ``/introspect`` and ``/approvals/{id}`` (paths
+    relative to its mount).
 
     Args:
         guard: the Guard whose issuer and store it uses.
@@ -75,6 +79,7 @@ class OAuthApp:
             "/revoke": self._revoke,
             "/introspect": self._introspect,
         }
+        self._approval_status = ApprovalStatusEndpoint(guard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -83,7 +88,11 @@ class OAuthApp:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
-        handler = self._routes.get(route_path(scope).rstrip("/"))
+        path = route_path(scope).rstrip("/")
+        if path.startswith(APPROVALS_PREFIX):
+            await self._approval_status(scope, send, path[len(APPROVALS_PREFIX) :])
+            return
+        handler = self._routes.get(path)
         if handler is None:
             document = {"error": "not_found", "error_description": "no such endpoint"}
             await send_json(send, 404, document)

@@ -53,6 +53,7 @@ from agentguard.asgi._upload import (
 from agentguard.audit._events import Action, AuditEvent, Decision
 from agentguard.credentials._echo import SecretEchoed
 from agentguard.credentials._keyscan import KeyScanner
+from agentguard.credentials._overrides import may_carry_override
 from agentguard.credentials._placement import (
     attach_credential,
     extract_placeholder,
@@ -132,6 +133,7 @@ class ProxyApp:
         self.buffer_bytes = buffer_bytes
         self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self._checker = service.permission_checker()
+        self._holds_approval = any(rule.approval for rule in self._checker.rules)
         self._base = httpx.URL(service.base_url)
         self._base_path = self._base.raw_path.split(b"?")[0].rstrip(b"/")
         install_log_redaction()
@@ -227,6 +229,9 @@ class ProxyApp:
                     await self._record(request, principal, cut.error)
             raise
         except (RequestRefused, httpx.HTTPError, SecretEchoed) as failure:
+            if passage.gate is not None and failure is passage.gate.refusal:  # audited there
+                await send_error(scope, send, failure, None)
+                return
             refusal = self._as_error(failure)
             try:
                 await self._record(request, principal, refusal)
@@ -302,9 +307,22 @@ class ProxyApp:
         if has_body(request):
             review = passage.review_request if passage.reviews_request else None
             reader = BodyReader(receive, self.service, scanner, request_content_type(request))
+            if (
+                not reader.capped
+                and passage.gate is None
+                and self._holds_approval
+                and may_carry_override(request.header(b"content-type"))
+            ):  # streamed, so a method override in it (to a held method) would go unread
+                raise InvalidRequest(
+                    "this service holds some calls for approval, so a form or JSON body must be "
+                    "read whole to find a method override in it, and this service streams "
+                    "bodies: set max_request_bytes on the service"
+                )
             upload.content = await receive_content(reader, review, passage.request_cap)
             if isinstance(upload.content, bytes):  # a form field can override the method too
                 self._authorize_overrides(request, principal, upload.content)
+        if passage.gate is not None:  # no body read: the approval binds the empty body
+            await passage.gate(b"")
         return upload
 
     def _authorize_overrides(
@@ -314,7 +332,13 @@ class ProxyApp:
         relative = self._relative(request)  # the target authorised; None was refused already
         path = relative.path if relative is not None else request.path
         for method in override_methods(request, body):
-            self._checker.authorize(principal, self._checker.requirement(method, path))
+            needed = self._checker.requirement(method, path)
+            self._checker.authorize(principal, needed)
+            if needed is not None and needed.approval and request.method.upper() != method:
+                raise InvalidRequest(
+                    f"a method override may not name {method}: calls with it wait for a human's "
+                    f"approval here, which binds the method sent; send {method} itself"
+                )
 
     async def _forward(
         self,

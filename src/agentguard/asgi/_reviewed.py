@@ -13,6 +13,7 @@ from collections.abc import Callable
 from agentguard._passage import Passage, ResponseReview
 from agentguard.asgi._responses import send_error
 from agentguard.asgi._types import ASGIApp, Message, Receive, Scope, Send
+from agentguard.errors import RequestRefused
 from agentguard.review._base import Direction, Verdict
 from agentguard.review._chain import CHAIN_NAME
 from agentguard.review._errors import ReviewBlocked, blocked
@@ -60,7 +61,7 @@ async def _review_request(
         more = message.get("more_body", False)
     try:
         reviewed = await passage.review_request(body)
-    except ReviewBlocked as refusal:
+    except RequestRefused as refusal:  # a reviewer's block, an approval or budget refusal
         await send_error(scope, send, refusal, None)
         return None
     if reviewed is not body and reviewed != body:  # changed: read whole, so ``more`` is False

@@ -58,6 +58,11 @@ class Action(str, enum.Enum):
     PROXY_UPSTREAM = "proxy.upstream"
     REVIEW = "review.verdict"
     REFUSAL_SUMMARY = "guard.refusal_summary"
+    APPROVAL_REQUEST = "approval.request"
+    APPROVAL_DECIDE = "approval.decide"
+    APPROVAL_CONSUME = "approval.consume"
+    OPERATOR_ISSUE = "operator.issue"
+    OPERATOR_REVOKE = "operator.revoke"
 
 
 class Decision(str, enum.Enum):

@@ -37,6 +37,8 @@ _COMMANDS = {
     "accounts": "accounts",
     "credentials": "credentials",
     "keys": "keys",
+    "approvals": "approvals",
+    "operators": "operators",
     "audit": "audit",
     "db": "db",
 }

@@ -2,8 +2,9 @@
 
 A guarded Starlette app with a ``/crm`` service, the OAuth endpoints at ``/oauth``, the
 embedded SQLite store in a temporary directory on a clock the demo moves, and httpx talking to
-the app in-process. It ends by anchoring the audit log with a signed checkpoint and showing that
-an edit made directly in the database is caught.
+the app in-process. A ``DELETE`` waits for a human's approval
+(:mod:`agentguard.cli._demo_approval`). It ends by anchoring the audit log with a signed
+checkpoint and showing that an edit made directly in the database is caught.
 """
 
 from __future__ import annotations
@@ -69,12 +70,14 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route
 
+    from agentguard.cli._demo_approval import Deletions, tell_approval
     from agentguard.cli._demo_swap import CRM_KEY, PROJECTS_ADMIN_KEY, set_up_vendors
 
     clock = FakeClock()
     database = directory / "agentguard.db"
     store = SQLiteStore(database, clock=clock)
-    guard = Guard(store, rules=[RouteRule("/crm", service="crm")], clock=clock)
+    rules = [RouteRule("/crm", service="crm", approval={"DELETE"})]  # a delete waits for a human
+    guard = Guard(store, rules=rules, clock=clock)
     await store.initialize()
     user = await make_user(
         store,
@@ -91,10 +94,12 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
             return JSONResponse({"created": True, "by": who.user_id}, status_code=201)
         return JSONResponse({"contacts": ["Ada", "Grace"], "for": who.user_id})
 
+    deletions = Deletions()
     app = AgentGuardMiddleware(
         Starlette(
             routes=[
                 Route("/crm/contacts", contacts, methods=["GET", "POST"]),
+                Route("/crm/contacts/{contact}", deletions.delete, methods=["DELETE"]),
                 Mount("/oauth", app=OAuthApp(guard)),
                 Mount("/vendors/crm", app=vendors.proxies["crm"]),
                 Mount("/vendors/projects", app=vendors.proxies["projects"]),
@@ -156,6 +161,10 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
             user.model_copy(update={"grants": user.grants.with_level("crm", Level.WRITE)})
         )
         tell.result(await http.post("/crm/contacts", headers=bearer(keys)))
+        operator_token = await tell_approval(
+            tell, http, guard=guard, store=store, headers=bearer(keys), deletions=deletions
+        )
+        issued.append(operator_token)
 
         tell.title("50 minutes later the runtime refreshes ahead of expiry (rotation)")
         clock.advance(50 * 60)

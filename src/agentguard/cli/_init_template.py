@@ -32,6 +32,10 @@ host = "127.0.0.1"
 port = 8080
 graceful_timeout = 30      # seconds in-flight requests may take to finish on SIGTERM
 
+[operator]                 # approvals for operators: agentguard operators issue --name you
+host = "127.0.0.1"         # keep it on loopback (or a private network); agent keys are refused
+port = 8081
+
 [logging]
 level = "info"
 format = "json"            # "json": one object per line with request ids; "text"

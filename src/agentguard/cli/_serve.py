@@ -14,6 +14,13 @@ environment that prevents starting (no uvicorn, a port in use, a store that cann
 A gateway that would start but cannot do its job says so on stderr first: no ``[[services]]``
 (it proxies nothing) or no key-encryption key (credentials cannot be stored or swapped), each
 with the command that fixes it.
+
+The operator listener (``[operator]``: approvals, authenticated by operator tokens) runs in the
+same process and event loop on its own port, 127.0.0.1:8081 by default
+(:mod:`agentguard.cli._serve_operator`); ``--operator-port`` moves it, ``--no-operator`` (or
+``[operator] enabled = false``) turns it off. Its port in use, or the same as the gateway's, is
+exit code 2 before anything starts; a host that is not a loopback address is a warning on
+stderr. SIGTERM drains both listeners; the exit behaviour above is unchanged.
 """
 
 from __future__ import annotations
@@ -21,17 +28,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from agentguard._extras import import_extra
 from agentguard.cli._operator import one_line
+from agentguard.cli._serve_operator import OperatorListener, bind_operator_socket, is_loopback
 from agentguard.cli._target import Access, check_store, config_path
 from agentguard.config import NO_KEK, Settings, StoreSettings, load_settings
 from agentguard.errors import ConfigurationError
 from agentguard.gateway import build_gateway, configure_logging
 
-__all__ = ["CHECK_TIMEOUT", "START_TIMEOUT", "run", "warnings"]
+__all__ = ["CHECK_TIMEOUT", "START_TIMEOUT", "operator_warnings", "run", "warnings"]
 
 CHECK_TIMEOUT = 5.0  # seconds for --check to open the store read-only
 START_TIMEOUT = 30.0  # seconds for serve to open (create, migrate) the store before listening
@@ -67,7 +76,40 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
             if value is not None
         }
     )
-    return settings.model_copy(update={"server": server}), path
+    if args.operator_port is not None and not 0 <= args.operator_port <= 65535:
+        raise ConfigurationError("--operator-port is from 0 to 65535")
+    operator = settings.operator.model_copy(
+        update={
+            key: value
+            for key, value in (
+                ("port", args.operator_port),
+                ("enabled", False if args.no_operator else None),
+            )
+            if value is not None
+        }
+    )
+    return settings.model_copy(update={"server": server, "operator": operator}), path
+
+
+def operator_warnings(settings: Settings) -> list[str]:
+    """What is risky about the operator listener ``settings`` describe."""
+    host = settings.operator.host
+    if not settings.operator.enabled or is_loopback(host):
+        return []
+    return [
+        f"the operator listener binds {host}, which is not a loopback address: anyone who can "
+        'reach it may try operator tokens; keep [operator] host = "127.0.0.1" unless a '
+        "firewall or a private network stands in front of it"
+    ]
+
+
+def _check_ports(settings: Settings) -> None:
+    main, operator = settings.server, settings.operator
+    if operator.enabled and operator.port != 0 and operator.port == main.port:
+        raise ConfigurationError(
+            f"the operator listener and the gateway both want port {main.port}: "
+            "set [operator] port or pass --operator-port (or --no-operator)"
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -79,31 +121,64 @@ def _serve(args: argparse.Namespace) -> int:
         anyio.run(check_store, args, settings, Access.READ_ONLY, CHECK_TIMEOUT)
     else:
         anyio.run(check_store, args, settings, Access.CREATE, START_TIMEOUT)
-    for warning in warnings(settings, path):
-        print(f"agentguard serve: warning: {warning}", file=sys.stderr)
-    if args.check:
-        names = ", ".join(sorted(gateway.proxies)) or "none"
-        print(f"settings OK; services: {names}")
-        return 0
-    configure_logging(settings.logging.level, settings.logging.format)
-    config = uvicorn.Config(
-        gateway.app,
+    _check_ports(settings)
+    operator_app = getattr(gateway, "operator_app", None)  # None: disabled
+    # bound before the warnings, so a port in use is the only line printed
+    sock = None
+    if operator_app is not None and not args.check:
+        sock = bind_operator_socket(settings.operator.host, settings.operator.port)
+    try:
+        for warning in warnings(settings, path) + operator_warnings(settings):
+            print(f"agentguard serve: warning: {warning}", file=sys.stderr)
+        if args.check:
+            names = ", ".join(sorted(gateway.proxies)) or "none"
+            print(f"settings OK; services: {names}")
+            return 0
+        configure_logging(settings.logging.level, settings.logging.format)
+        listener = None
+        if operator_app is not None and sock is not None:
+            config = _config(uvicorn, operator_app, settings, operator=True)
+            listener = OperatorListener(uvicorn, operator_app, sock, config)
+        app = gateway.app if listener is None else listener.wrap(gateway.app)
+        server = uvicorn.Server(_config(uvicorn, app, settings, operator=False))
+        if listener is not None:
+            listener.follow(server)
+        try:
+            server.run()
+        except SystemExit as exit_:  # uvicorn's startup failure (3), e.g. a port in use, logged
+            return 2 if exit_.code else 0
+        return 0 if server.started else 2
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def _config(uvicorn: Any, app: Any, settings: Settings, *, operator: bool) -> Any:
+    """The uvicorn config of the gateway's listener, or of the operator listener."""
+    options: dict[str, Any] = {
+        "log_config": None,
+        "access_log": False,  # ours omits query strings, which may carry vendor keys
+        "server_header": False,
+        "timeout_graceful_shutdown": int(settings.server.graceful_timeout),
+    }
+    if operator:  # its socket is bound already; the gateway's lifespan opens the store
+        return uvicorn.Config(
+            app,
+            host=settings.operator.host,
+            port=settings.operator.port,
+            lifespan="off",
+            proxy_headers=False,
+            **options,
+        )
+    return uvicorn.Config(
+        app,
         host=settings.server.host,
         port=settings.server.port,
         lifespan="on",
-        log_config=None,
-        access_log=False,  # ours omits query strings, which may carry vendor keys
-        server_header=False,
         proxy_headers=settings.server.proxy_headers,
         forwarded_allow_ips=settings.server.forwarded_allow_ips,
-        timeout_graceful_shutdown=int(settings.server.graceful_timeout),
+        **options,
     )
-    server = uvicorn.Server(config)
-    try:
-        server.run()
-    except SystemExit as exit_:  # uvicorn's startup failure (3), e.g. a port in use, logged
-        return 2 if exit_.code else 0
-    return 0 if server.started else 2
 
 
 def run(args: argparse.Namespace) -> int:

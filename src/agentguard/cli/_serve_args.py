@@ -30,6 +30,19 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
     serve.add_argument(
+        "--operator-port",
+        type=int,
+        metavar="PORT",
+        help="operator listener port (overrides operator.port, default 8081; it listens on "
+        "operator.host, 127.0.0.1 by default)",
+    )
+    serve.add_argument(
+        "--no-operator",
+        action="store_true",
+        help="do not start the operator listener (approvals over HTTP); the approvals and "
+        "operators commands still work on the store",
+    )
+    serve.add_argument(
         "--check",
         action="store_true",
         help="validate the settings and secrets, check that the store opens (read-only, "

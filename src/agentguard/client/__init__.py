@@ -11,6 +11,15 @@
 
 The keys stay in this process and in the credentials file; they never need to enter the
 model's context. ``agentguard keys issue`` writes a ready credentials file.
+
+A call a rule holds for a human's approval raises :class:`ApprovalPending`; wait for the
+decision outside the model and send the same call again naming the approval::
+
+    try:
+        deal = await client.post("/crm/deals", json=payload)
+    except ApprovalPending as pending:
+        await auth.wait_for_approval(pending)
+        deal = await client.post("/crm/deals", json=payload, headers=pending.retry_headers)
 """
 
 from __future__ import annotations
@@ -19,6 +28,12 @@ from agentguard.client._auth import AgentAuth, KeyPlacement
 from agentguard.client._credentials_file import AgentCredentials, CredentialsFile
 from agentguard.client._errors import (
     AgentAuthError,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalPending,
+    ApprovalRefused,
+    ApprovalTimeout,
+    ApprovalWaitFailed,
     CredentialsFileError,
     DPoPNonceLoop,
     RefreshFailed,
@@ -29,6 +44,12 @@ __all__ = [
     "AgentAuth",
     "AgentAuthError",
     "AgentCredentials",
+    "ApprovalDenied",
+    "ApprovalExpired",
+    "ApprovalPending",
+    "ApprovalRefused",
+    "ApprovalTimeout",
+    "ApprovalWaitFailed",
     "CredentialsFile",
     "CredentialsFileError",
     "DPoPNonceLoop",

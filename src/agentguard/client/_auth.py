@@ -3,8 +3,9 @@
 For each request it attaches ``Authorization: DPoP <key>`` and a fresh proof (``Bearer <key>``
 for unbound keys), renews first once the key has used ``renew_at`` of its life (one refresh
 however many requests are in flight), answers one ``use_dpop_nonce`` demand, and on ``401
-invalid_token`` refreshes and retries once. One generator, :meth:`AgentAuth._flow`, does it
-for ``httpx.Client`` and ``httpx.AsyncClient`` alike (see :mod:`agentguard.client._flow`).
+invalid_token`` refreshes and retries once, and raises :class:`ApprovalPending` for a call held
+for a human. One generator, :meth:`AgentAuth._flow`, does it for ``httpx.Client`` and
+``httpx.AsyncClient`` alike (see :mod:`agentguard.client._flow`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any, TypeVar
 import httpx
 
 from agentguard._clock import Clock, SystemClock
+from agentguard.client._approval_wait import PollAuth, arun, plan, run
+from agentguard.client._approvals import approval_refusal, names_approval, status_url
 from agentguard.client._credentials_file import DPOP, AgentCredentials, CredentialsFile
-from agentguard.client._errors import DPoPNonceLoop, RefreshFailed
+from agentguard.client._errors import ApprovalPending, DPoPNonceLoop, RefreshFailed
 from agentguard.client._flow import Io, Perform, adrive, deferred, inline
 from agentguard.client._keys import Keys
 from agentguard.client._nonces import Nonces, origin
@@ -75,8 +78,18 @@ class AgentAuth(httpx.Auth):
       the renewal is tried again after 30 seconds.
     - :class:`~agentguard.client.DPoPNonceLoop` and
       :class:`~agentguard.client.CredentialsFileError`, as documented on them.
+    - :class:`~agentguard.client.ApprovalPending` when the guard holds the call for a human
+      (``403`` with an ``agentguard-approval`` header): wait with :meth:`wait_for_approval`,
+      then send the same request again with ``headers=pending.retry_headers``. A ``403`` to a
+      request that named an approval raises :class:`~agentguard.client.ApprovalRefused`
+      (:class:`~agentguard.client.ApprovalDenied`, :class:`~agentguard.client.ApprovalExpired`)
+      when the approval cannot be used. Only these ``403`` bodies are read.
 
-    Any other ``401`` (and every ``403``) is returned as a response, not raised.
+    Any other ``401`` and ``403`` is returned as a response, not raised. So are ``429``
+    ``rate_limited`` and ``budget_exhausted``: the runtime (not the model) should wait the
+    ``Retry-After`` seconds before sending the call again; a ``budget_exhausted`` wait can be
+    as long as the rest of the budget window, so report it rather than hold a job open, and
+    never loop a model on a ``429`` (each attempt counts against the same limit).
     """
 
     requires_request_body = True  # httpx.Client reads it; the flow reads it for AsyncClient
@@ -165,10 +178,12 @@ class AgentAuth(httpx.Auth):
         return adrive(self._flow(request, deferred))
 
     def _flow(
-        self, request: httpx.Request, perform: Perform[Y]
+        self, request: httpx.Request, perform: Perform[Y], *, poll: bool = False
     ) -> Generator[httpx.Request | Y, Any, None]:
+        """``poll``: a status poll, signed wherever it goes (``status_url`` chose the URL) and
+        never read as a held-back call."""
         yield from perform(Io(request.read, request.aread))  # a retry resends it
-        if not self._applies(request.url, self.credentials):
+        if not poll and not self._applies(request.url, self.credentials):
             yield request
             return
         credentials = yield from self._keys.current(None, self.renew_at, perform)
@@ -177,6 +192,12 @@ class AgentAuth(httpx.Auth):
             self._authorize(request, credentials)
             response: httpx.Response = yield request
             self._nonces.remember("resource", request.url, response)
+            if not poll and names_approval(request, response):
+                yield from perform(Io(response.read, response.aread))
+                refusal = approval_refusal(request, response)
+                if refusal is not None:
+                    raise refusal
+                return
             if response.status_code != 401:
                 return
             yield from perform(Io(response.read, response.aread))
@@ -225,6 +246,84 @@ class AgentAuth(httpx.Auth):
             self.placement(request, key)
         else:
             request.headers["Authorization"] = f"{scheme} {key}"
+
+    # waiting for a human's approval, outside the model
+
+    async def wait_for_approval(
+        self,
+        pending: ApprovalPending,
+        *,
+        timeout: float = 900.0,
+        initial_interval: float = 1.0,
+        max_interval: float = 30.0,
+    ) -> None:
+        """Return once the approval ``pending`` names is approved; then resend the call with
+        ``headers=pending.retry_headers``.
+
+        Polls the status endpoint (``pending.approval_uri`` when it is on the token endpoint's
+        origin and ends in the approval id, else the token endpoint's sibling
+        ``approvals/<id>``) with this runtime's key and DPoP proof, renewing the key as any
+        call would, through the token transports. Between polls it sleeps with exponential
+        backoff and jitter (``initial_interval`` doubling up to ``max_interval`` seconds, never
+        less than a ``Retry-After``), so a long wait costs a few dozen requests and no model
+        turns. No answer, ``429`` and ``5xx`` are waited out like a pending state.
+
+        Raises:
+            ApprovalDenied: an operator denied it.
+            ApprovalExpired: it expired undecided (send the call again for a new one).
+            ApprovalRefused: otherwise unusable (``approval_used``, ``unknown_approval``).
+            ApprovalTimeout: ``timeout`` seconds passed while it was still pending (it may
+                still be approved: waiting again is fine).
+            ApprovalWaitFailed: the status endpoint refused the poll (e.g. ``401``, ``403``).
+            RefreshFailed: the keys could not be renewed, as for any call.
+        """
+        steps = self._plan(pending, timeout, initial_interval, max_interval)
+        token = self._keys.token
+        client = httpx.AsyncClient(transport=token.async_transport, timeout=token.timeout)
+        try:
+            await arun(steps, client, self._poll_auth())
+        finally:
+            if token.async_transport is None:  # never close a transport the caller owns
+                await client.aclose()
+
+    def wait_for_approval_sync(
+        self,
+        pending: ApprovalPending,
+        *,
+        timeout: float = 900.0,
+        initial_interval: float = 1.0,
+        max_interval: float = 30.0,
+    ) -> None:
+        """:meth:`wait_for_approval` for threads (``httpx.Client``): blocks while it waits."""
+        steps = self._plan(pending, timeout, initial_interval, max_interval)
+        token = self._keys.token
+        client = httpx.Client(transport=token.transport, timeout=token.timeout)
+        try:
+            run(steps, client, self._poll_auth())
+        finally:
+            if token.transport is None:
+                client.close()
+
+    def _plan(
+        self, pending: ApprovalPending, timeout: float, initial: float, maximum: float
+    ) -> Generator[httpx.Request | float, Any, None]:
+        if not timeout >= 0:
+            raise ValueError("timeout is a number of seconds >= 0")
+        url = status_url(pending, self.credentials.token_url)
+        return plan(
+            pending,
+            url,
+            timeout=timeout,
+            initial_interval=initial,
+            max_interval=maximum,
+            now=self.clock.now,
+        )
+
+    def _poll_auth(self) -> PollAuth:
+        return PollAuth(
+            lambda request: self._flow(request, inline, poll=True),
+            lambda request: adrive(self._flow(request, deferred, poll=True)),
+        )
 
     # explicit renewal (the background Renewer uses these)
 

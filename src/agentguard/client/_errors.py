@@ -6,7 +6,13 @@ library's root :class:`agentguard.errors.AgentGuardError`, beside (not under) th
     AgentAuthError
     ├── CredentialsFileError   the credentials file is missing, unreadable, unsafe or malformed
     ├── RefreshFailed          no working access key: permanent (invalid_grant) or transient
-    └── DPoPNonceLoop          a server kept demanding a new DPoP nonce
+    ├── DPoPNonceLoop          a server kept demanding a new DPoP nonce
+    ├── ApprovalPending        the call waits for a human's approval (403 approval_required)
+    ├── ApprovalRefused        the approval cannot let the call run (denied, expired, used, ...)
+    │   ├── ApprovalDenied     an operator said no
+    │   └── ApprovalExpired    nobody decided (or the agent did not retry) in time
+    └── ApprovalWaitFailed     waiting for a decision stopped without one
+        └── ApprovalTimeout    the wait's deadline passed (also a ``TimeoutError``)
 
 No error carries a key: messages hold only server error codes, reasons and file paths.
 """
@@ -14,10 +20,23 @@ No error carries a key: messages hold only server error codes, reasons and file 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from agentguard.errors import AgentGuardError
 
-__all__ = ["AgentAuthError", "CredentialsFileError", "DPoPNonceLoop", "RefreshFailed"]
+__all__ = [
+    "AgentAuthError",
+    "ApprovalDenied",
+    "ApprovalExpired",
+    "ApprovalPending",
+    "ApprovalRefused",
+    "ApprovalTimeout",
+    "ApprovalWaitFailed",
+    "CredentialsFileError",
+    "DPoPNonceLoop",
+    "RefreshFailed",
+    "printable",
+]
 
 _MAX_DESCRIPTION = 300
 _KEY_LIKE = re.compile(r"ag_(?:at|rt)_[0-9A-Za-z]{8,}")
@@ -38,7 +57,7 @@ _WHY: dict[str, str] = {
 }
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """A server's text made safe to show: printable ASCII, short, and without anything shaped
     like an agentguard key (a hostile token endpoint could reflect the refresh key)."""
     cleaned = "".join(ch for ch in text if " " <= ch <= "~")
@@ -86,9 +105,9 @@ class RefreshFailed(AgentAuthError):
         permanent: bool | None = None,
     ) -> None:
         self.status = status
-        self.error = _printable(error) if error else None
-        self.reason = _printable(reason) if reason else None
-        self.description = _printable(description) if description else None
+        self.error = printable(error) if error else None
+        self.reason = printable(reason) if reason else None
+        self.description = printable(description) if description else None
         self.permanent = permanent if permanent is not None else self.error == "invalid_grant"
         super().__init__(self._message())
 
@@ -141,3 +160,122 @@ class DPoPNonceLoop(AgentAuthError):
             f"{url} demanded a new DPoP nonce twice in a row; check that every server "
             "instance shares its nonce secret and that the clocks agree"
         )
+
+
+APPROVAL_REQUEST_HEADER = "AgentGuard-Approval"
+
+
+class ApprovalPending(AgentAuthError):
+    """The guard held the call back for a human's approval (``403 approval_required``).
+
+    Nothing was forwarded. Wait for the decision outside the model, with
+    :meth:`AgentAuth.wait_for_approval <agentguard.client.AgentAuth.wait_for_approval>`, then
+    send the *same* request again (same method, URL and body) with :attr:`retry_headers`; it
+    runs once. Sending it again without the header returns the same approval, not a new one.
+
+    Attributes:
+        approval_id: the approval to wait for (``apr_...``).
+        approval_uri: where the server says its status can be polled, or ``None`` (the runtime
+            then derives it from its token endpoint).
+        expires_at: the approval must be decided and used before this instant (``None`` when
+            the server did not say).
+        reason: ``"approval_required"`` (just requested) or ``"approval_pending"`` (a retry
+            named it before anyone decided).
+        description: the server's ``error_description`` (printable ASCII, truncated).
+    """
+
+    def __init__(
+        self,
+        approval_id: str,
+        *,
+        approval_uri: str | None = None,
+        expires_at: datetime | None = None,
+        reason: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.approval_id = approval_id
+        self.approval_uri = approval_uri
+        self.expires_at = expires_at
+        self.reason = printable(reason) if reason else "approval_required"
+        self.description = printable(description) if description else None
+        until = f" until {expires_at.isoformat()}" if expires_at is not None else ""
+        super().__init__(f"approval {approval_id} is pending a human's decision{until}")
+
+    @property
+    def retry_headers(self) -> dict[str, str]:
+        """The header that names the approval on the retry: ``{"AgentGuard-Approval": id}``."""
+        return {APPROVAL_REQUEST_HEADER: self.approval_id}
+
+    def __repr__(self) -> str:
+        return f"ApprovalPending(approval_id={self.approval_id!r}, reason={self.reason!r})"
+
+
+class ApprovalRefused(AgentAuthError):
+    """The approval cannot let the call run; the agent should not retry it with this approval.
+
+    Raised by a retry that named the approval (``403 approval_invalid``) and by
+    :meth:`AgentAuth.wait_for_approval <agentguard.client.AgentAuth.wait_for_approval>`.
+    Catch this class for every case; :class:`ApprovalDenied` and :class:`ApprovalExpired`
+    name the two a runtime usually treats differently (report a denial to the person; an
+    expired approval may be requested again by sending the call without the header).
+
+    Attributes:
+        approval_id: the approval concerned.
+        reason: ``approval_denied``, ``approval_expired``, ``approval_used`` (it already ran
+            its one call), ``approval_mismatch`` (the retry is not the approved call) or
+            ``unknown_approval``.
+        description: the server's ``error_description``, when there was one.
+    """
+
+    default_reason = "approval_refused"
+
+    def __init__(
+        self, approval_id: str, *, reason: str | None = None, description: str | None = None
+    ) -> None:
+        self.approval_id = approval_id
+        self.reason = printable(reason) if reason else self.default_reason
+        self.description = printable(description) if description else None
+        detail = f": {self.description}" if self.description else ""
+        super().__init__(f"approval {approval_id} refused ({self.reason}){detail}")
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(approval_id={self.approval_id!r}, reason={self.reason!r})"
+
+
+class ApprovalDenied(ApprovalRefused):
+    """An operator denied the approval (``reason == "approval_denied"``)."""
+
+    default_reason = "approval_denied"
+
+
+class ApprovalExpired(ApprovalRefused):
+    """The approval expired before it was decided or used (``reason == "approval_expired"``).
+
+    Sending the call again without the approval header requests a new approval.
+    """
+
+    default_reason = "approval_expired"
+
+
+class ApprovalWaitFailed(AgentAuthError):
+    """Waiting for an approval stopped without a decision.
+
+    Attributes:
+        approval_id: the approval that was being waited for (still pending, as far as known).
+        status: the HTTP status of the last answer from the status endpoint (``None`` when
+            none came back).
+    """
+
+    def __init__(self, approval_id: str, message: str, *, status: int | None = None) -> None:
+        self.approval_id = approval_id
+        self.status = status
+        super().__init__(message)
+
+
+class ApprovalTimeout(ApprovalWaitFailed, TimeoutError):
+    """The wait's deadline passed while the approval was still pending.
+
+    The approval may still be approved later (until it expires): waiting again with the same
+    :class:`ApprovalPending` is fine.
+    """

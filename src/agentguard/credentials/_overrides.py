@@ -30,6 +30,7 @@ __all__ = [
     "body_overrides",
     "form_pairs",
     "is_method_override",
+    "may_carry_override",
     "override_values",
     "parameter_names",
     "split_parameters",
@@ -145,6 +146,13 @@ def _media_type(content_type: bytes | None) -> str | None:
         return None
     text = content_type.decode("latin-1").strip().lower()
     return re.split(r"[;, \t]", text, maxsplit=1)[0]
+
+
+def may_carry_override(content_type: bytes | None) -> bool:
+    """Whether a body of media ``content_type`` is one :func:`body_overrides` reads (a form,
+    JSON, or no declared type)."""
+    media = _media_type(content_type)
+    return media is None or media in _FORM_MEDIA or "json" in media
 
 
 def body_overrides(body: bytes, content_type: bytes | None) -> list[str]:

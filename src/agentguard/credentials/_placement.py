@@ -71,6 +71,7 @@ _ALWAYS_DROPPED = frozenset(
     {
         b"authorization",
         b"dpop",
+        b"agentguard-approval",  # names an approval to us; the vendor has no use for it
         b"host",
         b"cookie",
         b"x-forwarded-for",

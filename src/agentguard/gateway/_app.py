@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,6 +41,7 @@ from agentguard.audit._checkpointer import Checkpointer, DirectoryCheckpointSink
 from agentguard.config import Settings
 from agentguard.credentials import CredentialSwapper, CredentialVault, TokenExchangeMinter
 from agentguard.errors import ConfigurationError
+from agentguard.gateway._gates import gate_parts, operator_app
 from agentguard.gateway._logging import RequestIdMiddleware
 from agentguard.gateway._readiness import HealthCheck, run_checks, store_checks
 from agentguard.storage._outage import shield_store
@@ -75,6 +76,8 @@ class Gateway:
         proxies: Mapping[str, ProxyApp],
         minters: Mapping[str, TokenExchangeMinter],
         checkpointer: Checkpointer | None,
+        owned: Sequence[Any] = (),
+        notifier: Any = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -92,6 +95,10 @@ class Gateway:
         if checkpointer is not None:  # a refused checkpoint (forked log) means "not ready"
             self.health_checks.append(HealthCheck("audit checkpointer", checkpointer.check))
         self._closed = False
+        self._owned = list(owned)
+        self.operator_app = operator_app(settings, guard, store, notifier)
+        """The operator listener's ASGI app (approvals), or ``None``; ``agentguard serve``
+        serves it on ``[operator] host:port``, never on the agents' listener."""
         self.app = RequestIdMiddleware(
             Starlette(routes=self._routes(), lifespan=self._lifespan),
             access_log=settings.logging.access_log,
@@ -167,6 +174,13 @@ class Gateway:
                 await proxy.aclose()
             for minter in self.minters.values():
                 await minter.aclose()
+            for part in self._owned:  # the webhook notifier (drained), a separate limit store
+                closer = getattr(part, "aclose", None) or getattr(part, "close", None)
+                if closer is not None:
+                    try:
+                        await closer()
+                    except Exception as error:  # shutdown goes on; the failure is logged
+                        logger.error("closing %s failed: %s", type(part).__name__, error)
             flushed = await self.guard.audit.flush()
             owned = [self.store]
             if self.guard.replay_cache is not None and self.guard.replay_cache is not self.store:
@@ -236,6 +250,7 @@ def build_gateway(
     token_clients = token_clients or {}
     if store is None:
         store = open_store(settings.store.url, clock=clock)
+    gates = gate_parts(settings, store, clock)
     guard = Guard(
         store,
         replay_cache=_replay_cache(settings, clock),
@@ -254,6 +269,7 @@ def build_gateway(
             if settings.audit.refusal_summaries
             else None
         ),
+        **gates.options,
     )
     minters: dict[str, TokenExchangeMinter] = {}
     proxies: dict[str, ProxyApp] = {}
@@ -294,5 +310,12 @@ def build_gateway(
             DirectoryCheckpointSink(settings.audit.checkpoint_dir),
         )
     return Gateway(
-        settings, store, guard, proxies=proxies, minters=minters, checkpointer=checkpointer
+        settings,
+        store,
+        guard,
+        proxies=proxies,
+        minters=minters,
+        checkpointer=checkpointer,
+        owned=gates.owned,
+        notifier=gates.notifier,
     )

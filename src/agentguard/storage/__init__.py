@@ -4,6 +4,13 @@
 in their own modules behind extras and import their driver lazily.
 """
 
+from agentguard.storage._gate_protocols import (
+    ApprovalStore,
+    Charge,
+    LimitStore,
+    OperatorStore,
+    RateDecision,
+)
 from agentguard.storage._memory import MemoryStore
 from agentguard.storage._postgres import PostgresStore
 from agentguard.storage._postgres import upgrade as upgrade_postgres
@@ -21,19 +28,26 @@ from agentguard.storage._protocols import (
     revoke_selector,
 )
 from agentguard.storage._redis import RedisReplayCache
+from agentguard.storage._redis_limits import RedisLimitStore
 from agentguard.storage._sqlite import SchemaVersionError, SQLiteStore
 from agentguard.storage._urls import open_store
 
 __all__ = [
+    "ApprovalStore",
     "AuditArchiveStore",
     "AuditStore",
+    "Charge",
     "CredentialStore",
     "DirectoryStore",
     "IntegrityError",
     "KeyLookup",
     "KeyStore",
+    "LimitStore",
     "MemoryStore",
+    "OperatorStore",
     "PostgresStore",
+    "RateDecision",
+    "RedisLimitStore",
     "RedisReplayCache",
     "ReplayCache",
     "RevokeSelector",

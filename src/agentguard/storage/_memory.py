@@ -34,6 +34,7 @@ from agentguard._model import (
 from agentguard.audit._chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit._events import AuditEvent
 from agentguard.audit._prefix import ArchivedPrefix, drop_problem
+from agentguard.storage._memory_gates import GateTables, MemoryGates
 from agentguard.storage._protocols import IntegrityError, KeyLookup, revoke_selector
 
 __all__ = ["MemoryStore"]
@@ -58,13 +59,16 @@ class _Backing:
     )
     audit: list[AuditEntry] = field(default_factory=list)
     archived: ArchivedPrefix | None = None  # what was kept of the events dropped from audit
+    gates: GateTables = field(default_factory=GateTables)  # approvals, operators, limits
 
 
-class MemoryStore:
-    """In-memory DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore.
+class MemoryStore(MemoryGates):
+    """In-memory DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore, and the
+    gates' ApprovalStore, OperatorStore and LimitStore (:mod:`agentguard.storage._memory_gates`).
 
     Args:
-        clock: the time source of the replay cache (default: the system clock).
+        clock: the time source of the replay cache and of budget windows' expiry (default: the
+            system clock).
         shared_with: another ``MemoryStore`` whose state and lock this instance shares, as a
             second process on the same database would; ``None`` (default) starts empty.
     """
@@ -87,6 +91,7 @@ class MemoryStore:
         self._replay_expiries = backing.replay_expiries
         self._credentials = backing.credentials
         self._audit = backing.audit
+        self._gates = backing.gates
 
     def another_instance(self, *, clock: Clock | None = None) -> MemoryStore:
         """A second instance over this one's state and lock (on ``clock``, default the same)."""

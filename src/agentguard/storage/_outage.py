@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from agentguard.errors import RequestRefused, StoreUnavailable, UsageError
+from agentguard.storage._gate_protocols import ApprovalStore, LimitStore, OperatorStore
 from agentguard.storage._protocols import (
     AuditStore,
     CredentialStore,
@@ -65,7 +66,16 @@ PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
 )
 
 #: The storage contracts, each with the async methods it declares.
-PROTOCOLS: tuple[type, ...] = (DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore)
+PROTOCOLS: tuple[type, ...] = (
+    DirectoryStore,
+    KeyStore,
+    ReplayCache,
+    CredentialStore,
+    AuditStore,
+    ApprovalStore,
+    OperatorStore,
+    LimitStore,
+)
 
 
 def protocol_methods(protocol: type) -> tuple[str, ...]:

@@ -220,7 +220,7 @@ class AgentGuardWSGIMiddleware:
         environ[PRINCIPAL_ENVIRON_KEY] = principal
         token = principal_var.set(principal)
         try:
-            if self.reviews:
+            if self.reviews or passage.gate is not None:
                 body_iter = call_reviewed(
                     self.app, environ, start_response, passage,
                     portal=self.portal, refuse=self._refuse,

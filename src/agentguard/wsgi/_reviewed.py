@@ -42,7 +42,7 @@ def _read_body(environ: WSGIEnvironment, cap: int) -> tuple[bytes, bool] | None:
         raise InvalidRequest("the Content-Length is not a number")
     if length_text:
         length = int(length_text)
-        body = stream.read(min(length, cap + 1)) if length else b""
+        body = _read_up_to(stream, min(length, cap + 1)) if length else b""
         return body, len(body) < length
     # No length: the body runs to the end of the input when the server says so
     # (``wsgi.input_terminated``, which Werkzeug and Flask read), or is chunked.
@@ -50,8 +50,22 @@ def _read_body(environ: WSGIEnvironment, cap: int) -> tuple[bytes, bool] | None:
     chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
     if not (terminated or chunked):
         return None
-    body = stream.read(cap + 1)
+    body = _read_up_to(stream, cap + 1)
     return body, len(body) > cap
+
+
+def _read_up_to(stream: Any, size: int) -> bytes:
+    """Read until ``size`` bytes or the end of input: a ``read(n)`` may return fewer bytes
+    than asked before the end (PEP 3333 allows short reads), and the steps must see it all."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
 
 
 def call_reviewed(
@@ -72,6 +86,8 @@ def call_reviewed(
             context = passage.context(Direction.IN, passage.request.header(b"content-type"))
             portal.call(passage.reviews.record, (finding,), context)
             return refuse(refusal, start_response)
+        if read is None and passage.gate is not None:  # no body: the approval binds b""
+            read = (b"", False)
         if read is not None:
             body, more = read
             try:

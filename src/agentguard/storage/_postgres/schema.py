@@ -17,7 +17,11 @@ Layout choices:
   accounts impossible; triggers refuse moving a user or workspace to another account;
 - the audit table enforces its own linearity: ``seq`` is the primary key, ``prev`` is unique,
   a trigger refuses a row that does not extend the chain, and others refuse UPDATE, DELETE and
-  TRUNCATE; ``audit_head`` is the one row every appending transaction locks.
+  TRUNCATE; ``audit_head`` is the one row every appending transaction locks;
+- the gates (version 4): ``approvals`` and ``operators`` (token hashes only) keep insertion
+  order in ``pos``; ``limit_counters`` and ``rate_buckets`` hold budgets and rate limits, a
+  bucket's ``tat`` in ``bigint`` microseconds so the rate arithmetic is exact; each keeps the
+  outcome of its last change in ``allowed``, so one upsert can both decide and report.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ __all__ = [
     "upgrade",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code writes and reads."""
 
 DEFAULT_SCHEMA = "agentguard"
@@ -220,7 +224,62 @@ _V3: tuple[str, ...] = (
     END $$""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
+# Version 4: the gates. Approvals (the pending approval of a binding is found through the
+# partial index), operator token hashes, budget counters and rate-limit buckets.
+_V4: tuple[str, ...] = (
+    """CREATE TABLE {s}.approvals (
+        pos bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        status text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'consumed')),
+        binding text NOT NULL,
+        family_id text NOT NULL,
+        key_id text NOT NULL,
+        user_id text NOT NULL,
+        workspace_id text NOT NULL,
+        account_id text NOT NULL,
+        service text,
+        scope text NOT NULL,
+        method text NOT NULL,
+        path text NOT NULL,
+        query text NOT NULL,
+        body_digest text NOT NULL,
+        body_bytes bigint NOT NULL CHECK (body_bytes >= 0),
+        body_preview text NOT NULL,
+        rule_version text NOT NULL,
+        created_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        decided_at timestamptz,
+        decided_by text,
+        consumed_at timestamptz
+    )""",
+    "CREATE INDEX approvals_pending ON {s}.approvals (binding) WHERE status = 'pending'",
+    "CREATE INDEX approvals_created ON {s}.approvals (created_at)",
+    "CREATE INDEX approvals_user ON {s}.approvals (user_id, created_at)",
+    """CREATE TABLE {s}.operators (
+        pos bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        name text NOT NULL,
+        token_hash bytea NOT NULL UNIQUE CHECK (octet_length(token_hash) = 32),
+        created_at timestamptz NOT NULL,
+        expires_at timestamptz,
+        revoked_at timestamptz
+    )""",
+    """CREATE TABLE {s}.limit_counters (
+        name text PRIMARY KEY,
+        used bigint NOT NULL,
+        expires_at timestamptz NOT NULL,
+        allowed boolean NOT NULL
+    )""",
+    "CREATE INDEX limit_counters_expiry ON {s}.limit_counters (expires_at)",
+    """CREATE TABLE {s}.rate_buckets (
+        name text PRIMARY KEY,
+        tat bigint NOT NULL,
+        allowed boolean NOT NULL
+    )""",
+    "CREATE INDEX rate_buckets_tat ON {s}.rate_buckets (tat)",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 """Statements that take a schema from version ``n - 1`` to ``n``."""
 
 

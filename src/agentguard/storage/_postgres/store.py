@@ -54,6 +54,8 @@ from agentguard.audit._events import AuditEvent
 from agentguard.audit._prefix import ArchivedPrefix, drop_problem
 from agentguard.errors import UsageError
 from agentguard.storage._driver_errors import driver_errors
+from agentguard.storage._postgres._gate_queries import GateQueries
+from agentguard.storage._postgres._gates import PostgresGates
 from agentguard.storage._postgres._queries import Queries
 from agentguard.storage._postgres._rows import (
     account_from_row,
@@ -131,12 +133,14 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore:
-    """DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore on PostgreSQL.
+class PostgresStore(PostgresGates):
+    """DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore and the gates'
+    stores (ApprovalStore, OperatorStore, LimitStore: see ``_gates``) on PostgreSQL.
 
     Args:
         dsn: a ``postgresql://user@host:port/database`` URL (libpq syntax, as asyncpg takes it).
-        clock: the clock that decides replay-cache expiry; the system clock by default.
+        clock: the clock that decides replay-cache expiry and when a budget counter past its
+            ``expires_at`` may be forgotten; the system clock by default.
         schema: the PostgreSQL schema holding every table (a plain lower-case identifier).
         pool_min, pool_max: connection pool bounds.
         command_timeout: seconds any statement may take before it fails.
@@ -169,6 +173,7 @@ class PostgresStore:
         if command_timeout <= 0:
             raise UsageError("command_timeout must be positive")
         self._queries = Queries.for_schema(quote_schema(schema))
+        self._gate_queries = GateQueries.for_schema(quote_schema(schema))
         self._dsn = dsn
         self.schema = schema
         self.clock: Clock = clock or SystemClock()

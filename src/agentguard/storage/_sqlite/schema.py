@@ -14,7 +14,10 @@ Layout choices:
   marked family reads as revoked and cannot rotate, even one inserted after the revocation;
 - the audit table enforces its own linearity: ``seq`` is the primary key, ``prev`` is unique,
   a trigger refuses a row that does not extend the head, and others refuse UPDATE and DELETE
-  (DELETE only of rows below an archived prefix recorded in ``audit_archive``).
+  (DELETE only of rows below an archived prefix recorded in ``audit_archive``);
+- the gates (version 4): ``approvals`` and ``operators`` (token hashes only) keep insertion
+  order in ``pos``; ``limit_counters`` and ``rate_buckets`` hold budgets and rate limits, a
+  bucket's ``tat`` in integer microseconds like every other instant.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from agentguard.storage._protocols import StorageError
 
 __all__ = ["SCHEMA_VERSION", "SchemaVersionError", "configure", "open_read_only", "prepare"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code writes and reads."""
 
 _V1: tuple[str, ...] = (
@@ -147,7 +150,60 @@ _V3: tuple[str, ...] = (
     BEGIN SELECT RAISE(ABORT, 'audit entry does not extend the chain'); END""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
+# Version 4: the gates. Approvals (one pending approval per binding is found through the partial
+# index), operator token hashes, budget counters and rate-limit buckets.
+_V4: tuple[str, ...] = (
+    """CREATE TABLE approvals (
+        pos INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'consumed')),
+        binding TEXT NOT NULL,
+        family_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        service TEXT,
+        scope TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT NOT NULL,
+        body_digest TEXT NOT NULL,
+        body_bytes INTEGER NOT NULL,
+        body_preview TEXT NOT NULL,
+        rule_version TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        decided_at INTEGER,
+        decided_by TEXT,
+        consumed_at INTEGER
+    )""",
+    "CREATE INDEX approvals_pending ON approvals (binding) WHERE status = 'pending'",
+    "CREATE INDEX approvals_created ON approvals (created_at)",
+    "CREATE INDEX approvals_user ON approvals (user_id, created_at)",
+    """CREATE TABLE operators (
+        pos INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    )""",
+    """CREATE TABLE limit_counters (
+        name TEXT PRIMARY KEY,
+        used INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX limit_counters_expiry ON limit_counters (expires_at)",
+    """CREATE TABLE rate_buckets (
+        name TEXT PRIMARY KEY,
+        tat INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX rate_buckets_tat ON rate_buckets (tat)",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 """Statements that take a database from version ``n - 1`` to ``n``."""
 
 

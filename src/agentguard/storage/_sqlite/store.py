@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -42,6 +41,7 @@ from agentguard.errors import UsageError
 from agentguard.storage._driver_errors import driver_errors
 from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
 from agentguard.storage._sqlite import _queries as sql
+from agentguard.storage._sqlite._gates import SQLiteGates
 from agentguard.storage._sqlite._rows import (
     account_from_row,
     account_params,
@@ -57,6 +57,7 @@ from agentguard.storage._sqlite._rows import (
     workspace_from_row,
     workspace_params,
 )
+from agentguard.storage._sqlite._transaction import immediate as _immediate
 from agentguard.storage._sqlite.schema import configure, open_read_only, prepare
 
 __all__ = ["SQLiteStore"]
@@ -70,19 +71,6 @@ _MEMORY = ":memory:"
 _REPLAY_PURGE_BATCH = 64
 
 
-@contextmanager
-def _immediate(connection: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction that holds the database's write lock from its first statement."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-
-
 def _create_private(path: str) -> None:
     """Create the database file readable by its owner only (it holds hashes and ciphertext)."""
     try:
@@ -92,13 +80,15 @@ def _create_private(path: str) -> None:
     os.close(descriptor)
 
 
-class SQLiteStore:
-    """DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore on one SQLite file.
+class SQLiteStore(SQLiteGates):
+    """DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore and the gates' stores
+    (ApprovalStore, OperatorStore, LimitStore: see ``_gates``) on one SQLite file.
 
     Args:
         path: the database file (created with mode 0600 if missing), or ``":memory:"`` for a
             private in-memory database that lives until :meth:`close`.
-        clock: the clock that decides replay-cache expiry; the system clock by default.
+        clock: the clock that decides replay-cache expiry and when a budget counter past its
+            ``expires_at`` may be forgotten; the system clock by default.
         timeout: seconds a write waits for another connection's write lock before failing.
         read_only: open an existing agentguard database for reading only: a missing file, an
             empty one or one without the agentguard schema raises :class:`StorageError`

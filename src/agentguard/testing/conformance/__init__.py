@@ -22,6 +22,10 @@ caches) on the same clock. Without it they fail, saying so::
         def other_store(self, store, clock):
             return MyStore(clock=clock, url=store.url)   # a second instance, one backend
 
+The gates' contracts (``ApprovalContract``, ``OperatorContract``, ``LimitContract``) test
+their one-winner and never-overspend guarantees across ``store`` and ``other_store``, so they
+always need both.
+
 ``FailureContract`` needs ``async def break_store(self, store)``, which makes the store's driver
 fail behind its back (every method must then raise ``StorageError``); ``OtherLoopContract``
 needs the class attribute ``loop_bound``: whether the store needs one instance per event loop.
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING
 from agentguard._extras import missing_extra as _missing_extra
 
 try:
+    from agentguard.testing.conformance._approvals import ApprovalContract
     from agentguard.testing.conformance._archive import AuditArchiveContract
     from agentguard.testing.conformance._audit import AuditCheckpointContract, AuditStoreContract
     from agentguard.testing.conformance._base import key_record
@@ -46,11 +51,13 @@ try:
         SharedBackend,
     )
     from agentguard.testing.conformance._keys import KeyStoreContract
+    from agentguard.testing.conformance._limits import LimitContract
     from agentguard.testing.conformance._liveness import (
         CredentialLivenessContract,
         LivenessContract,
     )
     from agentguard.testing.conformance._loops import OtherLoopContract
+    from agentguard.testing.conformance._operators import OperatorContract
     from agentguard.testing.conformance._replay import ReplayCacheContract
 except ImportError as error:  # pytest (or hypothesis) missing: say which extra brings it
     raise _missing_extra(error) from None
@@ -60,6 +67,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "ApprovalContract",
     "AuditArchiveContract",
     "AuditCheckpointContract",
     "AuditStoreContract",
@@ -68,11 +76,13 @@ __all__ = [
     "DirectoryStoreContract",
     "FailureContract",
     "KeyStoreContract",
+    "LimitContract",
     "LivenessContract",
     "MultiInstanceAuditContract",
     "MultiInstanceContract",
     "MultiInstanceKeyStoreContract",
     "MultiInstanceReplayContract",
+    "OperatorContract",
     "OtherLoopContract",
     "ReplayCacheContract",
     "SharedBackend",

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 
 from agentguard._model import Account, CredentialOwner, Grants, KeyKind, KeyRecord, User, Workspace
+from agentguard.storage._gate_protocols import ApprovalStore, LimitStore, OperatorStore
 from agentguard.storage._outage import PROTOCOLS, protocol_methods
 from agentguard.storage._protocols import (
     AuditStore,
@@ -37,10 +38,12 @@ from agentguard.storage._protocols import (
     StorageError,
 )
 from agentguard.testing._fakes import FakeClock
+from agentguard.testing.conformance._approvals import approval_record
 from agentguard.testing.conformance._audit import audit_event
 from agentguard.testing.conformance._base import ContractBase, key_record, missing_fixture
 from agentguard.testing.conformance._credentials import credential
 from agentguard.testing.conformance._directory import seed_directory
+from agentguard.testing.conformance._operators import operator_record
 
 __all__ = ["CALL_DEADLINE", "FailureContract", "StoreCall", "failure_calls", "fill_store"]
 
@@ -162,6 +165,55 @@ def failure_calls(store: object, clock: FakeClock, filled: Filled) -> list[Store
             StoreCall("append", lambda: store.append([audit_event(clock, 1)])),
             StoreCall("read", store.read),
             StoreCall("head", store.head),
+        ]
+    return calls + _gate_calls(store, clock)
+
+
+def _gate_calls(store: object, clock: FakeClock) -> list[StoreCall]:
+    """The calls of the gate Protocols (approvals, operator tokens, limits) ``store`` has."""
+    now = clock.now()
+    calls: list[StoreCall] = []
+    if isinstance(store, ApprovalStore):
+        pending = approval_record(clock)
+        calls += [
+            StoreCall(
+                "create_approval",
+                lambda: store.create_approval(pending, now=now),
+                (pending.binding,),
+            ),
+            StoreCall("get_approval", lambda: store.get_approval(pending.id)),
+            StoreCall(
+                "decide_approval",
+                lambda: store.decide_approval(pending.id, approve=True, by="op", now=now),
+            ),
+            StoreCall(
+                "consume_approval",
+                lambda: store.consume_approval(pending.id, binding=pending.binding, now=now),
+                (pending.binding,),
+            ),
+            StoreCall("list_approvals", store.list_approvals),
+        ]
+    if isinstance(store, OperatorStore):
+        operator = operator_record(clock)
+        calls += [
+            StoreCall(
+                "put_operator", lambda: store.put_operator(operator), (operator.token_hash.hex(),)
+            ),
+            StoreCall(
+                "lookup_operator",
+                lambda: store.lookup_operator(operator.token_hash),
+                (operator.token_hash.hex(),),
+            ),
+            StoreCall("revoke_operator", lambda: store.revoke_operator(operator.id, now=now)),
+            StoreCall("list_operators", store.list_operators),
+        ]
+    if isinstance(store, LimitStore):
+        ends = now + timedelta(hours=1)
+        calls += [
+            StoreCall(
+                "charge", lambda: store.charge("budget:c", cost=1, limit=10, expires_at=ends)
+            ),
+            StoreCall("take", lambda: store.take("rate:b", interval=1.0, burst=2, now=now)),
         ]
     return calls
 

@@ -1,0 +1,89 @@
+"""What an approval is bound to: one exact call, hashed.
+
+An approval lets exactly one call run: the one an operator saw. :func:`binding` hashes every
+field that makes a call that call: the key family that asked, the user, the service, the
+method, the canonical target (path and query; only a query field holding exactly the presented
+key is left out, since a vendor-native placement carries the placeholder there and the proxy
+swaps it), the SHA-256 of the exact body and its ``Content-Type``, and the version of the rule
+that held it back. Other headers are not bound. The agent's retry is hashed the same way; the
+approval is consumed only when the two hashes are equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from agentguard._request import GuardRequest
+
+__all__ = ["PREVIEW_BYTES", "binding", "body_digest", "bound_target", "display_query", "preview"]
+
+_KEY_VALUE = re.compile(rb"ag_(?:at|rt)_[0-9A-Za-z]{49}")
+PREVIEW_BYTES = 2048
+
+
+def body_digest(body: bytes) -> str:
+    """``sha-256:<hex>`` of ``body``."""
+    return "sha-256:" + hashlib.sha256(body).hexdigest()
+
+
+def bound_target(request: GuardRequest, credential: str | None = None) -> bytes:
+    """The canonical target the approval binds: the one encoding of the path the guard
+    authorises (and a proxy forwards), then the query as sent, less the fields whose value is
+    exactly ``credential`` (the placeholder key a vendor-native placement carries there, which
+    the proxy replaces). Every other field is bound, whatever it holds."""
+    target = request.target().raw or b"/"
+    query = request.query_string
+    if credential:
+        key = credential.encode("ascii", "replace")
+        fields = [field for field in query.split(b"&") if field.partition(b"=")[2] != key]
+        query = b"&".join(fields)
+    return target + b"?" + query if query else target
+
+
+def binding(
+    *,
+    family_id: str,
+    user_id: str,
+    service: str | None,
+    method: str,
+    target: bytes,
+    digest: str,
+    rule_version: str,
+    content_type: bytes | None = None,
+) -> str:
+    """Hex SHA-256 over the bound fields, unambiguously encoded (a JSON array).
+
+    ``content_type`` (every ``Content-Type`` field joined with commas) is bound with the body:
+    the same bytes read as a form or as JSON are a different call.
+    """
+    fields = [
+        "agentguard-approval/1",
+        family_id,
+        user_id,
+        service,
+        method.upper(),
+        target.decode("latin-1"),
+        digest,
+        rule_version,
+        None if content_type is None else content_type.decode("latin-1"),
+    ]
+    encoded = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def display_query(request: GuardRequest) -> str:
+    """The query for the operator's eyes: keys replaced by ``[key]``, at most 1 KiB."""
+    text = _KEY_VALUE.sub(b"[key]", request.query_string).decode("latin-1")
+    return text[:1024]
+
+
+def preview(body: bytes) -> str:
+    """At most :data:`PREVIEW_BYTES` of ``body`` as text for the operator deciding (invalid
+    UTF-8 replaced; agentguard keys replaced by ``[key]``)."""
+    head = _KEY_VALUE.sub(b"[key]", body[: PREVIEW_BYTES + 64])[:PREVIEW_BYTES]
+    text = head.decode("utf-8", "replace")
+    while len(text) > PREVIEW_BYTES:  # replacement characters may lengthen the text
+        text = text[:PREVIEW_BYTES]
+    return text
