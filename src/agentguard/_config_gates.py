@@ -29,6 +29,7 @@ which calls wait for an approval and what a call costs (``approval`` and ``cost`
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,15 +46,27 @@ class ApprovalSettings(Section):
     """``[approvals]``: how long approvals live, the largest body held, the webhook."""
 
     ttl: int = Field(default=3600, gt=0)
-    max_body: int = Field(default=1024 * 1024, ge=0)
+    max_body: int = Field(default=64 * 1024, ge=0)
+    max_pending: int = Field(default=20, ge=1)
     webhook_url: str | None = None
     webhook_retries: int = Field(default=5, ge=0, le=20)
 
     @field_validator("webhook_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("webhook_url is an http(s) URL")
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+        if not parts.hostname or not (
+            parts.scheme == "https" or (parts.scheme == "http" and loopback)
+        ):
+            raise ValueError(
+                "webhook_url is an https:// URL (http:// only for a loopback host: 127.0.0.1, "
+                "::1, localhost): approval events must not travel in clear text"
+            )
+        if parts.username or parts.password:
+            raise ValueError("webhook_url carries no credentials: the HMAC secret signs each event")
         return value
 
 

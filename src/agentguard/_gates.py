@@ -86,7 +86,8 @@ class BodyGate:
             await self._refuse(
                 PayloadTooLarge(
                     "a call held for approval binds its whole body, and this body is larger "
-                    "than the approval step accepts (ApprovalPolicy.max_body)"
+                    "than the approval step accepts (ApprovalPolicy.max_body; [approvals] "
+                    "max_body in agentguard.toml)"
                 )
             )
         call = Call(request, principal, requirement)
@@ -96,17 +97,23 @@ class BodyGate:
             raise
         except RequestRefused as error:  # an approval store outage: audited here
             await self._refuse(error)
-        if gates.limits is not None:  # 2. the budgets, before the approval is used up
+        limits = gates.limits
+        if limits is not None:  # 2. room in the budgets, or the approval stays unused
             try:
-                await gates.limits.charge(principal, requirement)
+                await limits.room(principal, requirement)
             except RequestRefused as error:
                 await self._refuse(error)
-        try:  # 3. the approval used, once across every instance
+        try:  # 3. the approval used, once across every instance (losers are charged nothing)
             await approvals.consume(approved, call)
         except ApprovalInvalid:
             raise
         except RequestRefused as error:
             await self._refuse(error)
+        if limits is not None:  # 4. the budgets charged, atomically
+            try:
+                await limits.charge(principal, requirement)
+            except RequestRefused as error:
+                await self._refuse(error)
 
     async def _refuse(self, error: RequestRefused) -> NoReturn:
         error = error.with_context(**principal_ids(self._principal))

@@ -71,6 +71,7 @@ class Reason(str, enum.Enum):
     APPROVAL_USED = "approval_used"
     APPROVAL_MISMATCH = "approval_mismatch"
     UNKNOWN_APPROVAL = "unknown_approval"
+    APPROVAL_QUEUE_FULL = "approval_queue_full"
     BUDGET_EXHAUSTED = "budget_exhausted"
     RATE_LIMITED = "rate_limited"
 
@@ -150,6 +151,10 @@ _REASON_TEXT: dict[Reason, str] = {
         "body or rule differ); send it without the approval header to request a new approval"
     ),
     Reason.UNKNOWN_APPROVAL: "no approval with this id exists for you",
+    Reason.APPROVAL_QUEUE_FULL: (
+        "too many of your calls are already waiting for approval; retry once one of them is "
+        "decided or has expired"
+    ),
     Reason.BUDGET_EXHAUSTED: "the budget for this service is spent until the window resets",
     Reason.RATE_LIMITED: "too many calls in a short time; retry after the interval given",
 }

@@ -56,6 +56,7 @@ class Recorder:
     """An ASGI app that records each request it serves and answers ``200 {"ok": true}``."""
 
     calls: list[Call] = field(default_factory=list)
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,6 +93,7 @@ class Recorder:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(document)),
+            *self.extra_headers,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": document})

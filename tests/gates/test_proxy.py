@@ -25,6 +25,7 @@ from tests.support.servers import LoopbackServer
 
 ROUTES = [
     {"path": "/", "approval": ["DELETE"]},
+    {"path": "/costly", "cost": {"DELETE": 50}},
     {"path": "/reports", "approval": True},
     {"path": "/payments", "approval": ["POST"]},
     {"path": "/notes", "approval": ["POST"]},
@@ -161,3 +162,63 @@ def test_a_key_shaped_query_field_cannot_ride_an_approval(proxied: Proxied) -> N
     response = proxied.send("DELETE", smuggled, approval_id)
     assert response.status_code in (400, 403), response.text
     assert proxied.upstream.calls == []
+
+
+MULTIPART = (
+    b'--XyZ\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n'
+    b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+    b"hello\r\n--XyZ--\r\n"
+)
+
+
+@pytest.mark.parametrize("media", ["multipart/form-data", "multipart/mixed"])
+def test_a_multipart_method_override_to_a_held_method_is_refused(
+    proxied: Proxied, media: str
+) -> None:
+    """Rails, Laravel and Symfony read ``_method`` from multipart forms too."""
+    headers = {"Content-Type": f"{media}; boundary=XyZ"}
+    response = proxied.send("POST", "/items/7", headers=headers, content=MULTIPART)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert proxied.upstream.calls == []
+
+
+@pytest.mark.parametrize(
+    ("media", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"_method=DELETE"),
+        ("application/json", b'{"_method": "DELETE"}'),
+    ],
+)
+def test_an_override_to_a_costlier_method_is_refused(
+    proxied: Proxied, media: str, body: bytes
+) -> None:
+    """``/costly`` charges 50 for a DELETE: a POST naming DELETE must not be charged as a
+    POST and then run as a DELETE by a vendor that honours the override."""
+    response = proxied.send("POST", "/costly/1", headers={"Content-Type": media}, content=body)
+    assert response.status_code == 400, response.text
+    assert "method override" in response.json()["error_description"]
+    assert proxied.upstream.calls == []
+
+
+def test_a_held_body_with_nul_bytes_is_held(proxied: Proxied) -> None:
+    """The operator's preview is text: a NUL byte is shown replaced, and the call is held
+    (on PostgreSQL a NUL in a text column used to look like an outage)."""
+    body = b"binary\x00payload"
+    headers = {"Content-Type": "application/octet-stream"}
+    response = proxied.send("DELETE", "/items/9", headers=headers, content=body)
+    approval_id = _held(response)
+    store = proxied.world.guard.approval_store
+    assert store is not None
+    record = anyio.run(store.get_approval, approval_id)
+    assert record is not None and "\x00" not in record.body_preview
+    assert record.body_bytes == len(body)
+
+
+def test_a_vendor_approval_header_never_reaches_the_agent(proxied: Proxied) -> None:
+    """Only the guard names approvals: an upstream's ``agentguard-approval`` header is
+    dropped, so a vendor's 403 cannot pass for a held call."""
+    proxied.upstream.extra_headers = [(b"agentguard-approval", b"apr_" + b"A" * 22)]
+    response = proxied.send("GET", "/items/1")
+    assert response.status_code == 200, response.text
+    assert APPROVAL.lower() not in response.headers

@@ -24,13 +24,18 @@ class ApprovalStatus(str, enum.Enum):
 class ApprovalRecord(Record):
     """One call an approval rule held back, bound to everything that makes it that call.
 
-    The call runs once, on the agent's retry, only if the retry's ``binding`` (a SHA-256 over
-    key family, user, service, method, canonical target, body digest and rule version) equals
-    this one, the status is ``approved``, it has not expired and it was never consumed.
+    The call runs once, on the agent's retry, only if the retry's ``binding`` equals this one,
+    the status is ``approved``, it has not expired and it was never consumed. The guard
+    (module ``agentguard.approvals._binding``) computes ``binding`` as the SHA-256 of one JSON
+    array of: the key family that asked, the user, the service, the method, the canonical
+    target (the path as the guard authorises it, then the query as sent less any field whose
+    value is exactly the presented key), the SHA-256 of the exact body and its
+    ``Content-Type``, and the version of the rule that held the call. Other headers are not
+    bound. A store only keeps and compares the hex string.
 
     Attributes:
         id: the approval id the agent and the operator name it by (``apr_...``).
-        binding: hex SHA-256 of the bound fields (see :func:`agentguard.approvals.binding`).
+        binding: hex SHA-256 of the bound fields above (64 lowercase hex digits).
         family_id / key_id / user_id / workspace_id / account_id: who asked (ids only).
         service: the service the call needs (``None`` for "any valid key" routes).
         scope: the requirement as a scope token (``crm:write``).
@@ -38,8 +43,10 @@ class ApprovalRecord(Record):
         path: the request path as audited (no query; agentguard keys replaced by ``[key]``).
         query: the query string for display, agentguard keys replaced by ``[key]``.
         body_digest: ``sha-256:<hex>`` of the exact body; ``body_bytes`` its length.
-        body_preview: at most 2 KiB of the body as text, for the operator deciding.
-        rule_version: hash of the route rule's configuration when the call was held back.
+        body_preview: the body as text (at most 64 KiB: all of it under the default
+            ``max_body``), agentguard keys replaced by ``[key]``, for the operator deciding.
+        rule_version: hash of the route rule's configuration when the call was held back
+            (``RouteRule.version``: 32 hex digits; 16 to 64 are accepted).
         created_at / expires_at: the approval must be decided and used before ``expires_at``.
         decided_at / decided_by: when and by which operator it was approved or denied.
         consumed_at: when the approved call ran (single use).
@@ -60,7 +67,7 @@ class ApprovalRecord(Record):
     query: str = Field(default="", max_length=1024)
     body_digest: str = Field(pattern=r"^sha-256:[0-9a-f]{64}$")
     body_bytes: int = Field(ge=0)
-    body_preview: str = Field(default="", max_length=2048)
+    body_preview: str = Field(default="", max_length=65536)
     rule_version: str = Field(pattern=r"^[0-9a-f]{16,64}$")
     created_at: UTCDateTime
     expires_at: UTCDateTime
@@ -85,6 +92,10 @@ class OperatorRecord(Record):
 
     Operator tokens (``ag_op_...``) authenticate people and tools on the operator listener
     (approvals, and every operator endpoint to come); an agent key is never accepted there.
+
+    ``token_hash`` is the raw 32-byte SHA-256 digest (``bytes``, not hex): a store keeps the
+    bytes. A digest is rarely valid UTF-8, so ``model_dump_json()`` raises on such a record;
+    serialise ``token_hash`` yourself (``.hex()``, and ``bytes.fromhex`` to read it back).
     """
 
     id: Identifier

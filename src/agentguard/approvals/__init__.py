@@ -10,7 +10,12 @@ user's live state still allows it.
 
 from agentguard._model import ApprovalRecord, ApprovalStatus, OperatorRecord
 from agentguard.approvals._decide import ApprovalNotPending, UnknownApproval, decide
-from agentguard.approvals._errors import APPROVAL_HEADER, ApprovalInvalid, ApprovalRequired
+from agentguard.approvals._errors import (
+    APPROVAL_HEADER,
+    ApprovalInvalid,
+    ApprovalQueueFull,
+    ApprovalRequired,
+)
 from agentguard.approvals._notify import ApprovalNotifier, WebhookNotifier, verify_webhook
 from agentguard.approvals._operators import (
     AgentKeyRefused,
@@ -27,6 +32,7 @@ __all__ = [
     "ApprovalNotPending",
     "ApprovalNotifier",
     "ApprovalPolicy",
+    "ApprovalQueueFull",
     "ApprovalRecord",
     "ApprovalRequired",
     "ApprovalStatus",

@@ -20,7 +20,9 @@ from agentguard._request import GuardRequest
 __all__ = ["PREVIEW_BYTES", "binding", "body_digest", "bound_target", "display_query", "preview"]
 
 _KEY_VALUE = re.compile(rb"ag_(?:at|rt)_[0-9A-Za-z]{49}")
-PREVIEW_BYTES = 2048
+PREVIEW_BYTES = 64 * 1024
+"""The most of a body an operator is shown: the default ``ApprovalPolicy.max_body``, so by
+default an operator sees every byte of a call they approve."""
 
 
 def body_digest(body: bytes) -> str:
@@ -76,14 +78,13 @@ def binding(
 def display_query(request: GuardRequest) -> str:
     """The query for the operator's eyes: keys replaced by ``[key]``, at most 1 KiB."""
     text = _KEY_VALUE.sub(b"[key]", request.query_string).decode("latin-1")
-    return text[:1024]
+    return text.replace("\x00", "\ufffd")[:1024]
 
 
 def preview(body: bytes) -> str:
     """At most :data:`PREVIEW_BYTES` of ``body`` as text for the operator deciding (invalid
     UTF-8 replaced; agentguard keys replaced by ``[key]``)."""
     head = _KEY_VALUE.sub(b"[key]", body[: PREVIEW_BYTES + 64])[:PREVIEW_BYTES]
-    text = head.decode("utf-8", "replace")
-    while len(text) > PREVIEW_BYTES:  # replacement characters may lengthen the text
-        text = text[:PREVIEW_BYTES]
-    return text
+    # NUL is replaced too: a text column in PostgreSQL cannot hold it
+    text = head.decode("utf-8", "replace").replace("\x00", "\ufffd")
+    return text[:PREVIEW_BYTES]

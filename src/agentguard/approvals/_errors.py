@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from agentguard.errors import Reason, RequestRefused
+from agentguard.errors import Reason, RequestRefused, TooManyRequests
 
-__all__ = ["APPROVAL_HEADER", "ApprovalInvalid", "ApprovalRequired"]
+__all__ = ["APPROVAL_HEADER", "ApprovalInvalid", "ApprovalQueueFull", "ApprovalRequired"]
 
 APPROVAL_HEADER = "agentguard-approval"
 """The request header an agent names its approval in when it sends the held-back call again
@@ -81,3 +81,11 @@ class ApprovalInvalid(RequestRefused):
         if self.approval_id is not None:
             body["approval_id"] = self.approval_id
         return body
+
+
+class ApprovalQueueFull(TooManyRequests):
+    """429 ``too_many_requests`` (reason ``approval_queue_full``): the user already has
+    ``ApprovalPolicy.max_pending`` calls waiting for approval; this one was not stored."""
+
+    default_reason = Reason.APPROVAL_QUEUE_FULL
+    retry_after: ClassVar[int] = 60

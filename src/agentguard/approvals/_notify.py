@@ -75,8 +75,13 @@ def _iso(instant: datetime | None) -> str | None:
     return None if instant is None else instant.isoformat().replace("+00:00", "Z")
 
 
-def webhook_body(event: str, record: ApprovalRecord, now: datetime) -> bytes:
-    """The JSON document a webhook receives for ``event`` about ``record`` at ``now``."""
+def webhook_body(
+    event: str, record: ApprovalRecord, now: datetime, delivery: str | None = None
+) -> bytes:
+    """The JSON document a webhook receives for ``event`` about ``record`` at ``now``.
+
+    ``delivery`` (the id of the ``agentguard-delivery`` header) is in the signed body too, so
+    a receiver that drops duplicates by it can trust it."""
     approval = {
         "id": record.id,
         "state": record.state(now),
@@ -94,7 +99,9 @@ def webhook_body(event: str, record: ApprovalRecord, now: datetime) -> bytes:
         "expires_at": _iso(record.expires_at),
         "decided_by": record.decided_by,
     }
-    document = {"event": event, "approval": approval}
+    document: dict[str, object] = {"event": event, "approval": approval}
+    if delivery is not None:
+        document["delivery"] = delivery
     return json.dumps(document, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -121,7 +128,8 @@ def verify_webhook(
     For receivers: verify the raw body bytes before parsing them. Any ``v1`` entry may match
     (a sender rotating its secret may send two); the comparison is constant-time. A malformed
     header is ``False``, never an exception. Replays within the tolerance pass: deduplicate
-    on the ``agentguard-delivery`` header (one id per event, the same on every retry).
+    on the ``agentguard-delivery`` header (one id per event, the same on every retry; also the
+    body's signed ``delivery`` member: compare the two).
     """
     if not isinstance(header, str) or len(header) > 1024:
         return False
@@ -224,8 +232,9 @@ class WebhookNotifier:
         if len(self._queue) >= self.max_queue:
             self._drop(event, "the queue is full")
             return
-        body = webhook_body(event, record, self.clock.now())
-        self._queue.append((event, secrets.token_hex(16), body))
+        delivery = secrets.token_hex(16)
+        body = webhook_body(event, record, self.clock.now(), delivery)
+        self._queue.append((event, delivery, body))
         self._start()
 
     def _drop(self, event: str, why: str) -> None:

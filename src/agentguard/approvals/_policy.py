@@ -12,10 +12,11 @@ if TYPE_CHECKING:
     from agentguard.approvals._notify import ApprovalNotifier
     from agentguard.storage._gate_protocols import ApprovalStore
 
-__all__ = ["DEFAULT_APPROVAL_TTL", "DEFAULT_MAX_BODY", "ApprovalPolicy"]
+__all__ = ["DEFAULT_APPROVAL_TTL", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PENDING", "ApprovalPolicy"]
 
 DEFAULT_APPROVAL_TTL = timedelta(hours=1)
-DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_MAX_PENDING = 20
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,12 @@ class ApprovalPolicy:
         ttl: how long an approval may wait for an operator and, once approved, for the agent's
             retry (both before one ``expires_at``).
         max_body: the largest body of a call held for approval (413 beyond it): the approval
-            binds the exact body, so the whole body is read before the call is decided.
+            binds the exact body, so the whole body is read before the call is decided. The
+            operator is shown up to 64 KiB of it (the default): raising it past that lets
+            operators approve bytes they were not shown.
+        max_pending: the most approvals one user may have waiting at once; a further held
+            call (another call, not the same one again) is refused 429 until one is decided
+            or expires, so an agent in a loop cannot flood the operators' queue or the store.
         status_uri: where agents poll an approval, with ``{id}`` for its id (the gateway sets
             ``<public origin>/oauth/approvals/{id}``); ``None`` leaves it out of the refusal, and
             :class:`~agentguard.client.AgentAuth` derives it from its token endpoint.
@@ -39,6 +45,7 @@ class ApprovalPolicy:
     store: ApprovalStore | None = None
     ttl: timedelta = DEFAULT_APPROVAL_TTL
     max_body: int = DEFAULT_MAX_BODY
+    max_pending: int = DEFAULT_MAX_PENDING
     status_uri: str | None = None
     notifier: ApprovalNotifier | None = None
 
@@ -47,6 +54,8 @@ class ApprovalPolicy:
             raise UsageError("an approval ttl is positive")
         if self.max_body < 0:
             raise UsageError("max_body is a byte count >= 0")
+        if self.max_pending < 1:
+            raise UsageError("max_pending is at least 1")
         if self.status_uri is not None and "{id}" not in self.status_uri:
             raise UsageError("status_uri needs an {id} placeholder")
 

@@ -26,12 +26,19 @@ from agentguard.approvals._binding import (
     display_query,
     preview,
 )
-from agentguard.approvals._errors import APPROVAL_HEADER, ApprovalInvalid, ApprovalRequired
+from agentguard.approvals._errors import (
+    APPROVAL_HEADER,
+    ApprovalInvalid,
+    ApprovalQueueFull,
+    ApprovalRequired,
+)
 from agentguard.audit._events import Action, AuditEvent, Decision
-from agentguard.errors import Reason, RequestRefused
+from agentguard.errors import InvalidRequest, Reason, RequestRefused
 from agentguard.storage._outage import store_outage
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from agentguard._clock import Clock
     from agentguard._model import Principal
     from agentguard._permissions import Requirement
@@ -51,6 +58,8 @@ _REFUSALS = {
     "consumed": Reason.APPROVAL_USED,
 }
 _NO_RULE = "0" * 32
+_METHOD = re.compile(r"[A-Z0-9!#$%&'*+.^_`|~-]{1,32}\Z")
+_SHOWN = 1024  # the longest path or query an operator is shown (and so may approve)
 
 
 class Call(NamedTuple):
@@ -71,6 +80,19 @@ class Approved(NamedTuple):
 def new_approval_id() -> str:
     """A fresh approval id: ``apr_`` and 128 random bits."""
     return "apr_" + secrets.token_urlsafe(16)
+
+
+def _showable(request: GuardRequest) -> None:
+    """Refuse (400) a call an operator could not be shown whole: a method that is not a short
+    token, a path or query longer than the operator listing shows."""
+    if not _METHOD.match(request.method):
+        raise InvalidRequest("the request method is not a short HTTP method token")
+    raw = request.raw_path if request.raw_path is not None else request.path.encode()
+    if len(raw) > _SHOWN or len(request.query_string) > _SHOWN:
+        raise InvalidRequest(
+            "a call held for approval is shown to an operator whole: its path and its query "
+            f"must each be at most {_SHOWN} bytes"
+        )
 
 
 class ApprovalStep:
@@ -136,7 +158,9 @@ class ApprovalStep:
     async def _hold(self, call: Call, body: bytes, bound: str) -> NoReturn:
         """Store (or find) the pending approval for this call and refuse it."""
         request, principal, requirement = call
+        _showable(request)
         now = self._clock.now()
+        await self._room(call, bound, now)
         record = ApprovalRecord(
             id=new_approval_id(),
             binding=bound,
@@ -171,6 +195,20 @@ class ApprovalStep:
         if fresh:
             self._notify("approval.requested", stored)
         raise refusal
+
+    async def _room(self, call: Call, bound: str, now: datetime) -> None:
+        """Refuse a new held call when its user already has ``max_pending`` waiting (the same
+        call again is let through: it gets its own approval back)."""
+        limit = self._policy.max_pending
+        with store_outage("approval store"):
+            waiting = await self._store.list_approvals(
+                status=ApprovalStatus.PENDING, user_id=call.principal.user_id, limit=limit + 1
+            )
+        live = [record for record in waiting if not record.expired(now)]
+        if len(live) >= limit and all(record.binding != bound for record in live):
+            refusal = ApprovalQueueFull()
+            await self._audit.record(self._event(Action.DECISION, call, None, refusal))
+            raise refusal
 
     async def _verify(self, call: Call, approval_id: str, bound: str) -> Approved:
         """The named approval if it is approved, unexpired and bound to this call; else refuse."""

@@ -21,7 +21,7 @@ from agentguard._passage import Reviews
 from agentguard._permissions import Requirement
 from agentguard._request import GuardRequest, public_prefixes
 from agentguard.asgi._responses import send_error
-from agentguard.asgi._reviewed import call_reviewed
+from agentguard.asgi._reviewed import run_admitted
 from agentguard.asgi._scope import (
     PRINCIPAL_STATE_KEY,
     AgentAuthCredentials,
@@ -203,16 +203,6 @@ class AgentGuardMiddleware:
         _set_auth(scope, principal)
         token = principal_var.set(principal)
         try:
-            if scope_type == "http" and (self.reviews or passage.gate is not None):
-                await call_reviewed(self.app, scope, receive, send, passage)
-            elif passage.gate is not None:  # a websocket handshake held for approval: no body
-                try:
-                    await passage.gate(b"")
-                except RequestRefused as refusal:  # audited by the gate
-                    await send_error(scope, send, refusal, None)
-                    return
-                await self.app(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+            await run_admitted(self.app, scope, receive, send, passage)
         finally:
             principal_var.reset(token)

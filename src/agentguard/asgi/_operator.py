@@ -37,6 +37,7 @@ from agentguard.errors import (
     Challenge,
     InvalidRequest,
     MethodNotAllowed,
+    MissingCredentials,
     RequestRefused,
     StoreUnavailable,
 )
@@ -192,7 +193,13 @@ class OperatorApp:
         """The operator the request's bearer token names; 401 (or 400) otherwise."""
         request = request_from_scope(scope)
         try:
-            presented = parse_authorization(request).key
+            try:
+                presented = parse_authorization(request).key
+            except MissingCredentials:  # the agents' wording names an access key
+                raise MissingCredentials(
+                    "no operator token was presented: send Authorization: Bearer ag_op_... "
+                    "(agentguard operators issue --name NAME makes one)"
+                ) from None
             with store_outage("operator store", "lookup_operator"):
                 return await authenticate_operator(
                     self.operators, presented, now=self.guard.clock.now()

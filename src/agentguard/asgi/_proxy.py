@@ -331,13 +331,19 @@ class ProxyApp:
         """Each method an override asks for must be allowed as well (403 otherwise)."""
         relative = self._relative(request)  # the target authorised; None was refused already
         path = relative.path if relative is not None else request.path
+        own = self._checker.requirement(request.method, path)
         for method in override_methods(request, body):
             needed = self._checker.requirement(method, path)
             self._checker.authorize(principal, needed)
-            if needed is not None and needed.approval and request.method.upper() != method:
+            if method == request.method.upper() or needed is None:
+                continue
+            gated = needed.approval or (method == "OVERRIDE" and self._holds_approval)
+            costlier = own is not None and needed.cost > own.cost
+            if gated or costlier:  # the gates decided on the method sent, not this one
                 raise InvalidRequest(
-                    f"a method override may not name {method}: calls with it wait for a human's "
-                    f"approval here, which binds the method sent; send {method} itself"
+                    f"a method override may not name {method} here: calls with it are held "
+                    f"for approval or cost more, and those gates bind the method sent; send "
+                    f"{method} itself"
                 )
 
     async def _forward(

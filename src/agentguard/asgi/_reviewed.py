@@ -18,10 +18,33 @@ from agentguard.review._base import Direction, Verdict
 from agentguard.review._chain import CHAIN_NAME
 from agentguard.review._errors import ReviewBlocked, blocked
 
-__all__ = ["call_reviewed"]
+__all__ = ["call_reviewed", "run_admitted"]
 
 # ASGI extensions that send a body the reviewers never see as bytes.
 _UNREADABLE = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
+
+
+async def run_admitted(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, passage: Passage
+) -> None:
+    """Run ``app`` for a request the guard admitted, through every step the passage still
+    has: content review both ways and, for a call held for approval, the approval step (with
+    the body it binds). Every ASGI adapter that calls :meth:`Guard.admit` hands over here, so
+    no adapter can forget a step. A websocket handshake held for approval binds an empty body.
+    """
+    if scope["type"] == "http":
+        if passage.reviews_request or passage.reviews_response:
+            await call_reviewed(app, scope, receive, send, passage)
+        else:
+            await app(scope, receive, send)
+        return
+    if passage.gate is not None:
+        try:
+            await passage.gate(b"")
+        except RequestRefused as refusal:  # audited by the gate
+            await send_error(scope, send, refusal, None)
+            return
+    await app(scope, receive, send)
 
 
 async def call_reviewed(

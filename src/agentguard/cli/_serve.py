@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from agentguard._clock import SystemClock
 from agentguard._extras import import_extra
 from agentguard.cli._operator import one_line
 from agentguard.cli._serve_operator import OperatorListener, bind_operator_socket, is_loopback
@@ -39,6 +41,8 @@ from agentguard.cli._target import Access, check_store, config_path
 from agentguard.config import NO_KEK, Settings, StoreSettings, load_settings
 from agentguard.errors import ConfigurationError
 from agentguard.gateway import build_gateway, configure_logging
+from agentguard.storage._protocols import StorageError
+from agentguard.storage._urls import describe_store
 
 __all__ = ["CHECK_TIMEOUT", "START_TIMEOUT", "operator_warnings", "run", "warnings"]
 
@@ -112,6 +116,32 @@ def _check_ports(settings: Settings) -> None:
         )
 
 
+async def _check_limit_store(settings: Settings) -> None:
+    """Probe a separate limit store (``[limits] store``) with a read of one counter, so a
+    Redis that does not answer stops the start (and ``--check``) instead of refusing every
+    call with 503 later."""
+    url = settings.limits.store
+    if url is None or not (settings.budgets or settings.rate_limits):
+        return
+    from agentguard.storage._redis_limits import RedisLimitStore
+
+    where = describe_store(url)
+    try:
+        store = RedisLimitStore(url, timeout=CHECK_TIMEOUT)
+    except ValueError:  # redis-py's refusal of the URL may quote the password
+        raise ConfigurationError(f"limits.store is not a valid Redis URL ({where})") from None
+    try:
+        ends = SystemClock().now() + timedelta(seconds=1)
+        with anyio.fail_after(CHECK_TIMEOUT + 1):
+            await store.charge("serve-check", cost=0, limit=0, expires_at=ends)
+    except (StorageError, TimeoutError) as error:
+        raise ConfigurationError(
+            f"the limit store at {where} did not answer ({type(error).__name__})"
+        ) from None
+    finally:
+        await store.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings, path = _settings(args)
     uvicorn = import_extra("uvicorn")  # before anything else is built
@@ -121,6 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
         anyio.run(check_store, args, settings, Access.READ_ONLY, CHECK_TIMEOUT)
     else:
         anyio.run(check_store, args, settings, Access.CREATE, START_TIMEOUT)
+    anyio.run(_check_limit_store, settings)
     _check_ports(settings)
     operator_app = getattr(gateway, "operator_app", None)  # None: disabled
     # bound before the warnings, so a port in use is the only line printed

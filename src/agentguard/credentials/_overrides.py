@@ -150,9 +150,11 @@ def _media_type(content_type: bytes | None) -> str | None:
 
 def may_carry_override(content_type: bytes | None) -> bool:
     """Whether a body of media ``content_type`` is one :func:`body_overrides` reads (a form,
-    JSON, or no declared type)."""
+    multipart, JSON, or no declared type)."""
     media = _media_type(content_type)
-    return media is None or media in _FORM_MEDIA or "json" in media
+    return (
+        media is None or media in _FORM_MEDIA or "json" in media or media.startswith("multipart/")
+    )
 
 
 def body_overrides(body: bytes, content_type: bytes | None) -> list[str]:
@@ -162,7 +164,40 @@ def body_overrides(body: bytes, content_type: bytes | None) -> list[str]:
         return override_values(body)
     if "json" in media:
         return _json_overrides(body)
+    if media.startswith("multipart/"):
+        return _multipart_overrides(body)
     return []
+
+
+# A part's name in its Content-Disposition: quoted (escapes allowed) or a bare token.
+_PART_NAME = re.compile(rb'(?i)\bname\*?\s*=\s*(?:"((?:[^"\\\r\n]|\\.)*)"|([^;\s]+))')
+
+
+def _multipart_overrides(body: bytes) -> list[str]:
+    """The override values of a multipart body: each part named like an override parameter
+    (Rails, Laravel and Symfony read ``_method`` from multipart forms too). Whatever cannot
+    be read plainly (no header end, a long value, too many candidates) is an unknown method."""
+    values: list[str] = []
+    candidates = 0
+    for match in _PART_NAME.finditer(body):
+        raw = match.group(1) if match.group(1) is not None else match.group(2)
+        name = raw.decode("latin-1")
+        if "method" not in name.lower() or not is_method_override(name):
+            continue
+        candidates += 1
+        if candidates > _MAX_CANDIDATES:
+            return [*values, _UNKNOWN]
+        crlf, lf = body.find(b"\r\n\r\n", match.end()), body.find(b"\n\n", match.end())
+        ends = [(at, size) for at, size in ((crlf, 4), (lf, 2)) if at >= 0]
+        if not ends:
+            values.append(_UNKNOWN)
+            continue
+        at, size = min(ends)
+        start = at + size
+        stop = body.find(b"\n--", start)
+        value = body[start : len(body) if stop < 0 else stop].strip()
+        values.append(value.decode("latin-1") if len(value) <= _MAX_NAME else _UNKNOWN)
+    return values
 
 
 def override_values(data: bytes) -> list[str]:

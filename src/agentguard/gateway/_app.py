@@ -23,6 +23,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -94,13 +95,25 @@ class Gateway:
         )
         if checkpointer is not None:  # a refused checkpoint (forked log) means "not ready"
             self.health_checks.append(HealthCheck("audit checkpointer", checkpointer.check))
+        limits = guard.limit_store
+        if limits is not None and settings.limits.store is not None:
+            # a separate limit store (Redis): a read of a probe counter (a charge of 0)
+            async def probe_limits() -> object:
+                ends = guard.clock.now() + timedelta(seconds=1)
+                return await limits.charge("readyz", cost=0, limit=0, expires_at=ends)
+
+            self.health_checks.append(HealthCheck("limit store", probe_limits))
         self._closed = False
         self._owned = list(owned)
         self.operator_app = operator_app(settings, guard, store, notifier)
         """The operator listener's ASGI app (approvals), or ``None``; ``agentguard serve``
         serves it on ``[operator] host:port``, never on the agents' listener."""
         self.app = RequestIdMiddleware(
-            Starlette(routes=self._routes(), lifespan=self._lifespan),
+            Starlette(
+                routes=self._routes(),
+                lifespan=self._lifespan,
+                exception_handlers={404: _not_found, 405: _not_found},
+            ),
             access_log=settings.logging.access_log,
         )
 
@@ -180,7 +193,8 @@ class Gateway:
                     try:
                         await closer()
                     except Exception as error:  # shutdown goes on; the failure is logged
-                        logger.error("closing %s failed: %s", type(part).__name__, error)
+                        failure = type(error).__name__  # never its text: it may name a URL
+                        logger.error("closing %s failed: %s", type(part).__name__, failure)
             flushed = await self.guard.audit.flush()
             owned = [self.store]
             if self.guard.replay_cache is not None and self.guard.replay_cache is not self.store:
@@ -190,6 +204,23 @@ class Gateway:
                 if closer is not None:
                     await closer()
             logger.info("gateway stopped; %d buffered audit events flushed", flushed)
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    """Paths no route serves: the same JSON error shape as every other refusal."""
+    status = getattr(exc, "status_code", 404)
+    code = "not_found" if status == 404 else "invalid_request"
+    description = (
+        "nothing is served at this path: agents call /<service>/..., /oauth/...; operator "
+        "endpoints are on the operator listener"
+        if status == 404
+        else "this method is not allowed here"
+    )
+    return JSONResponse(
+        {"error": code, "error_description": description},
+        status_code=status,
+        headers={"cache-control": "no-store"},
+    )
 
 
 def _metadata_routes(settings: Settings, guard: Guard) -> list[BaseRoute]:

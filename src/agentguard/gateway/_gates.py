@@ -60,6 +60,7 @@ def gate_parts(settings: Settings, store: Any, clock: Clock | None) -> GateParts
         options["approvals"] = ApprovalPolicy(
             ttl=timedelta(seconds=approvals.ttl),
             max_body=approvals.max_body,
+            max_pending=approvals.max_pending,
             status_uri=origin + STATUS_PATH,
             notifier=notifier,
         )

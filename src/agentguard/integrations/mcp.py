@@ -59,11 +59,11 @@ from agentguard._request import (
 )
 from agentguard.asgi._metadata import ProtectedResourceMetadata, advertise_metadata
 from agentguard.asgi._responses import send_error
-from agentguard.asgi._reviewed import call_reviewed
+from agentguard.asgi._reviewed import run_admitted
 from agentguard.asgi._scope import PRINCIPAL_STATE_KEY, request_from_scope
 from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
 from agentguard.audit._events import Action, AuditEvent, Decision
-from agentguard.errors import InsufficientScope, RequestRefused
+from agentguard.errors import ConfigurationError, InsufficientScope, RequestRefused
 from agentguard.review._chain import ReviewChain, ReviewerLike
 
 if TYPE_CHECKING:
@@ -147,6 +147,12 @@ class AgentGuardTokenVerifier:
     """
 
     def __init__(self, guard: Guard, *, resource: str | None = None) -> None:
+        if any(rule.approval for rule in guard.permissions.rules):
+            # The SDK hands a verifier the token alone: no path to match a rule, no body to bind.
+            raise ConfigurationError(
+                "the guard's rules hold calls for approval, which a token verifier cannot "
+                "enforce (it sees no request path or body): wrap the MCP app in AgentGuardMCP"
+            )
         self.guard = guard
         self.resource = resource
 
@@ -246,10 +252,7 @@ class AgentGuardMCP:
         decided = _decided.set(_Decided(self.guard, credentials.key, principal))
         token = principal_var.set(principal)
         try:
-            if scope_type == "http" and self.reviews:
-                await call_reviewed(self.app, scope, receive, send, passage)
-            else:
-                await self.app(scope, receive, send)
+            await run_admitted(self.app, scope, receive, send, passage)
         finally:
             principal_var.reset(token)
             _decided.reset(decided)

@@ -20,6 +20,7 @@ __all__ = ["Budget", "LimitScope", "RateLimit"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _SERVICE = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
+_MAX_INTERVAL = 10 * 365 * 86400.0  # seconds: far below what int64 microseconds hold
 
 
 class LimitScope(str, enum.Enum):
@@ -72,8 +73,8 @@ class Budget:
 
     def __post_init__(self) -> None:
         _check_common("budget", self.name, self.service)
-        if self.limit < 0:
-            raise UsageError(f"budget {self.name}: limit is a whole number >= 0")
+        if not 0 <= self.limit < 2**62:
+            raise UsageError(f"budget {self.name}: limit is a whole number >= 0 (and < 2**62)")
         if self.window < timedelta(seconds=1) or self.window % timedelta(seconds=1):
             raise UsageError(f"budget {self.name}: window is a whole number of seconds >= 1")
         object.__setattr__(self, "per", LimitScope(self.per))
@@ -114,6 +115,11 @@ class RateLimit:
         object.__setattr__(self, "per", LimitScope(self.per))
         if self.interval < 1e-6:
             raise UsageError(f"rate limit {self.name}: more than a million calls a second")
+        if self.interval > _MAX_INTERVAL or self.interval * burst > _MAX_INTERVAL:
+            raise UsageError(
+                f"rate limit {self.name}: one call per period/rate, and a burst of such calls, "
+                "must fit in ten years (every store keeps the bucket in whole microseconds)"
+            )
 
     @property
     def interval(self) -> float:

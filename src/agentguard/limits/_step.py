@@ -3,7 +3,8 @@
 Rate limits run right after authorization (a flood of calls held for approval is limited too);
 budgets run after the approval step, just before the call is handed on. Keys in the store are
 ``rate:<name>:<scope>:<subject>`` and ``budget:<name>:<scope>:<subject>:<window index>``: ids
-only. A store that fails refuses the call (503), never lets it through.
+only. A store that fails refuses the call (503), never lets it through: the guard hands this
+step its store behind :func:`~agentguard.storage._outage.shield_store`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from agentguard.limits._errors import BudgetExhausted, RateLimited
-from agentguard.storage._outage import store_outage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,15 +79,27 @@ class LimitStep:
             if not limit.applies(service):
                 continue
             bucket = f"rate:{limit.name}:{limit.per.value}:{limit.per.subject(principal)}"
-            with store_outage("limit store"):
-                decision = await self._store.take(
-                    bucket,
-                    interval=limit.interval,
-                    burst=limit.burst or 1,
-                    now=self._clock.now(),
-                )
+            decision = await self._store.take(
+                bucket, interval=limit.interval, burst=limit.burst or 1, now=self._clock.now()
+            )
             if not decision.allowed:
                 raise RateLimited(limit=limit.name, retry_after=decision.retry_after)
+
+    async def room(self, principal: Principal, requirement: Requirement) -> None:
+        """Refuse (:class:`BudgetExhausted`) when a budget that applies has no room for this
+        call's cost now, charging nothing: a read of each counter (a charge of 0). Run before
+        an approval is used, so a spent budget does not use it up; :meth:`charge` still
+        decides atomically afterwards."""
+        for budget in self._budgets:
+            if not budget.applies(requirement.service):
+                continue
+            now = self._clock.now()
+            index, ends = window_of(now, budget.window)
+            subject = budget.per.subject(principal)
+            counter = f"budget:{budget.name}:{budget.per.value}:{subject}:{index}"
+            seen = await self._store.charge(counter, cost=0, limit=budget.limit, expires_at=ends)
+            if seen.used + requirement.cost > budget.limit:
+                raise BudgetExhausted(budget=budget.name, reset_at=ends, now=now)
 
     async def charge(self, principal: Principal, requirement: Requirement | None) -> None:
         """Charge the call's cost to every budget that applies; :class:`BudgetExhausted` if one
@@ -101,9 +113,8 @@ class LimitStep:
             index, ends = window_of(now, budget.window)
             subject = budget.per.subject(principal)
             counter = f"budget:{budget.name}:{budget.per.value}:{subject}:{index}"
-            with store_outage("limit store"):
-                charged = await self._store.charge(
-                    counter, cost=requirement.cost, limit=budget.limit, expires_at=ends
-                )
+            charged = await self._store.charge(
+                counter, cost=requirement.cost, limit=budget.limit, expires_at=ends
+            )
             if not charged.allowed:
                 raise BudgetExhausted(budget=budget.name, reset_at=ends, now=now)

@@ -4,8 +4,17 @@ Like :mod:`agentguard.storage._protocols`: small async Protocols, implemented st
 method's docstring the guarantee a backend must give, checked by
 ``agentguard.testing.conformance`` (``ApprovalContract``, ``OperatorContract``,
 ``LimitContract``) against two instances of the backend sharing one database. Stores never read
-the system time: every method that decides by time takes ``now``. Failures follow the same
-rules (:class:`~agentguard.storage.StorageError` for an outage, never the driver's exception).
+the system time: every method that decides by time takes ``now``, and the one that does not
+(:meth:`LimitStore.charge`, whose window the caller names) forgets by the ``Clock`` injected
+into the store. Failures follow the same rules (:class:`~agentguard.storage.StorageError` for
+an outage, never the driver's exception), and ``FailureContract`` calls these methods too.
+
+The records (:class:`~agentguard.approvals.ApprovalRecord`,
+:class:`~agentguard.approvals.OperatorRecord`, :class:`~agentguard.approvals.ApprovalStatus`)
+are imported from :mod:`agentguard.approvals`. A backend stores every field and returns records
+equal to the ones it was given: datetimes are timezone-aware UTC with microseconds, and
+``OperatorRecord.token_hash`` is 32 raw bytes (keep it in a binary column; a digest is rarely
+valid UTF-8, so ``model_dump_json()`` raises on it: serialise it yourself, as hex for instance).
 """
 
 from __future__ import annotations
@@ -69,7 +78,11 @@ class ApprovalStore(Protocol):
         limit: int = 100,
     ) -> list[ApprovalRecord]:
         """At most ``limit`` approvals, newest ``created_at`` first, optionally filtered by the
-        stored status and the user (expiry is not a stored status: callers read it)."""
+        stored status and the user (expiry is not a stored status: callers read it).
+
+        Approvals with equal ``created_at`` come newest stored first (the reverse of insertion
+        order), as in our SQL stores (``ORDER BY created_at DESC, <insertion position> DESC``).
+        """
         ...
 
 
@@ -79,11 +92,19 @@ class OperatorStore(Protocol):
 
     async def put_operator(self, record: OperatorRecord) -> None:
         """Insert ``record``. A duplicate ``id`` or ``token_hash`` raises
-        :class:`IntegrityError`."""
+        :class:`IntegrityError`.
+
+        ``record.token_hash`` is the 32-byte SHA-256 digest of the token, as ``bytes``: store
+        the bytes (a binary column), and match on them exactly.
+        """
         ...
 
     async def lookup_operator(self, token_hash: bytes) -> OperatorRecord | None:
-        """The record with this SHA-256 token hash (revoked or expired included), or ``None``."""
+        """The record with this SHA-256 token hash (revoked or expired included), or ``None``.
+
+        ``token_hash`` is the raw 32-byte digest (``bytes``), the same value
+        ``OperatorRecord.token_hash`` holds.
+        """
         ...
 
     async def revoke_operator(self, operator_id: str, *, now: datetime) -> bool:
@@ -91,7 +112,8 @@ class OperatorStore(Protocol):
         ...
 
     async def list_operators(self) -> list[OperatorRecord]:
-        """Every record, oldest first."""
+        """Every record, oldest ``created_at`` first; records with equal ``created_at`` in
+        insertion order (as in our SQL stores: ``ORDER BY created_at, <insertion position>``)."""
         ...
 
 
@@ -125,6 +147,12 @@ class LimitStore(Protocol):
         total above ``limit``, and every allowed charge is counted. ``cost`` may be 0 (a read
         of the counter that fails only when it is already above ``limit``). The counter may be
         forgotten once ``expires_at`` (the window's end) has passed.
+
+        There is no ``now``: the caller's window is in ``counter`` and ``expires_at``. A store
+        that sweeps ended windows compares ``expires_at`` with its own injected ``Clock``
+        (never the database's or Redis's time), and never forgets a counter before its
+        ``expires_at`` by that clock; a store that sets a relative TTL (Redis ``PX``) measures
+        it from that clock too.
         """
         ...
 
@@ -140,6 +168,15 @@ class LimitStore(Protocol):
         otherwise nothing changes and ``retry_after = t + interval - now - burst * interval``.
         Atomic across instances: of any number of concurrent calls at most ``burst`` are
         allowed on a fresh bucket. The bucket may be forgotten once ``tat`` has passed.
-        Instants are compared in whole microseconds.
+
+        Everything is computed in whole microseconds, so every backend agrees with the
+        reference to the microsecond: ``now`` is ``(now - 1970-01-01T00:00:00Z) //
+        timedelta(microseconds=1)`` (exact); ``interval`` becomes
+        ``round(interval * 1_000_000)``, Python's :func:`round` of the float product (to the
+        nearest integer, halves to even). :class:`ValueError` is raised, before any change,
+        for an ``interval`` that is not finite or rounds below 1, a ``burst`` below 1, or
+        ``interval_us * (burst + 1)`` above ``2**50`` (instants stay exact in int64 and in
+        doubles). ``retry_after`` is the microsecond difference divided by ``1_000_000``. Our
+        backends share these conversions (``agentguard.storage._gcra.interval_micros``).
         """
         ...

@@ -8,14 +8,26 @@ reference model (:func:`agentguard.testing.conformance._limits.gcra_reference`).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 from agentguard._clock import utc
 
-__all__ = ["GcraStep", "epoch_micros", "gcra", "interval_micros", "micros", "retry_seconds"]
+__all__ = [
+    "MAX_SPAN_US",
+    "GcraStep",
+    "epoch_micros",
+    "gcra",
+    "interval_micros",
+    "micros",
+    "retry_seconds",
+]
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_SPAN_US = 2**50
+"""The longest ``interval * (burst + 1)`` a bucket takes (about 35 years): instants stay exact
+in an int64 column and in Lua's doubles (below 2**53) for centuries."""
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -40,11 +52,16 @@ epoch_micros = micros
 def interval_micros(interval: float, burst: int) -> int:
     """``interval`` seconds in whole microseconds (the nearest), after checking both rate
     parameters: at least one microsecond, and a burst of at least one call."""
+    if not math.isfinite(interval):
+        raise ValueError("a rate limit's interval must be a finite number of seconds")
     interval_us = round(interval * 1_000_000)
     if interval_us < 1:
         raise ValueError("a rate limit's interval must be at least one microsecond")
     if burst < 1:
         raise ValueError("a rate limit's burst must be at least 1")
+    if interval_us * (burst + 1) > MAX_SPAN_US:
+        # every backend keeps instants in int64 or Lua doubles: keep them exact
+        raise ValueError("a rate limit's burst times its interval must stay within 2**50 µs")
     return interval_us
 
 

@@ -121,6 +121,7 @@ class MemoryGates:
             for r in records
             if (status is None or r.status is status) and (user_id is None or r.user_id == user_id)
         ]
+        chosen.reverse()  # newest stored first among equal ``created_at``, as the SQL stores
         chosen.sort(key=lambda r: r.created_at, reverse=True)
         return chosen[: max(0, limit)]
 

@@ -113,6 +113,11 @@ def _raised_at(error: BaseException) -> str:
     return f"{Path(code.co_filename).name}:{trace.tb_lineno} in {code.co_name}"
 
 
+_NAMED_ROLES = frozenset(
+    {"approval store", "limit store", "operator store", "credential store", "replay cache"}
+)
+
+
 def _unavailable(error: Exception, where: str) -> StoreUnavailable:
     """Log ``error`` (its type and, for a suspected bug, its location) and refuse with 503."""
     if isinstance(error, PROGRAMMING_ERRORS):
@@ -125,6 +130,9 @@ def _unavailable(error: Exception, where: str) -> StoreUnavailable:
         )
     else:
         logger.error("storage call failed: %s: %s", where, _type_name(error))
+    role = where.split(".", 1)[0]
+    if role in _NAMED_ROLES:  # the client is told which part is down (never how or where)
+        return StoreUnavailable(f"the {role} is unavailable; retry later")
     return StoreUnavailable()
 
 

@@ -261,6 +261,9 @@ class PostgresStore(PostgresGates):
                     max_size=self.pool_max,
                     command_timeout=self.command_timeout,
                     reset=_keep_session,
+                    # Every statement's guarantees (one winner, advisory-lock serialisation)
+                    # are written for READ COMMITTED: pin it, whatever the server's default.
+                    server_settings={"default_transaction_isolation": "read committed"},
                 )
                 try:
                     await self._check_schema(pool)

@@ -277,6 +277,15 @@ class ApprovalContract(ContractBase):
         assert [r.id for r in approved_] == [records[0].id]
         assert await store.list_approvals(status=ApprovalStatus.CONSUMED) == []
 
+    async def test_list_orders_equal_creation_times_newest_stored_first(
+        self, store: ApprovalStore, clock: FakeClock
+    ) -> None:
+        records = [approval_record(clock) for _ in range(3)]  # one created_at for all three
+        for record in records:
+            await store.create_approval(record, now=clock.now())
+        listed = [r.id for r in await store.list_approvals()]
+        assert listed == [r.id for r in reversed(records)], "ties: newest stored first"
+
     # two instances over one backend
 
     async def test_each_instance_sees_the_others_approvals(
