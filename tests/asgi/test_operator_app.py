@@ -28,6 +28,7 @@ FIELDS = {
     "id", "state", "status", "user_id", "workspace_id", "account_id", "key_id", "family_id",
     "service", "scope", "method", "path", "query", "body_digest", "body_bytes", "body_preview",
     "rule_version", "created_at", "expires_at", "decided_at", "decided_by", "consumed_at",
+    "headers",
 }  # fmt: skip
 
 

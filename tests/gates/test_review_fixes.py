@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -52,7 +54,7 @@ async def test_an_unusual_method_on_a_held_route_is_a_400_not_a_500(
     """Sent as is (an HTTP client would upper-case ``delete``): servers pass any token, and
     ``approval=True`` holds every method."""
     world = await build_world(MemoryStore(clock=clock), clock, rules=crm_rules(approval=True))
-    messages: list[dict[str, object]] = []
+    messages: list[MutableMapping[str, Any]] = []
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
         "scheme": "http", "path": "/crm/items/1", "raw_path": b"/crm/items/1",
@@ -60,15 +62,15 @@ async def test_an_unusual_method_on_a_held_route_is_a_400_not_a_500(
         "headers": [(b"authorization", world.alice.auth()["Authorization"].encode())],
     }  # fmt: skip
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> MutableMapping[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         messages.append(message)
 
     await world.app(scope, receive, send)
     assert messages[0]["status"] == 400, messages
-    assert b'"invalid_request"' in messages[1]["body"]  # type: ignore[operator]
+    assert b'"invalid_request"' in messages[1]["body"]
     assert world.recorder.calls == []
 
 
@@ -227,3 +229,29 @@ def test_guard_rules_add_their_gates_to_a_declared_requirement() -> None:
     merged = guard._with_rule_gates(GuardRequest("POST", "/crm/x"), declared)
     assert merged.approval and merged.cost == 7
     assert guard._with_rule_gates(GuardRequest("GET", "/elsewhere"), declared) == declared
+
+
+async def test_headers_that_change_the_call_are_bound_and_shown(world: World) -> None:
+    """An account-switching header added after approval is another call; per-attempt headers
+    (tracing, user agent, idempotency keys) may change freely."""
+    account = {"Stripe-Account": "acct_mine"}
+    async with world.client() as client:
+        approval_id = await hold(client, world.alice, "POST", "/crm/pay")
+    store = world.guard.approval_store
+    assert store is not None
+    record = await store.get_approval(approval_id)
+    assert record is not None and "stripe-account" not in record.headers
+    await approve(world.guard, approval_id)
+    async with world.client() as client:
+        swapped = await client.post("/crm/pay", headers=world.alice.auth(approval_id, **account))
+        refusal(swapped, 403, "approval_invalid", "approval_mismatch")
+        volatile = {"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+                    "User-Agent": "other/1.0", "Idempotency-Key": "fresh"}  # fmt: skip
+        ran = await client.post("/crm/pay", headers=world.alice.auth(approval_id, **volatile))
+        assert ran.status_code == 200, ran.text
+        held = await hold(client, world.alice, "POST", "/crm/other")
+    assert held
+    async with world.client() as client:
+        response = await client.post("/crm/acct", headers=world.alice.auth(**account))
+    shown = await store.get_approval(response.json()["approval_id"])
+    assert shown is not None and "stripe-account: acct_mine" in shown.headers

@@ -74,6 +74,7 @@ class ApprovalRecord(Record):
     decided_at: UTCDateTime | None = None
     decided_by: str | None = Field(default=None, max_length=128)
     consumed_at: UTCDateTime | None = None
+    headers: str = Field(default="", max_length=4096)
 
     def expired(self, now: datetime) -> bool:
         """Whether the approval is past its expiry at ``now`` (the instant itself included)."""

@@ -4,9 +4,10 @@ An approval lets exactly one call run: the one an operator saw. :func:`binding` 
 field that makes a call that call: the key family that asked, the user, the service, the
 method, the canonical target (path and query; only a query field holding exactly the presented
 key is left out, since a vendor-native placement carries the placeholder there and the proxy
-swaps it), the SHA-256 of the exact body and its ``Content-Type``, and the version of the rule
-that held it back. Other headers are not bound. The agent's retry is hashed the same way; the
-approval is consumed only when the two hashes are equal.
+swaps it), the SHA-256 of the exact body and its ``Content-Type``, the request headers that say
+what the call does (every header but the per-attempt, transport and credential ones:
+:func:`bound_headers`), and the version of the rule that held it back. The agent's retry is
+hashed the same way; the approval is consumed only when the two hashes are equal.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import re
 
 from agentguard._request import GuardRequest
 
-__all__ = ["PREVIEW_BYTES", "binding", "body_digest", "bound_target", "display_query", "preview"]
+__all__ = [
+    "PREVIEW_BYTES",
+    "binding",
+    "body_digest",
+    "bound_headers",
+    "bound_target",
+    "display_headers",
+    "display_query",
+    "preview",
+]
 
 _KEY_VALUE = re.compile(rb"ag_(?:at|rt)_[0-9A-Za-z]{49}")
 PREVIEW_BYTES = 64 * 1024
@@ -54,6 +64,7 @@ def binding(
     digest: str,
     rule_version: str,
     content_type: bytes | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> str:
     """Hex SHA-256 over the bound fields, unambiguously encoded (a JSON array).
 
@@ -70,9 +81,52 @@ def binding(
         digest,
         rule_version,
         None if content_type is None else content_type.decode("latin-1"),
+        [list(pair) for pair in headers],
     ]
     encoded = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
     return hashlib.sha256(encoded).hexdigest()
+
+
+# Headers a client sets per attempt, or that carry the credential and routing: not part of
+# what a call *does*, so neither bound nor shown. Every other header is both.
+_VOLATILE = frozenset(
+    {
+        "authorization", "dpop", "agentguard-approval", "host", "content-length",
+        "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+        "proxy-connection", "proxy-authorization", "expect", "user-agent", "accept",
+        "accept-encoding", "accept-language", "accept-charset", "cache-control", "pragma",
+        "cookie", "traceparent", "tracestate", "baggage", "x-request-id", "x-correlation-id",
+        "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+        "via", "date", "idempotency-key", "x-idempotency-key", "origin", "referer",
+    }
+)  # fmt: skip
+_VOLATILE_PREFIXES = ("sec-", "x-stainless-", "x-amzn-trace")
+
+
+def bound_headers(
+    request: GuardRequest, credential: str | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The request headers an approval binds and shows, in the order sent: all but the
+    per-attempt, transport and credential ones (:data:`_VOLATILE`), and any whose value is the
+    presented key (a vendor-native header placement carries the placeholder)."""
+    key = None if not credential else credential.encode("ascii", "replace")
+    kept = []
+    for raw_name, value in request.headers:
+        name = raw_name.decode("latin-1").lower()
+        if name in _VOLATILE or name.startswith(_VOLATILE_PREFIXES):
+            continue
+        if key is not None and value.strip() == key:
+            continue
+        kept.append((name, value.decode("latin-1")))
+    return tuple(kept)
+
+
+def display_headers(headers: tuple[tuple[str, str], ...]) -> str:
+    """``headers`` for the operator's eyes, one ``name: value`` per line, keys replaced by
+    ``[key]``; ``""`` when there are none."""
+    lines = [f"{name}: {value}" for name, value in headers]
+    text = _KEY_VALUE.sub(b"[key]", "\n".join(lines).encode("latin-1")).decode("latin-1")
+    return text.replace("\x00", "\ufffd")
 
 
 def display_query(request: GuardRequest) -> str:

@@ -44,6 +44,7 @@ def approval_document(record: ApprovalRecord, now: datetime) -> dict[str, Any]:
         "body_digest": record.body_digest,
         "body_bytes": record.body_bytes,
         "body_preview": record.body_preview,
+        "headers": record.headers,
         "rule_version": record.rule_version,
         "created_at": _instant(record.created_at),
         "expires_at": _instant(record.expires_at),

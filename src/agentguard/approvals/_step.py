@@ -22,7 +22,9 @@ from agentguard._model import ApprovalRecord, ApprovalStatus
 from agentguard.approvals._binding import (
     binding,
     body_digest,
+    bound_headers,
     bound_target,
+    display_headers,
     display_query,
     preview,
 )
@@ -60,6 +62,7 @@ _REFUSALS = {
 _NO_RULE = "0" * 32
 _METHOD = re.compile(r"[A-Z0-9!#$%&'*+.^_`|~-]{1,32}\Z")
 _SHOWN = 1024  # the longest path or query an operator is shown (and so may approve)
+_SHOWN_HEADERS = 4096  # the most of the bound headers an operator is shown
 
 
 class Call(NamedTuple):
@@ -126,6 +129,7 @@ class ApprovalStep:
         budgets have been charged: a budget refusal then leaves the approval usable.
         """
         request, principal, requirement = call
+        headers = bound_headers(request, credential)
         bound = binding(
             family_id=principal.family_id,
             user_id=principal.user_id,
@@ -135,10 +139,11 @@ class ApprovalStep:
             digest=body_digest(body),
             rule_version=requirement.rule or _NO_RULE,
             content_type=b",".join(request.header_values(b"content-type")) or None,
+            headers=headers,
         )
         named = request.header_values(_HEADER)
         if not named:
-            await self._hold(call, body, bound)
+            await self._hold(call, body, bound, display_headers(headers))
         if len(named) > 1 or not _APPROVAL_ID.match(named[0].strip()):
             await self._refuse(call, None, Reason.UNKNOWN_APPROVAL)
         return await self._verify(call, named[0].strip().decode("ascii"), bound)
@@ -155,10 +160,15 @@ class ApprovalStep:
             await self._refuse(call, record, reason)
         await self._audit.record(self._event(Action.APPROVAL_CONSUME, call, record.id))
 
-    async def _hold(self, call: Call, body: bytes, bound: str) -> NoReturn:
+    async def _hold(self, call: Call, body: bytes, bound: str, headers: str) -> NoReturn:
         """Store (or find) the pending approval for this call and refuse it."""
         request, principal, requirement = call
         _showable(request)
+        if len(headers) > _SHOWN_HEADERS:
+            raise InvalidRequest(
+                "a call held for approval is shown to an operator whole: the headers it binds "
+                f"(all but transport and per-attempt ones) must fit in {_SHOWN_HEADERS} bytes"
+            )
         now = self._clock.now()
         await self._room(call, bound, now)
         record = ApprovalRecord(
@@ -180,6 +190,7 @@ class ApprovalStep:
             rule_version=requirement.rule or _NO_RULE,
             created_at=now,
             expires_at=now + self._policy.ttl,
+            headers=headers,
         )
         with store_outage("approval store"):
             stored = await self._store.create_approval(record, now=now)

@@ -90,6 +90,7 @@ async def _show(operator: Operator, args: argparse.Namespace) -> int:
         value = document[name]
         shown = "-" if value is None or value == "" else printable(str(value))
         print(f"  {name + ':':<14} {shown}")
+    print(f"  headers:\n{printable(record.headers, lines=True) or '(none bound)'}")
     preview = record.body_preview
     more = " (first part)" if len(preview.encode()) < record.body_bytes else ""
     print(f"  body{more}:\n{printable(preview, lines=True) or '(empty)'}")

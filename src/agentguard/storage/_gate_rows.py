@@ -20,8 +20,8 @@ __all__ = ["APPROVAL_COLUMNS", "OPERATOR_COLUMNS", "GateCodec"]
 
 APPROVAL_COLUMNS = """id, status, binding, family_id, key_id, user_id, workspace_id, account_id,
     service, scope, method, path, query, body_digest, body_bytes, body_preview, rule_version,
-    created_at, expires_at, decided_at, decided_by, consumed_at"""
-"""The 22 approval columns, in the order of :meth:`GateCodec.approval_params`."""
+    created_at, expires_at, decided_at, decided_by, consumed_at, headers"""
+"""The 23 approval columns, in the order of :meth:`GateCodec.approval_params`."""
 
 OPERATOR_COLUMNS = "id, name, token_hash, created_at, expires_at, revoked_at"
 """The 6 operator columns, in the order of :meth:`GateCodec.operator_params`."""
@@ -50,7 +50,7 @@ class GateCodec:
         return None if value is None else self._decode_time(value)
 
     def approval_params(self, record: ApprovalRecord) -> Params:
-        """The 22 columns of ``record``, in :data:`APPROVAL_COLUMNS` order."""
+        """The 23 columns of ``record``, in :data:`APPROVAL_COLUMNS` order."""
         return (
             record.id,
             record.status.value,
@@ -74,6 +74,7 @@ class GateCodec:
             self._optional_encode(record.decided_at),
             record.decided_by,
             self._optional_encode(record.consumed_at),
+            record.headers,
         )
 
     def approval_from_row(self, row: Row) -> ApprovalRecord:
@@ -102,6 +103,7 @@ class GateCodec:
                 decided_at=self._optional_decode(row[19]),
                 decided_by=row[20],
                 consumed_at=self._optional_decode(row[21]),
+                headers=row[22],
             )
         except _PARSE_ERRORS as error:
             raise CorruptRecord(

@@ -22,10 +22,13 @@ __all__ = ["PURGE_BATCH", "GateQueries"]
 PURGE_BATCH = 64
 """Most expired counters or buckets one call forgets (the ``LIMIT`` in the statements)."""
 
-# The types of the 22 approval columns: id .. body_digest, body_bytes, body_preview,
-# rule_version, created_at, expires_at, decided_at, decided_by, consumed_at.
+# The types of the 23 approval columns: id .. body_digest, body_bytes, body_preview,
+# rule_version, created_at, expires_at, decided_at, decided_by, consumed_at, headers.
 _APPROVAL_TYPES = (
-    ("text",) * 14 + ("bigint", "text", "text") + ("timestamptz",) * 3 + ("text", "timestamptz")
+    ("text",) * 14
+    + ("bigint", "text", "text")
+    + ("timestamptz",) * 3
+    + ("text", "timestamptz", "text")
 )
 _APPROVAL_VALUES = ", ".join(f"${n}::{kind}" for n, kind in enumerate(_APPROVAL_TYPES, 1))
 
@@ -39,11 +42,11 @@ class GateQueries:
     """Every statement of the gates, for one schema."""
 
     # Run after the transaction-scoped advisory lock on the binding: the newest pending,
-    # unexpired approval with this binding ($3), or else the insert. $23 is now.
+    # unexpired approval with this binding ($3), or else the insert. $24 is now.
     approval_create: str = f"""
 WITH found AS (
     SELECT {APPROVAL_COLUMNS} FROM {{s}}.approvals
-    WHERE binding = $3 AND status = 'pending' AND expires_at > $23::timestamptz
+    WHERE binding = $3 AND status = 'pending' AND expires_at > $24::timestamptz
     ORDER BY created_at DESC, pos DESC LIMIT 1
 ), inserted AS (
     INSERT INTO {{s}}.approvals ({APPROVAL_COLUMNS})

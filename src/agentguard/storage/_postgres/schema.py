@@ -250,7 +250,8 @@ _V4: tuple[str, ...] = (
         expires_at timestamptz NOT NULL,
         decided_at timestamptz,
         decided_by text,
-        consumed_at timestamptz
+        consumed_at timestamptz,
+        headers text NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX approvals_pending ON {s}.approvals (binding) WHERE status = 'pending'",
     "CREATE INDEX approvals_created ON {s}.approvals (created_at)",

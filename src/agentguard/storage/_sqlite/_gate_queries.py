@@ -33,7 +33,7 @@ __all__ = [
 PURGE_BATCH = 64
 """Most expired counters or buckets one call forgets."""
 
-APPROVAL_INSERT = f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+APPROVAL_INSERT = f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({', '.join('?' * 23)})"
 APPROVAL_GET = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
 # The newest pending, unexpired approval for a binding (there is at most one unless a database
 # was written by hand). ? binding, ? now.

@@ -176,7 +176,8 @@ _V4: tuple[str, ...] = (
         expires_at INTEGER NOT NULL,
         decided_at INTEGER,
         decided_by TEXT,
-        consumed_at INTEGER
+        consumed_at INTEGER,
+        headers TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX approvals_pending ON approvals (binding) WHERE status = 'pending'",
     "CREATE INDEX approvals_created ON approvals (created_at)",
