@@ -127,7 +127,7 @@ def test_both_listeners_answer_and_drain_on_sigterm(
 
     with httpx.Client(base_url=operator, timeout=10) as client:
         listed = client.get("/approvals", headers={"Authorization": f"Bearer {token}"})
-        assert listed.status_code == 200, listed.text
+        assert listed.status_code == 200, (listed.text, log.read_text()[-3000:])
         assert [d["id"] for d in listed.json()["approvals"]] == [held.id]
         refused = client.get("/approvals", headers={"Authorization": f"Bearer {agent_key}"})
         assert refused.status_code == 401
