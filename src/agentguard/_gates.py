@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, NoReturn
 
 from agentguard._decisions import principal_ids
+from agentguard.approvals._binding import Placement
 from agentguard.approvals._errors import ApprovalInvalid, ApprovalRequired
 from agentguard.approvals._step import Call
 from agentguard.errors import PayloadTooLarge, Reason, RequestRefused, ServiceUnavailable
@@ -34,7 +35,13 @@ class BodyGate:
     """The gates one admitted call still has to pass once its body is read (run once)."""
 
     __slots__ = (
-        "_credential", "_gates", "_passed", "_principal", "_request", "_requirement", "refusal",
+        "_gates",
+        "_passed",
+        "_placement",
+        "_principal",
+        "_request",
+        "_requirement",
+        "refusal",
     )  # fmt: skip
 
     def __init__(
@@ -43,10 +50,10 @@ class BodyGate:
         request: GuardRequest,
         principal: Principal,
         requirement: Requirement,
-        credential: str | None = None,
+        placement: Placement | None = None,
     ) -> None:
         self._gates = gates
-        self._credential = credential
+        self._placement = placement
         self._request = request
         self._principal = principal
         self._requirement = requirement
@@ -92,7 +99,7 @@ class BodyGate:
             )
         call = Call(request, principal, requirement)
         try:  # 1. the approval named, verified (the step audits its own refusals)
-            approved = await approvals.check(call, body, self._credential)
+            approved = await approvals.check(call, body, self._placement)
         except (ApprovalRequired, ApprovalInvalid):
             raise
         except RequestRefused as error:  # an approval store outage: audited here
@@ -153,12 +160,12 @@ class Gates:
         request: GuardRequest,
         principal: Principal,
         requirement: Requirement | None,
-        credential: str | None = None,
+        placement: Placement | None = None,
     ) -> BodyGate | None:
         """The gate the body must pass for this call, or ``None`` when its rule holds nothing.
 
-        ``credential`` is the key the call presented (see :func:`agentguard.approvals._binding.
-        bound_target`); it stays in memory for this call only."""
+        ``placement`` names the field a vendor-native placement put the key in (see
+        :class:`agentguard.approvals._binding.Placement`)."""
         if requirement is None or not requirement.approval:
             return None
-        return BodyGate(self, request, principal, requirement, credential)
+        return BodyGate(self, request, principal, requirement, placement)

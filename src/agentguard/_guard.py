@@ -28,6 +28,7 @@ from agentguard._passage import Passage, ResponseReview, Reviews
 from agentguard._permissions import PermissionChecker, Requirement, RouteRule
 from agentguard._request import Credentials, GuardRequest, parse_authorization
 from agentguard._resolver import KeyResolver, TokenResolver
+from agentguard.approvals._binding import Placement
 from agentguard.approvals._policy import ApprovalPolicy
 from agentguard.approvals._step import ApprovalStep
 from agentguard.audit._aggregate import RefusalSummaries, RefusalSummaryPolicy
@@ -373,6 +374,7 @@ class Guard:
         requirement: Requirement | _Default | None = DEFAULT,
         reviews: Reviews | None = None,
         service: str | None = None,
+        placement: tuple[str, str] | None = None,
     ) -> Passage:
         """Run the decision steps for ``request``; the :class:`Passage` on, or the refusal.
 
@@ -380,17 +382,18 @@ class Guard:
         the key's source, as the proxy does for vendor-native placements; ``requirement``
         replaces the guard's own route rules; ``reviews`` (from :meth:`reviews`) replaces the
         guard's reviewers for this request's content; ``service`` names the upstream in review
-        events. The decision is audited either way before this returns; if the audit store
-        fails, :class:`~agentguard.errors.AuditUnavailable` (503) is raised instead.
+        events; ``placement`` (``("query" | "header", name)``) names where a vendor-native
+        placement put the key, the one field an approval leaves out of what it binds. The
+        decision is audited either way before this returns; if the audit store fails,
+        :class:`~agentguard.errors.AuditUnavailable` (503) is raised instead.
         """
         started = self._clock.monotonic()
         if isinstance(requirement, _Default):
             requirement = self._permissions.requirement(request.method, request.path)
         elif requirement is not None and self._permissions.rules:
             requirement = self._with_rule_gates(request, requirement)
-        presented: list[str] = []
         try:
-            principal = await self._decide(request, credentials, requirement, presented)
+            principal = await self._decide(request, credentials, requirement)
         except RequestRefused as error:
             await self._decisions.refused(request, requirement, started, error)
             raise
@@ -406,7 +409,12 @@ class Guard:
             requirement,
             self._reviews if reviews is None else reviews,
             requirement.service if service is None and requirement is not None else service,
-            self._gates.after_body(request, principal, requirement, presented[0]),
+            self._gates.after_body(
+                request,
+                principal,
+                requirement,
+                None if placement is None else Placement(*placement),
+            ),
         )
 
     def _with_rule_gates(self, request: GuardRequest, requirement: Requirement) -> Requirement:
@@ -431,12 +439,8 @@ class Guard:
         request: GuardRequest,
         credentials: Credentials | Callable[[], Credentials] | None,
         requirement: Requirement | None,
-        presented: list[str],
     ) -> Principal:
-        """The decision steps, in order; each raises its refusal. New steps go here.
-
-        The key the request presented is appended to ``presented`` (for the approval binding).
-        """
+        """The decision steps, in order; each raises its refusal. New steps go here."""
         request.target()  # 1. an ambiguous target is refused (400) before any key lookup
         if credentials is None:  # 2. the credentials, from the one place they may be
             credentials = parse_authorization(request, self._schemes)
@@ -444,7 +448,6 @@ class Guard:
             credentials = credentials()
         if credentials.scheme not in self._schemes:
             raise InvalidRequest(reason=Reason.UNSUPPORTED_SCHEME)
-        presented.append(credentials.key)
         principal = await self.resolve(credentials.key)  # 3. live resolution
         try:
             # 4. DPoP: the proof, its binding to the key, then its jti burnt (RFC 9449 §4.3, §7)

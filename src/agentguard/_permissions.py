@@ -137,8 +137,25 @@ class RouteRule:
         return path == prefix or path.startswith(prefix + "/")
 
     def requirement(self, method: str) -> Requirement:
-        """The requirement for ``method`` under this rule."""
+        """The requirement for ``method`` under this rule.
+
+        ``HEAD`` needs at least what ``GET`` needs (level, approval, cost): frameworks and
+        vendors answer a ``HEAD`` with the ``GET`` handler, which then runs.
+        """
         method = method.upper()
+        own = self._plain(method)
+        if method != "HEAD":
+            return own
+        get = self._plain("GET")
+        return Requirement(
+            self.service,
+            max(own.level, get.level),
+            own.approval or get.approval,
+            max(own.cost, get.cost),
+            self.version,
+        )
+
+    def _plain(self, method: str) -> Requirement:
         override = self.methods.get(method)
         if override is None:
             override = self.level if self.level is not None else method_level(method)

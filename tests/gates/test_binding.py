@@ -149,7 +149,7 @@ async def test_a_requirement_for_another_service_is_refused_by_the_step(world: W
         path="/crm/contacts/42",
         raw_path=b"/crm/contacts/42",
         query_string=b"notify=yes",
-        headers=[(b"agentguard-approval", approval_id.encode())],
+        headers=[(b"host", b"gw.test"), (b"agentguard-approval", approval_id.encode())],
     )
     rule = world.guard.permissions.requirement("POST", "/crm/contacts/42")
     assert rule is not None and rule.approval

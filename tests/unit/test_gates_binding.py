@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 from agentguard._request import GuardRequest
 from agentguard.approvals._binding import (
     PREVIEW_BYTES,
+    Placement,
     binding,
     body_digest,
+    bound_headers,
     bound_target,
+    display_headers,
     display_query,
     preview,
 )
@@ -74,15 +77,34 @@ def test_method_case_does_not_matter_but_target_case_does() -> None:
     assert upper != binding(**FIELDS)  # type: ignore[arg-type]
 
 
-def test_bound_target_drops_only_the_field_holding_the_presented_key() -> None:
+def test_bound_target_drops_only_the_field_of_a_query_placement() -> None:
     other = "ag_at_" + "B" * 49
-    query = f"a=1&api_key={KEY}&b=2&x=y{other}&z={other}".encode()
+    query = f"a=1&api_key={KEY}&b=2&x=y{other}&z={KEY}".encode()
     request = GuardRequest("GET", "/crm/deals", query_string=query)
-    expected = f"/crm/deals?a=1&b=2&x=y{other}&z={other}".encode()
-    assert bound_target(request, KEY) == expected
-    assert bound_target(request) == b"/crm/deals?" + query  # no key presented there: all bound
+    expected = f"/crm/deals?a=1&b=2&x=y{other}&z={KEY}".encode()
+    assert bound_target(request, Placement("query", "api_key")) == expected
+    assert bound_target(request) == b"/crm/deals?" + query  # no placement: every field bound
+    assert bound_target(request, Placement("header", "api_key")) == b"/crm/deals?" + query
     assert KEY not in display_query(request)
     assert "[key]" in display_query(request)
+
+
+def test_bound_target_holds_the_mount_point() -> None:
+    sandbox = GuardRequest("DELETE", "/crm/x", root_path="/sandbox")
+    prod = GuardRequest("DELETE", "/crm/x", root_path="/prod")
+    assert bound_target(sandbox) != bound_target(prod)
+
+
+def test_bound_headers_keep_host_and_the_exchange_and_drop_the_placement() -> None:
+    headers = [(b"host", b"a.example"), (b"x-api-key", KEY.encode()), (b"user-agent", b"u")]
+    http = GuardRequest("GET", "/x", headers=headers)
+    socket = GuardRequest("GET", "/x", headers=headers, scheme="ws")
+    kept = bound_headers(http, Placement("header", "X-Api-Key"))
+    assert ("host", "a.example") in kept and all(name != "x-api-key" for name, _ in kept)
+    assert all(name != "user-agent" for name, _ in kept)
+    assert bound_headers(http) != bound_headers(socket)
+    assert ("x-api-key", KEY) in bound_headers(http)  # behind the middleware: bound
+    assert KEY not in display_headers(bound_headers(http))
 
 
 @given(st.lists(st.sampled_from(["a=1", "b=2", "a=2", "c", "d=%20"]), max_size=5))

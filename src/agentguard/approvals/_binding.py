@@ -2,11 +2,11 @@
 
 An approval lets exactly one call run: the one an operator saw. :func:`binding` hashes every
 field that makes a call that call: the key family that asked, the user, the service, the
-method, the canonical target (path and query; only a query field holding exactly the presented
-key is left out, since a vendor-native placement carries the placeholder there and the proxy
-swaps it), the SHA-256 of the exact body and its ``Content-Type``, the request headers that say
-what the call does (every header but the per-attempt, transport and credential ones:
-:func:`bound_headers`), and the version of the rule that held it back. The agent's retry is
+method, the canonical target (the mount point, the path, and the query; only the field of a
+vendor-native query placement is left out, since the proxy swaps the placeholder there), the
+SHA-256 of the exact body and its ``Content-Type``, the request headers that say what the call
+does (every header but the per-attempt, transport and credential ones: :func:`bound_headers`),
+and the version of the rule that held it back. The agent's retry is
 hashed the same way; the approval is consumed only when the two hashes are equal.
 """
 
@@ -15,11 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import NamedTuple
+from urllib.parse import unquote_plus
 
 from agentguard._request import GuardRequest
 
 __all__ = [
     "PREVIEW_BYTES",
+    "Placement",
     "binding",
     "body_digest",
     "bound_headers",
@@ -40,16 +43,29 @@ def body_digest(body: bytes) -> str:
     return "sha-256:" + hashlib.sha256(body).hexdigest()
 
 
-def bound_target(request: GuardRequest, credential: str | None = None) -> bytes:
-    """The canonical target the approval binds: the one encoding of the path the guard
-    authorises (and a proxy forwards), then the query as sent, less the fields whose value is
-    exactly ``credential`` (the placeholder key a vendor-native placement carries there, which
-    the proxy replaces). Every other field is bound, whatever it holds."""
-    target = request.target().raw or b"/"
+class Placement(NamedTuple):
+    """Where a vendor-native placement put the placeholder key (the proxy's ``X-Api-Key``
+    header or ``api_key`` query field): that one field is the credential, swapped by the
+    proxy, so it is neither bound nor shown. Behind the middleware the key is in
+    ``Authorization``, which is never bound."""
+
+    kind: str  # "query" or "header"
+    name: str
+
+
+def bound_target(request: GuardRequest, placement: Placement | None = None) -> bytes:
+    """The canonical target the approval binds: the mount point (``root_path``) and the one
+    encoding of the path below it the guard authorises (and a proxy forwards), then the query
+    as sent, less only the field of a vendor-native query placement. Every other field is
+    bound, whatever it holds (the agent's own key included)."""
+    target = request.root_path.encode("utf-8", "surrogateescape") + (request.target().raw or b"/")
     query = request.query_string
-    if credential:
-        key = credential.encode("ascii", "replace")
-        fields = [field for field in query.split(b"&") if field.partition(b"=")[2] != key]
+    if placement is not None and placement.kind == "query":
+        fields = [
+            field
+            for field in query.split(b"&")
+            if unquote_plus(field.partition(b"=")[0].decode("latin-1")) != placement.name
+        ]
         query = b"&".join(fields)
     return target + b"?" + query if query else target
 
@@ -91,8 +107,8 @@ def binding(
 # what a call *does*, so neither bound nor shown. Every other header is both.
 _VOLATILE = frozenset(
     {
-        "authorization", "dpop", "agentguard-approval", "host", "content-length",
-        "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+        "authorization", "dpop", "agentguard-approval", "content-length",
+        "transfer-encoding", "connection", "keep-alive", "te", "trailer",
         "proxy-connection", "proxy-authorization", "expect", "user-agent", "accept",
         "accept-encoding", "accept-language", "accept-charset", "cache-control", "pragma",
         "cookie", "traceparent", "tracestate", "baggage", "x-request-id", "x-correlation-id",
@@ -104,18 +120,19 @@ _VOLATILE_PREFIXES = ("sec-", "x-stainless-", "x-amzn-trace")
 
 
 def bound_headers(
-    request: GuardRequest, credential: str | None = None
+    request: GuardRequest, placement: Placement | None = None
 ) -> tuple[tuple[str, str], ...]:
     """The request headers an approval binds and shows, in the order sent: all but the
-    per-attempt, transport and credential ones (:data:`_VOLATILE`), and any whose value is the
-    presented key (a vendor-native header placement carries the placeholder)."""
-    key = None if not credential else credential.encode("ascii", "replace")
-    kept = []
+    per-attempt, transport and credential ones (:data:`_VOLATILE`) and the header of a
+    vendor-native header placement. ``Host`` is bound (an app may route on it), and so is the
+    kind of exchange: a websocket handshake is never the approved HTTP call."""
+    dropped = None
+    if placement is not None and placement.kind == "header":
+        dropped = placement.name.lower()
+    kept = [("(exchange)", "websocket" if request.scheme in ("ws", "wss") else "http")]
     for raw_name, value in request.headers:
         name = raw_name.decode("latin-1").lower()
-        if name in _VOLATILE or name.startswith(_VOLATILE_PREFIXES):
-            continue
-        if key is not None and value.strip() == key:
+        if name in _VOLATILE or name.startswith(_VOLATILE_PREFIXES) or name == dropped:
             continue
         kept.append((name, value.decode("latin-1")))
     return tuple(kept)
@@ -124,7 +141,9 @@ def bound_headers(
 def display_headers(headers: tuple[tuple[str, str], ...]) -> str:
     """``headers`` for the operator's eyes, one ``name: value`` per line, keys replaced by
     ``[key]``; ``""`` when there are none."""
-    lines = [f"{name}: {value}" for name, value in headers]
+    lines = [f"{name}: {value}" for name, value in headers if name != "(exchange)"]
+    if ("(exchange)", "websocket") in headers:
+        lines.insert(0, "(a websocket handshake)")
     text = _KEY_VALUE.sub(b"[key]", "\n".join(lines).encode("latin-1")).decode("latin-1")
     return text.replace("\x00", "\ufffd")
 

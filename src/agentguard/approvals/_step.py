@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from agentguard._model import ApprovalRecord, ApprovalStatus
 from agentguard.approvals._binding import (
+    Placement,
     binding,
     body_digest,
     bound_headers,
@@ -121,21 +122,21 @@ class ApprovalStep:
         """Where the approvals live."""
         return self._store
 
-    async def check(self, call: Call, body: bytes, credential: str | None = None) -> Approved:
+    async def check(self, call: Call, body: bytes, placement: Placement | None = None) -> Approved:
         """The approval this call may use, verified but not yet consumed; or the refusal.
 
-        ``credential`` is the presented key (left out of the bound query when it sits there).
+        ``placement`` names the field a vendor-native placement put the key in (left out).
         Refusals are audited here, with the approval id. Call :meth:`consume` next, once the
         budgets have been charged: a budget refusal then leaves the approval usable.
         """
         request, principal, requirement = call
-        headers = bound_headers(request, credential)
+        headers = bound_headers(request, placement)
         bound = binding(
             family_id=principal.family_id,
             user_id=principal.user_id,
             service=requirement.service,
             method=request.method,
-            target=bound_target(request, credential),
+            target=bound_target(request, placement),
             digest=body_digest(body),
             rule_version=requirement.rule or _NO_RULE,
             content_type=b",".join(request.header_values(b"content-type")) or None,

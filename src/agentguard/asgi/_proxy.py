@@ -134,6 +134,10 @@ class ProxyApp:
         self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self._checker = service.permission_checker()
         self._holds_approval = any(rule.approval for rule in self._checker.rules)
+        placed = service.placement.value
+        self._placement = (
+            (placed, service.parameter) if service.parameter is not None else None
+        )  # a vendor-native key field: the one an approval leaves out
         self._base = httpx.URL(service.base_url)
         self._base_path = self._base.raw_path.split(b"?")[0].rstrip(b"/")
         install_log_redaction()
@@ -197,6 +201,7 @@ class ProxyApp:
                 requirement=needed,
                 reviews=self.reviews,
                 service=self.service.name,
+                placement=self._placement,
             )
         except RequestRefused as error:
             await send_error(scope, send, error, self.guard.challenge)

@@ -207,7 +207,8 @@ class SubjectMapping:
             raise InvalidToken("the token names no subject", reason=Reason.UNKNOWN_USER)
         user_id = self.user_id(subject) if self.user_id is not None else subject
         workspace_id = self.workspace_id or _claim_text(claims, self.workspace_claim)
-        ids = {"key_id": key_id, "family_id": key_id, "user_id": user_id}
+        family_id = _family(claims, subject)
+        ids = {"key_id": key_id, "family_id": family_id, "user_id": user_id}
         if user_id is None:
             raise InvalidToken(reason=Reason.UNKNOWN_USER).with_context(key_id=key_id)
         if workspace_id is None:
@@ -241,8 +242,24 @@ class SubjectMapping:
             workspace_id=workspace_id,
             account_id=user.account_id,
             key_id=key_id,
-            family_id=key_id,
+            family_id=family_id,
             grants=grants,
             expires_at=expires_at or datetime.max.replace(tzinfo=timezone.utc),
             jkt=jkt,
         )
+
+
+def _family(claims: Mapping[str, Any], subject: str) -> str:
+    """A stable family for an external token, as a refreshed agentguard key keeps its family:
+    the authorization server's session (``sid``) when it names one, else the client and the
+    subject (``client_id`` or ``azp``, and ``sub``). A fresh token from the same session or
+    client is then the same family, for per-family rate limits and approvals."""
+    session = _claim_text(claims, "sid")
+    if session is not None:
+        basis = "sid\x00" + session
+    else:
+        client = _claim_text(claims, "client_id") or _claim_text(claims, "azp") or ""
+        basis = "client\x00" + client + "\x00" + subject
+    issuer = _claim_text(claims, "iss") or ""
+    digest = hashlib.sha256((issuer + "\x00" + basis).encode("utf-8", "surrogatepass"))
+    return "extfam:" + digest.hexdigest()[:40]

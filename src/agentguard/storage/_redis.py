@@ -20,16 +20,13 @@ belongs to one event loop (redis-py's connections do): a call from another loop 
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import datetime, timedelta, timezone
-from types import TracebackType
 from typing import Any
 
-from agentguard._clock import Clock, SystemClock, utc
-from agentguard._extras import import_extra
+from agentguard._clock import Clock, utc
 from agentguard.storage._driver_errors import driver_errors
-from agentguard.storage._protocols import StorageError
+from agentguard.storage._redis_client import RedisClient
 
 __all__ = ["RedisReplayCache"]
 
@@ -53,7 +50,7 @@ def _micros(moment: datetime) -> int:
     return (utc(moment) - _EPOCH) // timedelta(microseconds=1)
 
 
-class RedisReplayCache:
+class RedisReplayCache(RedisClient):
     """A :class:`~agentguard.storage.ReplayCache` on Redis, atomic across instances.
 
     Args:
@@ -66,6 +63,8 @@ class RedisReplayCache:
             ``socket_timeout`` or ``socket_connect_timeout`` in the URL wins).
     """
 
+    kind = "cache"
+
     def __init__(
         self,
         url_or_client: str | Any,
@@ -75,29 +74,11 @@ class RedisReplayCache:
         ttl_margin: timedelta = timedelta(seconds=30),
         timeout: float = 2.0,
     ) -> None:
-        if ttl_margin < timedelta(0):
-            raise ValueError("ttl_margin must not be negative")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if isinstance(url_or_client, str):
-            redis_asyncio = import_extra("redis.asyncio")
-            self._client: Any = redis_asyncio.Redis.from_url(
-                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-            self._owns_client = True
-        else:
-            self._client = url_or_client
-            self._owns_client = False
-        self.clock: Clock = clock or SystemClock()
-        self.prefix = prefix
+        super().__init__(
+            url_or_client, clock=clock, prefix=prefix, ttl_margin=ttl_margin, timeout=timeout
+        )
         self._prefix = prefix.encode("utf-8")
-        self._margin_ms = math.ceil(ttl_margin / timedelta(milliseconds=1))
         self._claim: Any = self._client.register_script(_CLAIM)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"RedisReplayCache(prefix={self.prefix!r})"
 
     async def check_and_store(self, key: bytes, expires_at: datetime) -> bool:
         """Store ``key`` until ``expires_at``; ``True`` if it was absent or expired by ``clock``.
@@ -106,15 +87,7 @@ class RedisReplayCache:
         Raises :class:`~agentguard.storage.StorageError` when Redis fails, the cache is closed
         or the call comes from another event loop than the cache's first one.
         """
-        if self._closed:
-            raise StorageError("this RedisReplayCache is closed")
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            raise StorageError(
-                "this RedisReplayCache belongs to another event loop: create one cache per loop"
-            )
+        self._check_usable()
         now = _micros(self.clock.now())
         until = _micros(expires_at)
         ttl_ms = max(0, math.ceil((until - now) / 1000)) + self._margin_ms
@@ -123,25 +96,3 @@ class RedisReplayCache:
                 keys=[self._prefix + bytes(key)], args=[now, until, max(1, ttl_ms)]
             )
         return bool(claimed)
-
-    async def ping(self) -> None:
-        """Raise unless Redis answers a ``PING`` (the gateway's readiness check)."""
-        if not await self._client.ping():
-            raise ConnectionError("Redis did not answer PING")
-
-    async def close(self) -> None:
-        """Close the client if the cache created it from a URL; later calls raise. Idempotent."""
-        self._closed = True
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> RedisReplayCache:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

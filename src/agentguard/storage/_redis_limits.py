@@ -21,18 +21,15 @@ the event loop that first uses it and refuses calls from another.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import datetime, timedelta
-from types import TracebackType
 from typing import Any
 
-from agentguard._clock import Clock, SystemClock, utc
-from agentguard._extras import import_extra
+from agentguard._clock import Clock, utc
 from agentguard.storage._driver_errors import driver_errors
 from agentguard.storage._gate_protocols import Charge, RateDecision
 from agentguard.storage._gcra import epoch_micros, interval_micros
-from agentguard.storage._protocols import StorageError
+from agentguard.storage._redis_client import RedisClient
 
 __all__ = ["RedisLimitStore"]
 
@@ -68,7 +65,7 @@ return {1, 0}
 """
 
 
-class RedisLimitStore:
+class RedisLimitStore(RedisClient):
     """A :class:`~agentguard.storage.LimitStore` on Redis, atomic across instances.
 
     Args:
@@ -82,6 +79,8 @@ class RedisLimitStore:
             ``socket_timeout`` or ``socket_connect_timeout`` in the URL wins).
     """
 
+    kind = "store"
+
     def __init__(
         self,
         url_or_client: str | Any,
@@ -91,43 +90,14 @@ class RedisLimitStore:
         ttl_margin: timedelta = timedelta(seconds=30),
         timeout: float = 2.0,
     ) -> None:
-        if ttl_margin < timedelta(0):
-            raise ValueError("ttl_margin must not be negative")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if isinstance(url_or_client, str):
-            redis_asyncio = import_extra("redis.asyncio")
-            self._client: Any = redis_asyncio.Redis.from_url(
-                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-            self._owns_client = True
-        else:
-            self._client = url_or_client
-            self._owns_client = False
-        self.clock: Clock = clock or SystemClock()
-        self.prefix = prefix
+        super().__init__(
+            url_or_client, clock=clock, prefix=prefix, ttl_margin=ttl_margin, timeout=timeout
+        )
         encoded = prefix.encode("utf-8")
         self._counters = encoded + b"c:"
         self._buckets = encoded + b"r:"
-        self._margin_ms = math.ceil(ttl_margin / timedelta(milliseconds=1))
         self._charge: Any = self._client.register_script(_CHARGE)
         self._take: Any = self._client.register_script(_TAKE)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"RedisLimitStore(prefix={self.prefix!r})"
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise StorageError("this RedisLimitStore is closed")
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif loop is not self._loop:
-            raise StorageError(
-                "this RedisLimitStore belongs to another event loop: create one store per loop"
-            )
 
     async def charge(self, counter: str, *, cost: int, limit: int, expires_at: datetime) -> Charge:
         """Add ``cost`` to ``counter`` if the total stays within ``limit``: one Lua script.
@@ -162,25 +132,3 @@ class RedisLimitStore:
         if allowed:
             return RateDecision(True, 0.0)
         return RateDecision(False, int(retry_us) / 1_000_000)
-
-    async def ping(self) -> None:
-        """Raise unless Redis answers a ``PING`` (the gateway's readiness check)."""
-        if not await self._client.ping():
-            raise ConnectionError("Redis did not answer PING")
-
-    async def close(self) -> None:
-        """Close the client if the store created it from a URL; later calls raise. Idempotent."""
-        self._closed = True
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> RedisLimitStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -1,0 +1,25 @@
+"""``agentguard serve`` as the first attack's fixture starts it, plus a crm route whose GETs
+are held for approval and cost 5 (``/crm/exports``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tests.gates.attack.conftest as first_attack
+from tests.gates.attack.conftest import Gateway
+
+EXPORTS = (
+    '[[services.routes]]\npath = "/exports"\napproval = ["GET"]\ncost = {{ GET = 5 }}\n\n'
+    '[[services.routes]]\npath = "/costly"'
+)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
+    routes = first_attack.ROUTES.replace('[[services.routes]]\npath = "/costly"', EXPORTS, 1)
+    assert routes != first_attack.ROUTES
+    monkeypatch.setattr(first_attack, "ROUTES", routes)
+    yield from first_attack._start_gateway(tmp_path, "sqlite")
