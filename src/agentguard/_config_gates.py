@@ -38,6 +38,9 @@ from agentguard.limits._policy import Budget, LimitScope, RateLimit
 __all__ = ["ApprovalSettings", "BudgetSettings", "LimitSettings", "RateLimitSettings"]
 
 
+_MAX_SECONDS = 10 * 366 * 86400  # ten years: windows and periods beyond are typos
+
+
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -45,7 +48,7 @@ class Section(BaseModel):
 class ApprovalSettings(Section):
     """``[approvals]``: how long approvals live, the largest body held, the webhook."""
 
-    ttl: int = Field(default=3600, gt=0)
+    ttl: int = Field(default=3600, gt=0, le=_MAX_SECONDS)
     max_body: int = Field(default=64 * 1024, ge=0)
     max_pending: int = Field(default=20, ge=1)
     webhook_url: str | None = None
@@ -75,8 +78,8 @@ class BudgetSettings(Section):
     seconds."""
 
     name: str
-    limit: int = Field(ge=0)
-    window: int = Field(gt=0)
+    limit: int = Field(ge=0, lt=2**53)
+    window: int = Field(gt=0, le=_MAX_SECONDS)
     per: LimitScope = LimitScope.USER
     service: str | None = None
 
@@ -96,8 +99,8 @@ class RateLimitSettings(Section):
     in seconds."""
 
     name: str
-    rate: float = Field(gt=0)
-    period: float = Field(default=1.0, gt=0)
+    rate: float = Field(gt=0, allow_inf_nan=False)
+    period: float = Field(default=1.0, gt=0, le=_MAX_SECONDS, allow_inf_nan=False)
     burst: int | None = Field(default=None, ge=1)
     per: LimitScope = LimitScope.KEY_FAMILY
     service: str | None = None

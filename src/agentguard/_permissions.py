@@ -35,6 +35,7 @@ from agentguard.errors import InsufficientScope, Reason
 __all__ = ["READ_METHODS", "PermissionChecker", "Requirement", "RouteRule", "method_level"]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_MAX_COST = 2**40  # far above any real cost, far below what every limit store holds exactly
 
 
 def method_level(method: str) -> Level:
@@ -102,8 +103,11 @@ class RouteRule:
                 raise ValueError("approval takes True/False or a collection of methods")
             object.__setattr__(self, "approval", frozenset(m.upper() for m in self.approval))
         costs = self.cost if isinstance(self.cost, Mapping) else {"*": self.cost}
-        if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in costs.values()):
-            raise ValueError(f"a cost is a whole number >= 0 (rule for {self.prefix!r})")
+        if any(
+            not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= _MAX_COST
+            for c in costs.values()
+        ):
+            raise ValueError(f"a cost is a whole number, 0 to 2**40 (rule for {self.prefix!r})")
         if isinstance(self.cost, Mapping):
             object.__setattr__(self, "cost", {m.upper(): c for m, c in self.cost.items()})
         object.__setattr__(self, "_version", _version(self))

@@ -70,6 +70,9 @@ LevelName = Annotated[Level, BeforeValidator(Level.parse)]
 """A level given as ``"read"``/``"write"`` (configuration) or as a :class:`Level`."""
 
 
+_Cost = Annotated[int, Field(ge=0, le=2**40)]
+
+
 class ServiceRoute(BaseModel):
     """A permission rule below the service's mount: ``path`` prefix, level or per-method levels.
 
@@ -84,7 +87,7 @@ class ServiceRoute(BaseModel):
     level: LevelName | None = None
     methods: dict[str, LevelName] = Field(default_factory=dict)
     approval: bool | tuple[str, ...] = False
-    cost: Annotated[int, Field(ge=0)] | dict[str, Annotated[int, Field(ge=0)]] = 1
+    cost: _Cost | dict[str, _Cost] = 1
 
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]

@@ -328,6 +328,13 @@ class Settings(_Section):
         for name in self.minters:
             if name not in names:
                 raise ValueError(f"minters.{name}: no service named {name!r}")
+        for kind, entries in (("budgets", self.budgets), ("rate_limits", self.rate_limits)):
+            for entry in entries:  # a typo would leave a cap that applies to nothing
+                if entry.service is not None and entry.service not in names:
+                    raise ValueError(
+                        f"{kind} {entry.name}: no service named {entry.service!r} "
+                        f"(services: {', '.join(names) or 'none'})"
+                    )
         if self.dpop.enabled and self.public_origin is None and not self.dpop.trusted_hosts:
             raise ValueError(
                 "DPoP needs public_origin (the URL agents call) or dpop.trusted_hosts; "

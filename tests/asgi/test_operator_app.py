@@ -201,7 +201,12 @@ async def test_a_decision_names_the_operator_and_is_audited(listener: Listener, 
     assert document["decided_by"] == "alice" and document["decided_at"] is not None
     [event] = await listener.events()
     assert event["action"] == "approval.decide"
-    assert event["detail"] == {"approval_id": held.id, "operator": "alice", "via": "api"}
+    detail = event["detail"]
+    assert detail == {
+        "approval_id": held.id, "operator": "alice", "via": "api",
+        "operator_id": detail["operator_id"],
+    }  # fmt: skip
+    assert str(detail["operator_id"]).startswith("op_")  # the token that decided
     again = await listener.client.post(f"/approvals/{held.id}/approve", headers=listener.auth)
     assert again.status_code == 409
     assert again.json()["error"] == "approval_not_pending"

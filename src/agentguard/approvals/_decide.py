@@ -66,6 +66,7 @@ async def decide(
     clock: Clock,
     notifier: ApprovalNotifier | None = None,
     via: str | None = None,
+    operator_id: str | None = None,
 ) -> ApprovalRecord:
     """Approve or deny the pending approval ``approval_id`` as operator ``by``; the record.
 
@@ -78,7 +79,8 @@ async def decide(
     :class:`~agentguard.errors.AuditUnavailable` is raised and the decision stands (the call
     it lets run is audited again, and refused while the audit store is down, when it runs).
     ``notifier`` is told after the event is recorded; its failure is logged, never raised.
-    ``via`` (``"cli"``, ``"api"``) is added to the event's detail. ``by`` is 1 to 128
+    ``via`` (``"cli"``, ``"api"``) and ``operator_id`` (the operator token's id, on the
+    operator listener) are added to the event's detail. ``by`` is 1 to 128
     characters (:class:`~agentguard.errors.UsageError` otherwise).
     """
     if not 0 < len(by) <= 128:
@@ -93,6 +95,8 @@ async def decide(
     detail: dict[str, str | int | bool | None] = {"approval_id": record.id, "operator": by}
     if via is not None:
         detail["via"] = via
+    if operator_id is not None:  # the token that decided: a name may be shared, an id is not
+        detail["operator_id"] = operator_id
     await audit.record(
         AuditEvent(
             action=Action.APPROVAL_DECIDE,

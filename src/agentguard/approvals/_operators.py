@@ -143,9 +143,13 @@ async def authenticate_operator(
     if record is None or not hmac.compare_digest(record.token_hash, digest):
         raise InvalidToken("unknown operator token", reason=Reason.UNKNOWN_KEY)
     if record.revoked_at is not None:
-        raise InvalidToken("the operator token was revoked", reason=Reason.REVOKED)
+        raise InvalidToken("the operator token was revoked", reason=Reason.REVOKED).with_context(
+            key_id=record.id
+        )
     if not record.usable(now):
-        raise InvalidToken("the operator token expired", reason=Reason.EXPIRED)
+        raise InvalidToken("the operator token expired", reason=Reason.EXPIRED).with_context(
+            key_id=record.id
+        )
     return record
 
 

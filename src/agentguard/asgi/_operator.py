@@ -32,6 +32,7 @@ from agentguard.approvals._queue import APPROVAL_STATES, approval_document, find
 from agentguard.asgi._responses import send_error, send_json
 from agentguard.asgi._scope import request_from_scope, route_path
 from agentguard.asgi._types import Message, Receive, Scope, Send
+from agentguard.audit._events import Action, AuditEvent, Decision
 from agentguard.errors import (
     AuthenticationError,
     Challenge,
@@ -206,9 +207,24 @@ class OperatorApp:
                 )
         except (AuthenticationError, InvalidRequest) as error:
             audit = self.guard.audit
-            if audit.summaries is not None:  # counted, never a row per junk request
+            token_id = error.audit_context.get("key_id")  # a revoked or expired token: named
+            if audit.summaries is not None and token_id is None:  # junk: counted, not a row each
                 await audit.count_refusal(
                     source=request.client, reason=error.reason.value, status=error.status
+                )
+            else:
+                await audit.record(
+                    AuditEvent(
+                        action=Action.DECISION,
+                        ts=self.guard.clock.now(),
+                        decision=Decision.DENY,
+                        reason=error.reason.value,
+                        method=request.method,
+                        path=request.audit_path,
+                        status=error.status,
+                        request_id=request.request_id,
+                        detail={"listener": "operator", "operator_id": token_id},
+                    )
                 )
             raise
 
@@ -253,6 +269,7 @@ class OperatorApp:
                     clock=self.guard.clock,
                     notifier=self.notifier,
                     via="api",
+                    operator_id=operator.id,
                 )
             )
         if isinstance(outcome, ApprovalNotPending):

@@ -22,6 +22,8 @@ from agentguard.cli._output import emit_json
 
 __all__ = ["run"]
 
+_MAX_TTL = 10 * 366 * 86400
+
 
 def _when(record: OperatorRecord, attribute: str) -> str | None:
     moment = getattr(record, attribute)
@@ -49,8 +51,8 @@ async def _issue(operator: Operator, args: argparse.Namespace) -> int:
     name = args.name.strip()
     if not 0 < len(name) <= 128 or not name.isprintable():
         raise CommandError("--name is 1 to 128 printable characters")
-    if args.ttl is not None and args.ttl <= 0:
-        raise CommandError("--ttl is a positive number of seconds")
+    if args.ttl is not None and not 0 < args.ttl <= _MAX_TTL:
+        raise CommandError(f"--ttl is a positive number of seconds, at most {_MAX_TTL} (10 years)")
     ttl = timedelta(seconds=args.ttl) if args.ttl is not None else None
     token, record = await issue_operator_token(
         operator.store, name, clock=operator.audit_clock, ttl=ttl

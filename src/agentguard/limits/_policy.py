@@ -9,6 +9,7 @@ applies to one service or, with ``service=None``, to every call the guard author
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,11 +17,13 @@ from datetime import timedelta
 from agentguard._model import Principal
 from agentguard.errors import UsageError
 
-__all__ = ["Budget", "LimitScope", "RateLimit"]
+__all__ = ["MAX_UNITS", "Budget", "LimitScope", "RateLimit"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _SERVICE = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
-_MAX_INTERVAL = 10 * 365 * 86400.0  # seconds: far below what int64 microseconds hold
+_MAX_INTERVAL = 10 * 366 * 86400.0  # seconds: far below what int64 microseconds hold
+MAX_UNITS = 2**53
+"""Budget limits and costs stay below this: exact in every store (int64, Lua's doubles)."""
 
 
 class LimitScope(str, enum.Enum):
@@ -73,10 +76,12 @@ class Budget:
 
     def __post_init__(self) -> None:
         _check_common("budget", self.name, self.service)
-        if not 0 <= self.limit < 2**62:
-            raise UsageError(f"budget {self.name}: limit is a whole number >= 0 (and < 2**62)")
+        if not 0 <= self.limit < MAX_UNITS:
+            raise UsageError(f"budget {self.name}: limit is a whole number >= 0 (and < 2**53)")
         if self.window < timedelta(seconds=1) or self.window % timedelta(seconds=1):
             raise UsageError(f"budget {self.name}: window is a whole number of seconds >= 1")
+        if self.window > timedelta(seconds=_MAX_INTERVAL):
+            raise UsageError(f"budget {self.name}: a window is at most ten years")
         object.__setattr__(self, "per", LimitScope(self.per))
 
     def applies(self, service: str | None) -> bool:
@@ -106,8 +111,8 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         _check_common("rate limit", self.name, self.service)
-        if not self.rate > 0 or self.period <= timedelta(0):
-            raise UsageError(f"rate limit {self.name}: rate and period are positive")
+        if not (math.isfinite(self.rate) and self.rate > 0) or self.period <= timedelta(0):
+            raise UsageError(f"rate limit {self.name}: rate and period are positive and finite")
         burst = self.burst if self.burst is not None else max(1, int(self.rate))
         if burst < 1:
             raise UsageError(f"rate limit {self.name}: burst is at least 1")

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_UNITS = 2**53
+"""Budget costs and limits a :meth:`~agentguard.storage.LimitStore.charge` takes are below
+this: exact in an int64 column and in Lua's doubles."""
+
 MAX_SPAN_US = 2**50
 """The longest ``interval * (burst + 1)`` a bucket takes (about 35 years): instants stay exact
 in an int64 column and in Lua's doubles (below 2**53) for centuries."""
@@ -77,3 +81,12 @@ def gcra(tat: int | None, now: int, interval: int, burst: int) -> GcraStep:
     if arrival - now <= burst * interval:
         return GcraStep(True, arrival, 0.0)
     return GcraStep(False, tat, (arrival - now - burst * interval) / 1_000_000)
+
+
+def check_units(cost: int, limit: int) -> None:
+    """Refuse (``ValueError``) a charge no store can hold exactly: a negative cost, or a cost
+    or limit of :data:`MAX_UNITS` or more."""
+    if cost < 0:
+        raise ValueError("a charge's cost must not be negative")
+    if cost >= MAX_UNITS or limit >= MAX_UNITS:
+        raise ValueError("a charge's cost and limit must stay below 2**53")

@@ -21,7 +21,7 @@ from datetime import datetime
 from agentguard._clock import Clock, utc
 from agentguard._model import ApprovalRecord, ApprovalStatus, OperatorRecord
 from agentguard.storage._gate_protocols import Charge, RateDecision
-from agentguard.storage._gcra import epoch_micros, gcra, interval_micros
+from agentguard.storage._gcra import check_units, epoch_micros, gcra, interval_micros
 from agentguard.storage._protocols import IntegrityError
 
 __all__ = ["GateTables", "MemoryGates"]
@@ -162,8 +162,7 @@ class MemoryGates:
 
     async def charge(self, counter: str, *, cost: int, limit: int, expires_at: datetime) -> Charge:
         """Add ``cost`` to ``counter`` if the total stays within ``limit`` (atomic)."""
-        if cost < 0:
-            raise ValueError("a charge's cost must not be negative")
+        check_units(cost, limit)
         expires_at = utc(expires_at)
         now = self.clock.now()
         gates = self._gates

@@ -61,6 +61,8 @@ class RedisReplayCache(RedisClient):
         ttl_margin: extra lifetime Redis keeps an entry beyond its expiry.
         timeout: seconds to connect and to wait for a reply, for a cache built from a URL (a
             ``socket_timeout`` or ``socket_connect_timeout`` in the URL wins).
+        max_connections: the connection pool's size, for a cache built from a URL; a call
+            past it waits (up to ``timeout``) for a connection instead of failing.
     """
 
     kind = "cache"
@@ -73,9 +75,15 @@ class RedisReplayCache(RedisClient):
         prefix: str = "agentguard:replay:",
         ttl_margin: timedelta = timedelta(seconds=30),
         timeout: float = 2.0,
+        max_connections: int = 64,
     ) -> None:
         super().__init__(
-            url_or_client, clock=clock, prefix=prefix, ttl_margin=ttl_margin, timeout=timeout
+            url_or_client,
+            clock=clock,
+            prefix=prefix,
+            ttl_margin=ttl_margin,
+            timeout=timeout,
+            max_connections=max_connections,
         )
         self._prefix = prefix.encode("utf-8")
         self._claim: Any = self._client.register_script(_CLAIM)

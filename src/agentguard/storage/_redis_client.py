@@ -3,7 +3,9 @@
 :class:`~agentguard.storage.RedisReplayCache` and :class:`~agentguard.storage.RedisLimitStore`
 each run their own Lua scripts over this. A client built from a URL gives up on a connection or
 a reply after ``timeout`` seconds (unless the URL sets ``socket_timeout``), so an unreachable
-Redis is a prompt 503; a client passed in is the caller's, and is not closed here. redis-py's
+Redis is a prompt 503; its pool holds ``max_connections`` (64) connections, and a call past
+them waits for one (up to ``timeout``) rather than failing. A client passed in is the caller's,
+and is not closed here. redis-py's
 connections belong to one event loop: a call from another loop raises
 :class:`~agentguard.storage.StorageError` instead of touching the pool.
 """
@@ -39,16 +41,27 @@ class RedisClient:
         prefix: str,
         ttl_margin: timedelta,
         timeout: float,
+        max_connections: int = 64,
     ) -> None:
         if ttl_margin < timedelta(0):
             raise ValueError("ttl_margin must not be negative")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         if isinstance(url_or_client, str):
             redis_asyncio = import_extra("redis.asyncio")
-            self._client: Any = redis_asyncio.Redis.from_url(
-                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout
+            # A blocking pool: a burst past max_connections waits (up to ``timeout``) for a
+            # connection instead of failing at once, which would refuse calls with 503.
+            pool = redis_asyncio.BlockingConnectionPool.from_url(
+                url_or_client,
+                max_connections=max_connections,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
             )
+            # from_pool: the client owns the pool, so closing the client closes its connections
+            self._client: Any = redis_asyncio.Redis.from_pool(pool)
             self._owns_client = True
         else:
             self._client = url_or_client

@@ -28,7 +28,7 @@ from typing import Any
 from agentguard._clock import Clock, utc
 from agentguard.storage._driver_errors import driver_errors
 from agentguard.storage._gate_protocols import Charge, RateDecision
-from agentguard.storage._gcra import epoch_micros, interval_micros
+from agentguard.storage._gcra import check_units, epoch_micros, interval_micros
 from agentguard.storage._redis_client import RedisClient
 
 __all__ = ["RedisLimitStore"]
@@ -77,6 +77,8 @@ class RedisLimitStore(RedisClient):
         ttl_margin: extra lifetime Redis keeps a counter or a bucket beyond its end.
         timeout: seconds to connect and to wait for a reply, for a store built from a URL (a
             ``socket_timeout`` or ``socket_connect_timeout`` in the URL wins).
+        max_connections: the connection pool's size, for a store built from a URL; a call
+            past it waits (up to ``timeout``) for a connection instead of failing.
     """
 
     kind = "store"
@@ -89,9 +91,15 @@ class RedisLimitStore(RedisClient):
         prefix: str = "agentguard:limits:",
         ttl_margin: timedelta = timedelta(seconds=30),
         timeout: float = 2.0,
+        max_connections: int = 64,
     ) -> None:
         super().__init__(
-            url_or_client, clock=clock, prefix=prefix, ttl_margin=ttl_margin, timeout=timeout
+            url_or_client,
+            clock=clock,
+            prefix=prefix,
+            ttl_margin=ttl_margin,
+            timeout=timeout,
+            max_connections=max_connections,
         )
         encoded = prefix.encode("utf-8")
         self._counters = encoded + b"c:"
@@ -106,8 +114,7 @@ class RedisLimitStore(RedisClient):
         Raises :class:`~agentguard.storage.StorageError` when Redis fails, the store is closed
         or the call comes from another event loop than the store's first one.
         """
-        if cost < 0:
-            raise ValueError("a charge's cost must not be negative")
+        check_units(cost, limit)
         self._check_usable()
         remaining = utc(expires_at) - self.clock.now()
         ttl_ms = max(0, math.ceil(remaining / timedelta(milliseconds=1))) + self._margin_ms

@@ -24,7 +24,7 @@ import pytest
 from tests.support.servers import free_port
 
 HERE = Path(__file__).parent
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 ROUTES = """

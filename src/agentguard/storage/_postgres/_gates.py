@@ -29,7 +29,7 @@ from agentguard._model import ApprovalRecord, ApprovalStatus, OperatorRecord
 from agentguard.errors import UsageError
 from agentguard.storage._gate_protocols import Charge, RateDecision
 from agentguard.storage._gate_rows import GateCodec
-from agentguard.storage._gcra import interval_micros, micros, retry_seconds
+from agentguard.storage._gcra import check_units, interval_micros, micros, retry_seconds
 
 if TYPE_CHECKING:
     from agentguard._clock import Clock
@@ -159,6 +159,7 @@ class PostgresGates:
         """
         if cost < 0:
             raise UsageError("a budget charge's cost must be zero or more")
+        check_units(cost, limit)
         query = self._gate_queries.charge
         now = utc(self.clock.now())
         row = await self._write(

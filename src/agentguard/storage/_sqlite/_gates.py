@@ -22,7 +22,7 @@ from agentguard._model import ApprovalRecord, ApprovalStatus, OperatorRecord
 from agentguard.errors import UsageError
 from agentguard.storage._gate_protocols import Charge, RateDecision
 from agentguard.storage._gate_rows import GateCodec
-from agentguard.storage._gcra import gcra, interval_micros
+from agentguard.storage._gcra import check_units, gcra, interval_micros
 from agentguard.storage._sqlite import _gate_queries as sql
 from agentguard.storage._sqlite._rows import from_micros, micros
 from agentguard.storage._sqlite._transaction import immediate
@@ -179,6 +179,7 @@ class SQLiteGates:
         """
         if cost < 0:
             raise UsageError("a budget charge's cost must be zero or more")
+        check_units(cost, limit)
         ends = micros(expires_at)
         purge = (micros(self.clock.now()), counter, sql.PURGE_BATCH)
 
