@@ -24,6 +24,7 @@ _lock = threading.Lock()
 _keys: set[str] = set()
 _others: set[str] = set()
 _places: dict[str, list[str]] = {"log": [], "audit": [], "error body": [], "error message": []}
+_log_origins: list[str] = []  # per log record: its logger and message template (no arguments)
 
 
 def _remember_secret(value: str) -> None:
@@ -50,7 +51,9 @@ class _LogRecorder(logging.Handler):
             text = str(record.msg)
         if record.exc_info and record.exc_info[1] is not None:
             text += f" {record.exc_info[1]!r}"
-        _remember("log", text)
+        with _lock:
+            _places["log"].append(text)
+            _log_origins.append(f"{record.name}: {str(record.msg)[:80]!r}")
 
 
 def install(extra_secrets: tuple[str, ...] = ()) -> None:
@@ -108,16 +111,33 @@ def findings() -> list[str]:
     with _lock:
         keys, others = set(_keys), set(_others)
         places = {place: list(texts) for place, texts in _places.items()}
+        origins = list(_log_origins)
     found: list[str] = []
     for place, texts in places.items():
         leaked_keys = {match for text in texts for match in _KEY.findall(text)} & keys
         if leaked_keys:
             found.append(f"{len(leaked_keys)} agentguard key(s) in {place} records")
+            found += _where(place, texts, origins, leaked_keys)
         joined = "\n".join(texts)
         leaked = [secret for secret in others if secret in joined]
         if leaked:
             found.append(f"{len(leaked)} credential(s) in {place} records")
+            found += _where(place, texts, origins, set(leaked))
     return found
+
+
+def _where(place: str, texts: list[str], origins: list[str], secrets: set[str]) -> list[str]:
+    """For log records: the logger and message template (never the arguments, which hold the
+    secret) of the first few records a secret reached, so the leak can be found."""
+    if place != "log":
+        return []
+    seen: list[str] = []
+    for text, origin in zip(texts, origins, strict=False):
+        if origin not in seen and any(secret in text for secret in secrets):
+            seen.append(origin)
+            if len(seen) == 3:
+                break
+    return [f"    from {origin}" for origin in seen]
 
 
 def counts() -> str:

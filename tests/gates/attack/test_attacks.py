@@ -15,6 +15,12 @@ from tests.gates.attack.conftest import Gateway
 BOUNDARY = "agentguard-attack-20"
 
 
+def _filler(size: int) -> str:
+    """``size`` characters, never a run of one character (the secrets canary would take a test
+    secret such as ``"a" * 32`` in a logged request line for a leak)."""
+    return "".join(f"f{n:05d}" for n in range(size // 6 + 1))[:size]
+
+
 def _multipart(fields: list[tuple[str, str]]) -> bytes:
     parts = [
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
@@ -51,7 +57,7 @@ def test_operator_sees_the_whole_query_of_a_held_call(gateway: Gateway) -> None:
     characters, with nothing saying it was cut. An agent pads the query so the part that
     matters (``scope=all&hard=true``) is past the cut: the operator approves what looks like
     a harmless DELETE and the vendor receives the hidden parameters."""
-    target = "/crm/contacts?note=" + "a" * 1100 + "&scope=all&hard=true"
+    target = "/crm/contacts?note=" + _filler(1100) + "&scope=all&hard=true"
     key = {"X-Api-Key": gateway.agent_key}
     held = httpx.delete(gateway.url + target, headers=key, timeout=10)
     if held.status_code != 403:  # refusing a target that cannot be shown whole is also fine
@@ -73,7 +79,7 @@ def test_operator_sees_the_whole_query_of_a_held_call(gateway: Gateway) -> None:
 
 def test_operator_sees_the_whole_path_of_a_held_call(gateway: Gateway) -> None:
     """The same with the path: the operator's ``path`` is cut at 1024 characters, silently."""
-    target = "/crm/contacts/" + "b" * 1020 + "/purge-everything"
+    target = "/crm/contacts/" + _filler(1020) + "/purge-everything"
     key = {"X-Api-Key": gateway.agent_key}
     held = httpx.delete(gateway.url + target, headers=key, timeout=10)
     if held.status_code != 403:
