@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from agentguard._decisions import principal_ids
 from agentguard.approvals._binding import Placement
-from agentguard.approvals._errors import ApprovalInvalid, ApprovalRequired
+from agentguard.approvals._errors import ApprovalInvalid, ApprovalQueueFull, ApprovalRequired
 from agentguard.approvals._step import Call
 from agentguard.errors import PayloadTooLarge, Reason, RequestRefused, ServiceUnavailable
 
@@ -100,9 +100,9 @@ class BodyGate:
         call = Call(request, principal, requirement)
         try:  # 1. the approval named, verified (the step audits its own refusals)
             approved = await approvals.check(call, body, self._placement)
-        except (ApprovalRequired, ApprovalInvalid):
-            raise
-        except RequestRefused as error:  # an approval store outage: audited here
+        except (ApprovalRequired, ApprovalInvalid, ApprovalQueueFull):
+            raise  # the step audited these itself
+        except RequestRefused as error:  # an approval store outage, a refused target: audited here
             await self._refuse(error)
         limits = gates.limits
         if limits is not None:  # 2. room in the budgets, or the approval stays unused
