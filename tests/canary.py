@@ -25,6 +25,12 @@ _keys: set[str] = set()
 _others: set[str] = set()
 _places: dict[str, list[str]] = {"log": [], "audit": [], "error body": [], "error message": []}
 _log_origins: list[str] = []  # per log record: its logger and message template (no arguments)
+_test: list[str] = [""]  # the test running now (set by tests/conftest.py)
+
+
+def running(nodeid: str) -> None:
+    """Note which test is running, so a leak can be traced to it."""
+    _test[0] = nodeid
 
 
 def _remember_secret(value: str) -> None:
@@ -53,7 +59,7 @@ class _LogRecorder(logging.Handler):
             text += f" {record.exc_info[1]!r}"
         with _lock:
             _places["log"].append(text)
-            _log_origins.append(f"{record.name}: {str(record.msg)[:80]!r}")
+            _log_origins.append(f"{record.name}: {str(record.msg)[:80]!r} in {_test[0]}")
 
 
 def install(extra_secrets: tuple[str, ...] = ()) -> None:

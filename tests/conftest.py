@@ -21,6 +21,12 @@ def pytest_configure(config: pytest.Config) -> None:
     canary.install(tuple(encoded_forms(CANARY)))
 
 
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    from tests import canary
+
+    canary.running(nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests import canary
 

@@ -309,7 +309,7 @@ async def test_the_servers_approval_uri_is_used(private_dir: Path) -> None:
 
 # a scripted server: what a real guard never sends
 
-APPROVAL_ID = "apr_" + "Q" * 22
+APPROVAL_ID = "apr_Yq7Lm2Pz9Rt4Wx1Ks8Dv3N"  # mixed: no run of one letter in a logged URL
 
 
 @dataclass

@@ -596,7 +596,7 @@ async def test_a_denial_and_a_retry_before_the_decision_are_audited(clock: FakeC
 async def test_a_key_in_the_query_is_not_shown_to_the_operator(clock: FakeClock) -> None:
     """The query an operator is shown has agentguard keys replaced by ``[key]``."""
     world = await build_world(MemoryStore(clock=clock), clock)
-    fake = "ag_at_" + "Q" * 49
+    fake = "ag_at_" + "Qr5" * 16 + "Q"  # mixed: the HTTP client logs this URL
     async with world.client() as client:
         approval_id = await hold(client, world.alice, "POST", f"/crm/x?note={fake}", b"{}")
     assert (await _record(world, approval_id)).query == "note=[key]"

@@ -158,7 +158,7 @@ def test_the_approval_header_is_not_forwarded(proxied: Proxied) -> None:
 def test_a_key_shaped_query_field_cannot_ride_an_approval(proxied: Proxied) -> None:
     approval_id = _held(proxied.send("DELETE", "/contacts/3?hard=no"))
     proxied.approve(approval_id)
-    smuggled = "/contacts/3?hard=no&hard=yes" + "ag_at_" + "B" * 49
+    smuggled = "/contacts/3?hard=no&hard=yes" + "ag_at_" + "Bc4" * 16 + "B"
     response = proxied.send("DELETE", smuggled, approval_id)
     assert response.status_code in (400, 403), response.text
     assert proxied.upstream.calls == []
