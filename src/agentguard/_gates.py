@@ -9,24 +9,38 @@ request reviewers. A call no rule holds is charged inside the decision.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from agentguard._decisions import principal_ids
 from agentguard.approvals._binding import Placement
 from agentguard.approvals._errors import ApprovalInvalid, ApprovalQueueFull, ApprovalRequired
-from agentguard.approvals._step import Call
-from agentguard.errors import PayloadTooLarge, Reason, RequestRefused, ServiceUnavailable
+from agentguard.approvals._policy import ApprovalPolicy
+from agentguard.approvals._step import ApprovalStep, Call
+from agentguard.errors import (
+    ConfigurationError,
+    PayloadTooLarge,
+    Reason,
+    RequestRefused,
+    ServiceUnavailable,
+)
+from agentguard.limits._step import LimitStep
+from agentguard.storage._gate_protocols import ApprovalStore, LimitStore
+from agentguard.storage._outage import shield_store
 
 if TYPE_CHECKING:
+    from agentguard._clock import Clock
     from agentguard._decisions import DecisionRecorder
     from agentguard._model import Principal
-    from agentguard._permissions import Requirement
+    from agentguard._permissions import PermissionChecker, Requirement, RouteRule
     from agentguard._request import GuardRequest
-    from agentguard.approvals._step import ApprovalStep
-    from agentguard.limits._step import LimitStep
+    from agentguard._services import ServiceConfig
+    from agentguard.audit._writer import AuditWriter
+    from agentguard.limits._policy import Budget, RateLimit
 
-__all__ = ["BodyGate", "Gates"]
+__all__ = ["BodyGate", "Gates", "approval_step", "limit_step", "with_rule_gates"]
 
 logger = logging.getLogger("agentguard.guard")
 
@@ -169,3 +183,73 @@ class Gates:
         if requirement is None or not requirement.approval:
             return None
         return BodyGate(self, request, principal, requirement, placement)
+
+
+def approval_step(
+    policy: ApprovalPolicy | None,
+    store: object,
+    rules: Sequence[RouteRule],
+    services: Sequence[ServiceConfig],
+    *,
+    audit: AuditWriter,
+    clock: Clock,
+) -> ApprovalStep | None:
+    """The guard's approval step: on ``policy.store``, else on ``store`` when it keeps
+    approvals; ``None`` when nothing holds calls. A rule that holds calls with nowhere to keep
+    approvals is a :class:`~agentguard.errors.ConfigurationError`, never a silent pass."""
+    approval_store = policy.store if policy is not None else None
+    if approval_store is None and isinstance(store, ApprovalStore):
+        approval_store = store
+    if approval_store is None:
+        held = [rule.prefix for rule in rules if rule.approval]
+        held += [service.name for service in services for r in service.routes if r.approval]
+        if policy is not None or held:
+            raise ConfigurationError(
+                "rules hold calls for approval but there is no approval store: pass "
+                "approvals=ApprovalPolicy(store=...) or a store that keeps approvals"
+            )
+        return None
+    shielded = shield_store(approval_store, "approval store")
+    return ApprovalStep(policy or ApprovalPolicy(), shielded, audit, clock)
+
+
+def limit_step(
+    budgets: Sequence[Budget],
+    rate_limits: Sequence[RateLimit],
+    limit_store: LimitStore | None,
+    store: object,
+    clock: Clock,
+) -> LimitStep | None:
+    """The guard's budgets and rate limits on ``limit_store``, else on ``store`` when it keeps
+    counters; ``None`` without any."""
+    if not budgets and not rate_limits:
+        return None
+    if limit_store is None:
+        if not isinstance(store, LimitStore):
+            raise ConfigurationError(
+                "budgets and rate limits need a limit store: pass limit_store=... (e.g. a "
+                "RedisLimitStore) or a store that keeps counters"
+            )
+        limit_store = store
+    shielded = shield_store(limit_store, "limit store")
+    return LimitStep(budgets, rate_limits, shielded, clock)
+
+
+def with_rule_gates(
+    permissions: PermissionChecker, request: GuardRequest, requirement: Requirement
+) -> Requirement:
+    """An adapter's own requirement (a decorator's, a dependency's), with the gates the
+    guard's rules put on this path added: a rule's approval or cost is never skipped by
+    declaring a requirement elsewhere."""
+    try:
+        ruled = permissions.requirement(request.method, request.target().path)
+    except RequestRefused:  # an ambiguous target: refused by the first decision step
+        return requirement
+    if ruled is None or (not ruled.approval and ruled.cost <= requirement.cost):
+        return requirement
+    return dataclasses.replace(
+        requirement,
+        approval=requirement.approval or ruled.approval,
+        cost=max(requirement.cost, ruled.cost),
+        rule=ruled.rule if not requirement.rule else requirement.rule + ruled.rule[:16],
+    )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from agentguard._clock import Clock, SystemClock
 from agentguard._decisions import DecisionRecorder, principal_ids
 from agentguard._dpop_step import DPoPStep
-from agentguard._gates import Gates
+from agentguard._gates import Gates, approval_step, limit_step, with_rule_gates
 from agentguard._keys._issuer import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyIssuer
 from agentguard._model import Principal
 from agentguard._passage import Passage, ResponseReview, Reviews
@@ -30,7 +30,6 @@ from agentguard._request import Credentials, GuardRequest, parse_authorization
 from agentguard._resolver import KeyResolver, TokenResolver
 from agentguard.approvals._binding import Placement
 from agentguard.approvals._policy import ApprovalPolicy
-from agentguard.approvals._step import ApprovalStep
 from agentguard.audit._aggregate import RefusalSummaries, RefusalSummaryPolicy
 from agentguard.audit._writer import AuditWriter
 from agentguard.errors import (
@@ -42,7 +41,6 @@ from agentguard.errors import (
     ServiceUnavailable,
     UsageError,
 )
-from agentguard.limits._step import LimitStep
 from agentguard.review._chain import ReviewChain, ReviewerLike, as_chain
 from agentguard.storage._gate_protocols import ApprovalStore, LimitStore
 from agentguard.storage._outage import shield_store, store_outage
@@ -178,8 +176,8 @@ class Guard:
             raise ConfigurationError("two services share one name")
         self._swapper = swapper
         self._gates = Gates(
-            self._approval_step(approvals, store, rules, services),
-            self._limit_step(budgets, rate_limits, limit_store, store),
+            approval_step(approvals, store, rules, services, audit=self._audit, clock=self._clock),
+            limit_step(budgets, rate_limits, limit_store, store, self._clock),
             self._decisions,
         )
         self._token_resolvers = tuple(token_resolvers)
@@ -195,47 +193,6 @@ class Guard:
             schemes = ("DPoP",) if dpop.required else ("DPoP", "Bearer")
             self._challenge = Challenge(realm=realm, schemes=schemes, dpop_algs=dpop.algorithms)
             self._schemes = ("bearer", "dpop")
-
-    def _approval_step(
-        self,
-        policy: ApprovalPolicy | None,
-        store: KeyStore,
-        rules: Sequence[RouteRule],
-        services: Sequence[ServiceConfig],
-    ) -> ApprovalStep | None:
-        approval_store = policy.store if policy is not None else None
-        if approval_store is None and isinstance(store, ApprovalStore):
-            approval_store = store
-        if approval_store is None:
-            held = [rule.prefix for rule in rules if rule.approval]
-            held += [service.name for service in services for r in service.routes if r.approval]
-            if policy is not None or held:
-                raise ConfigurationError(
-                    "rules hold calls for approval but there is no approval store: pass "
-                    "approvals=ApprovalPolicy(store=...) or a store that keeps approvals"
-                )
-            return None
-        shielded = shield_store(approval_store, "approval store")
-        return ApprovalStep(policy or ApprovalPolicy(), shielded, self._audit, self._clock)
-
-    def _limit_step(
-        self,
-        budgets: Sequence[Budget],
-        rate_limits: Sequence[RateLimit],
-        limit_store: LimitStore | None,
-        store: KeyStore,
-    ) -> LimitStep | None:
-        if not budgets and not rate_limits:
-            return None
-        if limit_store is None:
-            if not isinstance(store, LimitStore):
-                raise ConfigurationError(
-                    "budgets and rate limits need a limit store: pass limit_store=... (e.g. a "
-                    "RedisLimitStore) or a store that keeps counters"
-                )
-            limit_store = store
-        shielded = shield_store(limit_store, "limit store")
-        return LimitStep(budgets, rate_limits, shielded, self._clock)
 
     # Read-only views for adapters and operators; the collaborators themselves stay private.
     @property
@@ -391,7 +348,7 @@ class Guard:
         if isinstance(requirement, _Default):
             requirement = self._permissions.requirement(request.method, request.path)
         elif requirement is not None and self._permissions.rules:
-            requirement = self._with_rule_gates(request, requirement)
+            requirement = with_rule_gates(self._permissions, request, requirement)
         try:
             principal = await self._decide(request, credentials, requirement)
         except RequestRefused as error:
@@ -415,23 +372,6 @@ class Guard:
                 requirement,
                 None if placement is None else Placement(*placement),
             ),
-        )
-
-    def _with_rule_gates(self, request: GuardRequest, requirement: Requirement) -> Requirement:
-        """An adapter's own requirement (a decorator's, a dependency's), with the gates the
-        guard's rules put on this path added: a rule's approval or cost is never skipped by
-        declaring a requirement elsewhere."""
-        try:
-            ruled = self._permissions.requirement(request.method, request.target().path)
-        except RequestRefused:  # an ambiguous target: refused by the first decision step
-            return requirement
-        if ruled is None or (not ruled.approval and ruled.cost <= requirement.cost):
-            return requirement
-        return dataclasses.replace(
-            requirement,
-            approval=requirement.approval or ruled.approval,
-            cost=max(requirement.cost, ruled.cost),
-            rule=ruled.rule if not requirement.rule else requirement.rule + ruled.rule[:16],
         )
 
     async def _decide(

@@ -225,12 +225,14 @@ def test_guard_rules_add_their_gates_to_a_declared_requirement() -> None:
     guard = Guard(MemoryStore(clock=clock), rules=crm_rules(cost=7), clock=clock)
     assert guard.permissions.rules  # the rules exist: the merge is what is tested next
     from agentguard import Level, Requirement
+    from agentguard._gates import with_rule_gates
     from agentguard._request import GuardRequest
 
     declared = Requirement("crm", Level.WRITE)
-    merged = guard._with_rule_gates(GuardRequest("POST", "/crm/x"), declared)
+    merged = with_rule_gates(guard.permissions, GuardRequest("POST", "/crm/x"), declared)
     assert merged.approval and merged.cost == 7
-    assert guard._with_rule_gates(GuardRequest("GET", "/elsewhere"), declared) == declared
+    elsewhere = GuardRequest("GET", "/elsewhere")
+    assert with_rule_gates(guard.permissions, elsewhere, declared) == declared
 
 
 async def test_headers_that_change_the_call_are_bound_and_shown(world: World) -> None:
