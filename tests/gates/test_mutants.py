@@ -414,7 +414,7 @@ async def test_a_path_just_over_what_an_operator_is_shown_is_refused(clock: Fake
     1025 are refused 400 rather than held."""
     world = await build_world(MemoryStore(clock=clock), clock)
     async with world.client() as client:
-        fits = "/crm/" + "a" * (1024 - 5)
+        fits = "/crm/" + ("p3Qz" * 256)[: 1024 - 5]  # mixed: the HTTP client logs this URL
         await hold(client, world.alice, "POST", fits, b"{}")
         over = await client.post(fits + "a", headers=world.alice.auth(), content=b"{}")
         assert over.status_code == 400, over.text
