@@ -254,7 +254,9 @@ async def test_the_wait_times_out_while_pending(server: ApprovalServer, private_
     assert isinstance(timed_out.value, TimeoutError)
     assert "still pending" in str(timed_out.value)
     polls = server.polls()
-    assert 2 <= polls <= 40  # backed off, not a busy loop
+    # it polled, and backed off rather than busy-looping (at most one poll per 10 ms over the
+    # 0.3 s, and fewer once the backoff grows); a loaded machine may fit only one poll in
+    assert 1 <= polls <= 40
     await server.adecide(caught.value.approval_id, approve=True)  # a later wait still works
     await auth.wait_for_approval(caught.value, timeout=5, **FAST)
 
