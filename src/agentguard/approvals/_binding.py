@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 from agentguard._request import GuardRequest
+from agentguard.credentials._keyscan import KEY_SHAPE
 
 __all__ = [
     "PREVIEW_BYTES",
@@ -32,7 +32,6 @@ __all__ = [
     "preview",
 ]
 
-_KEY_VALUE = re.compile(rb"ag_(?:at|rt)_[0-9A-Za-z]{49}")
 PREVIEW_BYTES = 64 * 1024
 """The most of a body an operator is shown: the default ``ApprovalPolicy.max_body``, so by
 default an operator sees every byte of a call they approve."""
@@ -144,20 +143,20 @@ def display_headers(headers: tuple[tuple[str, str], ...]) -> str:
     lines = [f"{name}: {value}" for name, value in headers if name != "(exchange)"]
     if ("(exchange)", "websocket") in headers:
         lines.insert(0, "(a websocket handshake)")
-    text = _KEY_VALUE.sub(b"[key]", "\n".join(lines).encode("latin-1")).decode("latin-1")
+    text = KEY_SHAPE.sub(b"[key]", "\n".join(lines).encode("latin-1")).decode("latin-1")
     return text.replace("\x00", "\ufffd")
 
 
 def display_query(request: GuardRequest) -> str:
     """The query for the operator's eyes: keys replaced by ``[key]``, at most 1 KiB."""
-    text = _KEY_VALUE.sub(b"[key]", request.query_string).decode("latin-1")
+    text = KEY_SHAPE.sub(b"[key]", request.query_string).decode("latin-1")
     return text.replace("\x00", "\ufffd")[:1024]
 
 
 def preview(body: bytes) -> str:
     """At most :data:`PREVIEW_BYTES` of ``body`` as text for the operator deciding (invalid
     UTF-8 replaced; agentguard keys replaced by ``[key]``)."""
-    head = _KEY_VALUE.sub(b"[key]", body[: PREVIEW_BYTES + 64])[:PREVIEW_BYTES]
+    head = KEY_SHAPE.sub(b"[key]", body[: PREVIEW_BYTES + 64])[:PREVIEW_BYTES]
     # NUL is replaced too: a text column in PostgreSQL cannot hold it
     text = head.decode("utf-8", "replace").replace("\x00", "\ufffd")
     return text[:PREVIEW_BYTES]

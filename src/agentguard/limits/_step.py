@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from agentguard.limits._errors import BudgetExhausted, RateLimited
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from agentguard._clock import Clock
     from agentguard._model import Principal
@@ -85,18 +85,25 @@ class LimitStep:
             if not decision.allowed:
                 raise RateLimited(limit=limit.name, retry_after=decision.retry_after)
 
-    async def room(self, principal: Principal, requirement: Requirement) -> None:
-        """Refuse (:class:`BudgetExhausted`) when a budget that applies has no room for this
-        call's cost now, charging nothing: a read of each counter (a charge of 0). Run before
-        an approval is used, so a spent budget does not use it up; :meth:`charge` still
-        decides atomically afterwards."""
+    def _windows(
+        self, principal: Principal, requirement: Requirement
+    ) -> Iterator[tuple[Budget, str, datetime, datetime]]:
+        """Each budget that applies to the call, with its counter for the window open now,
+        the instant read and the window's end."""
         for budget in self._budgets:
             if not budget.applies(requirement.service):
                 continue
             now = self._clock.now()
             index, ends = window_of(now, budget.window)
             subject = budget.per.subject(principal)
-            counter = f"budget:{budget.name}:{budget.per.value}:{subject}:{index}"
+            yield budget, f"budget:{budget.name}:{budget.per.value}:{subject}:{index}", now, ends
+
+    async def room(self, principal: Principal, requirement: Requirement) -> None:
+        """Refuse (:class:`BudgetExhausted`) when a budget that applies has no room for this
+        call's cost now, charging nothing: a read of each counter (a charge of 0). Run before
+        an approval is used, so a spent budget does not use it up; :meth:`charge` still
+        decides atomically afterwards."""
+        for budget, counter, now, ends in self._windows(principal, requirement):
             seen = await self._store.charge(counter, cost=0, limit=budget.limit, expires_at=ends)
             if seen.used + requirement.cost > budget.limit:
                 raise BudgetExhausted(budget=budget.name, reset_at=ends, now=now)
@@ -106,13 +113,7 @@ class LimitStep:
         lacks room. Budgets charged before it keep the charge (documented, never refunded)."""
         if requirement is None:
             return
-        for budget in self._budgets:
-            if not budget.applies(requirement.service):
-                continue
-            now = self._clock.now()
-            index, ends = window_of(now, budget.window)
-            subject = budget.per.subject(principal)
-            counter = f"budget:{budget.name}:{budget.per.value}:{subject}:{index}"
+        for budget, counter, now, ends in self._windows(principal, requirement):
             charged = await self._store.charge(
                 counter, cost=requirement.cost, limit=budget.limit, expires_at=ends
             )
