@@ -74,6 +74,10 @@ class Reason(str, enum.Enum):
     APPROVAL_QUEUE_FULL = "approval_queue_full"
     BUDGET_EXHAUSTED = "budget_exhausted"
     RATE_LIMITED = "rate_limited"
+    CONNECTION_REQUIRED = "connection_required"
+    CONNECTION_BROKEN = "connection_broken"
+    VENDOR_UNAVAILABLE = "vendor_unavailable"
+    CONNECT_REFUSED = "connect_refused"
 
 
 _REASON_TEXT: dict[Reason, str] = {
@@ -157,6 +161,18 @@ _REASON_TEXT: dict[Reason, str] = {
     ),
     Reason.BUDGET_EXHAUSTED: "the budget for this service is spent until the window resets",
     Reason.RATE_LIMITED: "too many calls in a short time; retry after the interval given",
+    Reason.CONNECTION_REQUIRED: (
+        "this service acts with the user's own connected account, and the user has not "
+        "connected one; a human must connect it (see connect_uri)"
+    ),
+    Reason.CONNECTION_BROKEN: (
+        "the user's connected account for this service no longer works (the vendor refused "
+        "to renew it); a human must connect it again (see connect_uri)"
+    ),
+    Reason.VENDOR_UNAVAILABLE: (
+        "the vendor's authorization server could not be reached or answered with an error"
+    ),
+    Reason.CONNECT_REFUSED: "the account connection could not be completed",
 }
 
 

@@ -15,7 +15,7 @@ import enum
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,6 +29,7 @@ from pydantic import (
 
 from agentguard._model import Level
 from agentguard._permissions import PermissionChecker, RouteRule
+from agentguard.connect._settings import OAuthClientConfig
 
 __all__ = ["Placement", "ServiceConfig", "ServiceRoute", "ServiceTimeouts"]
 
@@ -114,6 +115,13 @@ class ServiceConfig(BaseModel):
         allow_encoded_slash: forward ``%2F`` inside a path segment, for a vendor whose IDs contain
             ``/``. Rules are matched on the decoded path (``%2F`` read as ``/``), so no reading
             of the slash reaches a stricter rule; off by default (400 ``invalid_request``).
+        credentials: where the credential sent upstream comes from. ``"operator"`` (default):
+            the vault (set by an operator; an admin-scoped one is minted into a per-user token).
+            ``"connected"``: each user's own vendor account, connected over OAuth (``oauth``
+            says how); a user who has none is refused ``connection_required``. Never one in
+            place of the other: a connected service never reads the vault.
+        oauth: the OAuth client for ``credentials = "connected"`` (required there, refused
+            elsewhere).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -130,9 +138,20 @@ class ServiceConfig(BaseModel):
     max_request_bytes: int | None = Field(default=10 * 1024 * 1024, ge=0)
     max_connections_per_caller: int | None = Field(default=None, ge=1)
     allow_encoded_slash: bool = False
+    credentials: Literal["operator", "connected"] = "operator"
+    oauth: OAuthClientConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ServiceConfig:
+        if self.credentials == "connected" and self.oauth is None:
+            raise ValueError(
+                f"service {self.name}: credentials = \"connected\" needs an oauth client "
+                "configuration ([services.oauth])"
+            )
+        if self.credentials == "operator" and self.oauth is not None:
+            raise ValueError(
+                f"service {self.name}: oauth is only used with credentials = \"connected\""
+            )
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"service {self.name}: base_url must be an absolute http(s) URL")

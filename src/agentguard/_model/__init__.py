@@ -1,6 +1,12 @@
 """Data that crosses boundaries: directory records, grants, key records, principals."""
 
 from agentguard._model._approvals import ApprovalRecord, ApprovalStatus, OperatorRecord
+from agentguard._model._connections import (
+    ConnectedAccount,
+    ConnectFlow,
+    ConnectionStatus,
+    FlowKind,
+)
 from agentguard._model._credentials import CredentialOwner, CredentialScope, StoredCredential
 from agentguard._model._directory import Account, AccountStatus, Membership, User, Workspace
 from agentguard._model._grants import SERVICE_NAME_PATTERN, Grants, Level
@@ -13,8 +19,12 @@ __all__ = [
     "AccountStatus",
     "ApprovalRecord",
     "ApprovalStatus",
+    "ConnectFlow",
+    "ConnectedAccount",
+    "ConnectionStatus",
     "CredentialOwner",
     "CredentialScope",
+    "FlowKind",
     "Grants",
     "IssuedKeys",
     "KeyKind",

@@ -63,6 +63,12 @@ class Action(str, enum.Enum):
     APPROVAL_CONSUME = "approval.consume"
     OPERATOR_ISSUE = "operator.issue"
     OPERATOR_REVOKE = "operator.revoke"
+    CONNECTION_LINK = "connection.link"
+    CONNECTION_CONNECT = "connection.connect"
+    CONNECTION_REFUSE = "connection.refuse"
+    CONNECTION_REFRESH = "connection.refresh"
+    CONNECTION_BROKEN = "connection.broken"
+    CONNECTION_DISCONNECT = "connection.disconnect"
 
 
 class Decision(str, enum.Enum):
