@@ -23,6 +23,7 @@ CORE = [
     "agentguard._decisions",
     "agentguard._gates",
     "agentguard.approvals",
+    "agentguard.connect",
     "agentguard.limits",
     "agentguard._dpop_step",
     "agentguard._passage",

@@ -55,9 +55,11 @@ def test_the_surface_stays_small() -> None:
     # From 719 names over 144 public modules to this; growing it is a decision, not a drift.
     # 290 -> 330 and 22 -> 24 with approvals, budgets and rate limits (issue 20): the
     # agentguard.approvals and agentguard.limits packages, their storage Protocols, client
-    # errors and settings.
-    assert len(surface()) <= 330
-    assert len(public_modules()) <= 24
+    # errors and settings. 330 -> 350 and 24 -> 25 with connected accounts (issue 21): the
+    # agentguard.connect package (records, errors, the vendor client, flows, accounts), its two
+    # storage Protocols and contract, ConnectApp, a client error and settings.
+    assert len(surface()) <= 350
+    assert len(public_modules()) <= 25
 
 
 @pytest.mark.parametrize("module_name", sorted(set(public_modules())))

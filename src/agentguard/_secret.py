@@ -114,7 +114,7 @@ class Secret:
     """
 
     __slots__ = ("_value",)
-    _KNOWN_PREFIXES = ("ag_at_", "ag_rt_", "ag_op_")
+    _KNOWN_PREFIXES = ("ag_at_", "ag_rt_", "ag_op_", "ag_ct_")
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):

@@ -145,12 +145,12 @@ class ServiceConfig(BaseModel):
     def _check(self) -> ServiceConfig:
         if self.credentials == "connected" and self.oauth is None:
             raise ValueError(
-                f"service {self.name}: credentials = \"connected\" needs an oauth client "
+                f'service {self.name}: credentials = "connected" needs an oauth client '
                 "configuration ([services.oauth])"
             )
         if self.credentials == "operator" and self.oauth is not None:
             raise ValueError(
-                f"service {self.name}: oauth is only used with credentials = \"connected\""
+                f'service {self.name}: oauth is only used with credentials = "connected"'
             )
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:

@@ -35,7 +35,20 @@ Environment variable                       Setting
 ``AGENTGUARD_INTROSPECTION_SECRETS``       secret: comma-separated
 ``AGENTGUARD_DPOP_NONCE_SECRET``           secret: base64url, at least 32 bytes
 ``AGENTGUARD_DPOP_TOKEN_NONCE_SECRET``     secret: base64url, at least 32 bytes
+``AGENTGUARD_OAUTH_<SERVICE>_CLIENT_SECRET`` secret: a connected service's OAuth client
+                                           secret (``_FILE``: a 0600 file holding it)
 =========================================  ============================================
+
+Connected accounts (:mod:`agentguard._config_connect`): a service with
+``credentials = "connected"`` and a ``[services.oauth]`` table takes each user's own vendor
+account. It needs ``public_origin`` (the redirect URI is
+``<public_origin>/connect/<service>/callback``). ``[connect]`` sets ``ticket_ttl`` (900 s, an
+operator's one-time connect link), ``state_ttl`` (600 s, the time at the vendor's consent page),
+``lease_seconds`` (30 s, the shared refresh lease) and ``wait_seconds`` (10 s, how long a call
+waits for another instance's refresh). The client secret comes from
+``AGENTGUARD_OAUTH_<SERVICE>_CLIENT_SECRET`` (service name upper-cased, ``-`` as ``_``), else
+the file ``AGENTGUARD_OAUTH_<SERVICE>_CLIENT_SECRET_FILE`` or
+``[secrets] oauth_client_secret_files = { <service> = "path" }`` names.
 """
 
 from __future__ import annotations
@@ -58,6 +71,15 @@ from pydantic import (
     model_validator,
 )
 
+from agentguard._config_connect import (
+    ConnectSettings,
+    client_secret,
+    client_secret_variable,
+    connect_problems,
+    read_client_secrets,
+    refuse_inline_client_secrets,
+    resolve_secret_paths,
+)
 from agentguard._config_gates import (
     ApprovalSettings,
     BudgetSettings,
@@ -80,6 +102,7 @@ from agentguard._services import ServiceConfig
 from agentguard.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from agentguard._secret import Secret
     from agentguard.audit._checkpoints import Ed25519Signer
     from agentguard.credentials import KeyRing
     from agentguard.dpop._policy import DPoPPolicy
@@ -89,6 +112,7 @@ __all__ = [
     "ApprovalSettings",
     "AuditSettings",
     "BudgetSettings",
+    "ConnectSettings",
     "DPoPSettings",
     "KeySettings",
     "LimitSettings",
@@ -269,6 +293,7 @@ class SecretFiles(_Section):
     dpop_nonce_secret_file: Path | None = None
     dpop_token_nonce_secret_file: Path | None = None
     approval_webhook_secret_file: Path | None = None
+    oauth_client_secret_files: dict[str, Path] = Field(default_factory=dict)
 
 
 class SecretValues(BaseModel):
@@ -282,6 +307,7 @@ class SecretValues(BaseModel):
     dpop_nonce_secret: SecretBytes | None = None
     dpop_token_nonce_secret: SecretBytes | None = None
     approval_webhook_secret: SecretBytes | None = None
+    oauth_client_secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
 
 class Settings(_Section):
@@ -303,6 +329,7 @@ class Settings(_Section):
     budgets: tuple[BudgetSettings, ...] = ()
     rate_limits: tuple[RateLimitSettings, ...] = ()
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    connect: ConnectSettings = Field(default_factory=ConnectSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     secrets: SecretFiles = Field(default_factory=SecretFiles)
     secret_values: SecretValues = Field(default_factory=SecretValues, exclude=True)
@@ -345,6 +372,19 @@ class Settings(_Section):
     def service(self, name: str) -> ServiceConfig | None:
         """The configured service called ``name``."""
         return next((service for service in self.services if service.name == name), None)
+
+    def connected_services(self) -> tuple[ServiceConfig, ...]:
+        """The services with ``credentials = "connected"`` (each user's own vendor account)."""
+        return tuple(s for s in self.services if s.credentials == "connected")
+
+    def oauth_client_secret(self, name: str) -> Secret | None:
+        """The connected service ``name``'s OAuth client secret; ``None`` for a public client
+        (``client_auth = "none"``). :class:`SettingsError` naming the variable when the client
+        authenticates and no secret was given."""
+        found = client_secret(self.service(name), name, self.secret_values.oauth_client_secrets)
+        if isinstance(found, str):
+            raise SettingsError([(client_secret_variable(name), "", found)])
+        return found
 
     def keyring(self) -> KeyRing:
         """The key-encryption keys; :class:`SettingsError` when none are configured."""
@@ -462,9 +502,11 @@ def load_settings(
         try:
             source = read_toml(Path(path))
             refuse_inline_secrets(source, source.data, ())
+            refuse_inline_client_secrets(source)
         except SourceError as error:
             raise SettingsError([(error.where, error.field, error.problem)]) from None
         relative_to(Path(path).parent, source.data)
+        resolve_secret_paths(Path(path).parent, source.data)
     source.apply_environment(environ)
     level_names(source.data)
     try:
@@ -476,5 +518,13 @@ def load_settings(
             message = str(item["msg"]).removeprefix("Value error, ")
             problems.append((source.where(location), field_name(location), message))
         raise SettingsError(problems) from None
+    files = settings.secrets.oauth_client_secret_files
+    found = connect_problems(settings.services, settings.public_origin, files)
+    if found:
+        raise SettingsError([(source.where(at), field_name(at), why) for at, why in found])
     secrets = _read_secrets(source, settings, environ)
-    return settings.model_copy(update={"secret_values": SecretValues(**secrets)})
+    client_secrets, unreadable = read_client_secrets(source, settings.services, files, environ)
+    if unreadable:
+        raise SettingsError(unreadable)
+    values = SecretValues(**secrets, oauth_client_secrets=client_secrets)
+    return settings.model_copy(update={"secret_values": values})

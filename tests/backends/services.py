@@ -17,6 +17,7 @@ from typing import NoReturn
 import pytest
 
 __all__ = [
+    "chromium_path",
     "postgres_dsn",
     "random_name",
     "redis_url",
@@ -28,6 +29,7 @@ _DEFAULT_POSTGRES = (
     "postgresql://root@127.0.0.1:5432/test",
 )
 _DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 _found: dict[str, str] = {}
 _missing: dict[str, str] = {}
@@ -109,3 +111,13 @@ async def temporary_schema() -> AsyncIterator[tuple[str, str]]:
         yield dsn, schema
     finally:
         await drop_schema(dsn, schema)
+
+
+def chromium_path() -> str:
+    """The system Chromium (Debian's ``chromium`` package; ``AGENTGUARD_TEST_CHROMIUM``
+    overrides), or a skip (a failure under ``AGENTGUARD_REQUIRE_SERVICES=1``)."""
+    candidates = [os.environ.get("AGENTGUARD_TEST_CHROMIUM", ""), *_CHROMIUM]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    _unavailable("chromium", "no chromium executable (apt-get install chromium)")

@@ -200,7 +200,7 @@ async def test_version_3_upgrades_to_the_gate_tables(
             assert [key.id for key in await store.list_keys()] == [old.id]
             await _use_every_gate_method(store, clock)
         versions = await connection.fetch(f"SELECT version FROM {quoted}.schema_version")
-        assert [row[0] for row in versions] == [pg_schema_module.SCHEMA_VERSION] == [4]
+        assert [row[0] for row in versions] == [pg_schema_module.SCHEMA_VERSION]  # 4 or later
     finally:
         await connection.close()
 

@@ -202,7 +202,7 @@ async def test_version_3_upgrades_to_the_gate_tables(db: Path, clock: FakeClock)
         versions = connection.execute("SELECT version FROM schema_version").fetchall()
     finally:
         connection.close()
-    assert versions == [(sqlite_schema.SCHEMA_VERSION,)] == [(4,)]
+    assert versions == [(sqlite_schema.SCHEMA_VERSION,)]  # 4 or later: every migration ran
 
 
 async def test_version_3_read_only_asks_for_an_upgrade(db: Path, clock: FakeClock) -> None:

@@ -22,7 +22,13 @@ import anyio
 import anyio.lowlevel
 
 from agentguard import Account, Clock, KeyKind, KeyRecord, User, Workspace
-from agentguard._model import ApprovalRecord, ApprovalStatus
+from agentguard._model import (
+    ApprovalRecord,
+    ApprovalStatus,
+    ConnectedAccount,
+    ConnectFlow,
+    FlowKind,
+)
 from agentguard.audit import AuditEntry, AuditEvent
 from agentguard.audit._chain import GENESIS_PREV, seal
 from agentguard.storage import MemoryStore, SQLiteStore
@@ -34,11 +40,15 @@ from agentguard.storage._sqlite.store import T, Work
 __all__ = [
     "ApprovalReusableStore",
     "CachingLookupStore",
+    "FlowOfAnyKindStore",
     "GrantUpdatesDroppedStore",
+    "LeaseReleasedByAnyoneStore",
     "NoFamilyRevokeStore",
     "NonAtomicChargeStore",
+    "NonAtomicConnectionUpdateStore",
     "NonAtomicConsumeStore",
     "NonAtomicDecideStore",
+    "NonAtomicFlowTakeStore",
     "NonAtomicRotateStore",
     "NonAtomicTakeStore",
     "ReplayNeverExpiresStore",
@@ -337,3 +347,58 @@ class NonAtomicDecideStore(MemoryStore):
         with self._lock:
             self._gates.approvals[approval_id] = decided
         return decided
+
+
+class NonAtomicConnectionUpdateStore(MemoryStore):
+    """Checks the stored version, then writes: concurrent refreshes all win, and all but one
+    rotated refresh token are lost."""
+
+    async def update_connection(self, record: ConnectedAccount, *, version: int) -> bool:
+        if record.version != version + 1:
+            raise ValueError("an updated connection's version must be version + 1")
+        found = await self.get_connection(record.service, record.user_id)
+        if found is None or found.id != record.id or found.version != version:
+            return False
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            self._connections.connections[(record.service, record.user_id)] = record
+        return True
+
+
+class NonAtomicFlowTakeStore(MemoryStore):
+    """Finds the flow, then removes it: concurrent callbacks with one ``state`` all get it."""
+
+    async def take_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        tables = self._connections
+        flow_id = tables.flow_by_hash.get(token_hash)
+        flow = None if flow_id is None else tables.flows.get(flow_id)
+        if flow is None or flow.kind is not kind or not flow.expires_at > now:
+            return None
+        await anyio.lowlevel.checkpoint()
+        with self._lock:
+            tables.flows.pop(flow.id, None)
+            tables.flow_by_hash.pop(token_hash, None)
+        return flow
+
+
+class FlowOfAnyKindStore(MemoryStore):
+    """Takes a flow by its hash whatever its kind: a ticket's token passes as an OAuth state."""
+
+    async def take_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        for any_kind in FlowKind:
+            flow = await super().take_flow(token_hash, kind=any_kind, now=now)
+            if flow is not None:
+                return flow
+        return None
+
+
+class LeaseReleasedByAnyoneStore(MemoryStore):
+    """Releases a lease whoever asks: a slow refresher frees the lease of the one now holding it."""
+
+    async def release_lease(self, name: str, *, holder: str) -> bool:
+        with self._lock:
+            return self._connections.leases.pop(name, None) is not None

@@ -9,6 +9,7 @@ from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     ApprovalContract,
     AuditStoreContract,
+    ConnectionContract,
     CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
@@ -37,6 +38,7 @@ class TestMemoryStore(
     ApprovalContract,
     OperatorContract,
     LimitContract,
+    ConnectionContract,
 ):
     store_type = MemoryStore
     # A thread lock and no awaiting inside it: any loop, several at once. No driver, so no

@@ -15,6 +15,7 @@ from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     ApprovalContract,
     AuditStoreContract,
+    ConnectionContract,
     CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
@@ -46,6 +47,7 @@ class TestPostgresStore(
     ApprovalContract,
     OperatorContract,
     LimitContract,
+    ConnectionContract,
 ):
     store_type = PostgresStore
     loop_bound = True  # asyncpg pools belong to one loop: one store per loop

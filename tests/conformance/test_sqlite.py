@@ -17,6 +17,7 @@ from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     ApprovalContract,
     AuditStoreContract,
+    ConnectionContract,
     CredentialLivenessContract,
     CredentialStoreContract,
     DirectoryStoreContract,
@@ -54,6 +55,7 @@ class TestSQLiteStore(
     ApprovalContract,
     OperatorContract,
     LimitContract,
+    ConnectionContract,
 ):
     store_type = SQLiteStore
     loop_bound = False  # worker threads under one lock: any loop, several at once

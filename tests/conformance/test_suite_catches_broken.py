@@ -66,6 +66,16 @@ CASES: dict[str, Case] = {
     "approval reusable": Case("ApprovalReusableStore", ("ApprovalContract",), "ApprovalContract"),
     "non-atomic consume": Case("NonAtomicConsumeStore", ("ApprovalContract",), "ApprovalContract"),
     "non-atomic decide": Case("NonAtomicDecideStore", ("ApprovalContract",), "ApprovalContract"),
+    "non-atomic connection update": Case(
+        "NonAtomicConnectionUpdateStore", ("ConnectionContract",), "ConnectionContract"
+    ),
+    "non-atomic flow take": Case(
+        "NonAtomicFlowTakeStore", ("ConnectionContract",), "ConnectFlowContract"
+    ),
+    "flow of any kind": Case("FlowOfAnyKindStore", ("ConnectionContract",), "ConnectFlowContract"),
+    "lease released by anyone": Case(
+        "LeaseReleasedByAnyoneStore", ("ConnectionContract",), "ConnectFlowContract"
+    ),
     "errors not mapped": Case(
         "UnmappedErrorsSQLiteStore", ("FailureContract",), "FailureContract", "sqlite"
     ),

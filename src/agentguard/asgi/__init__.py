@@ -1,6 +1,7 @@
-"""ASGI adapters: the guard middleware, the OAuth endpoints, the credential-swapping proxy and
-the operator listener's app."""
+"""ASGI adapters: the guard middleware, the OAuth endpoints, the credential-swapping proxy, the
+operator listener's app and the connect pages where people connect their vendor accounts."""
 
+from agentguard.asgi._connect import ConnectApp
 from agentguard.asgi._lifespan import guard_lifespan
 from agentguard.asgi._metadata import ProtectedResourceMetadata, advertise_metadata
 from agentguard.asgi._middleware import AgentGuardMiddleware
@@ -13,6 +14,7 @@ __all__ = [
     "AgentAuthCredentials",
     "AgentGuardMiddleware",
     "AgentUser",
+    "ConnectApp",
     "OAuthApp",
     "OperatorApp",
     "ProtectedResourceMetadata",

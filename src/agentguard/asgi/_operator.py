@@ -7,6 +7,9 @@ come), authenticated by operator tokens only.
 - ``GET /approvals/{id}``: one approval.
 - ``POST /approvals/{id}/approve`` and ``POST /approvals/{id}/deny``: decide a pending
   approval (audited as ``approval.decide``, the operator token's name as the operator).
+- ``GET /connections``, ``POST /connections/{service}/{user_id}/link``,
+  ``DELETE /connections/{service}/{user_id}``: users' connected vendor accounts, when a
+  service uses them (:mod:`agentguard.asgi._operator_connections`).
 
 Every other request needs ``Authorization: Bearer ag_op_...``: missing, malformed, unknown,
 revoked or expired tokens are 401 with a ``WWW-Authenticate`` challenge, and an agent key is
@@ -48,6 +51,7 @@ from agentguard.storage._outage import store_outage
 if TYPE_CHECKING:
     from agentguard._guard import Guard
     from agentguard.approvals._notify import ApprovalNotifier
+    from agentguard.asgi._operator_connections import ConnectionEndpoints
 
 __all__ = ["OperatorApp"]
 
@@ -107,6 +111,7 @@ class OperatorApp:
         approvals: where approvals live (the gateway's store).
         operators: where operator token records live (the gateway's store).
         notifier: told of each decision (``approval.approved`` / ``approval.denied``).
+        connections: the connected-account endpoints (``None``: no service uses them).
     """
 
     def __init__(
@@ -116,11 +121,23 @@ class OperatorApp:
         approvals: ApprovalStore,
         operators: OperatorStore,
         notifier: ApprovalNotifier | None = None,
+        connections: ConnectionEndpoints | None = None,
     ) -> None:
         self.guard = guard
         self.approvals = approvals
         self.operators = operators
         self.notifier = notifier
+        self.connections = connections
+
+    def with_connections(self, connections: ConnectionEndpoints) -> OperatorApp:
+        """This app with the connected-account endpoints too."""
+        return OperatorApp(
+            self.guard,
+            approvals=self.approvals,
+            operators=self.operators,
+            notifier=self.notifier,
+            connections=connections,
+        )
 
     def __repr__(self) -> str:
         return f"OperatorApp(approvals={type(self.approvals).__name__})"
@@ -174,7 +191,13 @@ class OperatorApp:
             elif len(parts) == 3 and parts[0] == "approvals" and parts[2] in ("approve", "deny"):
                 _allow(method, ("POST",))
                 await self._decide(parts[1], parts[2] == "approve", operator, send)
-            else:
+            elif parts[0] == "connections" and self.connections is None:
+                raise _NotFound("no such endpoint: no service uses connected accounts")
+            elif not (
+                parts[0] == "connections"
+                and self.connections is not None
+                and await self.connections.handle(scope, send, parts, operator)
+            ):
                 raise _NotFound("no such endpoint")
         except _NotFound as missing:
             document = {"error": "not_found", "error_description": missing.description}

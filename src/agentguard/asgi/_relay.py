@@ -68,6 +68,7 @@ __all__ = [
 # The gateway's own server sets Date and Server; the upstream's would arrive twice.
 _DROPPED_RESPONSE = HOP_BY_HOP | {
     b"agentguard-approval",  # ours alone: a vendor's must not pass for a held call
+    b"agentguard-connection",  # ours alone: a vendor's must not pass for connection_required
     b"content-length",
     b"content-encoding",
     b"set-cookie",

@@ -39,6 +39,7 @@ _COMMANDS = {
     "keys": "keys",
     "approvals": "approvals",
     "operators": "operators",
+    "connections": "connections",
     "audit": "audit",
     "db": "db",
 }

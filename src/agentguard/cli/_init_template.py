@@ -70,6 +70,27 @@ access_log = true
 # A service whose vendor only issues admin keys: mint a user-scoped token (RFC 8693).
 # [minters.projects]
 # token_url = "https://api.projects.example/oauth/token"
+#
+# A service that acts with each user's own vendor account, connected over OAuth in the
+# browser: `agentguard connections link --service mail --user alice` prints a one-time link
+# for alice's human. Register <public_origin>/connect/mail/callback as the redirect URI at the
+# vendor. The client secret never goes here: AGENTGUARD_OAUTH_MAIL_CLIENT_SECRET, or a 0600
+# file named under [secrets]: oauth_client_secret_files = {{ mail = "/etc/agentguard/mail" }}
+# [[services]]
+# name = "mail"
+# base_url = "https://api.mail.example/v1"
+# credentials = "connected"  # never the vault: a user who has not connected is refused
+#
+# [services.oauth]
+# client_id = "agentguard-mail"
+# authorization_endpoint = "https://auth.mail.example/authorize"
+# token_endpoint = "https://auth.mail.example/token"
+# revocation_endpoint = "https://auth.mail.example/revoke"   # optional (RFC 7009)
+# scopes = ["mail.read"]
+#
+# [connect]
+# ticket_ttl = 900           # seconds a connect link stays usable
+# state_ttl = 600            # seconds the human may take at the vendor's consent page
 """
 
 

@@ -20,6 +20,10 @@ decision outside the model and send the same call again naming the approval::
     except ApprovalPending as pending:
         await auth.wait_for_approval(pending)
         deal = await client.post("/crm/deals", json=payload, headers=pending.retry_headers)
+
+A service that acts with the user's own connected vendor account raises
+:class:`AccountConnectionRequired` while the user has none that works: report
+``error.connect_uri`` to the person; retrying cannot help until they connect it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 from agentguard.client._auth import AgentAuth, KeyPlacement
 from agentguard.client._credentials_file import AgentCredentials, CredentialsFile
 from agentguard.client._errors import (
+    AccountConnectionRequired,
     AgentAuthError,
     ApprovalDenied,
     ApprovalExpired,
@@ -41,6 +46,7 @@ from agentguard.client._errors import (
 from agentguard.client._renewal import Renewer
 
 __all__ = [
+    "AccountConnectionRequired",
     "AgentAuth",
     "AgentAuthError",
     "AgentCredentials",

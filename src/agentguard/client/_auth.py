@@ -3,8 +3,9 @@
 For each request it attaches ``Authorization: DPoP <key>`` and a fresh proof (``Bearer <key>``
 for unbound keys), renews first once the key has used ``renew_at`` of its life (one refresh
 however many requests are in flight), answers one ``use_dpop_nonce`` demand, and on ``401
-invalid_token`` refreshes and retries once, and raises :class:`ApprovalPending` for a call held
-for a human. One generator, :meth:`AgentAuth._flow`, does it for ``httpx.Client`` and
+invalid_token`` refreshes and retries once, raises :class:`ApprovalPending` for a call held
+for a human and :class:`AccountConnectionRequired` for a service whose connected account the
+user must connect first. One generator, :meth:`AgentAuth._flow`, does it for ``httpx.Client`` and
 ``httpx.AsyncClient`` alike (see :mod:`agentguard.client._flow`).
 """
 
@@ -21,6 +22,7 @@ import httpx
 from agentguard._clock import Clock, SystemClock
 from agentguard.client._approval_wait import PollAuth, arun, plan, run
 from agentguard.client._approvals import approval_refusal, names_approval, status_url
+from agentguard.client._connections import connection_refusal, names_connection
 from agentguard.client._credentials_file import DPOP, AgentCredentials, CredentialsFile
 from agentguard.client._errors import ApprovalPending, DPoPNonceLoop, RefreshFailed
 from agentguard.client._flow import Io, Perform, adrive, deferred, inline
@@ -83,7 +85,12 @@ class AgentAuth(httpx.Auth):
       then send the same request again with ``headers=pending.retry_headers``. A ``403`` to a
       request that named an approval raises :class:`~agentguard.client.ApprovalRefused`
       (:class:`~agentguard.client.ApprovalDenied`, :class:`~agentguard.client.ApprovalExpired`)
-      when the approval cannot be used. Only these ``403`` bodies are read.
+      when the approval cannot be used.
+    - :class:`~agentguard.client.AccountConnectionRequired` when the service acts with the
+      user's own connected vendor account and there is none that works (``403
+      connection_required`` with an ``agentguard-connection`` header): nothing was forwarded;
+      a human must connect the account at ``error.connect_uri``. Only these ``403`` bodies
+      are read.
 
     Any other ``401`` and ``403`` is returned as a response, not raised. So are ``429``
     ``rate_limited`` and ``budget_exhausted``: the runtime (not the model) should wait the
@@ -197,6 +204,12 @@ class AgentAuth(httpx.Auth):
                 refusal = approval_refusal(request, response)
                 if refusal is not None:
                     raise refusal
+                return
+            if not poll and names_connection(response):
+                yield from perform(Io(response.read, response.aread))
+                needed = connection_refusal(response)
+                if needed is not None:
+                    raise needed
                 return
             if response.status_code != 401:
                 return

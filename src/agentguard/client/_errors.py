@@ -8,6 +8,8 @@ library's root :class:`agentguard.errors.AgentGuardError`, beside (not under) th
     ├── RefreshFailed          no working access key: permanent (invalid_grant) or transient
     ├── DPoPNonceLoop          a server kept demanding a new DPoP nonce
     ├── ApprovalPending        the call waits for a human's approval (403 approval_required)
+    ├── AccountConnectionRequired  the service needs the user's connected account (403
+    │                              connection_required): a human must connect it
     ├── ApprovalRefused        the approval cannot let the call run (denied, expired, used, ...)
     │   ├── ApprovalDenied     an operator said no
     │   └── ApprovalExpired    nobody decided (or the agent did not retry) in time
@@ -25,6 +27,8 @@ from datetime import datetime
 from agentguard.errors import AgentGuardError
 
 __all__ = [
+    "CONNECTION_RESPONSE_HEADER",
+    "AccountConnectionRequired",
     "AgentAuthError",
     "ApprovalDenied",
     "ApprovalExpired",
@@ -208,6 +212,52 @@ class ApprovalPending(AgentAuthError):
 
     def __repr__(self) -> str:
         return f"ApprovalPending(approval_id={self.approval_id!r}, reason={self.reason!r})"
+
+
+CONNECTION_RESPONSE_HEADER = "agentguard-connection"
+"""The response header that marks the gateway's own ``connection_required`` refusal (it names
+the service); the gateway drops a vendor's header of that name."""
+
+
+class AccountConnectionRequired(AgentAuthError):
+    """The service acts with the user's own connected vendor account, and there is none that
+    works (``403 connection_required``). Nothing was forwarded.
+
+    Retrying cannot help, nor can a new key: a human must connect (or reconnect) the account
+    at :attr:`connect_uri`, identified as themselves there (the link carries no ticket: the
+    person signs in at the gateway, or an operator issues them a one-time link). Report it to
+    the person; it is not an instruction for the model.
+
+    Attributes:
+        service: the service whose account must be connected.
+        connect_uri: the gateway's connect page for it (absolute ``http(s)``), or ``None``
+            when the gateway named none.
+        reason: ``"connection_required"`` (never connected, or disconnected) or
+            ``"connection_broken"`` (the vendor refused to renew it).
+        description: the server's ``error_description`` (printable ASCII, truncated).
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        connect_uri: str | None = None,
+        reason: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.service = service
+        self.connect_uri = connect_uri
+        self.reason = printable(reason) if reason else "connection_required"
+        self.description = printable(description) if description else None
+        where = f" at {connect_uri}" if connect_uri is not None else ""
+        why = "is broken" if self.reason == "connection_broken" else "is not connected"
+        super().__init__(f"{service}: the user's account {why}; a human must connect it{where}")
+
+    def __repr__(self) -> str:
+        return (
+            f"AccountConnectionRequired(service={self.service!r}, reason={self.reason!r}, "
+            f"connect_uri={self.connect_uri!r})"
+        )
 
 
 class ApprovalRefused(AgentAuthError):

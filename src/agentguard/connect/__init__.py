@@ -9,17 +9,25 @@ See docs/how-to/connect-accounts.md.
 """
 
 from agentguard._model import ConnectedAccount, ConnectFlow, ConnectionStatus, FlowKind
+from agentguard.connect._accounts import ConnectedAccounts
 from agentguard.connect._errors import ConnectionRequired, VendorRefused, VendorUnavailable
+from agentguard.connect._flow_errors import ConnectRefused
+from agentguard.connect._flows import ConnectFlows
 from agentguard.connect._settings import OAuthClientConfig
 from agentguard.connect._tokens import VendorTokens
+from agentguard.connect._vendor import VendorClient
 
 __all__ = [
     "ConnectFlow",
+    "ConnectFlows",
+    "ConnectRefused",
     "ConnectedAccount",
+    "ConnectedAccounts",
     "ConnectionRequired",
     "ConnectionStatus",
     "FlowKind",
     "OAuthClientConfig",
+    "VendorClient",
     "VendorRefused",
     "VendorTokens",
     "VendorUnavailable",

@@ -7,7 +7,11 @@ from typing import ClassVar
 from agentguard._reasons import Reason
 from agentguard.errors import AgentGuardError, RequestRefused
 
-__all__ = ["ConnectionRequired", "VendorRefused", "VendorUnavailable"]
+__all__ = ["CONNECTION_HEADER", "ConnectionRequired", "VendorRefused", "VendorUnavailable"]
+
+CONNECTION_HEADER = "agentguard-connection"
+"""The response header that marks the gateway's own ``connection_required`` refusal (it names
+the service), so an agent runtime reads only that ``403`` body; the relay drops a vendor's."""
 
 
 class ConnectionRequired(RequestRefused):
@@ -41,6 +45,9 @@ class ConnectionRequired(RequestRefused):
         self.service = service
         self.connect_uri = connect_uri
         super().__init__(description, reason=reason)
+
+    def response_headers(self) -> list[tuple[str, str]]:
+        return [(CONNECTION_HEADER, self.service)]
 
     def body(self) -> dict[str, str]:
         body = super().body()

@@ -1,5 +1,8 @@
 """CredentialSwapper: from (principal, service) to the credential that goes upstream.
 
+0. A ``credentials = "connected"`` service: the calling user's own connected account
+   (:meth:`ConnectedCredentials.token_for`), never the vault, never anyone else's; a user
+   without one is refused ``connection_required``.
 1. The user's own credential for the service, if any; else the account's.
 2. A user-scoped credential is sent as is.
 3. An admin-scoped credential is never sent: the service's :class:`Minter` turns it into a
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from agentguard._clock import Clock, SystemClock
 from agentguard._model import CredentialOwner, CredentialScope, Principal
@@ -29,7 +32,7 @@ from agentguard.credentials._minting import MintCache, Minter, MintingError
 from agentguard.credentials._vault import CredentialVault, VaultError
 from agentguard.errors import BadGateway, CorruptRecord, Reason
 
-__all__ = ["CredentialSwapper", "Outgoing"]
+__all__ = ["ConnectedCredentials", "CredentialSwapper", "Outgoing"]
 
 logger = logging.getLogger("agentguard.credentials")
 
@@ -45,6 +48,15 @@ class Outgoing(NamedTuple):
     involved: tuple[Secret, ...]
 
 
+class ConnectedCredentials(Protocol):
+    """Users' connected vendor accounts (:class:`~agentguard.connect.ConnectedAccounts`)."""
+
+    async def token_for(self, principal: Principal, service: str) -> Secret:
+        """The user's fresh vendor token for ``service``; refuses ``connection_required``
+        (403) when the user has no working connection."""
+        ...
+
+
 class CredentialSwapper:
     """Chooses, decrypts or mints the real credential for each proxied call.
 
@@ -54,6 +66,8 @@ class CredentialSwapper:
         clock: time source for minted-token lifetimes.
         mint_fraction: reuse a minted token until this fraction of its life has passed.
         audit: records each mint (never the token).
+        connections: the users' connected accounts, for ``credentials = "connected"``
+            services (they never read the vault).
     """
 
     def __init__(
@@ -65,8 +79,10 @@ class CredentialSwapper:
         mint_fraction: float = 0.8,
         cache_size: int = 4096,
         audit: AuditWriter | None = None,
+        connections: ConnectedCredentials | None = None,
     ) -> None:
         self.vault = vault
+        self.connections = connections
         self.minters = dict(minters or {})
         self.clock: Clock = clock or SystemClock()
         self.cache = MintCache(self.clock, fraction=mint_fraction, maxsize=cache_size)
@@ -85,6 +101,8 @@ class CredentialSwapper:
     async def outgoing(self, principal: Principal, service: ServiceConfig) -> Outgoing:
         """The credential to attach for ``principal`` calling ``service``, and every secret of
         the call (the admin credential behind a minted token)."""
+        if service.credentials == "connected":
+            return await self._connected(principal, service)
         try:
             found = await self.vault.get(service.name, CredentialOwner.USER, principal.user_id)
             if found is None:
@@ -101,6 +119,17 @@ class CredentialSwapper:
             return Outgoing(secret, (secret,))
         token = await self._minted(secret, principal, service)
         return Outgoing(token, (token, secret))
+
+    async def _connected(self, principal: Principal, service: ServiceConfig) -> Outgoing:
+        if self.connections is None:
+            raise BadGateway(
+                service.name,
+                f"{service.name}: acts with connected accounts, but the gateway was given none "
+                "(CredentialSwapper(connections=...))",
+                reason=Reason.CREDENTIAL_UNAVAILABLE,
+            )
+        token = await self.connections.token_for(principal, service.name)
+        return Outgoing(token, (token,))
 
     async def _minted(self, admin: Secret, principal: Principal, service: ServiceConfig) -> Secret:
         cached = self.cache.get(service.name, principal)

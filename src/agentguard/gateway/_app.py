@@ -4,6 +4,9 @@ Routes:
 
 - ``/oauth/token``, ``/oauth/revoke``, ``/oauth/introspect``: the OAuth endpoints.
 - ``/<service>/...``: one credential-swapping proxy per configured service.
+- ``/connect/<service>``: the connect pages a human opens (with an operator's one-time link) to
+  connect their own vendor account, when a service says ``credentials = "connected"``
+  (:mod:`agentguard.gateway._connect`); the proxy then sends each user's own vendor token.
 - ``/healthz``: liveness (the process answers); ``/readyz``: readiness: every store the
   gateway uses (key store, audit store, credential store, DPoP replay cache) answers a cheap
   probe within two seconds, else 503 naming the ones that did not (see
@@ -13,8 +16,8 @@ Routes:
 
 The lifespan opens the store, starts the checkpointer (when ``[audit] checkpoint_dir`` is set)
 and, on shutdown, after the server has let in-flight requests finish, signs a last checkpoint,
-closes the proxies' and minters' connection pools, flushes the audit writer and closes the store
-(and the replay cache, when it is a separate one).
+closes the proxies', minters' and vendor clients' connection pools, flushes the audit writer and
+closes the store (and the replay cache, when it is a separate one).
 """
 
 from __future__ import annotations
@@ -34,14 +37,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from agentguard._clock import Clock
+from agentguard._config_connect import CONNECT_MOUNT
 from agentguard._guard import Guard
 from agentguard.asgi._oauth import OAuthApp
+from agentguard.asgi._operator import OperatorApp
 from agentguard.asgi._proxy import ProxyApp
 from agentguard.audit._aggregate import RefusalSummaryPolicy
 from agentguard.audit._checkpointer import Checkpointer, DirectoryCheckpointSink
 from agentguard.config import Settings
 from agentguard.credentials import CredentialSwapper, CredentialVault, TokenExchangeMinter
 from agentguard.errors import ConfigurationError
+from agentguard.gateway._connect import ConnectParts, connect_parts
 from agentguard.gateway._gates import gate_parts, operator_app
 from agentguard.gateway._logging import RequestIdMiddleware
 from agentguard.gateway._readiness import HealthCheck, run_checks, store_checks
@@ -64,6 +70,8 @@ class Gateway:
         guard: the :class:`~agentguard.Guard` every route shares.
         proxies: the proxy app per service name.
         checkpointer: signs checkpoints on a timer, when configured.
+        connect: connected accounts (vendor clients, connect flow, connections, pages), when a
+            service says ``credentials = "connected"``; else ``None``.
         health_checks: what ``/readyz`` runs; append a
             :class:`~agentguard.gateway._readiness.HealthCheck` to add one.
     """
@@ -79,6 +87,7 @@ class Gateway:
         checkpointer: Checkpointer | None,
         owned: Sequence[Any] = (),
         notifier: Any = None,
+        connect: ConnectParts | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -86,6 +95,7 @@ class Gateway:
         self.proxies = dict(proxies)
         self.minters = dict(minters)
         self.checkpointer = checkpointer
+        self.connect = connect
         self.health_checks: list[HealthCheck] = store_checks(
             keys=guard.store,
             audit=guard.audit.store,
@@ -105,9 +115,13 @@ class Gateway:
             self.health_checks.append(HealthCheck("limit store", probe_limits))
         self._closed = False
         self._owned = list(owned)
-        self.operator_app = operator_app(settings, guard, store, notifier)
-        """The operator listener's ASGI app (approvals), or ``None``; ``agentguard serve``
-        serves it on ``[operator] host:port``, never on the agents' listener."""
+        listener = operator_app(settings, guard, store, notifier)
+        if connect is not None and isinstance(listener, OperatorApp):
+            listener = listener.with_connections(connect.endpoints)
+        self.operator_app = listener
+        """The operator listener's ASGI app (approvals, connections), or ``None``;
+        ``agentguard serve`` serves it on ``[operator] host:port``, never on the agents'
+        listener."""
         self.app = RequestIdMiddleware(
             Starlette(
                 routes=self._routes(),
@@ -131,6 +145,8 @@ class Gateway:
             Mount("/oauth", app=OAuthApp(self.guard, introspection_secrets=introspection)),
         ]
         routes += _metadata_routes(self.settings, self.guard)
+        if self.connect is not None:  # the settings reserve the name: no service shadows it
+            routes.append(Mount(CONNECT_MOUNT, app=self.connect.app))
         routes += [Mount(f"/{name}", app=proxy) for name, proxy in self.proxies.items()]
         return routes
 
@@ -187,6 +203,8 @@ class Gateway:
                 await proxy.aclose()
             for minter in self.minters.values():
                 await minter.aclose()
+            if self.connect is not None:
+                await self.connect.aclose()
             for part in self._owned:  # the webhook notifier (drained), a separate limit store
                 closer = getattr(part, "aclose", None) or getattr(part, "close", None)
                 if closer is not None:
@@ -267,6 +285,7 @@ def build_gateway(
     clock: Clock | None = None,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     token_clients: Mapping[str, httpx.AsyncClient] | None = None,
+    vendor_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> Gateway:
     """Assemble the gateway ``settings`` describe.
 
@@ -276,6 +295,7 @@ def build_gateway(
         clock: time source (tests).
         transports: an ``httpx`` transport per service name, instead of the network (tests).
         token_clients: an ``httpx.AsyncClient`` per minting service's token endpoint (tests).
+        vendor_transports: an ``httpx`` transport per connected service's OAuth vendor (tests).
     """
     transports = transports or {}
     token_clients = token_clients or {}
@@ -304,6 +324,7 @@ def build_gateway(
     )
     minters: dict[str, TokenExchangeMinter] = {}
     proxies: dict[str, ProxyApp] = {}
+    connect = connect_parts(settings, store, guard, transports=vendor_transports)
     if settings.services:
         for name, minter in settings.minters.items():
             options: dict[str, Any] = {}
@@ -324,7 +345,13 @@ def build_gateway(
         vault = CredentialVault(
             credentials, settings.keyring(), clock=guard.clock, audit=guard.audit
         )
-        swapper = CredentialSwapper(vault, minters=minters, clock=guard.clock, audit=guard.audit)
+        swapper = CredentialSwapper(
+            vault,
+            minters=minters,
+            clock=guard.clock,
+            audit=guard.audit,
+            connections=connect.accounts if connect is not None else None,
+        )
         proxies = {
             service.name: ProxyApp(
                 guard, service.name, swapper=swapper, transport=transports.get(service.name)
@@ -349,4 +376,5 @@ def build_gateway(
         checkpointer=checkpointer,
         owned=gates.owned,
         notifier=gates.notifier,
+        connect=connect,
     )

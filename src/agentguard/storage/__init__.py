@@ -4,6 +4,7 @@
 in their own modules behind extras and import their driver lazily.
 """
 
+from agentguard.storage._connection_protocols import ConnectFlowStore, ConnectionStore
 from agentguard.storage._gate_protocols import (
     ApprovalStore,
     Charge,
@@ -37,6 +38,8 @@ __all__ = [
     "AuditArchiveStore",
     "AuditStore",
     "Charge",
+    "ConnectFlowStore",
+    "ConnectionStore",
     "CredentialStore",
     "DirectoryStore",
     "IntegrityError",

@@ -34,6 +34,7 @@ from agentguard._model import (
 from agentguard.audit._chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit._events import AuditEvent
 from agentguard.audit._prefix import ArchivedPrefix, drop_problem
+from agentguard.storage._memory_connections import ConnectionTables, MemoryConnections
 from agentguard.storage._memory_gates import GateTables, MemoryGates
 from agentguard.storage._protocols import IntegrityError, KeyLookup, revoke_selector
 
@@ -60,11 +61,14 @@ class _Backing:
     audit: list[AuditEntry] = field(default_factory=list)
     archived: ArchivedPrefix | None = None  # what was kept of the events dropped from audit
     gates: GateTables = field(default_factory=GateTables)  # approvals, operators, limits
+    connections: ConnectionTables = field(default_factory=ConnectionTables)  # connected accounts
 
 
-class MemoryStore(MemoryGates):
-    """In-memory DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore, and the
-    gates' ApprovalStore, OperatorStore and LimitStore (:mod:`agentguard.storage._memory_gates`).
+class MemoryStore(MemoryGates, MemoryConnections):
+    """In-memory DirectoryStore, KeyStore, ReplayCache, CredentialStore and AuditStore, the
+    gates' ApprovalStore, OperatorStore and LimitStore (:mod:`agentguard.storage._memory_gates`)
+    and connected accounts' ConnectionStore and ConnectFlowStore
+    (:mod:`agentguard.storage._memory_connections`).
 
     Args:
         clock: the time source of the replay cache and of budget windows' expiry (default: the
@@ -92,6 +96,7 @@ class MemoryStore(MemoryGates):
         self._credentials = backing.credentials
         self._audit = backing.audit
         self._gates = backing.gates
+        self._connections = backing.connections
 
     def another_instance(self, *, clock: Clock | None = None) -> MemoryStore:
         """A second instance over this one's state and lock (on ``clock``, default the same)."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from agentguard.errors import RequestRefused, StoreUnavailable, UsageError
+from agentguard.storage._connection_protocols import ConnectFlowStore, ConnectionStore
 from agentguard.storage._gate_protocols import ApprovalStore, LimitStore, OperatorStore
 from agentguard.storage._protocols import (
     AuditStore,
@@ -75,6 +76,8 @@ PROTOCOLS: tuple[type, ...] = (
     ApprovalStore,
     OperatorStore,
     LimitStore,
+    ConnectionStore,
+    ConnectFlowStore,
 )
 
 
@@ -114,7 +117,14 @@ def _raised_at(error: BaseException) -> str:
 
 
 _NAMED_ROLES = frozenset(
-    {"approval store", "limit store", "operator store", "credential store", "replay cache"}
+    {
+        "approval store",
+        "limit store",
+        "operator store",
+        "credential store",
+        "replay cache",
+        "connection store",
+    }
 )
 
 

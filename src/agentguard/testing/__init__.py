@@ -21,11 +21,13 @@ if TYPE_CHECKING:
     from agentguard.testing._factories import issue_keys, make_user
     from agentguard.testing._fakes import FakeClock
     from agentguard.testing._faults import FaultyStore
+    from agentguard.testing._oauth_vendor import FakeOAuthVendor
     from agentguard.testing._upstreams import FakeTokenExchange, FakeUpstream, RecordedRequest
 
 __all__ = [
     "ClockedDPoPKey",
     "FakeClock",
+    "FakeOAuthVendor",
     "FakeTokenExchange",
     "FakeUpstream",
     "FaultyStore",
@@ -38,6 +40,7 @@ _LAZY = {
     "FaultyStore": "agentguard.testing._faults",
     "ClockedDPoPKey": "agentguard.testing._dpop_keys",
     "FakeClock": "agentguard.testing._fakes",
+    "FakeOAuthVendor": "agentguard.testing._oauth_vendor",
     "FakeTokenExchange": "agentguard.testing._upstreams",
     "FakeUpstream": "agentguard.testing._upstreams",
     "RecordedRequest": "agentguard.testing._upstreams",

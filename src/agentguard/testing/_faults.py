@@ -29,14 +29,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agentguard.storage._outage import PROTOCOLS, STORE_METHODS, protocol_methods
+from agentguard.storage._connection_protocols import ConnectFlowStore, ConnectionStore
+from agentguard.storage._outage import PROTOCOLS, protocol_methods
 
 __all__ = ["STORAGE_METHODS", "FaultyStore", "InjectedFault"]
 
-#: Each storage Protocol's name and the async methods it declares (inherited ones included).
+#: Each storage Protocol's name and the async methods it declares (inherited ones included):
+#: the outage boundary's Protocols and connected accounts'.
 STORAGE_METHODS: dict[str, tuple[str, ...]] = {
-    protocol.__name__: protocol_methods(protocol) for protocol in PROTOCOLS
+    protocol.__name__: protocol_methods(protocol)
+    for protocol in dict.fromkeys((*PROTOCOLS, ConnectionStore, ConnectFlowStore))
 }
+
+_METHODS = frozenset(name for names in STORAGE_METHODS.values() for name in names)
 
 
 class InjectedFault(ConnectionError):
@@ -83,7 +88,7 @@ class FaultyStore:
     _classes: ClassVar[dict[tuple[type, frozenset[str]], type[FaultyStore]]] = {}
 
     def __new__(cls, store: object) -> FaultyStore:
-        names = frozenset(name for name in STORE_METHODS if callable(getattr(store, name, None)))
+        names = frozenset(name for name in _METHODS if callable(getattr(store, name, None)))
         key = (cls, names)
         generated = FaultyStore._classes.get(key)
         if generated is None:

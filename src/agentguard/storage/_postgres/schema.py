@@ -21,7 +21,12 @@ Layout choices:
 - the gates (version 4): ``approvals`` and ``operators`` (token hashes only) keep insertion
   order in ``pos``; ``limit_counters`` and ``rate_buckets`` hold budgets and rate limits, a
   bucket's ``tat`` in ``bigint`` microseconds so the rate arithmetic is exact; each keeps the
-  outcome of its last change in ``allowed``, so one upsert can both decide and report.
+  outcome of its last change in ``allowed``, so one upsert can both decide and report;
+- connected accounts (version 5): ``connections`` keyed by (service, user_id) with a unique
+  ``id`` and a ``version`` for compare-and-set, ciphertexts in ``bytea``, scopes as a JSON
+  array in ``text``; service and user id collate as ``"C"`` so listings order by code point
+  whatever the database's locale; ``connect_flows`` (single-use tickets and OAuth states, found
+  by the SHA-256 of their token, never the token); ``leases`` (the refresh single flight).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ __all__ = [
     "upgrade",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code writes and reads."""
 
 DEFAULT_SCHEMA = "agentguard"
@@ -280,7 +285,46 @@ _V4: tuple[str, ...] = (
     "CREATE INDEX rate_buckets_tat ON {s}.rate_buckets (tat)",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# Version 5: connected accounts. One connection per (service, user), its id unique across all;
+# connect flows found by their token's hash (unique) and swept by expiry; named leases.
+_V5: tuple[str, ...] = (
+    """CREATE TABLE {s}.connections (
+        id text NOT NULL UNIQUE,
+        service text COLLATE "C" NOT NULL,
+        user_id text COLLATE "C" NOT NULL,
+        status text NOT NULL CHECK (status IN ('active', 'broken')),
+        access_token bytea NOT NULL,
+        refresh_token bytea,
+        expires_at timestamptz,
+        scopes text NOT NULL,
+        key_id text NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        version bigint NOT NULL CHECK (version >= 1),
+        PRIMARY KEY (service, user_id)
+    )""",
+    "CREATE INDEX connections_user ON {s}.connections (user_id, service)",
+    """CREATE TABLE {s}.connect_flows (
+        id text PRIMARY KEY,
+        kind text NOT NULL CHECK (kind IN ('ticket', 'state')),
+        token_hash bytea NOT NULL UNIQUE CHECK (octet_length(token_hash) = 32),
+        service text NOT NULL,
+        user_id text NOT NULL,
+        created_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL,
+        browser_hash bytea,
+        verifier bytea,
+        created_by text
+    )""",
+    "CREATE INDEX connect_flows_expiry ON {s}.connect_flows (expires_at)",
+    """CREATE TABLE {s}.leases (
+        name text PRIMARY KEY,
+        holder text NOT NULL,
+        until timestamptz NOT NULL
+    )""",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 """Statements that take a schema from version ``n - 1`` to ``n``."""
 
 

@@ -19,6 +19,9 @@ instances are enforced by the server, not by this process:
   one READ COMMITTED transaction per batch locks the ``audit_head`` row, seals the batch after
   it, inserts it with one multi-row ``INSERT`` and moves the head. The table itself refuses a
   row that does not extend the chain, and any UPDATE, DELETE or TRUNCATE.
+- connected accounts (``_connections``): ``update_connection`` is one compare-and-set
+  ``UPDATE``, ``take_flow`` one ``DELETE ... RETURNING``, ``acquire_lease`` one upsert that
+  takes over only a lease that has run out: one winner each across instances.
 
 Driver errors for broken rules (unique, foreign-key, check violations) become
 :class:`~agentguard.storage.IntegrityError`; every other driver failure (a lost connection, a
@@ -54,6 +57,8 @@ from agentguard.audit._events import AuditEvent
 from agentguard.audit._prefix import ArchivedPrefix, drop_problem
 from agentguard.errors import UsageError
 from agentguard.storage._driver_errors import driver_errors
+from agentguard.storage._postgres._connection_queries import ConnectionQueries
+from agentguard.storage._postgres._connections import PostgresConnections
 from agentguard.storage._postgres._gate_queries import GateQueries
 from agentguard.storage._postgres._gates import PostgresGates
 from agentguard.storage._postgres._queries import Queries
@@ -133,9 +138,10 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class PostgresStore(PostgresGates):
-    """DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore and the gates'
-    stores (ApprovalStore, OperatorStore, LimitStore: see ``_gates``) on PostgreSQL.
+class PostgresStore(PostgresGates, PostgresConnections):
+    """DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore, the gates' stores
+    (ApprovalStore, OperatorStore, LimitStore: see ``_gates``) and connected accounts'
+    ConnectionStore and ConnectFlowStore (see ``_connections``) on PostgreSQL.
 
     Args:
         dsn: a ``postgresql://user@host:port/database`` URL (libpq syntax, as asyncpg takes it).
@@ -174,6 +180,7 @@ class PostgresStore(PostgresGates):
             raise UsageError("command_timeout must be positive")
         self._queries = Queries.for_schema(quote_schema(schema))
         self._gate_queries = GateQueries.for_schema(quote_schema(schema))
+        self._connection_queries = ConnectionQueries.for_schema(quote_schema(schema))
         self._dsn = dsn
         self.schema = schema
         self.clock: Clock = clock or SystemClock()

@@ -17,7 +17,11 @@ Layout choices:
   (DELETE only of rows below an archived prefix recorded in ``audit_archive``);
 - the gates (version 4): ``approvals`` and ``operators`` (token hashes only) keep insertion
   order in ``pos``; ``limit_counters`` and ``rate_buckets`` hold budgets and rate limits, a
-  bucket's ``tat`` in integer microseconds like every other instant.
+  bucket's ``tat`` in integer microseconds like every other instant;
+- connected accounts (version 5): ``connections`` keyed by (service, user_id) with a unique
+  ``id`` and a ``version`` for compare-and-set, ciphertexts in ``BLOB`` columns, scopes as a
+  JSON array; ``connect_flows`` (single-use tickets and OAuth states, found by the SHA-256 of
+  their token, never the token); ``leases`` (the refresh single flight across processes).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from agentguard.storage._protocols import StorageError
 
 __all__ = ["SCHEMA_VERSION", "SchemaVersionError", "configure", "open_read_only", "prepare"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code writes and reads."""
 
 _V1: tuple[str, ...] = (
@@ -204,7 +208,46 @@ _V4: tuple[str, ...] = (
     "CREATE INDEX rate_buckets_tat ON rate_buckets (tat)",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# Version 5: connected accounts. One connection per (service, user), its id unique across all;
+# connect flows found by their token's hash (unique) and swept by expiry; named leases.
+_V5: tuple[str, ...] = (
+    """CREATE TABLE connections (
+        id TEXT NOT NULL UNIQUE,
+        service TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'broken')),
+        access_token BLOB NOT NULL,
+        refresh_token BLOB,
+        expires_at INTEGER,
+        scopes TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        version INTEGER NOT NULL CHECK (version >= 1),
+        PRIMARY KEY (service, user_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX connections_user ON connections (user_id, service)",
+    """CREATE TABLE connect_flows (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('ticket', 'state')),
+        token_hash BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),
+        service TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        browser_hash BLOB,
+        verifier BLOB,
+        created_by TEXT
+    ) WITHOUT ROWID""",
+    "CREATE INDEX connect_flows_expiry ON connect_flows (expires_at)",
+    """CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        until INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 """Statements that take a database from version ``n - 1`` to ``n``."""
 
 

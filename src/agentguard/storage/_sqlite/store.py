@@ -41,6 +41,7 @@ from agentguard.errors import UsageError
 from agentguard.storage._driver_errors import driver_errors
 from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
 from agentguard.storage._sqlite import _queries as sql
+from agentguard.storage._sqlite._connections import SQLiteConnections
 from agentguard.storage._sqlite._gates import SQLiteGates
 from agentguard.storage._sqlite._rows import (
     account_from_row,
@@ -80,9 +81,10 @@ def _create_private(path: str) -> None:
     os.close(descriptor)
 
 
-class SQLiteStore(SQLiteGates):
-    """DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore and the gates' stores
-    (ApprovalStore, OperatorStore, LimitStore: see ``_gates``) on one SQLite file.
+class SQLiteStore(SQLiteGates, SQLiteConnections):
+    """DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore, the gates' stores
+    (ApprovalStore, OperatorStore, LimitStore: see ``_gates``) and connected accounts'
+    ConnectionStore and ConnectFlowStore (see ``_connections``) on one SQLite file.
 
     Args:
         path: the database file (created with mode 0600 if missing), or ``":memory:"`` for a

@@ -24,7 +24,8 @@ caches) on the same clock. Without it they fail, saying so::
 
 The gates' contracts (``ApprovalContract``, ``OperatorContract``, ``LimitContract``) test
 their one-winner and never-overspend guarantees across ``store`` and ``other_store``, so they
-always need both.
+always need both; so does ``ConnectionContract`` (connected accounts: compare-and-set updates,
+single-use connect flows, leases).
 
 ``FailureContract`` needs ``async def break_store(self, store)``, which makes the store's driver
 fail behind its back (every method must then raise ``StorageError``); ``OtherLoopContract``
@@ -40,6 +41,7 @@ try:
     from agentguard.testing.conformance._archive import AuditArchiveContract
     from agentguard.testing.conformance._audit import AuditCheckpointContract, AuditStoreContract
     from agentguard.testing.conformance._base import key_record
+    from agentguard.testing.conformance._connections import ConnectionContract
     from agentguard.testing.conformance._credentials import CredentialStoreContract
     from agentguard.testing.conformance._directory import DirectoryStoreContract, seed_directory
     from agentguard.testing.conformance._failure import FailureContract
@@ -71,6 +73,7 @@ __all__ = [
     "AuditArchiveContract",
     "AuditCheckpointContract",
     "AuditStoreContract",
+    "ConnectionContract",
     "CredentialLivenessContract",
     "CredentialStoreContract",
     "DirectoryStoreContract",

@@ -25,7 +25,17 @@ from typing import Any
 
 import anyio
 
-from agentguard._model import Account, CredentialOwner, Grants, KeyKind, KeyRecord, User, Workspace
+from agentguard._model import (
+    Account,
+    CredentialOwner,
+    FlowKind,
+    Grants,
+    KeyKind,
+    KeyRecord,
+    User,
+    Workspace,
+)
+from agentguard.storage._connection_protocols import ConnectFlowStore, ConnectionStore
 from agentguard.storage._gate_protocols import ApprovalStore, LimitStore, OperatorStore
 from agentguard.storage._outage import PROTOCOLS, protocol_methods
 from agentguard.storage._protocols import (
@@ -41,6 +51,8 @@ from agentguard.testing._fakes import FakeClock
 from agentguard.testing.conformance._approvals import approval_record
 from agentguard.testing.conformance._audit import audit_event
 from agentguard.testing.conformance._base import ContractBase, key_record, missing_fixture
+from agentguard.testing.conformance._connect_flows import flow_record
+from agentguard.testing.conformance._connections import connection_record
 from agentguard.testing.conformance._credentials import credential
 from agentguard.testing.conformance._directory import seed_directory
 from agentguard.testing.conformance._operators import operator_record
@@ -49,6 +61,9 @@ __all__ = ["CALL_DEADLINE", "FailureContract", "StoreCall", "failure_calls", "fi
 
 CALL_DEADLINE = 30.0
 """Seconds one call on a broken store may take before the contract calls it a hang."""
+
+# Every storage Protocol a store may implement (the outage boundary's, and connected accounts').
+_PROTOCOLS: tuple[type, ...] = tuple(dict.fromkeys((*PROTOCOLS, ConnectionStore, ConnectFlowStore)))
 
 BREAK_STORE_MISSING = (
     "implement `async def break_store(self, store)` to run FailureContract: make the store's "
@@ -96,6 +111,12 @@ async def fill_store(store: object, clock: FakeClock) -> Filled:
     if isinstance(store, AuditStore):
         await store.append([audit_event(clock, 0)])
         assert await store.head() is not None
+    if isinstance(store, ConnectionStore):
+        await store.put_connection(connection_record(clock))
+        assert await store.get_connection("crm", "alice") is not None
+    if isinstance(store, ConnectFlowStore):
+        now = clock.now()
+        assert await store.acquire_lease("refresh:crm:alice", holder="h1", now=now, until=now)
     return filled
 
 
@@ -166,7 +187,7 @@ def failure_calls(store: object, clock: FakeClock, filled: Filled) -> list[Store
             StoreCall("read", store.read),
             StoreCall("head", store.head),
         ]
-    return calls + _gate_calls(store, clock)
+    return calls + _gate_calls(store, clock) + _connection_calls(store, clock)
 
 
 def _gate_calls(store: object, clock: FakeClock) -> list[StoreCall]:
@@ -218,11 +239,51 @@ def _gate_calls(store: object, clock: FakeClock) -> list[StoreCall]:
     return calls
 
 
+def _connection_calls(store: object, clock: FakeClock) -> list[StoreCall]:
+    """The calls of the connected accounts' Protocols ``store`` has."""
+    now = clock.now()
+    calls: list[StoreCall] = []
+    if isinstance(store, ConnectionStore):
+        stored = connection_record(clock)  # the slot fill_store wrote: crm, alice
+        next_ = stored.model_copy(update={"version": 2})
+        tokens = (stored.access_token.hex(),)
+        calls += [
+            StoreCall("put_connection", lambda: store.put_connection(stored), tokens),
+            StoreCall("get_connection", lambda: store.get_connection("crm", "alice")),
+            StoreCall(
+                "update_connection",
+                lambda: store.update_connection(next_, version=1),
+                (next_.access_token.hex(),),
+            ),
+            StoreCall("delete_connection", lambda: store.delete_connection("crm", "alice")),
+            StoreCall("list_connections", store.list_connections),
+        ]
+    if isinstance(store, ConnectFlowStore):
+        flow = flow_record(clock)
+        hashed = (flow.token_hash.hex(),)
+        calls += [
+            StoreCall("put_flow", lambda: store.put_flow(flow), hashed),
+            StoreCall(
+                "take_flow",
+                lambda: store.take_flow(flow.token_hash, kind=FlowKind.STATE, now=now),
+                hashed,
+            ),
+            StoreCall(
+                "acquire_lease",
+                lambda: store.acquire_lease("refresh:crm:alice", holder="h2", now=now, until=now),
+            ),
+            StoreCall(
+                "release_lease", lambda: store.release_lease("refresh:crm:alice", holder="h1")
+            ),
+        ]
+    return calls
+
+
 def implemented_methods(store: object) -> set[str]:
     """Every method of every storage Protocol ``store`` implements."""
     return {
         name
-        for protocol in PROTOCOLS
+        for protocol in _PROTOCOLS
         if isinstance(store, protocol)
         for name in protocol_methods(protocol)
     }

@@ -1,0 +1,107 @@
+"""Reading the connect flow's browser requests: the query, the binding cookie, the origin.
+
+Strict where a wrong reading would matter (a parameter given twice is refused, not resolved
+one way or the other) and without echoing anything the browser sent.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from agentguard.asgi._types import Scope
+from agentguard.errors import ConfigurationError, InvalidRequest
+
+__all__ = [
+    "header_values",
+    "is_same_origin",
+    "public_origin_of",
+    "read_cookie",
+    "read_query",
+]
+
+MAX_QUERY_FIELDS = 32
+
+
+def header_values(scope: Scope, name: bytes) -> list[bytes]:
+    """Every value of the header ``name`` (lower case), in order."""
+    return [value for key, value in scope.get("headers", ()) if key == name]
+
+
+def read_query(scope: Scope) -> dict[str, str]:
+    """The query parameters, each at most once (any name given twice is refused: 400).
+
+    Percent-decoded as UTF-8; a query that is not ASCII, not ``name=value`` pairs, not UTF-8
+    once decoded, or has more than 32 fields is refused. Names are kept as they are: callers
+    read the ones they know and ignore the rest (a mail tracker's ``utm_*``, an RFC 9207 ``iss``).
+    """
+    raw: bytes = scope.get("query_string", b"")
+    try:
+        text = raw.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=bool(text),
+            errors="strict",
+            max_num_fields=MAX_QUERY_FIELDS,
+        )
+    except ValueError:  # UnicodeDecodeError included
+        raise InvalidRequest("the address's query is not valid") from None
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name in found:
+            raise InvalidRequest("a parameter of the address is given more than once")
+        found[name] = value
+    return found
+
+
+def read_cookie(scope: Scope, name: str) -> str | None:
+    """The value of cookie ``name``, or ``None``.
+
+    If the browser sent it more than once (cookies of other paths), the first: browsers list
+    the longest path first (RFC 6265 §5.4).
+    """
+    for header in header_values(scope, b"cookie"):
+        text = header.decode("latin-1")
+        for item in text.split(";"):
+            key, sep, value = item.strip().partition("=")
+            if sep and key == name:
+                return value.strip().strip('"')
+    return None
+
+
+def is_same_origin(scope: Scope, public_origin: str) -> bool:
+    """Whether the browser says this request comes from a page of ``public_origin``.
+
+    ``Sec-Fetch-Site`` and ``Origin`` are set by the browser (a page cannot forge them). Each
+    one present must agree (``same-origin``; the public origin, or ``null``, which browsers
+    send for a form posted from a page whose referrer policy is ``no-referrer``), and at
+    least one must say so positively. Neither present (a very old browser, or a script that
+    is not a browser) is refused: the form cannot be told from a cross-site one.
+    """
+    sites = header_values(scope, b"sec-fetch-site")
+    origins = header_values(scope, b"origin")
+    if len(sites) > 1 or len(origins) > 1:
+        return False
+    site = sites[0].decode("latin-1").strip().lower() if sites else None
+    origin = origins[0].decode("latin-1").strip() if origins else None
+    if site is not None and site != "same-origin":
+        return False
+    if origin is not None and origin not in ("null", public_origin):
+        return False
+    return site == "same-origin" or origin == public_origin
+
+
+def public_origin_of(public_origin: str) -> str:
+    """``public_origin`` as browsers serialise an origin (lower case, no default port);
+    :class:`ConfigurationError` if it is not ``scheme://host[:port]``."""
+    parts = urlsplit(public_origin.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            "public_origin is an absolute http(s) origin, such as https://gateway.example"
+        )
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError("public_origin is scheme://host[:port] only, no path")
+    default = {"http": 80, "https": 443}[parts.scheme]
+    port = "" if parts.port in (None, default) else f":{parts.port}"
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}{port}"

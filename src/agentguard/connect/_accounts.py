@@ -1,0 +1,272 @@
+"""ConnectedAccounts: each user's own vendor accounts, stored sealed, handed out fresh per call.
+
+The credential swapper asks :meth:`ConnectedAccounts.token_for` for every call to a
+``credentials = "connected"`` service. Nothing is cached in memory beyond the call: each call
+reads the connection (a disconnect is effective on the next call), opens the vendor's access
+token, and renews it ahead of expiry under the single flight of
+:mod:`agentguard.connect._refresh`. A user without a working connection is refused
+``connection_required``; there is no fallback to anyone else's credential.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from agentguard._clock import Clock, SystemClock
+from agentguard._keys._format import new_id
+from agentguard._model import ConnectedAccount, ConnectionStatus, Principal
+from agentguard._secret import Secret
+from agentguard.audit._events import Action, Scalar
+from agentguard.audit._writer import AuditWriter
+from agentguard.connect._errors import ConnectionRequired, VendorRefused, VendorUnavailable
+from agentguard.connect._refresh import (
+    ACCESS_HINT,
+    REFRESH_HINT,
+    AccountStore,
+    RefreshFlight,
+    TokenVendor,
+    connection_event,
+)
+from agentguard.connect._sealing import ConnectionSealer, SealBroken
+from agentguard.connect._tokens import VendorTokens
+from agentguard.errors import BadGateway, Reason, UsageError
+from agentguard.storage._outage import store_outage
+
+if TYPE_CHECKING:  # agentguard.credentials imports the services, which import this package
+    from agentguard.credentials._keyring import KeyRing
+
+__all__ = ["ConnectedAccounts"]
+
+logger = logging.getLogger("agentguard.connect")
+
+_ROLE = "connection store"
+_MAX_SCOPES_TEXT = 1024
+
+
+class ConnectedAccounts:
+    """Users' connected vendor accounts: connect, a fresh token per call, disconnect.
+
+    Args:
+        store: the connections and the refresh leases (every shipped store is both a
+            :class:`~agentguard.storage.ConnectionStore` and a
+            :class:`~agentguard.storage.ConnectFlowStore`).
+        keyring: seals the vendor's tokens (the vault's key ring).
+        vendors: each connected service's OAuth client
+            (:class:`~agentguard.connect.VendorClient`), by service name.
+        clock: every time decision comes from it.
+        audit: records connect, refresh, broken and disconnect (never a token).
+        connect_uri: the gateway's connect page for a service, named in
+            ``connection_required`` refusals (``None``: not named).
+        lease_seconds: how long one refresh may hold the store lease shared by instances.
+        wait_seconds: how long a caller waits for a refresh another instance is making
+            before it uses the current token (if still valid) or answers 502.
+        instance: names this process in lease holders (random by default).
+    """
+
+    def __init__(
+        self,
+        store: AccountStore,
+        keyring: KeyRing,
+        vendors: Mapping[str, TokenVendor],
+        *,
+        clock: Clock | None = None,
+        audit: AuditWriter | None = None,
+        connect_uri: Callable[[str], str | None] | None = None,
+        lease_seconds: float = 30.0,
+        wait_seconds: float = 10.0,
+        instance: str | None = None,
+    ) -> None:
+        if lease_seconds <= 0 or wait_seconds < 0:
+            raise UsageError("lease_seconds must be positive and wait_seconds not negative")
+        self.store = store
+        self.vendors = dict(vendors)
+        self.clock: Clock = clock or SystemClock()
+        self.audit = audit
+        self.sealer = ConnectionSealer(keyring)
+        self._connect_uri = connect_uri
+        self._flight = RefreshFlight(
+            store,
+            self.sealer,
+            self.clock,
+            self._required,
+            audit=audit,
+            lease_seconds=lease_seconds,
+            wait_seconds=wait_seconds,
+            instance=instance or secrets.token_hex(4),
+        )
+
+    def __repr__(self) -> str:
+        return f"ConnectedAccounts(services={sorted(self.vendors)})"
+
+    def connect_uri(self, service: str) -> str | None:
+        """The gateway's connect page for ``service``, if one is configured."""
+        return None if self._connect_uri is None else self._connect_uri(service)
+
+    def _required(self, service: str, reason: Reason) -> ConnectionRequired:
+        return ConnectionRequired(service, connect_uri=self.connect_uri(service), reason=reason)
+
+    def _vendor(self, service: str) -> TokenVendor:
+        vendor = self.vendors.get(service)
+        if vendor is None:
+            raise BadGateway(
+                service,
+                f"{service}: acts with connected accounts, but no OAuth client is configured "
+                "for it",
+                reason=Reason.CREDENTIAL_UNAVAILABLE,
+            )
+        return vendor
+
+    async def connect(self, service: str, user_id: str, tokens: VendorTokens) -> ConnectedAccount:
+        """Store ``tokens`` as ``user_id``'s connection to ``service``, sealed; audited.
+
+        A previous connection is replaced, and its tokens revoked at the vendor (best effort:
+        a failure there is logged and audited, and never fails the connect).
+        """
+        now = self.clock.now()
+        try:
+            unsealed = ConnectedAccount(
+                id=new_id("conn"),
+                service=service,
+                user_id=user_id,
+                access_token=b"",
+                expires_at=tokens.expires_at,
+                scopes=tokens.scopes,
+                key_id=self.sealer.keyring.primary,
+                created_at=now,
+                updated_at=now,
+            )
+        except ValidationError:
+            raise UsageError(
+                "a connection needs a service name and a user id (identifiers), and scopes "
+                "that are RFC 6749 scope tokens"
+            ) from None
+        record = self.sealer.seal(unsealed, tokens.access_token, tokens.refresh_token)
+        with store_outage(_ROLE, "get_connection"):
+            previous = await self.store.get_connection(service, user_id)
+        with store_outage(_ROLE, "put_connection"):
+            await self.store.put_connection(record)
+        detail: dict[str, Scalar] = {"scopes": _scopes_text(record.scopes)}
+        if previous is not None and previous.id != record.id:
+            detail["replaced"] = previous.id
+            revoked = await self._revoke(previous, keep=tokens)
+            detail.update({f"replaced_{name}": outcome for name, outcome in revoked.items()})
+        if self.audit is not None:
+            await self.audit.record(
+                connection_event(Action.CONNECTION_CONNECT, record, now, detail=detail)
+            )
+        return record
+
+    async def token_for(self, principal: Principal, service: str) -> Secret:
+        """The vendor access token of ``principal``'s user for ``service``, fresh.
+
+        Renewed first when it is within the vendor's ``refresh_ahead`` of expiry (one renewal
+        per (service, user) across every instance).
+
+        Raises:
+            ConnectionRequired: 403 ``connection_required``: the user has no connection
+                (reason ``connection_required``) or it is broken (``connection_broken``).
+            BadGateway: 502: the token is expired and the vendor cannot renew it now
+                (``vendor_unavailable``), the row does not open or no OAuth client is
+                configured (``credential_unavailable``).
+        """
+        vendor = self._vendor(service)
+        flight = self._flight
+        record = flight.working(await flight.read(service, principal.user_id), service)
+        fresh = flight.fresh(record, vendor)
+        if fresh is not None:
+            return fresh
+        return await flight.token(record, vendor)
+
+    async def disconnect(self, service: str, user_id: str, *, by: str) -> bool:
+        """Delete the connection and revoke its tokens at the vendor (best effort: the local
+        delete stands whatever the vendor says); audited with ``by``. ``True`` if there was
+        one."""
+        with store_outage(_ROLE, "delete_connection"):
+            removed = await self.store.delete_connection(service, user_id)
+        if removed is None:
+            return False
+        revoked = await self._revoke(removed, keep=None)
+        if self.audit is not None:
+            await self.audit.record(
+                connection_event(
+                    Action.CONNECTION_DISCONNECT,
+                    removed,
+                    self.clock.now(),
+                    detail={"by": by, **revoked},
+                )
+            )
+        return True
+
+    async def list(
+        self, *, user_id: str | None = None, service: str | None = None
+    ) -> builtins.list[ConnectedAccount]:
+        """The stored connections (tokens sealed), ordered by (service, user)."""
+        with store_outage(_ROLE, "list_connections"):
+            return await self.store.list_connections(user_id=user_id, service=service)
+
+    async def _revoke(
+        self, record: ConnectedAccount, *, keep: VendorTokens | None
+    ) -> dict[str, str]:
+        """Revoke ``record``'s refresh token, then its access token, at the vendor; what
+        happened to each, for the audit. A token also in ``keep`` (a vendor that handed the
+        same token out again) is left alone."""
+        if record.status is ConnectionStatus.BROKEN:
+            return {}
+        vendor = self.vendors.get(record.service)
+        if vendor is None:
+            return {"revoke": "no_oauth_client"}
+        try:
+            found = {
+                REFRESH_HINT: self.sealer.open(record, "refresh"),
+                ACCESS_HINT: self.sealer.open(record, "access"),
+            }
+        except SealBroken as broken:
+            logger.error("%s: %s; not revoked at the vendor", record.service, broken)
+            return {"revoke": "unopenable"}
+        kept = () if keep is None else (keep.access_token, keep.refresh_token)
+        outcomes: dict[str, str] = {}
+        for hint, token in found.items():
+            name = f"revoke_{hint.split('_')[0]}"
+            if token is None or not token.reveal() or token in kept:
+                continue
+            outcomes[name] = await _revoke_one(vendor, record, token, hint)
+            if outcomes[name] == "unsupported":
+                break
+        return outcomes
+
+
+async def _revoke_one(
+    vendor: TokenVendor, record: ConnectedAccount, token: Secret, hint: str
+) -> str:
+    try:
+        revoked = await vendor.revoke(token, token_type_hint=hint)
+    except VendorRefused as refused:
+        logger.warning(
+            "%s: the vendor refused to revoke connection %s's %s (%s)",
+            record.service,
+            record.id,
+            hint,
+            type(refused).__name__,
+        )
+        return "refused"
+    except VendorUnavailable as down:
+        logger.warning(
+            "%s: revoking connection %s's %s failed: %s",
+            record.service,
+            record.id,
+            hint,
+            type(down).__name__,
+        )
+        return "unavailable"
+    return "revoked" if revoked else "unsupported"
+
+
+def _scopes_text(scopes: tuple[str, ...]) -> str:
+    text = " ".join(scopes)
+    return text if len(text) <= _MAX_SCOPES_TEXT else text[:_MAX_SCOPES_TEXT] + "..."

@@ -1,0 +1,207 @@
+"""The swap for a ``credentials = "connected"`` service: the user's own connected account,
+never the vault, never anyone else's; through the proxy, a user without one gets 403
+``connection_required`` naming the service and the connect link, audited."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from agentguard import CredentialOwner, CredentialScope, Guard, IssuedKeys, ServiceConfig
+from agentguard._model import ConnectionStatus
+from agentguard.asgi import ProxyApp
+from agentguard.connect import ConnectedAccounts, ConnectionRequired, OAuthClientConfig
+from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
+from agentguard.errors import BadGateway, Reason
+from agentguard.storage import MemoryStore
+from agentguard.testing import FakeClock, FakeUpstream, make_user
+from tests.connect.accounts_fakes import DictStore, StubVendor, principal, token, tokens_for
+from tests.support.servers import LoopbackServer
+
+pytestmark = pytest.mark.anyio
+
+VAULT_USER_KEY = f"vault-user-{token('k')}"
+VAULT_ACCOUNT_KEY = f"vault-account-{token('k')}"
+OAUTH = OAuthClientConfig(
+    client_id="agentguard-crm",
+    authorization_endpoint="https://auth.crm.example/authorize",
+    token_endpoint="https://auth.crm.example/token",
+)
+
+
+class CountingVault(CredentialVault):
+    reads = 0
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return await super().get(*args, **kwargs)
+
+
+@dataclass
+class Swap:
+    clock: FakeClock
+    store: MemoryStore
+    vault: CountingVault
+    connections: DictStore
+    accounts: ConnectedAccounts
+    swapper: CredentialSwapper
+
+
+def connected_service(base_url: str = "https://crm.example") -> ServiceConfig:
+    return ServiceConfig(
+        name="crm",
+        base_url=base_url,
+        credentials="connected",
+        oauth=OAUTH,
+        allow_insecure_http=base_url.startswith("http://"),
+    )
+
+
+async def make_swap() -> Swap:
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    keyring = KeyRing.generate()
+    vault = CountingVault(store, keyring, clock=clock)
+    await vault.put(
+        "crm", CredentialOwner.USER, "alice", VAULT_USER_KEY, scope=CredentialScope.USER
+    )
+    await vault.put(
+        "crm", CredentialOwner.ACCOUNT, "a1", VAULT_ACCOUNT_KEY, scope=CredentialScope.USER
+    )
+    connections = DictStore()
+    accounts = ConnectedAccounts(
+        connections,
+        keyring,
+        {"crm": StubVendor(clock)},
+        clock=clock,
+        connect_uri=lambda service: f"https://gw.example/connect/{service}",
+    )
+    swapper = CredentialSwapper(vault, clock=clock, connections=accounts)
+    return Swap(clock, store, vault, connections, accounts, swapper)
+
+
+async def test_a_connected_service_sends_the_users_connected_token() -> None:
+    swap = await make_swap()
+    tokens = tokens_for(swap.clock)
+    await swap.accounts.connect("crm", "alice", tokens)
+    outgoing = await swap.swapper.outgoing(principal("alice", swap.clock), connected_service())
+    assert outgoing.credential == tokens.access_token
+    assert outgoing.involved == (tokens.access_token,)
+    assert swap.vault.reads == 0
+
+
+async def test_without_a_connection_the_vault_is_never_a_fallback() -> None:
+    swap = await make_swap()
+    await swap.accounts.connect("crm", "bob", tokens_for(swap.clock))  # someone else's
+    with pytest.raises(ConnectionRequired) as refused:
+        await swap.swapper.outgoing(principal("alice", swap.clock), connected_service())
+    assert refused.value.reason is Reason.CONNECTION_REQUIRED
+    assert refused.value.connect_uri == "https://gw.example/connect/crm"
+    assert swap.vault.reads == 0
+
+
+async def test_an_operator_service_still_reads_the_vault() -> None:
+    swap = await make_swap()
+    await swap.accounts.connect("crm", "alice", tokens_for(swap.clock))
+    operator = ServiceConfig(name="crm", base_url="https://crm.example")
+    outgoing = await swap.swapper.outgoing(principal("alice", swap.clock), operator)
+    assert outgoing.credential.reveal() == VAULT_USER_KEY
+    assert swap.vault.reads == 1
+
+
+async def test_a_connected_service_without_connections_is_a_clear_502() -> None:
+    swap = await make_swap()
+    swapper = CredentialSwapper(swap.vault, clock=swap.clock)
+    with pytest.raises(BadGateway) as refused:
+        await swapper.outgoing(principal("alice", swap.clock), connected_service())
+    assert refused.value.reason is Reason.CREDENTIAL_UNAVAILABLE
+    assert "connections=" in refused.value.description
+    assert swap.vault.reads == 0
+
+
+# Through the proxy, over a real socket to the vendor's API.
+
+
+@dataclass
+class Gateway:
+    swap: Swap
+    guard: Guard
+    keys: IssuedKeys
+    client: httpx.AsyncClient
+    upstream: FakeUpstream
+
+    async def events(self) -> list[dict[str, Any]]:
+        return [entry.event() for entry in await self.swap.store.read()]
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[FakeUpstream, LoopbackServer]]:
+    fake = FakeUpstream("crm")
+    with LoopbackServer(fake) as server:
+        yield fake, server
+
+
+@pytest.fixture
+async def gateway(upstream: tuple[FakeUpstream, LoopbackServer]) -> AsyncIterator[Gateway]:
+    fake, server = upstream
+    fake.requests.clear()
+    swap = await make_swap()
+    service = connected_service(server.url + "/v1")
+    guard = Guard(swap.store, clock=swap.clock, services=[service], swapper=swap.swapper)
+    await make_user(
+        swap.store, user_id="alice", account_id="a1", workspace_id="w1", grants="crm:write"
+    )
+    keys = await guard.issuer.issue("alice", "w1")
+    proxy = ProxyApp(guard, "crm")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=proxy), base_url="http://gw.test")
+    try:
+        yield Gateway(swap, guard, keys, client, fake)
+    finally:
+        await client.aclose()
+        await proxy.aclose()
+
+
+async def test_the_proxy_refuses_403_connection_required_and_audits_it(gateway: Gateway) -> None:
+    key = gateway.keys.access_key.reveal()
+    response = await gateway.client.get("/contacts", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 403
+    body = response.json()
+    assert body["error"] == "connection_required"
+    assert body["reason"] == "connection_required"
+    assert body["service"] == "crm"
+    assert body["connect_uri"] == "https://gw.example/connect/crm"
+    assert gateway.upstream.requests == []  # nothing was forwarded
+    for secret in (VAULT_USER_KEY, VAULT_ACCOUNT_KEY):
+        assert secret not in response.text
+    refusals = [e for e in await gateway.events() if e.get("reason") == "connection_required"]
+    [event] = refusals
+    assert (event["action"], event["decision"], event["status"]) == ("proxy.upstream", "deny", 403)
+    assert event["service"] == "crm" and event["actor"]["user"] == "alice"
+
+
+async def test_the_proxy_sends_the_connected_token_upstream(gateway: Gateway) -> None:
+    tokens = tokens_for(gateway.swap.clock)
+    await gateway.swap.accounts.connect("crm", "alice", tokens)
+    key = gateway.keys.access_key.reveal()
+    response = await gateway.client.get("/contacts", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    [seen] = gateway.upstream.requests
+    assert seen.header("authorization") == f"Bearer {tokens.access_token.reveal()}"
+    assert key not in seen.raw and VAULT_USER_KEY not in seen.raw
+    assert tokens.access_token.reveal() not in response.text
+
+
+async def test_a_broken_connection_is_refused_with_its_reason(gateway: Gateway) -> None:
+    record = await gateway.swap.accounts.connect("crm", "alice", tokens_for(gateway.swap.clock))
+    gateway.swap.connections.rows[("crm", "alice")] = record.model_copy(
+        update={"status": ConnectionStatus.BROKEN, "access_token": b"", "refresh_token": None}
+    )
+    key = gateway.keys.access_key.reveal()
+    response = await gateway.client.get("/contacts", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 403
+    assert response.json()["reason"] == "connection_broken"
+    assert gateway.upstream.requests == []
