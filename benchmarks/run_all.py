@@ -34,6 +34,7 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("bench_audit_verify.py", [], ["--sizes", "100000"]),
     ("bench_limits.py", [], ["--calls", "1000"]),
     ("bench_gates.py", [], ["--requests", "1000"]),
+    ("bench_connect.py", [], ["--requests", "1000"]),
 ]
 
 

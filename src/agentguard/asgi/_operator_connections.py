@@ -39,7 +39,7 @@ __all__ = [
     "ConnectLink",
     "ConnectionEndpoints",
     "LinkIssuer",
-    "LinkRefused",
+    "_LinkRefused",
     "connection_document",
 ]
 
@@ -66,7 +66,7 @@ def connection_document(record: ConnectedAccount) -> dict[str, object]:
     }
 
 
-class LinkRefused(Exception):
+class _LinkRefused(Exception):
     """A connect link cannot be made: ``status`` 404 (no such service or user) or 409 (the
     service does not use connected accounts, the user is disabled)."""
 
@@ -112,20 +112,20 @@ class LinkIssuer:
         return f"LinkIssuer(services={[s.name for s in self.services]})"
 
     async def issue(self, service: str, user_id: str, *, by: str) -> ConnectLink:
-        """A link for ``user_id``'s human to connect ``service``; :class:`LinkRefused` unless
+        """A link for ``user_id``'s human to connect ``service``; :class:`_LinkRefused` unless
         the service uses connected accounts and the user exists, is enabled and belongs to an
         active account. ``by`` (who asked) is audited with the link, never the ticket."""
         found = next((s for s in self.services if s.name == service), None)
         if found is None:
             connected = [s.name for s in self.services if s.credentials == "connected"]
-            raise LinkRefused(
+            raise _LinkRefused(
                 404,
                 "not_found",
                 f"no service named {service!r} (connected services: "
                 f"{', '.join(connected) or 'none'})",
             )
         if found.credentials != "connected":
-            raise LinkRefused(
+            raise _LinkRefused(
                 409,
                 "service_not_connected",
                 f'service {service!r} uses operator-set credentials (credentials = "operator"), '
@@ -136,13 +136,13 @@ class LinkIssuer:
             with store_outage("directory", "get_user"):
                 user = await self.directory.get_user(user_id)
         if user is None:
-            raise LinkRefused(404, "not_found", f"no user {user_id!r}")
+            raise _LinkRefused(404, "not_found", f"no user {user_id!r}")
         if not user.enabled:
-            raise LinkRefused(409, "user_disabled", f"user {user_id!r} is disabled")
+            raise _LinkRefused(409, "user_disabled", f"user {user_id!r} is disabled")
         with store_outage("directory", "get_account"):
             account = await self.directory.get_account(user.account_id)
         if account is None or not account.active:
-            raise LinkRefused(
+            raise _LinkRefused(
                 409,
                 "account_closed",
                 f"user {user_id!r}'s account {user.account_id!r} is closed",
@@ -216,7 +216,7 @@ class ConnectionEndpoints:
     async def _link(self, service: str, user_id: str, operator: OperatorRecord, send: Send) -> None:
         try:
             link = await self.links.issue(service, user_id, by=operator.name)
-        except LinkRefused as refused:
+        except _LinkRefused as refused:
             document = {"error": refused.error, "error_description": refused.description}
             await send_json(send, refused.status, document, NO_STORE)
             return

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from agentguard._model import ConnectedAccount
-from agentguard.asgi._operator_connections import LinkIssuer, LinkRefused, connection_document
+from agentguard.asgi._operator_connections import LinkIssuer, _LinkRefused, connection_document
 from agentguard.cli._approvals import login_name, printable
 from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.cli._operator import Access, Operator, run_command
@@ -83,7 +83,7 @@ async def _link(operator: Operator, args: argparse.Namespace) -> int:
     links = LinkIssuer(flows, operator.store, settings.services, origin)
     try:
         link = await links.issue(args.service, args.user, by=name)
-    except LinkRefused as refused:
+    except _LinkRefused as refused:
         raise CommandRefused(refused.description) from None
     expires = link.expires_at.isoformat()
     if args.json:

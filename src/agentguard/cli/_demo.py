@@ -71,22 +71,25 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
     from starlette.routing import Mount, Route
 
     from agentguard.cli._demo_approval import Deletions, tell_approval
+    from agentguard.cli._demo_connect import mail_service, mail_vendor, set_up_mail, tell_connect
     from agentguard.cli._demo_swap import CRM_KEY, PROJECTS_ADMIN_KEY, set_up_vendors
 
     clock = FakeClock()
     database = directory / "agentguard.db"
     store = SQLiteStore(database, clock=clock)
     rules = [RouteRule("/crm", service="crm", approval={"DELETE"})]  # a delete waits for a human
-    guard = Guard(store, rules=rules, clock=clock)
+    vendor = mail_vendor(clock)  # a vendor where each user connects their own account
+    guard = Guard(store, rules=rules, clock=clock, services=[mail_service(vendor)])
     await store.initialize()
     user = await make_user(
         store,
         user_id="alice",
         account_id="acme",
         workspace_id="sales",
-        grants="crm:read projects:read",
+        grants="crm:read projects:read mail:read",
     )
     vendors = await set_up_vendors(guard, store, clock, user)
+    mail = set_up_mail(guard, store, vendor)
 
     async def contacts(request: Request) -> JSONResponse:
         who = principal_from_scope(request.scope)
@@ -103,10 +106,12 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
                 Mount("/oauth", app=OAuthApp(guard)),
                 Mount("/vendors/crm", app=vendors.proxies["crm"]),
                 Mount("/vendors/projects", app=vendors.proxies["projects"]),
+                Mount("/vendors/mail", app=mail.proxy),
+                Mount("/connect", app=mail.connect),  # for humans: one-time links, no agent key
             ]
         ),
         guard,
-        public_paths=["/oauth", "/vendors"],  # the proxies check keys themselves
+        public_paths=["/oauth", "/vendors", "/connect"],  # these check keys or links themselves
     )
     transport = httpx.ASGITransport(app=app)
     async with store, httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
@@ -118,7 +123,7 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
             form = {"grant_type": "refresh_token", "refresh_token": refresh_key}
             return await http.post("/oauth/token", data=form)
 
-        tell.title("Alice (account Acme, workspace Sales) may read the CRM and projects")
+        tell.title("Alice (account Acme, workspace Sales) may read the CRM, projects and mail")
         tell.say(f"store: SQLite at {database.name} (the embedded default)")
         keys = await guard.issuer.issue(user.id, "sales")
         issued = [keys.access_key.reveal(), keys.refresh_key.reveal()]
@@ -165,6 +170,7 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
             tell, http, guard=guard, store=store, headers=bearer(keys), deletions=deletions
         )
         issued.append(operator_token)
+        issued.append(await tell_connect(tell, http, mail, bearer(keys)))
 
         tell.title("50 minutes later the runtime refreshes ahead of expiry (rotation)")
         clock.advance(50 * 60)
@@ -216,6 +222,7 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
         secrecy = "no key appears in it" if not leaked else f"{len(leaked)} KEYS LEAKED"
         tell.say(f"{len(entries)} events, chain {verdict}; {secrecy}")
         await vendors.aclose()
+        await mail.aclose()
         if broken is not None or leaked:
             return 1
         return await _anchor_and_tamper(tell, store, database)

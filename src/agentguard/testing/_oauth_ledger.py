@@ -17,10 +17,10 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-__all__ = ["Ledger", "OAuthFailure"]
+__all__ = ["Ledger", "_OAuthFailure"]
 
 
-class OAuthFailure(Exception):
+class _OAuthFailure(Exception):
     """An RFC 6749 error answer: ``status`` and ``error`` (the body is ``{"error": error}``)."""
 
     def __init__(self, error: str, status: int = 400) -> None:
@@ -113,18 +113,18 @@ class Ledger:
         with self._lock:
             record = self._codes.get(digest(code))
             if record is None:
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             if record.used:
                 if record.grant is not None:  # RFC 6749 §4.1.2: revoke what the code issued
                     self._kill(record.grant)
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             record.used = True  # burnt by any attempt: a verifier cannot be guessed twice
             if now >= record.expires_at:
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             if record.client_id != client_id or record.redirect_uri != redirect_uri:
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             if verifier is None or not hmac.compare_digest(s256(verifier), record.challenge):
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             grant_id = next(self._ids)
             self._grants[grant_id] = _Grant(record.user, client_id, record.scopes)
             record.grant = grant_id
@@ -139,14 +139,14 @@ class Ledger:
             grant_id = self._refresh.get(hashed)
             grant = self._grants.get(grant_id) if grant_id is not None else None
             if grant is None or grant_id is None or not grant.alive:
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             if grant.client_id != client_id:
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             if hashed != grant.refresh:  # reuse of a rotated token: stolen, or a lost race
                 self._kill(grant_id)
-                raise OAuthFailure("invalid_grant")
+                raise _OAuthFailure("invalid_grant")
             if scopes is not None and not set(scopes) <= set(grant.scopes):
-                raise OAuthFailure("invalid_scope")
+                raise _OAuthFailure("invalid_scope")
             return self._issue(grant_id, now, ttl, refresh=self._rotate, scopes=scopes)
 
     def revoke(self, token: str, *, client_id: str) -> bool:
@@ -160,7 +160,7 @@ class Ledger:
             if grant_id is not None:
                 grant = self._grants[grant_id]
                 if grant.client_id != client_id:
-                    raise OAuthFailure("unauthorized_client")
+                    raise _OAuthFailure("unauthorized_client")
                 live = grant.alive
                 self._kill(grant_id)
                 return live
@@ -168,7 +168,7 @@ class Ledger:
             if access is None:
                 return False
             if self._grants[access.grant].client_id != client_id:
-                raise OAuthFailure("unauthorized_client")
+                raise _OAuthFailure("unauthorized_client")
             live = not access.revoked
             access.revoked = True
             return live

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
-from agentguard.testing._oauth_ledger import Ledger, OAuthFailure
+from agentguard.testing._oauth_ledger import Ledger, _OAuthFailure
 from agentguard.testing._oauth_pages import Answer, error_page, redirect, with_query
 
 __all__ = ["authenticate_client", "back_params", "check_authorization", "token_grant"]
@@ -79,31 +79,31 @@ def authenticate_client(
     """The authenticated client id (``secret`` ``None``: a public client, id alone).
 
     Raises:
-        OAuthFailure: ``invalid_request`` for two methods at once, 401 ``invalid_client``.
+        _OAuthFailure: ``invalid_request`` for two methods at once, 401 ``invalid_client``.
     """
     basic = headers.get("authorization")
     if basic is not None and "client_secret" in form:
-        raise OAuthFailure("invalid_request")
+        raise _OAuthFailure("invalid_request")
     if basic is not None:
         scheme, _, encoded = basic.partition(" ")
         try:
             pair = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
         except ValueError:
-            raise OAuthFailure("invalid_client", 401) from None
+            raise _OAuthFailure("invalid_client", 401) from None
         name, sep, presented = pair.partition(":")
         name, presented = unquote_plus(name), unquote_plus(presented)
         if scheme.lower() != "basic" or not sep or form.get("client_id", name) != name:
-            raise OAuthFailure("invalid_client", 401)
+            raise _OAuthFailure("invalid_client", 401)
     elif "client_secret" in form:
         name, presented = form.get("client_id", ""), form["client_secret"]
     elif secret is None:
         name, presented = form.get("client_id", ""), ""
     else:
-        raise OAuthFailure("invalid_client", 401)
+        raise _OAuthFailure("invalid_client", 401)
     expected = secret or ""
     good = hmac.compare_digest(presented.encode(), expected.encode())
     if name != client_id or not good:
-        raise OAuthFailure("invalid_client", 401)
+        raise _OAuthFailure("invalid_client", 401)
     return name
 
 
@@ -113,14 +113,14 @@ def token_grant(
     """The token response for an ``authorization_code`` or ``refresh_token`` request.
 
     Raises:
-        OAuthFailure: ``invalid_request``, ``invalid_grant``, ``invalid_scope``,
+        _OAuthFailure: ``invalid_request``, ``invalid_grant``, ``invalid_scope``,
             ``unsupported_grant_type``.
     """
     grant_type = form.get("grant_type")
     if grant_type == "authorization_code":
         code, redirect_uri = form.get("code"), form.get("redirect_uri")
         if not code or not redirect_uri:
-            raise OAuthFailure("invalid_request")
+            raise _OAuthFailure("invalid_request")
         verifier = form.get("code_verifier")
         if verifier is not None and _VERIFIER.fullmatch(verifier) is None:
             verifier = None  # a malformed verifier matches no challenge
@@ -135,8 +135,8 @@ def token_grant(
     if grant_type == "refresh_token":
         token = form.get("refresh_token")
         if not token:
-            raise OAuthFailure("invalid_request")
+            raise _OAuthFailure("invalid_request")
         scope = form.get("scope")
         scopes = tuple(scope.split()) if scope is not None else None
         return ledger.refresh(token, client_id=client_id, scopes=scopes, now=now, ttl=ttl)
-    raise OAuthFailure("unsupported_grant_type")
+    raise _OAuthFailure("unsupported_grant_type")

@@ -23,7 +23,7 @@ import anyio
 from agentguard._clock import Clock, SystemClock
 from agentguard._secret import Secret
 from agentguard.connect._settings import OAuthClientConfig
-from agentguard.testing._oauth_ledger import Ledger, OAuthFailure
+from agentguard.testing._oauth_ledger import Ledger, _OAuthFailure
 from agentguard.testing._oauth_pages import (
     Answer,
     Receive,
@@ -324,7 +324,7 @@ class FakeOAuthVendor:
                 self._ledger, form, client_id=client_id, now=now, ttl=self.token_ttl
             )
             return json_answer(200, answer)
-        except OAuthFailure as refusal:
+        except _OAuthFailure as refusal:
             challenge = (("www-authenticate", 'Basic realm="fake-vendor"'),)
             extra = challenge if refusal.status == 401 else ()
             return json_answer(refusal.status, {"error": refusal.error}, extra)
@@ -429,7 +429,7 @@ class FakeOAuthVendor:
     def _revoke(self, form: dict[str, str], client_id: str) -> Answer:
         token = form.get("token")
         if not token:
-            raise OAuthFailure("invalid_request")
+            raise _OAuthFailure("invalid_request")
         if self._ledger.revoke(token, client_id=client_id):
             with self._lock:
                 self._revoked += 1
