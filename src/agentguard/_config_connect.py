@@ -19,7 +19,7 @@ whose upstream credential is each user's own vendor account says so, with its OA
     [connect]
     ticket_ttl = 900        # seconds an operator-issued connect link stays usable
     state_ttl = 600         # seconds the human may take at the vendor's consent page
-    lease_seconds = 30      # how long one instance may hold a (service, user) refresh
+    lease_seconds = 30      # how long one instance may hold a (service, user) refresh (>= 15)
     wait_seconds = 10       # how long a call waits for another instance's refresh
 
 The redirect URI registered at the vendor is ``<public_origin>/connect/<service>/callback``.
@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from agentguard._config_source import Source, SourceError, field_name, read_private
 from agentguard._secret import Secret
+from agentguard.connect._refresh import LEASE_MARGIN
 from agentguard.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONNECT_MOUNT",
+    "VENDOR_TIMEOUT",
     "ConnectSettings",
     "Problem",
     "client_secret",
@@ -65,6 +67,10 @@ __all__ = [
 
 CONNECT_MOUNT = "/connect"
 """Where the gateway serves the connect pages on the agents' listener."""
+
+VENDOR_TIMEOUT = 10.0
+"""Seconds each exchange with a vendor may take: the timeout of the gateway's vendor clients
+(:class:`~agentguard.connect.VendorClient`'s default)."""
 
 FILES_KEY = "oauth_client_secret_files"
 """The ``[secrets]`` key naming each connected service's client secret file."""
@@ -86,15 +92,30 @@ class ConnectSettings(Section):
         state_ttl: seconds between sending the human to the vendor and the vendor's callback
             (10 min): the time to sign in and consent.
         lease_seconds: how long one instance may hold the refresh of one (service, user)
-            before another may take over (a crashed holder's lease runs out).
-        wait_seconds: how long a call waits for the refresh another instance holds before
-            it is refused 503.
+            before another may take over (a crashed holder's lease runs out). At least the
+            vendor client's timeout (10 s) plus 5 s: the vendor must answer, and its answer
+            (a rotated refresh token) be saved, before anyone else may refresh.
+        wait_seconds: how long a call waits for the refresh another instance holds; then
+            it goes on with the current token while that is still valid, else it is
+            answered 502 ``vendor_unavailable``.
     """
 
     ticket_ttl: int = Field(default=900, gt=0, le=7 * 86400)
     state_ttl: int = Field(default=600, gt=0, le=3600)
     lease_seconds: float = Field(default=30.0, gt=0, le=600)
     wait_seconds: float = Field(default=10.0, ge=0, le=300)
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_fits_a_refresh(cls, value: float) -> float:
+        needed = VENDOR_TIMEOUT + LEASE_MARGIN
+        if value < needed:
+            raise ValueError(
+                f"must be at least {needed:g} seconds: the vendor's timeout "
+                f"({VENDOR_TIMEOUT:g} s) plus {LEASE_MARGIN:g} s to save a rotated refresh "
+                "token before another instance may take the refresh over"
+            )
+        return value
 
     def ticket_lifetime(self) -> timedelta:
         """:attr:`ticket_ttl` as a duration."""

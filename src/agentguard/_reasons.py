@@ -166,8 +166,8 @@ _REASON_TEXT: dict[Reason, str] = {
         "connected one; a human must connect it (see connect_uri)"
     ),
     Reason.CONNECTION_BROKEN: (
-        "the user's connected account for this service no longer works (the vendor refused "
-        "to renew it); a human must connect it again (see connect_uri)"
+        "the user's connected account for this service no longer works; a human must "
+        "connect it again (see connect_uri)"
     ),
     Reason.VENDOR_UNAVAILABLE: (
         "the vendor's authorization server could not be reached or answered with an error"

@@ -128,6 +128,29 @@ async def test_an_expired_flow_found_is_removed(db: Path, clock: FakeClock) -> N
         assert _rows(db, "SELECT id FROM connect_flows") == []
 
 
+async def test_an_unknown_token_is_answered_without_the_write_lock(
+    db: Path, clock: FakeClock
+) -> None:
+    """A flood of made-up states costs a read each, never a write transaction: with another
+    connection holding the write lock, looking one up still answers at once."""
+    async with SQLiteStore(db, clock=clock, timeout=0.2) as store:
+        record = flow_record(clock)
+        await store.put_flow(record)
+        unknown = flow_record(clock).token_hash
+        writer = sqlite3.connect(db, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            now = clock.now()
+            assert await store.take_flow(unknown, kind=record.kind, now=now) is None
+            assert await store.peek_flow(record.token_hash, kind=record.kind, now=now) == record
+            with pytest.raises(StorageError):  # a real take does need the lock, and waits
+                await store.take_flow(record.token_hash, kind=record.kind, now=now)
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        assert await store.take_flow(record.token_hash, kind=record.kind, now=clock.now()) == record
+
+
 async def test_naive_datetimes_are_refused_before_anything_changes(
     db: Path, clock: FakeClock
 ) -> None:

@@ -30,7 +30,8 @@ from tests.client.conftest import credentials_for
 from tests.connect.accounts_fakes import DictStore, StubVendor, tokens_for
 from tests.support.servers import LoopbackServer
 
-CONNECT = "https://gw.example/connect/crm"
+GATEWAY = "https://gw.example"
+CONNECT = GATEWAY + "/connect/crm"
 OAUTH = OAuthClientConfig(
     client_id="agentguard-crm",
     authorization_endpoint="https://auth.crm.example/authorize",
@@ -83,7 +84,7 @@ def test_the_gateways_refusal_raises_with_service_and_link() -> None:
         httpx.Client(transport=_mock(_refusal()), auth=_auth(clock)) as client,
         pytest.raises(AccountConnectionRequired) as raised,
     ):
-        client.get("http://gw.test/crm/contacts")
+        client.get("https://gw.example/crm/contacts")
     error = raised.value
     assert isinstance(error, AgentAuthError)
     assert (error.service, error.connect_uri, error.reason) == (
@@ -100,7 +101,7 @@ async def test_the_async_client_raises_it_too_with_the_broken_reason() -> None:
     answer = _refusal(reason="connection_broken")
     async with httpx.AsyncClient(transport=_mock(answer), auth=_auth(clock)) as client:
         with pytest.raises(AccountConnectionRequired) as raised:
-            await client.get("http://gw.test/crm/contacts")
+            await client.get("https://gw.example/crm/contacts")
     assert raised.value.reason == "connection_broken"
     assert "broken" in str(raised.value)
 
@@ -126,9 +127,51 @@ def test_anything_else_is_returned_as_a_response(answer: tuple[int, dict[str, st
     ["javascript:alert(1)", "/connect/crm", "https://user:pw@evil.example/", "https://x\n.example"],
 )
 def test_a_link_that_is_not_an_absolute_http_url_is_dropped(uri: str) -> None:
-    status, headers, body = _refusal(connect_uri=uri)
-    error = connection_refusal(httpx.Response(status, headers=headers, content=body))
-    assert error is not None and error.service == "crm" and error.connect_uri is None
+    assert _read(uri, "https://gw.example/crm/contacts") is None
+
+
+def _read(connect_uri: str, requested: str | None) -> str | None:
+    """The ``connect_uri`` kept from a refusal carrying ``connect_uri``, answering a request
+    to ``requested`` (``None``: a response without its request)."""
+    status, headers, body = _refusal(connect_uri=connect_uri)
+    request = None if requested is None else httpx.Request("GET", requested)
+    error = connection_refusal(
+        httpx.Response(status, headers=headers, content=body, request=request)
+    )
+    assert error is not None and error.service == "crm"
+    return error.connect_uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "requested"),
+    [
+        (CONNECT, "https://gw.example/crm/contacts"),
+        ("https://gw.example:443/connect/crm?x=1", "https://GW.example/crm"),
+        ("https://gw.example:8443/connect/crm", "https://gw.example:8443/crm"),
+        ("http://127.0.0.1:8080/connect/crm", "http://127.0.0.1:8080/crm"),
+        ("http://localhost:8080/connect/crm", "http://localhost:8080/crm"),
+        ("http://[::1]:8080/connect/crm", "http://[::1]:8080/crm"),
+    ],
+)
+def test_a_link_on_the_gateways_origin_is_kept(uri: str, requested: str) -> None:
+    assert _read(uri, requested) == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "requested"),
+    [
+        ("https://evil.example/connect/crm", "https://gw.example/crm"),  # another host
+        ("https://gw.example.evil.example/connect/crm", "https://gw.example/crm"),
+        ("https://gw.example:8443/connect/crm", "https://gw.example/crm"),  # another port
+        ("http://gw.example/connect/crm", "https://gw.example/crm"),  # another scheme
+        ("http://gw.example/connect/crm", "http://gw.example/crm"),  # http off loopback
+        ("http://127.0.0.1:8081/connect/crm", "http://127.0.0.1:8080/crm"),
+        ("http://localhost:8080/connect/crm", "http://127.0.0.1:8080/crm"),
+        (CONNECT, None),  # the origin is not known
+    ],
+)
+def test_a_link_off_the_gateways_origin_is_dropped(uri: str, requested: str | None) -> None:
+    assert _read(uri, requested) is None
 
 
 # Against the real gateway: the proxy marks its refusal, and drops a vendor's look-alike mark.
@@ -168,7 +211,7 @@ async def gateway(
     auth = AgentAuth(credentials_for(keys, None, "http://gw.test/oauth/token"), clock=clock)
     proxy = ProxyApp(guard, "crm")
     transport = httpx.ASGITransport(app=proxy)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw.test", auth=auth) as c:
+    async with httpx.AsyncClient(transport=transport, base_url=GATEWAY, auth=auth) as c:
         yield c, accounts, clock
     await proxy.aclose()
 

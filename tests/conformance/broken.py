@@ -396,6 +396,15 @@ class FlowOfAnyKindStore(MemoryStore):
         return None
 
 
+class PeekTakesFlowStore(MemoryStore):
+    """Peeks by taking: a mail scanner opening a connect link uses it up before its human."""
+
+    async def peek_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        return await self.take_flow(token_hash, kind=kind, now=now)
+
+
 class LeaseReleasedByAnyoneStore(MemoryStore):
     """Releases a lease whoever asks: a slow refresher frees the lease of the one now holding it."""
 

@@ -73,6 +73,9 @@ CASES: dict[str, Case] = {
         "NonAtomicFlowTakeStore", ("ConnectionContract",), "ConnectFlowContract"
     ),
     "flow of any kind": Case("FlowOfAnyKindStore", ("ConnectionContract",), "ConnectFlowContract"),
+    "peek takes the flow": Case(
+        "PeekTakesFlowStore", ("ConnectionContract",), "ConnectFlowContract"
+    ),
     "lease released by anyone": Case(
         "LeaseReleasedByAnyoneStore", ("ConnectionContract",), "ConnectFlowContract"
     ),

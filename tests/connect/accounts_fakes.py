@@ -81,6 +81,11 @@ class DictStore:
     ) -> ConnectFlow | None:
         raise NotImplementedError
 
+    async def peek_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        raise NotImplementedError
+
     async def acquire_lease(
         self, name: str, *, holder: str, now: datetime, until: datetime
     ) -> bool:

@@ -247,9 +247,18 @@ async def test_a_row_moved_to_another_user_does_not_open(setup: Setup) -> None:
     record = await setup.accounts.connect("crm", "alice", tokens_for(setup.clock))
     moved = record.model_copy(update={"user_id": "mallory"})
     setup.store.rows[("crm", "mallory")] = moved
-    with pytest.raises(BadGateway) as refused:
+    with pytest.raises(ConnectionRequired) as refused:
         await setup.token("mallory")
-    assert refused.value.reason is Reason.CREDENTIAL_UNAVAILABLE
+    assert refused.value.reason is Reason.CONNECTION_BROKEN
+    assert refused.value.connect_uri == CONNECT
+    event = (await setup.events())[-1]
+    assert (event["action"], event["decision"], event["reason"]) == (
+        "connection.broken", "deny", "connection_broken",
+    )  # fmt: skip
+    assert (event["actor"]["user"], event["service"]) == ("mallory", "crm")
+    assert event["detail"] == {
+        "connection_id": record.id, "error": "unopenable", "cause": "does_not_decrypt",
+    }  # fmt: skip
 
 
 async def test_a_row_moved_to_another_service_does_not_open(setup: Setup) -> None:
@@ -258,9 +267,9 @@ async def test_a_row_moved_to_another_service_does_not_open(setup: Setup) -> Non
         setup.store, setup.keyring, {"mail": setup.vendor}, clock=setup.clock
     )
     setup.store.rows[("mail", "alice")] = record.model_copy(update={"service": "mail"})
-    with pytest.raises(BadGateway) as refused:
+    with pytest.raises(ConnectionRequired) as refused:
         await accounts.token_for(principal("alice", setup.clock), "mail")
-    assert refused.value.reason is Reason.CREDENTIAL_UNAVAILABLE
+    assert refused.value.reason is Reason.CONNECTION_BROKEN
 
 
 async def test_a_refresh_token_in_the_access_slot_does_not_open(setup: Setup) -> None:
@@ -268,9 +277,9 @@ async def test_a_refresh_token_in_the_access_slot_does_not_open(setup: Setup) ->
     assert record.refresh_token is not None
     swapped = record.model_copy(update={"access_token": record.refresh_token})
     setup.store.rows[("crm", "alice")] = swapped
-    with pytest.raises(BadGateway) as refused:
+    with pytest.raises(ConnectionRequired) as refused:
         await setup.token()
-    assert refused.value.reason is Reason.CREDENTIAL_UNAVAILABLE
+    assert refused.value.reason is Reason.CONNECTION_BROKEN
 
 
 @pytest.mark.parametrize("field", ["id", "created_at", "key_id"])
@@ -282,8 +291,11 @@ async def test_an_edited_bound_field_does_not_open(setup: Setup, field: str) -> 
         "key_id": "kek-9",
     }[field]
     setup.store.rows[("crm", "alice")] = record.model_copy(update={field: value})
-    with pytest.raises(BadGateway):
+    with pytest.raises(ConnectionRequired) as refused:
         await setup.token()
+    assert refused.value.reason is Reason.CONNECTION_BROKEN
+    cause = "key_missing" if field == "key_id" else "does_not_decrypt"
+    assert (await setup.events())[-1]["detail"]["cause"] == cause
 
 
 async def test_a_row_filed_under_another_user_is_refused(setup: Setup) -> None:
@@ -299,8 +311,9 @@ async def test_a_row_from_another_key_ring_does_not_open(setup: Setup) -> None:
     stranger = ConnectedAccounts(
         setup.store, KeyRing.generate(), {"crm": setup.vendor}, clock=setup.clock
     )
-    with pytest.raises(BadGateway):
+    with pytest.raises(ConnectionRequired) as refused:
         await stranger.token_for(principal("alice", setup.clock), "crm")
+    assert refused.value.reason is Reason.CONNECTION_BROKEN
 
 
 async def test_a_service_without_oauth_client_is_502(setup: Setup) -> None:
@@ -350,7 +363,21 @@ async def test_a_vendor_without_revocation_is_asked_once(setup: Setup) -> None:
     assert "revoke_access" not in (await setup.events())[-1]["detail"]
 
 
-async def test_reconnecting_replaces_and_revokes_the_previous_connection(setup: Setup) -> None:
+async def test_reconnecting_keeps_the_replaced_tokens_by_default(setup: Setup) -> None:
+    """A vendor that revokes the whole grant on one token's revocation (Google) would kill
+    the tokens just stored: a reconnect revokes nothing unless told to."""
+    first = await setup.accounts.connect("crm", "alice", tokens_for(setup.clock))
+    new = tokens_for(setup.clock)
+    await setup.accounts.connect("crm", "alice", new)
+    assert setup.vendor.revoked == []
+    assert await setup.token() == new.access_token.reveal()
+    detail = (await setup.events())[-1]["detail"]
+    assert detail["replaced"] == first.id
+    assert not any(name.startswith("replaced_revoke") for name in detail)
+
+
+async def test_reconnecting_replaces_and_revokes_the_previous_connection_when_asked() -> None:
+    setup = Setup(revoke_replaced=True)
     old = tokens_for(setup.clock)
     first = await setup.accounts.connect("crm", "alice", old)
     new = tokens_for(setup.clock)
@@ -362,7 +389,8 @@ async def test_reconnecting_replaces_and_revokes_the_previous_connection(setup: 
     assert detail["replaced"] == first.id and detail["replaced_revoke_refresh"] == "revoked"
 
 
-async def test_a_reissued_refresh_token_is_not_revoked_on_reconnect(setup: Setup) -> None:
+async def test_a_reissued_refresh_token_is_not_revoked_on_reconnect() -> None:
+    setup = Setup(revoke_replaced=True)
     old = tokens_for(setup.clock)
     await setup.accounts.connect("crm", "alice", old)
     again = VendorTokens(tokens_for(setup.clock).access_token, old.refresh_token, None)
@@ -370,7 +398,8 @@ async def test_a_reissued_refresh_token_is_not_revoked_on_reconnect(setup: Setup
     assert [hint for hint, _ in setup.vendor.revoked] == ["access_token"]
 
 
-async def test_a_failed_revocation_never_fails_the_connect(setup: Setup) -> None:
+async def test_a_failed_revocation_never_fails_the_connect() -> None:
+    setup = Setup(revoke_replaced=True)
     await setup.accounts.connect("crm", "alice", tokens_for(setup.clock))
     setup.vendor.revoke_failure = VendorRefused("crm", "invalid_request")
     new = tokens_for(setup.clock)
@@ -406,6 +435,7 @@ async def test_no_token_reaches_a_repr_a_log_or_the_audit(
         setup.vendor.failure = VendorUnavailable("crm", "crm: ConnectTimeout")
         with pytest.raises(BadGateway) as failed:
             await setup.token()
+        setup.clock.advance(2)  # past the back-off after the failure
         setup.vendor.failure = VendorRefused("crm", "invalid_grant")
         with pytest.raises(ConnectionRequired) as broken:
             await setup.token()

@@ -200,6 +200,8 @@ async def test_a_vendor_outage_uses_a_valid_token_and_refuses_an_expired_one(pai
     with pytest.raises(BadGateway) as failed:
         await pair.second.token_for(principal("alice", pair.clock), "crm")
     assert failed.value.reason is Reason.VENDOR_UNAVAILABLE
+    assert ("retry-after", "1") in failed.value.response_headers()  # backing off
+    pair.clock.advance(1)  # the back-off has passed
     renewed = await pair.second.token_for(principal("alice", pair.clock), "crm")  # back up
     assert renewed != tokens.access_token and pair.vendor.is_active(renewed)
 

@@ -51,10 +51,13 @@ def browser() -> Iterator[Browser]:
             launched.close()
 
 
-def _consent(page: Page, link: str, vendor_user: str) -> None:
-    """Open the link, press Connect, sign in at the vendor as ``vendor_user`` and allow."""
+def _consent(page: Page, link: str, user: str, vendor_user: str) -> None:
+    """Open ``user``'s link, press Connect, sign in at the vendor as ``vendor_user``, allow."""
     page.goto(link)
     assert page.locator("h1").inner_text() == "Connect your crm account"
+    named = page.locator("#user").inner_text()  # whose link it is, before anything is used
+    assert f"connects a crm account to agentguard user {user}." in named
+    assert f"Continue only if you are {user}" in named
     page.click("#connect")
     page.wait_for_selector("#allow")  # the vendor's consent page
     page.select_option("#login", vendor_user)
@@ -70,12 +73,13 @@ def test_a_human_connects_in_the_browser_and_the_agent_uses_that_account(
     context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    _consent(page, running.link("alice"), "alice-at-vendor")
+    _consent(page, running.link("alice"), "alice", "alice-at-vendor")
     page.wait_for_url(f"{running.origin}/connect/crm/callback?*")
     assert "connected" in page.locator("h1").inner_text().lower()
+    assert "connected to agentguard user alice" in page.locator("main").inner_text()
     for secret_marker in ("access_token", "refresh_token", "code=", "state="):
         assert secret_marker not in page.content()
-    cookies = [c for c in context.cookies() if c["name"] == "agentguard_connect"]
+    cookies = [c for c in context.cookies() if c["name"].startswith("agentguard_connect")]
     assert cookies == [], "the browser-binding cookie is cleared once the flow is done"
     context.close()
 

@@ -78,11 +78,11 @@ def test_a_connected_service_loads_with_its_client_and_the_connect_defaults(
 
 def test_the_connect_section_sets_the_lifetimes(tmp_path: Path) -> None:
     text = CONNECTED + (
-        "\n[connect]\nticket_ttl = 300\nstate_ttl = 120\nlease_seconds = 5\nwait_seconds = 2\n"
+        "\n[connect]\nticket_ttl = 300\nstate_ttl = 120\nlease_seconds = 20\nwait_seconds = 2\n"
     )
     settings = load_settings(write(tmp_path, text), environ={})
     assert settings.connect.model_dump() == {
-        "ticket_ttl": 300, "state_ttl": 120, "lease_seconds": 5.0, "wait_seconds": 2.0,
+        "ticket_ttl": 300, "state_ttl": 120, "lease_seconds": 20.0, "wait_seconds": 2.0,
     }  # fmt: skip
 
 

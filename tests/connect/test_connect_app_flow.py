@@ -2,7 +2,8 @@
 the gateway's ConnectApp under uvicorn, and FakeOAuthVendor under uvicorn. Every failure the
 issue names: bad state, replayed state, wrong browser, ticket replay, ticket for another
 service, PKCE mismatch (an injected code), the vendor's access_denied, the vendor unreachable,
-a cross-site POST."""
+a cross-site POST. The pages name the agentguard user a link binds; with the application's
+sign-in (``identify``) only that user may use it; the directory is read again at every step."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -22,7 +24,6 @@ from starlette.routing import Mount
 from agentguard import Grants, Guard, Principal, ServiceConfig
 from agentguard._redaction import install_log_redaction
 from agentguard.asgi import ConnectApp
-from agentguard.asgi._connect import COOKIE_NAME
 from agentguard.asgi._types import Scope
 from agentguard.connect import ConnectedAccounts, ConnectFlows
 from agentguard.connect._flow_errors import (
@@ -35,7 +36,7 @@ from agentguard.connect._flow_tokens import generate_state
 from agentguard.connect._vendor import VendorClient
 from agentguard.credentials import KeyRing
 from agentguard.storage import MemoryStore
-from agentguard.testing import FakeOAuthVendor
+from agentguard.testing import FakeOAuthVendor, make_user
 from tests.support.servers import LoopbackServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -67,6 +68,12 @@ class Gateway:
     async def events(self, action: str) -> list[dict[str, Any]]:
         return [e.event() for e in await self.store.read() if e.event()["action"] == action]
 
+    def counted(self) -> int:
+        """Refusals that named no one, counted for the summary instead of appended."""
+        summaries = self.guard.audit.summaries
+        assert summaries is not None
+        return summaries.held
+
     async def connected(self, user: str, service: str = "crm") -> bool:
         return await self.store.get_connection(service, user) is not None
 
@@ -77,6 +84,14 @@ async def identify_by_header(scope: Scope) -> str | None:
         if name == b"x-session-user":
             return str(value.decode("ascii"))
     return None
+
+
+USERS = {"alice": "Alice Liddell", "mallory": "", "bob": "", "carol": ""}
+
+
+async def seed_users(store: MemoryStore) -> None:
+    for user, name in USERS.items():
+        await make_user(store, user_id=user, grants="crm:write", name=name)
 
 
 @pytest.fixture
@@ -105,6 +120,7 @@ def gateway() -> Iterator[Gateway]:
         ]
         services.append(ServiceConfig(name="billing", base_url="https://billing.example"))
         store = MemoryStore()
+        anyio.run(seed_users, store)
         guard = Guard(store, services=services)
         keyring = KeyRing.generate()
         vendors = {
@@ -136,11 +152,13 @@ def gateway() -> Iterator[Gateway]:
 
 class Browser:
     """A browser, as far as the connect flow can tell: cookies, no automatic redirects, and the
-    Origin and Sec-Fetch-Site headers a browser puts on a same-origin form post."""
+    Origin and Sec-Fetch-Site headers a browser puts on a same-origin form post. ``user`` is
+    who is signed in to the test application (its "session" header on every request)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, user: str | None = "alice") -> None:
         self.gateway = gateway
-        self.http = httpx.AsyncClient(follow_redirects=False, timeout=10)
+        session = {} if user is None else {"x-session-user": user}
+        self.http = httpx.AsyncClient(follow_redirects=False, timeout=10, headers=session)
         self.pages: list[httpx.Response] = []
 
     async def get(self, url: str, **options: Any) -> httpx.Response:
@@ -187,8 +205,9 @@ class Browser:
     async def connect(self, ticket: str, service: str = "crm") -> httpx.Response:
         return await self.get(await self.at_vendor(await self.start(ticket, service)))
 
-    def cookie(self) -> str | None:
-        return next((c.value for c in self.http.cookies.jar if c.name == COOKIE_NAME), None)
+    def cookie(self, service: str = "crm") -> str | None:
+        name = f"agentguard_connect_{service}"  # the name on plain http
+        return next((c.value for c in self.http.cookies.jar if c.name == name), None)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -203,7 +222,7 @@ async def browser(gateway: Gateway) -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def other_browser(gateway: Gateway) -> AsyncIterator[Browser]:
-    opened = Browser(gateway)
+    opened = Browser(gateway, "mallory")
     yield opened
     await opened.aclose()
 
@@ -272,7 +291,7 @@ async def test_a_human_connects_with_a_link_and_the_agent_gets_that_account(
     callback = await browser.at_vendor(location)
     assert callback.startswith(f"{gateway.url}/connect/crm/callback?")
     done = await browser.get(callback)
-    assert_page(done, 200, "Your crm account is connected")
+    assert_page(done, 200, "Your crm account is connected to agentguard user alice (Alice Liddell)")
     assert browser.cookie() is None  # cleared: Max-Age=0
     assert "Max-Age=0" in done.headers["set-cookie"]
     # the stored tokens are the vendor's, for the vendor account that approved
@@ -295,6 +314,11 @@ async def test_the_confirmation_page_and_its_form(gateway: Gateway, browser: Bro
     ticket = await gateway.ticket("alice")
     page = await browser.get(f"{gateway.url}/connect/crm", params={"ticket": ticket})
     assert_page(page, 200, "Connect your crm account")
+    assert (
+        "This link connects a crm account to agentguard user <strong>alice (Alice Liddell)"
+        "</strong>. <strong>Continue only if you are alice</strong>: whoever continues connects "
+        "their own crm account to alice, and alice's agents will act with it."
+    ) in page.text
     assert page.headers["referrer-policy"] == "same-origin"  # the form must carry its Origin
     assert 'method="post" action="/connect/crm"' in page.text
     assert 'name="action" value="connect"' in page.text
@@ -317,7 +341,7 @@ async def test_disconnect_removes_the_connection_and_revokes_it(
     assert await gateway.connected("alice")
     carried = await browser.open_link(await gateway.ticket("alice"))
     gone = await browser.post("crm", {"ticket": carried, "action": "disconnect"})
-    assert_page(gone, 200, "Your crm account is disconnected")
+    assert_page(gone, 200, "Your crm account is disconnected from agentguard user alice")
     assert not await gateway.connected("alice")
     assert gateway.vendor.revoked >= 1
     [event] = await gateway.events("connection.disconnect")
@@ -335,8 +359,9 @@ async def test_a_replayed_callback_is_refused(gateway: Gateway, browser: Browser
     replay = await browser.get(callback)
     assert_page(replay, 403, STATE_GONE)
     assert await gateway.store.get_connection("crm", "alice") == before
-    [refused] = await gateway.events("connection.refuse")
-    assert refused["detail"]["why"] == "unknown_or_used"
+    # a used state names no one any more: counted for the refusal summary, not one event each
+    assert await gateway.events("connection.refuse") == []
+    assert gateway.counted() == 1
 
 
 @pytest.mark.parametrize("bad", ["unknown", "malformed", "missing"])
@@ -366,7 +391,8 @@ async def test_a_callback_in_a_browser_without_the_cookie_is_refused(
     # the state is used up: the link leaked, so the person starts again
     assert_page(await browser.get(callback), 403, STATE_GONE)
     whys = [e["detail"]["why"] for e in await gateway.events("connection.refuse")]
-    assert whys == ["no_browser_cookie", "unknown_or_used"]
+    assert whys == ["no_browser_cookie"]  # the replay of a used state is counted, not appended
+    assert gateway.counted() == 1
 
 
 async def test_a_callback_in_a_browser_with_another_flows_cookie_is_refused(
@@ -420,28 +446,62 @@ async def test_an_expired_ticket_reads_like_a_used_one(gateway: Gateway, browser
 
 async def test_a_ticket_for_another_service_is_refused(gateway: Gateway, browser: Browser) -> None:
     ticket = await gateway.ticket("alice", service="calendar")
-    carried = await browser.open_link(ticket, service="crm")  # the page cannot tell
-    refused = await browser.post("crm", {"ticket": carried, "action": "connect"})
-    assert_page(refused, 403, LINK_OTHER_SERVICE)
+    page = await browser.get(f"{gateway.url}/connect/crm", params={"ticket": ticket})
+    assert_page(page, 403, LINK_OTHER_SERVICE)  # the page looked it up, and left it
+    refused = await browser.post("crm", {"ticket": ticket, "action": "connect"})
+    assert_page(refused, 403, LINK_OTHER_SERVICE)  # used up now
     assert browser.cookie() is None
+    whys = [
+        (e["detail"]["step"], e["detail"]["why"]) for e in await gateway.events("connection.refuse")
+    ]
+    assert whys == [("link", "other_service"), ("ticket", "other_service")]
+    assert_page(
+        await browser.post("calendar", {"ticket": ticket, "action": "connect"}), 403, LINK_GONE
+    )
 
 
 async def test_a_ticket_for_another_signed_in_user_is_refused(
     gateway: Gateway, browser: Browser
 ) -> None:
-    carried = await browser.open_link(await gateway.ticket("mallory"))
-    refused = await browser.post(
-        "crm",
-        {"ticket": carried, "action": "connect"},
-        {"origin": gateway.url, "sec-fetch-site": "same-origin", "x-session-user": "alice"},
-    )
+    # mallory sends alice her own link ("connect your CRM"); alice is signed in as alice
+    ticket = await gateway.ticket("mallory")
+    page = await browser.get(f"{gateway.url}/connect/crm", params={"ticket": ticket})
+    assert_page(page, 403, "another user than the one signed in")
+    assert 'name="ticket"' not in page.text and "Connect</button>" not in page.text
+    refused = await browser.post("crm", {"ticket": ticket, "action": "connect"})
     assert_page(refused, 403, "another user than the one signed in")
+    assert refused.headers.get("location") is None and browser.cookie() is None
+    events = await gateway.events("connection.refuse")
+    assert [(e["actor"]["user"], e["detail"]["step"], e["detail"]["why"]) for e in events] == [
+        ("mallory", "page", "other_user"),
+        ("mallory", "post", "other_user"),
+    ]
+    assert events[0]["detail"]["signed_in_user"] == "alice"
+    assert not await gateway.connected("mallory")
+
+
+async def test_with_a_sign_in_a_link_needs_its_user_signed_in(gateway: Gateway) -> None:
+    nobody = Browser(gateway, user=None)
+    try:
+        ticket = await gateway.ticket("alice")
+        page = await nobody.get(f"{gateway.url}/connect/crm", params={"ticket": ticket})
+        assert_page(page, 403, "sign in here as alice first")
+        posted = await nobody.post("crm", {"ticket": ticket, "action": "connect"})
+        assert_page(posted, 403, "sign in here as alice first")
+        assert posted.headers.get("location") is None
+    finally:
+        await nobody.aclose()
+    whys = [
+        (e["actor"]["user"], e["detail"]["why"]) for e in await gateway.events("connection.refuse")
+    ]
+    assert whys == [("alice", "not_signed_in"), ("alice", "not_signed_in")]
 
 
 async def test_a_signed_in_user_connects_without_a_link(gateway: Gateway, browser: Browser) -> None:
     session = {"x-session-user": "carol"}
     page = await browser.get(f"{gateway.url}/connect/crm", headers=session)
     assert_page(page, 200, "Connect your crm account")
+    assert "This page connects a crm account to agentguard user <strong>carol</strong>" in page.text
     assert 'name="ticket"' not in page.text
     started = await browser.post(
         "crm",
@@ -476,8 +536,9 @@ async def test_a_cross_site_post_is_refused_and_leaves_the_ticket(
     refused = await browser.post("crm", {"ticket": ticket, "action": "connect"}, headers)
     assert_page(refused, 403, "own connect page")
     assert browser.cookie() is None
-    [event] = await gateway.events("connection.refuse")
-    assert event["detail"] == {"step": "post", "why": "cross_site"}
+    # names no one (the ticket is not looked at): counted per source and interval
+    assert await gateway.events("connection.refuse") == []
+    assert gateway.counted() == 1
     assert_page(await browser.connect(ticket), 200)  # the person's own post still works
 
 

@@ -24,14 +24,14 @@ from agentguard._model import ConnectFlow, FlowKind
 from agentguard._redaction import install_log_redaction
 from agentguard.asgi import ConnectApp
 from agentguard.asgi._connect_pages import confirm_page, message_page
-from agentguard.asgi._connect_request import is_same_origin, read_cookie, read_query
+from agentguard.asgi._connect_request import cookie_values, is_same_origin, read_query
 from agentguard.asgi._types import Scope
 from agentguard.connect import ConnectedAccounts, ConnectFlows
 from agentguard.connect._vendor import VendorClient
 from agentguard.credentials import KeyRing
 from agentguard.errors import ConfigurationError, InvalidRequest
 from agentguard.storage import MemoryStore
-from agentguard.testing import FakeClock, FakeOAuthVendor
+from agentguard.testing import FakeClock, FakeOAuthVendor, make_user
 
 pytestmark = pytest.mark.anyio
 
@@ -112,6 +112,7 @@ async def mounted(app: ConnectApp, scope: Scope, receive: Any, send: Any) -> Non
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
     store, flows, app = build()
+    await make_user(store, user_id="alice", grants="crm:write")
 
     async def asgi(scope: Scope, receive: Any, send: Any) -> None:
         await mounted(app, scope, receive, send)
@@ -209,9 +210,10 @@ async def test_connect_sets_a_strict_cookie_and_sends_the_browser_to_the_vendor(
     assert answer.headers["referrer-policy"] == "no-referrer"
     cookie = answer.headers["set-cookie"]
     name, value = cookie.split(";")[0].split("=", 1)
-    assert name == "agentguard_connect" and re.fullmatch(r"[A-Za-z0-9_-]{43}", value)
+    assert name == "__Host-agentguard_connect_crm" and re.fullmatch(r"[A-Za-z0-9_-]{43}", value)
     attributes = {part.strip() for part in cookie.split(";")[1:]}
-    assert attributes == {"Max-Age=600", "Path=/connect/crm", "HttpOnly", "SameSite=Lax", "Secure"}
+    # what __Host- requires (Secure, Path=/, no Domain), so no other host can set it
+    assert attributes == {"Max-Age=600", "Path=/", "HttpOnly", "SameSite=Lax", "Secure"}
     assert value not in answer.headers["location"]
 
 
@@ -227,6 +229,7 @@ async def test_on_plain_http_the_cookie_is_not_secure() -> None:
     )
     assert app.redirect_uri("crm") == "http://127.0.0.1:8080/c/crm/callback"
     assert "Secure" not in app._cookie("crm", None)
+    assert app._cookie("crm", None).startswith("agentguard_connect_crm=;")  # no __Host- on http
     assert "Path=/c/crm" in app._cookie("crm", None)
 
 
@@ -271,8 +274,9 @@ async def test_without_identify_only_a_link_identifies_a_person(rig: Rig) -> Non
     assert_page(await rig.client.get("/connect/crm"), 400, "open the connect link")
     refused = await rig.client.post("/connect/crm", data={"action": "connect"}, headers=SAME_ORIGIN)
     assert_page(refused, 403, "open the connect link")
-    [event] = await rig.refusals()
-    assert event["detail"] == {"step": "post", "why": "no_ticket"}
+    assert await rig.refusals() == []  # names no one: counted for the summary
+    assert rig.app.guard.audit.summaries is not None
+    assert rig.app.guard.audit.summaries.held == 1
 
 
 async def test_a_malformed_link_is_a_400_page_and_changes_nothing(rig: Rig) -> None:
@@ -376,11 +380,14 @@ async def test_a_bad_form_is_a_400_page(rig: Rig, body: bytes, content_type: str
 def test_read_query_and_cookie() -> None:
     scope = {
         "query_string": b"state=a%20b&code=c+d&iss=https%3A%2F%2Fv",
-        "headers": [(b"cookie", b"x=1; agentguard_connect=abc; agentguard_connect=old")],
+        "headers": [
+            (b"cookie", b"x=1; agentguard_connect_crm=abc; agentguard_connect_crmx=no"),
+            (b"cookie", b'agentguard_connect_crm="old"'),
+        ],
     }
     assert read_query(scope) == {"state": "a b", "code": "c d", "iss": "https://v"}
-    assert read_cookie(scope, "agentguard_connect") == "abc"
-    assert read_cookie({"headers": []}, "agentguard_connect") is None
+    assert cookie_values(scope, "agentguard_connect_crm") == ["abc", "old"]
+    assert cookie_values({"headers": []}, "agentguard_connect_crm") == []
     with pytest.raises(InvalidRequest):
         read_query({"query_string": "é".encode()})
 
@@ -406,9 +413,13 @@ def test_same_origin(headers: list[tuple[bytes, bytes]], same: bool) -> None:
 
 
 def test_pages_escape_what_they_show() -> None:
-    page = confirm_page('"><script>x</script>', "/c/<x>", 'a"onmouseover="b').decode()
+    page = confirm_page(
+        '"><script>x</script>', "/c/<x>", 'a"onmouseover="b', "<u>", "<i>Eve</i>\n\x00"
+    ).decode()
     assert "<script>" not in page and '"><' not in page.split("<main>")[1].split("<form")[0]
     assert 'value="a&quot;onmouseover=&quot;b"' in page and 'action="/c/&lt;x&gt;"' in page
+    assert "<u>" not in page and "<i>" not in page and "\x00" not in page
+    assert "&lt;u&gt; (&lt;i&gt;Eve&lt;/i&gt;)" in page
     shown = message_page("<t>", "<m>", "<h>").decode()
     assert "<t>" not in shown and "<m>" not in shown and "<h>" not in shown
     assert "&lt;m&gt;" in shown

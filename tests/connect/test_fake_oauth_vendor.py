@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import httpx
@@ -15,81 +13,18 @@ import pytest
 
 from agentguard._secret import Secret
 from agentguard.testing import FakeClock, FakeOAuthVendor
-from tests.connect.vendor_support import REDIRECT_URI, ConsentForm, pkce, query_of, served_vendor
+from tests.connect.vendor_support import (
+    REDIRECT_URI,
+    ConsentForm,
+    Session,
+    pkce,
+    query_of,
+    served_vendor,
+)
 
 pytestmark = pytest.mark.anyio
 
 BASE = "http://vendor.test"
-
-
-class Session:
-    """A test's view of one fake vendor, in process."""
-
-    def __init__(self, vendor: FakeOAuthVendor, http: httpx.AsyncClient) -> None:
-        self.vendor = vendor
-        self.http = http
-
-    def authorize_params(self, **changes: str | None) -> dict[str, str]:
-        verifier, challenge = pkce()
-        self.verifier = verifier
-        params: dict[str, str | None] = {
-            "response_type": "code",
-            "client_id": self.vendor.client_id,
-            "redirect_uri": REDIRECT_URI,
-            "state": "st-" + secrets.token_hex(4),
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-            "scope": "contacts.read",
-        }
-        params.update(changes)
-        return {k: v for k, v in params.items() if v is not None}
-
-    async def code(self, login: str = "alice", **changes: str | None) -> str:
-        """Run the consent page as a browser does; the code it redirects with."""
-        page = await self.http.get("/authorize", params=self.authorize_params(**changes))
-        assert page.status_code == 200, page.text
-        form = ConsentForm(page.text)
-        answer = await self.http.post(
-            form.action, data={**form.hidden, "login": login, "decision": "allow"}
-        )
-        assert answer.status_code == 302, answer.text
-        return query_of(answer.headers["location"])["code"]
-
-    def basic(self, secret: str | None = None) -> dict[str, str]:
-        value = secret if secret is not None else self.vendor.client_secret.reveal()
-        pair = f"{self.vendor.client_id}:{value}".encode()
-        return {"authorization": "Basic " + base64.b64encode(pair).decode()}
-
-    async def token(
-        self, form: dict[str, str], headers: dict[str, str] | None = None
-    ) -> httpx.Response:
-        return await self.http.post(
-            "/token", data=form, headers=self.basic() if headers is None else headers
-        )
-
-    async def exchange(self, code: str, **changes: str) -> httpx.Response:
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "code_verifier": self.verifier,
-        }
-        form.update(changes)
-        return await self.token(form)
-
-    async def tokens(self, login: str = "alice") -> dict[str, Any]:
-        answer = await self.exchange(await self.code(login))
-        assert answer.status_code == 200, answer.text
-        document: dict[str, Any] = answer.json()
-        return document
-
-    async def refresh(self, refresh_token: str) -> httpx.Response:
-        return await self.token({"grant_type": "refresh_token", "refresh_token": refresh_token})
-
-    async def api(self, access_token: str) -> httpx.Response:
-        return await self.http.get(
-            "/api/contacts", headers={"authorization": f"Bearer {access_token}"}
-        )
 
 
 @pytest.fixture

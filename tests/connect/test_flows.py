@@ -29,7 +29,13 @@ from agentguard.connect._flow_errors import (
     WRONG_BROWSER,
     ConnectRefused,
 )
-from agentguard.connect._flow_tokens import TICKET_LENGTH, TICKET_PREFIX, is_state, is_ticket
+from agentguard.connect._flow_tokens import (
+    TICKET_LENGTH,
+    TICKET_PREFIX,
+    generate_state,
+    is_state,
+    is_ticket,
+)
 from agentguard.credentials import KeyRing
 from agentguard.errors import StoreUnavailable, UsageError
 from agentguard.storage import MemoryStore
@@ -47,6 +53,7 @@ class RecordingStore(MemoryStore):
         super().__init__(**options)
         self.written: list[ConnectFlow] = []
         self.takes = 0
+        self.peeks = 0
 
     async def put_flow(self, record: ConnectFlow) -> None:
         self.written.append(record)
@@ -58,12 +65,23 @@ class RecordingStore(MemoryStore):
         self.takes += 1
         return await super().take_flow(token_hash, kind=kind, now=now)
 
+    async def peek_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        self.peeks += 1
+        return await super().peek_flow(token_hash, kind=kind, now=now)
+
 
 class BrokenStore(MemoryStore):
     async def put_flow(self, record: ConnectFlow) -> None:
         raise ConnectionResetError("db gone")
 
     async def take_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        raise ConnectionResetError("db gone")
+
+    async def peek_flow(
         self, token_hash: bytes, *, kind: FlowKind, now: datetime
     ) -> ConnectFlow | None:
         raise ConnectionResetError("db gone")
@@ -202,6 +220,80 @@ async def test_refusals_are_audited_with_service_user_and_why(setup: Setup) -> N
     assert ticket.reveal() not in repr(events)
 
 
+async def test_inspecting_a_ticket_reads_it_and_leaves_it(setup: Setup) -> None:
+    ticket, record = await setup.flows.issue_ticket("crm", "alice", by="cli")
+    for _ in range(3):  # a mail scanner, a link preview, the person
+        assert await setup.flows.inspect_ticket(ticket.reveal(), service="crm") == record
+    assert (setup.store.peeks, setup.store.takes) == (3, 0)
+    assert await setup.flows.redeem_ticket(ticket.reveal(), service="crm") == record
+    with pytest.raises(ConnectRefused) as gone:
+        await setup.flows.inspect_ticket(ticket.reveal(), service="crm")
+    assert gone.value.description == LINK_GONE
+
+
+async def test_inspecting_refuses_what_redeeming_refuses_in_the_same_words(setup: Setup) -> None:
+    expired, _ = await setup.flows.issue_ticket("crm", "alice", by="cli")
+    unknown, _ = await ConnectFlows(MemoryStore(), KeyRing.generate()).issue_ticket(
+        "crm", "alice", by="cli"
+    )
+    setup.clock.advance(timedelta(minutes=15) - timedelta(microseconds=1))
+    kept, _ = await setup.flows.issue_ticket("calendar", "bob", by="cli")
+    setup.clock.advance(timedelta(microseconds=1))  # ``expired`` ends now
+    presented = ("ag_ct_nonsense", unknown.reveal(), expired.reveal(), kept.reveal())
+    inspected: list[tuple[str, object]] = []
+    redeemed: list[tuple[str, object]] = []
+    for value in presented:
+        for act, answers in (
+            (setup.flows.inspect_ticket, inspected),
+            (setup.flows.redeem_ticket, redeemed),
+        ):
+            with pytest.raises(ConnectRefused) as refused:
+                await act(value, service="crm")
+            answers.append((refused.value.description, refused.value.to_http()))
+    assert inspected == redeemed
+    assert [d for d, _ in inspected] == [LINK_MALFORMED, LINK_GONE, LINK_GONE, LINK_OTHER_SERVICE]
+    events = await setup.events("connection.refuse")
+    steps = [(e["detail"]["step"], e["detail"]["why"], e["actor"]["user"]) for e in events]
+    assert steps == [
+        ("link", "malformed", None),
+        ("ticket", "malformed", None),
+        ("link", "unknown_or_used", None),
+        ("ticket", "unknown_or_used", None),
+        ("link", "unknown_or_used", None),
+        ("ticket", "unknown_or_used", None),
+        ("link", "other_service", "bob"),
+        ("ticket", "other_service", "bob"),
+    ]
+
+
+async def test_refusals_that_name_no_one_are_counted_not_appended() -> None:
+    from agentguard.audit._aggregate import RefusalSummaries, RefusalSummaryPolicy
+
+    clock = FakeClock()
+    store = RecordingStore(clock=clock)
+    audit = AuditWriter(store, summaries=RefusalSummaries(RefusalSummaryPolicy(), clock))
+    flows = ConnectFlows(store, KeyRing.generate(), clock=clock, audit=audit)
+    made_up = [generate_state().reveal() for _ in range(50)]
+    for state in [*made_up, "not-a-state", "x" * 500]:
+        with pytest.raises(ConnectRefused):
+            await flows.complete(state, service="crm", browser_secret=None, source="198.51.100.7")
+    for ticket in ("ag_ct_nonsense", (await _any_ticket()).reveal()):
+        with pytest.raises(ConnectRefused):
+            await flows.inspect_ticket(ticket, service="crm", source="198.51.100.7")
+    assert store.takes == 50  # the malformed ones never reached the store
+    # a refusal about a real flow is still its own event
+    auth = await flows.begin("crm", "alice")
+    with pytest.raises(ConnectRefused):
+        await flows.complete(auth.state.reveal(), service="crm", browser_secret="stolen")
+    entries: list[dict[str, Any]] = [e.event() for e in await store.read()]
+    assert [(e["action"], e["actor"]["user"]) for e in entries] == [("connection.refuse", "alice")]
+    assert await audit.flush() == 1
+    summary: dict[str, Any] = (await store.read())[-1].event()
+    assert summary["action"] == "guard.refusal_summary" and summary["service"] == "crm"
+    assert summary["reason"] == "connect_refused" and summary["status"] == 403
+    assert summary["detail"]["source"] == "198.51.100.7" and summary["detail"]["count"] == 54
+
+
 async def test_bad_names_are_a_usage_error(setup: Setup) -> None:
     with pytest.raises(UsageError):
         await setup.flows.issue_ticket("crm", "bad user", by="cli")
@@ -333,6 +425,8 @@ async def test_a_store_outage_is_a_503_not_a_refusal() -> None:
         await flows.begin("crm", "alice")
     with pytest.raises(StoreUnavailable):
         await flows.redeem_ticket(str((await _any_ticket()).reveal()), service="crm")
+    with pytest.raises(StoreUnavailable):
+        await flows.inspect_ticket(str((await _any_ticket()).reveal()), service="crm")
     with pytest.raises(StoreUnavailable):
         await flows.complete("A" * 21 + "b" * 22, service="crm", browser_secret=None)
 

@@ -16,6 +16,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -158,3 +159,11 @@ def test_the_gateway_needs_the_client_secret_and_a_store_for_connections() -> No
         build_gateway(settings, store=MemoryStore())
     with pytest.raises(ConfigurationError, match=r"a store that keeps connected accounts"):
         connect_flows(settings, object(), clock=None, audit=None)
+
+
+@pytest.mark.parametrize("path", ["/connect", "/crm", "/oauth"])
+def test_no_redirect_is_built_from_the_host_header(running: Running, path: str) -> None:
+    # Starlette's trailing-slash redirect answered 307 with Location http://evil.example/...
+    answer = httpx.get(running.origin + path, headers={"Host": "evil.example"}, timeout=10)
+    assert answer.status_code == 404, (answer.status_code, answer.headers)
+    assert "location" not in answer.headers

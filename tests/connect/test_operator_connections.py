@@ -18,6 +18,7 @@ import pytest
 
 from agentguard import Guard
 from agentguard._model import Account, AccountStatus, ConnectedAccount
+from agentguard._reasons import Reason
 from agentguard._services import ServiceConfig
 from agentguard.approvals._operators import issue_operator_token
 from agentguard.asgi._operator import OperatorApp
@@ -235,6 +236,32 @@ async def test_links_are_refused_with_clear_errors(
     body = response.json()
     assert body["error"] == error and says in body["error_description"], body
     assert await listener.events("connection.link") == []
+
+
+async def test_links_ask_the_directory_as_the_connect_pages_do(
+    listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One reading of "may this user connect" (connect._standing.user_standing) for the
+    link, the pages and the callback: what it says, the link says."""
+    from agentguard.asgi import _operator_connections
+    from agentguard.connect._standing import Standing, user_standing
+
+    asked: list[str] = []
+
+    async def standing(directory: Any, user_id: str) -> Standing:
+        asked.append(user_id)
+        found = await user_standing(directory, user_id)
+        return Standing(found.user, Reason.ACCOUNT_CLOSED) if user_id == "bob" else found
+
+    monkeypatch.setattr(_operator_connections, "user_standing", standing)
+    closed = await listener.client.post("/connections/crm/bob/link", headers=listener.auth)
+    assert closed.status_code == 409 and closed.json()["error"] == "account_closed"
+    made = await listener.client.post("/connections/crm/alice/link", headers=listener.auth)
+    assert made.status_code == 201
+    assert asked == ["bob", "alice"]
+    # a malformed id is never looked up
+    odd = await listener.client.post("/connections/crm/%20alice/link", headers=listener.auth)
+    assert odd.status_code == 404 and asked == ["bob", "alice"]
 
 
 async def test_a_disconnect_revokes_at_the_vendor_and_is_audited(listener: Listener) -> None:

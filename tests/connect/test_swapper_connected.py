@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from agentguard import CredentialOwner, CredentialScope, Guard, IssuedKeys, ServiceConfig
+from agentguard import (
+    AccountStatus,
+    CredentialOwner,
+    CredentialScope,
+    Guard,
+    IssuedKeys,
+    ServiceConfig,
+)
 from agentguard._model import ConnectionStatus
 from agentguard.asgi import ProxyApp
 from agentguard.connect import ConnectedAccounts, ConnectionRequired, OAuthClientConfig
@@ -90,7 +97,7 @@ async def test_a_connected_service_sends_the_users_connected_token() -> None:
     await swap.accounts.connect("crm", "alice", tokens)
     outgoing = await swap.swapper.outgoing(principal("alice", swap.clock), connected_service())
     assert outgoing.credential == tokens.access_token
-    assert outgoing.involved == (tokens.access_token,)
+    assert outgoing.involved == (tokens.access_token, tokens.refresh_token)
     assert swap.vault.reads == 0
 
 
@@ -205,3 +212,43 @@ async def test_a_broken_connection_is_refused_with_its_reason(gateway: Gateway) 
     assert response.status_code == 403
     assert response.json()["reason"] == "connection_broken"
     assert gateway.upstream.requests == []
+
+
+@pytest.mark.parametrize("lapse", ["user_disabled", "account_closed"])
+async def test_the_live_checks_refuse_before_the_connection_is_touched(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, lapse: str
+) -> None:
+    """A disabled user's (or closed account's) connection stays stored, and is never used:
+    the guard's live checks refuse before the swap, so no vendor token is opened or renewed
+    and nothing reaches the vendor's API (security review of issue 21, point 7)."""
+    swap = gateway.swap
+    await swap.accounts.connect("crm", "alice", tokens_for(swap.clock))
+    swap.clock.advance(3600 - 30)  # due for renewal: a swap would call the vendor
+    asked: list[str] = []
+    original = swap.accounts.outgoing
+
+    async def counted(principal: Any, service: str) -> Any:
+        asked.append(service)
+        return await original(principal, service)
+
+    monkeypatch.setattr(swap.accounts, "outgoing", counted)
+    user = await swap.store.get_user("alice")
+    account = await swap.store.get_account("a1")
+    assert user is not None and account is not None
+    if lapse == "user_disabled":
+        await swap.store.put_user(user.model_copy(update={"enabled": False}))
+    else:
+        await swap.store.put_account(account.model_copy(update={"status": AccountStatus.CLOSED}))
+    key = gateway.keys.access_key.reveal()
+    response = await gateway.client.get("/contacts", headers={"Authorization": f"Bearer {key}"})
+    assert (response.status_code, response.json()["reason"]) == (401, lapse)
+    assert asked == []
+    assert gateway.upstream.requests == []
+    vendor = swap.accounts.vendors["crm"]
+    assert isinstance(vendor, StubVendor) and vendor.presented == []
+    assert swap.connections.rows[("crm", "alice")].version == 1  # stored, untouched
+    await swap.store.put_user(user)  # enabled again: the same call renews and goes through
+    await swap.store.put_account(account)
+    response = await gateway.client.get("/contacts", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    assert (asked, len(vendor.presented), len(gateway.upstream.requests)) == (["crm"], 1, 1)

@@ -155,14 +155,18 @@ def test_the_refresh_token_is_optional(missing: Any) -> None:
     assert parse(good(refresh_token=missing)).refresh_token is None
 
 
-def test_an_omitted_scope_is_the_requested_one() -> None:
-    tokens = parse(good(scope=...), requested_scopes=("a", "b"))
+@pytest.mark.parametrize("omitted", [..., None])
+def test_an_omitted_scope_is_the_requested_one_and_says_so(omitted: Any) -> None:
+    tokens = parse(good(scope=omitted), requested_scopes=("a", "b"))
     assert tokens.scopes == ("a", "b")
+    assert tokens.scope_given is False
 
 
 def test_scopes_are_split_on_spaces_and_deduplicated() -> None:
-    assert parse(good(scope="  a b  a c ")).scopes == ("a", "b", "c")
-    assert parse(good(scope="")).scopes == ()
+    spaced = parse(good(scope="  a b  a c "), requested_scopes=("z",))
+    assert (spaced.scopes, spaced.scope_given) == (("a", "b", "c"), True)
+    empty = parse(good(scope=""), requested_scopes=("z",))
+    assert (empty.scopes, empty.scope_given) == ((), True)
 
 
 @pytest.mark.parametrize("scope", [["a", "b"], 5, 'quo"te', "back\\slash", "tab\tsep"])
@@ -276,8 +280,10 @@ _documents = st.fixed_dictionaries({}, optional=_field_values).flatmap(
 _statuses = st.sampled_from([200, 200, 200, 201, 302, 400, 401, 403, 404, 429, 500, 503])
 
 
-def _check_outcome(result: VendorTokens | Exception) -> None:
+def _check_outcome(result: VendorTokens | Exception, document: object = None) -> None:
     if isinstance(result, VendorTokens):
+        if isinstance(document, dict):
+            assert result.scope_given == (document.get("scope") is not None)
         token = result.access_token.reveal()
         assert token and all("\x21" <= ch <= "\x7e" for ch in token)
         if result.expires_at is not None:
@@ -304,7 +310,7 @@ def _outcome(status: int, body: bytes) -> VendorTokens | Exception:
 def test_any_json_answer_gives_tokens_or_a_refusal_that_shows_no_token(
     status: int, document: dict[str, Any]
 ) -> None:
-    _check_outcome(_outcome(status, json.dumps(document).encode()))
+    _check_outcome(_outcome(status, json.dumps(document).encode()), document)
 
 
 @given(status=st.integers(100, 599), body=st.binary(max_size=300))

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, quote_plus
+from urllib.parse import quote_plus
 
 import anyio
 import httpx
@@ -20,73 +20,36 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentguard._secret import Secret
-from agentguard.connect import OAuthClientConfig, VendorRefused, VendorUnavailable
+from agentguard.connect import VendorRefused, VendorUnavailable
 from agentguard.connect._discovery import well_known_url
 from agentguard.connect._vendor import MAX_RESPONSE_BYTES, VendorClient
 from agentguard.errors import UsageError
 from agentguard.testing import FakeClock
-from tests.connect.vendor_support import REDIRECT_URI, approve, pkce, query_of, served_vendor
+from tests.connect.vendor_support import (
+    ACCESS,
+    AUTH,
+    CLIENT_SECRET,
+    REDIRECT_URI,
+    REFRESH,
+    Vendor,
+    approve,
+    config,
+    discovering,
+    discovery_config,
+    metadata,
+    pkce,
+    query_of,
+    served_vendor,
+    token_answer,
+)
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
-AUTH = "https://auth.crm.example"
-CLIENT_SECRET = "cs-" + secrets.token_urlsafe(18)
-ACCESS = "vat_" + secrets.token_urlsafe(20)
-REFRESH = "vrt_" + secrets.token_urlsafe(20)
 CHALLENGE = pkce()[1]
 VERIFIER = pkce()[0]
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
-
-
-def config(**changes: Any) -> OAuthClientConfig:
-    fields: dict[str, Any] = {
-        "client_id": "agentguard-crm",
-        "authorization_endpoint": AUTH + "/authorize",
-        "token_endpoint": AUTH + "/token",
-        "revocation_endpoint": AUTH + "/revoke",
-        "scopes": ("contacts.read", "contacts.write"),
-    }
-    fields.update(changes)
-    return OAuthClientConfig(**{k: v for k, v in fields.items() if v is not None})
-
-
-def token_answer(**changes: Any) -> httpx.Response:
-    document = {
-        "access_token": ACCESS,
-        "token_type": "Bearer",
-        "expires_in": 600,
-        "refresh_token": REFRESH,
-    }
-    document.update(changes)
-    return httpx.Response(200, json=document)
-
-
-class Vendor:
-    """A scripted vendor: ``answer`` (sync or async) per request; every request recorded."""
-
-    def __init__(self, answer: Callable[[httpx.Request], Any] | None = None) -> None:
-        self.answer = answer or (lambda request: token_answer())
-        self.requests: list[httpx.Request] = []
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        response = self.answer(request)
-        if not isinstance(response, httpx.Response):
-            response = await response
-        assert isinstance(response, httpx.Response)
-        return response
-
-    def form(self, index: int = -1) -> dict[str, str]:
-        return dict(parse_qsl(self.requests[index].content.decode()))
-
-    def client(self, oauth: OAuthClientConfig | None = None, **options: Any) -> VendorClient:
-        options.setdefault("client_secret", Secret(CLIENT_SECRET))
-        return VendorClient(
-            "crm", oauth or config(), transport=httpx.MockTransport(self), **options
-        )
-
 
 # -- the authorization URL ----------------------------------------------------------------
 
@@ -443,41 +406,6 @@ async def test_revoke_failures(
 # -- discovery ----------------------------------------------------------------------------
 
 
-def metadata(issuer: str = AUTH, **changes: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "issuer": issuer,
-        "authorization_endpoint": AUTH + "/authorize",
-        "token_endpoint": AUTH + "/token",
-        "revocation_endpoint": AUTH + "/revoke",
-        "code_challenge_methods_supported": ["S256"],
-    }
-    for name, value in changes.items():
-        if value is None:
-            document.pop(name, None)
-        else:
-            document[name] = value
-    return document
-
-
-def discovering(document: dict[str, Any] | None = None, status: int = 200) -> Vendor:
-    def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.path.startswith("/.well-known/"):
-            return httpx.Response(status, json=document or metadata())
-        return token_answer()
-
-    return Vendor(answer)
-
-
-def discovery_config(**changes: Any) -> OAuthClientConfig:
-    return config(
-        authorization_endpoint=None,
-        token_endpoint=None,
-        revocation_endpoint=None,
-        issuer=AUTH,
-        **changes,
-    )
-
-
 @pytest.mark.parametrize(
     ("issuer", "url"),
     [
@@ -549,7 +477,11 @@ async def test_a_failed_discovery_is_not_cached() -> None:
             "authorization_endpoint",
             "'evil.example'",
         ),
-        ({"revocation_endpoint": "https://localhost:6379/"}, "revocation_endpoint", "'localhost'"),
+        (
+            {"revocation_endpoint": "https://localhost:6379/"},
+            "revocation_endpoint",
+            "'localhost:6379'",
+        ),
         (
             {"token_endpoint": "https://auth.crm.example.evil.example/token"},
             "token_endpoint",
@@ -624,11 +556,11 @@ async def test_metadata_without_pkce_methods_or_revocation_is_taken() -> None:
 async def test_discovery_hosts_allow_the_vendors_other_hosts_only() -> None:
     document = metadata(token_endpoint="https://login.crm-cdn.example:8443/oauth/token")
     client = discovering(document).client(
-        discovery_config(discovery_hosts=("auth.crm.example", "LOGIN.crm-cdn.example"))
+        discovery_config(discovery_hosts=("auth.crm.example", "LOGIN.crm-cdn.example:8443"))
     )
     assert (await client.endpoints()).token == "https://login.crm-cdn.example:8443/oauth/token"
     only_cdn = discovering(document).client(
-        discovery_config(discovery_hosts=("login.crm-cdn.example",))
+        discovery_config(discovery_hosts=("login.crm-cdn.example:8443",))
     )
     with pytest.raises(VendorUnavailable, match=r"authorization_endpoint.*'auth\.crm\.example'"):
         await only_cdn.endpoints()

@@ -190,7 +190,7 @@ def test_credentials_never_show_plaintext(
     }
     monkeypatch.setenv("AGENTGUARD_KEK", new_kek("kek-new") + "," + old)
     rotated = cli("credentials", "rotate-kek", "--json")
-    assert json.loads(rotated.out) == {"primary": "kek-new", "reencrypted": 2}
+    assert json.loads(rotated.out) == {"primary": "kek-new", "reencrypted": 2, "connections": 0}
     assert {r["kek"] for r in json.loads(cli("credentials", "list", "--json").out)} == {"kek-new"}
     monkeypatch.setenv("AGENTGUARD_KEK", new_kek("kek-other"))
     one_line_error(cli("credentials", "rotate-kek"), 2)

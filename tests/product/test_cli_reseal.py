@@ -140,7 +140,7 @@ def test_rotate_kek_warns_about_v1_rows_and_keeps_them_refused(
 ) -> None:
     monkeypatch.setenv("AGENTGUARD_KEK", new_kek("kek-2") + "," + os.environ["AGENTGUARD_KEK"])
     result = cli("credentials", "rotate-kek", "--json")
-    assert json.loads(result.out) == {"primary": "kek-2", "reencrypted": 2}
+    assert json.loads(result.out) == {"primary": "kek-2", "reencrypted": 2, "connections": 0}
     assert "2 credentials are in seal format v1" in result.err
     rows = json.loads(cli("credentials", "list", "--json").out)
     assert {(r["seal"], r["kek"]) for r in rows} == {("v1", "kek-2")}

@@ -104,7 +104,7 @@ def test_store_methods_are_every_method_of_every_protocol() -> None:
     assert protocol_methods(ReplayCache) == ("check_and_store",)
     assert protocol_methods(AuditStore) == ("append", "head", "read")
     assert "lookup" in protocol_methods(KeyStore) and "get_user" in protocol_methods(KeyStore)
-    assert len(STORE_METHODS) == 42  # 22 + approvals 5, operators 4, limits 2, connections 9
+    assert len(STORE_METHODS) == 43  # 22 + approvals 5, operators 4, limits 2, connections 10
 
 
 async def test_a_shielded_store_refuses_with_503_and_forwards_everything_else() -> None:

@@ -2,56 +2,71 @@
 
 Paths are relative to the app's mount (``/connect`` by default):
 
-- ``GET /{service}?ticket=ag_ct_...``: a confirmation page (Connect / Disconnect). It does
-  not use the ticket up: mail scanners and link previews open links before people do.
+- ``GET /{service}?ticket=ag_ct_...``: a confirmation page (Connect / Disconnect) that names
+  the agentguard user the link is for and warns that whoever continues connects their own
+  vendor account to that user. It does not use the ticket up: mail scanners and link previews
+  open links before people do.
 - ``POST /{service}`` (the page's form; same-origin only): identifies the human by the ticket,
   which it uses up, or by ``identify`` (the application's own session). ``action=connect``
   starts the authorization (``state``, PKCE S256), sets the browser-binding cookie and
   answers 303 to the vendor; ``action=disconnect`` removes the connection.
 - ``GET /{service}/callback?state=...&code=...``: the vendor's redirect. The state must be
-  this server's, unused, for this service, and come back to the browser that started it; the
+  this server's, unused, for this service, and come back to the browser that started it; an
+  ``iss`` must be the vendor's issuer (RFC 9207, required when its metadata promises it); the
   code is exchanged with the PKCE verifier and the tokens stored for the user.
+
+With ``identify``, a link works only for the signed-in user it was issued for (page and form).
+Every step re-reads the user from the directory: a user disabled, deleted or whose account was
+closed since the link was issued connects nothing.
+
+The binding cookie is ``__Host-agentguard_connect_{service}`` on an https origin: browsers keep
+a ``__Host-`` cookie only if this very host set it ``Secure``, with ``Path=/`` and no
+``Domain``, so a sibling subdomain (or a plain-http answer injected on the network) cannot
+plant its own flow's cookie in the victim's browser (login CSRF by cookie tossing). One name per
+service keeps two flows of one browser apart. On a plain-http origin (loopback and tests only)
+it is ``agentguard_connect_{service}``, path the service's pages: plain http has no protection
+against cookie tossing. A callback that carries the cookie more than once (one of them tossed)
+is refused, whatever the state: it cannot tell which is its own.
+
+The form's body must arrive within :attr:`ConnectApp.body_idle` seconds of silence and
+:attr:`ConnectApp.body_total` seconds in all (408 past either): a browser sends it at once.
 
 Only services configured ``credentials="connected"`` with a vendor client exist here (any
 other name is 404). Every answer is a small HTML page (or the 303) with ``Cache-Control:
 no-store``, no framing, no script and no referrer; a refusal says what went wrong in words a
-person can act on, never with the link, state, code or a token in it. Store or audit outages
-answer 503, the vendor's outage 502; never a 500.
+person can act on, never with the link, state, code or a token in it. Refusals are audited
+(:mod:`agentguard.asgi._connect_audit`: counted, not one event each, when they name no one).
+Store or audit outages answer 503, the vendor's outage 502; never a 500.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from agentguard._reasons import Reason
 from agentguard._secret import Secret
-from agentguard.asgi._connect_pages import (
-    Answer,
-    confirm_page,
-    page,
-    refusal_page,
-    vendor_error_page,
-    with_headers,
-)
+from agentguard.asgi._connect_audit import RefusalLog, client_of
+from agentguard.asgi._connect_callback import Callback, vendor_down
+from agentguard.asgi._connect_pages import Answer, confirm_page, page, refusal_page, user_label
 from agentguard.asgi._connect_request import (
     is_same_origin,
     public_origin_of,
-    read_cookie,
     read_query,
+    receive_within,
 )
 from agentguard.asgi._forms import read_form
 from agentguard.asgi._responses import send_raw
 from agentguard.asgi._scope import route_path
 from agentguard.asgi._types import Receive, Scope, Send
-from agentguard.audit._events import Action, AuditEvent, Decision
 from agentguard.connect._errors import VendorRefused, VendorUnavailable
-from agentguard.connect._flow_errors import LINK_MALFORMED, ConnectRefused
+from agentguard.connect._flow_errors import LINK_MALFORMED, standing_refused
 from agentguard.connect._flow_tokens import is_ticket
+from agentguard.connect._standing import user_standing
 from agentguard.errors import (
     ConfigurationError,
+    InvalidRequest,
     MethodNotAllowed,
     RequestRefused,
     ServiceUnavailable,
@@ -59,20 +74,23 @@ from agentguard.errors import (
 
 if TYPE_CHECKING:
     from agentguard._guard import Guard
-    from agentguard._model import ConnectedAccount
+    from agentguard._model import ConnectedAccount, User
     from agentguard.connect._flows import ConnectFlows
     from agentguard.connect._tokens import VendorTokens
 
-__all__ = ["COOKIE_NAME", "ConnectApp"]
+__all__ = ["COOKIE_PREFIX", "HOST_PREFIX", "ConnectApp"]
 
 logger = logging.getLogger("agentguard.connect")
 
-COOKIE_NAME = "agentguard_connect"
+COOKIE_PREFIX = "agentguard_connect_"
+"""The browser-binding cookie's name, the service's name after it (plain http: no prefix)."""
+HOST_PREFIX = "__Host-"
+"""Before the cookie's name on an https origin: a cookie no other host can set."""
 MAX_FORM_BYTES = 4096
-_VENDOR_ERROR = re.compile(r"[a-z_]{1,64}\Z")
 _NOT_SIGNED_IN = "sign in to this site first, then open this page again"
 _NO_LINK = "open the connect link your operator sent you (this address alone is not enough)"
 _OTHER_USER = "this connect link is for another user than the one signed in here"
+_SIGN_IN_AS = "this connect link is for agentguard user {user}: sign in here as {user} first"
 _CROSS_SITE = (
     "this form must be sent from this site's own connect page; open the connect link again "
     "(your browser did not say where the form came from, or it came from another site)"
@@ -82,7 +100,12 @@ Identify = Callable[[Scope], Awaitable[str | None]]
 
 
 class VendorLike(Protocol):
-    """What the app needs of a :class:`~agentguard.connect.VendorClient`."""
+    """What the app needs of a :class:`~agentguard.connect.VendorClient`.
+
+    The callback also asks ``await vendor.expected_issuer()`` (``(issuer, iss_required)``,
+    RFC 9207) when the vendor has it, else reads ``vendor.config.issuer`` (``iss`` then
+    optional); a vendor with neither has its ``iss`` ignored.
+    """
 
     async def authorization_url(
         self, *, redirect_uri: str, state: str, code_challenge: str
@@ -121,6 +144,8 @@ class ConnectApp:
         mount: where the app is mounted, as browsers see it.
         identify: for applications with their own sign-in: ``await identify(scope)`` is the
             signed-in user's id, or ``None``. Without it, only connect links identify people.
+        body_idle: longest wait, in seconds, for the next part of the form's body (408).
+        body_total: longest time, in seconds, to receive the form's whole body (408).
     """
 
     def __init__(
@@ -133,6 +158,8 @@ class ConnectApp:
         public_origin: str,
         mount: str = "/connect",
         identify: Identify | None = None,
+        body_idle: float = 10.0,
+        body_total: float = 30.0,
     ) -> None:
         self.guard = guard
         self.flows = flows
@@ -143,6 +170,10 @@ class ConnectApp:
             raise ConfigurationError("mount is a path such as /connect (no trailing slash)")
         self.mount = mount
         self.identify = identify
+        if not (body_idle > 0 and body_total > 0):
+            raise ConfigurationError("body_idle and body_total are positive numbers of seconds")
+        self.body_idle = body_idle
+        self.body_total = body_total
         for name in self.vendors:
             service = guard.services.get(name)
             if service is None or service.credentials != "connected":
@@ -150,6 +181,8 @@ class ConnectApp:
                     f'vendor client for {name}, which is not a credentials="connected" service'
                 )
         self._secure = self.public_origin.startswith("https://")
+        self.refusals = RefusalLog(guard.audit, guard.clock)
+        self._callback = Callback(self)
 
     def __repr__(self) -> str:
         return f"ConnectApp(services={sorted(self.vendors)}, origin={self.public_origin!r})"
@@ -197,7 +230,7 @@ class ConnectApp:
                 raise _NotFound
             if method != "GET":
                 raise MethodNotAllowed(("GET",))
-            return await self._callback(scope, service)
+            return await self._callback.handle(scope, service)
         if method == "GET":
             return await self._confirm(scope, service)
         if method == "POST":
@@ -206,32 +239,64 @@ class ConnectApp:
 
     async def _confirm(self, scope: Scope, service: str) -> Answer:
         ticket = read_query(scope).get("ticket")
-        if ticket is not None and not is_ticket(ticket):
+        if ticket is not None and not is_ticket(ticket):  # never looked up, never audited
             return page(400, "This link does not work", LINK_MALFORMED)
-        if ticket is None:
-            if self.identify is None:
-                return page(400, "A connect link is needed", _NO_LINK)
-            if await self.identify(scope) is None:
+        if ticket is not None:
+            flow = await self.flows.inspect_ticket(ticket, service=service, source=client_of(scope))
+            user_id = flow.user_id
+            await self._signed_in_as(scope, service, user_id, "page")
+        elif self.identify is None:
+            return page(400, "A connect link is needed", _NO_LINK)
+        else:
+            signed_in = await self.identify(scope)
+            if signed_in is None:
                 return page(403, "Please sign in", _NOT_SIGNED_IN)
-        body = confirm_page(service, f"{self.mount}/{service}", ticket)
+            user_id = signed_in
+        user = await self._may_connect(service, user_id, "page")
+        body = confirm_page(service, f"{self.mount}/{service}", ticket, user_id, user.name)
         # The form must carry its Origin: under "no-referrer" browsers send "Origin: null"
         # with it. "same-origin" sends this page's address (and the ticket in it) to this
         # server only, never to another site.
         return Answer(200, body, [("referrer-policy", "same-origin")])
 
     async def _post(self, scope: Scope, receive: Receive, service: str) -> Answer:
+        source = client_of(scope)
         if not is_same_origin(scope, self.public_origin):
-            raise await self._refuse(_CROSS_SITE, service, None, "post", "cross_site")
-        form = await read_form(scope, receive, MAX_FORM_BYTES)
+            raise await self.refusals.refuse(
+                _CROSS_SITE, service, None, "post", "cross_site", source=source
+            )
+        bounded = receive_within(receive, idle=self.body_idle, total=self.body_total)
+        try:
+            form = await read_form(scope, bounded, MAX_FORM_BYTES)
+        except InvalidRequest as error:  # its type, size (413), encoding, a field twice, 408
+            await self.refusals.record(
+                service, None, reason=error.reason, status=error.status, step="post",
+                why="bad_form", source=source,
+            )  # fmt: skip
+            raise
         action = form.get("action")
         if action not in ("connect", "disconnect"):
+            await self.refusals.record(
+                service, None, reason=Reason.MALFORMED_REQUEST, status=400, step="post",
+                why="unknown_action", source=source,
+            )  # fmt: skip
             return page(400, "This request is not valid", "choose Connect or Disconnect")
-        user_id = await self._who(scope, service, form.get("ticket"))
+        user_id = await self._who(scope, service, form.get("ticket"), source)
+        user = await self._may_connect(service, user_id, "post")
+        label = user_label(user_id, user.name)
         if action == "disconnect":
             removed = await self.accounts.disconnect(service, user_id, by="user")
             if removed:
-                return page(200, "Disconnected", f"Your {service} account is disconnected.")
-            return page(200, "Nothing to disconnect", f"No {service} account was connected.")
+                return page(
+                    200,
+                    "Disconnected",
+                    f"Your {service} account is disconnected from agentguard user {label}.",
+                )
+            return page(
+                200,
+                "Nothing to disconnect",
+                f"No {service} account was connected to agentguard user {label}.",
+            )
         authorization = await self.flows.begin(service, user_id)
         try:
             location = await self.vendors[service].authorization_url(
@@ -240,7 +305,7 @@ class ConnectApp:
                 code_challenge=authorization.code_challenge,
             )
         except (VendorUnavailable, VendorRefused):  # discovery failed, or its answer did
-            return await self._vendor_down(service, user_id, "authorize")
+            return await vendor_down(self.refusals, service, user_id, "authorize")
         return Answer(
             303,
             b"",
@@ -251,156 +316,72 @@ class ConnectApp:
             ],
         )
 
-    async def _who(self, scope: Scope, service: str, ticket: str | None) -> str:
+    async def _who(self, scope: Scope, service: str, ticket: str | None, source: str | None) -> str:
         """The human's user id: the ticket's (used up here) or the signed-in user's."""
         if ticket is not None:
-            flow = await self.flows.redeem_ticket(ticket, service=service)
-            if self.identify is not None:
-                current = await self.identify(scope)
-                if current is not None and current != flow.user_id:
-                    raise await self._refuse(
-                        _OTHER_USER, service, flow.user_id, "post", "other_user"
-                    )
+            flow = await self.flows.redeem_ticket(ticket, service=service, source=source)
+            await self._signed_in_as(scope, service, flow.user_id, "post")
             return flow.user_id
         if self.identify is None:
-            raise await self._refuse(_NO_LINK, service, None, "post", "no_ticket")
+            raise await self.refusals.refuse(
+                _NO_LINK, service, None, "post", "no_ticket", source=source
+            )
         user_id = await self.identify(scope)
         if user_id is None:
-            raise await self._refuse(_NOT_SIGNED_IN, service, None, "post", "not_signed_in")
+            raise await self.refusals.refuse(
+                _NOT_SIGNED_IN, service, None, "post", "not_signed_in", source=source
+            )
         return user_id
 
-    async def _callback(self, scope: Scope, service: str) -> Answer:
-        query = read_query(scope)
-        state, code, error = query.get("state"), query.get("code"), query.get("error")
-        browser = read_cookie(scope, COOKIE_NAME)
-        if error is not None:
-            return await self._vendor_said_no(service, error, state, browser)
-        if state is None or code is None:
-            return page(
-                400,
-                "This address is incomplete",
-                "the answer from the vendor lacks its state or its code",
-                "start the connection again from the connect link",
+    async def _signed_in_as(self, scope: Scope, service: str, user_id: str, step: str) -> None:
+        """With ``identify``, a link is for its own user only: that user must be signed in."""
+        if self.identify is None:
+            return
+        current = await self.identify(scope)
+        if current is None:
+            raise await self.refusals.refuse(
+                _SIGN_IN_AS.format(user=user_id), service, user_id, step, "not_signed_in"
             )
-        flow, verifier = await self.flows.complete(state, service=service, browser_secret=browser)
-        clear = [("set-cookie", self._cookie(service, None))]
-        if self.identify is not None:
-            current = await self.identify(scope)
-            if current is not None and current != flow.user_id:
-                refused = await self._refuse(
-                    "the connection must be finished by the user who started it",
-                    service, flow.user_id, "callback", "other_user",
-                )  # fmt: skip
-                return with_headers(refusal_page(refused), clear)
-        try:
-            tokens = await self.vendors[service].exchange_code(
-                code, redirect_uri=self.redirect_uri(service), code_verifier=verifier.reveal()
+        if current != user_id:
+            raise await self.refusals.refuse(
+                _OTHER_USER, service, user_id, step, "other_user", signed_in=current
             )
-        except VendorUnavailable:
-            return with_headers(await self._vendor_down(service, flow.user_id, "token"), clear)
-        except VendorRefused as refused:
-            await self._recordrefusal_page(
-                service, flow.user_id, reason=Reason.CONNECT_REFUSED, status=400,
-                step="token", why="code_refused", vendor_error=_safe_error(refused.error),
-            )  # fmt: skip
-            shown = page(
-                400,
-                "The connection could not be completed",
-                f"{service} did not accept the authorization (it may have expired or been "
-                "used already).",
-                "start the connection again from the connect link",
-            )
-            return with_headers(shown, clear)
-        await self.accounts.connect(service, flow.user_id, tokens)
-        done = page(
-            200, "Connected", f"Your {service} account is connected. You can close this page."
-        )
-        return with_headers(done, clear)
 
-    async def _vendor_said_no(
-        self, service: str, error: str, state: str | None, browser: str | None
-    ) -> Answer:
-        """The vendor redirected back with ``error=``: use the state up and say so."""
-        user_id = None
-        clear: list[tuple[str, str]] = []
-        if state is not None:
-            try:
-                flow, _ = await self.flows.complete(state, service=service, browser_secret=browser)
-            except ConnectRefused:
-                pass  # recorded by the flows; the vendor's refusal is what the page reports
-            else:
-                user_id = flow.user_id
-                clear = [("set-cookie", self._cookie(service, None))]
-        code = _safe_error(error)
-        await self._recordrefusal_page(
-            service, user_id, reason=Reason.CONNECT_REFUSED, status=403, step="authorize",
-            why="vendor_error", vendor_error=code,
-        )  # fmt: skip
-        return with_headers(vendor_error_page(service, code), clear)
-
-    async def _vendor_down(self, service: str, user_id: str, step: str) -> Answer:
-        await self._recordrefusal_page(
-            service, user_id, reason=Reason.VENDOR_UNAVAILABLE, status=502, step=step,
-            why="vendor_unavailable",
-        )  # fmt: skip
-        return page(
-            502,
-            "Not connected",
-            f"{service} could not be reached to complete the connection.",
-            "try again in a few minutes (a connect link is used once: ask for a new one)",
+    async def _may_connect(self, service: str, user_id: str, step: str) -> User:
+        """The user, read live: refused (audited) unless they exist, are enabled and their
+        account is active."""
+        standing = await user_standing(self.guard.store, user_id)
+        if standing.problem is None and standing.user is not None:
+            return standing.user
+        problem = standing.problem or Reason.UNKNOWN_USER
+        error = standing_refused(problem, service=service, user_id=user_id)
+        await self.refusals.record(
+            service, user_id, reason=problem, status=error.status, step=step, why=problem.value
         )
+        raise error
+
+    def cookie_name(self, service: str) -> str:
+        """The browser-binding cookie's name for ``service`` (see the module docstring)."""
+        name = COOKIE_PREFIX + service
+        return HOST_PREFIX + name if self._secure else name
 
     def _cookie(self, service: str, secret: Secret | None) -> str:
-        """The browser-binding cookie for ``service``'s callback (``None``: clear it)."""
+        """The browser-binding cookie for ``service``'s callback (``None``: clear it).
+
+        https: ``__Host-``, ``Secure``, ``Path=/`` (which ``__Host-`` requires; the proxy
+        never forwards a browser's cookies upstream) and no ``Domain``; plain http: its path
+        the service's pages only. Both ``HttpOnly`` and ``SameSite=Lax`` (the vendor's redirect
+        back is a top-level GET, which Lax lets carry it).
+        """
         value, age = ("", 0) if secret is None else (
             secret.reveal(), int(self.flows.state_ttl.total_seconds())
         )  # fmt: skip
+        path = "/" if self._secure else f"{self.mount}/{service}"
         cookie = (
-            f"{COOKIE_NAME}={value}; Max-Age={age}; Path={self.mount}/{service}; HttpOnly; "
+            f"{self.cookie_name(service)}={value}; Max-Age={age}; Path={path}; HttpOnly; "
             "SameSite=Lax"
         )
         return cookie + "; Secure" if self._secure else cookie
-
-    async def _refuse(
-        self, description: str, service: str, user_id: str | None, step: str, why: str
-    ) -> ConnectRefused:
-        error = ConnectRefused(description, service=service, user_id=user_id)
-        await self._recordrefusal_page(
-            service, user_id, reason=error.reason, status=error.status, step=step, why=why
-        )
-        return error
-
-    async def _recordrefusal_page(
-        self,
-        service: str,
-        user_id: str | None,
-        *,
-        reason: Reason,
-        status: int,
-        step: str,
-        why: str,
-        vendor_error: str | None = None,
-    ) -> None:
-        detail: dict[str, str | int | bool | None] = {"step": step, "why": why}
-        if vendor_error is not None:
-            detail["vendor_error"] = vendor_error
-        await self.guard.audit.record(
-            AuditEvent(
-                action=Action.CONNECTION_REFUSE,
-                ts=self.guard.clock.now(),
-                decision=Decision.DENY,
-                reason=reason.value,
-                service=service,
-                user_id=user_id,
-                status=status,
-                detail=detail,
-            )
-        )
-
-
-def _safe_error(error: str) -> str:
-    """The vendor's error code if it looks like one (RFC 6749 codes), else ``other``."""
-    return error if _VENDOR_ERROR.match(error) else "other"
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

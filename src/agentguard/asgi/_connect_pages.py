@@ -1,8 +1,9 @@
 """The HTML pages of the connect flow: small, static, no script, every value escaped.
 
-Each page is rendered whole from fixed text and a few values (the service's name, a ticket in
-a hidden field); every interpolated value goes through :func:`html.escape`. The one style
-block is allowed by its hash in the Content-Security-Policy, so nothing else can run or load.
+Each page is rendered whole from fixed text and a few values (the service's name, the user's
+id and name, a ticket in a hidden field); every interpolated value goes through
+:func:`html.escape`. The one style block is allowed by its hash in the Content-Security-Policy,
+so nothing else can run or load.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "message_page",
     "page",
     "refusal_page",
+    "user_label",
     "vendor_error_page",
     "with_headers",
 ]
@@ -78,11 +80,23 @@ def _document(title: str, content: str) -> bytes:
     ).encode()
 
 
-def confirm_page(service: str, action: str, ticket: str | None) -> bytes:
-    """The confirmation page: connect or disconnect ``service``'s account.
+def user_label(user_id: str, name: str = "") -> str:
+    """How a page names an agentguard user: the id, and the directory's name when it has one
+    (printable characters only, at most 80)."""
+    shown = " ".join("".join(ch if ch.isprintable() else " " for ch in name).split())[:80]
+    return f"{user_id} ({shown})" if shown and shown != user_id else user_id
+
+
+def confirm_page(
+    service: str, action: str, ticket: str | None, user_id: str, user_name: str = ""
+) -> bytes:
+    """The confirmation page: connect or disconnect ``service``'s account for ``user_id``.
 
     ``action`` is the form's target (the same page, without the query); ``ticket`` rides in a
-    hidden field so that only the POST, never the GET a mail scanner makes, uses it.
+    hidden field so that only the POST, never the GET a mail scanner makes, uses it. The page
+    names the agentguard user the connection is for, and says plainly that whoever continues
+    connects *their own* vendor account to that user: a link forwarded to someone else must
+    not quietly hand their account to the link's user.
     """
     hidden = (
         f'<input type="hidden" name="ticket" value="{escape(ticket)}">'
@@ -90,11 +104,16 @@ def confirm_page(service: str, action: str, ticket: str | None) -> bytes:
         else ""
     )
     name = escape(service)
+    who = escape(user_id)
+    what = "This link" if ticket is not None else "This page"
     content = (
         f"<h1>Connect your {name} account</h1>"
-        f"<p>An agent acting for you will use your own {name} account through this gateway. "
-        f"<strong>Connect</strong> takes you to {name} to sign in and approve access; "
-        "<strong>Disconnect</strong> removes a connection you made before.</p>"
+        f'<p id="user">{what} connects a {name} account to agentguard user '
+        f"<strong>{escape(user_label(user_id, user_name))}</strong>. "
+        f"<strong>Continue only if you are {who}</strong>: whoever continues connects their own "
+        f"{name} account to {who}, and {who}'s agents will act with it.</p>"
+        f"<p><strong>Connect</strong> takes you to {name} to sign in and approve access; "
+        f"<strong>Disconnect</strong> removes the {name} account connected to {who} before.</p>"
         f'<form method="post" action="{escape(action)}">{hidden}'
         '<button type="submit" name="action" value="connect" id="connect">Connect</button>'
         '<button type="submit" name="action" value="disconnect" id="disconnect">'
@@ -126,6 +145,7 @@ _TITLES = {
     400: "This request is not valid",
     403: "The connection was refused",
     405: "Method not allowed",
+    408: "This request took too long",
     413: "This request is too large",
 }
 

@@ -1,22 +1,27 @@
-"""Reading the connect flow's browser requests: the query, the binding cookie, the origin.
+"""Reading the connect flow's browser requests: the query, the binding cookie, the origin, the
+form's body.
 
-Strict where a wrong reading would matter (a parameter given twice is refused, not resolved
-one way or the other) and without echoing anything the browser sent.
+Strict where a wrong reading would matter (a parameter or the binding cookie given twice is
+refused, not resolved one way or the other), bounded in time where a client could make the
+server wait (the form's body), and without echoing anything the browser sent.
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
-from agentguard.asgi._types import Scope
-from agentguard.errors import ConfigurationError, InvalidRequest
+import anyio
+
+from agentguard.asgi._types import Message, Receive, Scope
+from agentguard.errors import ConfigurationError, InvalidRequest, RequestTimeout
 
 __all__ = [
+    "cookie_values",
     "header_values",
     "is_same_origin",
     "public_origin_of",
-    "read_cookie",
     "read_query",
+    "receive_within",
 ]
 
 MAX_QUERY_FIELDS = 32
@@ -54,19 +59,47 @@ def read_query(scope: Scope) -> dict[str, str]:
     return found
 
 
-def read_cookie(scope: Scope, name: str) -> str | None:
-    """The value of cookie ``name``, or ``None``.
+def cookie_values(scope: Scope, name: str) -> list[str]:
+    """Every value the browser sent for cookie ``name``, in order (``[]``: none).
 
-    If the browser sent it more than once (cookies of other paths), the first: browsers list
-    the longest path first (RFC 6265 §5.4).
+    More than one means cookies of the same name from different paths or domains (a sibling
+    host may set one for the whole site): the caller cannot tell which is its own, and must
+    not pick one.
     """
+    found: list[str] = []
     for header in header_values(scope, b"cookie"):
         text = header.decode("latin-1")
         for item in text.split(";"):
             key, sep, value = item.strip().partition("=")
             if sep and key == name:
-                return value.strip().strip('"')
-    return None
+                found.append(value.strip().strip('"'))
+    return found
+
+
+def receive_within(receive: Receive, *, idle: float, total: float) -> Receive:
+    """``receive`` under deadlines: each message within ``idle`` seconds, all of them within
+    ``total`` seconds of the first call; past either, :class:`RequestTimeout` (408).
+
+    A browser sends the connect form (a few hundred bytes) at once; a client that sends the
+    headers and then trickles or stalls would otherwise hold a connection and a task for as
+    long as it liked.
+    """
+    deadline: float | None = None
+
+    async def bounded() -> Message:
+        nonlocal deadline
+        now = anyio.current_time()
+        if deadline is None:
+            deadline = now + total
+        remaining = deadline - now
+        with anyio.move_on_after(max(0.0, min(idle, remaining))):
+            message: Message = await receive()
+            return message
+        if remaining <= idle:
+            raise RequestTimeout(f"the form did not arrive within {total:g} s")
+        raise RequestTimeout(f"no part of the form arrived for {idle:g} s")
+
+    return bounded
 
 
 def is_same_origin(scope: Scope, public_origin: str) -> bool:

@@ -23,11 +23,12 @@ from urllib.parse import parse_qsl
 
 from agentguard._config_connect import CONNECT_MOUNT
 from agentguard._model import ConnectedAccount, ConnectFlow, OperatorRecord
+from agentguard._reasons import Reason
 from agentguard._secret import Secret
 from agentguard.asgi._responses import send_json
 from agentguard.asgi._types import Scope, Send
+from agentguard.connect._standing import Standing, user_standing
 from agentguard.errors import InvalidRequest, MethodNotAllowed
-from agentguard.storage._outage import store_outage
 
 if TYPE_CHECKING:
     from agentguard._services import ServiceConfig
@@ -131,22 +132,22 @@ class LinkIssuer:
                 f'service {service!r} uses operator-set credentials (credentials = "operator"), '
                 "not the users' connected accounts",
             )
-        user = None
-        if _IDENTIFIER.match(user_id):
-            with store_outage("directory", "get_user"):
-                user = await self.directory.get_user(user_id)
-        if user is None:
-            raise _LinkRefused(404, "not_found", f"no user {user_id!r}")
-        if not user.enabled:
+        standing = (
+            await user_standing(self.directory, user_id)
+            if _IDENTIFIER.match(user_id)
+            else Standing(None, Reason.UNKNOWN_USER)
+        )
+        user = standing.user
+        if standing.problem is Reason.USER_DISABLED:
             raise _LinkRefused(409, "user_disabled", f"user {user_id!r} is disabled")
-        with store_outage("directory", "get_account"):
-            account = await self.directory.get_account(user.account_id)
-        if account is None or not account.active:
+        if standing.problem is Reason.ACCOUNT_CLOSED and user is not None:
             raise _LinkRefused(
                 409,
                 "account_closed",
                 f"user {user_id!r}'s account {user.account_id!r} is closed",
             )
+        if standing.problem is not None or user is None:
+            raise _LinkRefused(404, "not_found", f"no user {user_id!r}")
         ticket, flow = await self.flows.issue_ticket(service, user_id, by=by)
         url = f"{self.public_origin}{CONNECT_MOUNT}/{service}?ticket={ticket.reveal()}"
         return ConnectLink(Secret(url), flow.expires_at, flow)

@@ -1,5 +1,9 @@
 """``agentguard credentials``: set, list, rotate-kek, reseal. No plaintext is ever printed.
 
+``rotate-kek`` and ``reseal`` move the users' connected accounts under the primary key too: a
+connection that does not open is named and the command exits 1, so the old key is not dropped
+while something still needs it.
+
 ``set`` reads the secret from stdin (when it is not a terminal) or from a prompt without echo,
 never from the command line, where it would land in shell history and ``ps``. Exit codes: 0
 done, 1 refused (unknown user, account or service; empty credential), 2 usage or environment
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from agentguard._model import CredentialOwner, CredentialScope, StoredCredential
 from agentguard._secret import Secret
-from agentguard.cli._credentials_reseal import reseal
+from agentguard.cli._credentials_reseal import connection_problems, reseal, reseal_connections
 from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.cli._kek_file import write_kek
 from agentguard.cli._operator import Access, Operator, run_command
@@ -130,6 +134,7 @@ async def _rotate_kek(operator: Operator, args: argparse.Namespace) -> int:
     count = report.rewritten
     if show is not None:
         print(file=sys.stderr)
+    connections = await reseal_connections(operator, keyring)
     if report.unconfirmed:
         print(
             f"warning: {len(report.unconfirmed)} credentials are in seal format v1 and refused "
@@ -137,9 +142,21 @@ async def _rotate_kek(operator: Operator, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.json:
-        emit_json({"reencrypted": count, "primary": keyring.primary})
+        emit_json(
+            {
+                "reencrypted": count,
+                "connections": connections.rewritten,
+                "primary": keyring.primary,
+            }
+        )
     else:
-        print(f"re-encrypted {count} credentials under {keyring.primary}")
+        print(
+            f"re-encrypted {count} credentials and {connections.rewritten} connections "
+            f"under {keyring.primary}"
+        )
+    problems = connection_problems(connections)
+    if problems:
+        raise CommandRefused("; ".join(problems))
     return 0
 
 

@@ -60,9 +60,12 @@ def add_parser(commands: Any) -> None:
 
     rotate = sub.add_parser(
         "rotate-kek",
-        help="re-encrypt every credential under the primary key-encryption key",
+        help="re-encrypt every credential and connected account under the primary "
+        "key-encryption key",
         description="Put the new key first in AGENTGUARD_KEK and keep the old ones after it "
-        "(new:KEY,old:KEY), run this, then drop the old keys. Progress goes to stderr.",
+        "(new:KEY,old:KEY), run this, then drop the old keys. Users' connected accounts are "
+        "re-encrypted too; one that does not open is named and the exit code is 1 (keep the "
+        "old key until it is resolved). Progress goes to stderr.",
     )
     target_options(rotate)
     json_option(rotate)
@@ -75,7 +78,8 @@ def add_parser(commands: Any) -> None:
         "Review 'agentguard credentials list' (seal=v1), then confirm each id's scope: "
         "--confirm-admin always applies; --confirm-user is refused for a row stored as "
         "admin (set that credential again instead). On a terminal, unconfirmed rows are "
-        "asked about. Also moves every row under the primary key-encryption key.",
+        "asked about. Also moves every row, and every connected account, under the primary "
+        "key-encryption key.",
     )
     target_options(reseal)
     reseal.add_argument(

@@ -5,8 +5,10 @@ access to the database (an admin credential turned ``user`` would be sent as is)
 therefore never trusts it: each v1 row is re-sealed only with a scope the operator confirms,
 by ``--confirm-admin ID`` / ``--confirm-user ID`` or, on a terminal, at a prompt. Confirming
 ``admin`` always applies (it narrows); confirming ``user`` for a row stored as ``admin`` is
-refused. Exit codes: 0 every row is current, 1 some rows stay v1 (refused by the gateway until
-confirmed), 2 usage or environment.
+refused. Every user's connected account is moved under the primary key too
+(:func:`reseal_connections`, which ``rotate-kek`` also runs). Exit codes: 0 every row is
+current, 1 some rows stay v1 (refused by the gateway until confirmed) or some connections do
+not open, 2 usage or environment.
 """
 
 from __future__ import annotations
@@ -18,12 +20,48 @@ from agentguard._model import CredentialScope, StoredCredential
 from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.cli._operator import Operator
 from agentguard.cli._output import emit_json, progress_printer
+from agentguard.connect import ConnectedAccounts
+from agentguard.connect._rekey import ConnectionsResealed
 from agentguard.credentials._keyring import KeyRing
 from agentguard.credentials._vault import CredentialVault, ResealReport, VaultError
+from agentguard.storage import ConnectionStore
 
-__all__ = ["reseal"]
+__all__ = ["connection_problems", "reseal", "reseal_connections"]
 
 _ANSWERS = {"user": CredentialScope.USER, "admin": CredentialScope.ADMIN}
+
+
+async def reseal_connections(operator: Operator, keyring: KeyRing) -> ConnectionsResealed:
+    """Move every connected account under the primary key (nothing to do for a store that
+    keeps no connections); progress on a terminal's stderr."""
+    keeps_connections = isinstance(operator.store, ConnectionStore)
+    if not keeps_connections:
+        return ConnectionsResealed()
+    accounts = ConnectedAccounts(
+        operator.store, keyring, {}, clock=operator.audit_clock, audit=operator.audit
+    )
+    show = progress_printer("connections re-encrypted", sys.stderr.isatty())
+    report = await accounts.reseal(progress=show)
+    if show is not None and report.rewritten:
+        print(file=sys.stderr)
+    return report
+
+
+def connection_problems(report: ConnectionsResealed) -> list[str]:
+    """Why the old key must not be dropped yet, one sentence per kind of connection left."""
+    problems: list[str] = []
+    if report.unopenable:
+        problems.append(
+            f"connections that do not open with the configured keys, left as they are: "
+            f"{', '.join(report.unopenable)} (keep the old key in AGENTGUARD_KEK and run it "
+            "again, or have their users reconnect)"
+        )
+    if report.busy:
+        problems.append(
+            f"connections that kept changing, not re-encrypted: {', '.join(report.busy)} "
+            "(run it again)"
+        )
+    return problems
 
 
 def _flags(args: argparse.Namespace) -> dict[str, CredentialScope]:
@@ -55,13 +93,16 @@ def _ask(credential: StoredCredential) -> CredentialScope | None:
             return _ANSWERS[answer]
 
 
-def _print(report: ResealReport, primary: str, as_json: bool) -> None:
+def _print(
+    report: ResealReport, connections: ConnectionsResealed, primary: str, as_json: bool
+) -> None:
     left = [c.id for c in report.unconfirmed]
     if as_json:
         emit_json(
             {
                 "primary": primary,
                 "rewritten": report.rewritten,
+                "connections": connections.rewritten,
                 "resealed": {cid: scope.value for cid, scope in report.resealed.items()},
                 "narrowed": report.narrowed,
                 "refused": report.refused,
@@ -74,6 +115,7 @@ def _print(report: ResealReport, primary: str, as_json: bool) -> None:
     for cid in report.narrowed:
         print(f"warning: {cid} was stored as user-scoped; now admin-scoped as confirmed")
     print(f"{report.rewritten} rows written; {len(left)} still in format v1")
+    print(f"{connections.rewritten} connections re-encrypted under {primary}")
 
 
 async def reseal(operator: Operator, args: argparse.Namespace, keyring: KeyRing) -> int:
@@ -97,8 +139,9 @@ async def reseal(operator: Operator, args: argparse.Namespace, keyring: KeyRing)
         raise CommandError(f"{error}; is the old key still in AGENTGUARD_KEK?") from None
     if show is not None:
         print(file=sys.stderr)
-    _print(report, keyring.primary, args.json)
-    problems: list[str] = []
+    connections = await reseal_connections(operator, keyring)
+    _print(report, connections, keyring.primary, args.json)
+    problems = connection_problems(connections)
     if report.refused:
         problems.append(
             f"stored as admin-scoped, not re-sealed as user-scoped: {', '.join(report.refused)} "

@@ -3,11 +3,14 @@
 The gateway marks its own refusal with an ``agentguard-connection`` header naming the service
 (and drops a vendor's header of that name), so only that ``403`` body is read: a vendor's own
 ``403`` streams on untouched and can never pass for the gateway's (it could otherwise show
-the human a link of the vendor's choosing).
+the human a link of the vendor's choosing). As defence in depth the link itself is kept only
+when it is on the origin the refused request went to (the gateway's) and ``https``, or ``http``
+on a loopback host; any other link is dropped (``connect_uri`` is ``None``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import httpx
@@ -19,6 +22,9 @@ __all__ = ["connection_refusal", "names_connection"]
 
 _SERVICE = re.compile(r"[a-z][a-z0-9_-]{0,62}\Z")
 _MAX_URI = 2048
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+Origin = tuple[str, bytes, int]
 
 
 def names_connection(response: httpx.Response) -> bool:
@@ -26,15 +32,41 @@ def names_connection(response: httpx.Response) -> bool:
     return response.status_code == 403 and CONNECTION_RESPONSE_HEADER in response.headers
 
 
-def _link(value: str | None) -> str | None:
-    """An absolute ``http(s)`` URL of printable ASCII, or ``None``."""
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it could resolve anywhere
+        return False
+
+
+def _origin(url: httpx.URL) -> Origin | None:
+    if url.scheme not in _DEFAULT_PORTS or not url.raw_host:
+        return None
+    return url.scheme, url.raw_host.lower(), url.port or _DEFAULT_PORTS[url.scheme]
+
+
+def _gateway_origin(response: httpx.Response) -> Origin | None:
+    """The origin of the request ``response`` answers, or ``None`` when it is not known."""
+    try:
+        return _origin(response.request.url)
+    except RuntimeError:  # a response built without its request
+        return None
+
+
+def _link(value: str | None, gateway: Origin | None) -> str | None:
+    """``value`` when it is an absolute URL of printable ASCII on the ``gateway`` origin, over
+    https (or http on loopback); else ``None``."""
     if value is None or len(value) > _MAX_URI or not all(" " < ch <= "~" for ch in value):
         return None
     try:
         url = httpx.URL(value)
     except httpx.InvalidURL:
         return None
-    if url.scheme not in ("http", "https") or not url.host or url.userinfo:
+    if url.userinfo or gateway is None or _origin(url) != gateway:
+        return None
+    if url.scheme != "https" and not _loopback(url.host):
         return None
     return value
 
@@ -49,7 +81,7 @@ def connection_refusal(response: httpx.Response) -> AccountConnectionRequired | 
         return None
     return AccountConnectionRequired(
         service,
-        connect_uri=_link(text(body, "connect_uri")),
+        connect_uri=_link(text(body, "connect_uri"), _gateway_origin(response)),
         reason=text(body, "reason"),
         description=text(body, "error_description"),
     )

@@ -230,8 +230,9 @@ class AccountConnectionRequired(AgentAuthError):
 
     Attributes:
         service: the service whose account must be connected.
-        connect_uri: the gateway's connect page for it (absolute ``http(s)``), or ``None``
-            when the gateway named none.
+        connect_uri: the gateway's connect page for it, or ``None`` when the gateway named
+            none, or named one that is not on the origin the refused request went to, over
+            ``https`` (``http`` only on a loopback host): such a link is dropped, never shown.
         reason: ``"connection_required"`` (never connected, or disconnected) or
             ``"connection_broken"`` (the vendor refused to renew it).
         description: the server's ``error_description`` (printable ASCII, truncated).

@@ -5,7 +5,9 @@ The credential swapper asks :meth:`ConnectedAccounts.token_for` for every call t
 reads the connection (a disconnect is effective on the next call), opens the vendor's access
 token, and renews it ahead of expiry under the single flight of
 :mod:`agentguard.connect._refresh`. A user without a working connection is refused
-``connection_required``; there is no fallback to anyone else's credential.
+``connection_required``; there is no fallback to anyone else's credential. A row that does not
+open (its key-encryption key was dropped, or it was tampered with) is refused
+``connection_broken``, like a grant the vendor killed: only a reconnect mends it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from agentguard._clock import Clock, SystemClock
 from agentguard._keys._format import new_id
 from agentguard._model import ConnectedAccount, ConnectionStatus, Principal
 from agentguard._secret import Secret
-from agentguard.audit._events import Action, Scalar
+from agentguard.audit._events import Action, AuditEvent, Decision, Scalar
 from agentguard.audit._writer import AuditWriter
 from agentguard.connect._errors import ConnectionRequired, VendorRefused, VendorUnavailable
 from agentguard.connect._refresh import (
@@ -32,10 +34,12 @@ from agentguard.connect._refresh import (
     RefreshFlight,
     TokenVendor,
     connection_event,
+    minimum_lease,
 )
+from agentguard.connect._rekey import ConnectionsResealed, reseal_connections
 from agentguard.connect._sealing import ConnectionSealer, SealBroken
 from agentguard.connect._tokens import VendorTokens
-from agentguard.errors import BadGateway, Reason, UsageError
+from agentguard.errors import BadGateway, CorruptRecord, Reason, UsageError
 from agentguard.storage._outage import store_outage
 
 if TYPE_CHECKING:  # agentguard.credentials imports the services, which import this package
@@ -63,10 +67,18 @@ class ConnectedAccounts:
         audit: records connect, refresh, broken and disconnect (never a token).
         connect_uri: the gateway's connect page for a service, named in
             ``connection_required`` refusals (``None``: not named).
-        lease_seconds: how long one refresh may hold the store lease shared by instances.
+        lease_seconds: how long one refresh may hold the store lease shared by instances;
+            at least the slowest vendor client's ``timeout`` plus
+            :data:`~agentguard.connect._refresh.LEASE_MARGIN` (5 s) to save its answer
+            (:class:`~agentguard.errors.UsageError` otherwise).
         wait_seconds: how long a caller waits for a refresh another instance is making
             before it uses the current token (if still valid) or answers 502.
         instance: names this process in lease holders (random by default).
+        revoke_replaced: on a reconnect, revoke the replaced connection's tokens at the
+            vendor. Off by default: many vendors (Google among them) revoke the whole grant of
+            a user and client when one of its tokens is revoked, which would kill the tokens
+            the reconnect has just stored. Turn it on only for a vendor whose revocation is
+            per token. (:meth:`disconnect` always revokes: ending the grant is its purpose.)
     """
 
     def __init__(
@@ -81,10 +93,19 @@ class ConnectedAccounts:
         lease_seconds: float = 30.0,
         wait_seconds: float = 10.0,
         instance: str | None = None,
+        revoke_replaced: bool = False,
     ) -> None:
         if lease_seconds <= 0 or wait_seconds < 0:
             raise UsageError("lease_seconds must be positive and wait_seconds not negative")
+        needed = minimum_lease(vendors.values())
+        if lease_seconds < needed:
+            raise UsageError(
+                f"lease_seconds must be at least {needed:g}: the vendor clients' timeout plus "
+                "a margin to save a rotated refresh token before another instance may take "
+                "the refresh over"
+            )
         self.store = store
+        self.revoke_replaced = revoke_replaced
         self.vendors = dict(vendors)
         self.clock: Clock = clock or SystemClock()
         self.audit = audit
@@ -125,8 +146,10 @@ class ConnectedAccounts:
     async def connect(self, service: str, user_id: str, tokens: VendorTokens) -> ConnectedAccount:
         """Store ``tokens`` as ``user_id``'s connection to ``service``, sealed; audited.
 
-        A previous connection is replaced, and its tokens revoked at the vendor (best effort:
-        a failure there is logged and audited, and never fails the connect).
+        A previous connection is replaced (even one that no longer opens or parses: that is
+        how a broken connection is mended). Its tokens are revoked at the vendor only with
+        ``revoke_replaced`` (best effort: a failure there is logged and audited, and never
+        fails the connect).
         """
         now = self.clock.now()
         try:
@@ -147,15 +170,16 @@ class ConnectedAccounts:
                 "that are RFC 6749 scope tokens"
             ) from None
         record = self.sealer.seal(unsealed, tokens.access_token, tokens.refresh_token)
-        with store_outage(_ROLE, "get_connection"):
-            previous = await self.store.get_connection(service, user_id)
+        previous = await self._previous(service, user_id)
         with store_outage(_ROLE, "put_connection"):
             await self.store.put_connection(record)
+        self._flight.backoff.forget((service, user_id))  # fresh tokens: renew when due
         detail: dict[str, Scalar] = {"scopes": _scopes_text(record.scopes)}
         if previous is not None and previous.id != record.id:
             detail["replaced"] = previous.id
-            revoked = await self._revoke(previous, keep=tokens)
-            detail.update({f"replaced_{name}": outcome for name, outcome in revoked.items()})
+            if self.revoke_replaced:
+                revoked = await self._revoke(previous, keep=tokens)
+                detail.update({f"replaced_{name}": outcome for name, outcome in revoked.items()})
         if self.audit is not None:
             await self.audit.record(
                 connection_event(Action.CONNECTION_CONNECT, record, now, detail=detail)
@@ -166,22 +190,78 @@ class ConnectedAccounts:
         """The vendor access token of ``principal``'s user for ``service``, fresh.
 
         Renewed first when it is within the vendor's ``refresh_ahead`` of expiry (one renewal
-        per (service, user) across every instance).
+        per (service, user) across every instance). After a renewal the vendor could not make,
+        the (service, user) is not renewed again until a back-off has passed (1 s doubling to
+        60 s, at least the vendor's ``Retry-After``; kept in this process): meanwhile the
+        current token is used while it lasts.
 
         Raises:
             ConnectionRequired: 403 ``connection_required``: the user has no connection
-                (reason ``connection_required``) or it is broken (``connection_broken``).
+                (reason ``connection_required``) or it is broken (``connection_broken``: the
+                vendor refused to renew it, or the row does not open, e.g. its key-encryption
+                key was dropped; audited ``connection.broken``).
             BadGateway: 502: the token is expired and the vendor cannot renew it now
-                (``vendor_unavailable``), the row does not open or no OAuth client is
-                configured (``credential_unavailable``).
+                (``vendor_unavailable``, with ``Retry-After`` while backing off), the row does
+                not parse, or no OAuth client is configured (``credential_unavailable``).
+        """
+        return (await self.outgoing(principal, service))[0]
+
+    async def outgoing(
+        self, principal: Principal, service: str
+    ) -> tuple[Secret, tuple[Secret, ...]]:
+        """:meth:`token_for`'s access token, and every secret of the connection a vendor's
+        response must not show the agent: the access token, the user's refresh token (the
+        one renewed just now too) and the gateway's OAuth client secret (one for every user).
+
+        Raises:
+            ConnectionRequired, BadGateway: as :meth:`token_for`.
         """
         vendor = self._vendor(service)
         flight = self._flight
-        record = flight.working(await flight.read(service, principal.user_id), service)
-        fresh = flight.fresh(record, vendor)
-        if fresh is not None:
-            return fresh
-        return await flight.token(record, vendor)
+        user_id = principal.user_id
+        try:
+            record = flight.working(await flight.read(service, user_id), service)
+            token = flight.fresh(record, vendor)
+            seen = [record]
+            if token is None:
+                token = await flight.token(record, vendor)
+                latest = await flight.read(service, user_id)  # a renewal rotates the refresh
+                if latest is not None and latest.status is ConnectionStatus.ACTIVE:
+                    seen.append(latest)
+            involved: builtins.list[Secret | None] = [token]
+            involved.extend(flight.open(each, "refresh") for each in seen)
+        except SealBroken as broken:
+            raise await self._unopenable(service, user_id, broken) from None
+        client_secret = getattr(vendor, "client_secret", None)
+        if isinstance(client_secret, Secret):
+            involved.append(client_secret)
+        return token, _distinct(involved)
+
+    async def reseal(self, *, progress: Callable[[int], None] | None = None) -> ConnectionsResealed:
+        """Re-encrypt every connection under the key ring's primary key (key rotation); run it
+        with the old key still in the ring, before dropping it. Audited
+        ``credential.rekey`` (with the count) when a row was written or did not open.
+
+        One compare-and-set per row: a refresh or reconnect racing it wins, and the row is
+        read again. A row that does not open is left as it is and named in the result.
+        """
+        report = await reseal_connections(self.store, self.sealer, progress=progress)
+        if self.audit is not None and (report.rewritten or report.unopenable):
+            detail: dict[str, Scalar] = {
+                "connections": report.rewritten,
+                "kek": self.sealer.keyring.primary,
+            }
+            if report.unopenable:
+                detail["unopenable"] = len(report.unopenable)
+            await self.audit.record(
+                AuditEvent(
+                    action=Action.CREDENTIAL_REKEY,
+                    ts=self.clock.now(),
+                    decision=Decision.ALLOW,
+                    detail=detail,
+                )
+            )
+        return report
 
     async def disconnect(self, service: str, user_id: str, *, by: str) -> bool:
         """Delete the connection and revoke its tokens at the vendor (best effort: the local
@@ -209,6 +289,53 @@ class ConnectedAccounts:
         """The stored connections (tokens sealed), ordered by (service, user)."""
         with store_outage(_ROLE, "list_connections"):
             return await self.store.list_connections(user_id=user_id, service=service)
+
+    async def _previous(self, service: str, user_id: str) -> ConnectedAccount | None:
+        """The connection a connect replaces; ``None`` for one that does not parse (the new
+        one overwrites it)."""
+        try:
+            with store_outage(_ROLE, "get_connection"):
+                return await self.store.get_connection(service, user_id)
+        except CorruptRecord:
+            logger.error("%s: the connection of user %s does not parse; replaced", service, user_id)
+            return None
+
+    async def _unopenable(
+        self, service: str, user_id: str, broken: SealBroken
+    ) -> ConnectionRequired:
+        """The refusal of a connection that does not open: logged and audited by id and
+        cause, refused ``connection_broken`` with the connect link (a reconnect mends it)."""
+        logger.error(
+            "%s: connection %s of user %s does not open (%s); refused connection_broken "
+            "until the user reconnects",
+            service,
+            broken.connection_id,
+            user_id,
+            broken.cause,
+        )
+        if self.audit is not None:
+            await self.audit.record(
+                AuditEvent(
+                    action=Action.CONNECTION_BROKEN,
+                    ts=self.clock.now(),
+                    decision=Decision.DENY,
+                    reason=Reason.CONNECTION_BROKEN.value,
+                    user_id=user_id,
+                    service=service,
+                    detail={
+                        "connection_id": broken.connection_id,
+                        "error": "unopenable",
+                        "cause": broken.cause,
+                    },
+                )
+            )
+        return ConnectionRequired(
+            service,
+            "the user's connected account for this service no longer works; a human must "
+            "connect it again (see connect_uri)",
+            connect_uri=self.connect_uri(service),
+            reason=Reason.CONNECTION_BROKEN,
+        )
 
     async def _revoke(
         self, record: ConnectedAccount, *, keep: VendorTokens | None
@@ -265,6 +392,15 @@ async def _revoke_one(
         )
         return "unavailable"
     return "revoked" if revoked else "unsupported"
+
+
+def _distinct(secrets: builtins.list[Secret | None]) -> tuple[Secret, ...]:
+    """``secrets`` without ``None``, empty values or repeats, in order."""
+    kept: builtins.list[Secret] = []
+    for secret in secrets:
+        if secret is not None and secret.reveal() and secret not in kept:
+            kept.append(secret)
+    return tuple(kept)
 
 
 def _scopes_text(scopes: tuple[str, ...]) -> str:

@@ -84,8 +84,14 @@ class VendorUnavailable(AgentGuardError):
     """The vendor's authorization server could not be reached, timed out, or answered 5xx.
 
     The message names the service and the failure's type, never a URL's query or a token.
+
+    Attributes:
+        service: the service whose vendor failed.
+        retry_after: the seconds the vendor's ``Retry-After`` asked for (``None``: it sent
+            none); the refresh backs off at least this long.
     """
 
-    def __init__(self, service: str, description: str) -> None:
+    def __init__(self, service: str, description: str, *, retry_after: float | None = None) -> None:
         self.service = service
+        self.retry_after = retry_after
         super().__init__(description)

@@ -8,6 +8,8 @@ from agentguard._reasons import Reason
 from agentguard.errors import RequestRefused
 
 __all__ = [
+    "COOKIE_AMBIGUOUS",
+    "ISSUER_WRONG",
     "LINK_GONE",
     "LINK_MALFORMED",
     "LINK_OTHER_SERVICE",
@@ -16,6 +18,7 @@ __all__ = [
     "STATE_UNREADABLE",
     "WRONG_BROWSER",
     "ConnectRefused",
+    "standing_refused",
 ]
 
 LINK_GONE = "this connect link was already used or has expired; ask your operator for a new one"
@@ -34,6 +37,28 @@ STATE_UNREADABLE = (
     "connection again"
 )
 WRONG_BROWSER = "the connection must be finished in the browser that started it"
+COOKIE_AMBIGUOUS = (
+    "your browser sent the connection cookie of this site more than once (another site may have "
+    "set one); nothing was connected: clear the cookies of this site, then start the connection "
+    "again from the connect link"
+)
+ISSUER_WRONG = (
+    "the answer did not come from {service}'s own authorization server (it named another "
+    "issuer, or none where {service} always names itself); nothing was connected: start the "
+    "connection again from the beginning"
+)
+
+_STANDING = {
+    Reason.UNKNOWN_USER: "agentguard has no user {user}, so nothing can be connected for them",
+    Reason.USER_DISABLED: (
+        "agentguard user {user} is disabled, so nothing can be connected for them"
+    ),
+    Reason.ACCOUNT_CLOSED: (
+        "the account agentguard user {user} belongs to is closed, so nothing can be connected "
+        "for them"
+    ),
+}
+_ASK = "; ask your operator"
 
 
 class ConnectRefused(RequestRefused):
@@ -63,3 +88,10 @@ class ConnectRefused(RequestRefused):
         self.service = service
         self.user_id = user_id
         super().__init__(description, reason=reason)
+
+
+def standing_refused(problem: Reason, *, service: str, user_id: str) -> ConnectRefused:
+    """The refusal for a user who may not connect accounts now (see
+    :func:`~agentguard.connect._standing.user_standing`), with ``problem`` as its reason."""
+    description = _STANDING.get(problem, _STANDING[Reason.UNKNOWN_USER]).format(user=user_id)
+    return ConnectRefused(description + _ASK, service=service, user_id=user_id, reason=problem)

@@ -12,7 +12,14 @@ or state, the SHA-256 of the browser secret, and the PKCE verifier sealed with A
 under the key ring's primary key, its associated data binding the flow's id, service, user and
 creation time (a sealed verifier copied onto another flow does not open). Every record is
 single use (:meth:`ConnectFlowStore.take_flow`) and expires (tickets after 15 minutes, states
-after 10 by default).
+after 10 by default). :meth:`ConnectFlows.inspect_ticket` reads a ticket's record without using
+it up, so the confirmation page can say whose link it is.
+
+Refusals are audited as ``connection.refuse``. One that names no one (a malformed, unknown,
+used or expired ticket or state: anyone on the network can send those by the million) is
+counted per source and interval into the audit writer's refusal summary when it keeps one
+(``guard.refusal_summary``), not appended one by one; a refusal about a real flow (another
+service, another browser) is its own event.
 """
 
 from __future__ import annotations
@@ -123,7 +130,8 @@ class ConnectFlows:
         keyring: seals the PKCE verifiers (the primary key; any key in the ring opens).
         clock: the time source.
         audit: records ``connection.link`` when a ticket is issued (never the ticket) and
-            ``connection.refuse`` for every refused step; ``None`` records nothing.
+            ``connection.refuse`` for every refused step (counted in its refusal summary when
+            the refusal names no one, see the module doc); ``None`` records nothing.
         ticket_ttl: how long a connect link may wait to be opened.
         state_ttl: how long the human may take at the vendor.
 
@@ -194,23 +202,46 @@ class ConnectFlows:
             )
         return ticket, record
 
-    async def redeem_ticket(self, ticket: str, *, service: str) -> ConnectFlow:
+    async def redeem_ticket(
+        self, ticket: str, *, service: str, source: str | None = None
+    ) -> ConnectFlow:
         """The ticket's record, taken (single use): the human is its ``user_id``.
 
         Refused (:class:`ConnectRefused`) when the ticket is malformed, unknown, used or
         expired (one answer for the last three), or issued for another service (it is used up
-        all the same).
+        all the same). ``source`` (the client's address) is what a refusal that names no one
+        is counted under.
         """
+        return await self._ticket(ticket, service, source, take=True)
+
+    async def inspect_ticket(
+        self, ticket: str, *, service: str, source: str | None = None
+    ) -> ConnectFlow:
+        """The ticket's record, left unused: whose link it is, before anyone uses it.
+
+        The same refusals as :meth:`redeem_ticket`, in the same words; nothing is used up.
+        """
+        return await self._ticket(ticket, service, source, take=False)
+
+    async def _ticket(
+        self, ticket: str, service: str, source: str | None, *, take: bool
+    ) -> ConnectFlow:
+        step = "ticket" if take else "link"
         if not is_ticket(ticket):
-            raise await self._refused(LINK_MALFORMED, "ticket", "malformed", service)
+            raise await self._refused(LINK_MALFORMED, step, "malformed", service, source=source)
         digest = token_hash(ticket)
-        with store_outage(_ROLE, "take_flow"):
-            flow = await self.store.take_flow(digest, kind=FlowKind.TICKET, now=self.clock.now())
+        now = self.clock.now()
+        if take:
+            with store_outage(_ROLE, "take_flow"):
+                flow = await self.store.take_flow(digest, kind=FlowKind.TICKET, now=now)
+        else:
+            with store_outage(_ROLE, "peek_flow"):
+                flow = await self.store.peek_flow(digest, kind=FlowKind.TICKET, now=now)
         if not _taken(flow, digest, FlowKind.TICKET):
-            raise await self._refused(LINK_GONE, "ticket", "unknown_or_used", service)
+            raise await self._refused(LINK_GONE, step, "unknown_or_used", service, source=source)
         if flow.service != service:
             raise await self._refused(
-                LINK_OTHER_SERVICE, "ticket", "other_service", service, flow.user_id
+                LINK_OTHER_SERVICE, step, "other_service", service, flow.user_id
             )
         return flow
 
@@ -253,22 +284,29 @@ class ConnectFlows:
         return Authorization(record, state, code_challenge(verifier.reveal()), browser)
 
     async def complete(
-        self, state: str, *, service: str, browser_secret: str | None
+        self,
+        state: str,
+        *,
+        service: str,
+        browser_secret: str | None,
+        source: str | None = None,
     ) -> tuple[ConnectFlow, Secret]:
         """Take the authorization ``state`` names (single use); return it and its verifier.
 
-        Refused (:class:`ConnectRefused`) when the state is malformed, unknown, used or
-        expired, was started for another service, or ``browser_secret`` (the cookie) is
-        missing or not the one set when it began; the state is used up in every case where it
-        was found.
+        Refused (:class:`ConnectRefused`) when the state is malformed (never looked up),
+        unknown, used or expired, was started for another service, or ``browser_secret`` (the
+        cookie) is missing or not the one set when it began; the state is used up in every
+        case where it was found. ``source`` as for :meth:`redeem_ticket`.
         """
         if not is_state(state):
-            raise await self._refused(STATE_GONE, "state", "malformed", service)
+            raise await self._refused(STATE_GONE, "state", "malformed", service, source=source)
         digest = token_hash(state)
         with store_outage(_ROLE, "take_flow"):
             flow = await self.store.take_flow(digest, kind=FlowKind.STATE, now=self.clock.now())
         if not _taken(flow, digest, FlowKind.STATE):
-            raise await self._refused(STATE_GONE, "state", "unknown_or_used", service)
+            raise await self._refused(
+                STATE_GONE, "state", "unknown_or_used", service, source=source
+            )
         if flow.service != service:
             raise await self._refused(
                 STATE_OTHER_SERVICE, "state", "other_service", service, flow.user_id
@@ -312,11 +350,22 @@ class ConnectFlows:
         why: str,
         service: str,
         user_id: str | None = None,
+        *,
+        source: str | None = None,
     ) -> ConnectRefused:
-        """The refusal, recorded as ``connection.refuse`` (never with the token itself)."""
+        """The refusal, recorded as ``connection.refuse`` (never with the token itself), or
+        counted under ``source`` when it names no one and the writer keeps summaries."""
         error = ConnectRefused(description, service=service, user_id=user_id)
-        if self.audit is not None:
-            await self.audit.record(
+        audit = self.audit
+        if audit is not None and user_id is None and audit.summaries is not None:
+            await audit.count_refusal(
+                source=source,
+                reason=error.reason.value,
+                status=error.status,
+                service=service if _is_identifier(service) else None,
+            )
+        elif audit is not None:
+            await audit.record(
                 AuditEvent(
                     action=Action.CONNECTION_REFUSE,
                     ts=self.clock.now(),

@@ -10,35 +10,50 @@ lease's holder vanished, the lease runs out and one of them takes it over.
 
 The vendor call and its write are shielded from cancellation: an agent that hangs up mid-call
 must not leave the vendor's rotated refresh token unsaved (the next refresh would present the
-old one, which a rotating vendor treats as theft).
+old one, which a rotating vendor treats as theft). The vendor call alone has a deadline: it must
+answer :data:`LEASE_MARGIN` seconds before the lease runs out (the vendor client's own timeout
+fits in a lease, which :func:`minimum_lease` checks). Once the vendor has answered, its tokens
+are written whatever the time: a deadline there would drop a refresh token the vendor has
+already rotated.
+
+Reading the connection, renewing it at the vendor and what becomes of a failed renewal (a
+broken connection, a back-off, the current token while it lasts) are
+:mod:`agentguard.connect._renewal`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 import anyio
 
 from agentguard._clock import Clock
-from agentguard._model import ConnectedAccount, ConnectionStatus
+from agentguard._model import ConnectedAccount
 from agentguard._secret import Secret
-from agentguard.audit._events import Action, AuditEvent, Decision, Scalar
 from agentguard.audit._writer import AuditWriter
-from agentguard.connect._errors import ConnectionRequired, VendorRefused, VendorUnavailable
-from agentguard.connect._sealing import ConnectionSealer, SealBroken, Slot
-from agentguard.connect._settings import OAuthClientConfig
-from agentguard.connect._tokens import VendorTokens
-from agentguard.errors import BadGateway, CorruptRecord, Reason, StoreUnavailable
-from agentguard.storage._connection_protocols import ConnectFlowStore, ConnectionStore
+from agentguard.connect._errors import ConnectionRequired
+from agentguard.connect._locks import KeyedLocks
+from agentguard.connect._refresh_policy import (
+    ACCESS_HINT,
+    REFRESH_HINT,
+    STORE_ROLE,
+    AccountStore,
+    TokenVendor,
+    connection_event,
+    expired,
+    refresh_due,
+)
+from agentguard.connect._renewal import TokenRenewal
+from agentguard.connect._sealing import ConnectionSealer
+from agentguard.errors import Reason, StoreUnavailable
 from agentguard.storage._outage import store_outage
 
 __all__ = [
     "ACCESS_HINT",
+    "LEASE_MARGIN",
     "REFRESH_HINT",
     "AccountStore",
     "RefreshFlight",
@@ -46,6 +61,7 @@ __all__ = [
     "connection_event",
     "expired",
     "lease_name",
+    "minimum_lease",
     "refresh_due",
 ]
 
@@ -53,24 +69,22 @@ logger = logging.getLogger("agentguard.connect")
 
 _FIRST_POLL = 0.02
 _LAST_POLL = 0.25
-_ROLE = "connection store"
-REFRESH_HINT = "refresh_token"  # RFC 7009 token_type_hint values
-ACCESS_HINT = "access_token"
+LEASE_MARGIN = 5.0
+"""Seconds of a refresh lease kept for writing the vendor's answer: the vendor call must end
+this long before the lease runs out, so that no other instance takes over the lease (and
+presents the refresh token the vendor has just rotated) while the answer is being saved."""
 
 
-class TokenVendor(Protocol):
-    """What the accounts need of a vendor: :class:`~agentguard.connect.VendorClient` fits."""
-
-    @property
-    def config(self) -> OAuthClientConfig: ...
-
-    async def refresh(self, refresh_token: Secret) -> VendorTokens: ...
-
-    async def revoke(self, token: Secret, *, token_type_hint: str = ...) -> bool: ...
-
-
-class AccountStore(ConnectionStore, ConnectFlowStore, Protocol):
-    """A store of connections that also holds the refresh leases."""
+def minimum_lease(vendors: Iterable[object]) -> float:
+    """The shortest refresh lease that fits the slowest vendor's timeout (a ``timeout``
+    attribute in seconds, as :class:`~agentguard.connect.VendorClient` has; none counts as 0)
+    and :data:`LEASE_MARGIN` to save its answer."""
+    slowest = 0.0
+    for vendor in vendors:
+        timeout = getattr(vendor, "timeout", None)
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            slowest = max(slowest, float(timeout))
+    return slowest + LEASE_MARGIN
 
 
 def lease_name(service: str, user_id: str) -> str:
@@ -78,72 +92,7 @@ def lease_name(service: str, user_id: str) -> str:
     return f"connect-refresh:{service}:{user_id}"
 
 
-def expired(record: ConnectedAccount, now: datetime) -> bool:
-    """Whether the vendor's access token can no longer be used."""
-    return record.expires_at is not None and now >= record.expires_at
-
-
-def refresh_due(record: ConnectedAccount, now: datetime, ahead: float) -> bool:
-    """Whether to renew now: within ``ahead`` seconds of expiry, but never earlier than half
-    the token's life (a vendor issuing tokens shorter than ``ahead`` must not be asked on
-    every call). Without a refresh token, only once expired (nothing can renew it)."""
-    if record.expires_at is None:
-        return False
-    if record.refresh_token is None:
-        return now >= record.expires_at
-    lifetime = max(record.expires_at - record.updated_at, timedelta(0))
-    window = min(timedelta(seconds=ahead), lifetime / 2)
-    return now >= record.expires_at - window
-
-
-def connection_event(
-    action: Action,
-    record: ConnectedAccount,
-    now: datetime,
-    *,
-    decision: Decision = Decision.ALLOW,
-    reason: Reason | None = None,
-    detail: Mapping[str, Scalar] | None = None,
-) -> AuditEvent:
-    """The audit event of ``action`` on ``record``: ids and outcomes, never a token."""
-    return AuditEvent(
-        action=action,
-        ts=now,
-        decision=decision,
-        reason=None if reason is None else reason.value,
-        user_id=record.user_id,
-        service=record.service,
-        detail={"connection_id": record.id, **(detail or {})},
-    )
-
-
-class _KeyedLocks:
-    """One lock per key, forgotten once nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @asynccontextmanager
-    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
-        lock, users = self._entries.get(key, (None, 0))
-        if lock is None:
-            lock = anyio.Lock()
-        self._entries[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            _, users = self._entries[key]
-            if users == 1:
-                del self._entries[key]
-            else:
-                self._entries[key] = (lock, users - 1)
-
-
-class RefreshFlight:
+class RefreshFlight(TokenRenewal):
     """Reads a connection, opens its tokens and renews them under the shared single flight.
 
     Args:
@@ -171,57 +120,11 @@ class RefreshFlight:
         wait_seconds: float,
         instance: str,
     ) -> None:
-        self.store = store
-        self.sealer = sealer
-        self.clock = clock
-        self.refusal = refusal
-        self.audit = audit
+        super().__init__(store, sealer, clock, refusal, audit=audit)
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
         self.instance = instance
-        self._locks = _KeyedLocks()
-
-    async def read(self, service: str, user_id: str) -> ConnectedAccount | None:
-        """The stored connection of (service, user); a misfiled or unreadable row is 502."""
-        try:
-            with store_outage(_ROLE, "get_connection"):
-                record = await self.store.get_connection(service, user_id)
-        except CorruptRecord:
-            logger.error("%s: the connection of user %s does not parse", service, user_id)
-            raise BadGateway(service, reason=Reason.CREDENTIAL_UNAVAILABLE) from None
-        if record is not None and (record.service, record.user_id) != (service, user_id):
-            logger.error("%s: connection %s was returned for another user", service, record.id)
-            raise BadGateway(service, reason=Reason.CREDENTIAL_UNAVAILABLE)
-        return record
-
-    def open(self, record: ConnectedAccount, slot: Slot) -> Secret | None:
-        """The token in ``slot``; a row that does not open is 502, logged by id only."""
-        try:
-            return self.sealer.open(record, slot)
-        except SealBroken as broken:
-            logger.error("%s: %s", record.service, broken)
-            raise BadGateway(record.service, reason=Reason.CREDENTIAL_UNAVAILABLE) from None
-
-    def access(self, record: ConnectedAccount) -> Secret:
-        token = self.open(record, "access")
-        if token is None or not token.reveal():
-            raise BadGateway(record.service, reason=Reason.CREDENTIAL_UNAVAILABLE)
-        return token
-
-    def working(self, record: ConnectedAccount | None, service: str) -> ConnectedAccount:
-        """``record`` if it is a working connection; else the ``connection_required``
-        refusal (none, or broken)."""
-        if record is None:
-            raise self.refusal(service, Reason.CONNECTION_REQUIRED)
-        if record.status is ConnectionStatus.BROKEN:
-            raise self.refusal(service, Reason.CONNECTION_BROKEN)
-        return record
-
-    def fresh(self, record: ConnectedAccount, vendor: TokenVendor) -> Secret | None:
-        """The access token if ``record`` needs no renewal now; ``None`` if it is due."""
-        if refresh_due(record, self.clock.now(), vendor.config.refresh_ahead):
-            return None
-        return self.access(record)
+        self._locks = KeyedLocks()
 
     async def token(self, record: ConnectedAccount, vendor: TokenVendor) -> Secret:
         """A working access token for ``record``'s (service, user), renewed if due."""
@@ -231,6 +134,9 @@ class RefreshFlight:
             fresh = self.fresh(current, vendor)
             if fresh is not None:
                 return fresh
+            waiting = self.backoff.waiting((service, user_id))
+            if waiting is not None:  # the vendor failed lately: not asked again yet
+                return self._fallback(current, retry_after=waiting)
             return await self._across_instances(current, vendor)
 
     async def _across_instances(self, seen: ConnectedAccount, vendor: TokenVendor) -> Secret:
@@ -242,11 +148,12 @@ class RefreshFlight:
         while True:
             now = self.clock.now()
             until = now + timedelta(seconds=self.lease_seconds)
-            with store_outage(_ROLE, "acquire_lease"):
+            answer_by = anyio.current_time() + self.lease_seconds - LEASE_MARGIN
+            with store_outage(STORE_ROLE, "acquire_lease"):
                 held = await self.store.acquire_lease(name, holder=holder, now=now, until=until)
             if held:
                 try:
-                    return await self._as_holder(service, user_id, vendor)
+                    return await self._as_holder(service, user_id, vendor, answer_by)
                 finally:
                     await self._release(name, holder)
             remaining = deadline - anyio.current_time()
@@ -271,139 +178,25 @@ class RefreshFlight:
                 return self.access(latest)
             seen = latest
 
-    async def _as_holder(self, service: str, user_id: str, vendor: TokenVendor) -> Secret:
+    async def _as_holder(
+        self, service: str, user_id: str, vendor: TokenVendor, answer_by: float
+    ) -> Secret:
         current = self.working(await self.read(service, user_id), service)
         fresh = self.fresh(current, vendor)
         if fresh is not None:
             return fresh
         refresh = self.open(current, "refresh")
-        outcome: Secret | None = None
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + self.lease_seconds
+        with anyio.CancelScope(shield=True):  # no deadline: see the module's docstring
             if refresh is None:  # due only once expired: nothing can renew it
-                outcome = await self._break(current, vendor, "no_refresh_token")
+                token = await self._break(current, vendor, "no_refresh_token")
             else:
-                outcome = await self._renew(current, refresh, vendor)
-        if outcome is None:  # the lease ran out before the vendor answered
-            logger.warning("%s: renewing connection %s took too long", service, current.id)
-            return self._fallback(current)
-        return outcome
-
-    async def _renew(
-        self, current: ConnectedAccount, refresh: Secret, vendor: TokenVendor
-    ) -> Secret:
-        service = current.service
-        try:
-            tokens = await vendor.refresh(refresh)
-        except VendorRefused as refused:
-            if refused.permanent:
-                return await self._break(current, vendor, refused.error)
-            logger.warning(
-                "%s: the vendor refused to renew connection %s (%s)",
-                service,
-                current.id,
-                refused.error,
-            )
-            return self._fallback(current)
-        except VendorUnavailable as down:
-            logger.warning("%s: renewing connection %s failed: %s", service, current.id, down)
-            return self._fallback(current)
-        now = self.clock.now()
-        renewed = current.model_copy(
-            update={
-                "version": current.version + 1,
-                "expires_at": tokens.expires_at,
-                "scopes": tokens.scopes or current.scopes,
-                "updated_at": now,
-            }
-        )
-        # RFC 6749 §6: a response without a refresh token leaves the previous one in force.
-        renewed = self.sealer.seal(renewed, tokens.access_token, tokens.refresh_token or refresh)
-        with store_outage(_ROLE, "update_connection"):
-            stored = await self.store.update_connection(renewed, version=current.version)
-        if not stored:
-            return await self._lost(current, vendor, tokens)
-        if self.audit is not None:
-            lifetime = None
-            if tokens.expires_at is not None:
-                lifetime = int((tokens.expires_at - now).total_seconds())
-            await self.audit.record(
-                connection_event(
-                    Action.CONNECTION_REFRESH,
-                    renewed,
-                    now,
-                    detail={
-                        "version": renewed.version,
-                        "rotated": tokens.refresh_token is not None,
-                        "expires_in": lifetime,
-                    },
-                )
-            )
-        return tokens.access_token
-
-    async def _break(self, current: ConnectedAccount, vendor: TokenVendor, why: str) -> Secret:
-        now = self.clock.now()
-        broken = current.model_copy(
-            update={
-                "status": ConnectionStatus.BROKEN,
-                "access_token": b"",
-                "refresh_token": None,
-                "version": current.version + 1,
-                "updated_at": now,
-            }
-        )
-        with store_outage(_ROLE, "update_connection"):
-            stored = await self.store.update_connection(broken, version=current.version)
-        if not stored:  # someone renewed, reconnected or disconnected it meanwhile
-            return await self._lost(current, vendor, None)
-        logger.warning("%s: connection %s is broken (%s)", current.service, current.id, why)
-        if self.audit is not None:
-            await self.audit.record(
-                connection_event(
-                    Action.CONNECTION_BROKEN,
-                    broken,
-                    now,
-                    decision=Decision.DENY,
-                    reason=Reason.CONNECTION_BROKEN,
-                    detail={"error": _code(why)},
-                )
-            )
-        raise self.refusal(current.service, Reason.CONNECTION_BROKEN)
-
-    async def _lost(
-        self, current: ConnectedAccount, vendor: TokenVendor, tokens: VendorTokens | None
-    ) -> Secret:
-        """Our write lost the compare-and-set: answer from the row as it is now."""
-        found = await self.read(current.service, current.user_id)
-        if found is None and tokens is not None and tokens.refresh_token is not None:
-            await self._forget(current, vendor, tokens.refresh_token)  # disconnected meanwhile
-        latest = self.working(found, current.service)
-        fresh = self.fresh(latest, vendor)
-        if fresh is not None:
-            return fresh
-        return self._fallback(latest)
-
-    async def _forget(self, current: ConnectedAccount, vendor: TokenVendor, token: Secret) -> None:
-        try:
-            await vendor.revoke(token, token_type_hint=REFRESH_HINT)
-        except (VendorRefused, VendorUnavailable) as error:
-            logger.warning(
-                "%s: revoking the tokens renewed for disconnected connection %s failed: %s",
-                current.service,
-                current.id,
-                type(error).__name__,
-            )
-
-    def _fallback(self, record: ConnectedAccount) -> Secret:
-        """The renewal failed for now: the current token while it lasts, else 502."""
-        if record.status is ConnectionStatus.ACTIVE and not expired(record, self.clock.now()):
-            return self.access(record)
-        raise BadGateway(record.service, reason=Reason.VENDOR_UNAVAILABLE)
+                token = await self._renew(current, refresh, vendor, answer_by)
+        return token
 
     async def _release(self, name: str, holder: str) -> None:
         with anyio.CancelScope(shield=True):
             try:
-                with store_outage(_ROLE, "release_lease"):
+                with store_outage(STORE_ROLE, "release_lease"):
                     await self.store.release_lease(name, holder=holder)
             except StoreUnavailable:  # logged by store_outage; the lease runs out by itself
                 logger.warning("lease %s was not released; it runs out by itself", name)
@@ -411,10 +204,3 @@ class RefreshFlight:
 
 def _same(latest: ConnectedAccount | None, seen: ConnectedAccount) -> bool:
     return latest is not None and (latest.id, latest.version) == (seen.id, seen.version)
-
-
-def _code(error: str) -> str:
-    """An RFC 6749 error code fit for the audit log (a vendor could send anything)."""
-    if 0 < len(error) <= 64 and all(c.isascii() and (c.isalnum() or c in "_-.") for c in error):
-        return error
-    return "invalid_response"

@@ -55,7 +55,19 @@ def _open(key: bytes, ciphertext: bytes, aad: bytes) -> bytes:
 class SealBroken(AgentGuardError):
     """A connection's token does not open: tampered, misfiled or moved row, altered
     ciphertext, or a key-encryption key that is not configured. The message names the
-    connection id, never a token."""
+    connection id, never a token.
+
+    Attributes:
+        connection_id: the connection whose token does not open.
+        cause: why, for logs and the audit: ``key_missing`` (its key-encryption key is not
+            configured), ``does_not_decrypt`` (a bound field or the ciphertext was altered, or
+            the key is wrong), ``not_sealed`` or ``not_text``.
+    """
+
+    def __init__(self, message: str, *, connection_id: str, cause: str) -> None:
+        self.connection_id = connection_id
+        self.cause = cause
+        super().__init__(message)
 
 
 def associated_data(record: ConnectedAccount, slot: Slot) -> bytes:
@@ -112,12 +124,18 @@ class ConnectionSealer:
         if ciphertext is None:
             return None
         if len(ciphertext) < _MINIMUM or ciphertext[0] != _VERSION:
-            raise SealBroken(f"connection {record.id}: the {slot} token is not a sealed token")
+            raise SealBroken(
+                f"connection {record.id}: the {slot} token is not a sealed token",
+                connection_id=record.id,
+                cause="not_sealed",
+            )
         try:
             key = self.keyring.key(record.key_id)
         except ConfigurationError:
             raise SealBroken(
-                f"connection {record.id}: key-encryption key {record.key_id} is not configured"
+                f"connection {record.id}: key-encryption key {record.key_id} is not configured",
+                connection_id=record.id,
+                cause="key_missing",
             ) from None
         try:
             plaintext = _open(key, ciphertext, associated_data(record, slot))
@@ -125,9 +143,15 @@ class ConnectionSealer:
             raise SealBroken(
                 f"connection {record.id}: the {slot} token does not decrypt: a bound field "
                 "(service, user, id, key id, creation time, slot) or the ciphertext was "
-                "altered, or the key is wrong"
+                "altered, or the key is wrong",
+                connection_id=record.id,
+                cause="does_not_decrypt",
             ) from None
         try:
             return Secret(plaintext.decode())
         except UnicodeDecodeError:
-            raise SealBroken(f"connection {record.id}: the {slot} token is not text") from None
+            raise SealBroken(
+                f"connection {record.id}: the {slot} token is not text",
+                connection_id=record.id,
+                cause="not_text",
+            ) from None

@@ -9,11 +9,13 @@ Given per service (``[services.oauth]`` in ``agentguard.toml``, or ``oauth=`` on
     token_endpoint = "https://auth.crm.example/token"
     revocation_endpoint = "https://auth.crm.example/revoke"   # optional (RFC 7009)
     scopes = ["contacts.read", "contacts.write"]
-    # the client secret: AGENTGUARD_OAUTH_<SERVICE>_CLIENT_SECRET, or client_secret_file
+    # the client secret: AGENTGUARD_OAUTH_<SERVICE>_CLIENT_SECRET (or ..._CLIENT_SECRET_FILE,
+    # or [secrets] oauth_client_secret_files), never in this file
 
 or, by discovery from the vendor's RFC 8414 metadata, ``issuer`` alone: the endpoints the
-metadata names must be on a host in ``discovery_hosts`` (by default only the issuer's own host),
-so a tampered or hostile metadata document cannot point the gateway at an internal address.
+metadata names must be on a host and port in ``discovery_hosts`` (by default only the issuer's
+own host and port), so a tampered or hostile metadata document cannot point the gateway at an
+internal address.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ __all__ = ["OAuthClientConfig"]
 _Scope = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]{1,256}$")]
 """An RFC 6749 scope token: printable ASCII without space, ``"`` or ``\\``."""
 _Param = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+_HostPort = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253})(:[1-9][0-9]{0,4})?$"
+    ),
+]
+"""A ``discovery_hosts`` entry: ``host`` or ``host:port`` (the client checks the port range)."""
 _RESERVED_PARAMS = frozenset(
     {
         "response_type",
@@ -65,8 +74,9 @@ class OAuthClientConfig(BaseModel):
             (then ``issuer`` is required and they come from its RFC 8414 metadata).
         revocation_endpoint: RFC 7009 endpoint, used on disconnect (optional).
         issuer: the vendor's issuer identifier, for RFC 8414 discovery.
-        discovery_hosts: hosts the discovered endpoints may be on; empty means only the
-            issuer's host.
+        discovery_hosts: ``host`` or ``host:port`` entries (an IPv6 address in brackets) the
+            discovered endpoints may be on; without a port only 443 (80 for ``http``); empty
+            means only the issuer's own host and port.
         scopes: requested at authorization.
         client_auth: how the gateway authenticates at the token endpoint.
         authorize_params: extra authorization-request parameters a vendor needs
@@ -82,7 +92,7 @@ class OAuthClientConfig(BaseModel):
     token_endpoint: str | None = None
     revocation_endpoint: str | None = None
     issuer: str | None = None
-    discovery_hosts: tuple[str, ...] = ()
+    discovery_hosts: tuple[_HostPort, ...] = ()
     scopes: tuple[_Scope, ...] = ()
     client_auth: Literal["client_secret_basic", "client_secret_post", "none"] = (
         "client_secret_basic"

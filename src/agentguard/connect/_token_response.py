@@ -105,16 +105,17 @@ def _lifetime(document: dict[str, Any]) -> int | None:
     return value
 
 
-def _scopes(document: dict[str, Any], requested: Sequence[str]) -> tuple[str, ...]:
+def _scopes(document: dict[str, Any], requested: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    """The granted scopes, and whether the answer said them (``scope`` was present)."""
     value = document.get("scope")
     if value is None:
-        return tuple(requested)  # RFC 6749 §5.1: omitted when it is what was requested
+        return tuple(requested), False  # RFC 6749 §5.1: omitted when it is what was requested
     if not isinstance(value, str):
         raise _Malformed("scope is not a string")
     scopes = [scope for scope in value.split(" ") if scope]
     if any(_SCOPE.fullmatch(scope) is None for scope in scopes):
         raise _Malformed("scope holds a token outside RFC 6749's charset")
-    return tuple(dict.fromkeys(scopes))
+    return tuple(dict.fromkeys(scopes)), True
 
 
 def _tokens(document: dict[str, Any], now: datetime, requested: Sequence[str]) -> VendorTokens:
@@ -126,12 +127,12 @@ def _tokens(document: dict[str, Any], now: datetime, requested: Sequence[str]) -
         raise _Malformed("access_token is missing")
     refresh = _token(document, "refresh_token")
     lifetime = _lifetime(document)
-    scopes = _scopes(document, requested)
+    scopes, scope_given = _scopes(document, requested)
     if token_type.lower() != "bearer":
         # Checked last so a well-formed DPoP or MAC answer is named for what it is.
         raise _NotBearer
     expires_at = None if lifetime is None else now + timedelta(seconds=lifetime)
-    return VendorTokens(access, refresh, expires_at, scopes)
+    return VendorTokens(access, refresh, expires_at, scopes, scope_given=scope_given)
 
 
 def refusal(
@@ -167,7 +168,8 @@ def parse_token_response(
         service: named in the errors.
         status, body: the answer (the body already capped by the caller).
         now: the injected clock's time, for ``expires_at``.
-        requested_scopes: what a response without ``scope`` was granted.
+        requested_scopes: what a response without ``scope`` was granted (its
+            ``scope_given`` is then ``False``).
         sent: the secrets the request carried; an error code that repeats one is not shown.
 
     Raises:

@@ -1,21 +1,24 @@
 """VendorClient: the gateway's OAuth 2.1 client at one vendor (code + PKCE, refresh, revocation).
 
-One instance per service, shared by every user, so it keeps nothing of theirs: its HTTP client
-never follows redirects (a code or refresh token must not travel to a host a response chose),
-reads no proxy settings from the environment and keeps no cookies. Every answer is read with a
-size cap and one overall deadline; every failure becomes :class:`VendorRefused` (the vendor said
-no) or :class:`VendorUnavailable` (it could not say), and no message carries a token, a code,
-the client secret or the vendor's body.
+One instance per service, shared by every user, so it keeps nothing of theirs: its HTTP
+exchanges (:mod:`agentguard.connect._vendor_exchange`) follow no redirect, read no proxy settings
+from the environment, keep no cookies, and read every answer with a size cap and one overall
+deadline. Every failure becomes :class:`VendorRefused` (the vendor said no) or
+:class:`VendorUnavailable` (it could not say), and no message carries a token, a code, the
+client secret or the vendor's body.
+
+Discovered metadata is kept for ``discovery_ttl`` (an hour by default) and fetched again lazily
+by the next call after that; a failed fetch is an error for that call (nothing stale is served)
+and is not remembered, so the call after it tries again.
 """
 
 from __future__ import annotations
 
-import base64
-import http.cookiejar
 import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import anyio
 
@@ -24,42 +27,42 @@ from agentguard._redaction import install_log_redaction
 from agentguard._secret import Secret
 from agentguard.connect._discovery import (
     Endpoints,
+    allowed_hosts,
     configured_endpoints,
     endpoints_from_metadata,
+    issuer_fault,
     well_known_url,
 )
 from agentguard.connect._errors import VendorRefused, VendorUnavailable
 from agentguard.connect._settings import OAuthClientConfig
-from agentguard.connect._token_response import parse_json_object, parse_token_response, refusal
+from agentguard.connect._token_response import (
+    INVALID_RESPONSE,
+    parse_json_object,
+    parse_token_response,
+    refusal,
+)
 from agentguard.connect._tokens import VendorTokens
+from agentguard.connect._vendor_exchange import (
+    MAX_RESPONSE_BYTES,
+    VendorExchange,
+    authenticate,
+    parse_retry_after,
+    with_retry_after,
+)
 from agentguard.errors import UsageError
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["MAX_RESPONSE_BYTES", "VendorClient"]
+__all__ = ["DISCOVERY_TTL", "MAX_RESPONSE_BYTES", "VendorClient", "parse_retry_after"]
 
-MAX_RESPONSE_BYTES = 64 * 1024
-"""The most of a vendor's answer that is read; a longer one is a failure, not truncated."""
+DISCOVERY_TTL = 3600.0
+"""Seconds discovered metadata is used before it is fetched again."""
 
 _STATE = re.compile(r"[\x20-\x7e]{1,2048}")  # RFC 6749 VSCHAR
 _CODE = re.compile(r"[\x20-\x7e]{1,4096}")
 _CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # RFC 7636 §4.2: BASE64URL(SHA-256), unpadded
 _VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 §4.1
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """Accepts no cookie and returns none: one client serves every user."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class VendorClient:
@@ -71,7 +74,8 @@ class VendorClient:
         client_secret: required unless ``config.client_auth`` is ``"none"``.
         transport: an httpx transport (tests: ``httpx.MockTransport``).
         timeout: seconds for each exchange with the vendor, whole (connect to last byte).
-        clock: turns ``expires_in`` into ``expires_at``.
+        clock: turns ``expires_in`` into ``expires_at``; ages discovered metadata.
+        discovery_ttl: seconds discovered metadata is used before it is fetched again.
 
     Example::
 
@@ -91,6 +95,7 @@ class VendorClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
         clock: Clock | None = None,
+        discovery_ttl: float = DISCOVERY_TTL,
     ) -> None:
         if config.client_auth != "none" and client_secret is None:
             raise UsageError(
@@ -98,32 +103,95 @@ class VendorClient:
             )
         if not timeout > 0:
             raise UsageError("timeout is a positive number of seconds")
+        if not discovery_ttl > 0:
+            raise UsageError("discovery_ttl is a positive number of seconds")
+        configured = configured_endpoints(config)
+        if configured is None:
+            try:
+                allowed_hosts(config)
+            except ValueError as error:
+                raise UsageError(f"{service}: {error}") from None
         self.service = service
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self._secret = client_secret if config.client_auth != "none" else None
-        self._transport = transport
-        self._timeout = timeout
-        self._client: httpx.AsyncClient | None = None
-        self._endpoints = configured_endpoints(config)
+        self._exchange = VendorExchange(
+            service, transport=transport, timeout=timeout, now=self._now
+        )
+        self._configured = configured
+        self._discovered: tuple[Endpoints, datetime] | None = None
+        self._discovery_ttl = timedelta(seconds=discovery_ttl)
         self._discovery = anyio.Lock()
         install_log_redaction()
 
     def __repr__(self) -> str:
         return f"VendorClient({self.service!r})"
 
+    @property
+    def timeout(self) -> float:
+        """Seconds for each exchange with the vendor, whole (connect to last byte)."""
+        return self._exchange.timeout
+
+    @property
+    def client_secret(self) -> Secret | None:
+        """The client secret this client authenticates with (``None`` for a public client):
+        the proxy withholds a vendor response that shows it."""
+        return self._secret
+
     async def endpoints(self) -> Endpoints:
-        """The vendor's endpoints: configured, or discovered once (a failure is not cached).
+        """The vendor's endpoints: configured, or discovered (kept ``discovery_ttl`` seconds;
+        concurrent callers share one fetch; a failure is not kept).
 
         Raises:
             VendorUnavailable: the metadata could not be fetched, or was refused.
         """
-        if self._endpoints is not None:
-            return self._endpoints
+        if self._configured is not None:
+            return self._configured
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
         async with self._discovery:
-            if self._endpoints is None:  # another caller may have fetched it meanwhile
-                self._endpoints = await self._discover()
-            return self._endpoints
+            fresh = self._fresh()  # another caller may have fetched it meanwhile
+            if fresh is None:
+                self._discovered = None
+                fresh = await self._discover()
+                self._discovered = (fresh, self.clock.now())
+            return fresh
+
+    async def expected_issuer(self) -> tuple[str | None, bool]:
+        """What an authorization response's ``iss`` must be (RFC 9207), and whether it must
+        be there at all.
+
+        Returns:
+            ``(issuer, required)``: ``issuer`` is the configured ``issuer`` (with discovery, the
+            metadata's, which equals it exactly), ``None`` when none is configured (nothing to
+            compare with); ``required`` is whether the metadata says
+            ``authorization_response_iss_parameter_supported`` (always ``False`` with
+            configured endpoints: no metadata is read).
+
+        Raises:
+            VendorUnavailable: the metadata could not be fetched, or was refused.
+        """
+        endpoints = await self.endpoints()
+        return endpoints.issuer, endpoints.iss_parameter_supported
+
+    async def check_issuer(self, iss: str | None) -> None:
+        """Check the ``iss`` of an authorization response (RFC 9207 §2.4, the mix-up defence):
+        it must equal the expected issuer exactly, and may be absent only when the metadata
+        does not promise it. With no issuer configured, any ``iss`` is ignored.
+
+        Raises:
+            VendorRefused: ``invalid_response``: another issuer, or a missing promised ``iss``.
+            VendorUnavailable: the metadata could not be fetched, or was refused.
+        """
+        issuer, required = await self.expected_issuer()
+        wrong = issuer_fault(iss, issuer, required=required)
+        if wrong is not None:
+            raise VendorRefused(
+                self.service,
+                INVALID_RESPONSE,
+                f"{self.service}: the authorization response {wrong} (RFC 9207)",
+            )
 
     async def authorization_url(self, *, redirect_uri: str, state: str, code_challenge: str) -> str:
         """The vendor's authorization URL to send the user's browser to (RFC 6749 §4.1.1).
@@ -213,8 +281,10 @@ class VendorClient:
         if endpoints.revocation is None:
             return False
         form = {"token": token.reveal(), "token_type_hint": token_type_hint}
-        headers = self._authenticate(form)
-        status, body = await self._send("POST", endpoints.revocation, "revocation", form, headers)
+        headers = authenticate(form, self.config, self._secret)
+        status, body, _ = await self._exchange.send(
+            "POST", endpoints.revocation, "revocation", form, headers
+        )
         if 200 <= status < 300:
             return True
         raise refusal(
@@ -227,101 +297,52 @@ class VendorClient:
 
     async def aclose(self) -> None:
         """Close the HTTP client; a later call opens a new one."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        await self._exchange.aclose()
 
     async def _token_request(self, form: dict[str, str], *, sent: Iterable[str]) -> VendorTokens:
         endpoints = await self.endpoints()
-        headers = self._authenticate(form)
-        status, body = await self._send("POST", endpoints.token, "token endpoint", form, headers)
-        return parse_token_response(
-            self.service,
-            status,
-            body,
-            now=self.clock.now(),
-            requested_scopes=self.config.scopes,
-            sent=self._sent(sent),
+        headers = authenticate(form, self.config, self._secret)
+        status, body, retry_after = await self._exchange.send(
+            "POST", endpoints.token, "token endpoint", form, headers
         )
+        try:
+            return parse_token_response(
+                self.service,
+                status,
+                body,
+                now=self.clock.now(),
+                requested_scopes=self.config.scopes,
+                sent=self._sent(sent),
+            )
+        except VendorUnavailable as down:
+            raise with_retry_after(down, retry_after) from None
 
     def _sent(self, values: Iterable[str]) -> tuple[str, ...]:
         secret = () if self._secret is None else (self._secret.reveal(),)
         return (*values, *secret)
 
-    def _authenticate(self, form: dict[str, str]) -> dict[str, str]:
-        """Add the client authentication (RFC 6749 §2.3.1) to ``form``; the headers to send."""
-        headers = {"Accept": "application/json"}
-        client_id = self.config.client_id
-        if self._secret is None:
-            form["client_id"] = client_id
-        elif self.config.client_auth == "client_secret_post":
-            form["client_id"] = client_id
-            form["client_secret"] = self._secret.reveal()
-        else:  # client_secret_basic: each half form-urlencoded, then base64
-            pair = f"{quote_plus(client_id)}:{quote_plus(self._secret.reveal())}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-        return headers
+    def _now(self) -> datetime:
+        return self.clock.now()
+
+    def _fresh(self) -> Endpoints | None:
+        if self._discovered is None:
+            return None
+        endpoints, fetched = self._discovered
+        age = self.clock.now() - fetched
+        return endpoints if timedelta(0) <= age < self._discovery_ttl else None
 
     async def _discover(self) -> Endpoints:
         url = well_known_url(self.config.issuer or "")
         headers = {"Accept": "application/json"}
-        status, body = await self._send("GET", url, "discovery metadata", None, headers)
+        status, body, retry_after = await self._exchange.send(
+            "GET", url, "discovery metadata", None, headers
+        )
         if status != 200:
-            raise VendorUnavailable(
+            down = VendorUnavailable(
                 self.service, f"{self.service}: the vendor's discovery metadata answered {status}"
             )
+            raise with_retry_after(down, retry_after)
         return endpoints_from_metadata(self.service, self.config, parse_json_object(body))
-
-    def _http(self) -> httpx.AsyncClient:
-        import httpx  # lazily: `import agentguard.connect` needs no HTTP client
-
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout),
-                follow_redirects=False,
-                trust_env=False,
-                transport=self._transport,
-                cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-            )
-        return self._client
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        what: str,
-        form: Mapping[str, str] | None,
-        headers: Mapping[str, str],
-    ) -> tuple[int, bytes]:
-        """One exchange: the status and (for statuses below 500) the body, capped."""
-        import httpx
-
-        client = self._http()
-        try:
-            with anyio.fail_after(self._timeout):
-                async with client.stream(method, url, data=form, headers=headers) as response:
-                    if response.status_code >= 500:
-                        return response.status_code, b""
-                    return response.status_code, await _read_capped(response)
-        except _TooLarge:
-            reason = f"answered more than {MAX_RESPONSE_BYTES} bytes"
-        except (TimeoutError, httpx.TimeoutException):
-            reason = "timed out"
-        except httpx.HTTPError as error:
-            reason = f"could not be reached ({type(error).__name__})"
-        raise VendorUnavailable(self.service, f"{self.service}: the vendor's {what} {reason}")
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise _TooLarge
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise _TooLarge
-    return bytes(body)
 
 
 def _check_redirect_uri(redirect_uri: str) -> None:

@@ -2,7 +2,8 @@
 
 0. A ``credentials = "connected"`` service: the calling user's own connected account
    (:meth:`ConnectedCredentials.token_for`), never the vault, never anyone else's; a user
-   without one is refused ``connection_required``.
+   without one is refused ``connection_required``. Its other secrets (the user's refresh token,
+   the gateway's OAuth client secret) are in play too: see :class:`ConnectedSecrets`.
 1. The user's own credential for the service, if any; else the account's.
 2. A user-scoped credential is sent as is.
 3. An admin-scoped credential is never sent: the service's :class:`Minter` turns it into a
@@ -12,15 +13,16 @@
 
 Every secret in play is scanned for in the response, not only the one sent: a vendor that
 answers a minted token's call with ``{"client_secret": "<admin key>"}`` must not hand the agent
-the admin key. :meth:`CredentialSwapper.outgoing` gives the credential to send together with
-those secrets.
+the admin key; nor may a connected call's response show the agent the user's refresh token or
+the gateway's OAuth client secret. :meth:`CredentialSwapper.outgoing` gives the credential to
+send together with those secrets.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from agentguard._clock import Clock, SystemClock
 from agentguard._model import CredentialOwner, CredentialScope, Principal
@@ -32,7 +34,7 @@ from agentguard.credentials._minting import MintCache, Minter, MintingError
 from agentguard.credentials._vault import CredentialVault, VaultError
 from agentguard.errors import BadGateway, CorruptRecord, Reason
 
-__all__ = ["ConnectedCredentials", "CredentialSwapper", "Outgoing"]
+__all__ = ["ConnectedCredentials", "ConnectedSecrets", "CredentialSwapper", "Outgoing"]
 
 logger = logging.getLogger("agentguard.credentials")
 
@@ -41,7 +43,8 @@ class Outgoing(NamedTuple):
     """The credential to attach, and every secret of the call a response must not reveal.
 
     ``involved`` starts with ``credential``; for a minted token it also holds the admin
-    credential the token was minted from.
+    credential the token was minted from; for a connected account, the user's refresh token
+    and the OAuth client's secret.
     """
 
     credential: Secret
@@ -54,6 +57,20 @@ class ConnectedCredentials(Protocol):
     async def token_for(self, principal: Principal, service: str) -> Secret:
         """The user's fresh vendor token for ``service``; refuses ``connection_required``
         (403) when the user has no working connection."""
+        ...
+
+
+@runtime_checkable
+class ConnectedSecrets(ConnectedCredentials, Protocol):
+    """Connected accounts that also name every secret of a connection
+    (:class:`~agentguard.connect.ConnectedAccounts` does); the swapper scans responses for all
+    of them. Connections that only have :meth:`token_for` get the access token scanned."""
+
+    async def outgoing(
+        self, principal: Principal, service: str
+    ) -> tuple[Secret, tuple[Secret, ...]]:
+        """The token to send, and every secret a response must not show (the refresh token,
+        the OAuth client secret); raises as :meth:`token_for`."""
         ...
 
 
@@ -128,6 +145,9 @@ class CredentialSwapper:
                 "(CredentialSwapper(connections=...))",
                 reason=Reason.CREDENTIAL_UNAVAILABLE,
             )
+        if isinstance(self.connections, ConnectedSecrets):
+            token, others = await self.connections.outgoing(principal, service.name)
+            return Outgoing(token, (token, *(other for other in others if other != token)))
         token = await self.connections.token_for(principal, service.name)
         return Outgoing(token, (token,))
 

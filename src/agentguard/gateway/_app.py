@@ -61,6 +61,14 @@ logger = logging.getLogger("agentguard.gateway")
 READY_TIMEOUT = 2.0
 
 
+def _without_slash_redirects(app: Starlette) -> Starlette:
+    """``app`` with Starlette's trailing-slash redirect off: it builds ``Location`` from the
+    request's ``Host`` header (``GET /connect`` with ``Host: evil.example`` was answered
+    ``307 http://evil.example/connect/``); a path without its slash is a 404 instead."""
+    app.router.redirect_slashes = False
+    return app
+
+
 class Gateway:
     """The assembled gateway. ``gateway.app`` is the ASGI application to serve.
 
@@ -123,10 +131,12 @@ class Gateway:
         ``agentguard serve`` serves it on ``[operator] host:port``, never on the agents'
         listener."""
         self.app = RequestIdMiddleware(
-            Starlette(
-                routes=self._routes(),
-                lifespan=self._lifespan,
-                exception_handlers={404: _not_found, 405: _not_found},
+            _without_slash_redirects(
+                Starlette(
+                    routes=self._routes(),
+                    lifespan=self._lifespan,
+                    exception_handlers={404: _not_found, 405: _not_found},
+                )
             ),
             access_log=settings.logging.access_log,
         )

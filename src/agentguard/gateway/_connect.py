@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agentguard._config_connect import CONNECT_MOUNT, connect_problems
+from agentguard._config_connect import CONNECT_MOUNT, VENDOR_TIMEOUT, connect_problems
 from agentguard.asgi._connect import ConnectApp
 from agentguard.asgi._operator_connections import ConnectionEndpoints, LinkIssuer
 from agentguard.connect._accounts import ConnectedAccounts
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     import httpx
 
     from agentguard._clock import Clock
+    from agentguard._config_connect import VENDOR_TIMEOUT
     from agentguard._guard import Guard
     from agentguard.audit._writer import AuditWriter
-    from agentguard.config import Settings
+from agentguard.config import Settings
 
 __all__ = [
     "ConnectParts",
@@ -93,6 +94,7 @@ def vendor_clients(
             service.oauth,
             client_secret=settings.oauth_client_secret(service.name),
             transport=transports.get(service.name),
+            timeout=VENDOR_TIMEOUT,  # the [connect] lease check assumes this one
             clock=clock,
         )
     return vendors

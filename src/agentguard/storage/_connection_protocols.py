@@ -85,6 +85,18 @@ class ConnectFlowStore(Protocol):
         """
         ...
 
+    async def peek_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        """The flow with this ``token_hash`` and ``kind`` if ``expires_at > now``, left where
+        it is; else ``None``.
+
+        Read only: nothing is removed, not even an expired flow, and a later
+        :meth:`take_flow` still gets the flow. A flow of another kind with this hash is not
+        returned. (The connect page shows whose link it is before anyone uses it.)
+        """
+        ...
+
     async def acquire_lease(
         self, name: str, *, holder: str, now: datetime, until: datetime
     ) -> bool:

@@ -8,7 +8,7 @@ is atomic within one event loop, across loops and across threads.
 
 Flows are forgotten once expired: ``put_flow`` drops those whose ``expires_at`` is at or before
 the new flow's ``created_at`` (through a heap of expiries, oldest first), ``take_flow`` an
-expired one it finds.
+expired one it finds; ``peek_flow`` only reads.
 """
 
 from __future__ import annotations
@@ -147,6 +147,20 @@ class MemoryConnections:
                 return None
             self._forget_flow_locked(flow)
             return flow if flow.expires_at > now else None
+
+    async def peek_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        """The unexpired flow of this hash and kind, left in place (read only)."""
+        now = utc(now)
+        kind = FlowKind(kind)
+        tables = self._connections
+        with self._lock:
+            flow_id = tables.flow_by_hash.get(bytes(token_hash))
+            flow = None if flow_id is None else tables.flows[flow_id]
+        if flow is None or flow.kind is not kind or not flow.expires_at > now:
+            return None
+        return flow
 
     async def acquire_lease(
         self, name: str, *, holder: str, now: datetime, until: datetime

@@ -4,6 +4,10 @@ A grant is one user's consent to one client: the code redeemed for it, the acces
 under it and the one current refresh token (each refresh rotates it). Every token is known here
 only by its SHA-256, so no repr, log or debugger view of the fake shows a live token. All methods
 are atomic under one lock: the server thread mutates while the test thread reads.
+
+Revocation (RFC 7009) works per grant by default: a refresh token takes its grant, an access
+token only itself. In ``"client"`` mode, as at Google, revoking any token of a grant ends every
+grant the same vendor user gave the same client, so a reconnect's older grant dies with it.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
-__all__ = ["Ledger", "_OAuthFailure"]
+__all__ = ["Ledger", "Revocation", "_OAuthFailure"]
+
+Revocation = Literal["grant", "client"]
+"""What revoking a token ends: its grant (``"grant"``) or all of the user's grants to the client."""
 
 
 class _OAuthFailure(Exception):
@@ -71,7 +79,12 @@ class _Access:
 class Ledger:
     """Codes and tokens of the fake vendor (see the module docstring)."""
 
-    def __init__(self, *, refresh_tokens: bool = True, rotate: bool = True) -> None:
+    def __init__(
+        self, *, refresh_tokens: bool = True, rotate: bool = True, revocation: Revocation = "grant"
+    ) -> None:
+        if revocation not in ("grant", "client"):
+            raise ValueError("revocation is 'grant' or 'client'")
+        self.revocation: Revocation = revocation
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._codes: dict[str, _Code] = {}
@@ -150,28 +163,39 @@ class Ledger:
             return self._issue(grant_id, now, ttl, refresh=self._rotate, scopes=scopes)
 
     def revoke(self, token: str, *, client_id: str) -> bool:
-        """RFC 7009: a refresh token takes its family, an access token only itself.
+        """RFC 7009: a refresh token takes its family, an access token only itself; in
+        ``"client"`` mode either takes every grant of the user to the client.
 
         Returns whether a live token was revoked (an unknown token is not an error).
         """
         hashed = digest(token)
         with self._lock:
             grant_id = self._refresh.get(hashed)
-            if grant_id is not None:
-                grant = self._grants[grant_id]
-                if grant.client_id != client_id:
-                    raise _OAuthFailure("unauthorized_client")
-                live = grant.alive
-                self._kill(grant_id)
-                return live
-            access = self._access.get(hashed)
-            if access is None:
+            access = self._access.get(hashed) if grant_id is None else None
+            if access is not None:
+                grant_id = access.grant
+            if grant_id is None:
                 return False
-            if self._grants[access.grant].client_id != client_id:
+            grant = self._grants[grant_id]
+            if grant.client_id != client_id:
                 raise _OAuthFailure("unauthorized_client")
-            live = not access.revoked
-            access.revoked = True
+            live = grant.alive if access is None else grant.alive and not access.revoked
+            if self.revocation == "client":
+                for other_id, other in self._grants.items():
+                    if other.user == grant.user and other.client_id == client_id:
+                        self._kill(other_id)
+            elif access is None:
+                self._kill(grant_id)
+            else:
+                access.revoked = True
             return live
+
+    def grants(self, user: str, *, alive: bool = True) -> int:
+        """How many grants ``user`` has (only live ones unless ``alive`` is ``False``)."""
+        with self._lock:
+            return sum(
+                1 for g in self._grants.values() if g.user == user and (g.alive or not alive)
+            )
 
     def user_of(self, access_token: str, now: datetime) -> tuple[str, tuple[str, ...]] | None:
         """The vendor user and scopes of a live access token, or ``None``."""

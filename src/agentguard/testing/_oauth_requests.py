@@ -33,9 +33,12 @@ def check_authorization(
     client_id: str,
     redirect_uris: Collection[str],
     scopes: Collection[str],
-    issuer: str,
+    issuer: str | None,
 ) -> Answer | str:
-    """The request's redirect URI when the request is good, else the answer refusing it."""
+    """The request's redirect URI when the request is good, else the answer refusing it.
+
+    ``issuer`` is the ``iss`` the redirect back carries (``None``: none).
+    """
     if params.get("client_id") != client_id:
         return error_page(400, "unknown client_id")
     redirect_uri = params.get("redirect_uri", "")
@@ -63,10 +66,16 @@ def check_authorization(
     return redirect(with_query(redirect_uri, {"error": error, **back_params(params, issuer)}))
 
 
-def back_params(params: dict[str, str], issuer: str) -> dict[str, str]:
-    """What every answer to the client carries: its ``state`` and our ``iss`` (RFC 9207)."""
+def back_params(params: dict[str, str], issuer: str | None) -> dict[str, str]:
+    """What every answer to the client carries: its ``state`` and our ``iss`` (RFC 9207;
+    ``issuer`` ``None``: a vendor that does not send it)."""
+    back: dict[str, str] = {}
     state = params.get("state")
-    return {"state": state, "iss": issuer} if state is not None else {"iss": issuer}
+    if state is not None:
+        back["state"] = state
+    if issuer is not None:
+        back["iss"] = issuer
+    return back
 
 
 def authenticate_client(

@@ -2,9 +2,14 @@
 
 It behaves like a careful vendor: PKCE ``S256`` only; single-use codes bound to the client, the
 redirect URI and the challenge, living 60 seconds; refresh tokens rotated on every use, and a
-rotated one presented again kills its whole grant; RFC 7009 revocation; RFC 8414 metadata. The
+rotated one presented again kills its whole grant; RFC 7009 revocation; RFC 8414 metadata; the
+RFC 9207 ``iss`` on every redirect back (or none, or a wrong one, for mix-up tests). The
 API under ``/api/`` answers each call with the vendor user the Bearer token belongs to and
 counts calls per user, so a test can prove each user's calls carried that user's token.
+
+Here are the vendor's configuration, its controls (injected failures and delays) and its
+counters; its HTTP side, the routing and the endpoint handlers, is
+:mod:`agentguard.testing._oauth_endpoints`.
 """
 
 from __future__ import annotations
@@ -13,52 +18,23 @@ import secrets
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Literal
-from urllib.parse import urlsplit
-
-import anyio
+from typing import Any
 
 from agentguard._clock import Clock, SystemClock
 from agentguard._secret import Secret
 from agentguard.connect._settings import OAuthClientConfig
-from agentguard.testing._oauth_ledger import Ledger, _OAuthFailure
-from agentguard.testing._oauth_pages import (
-    Answer,
-    Receive,
-    Scope,
-    Send,
-    consent_page,
-    error_page,
-    json_answer,
-    parse_form,
-    read_body,
-    redirect,
-    send_answer,
-    with_query,
+from agentguard.testing._oauth_endpoints import (
+    ENDPOINTS,
+    Endpoint,
+    InjectedFailure,
+    VendorEndpoints,
 )
-from agentguard.testing._oauth_requests import (
-    authenticate_client,
-    back_params,
-    check_authorization,
-    token_grant,
-)
+from agentguard.testing._oauth_ledger import Ledger, Revocation
 
 __all__ = ["FakeOAuthVendor"]
 
-Endpoint = Literal["metadata", "authorize", "token", "refresh", "revoke", "api"]
-_ENDPOINTS = frozenset({"metadata", "authorize", "token", "refresh", "revoke", "api"})
-_WELL_KNOWN = "/.well-known/oauth-authorization-server"
 
-
-@dataclass(frozen=True)
-class _Failure:
-    status: int
-    error: str | None
-
-
-class FakeOAuthVendor:
+class FakeOAuthVendor(VendorEndpoints):
     """An ASGI OAuth vendor: serve it, :meth:`bind` its URL, point a client at it.
 
     Endpoints (under the bound URL's path): ``/authorize`` (GET: a consent page with
@@ -69,8 +45,10 @@ class FakeOAuthVendor:
     Example::
 
         vendor = FakeOAuthVendor(users=("alice", "bob"), auto_approve="alice")
-        with LoopbackServer(vendor) as server:  # uvicorn on a loopback port, in a thread
-            vendor.bind(server.url)
+        # serve it on loopback, e.g. uvicorn in a thread (our tests use such a helper), or
+        # in-process with httpx.ASGITransport(app=vendor) and base_url="https://vendor.test"
+        with serve_on_loopback(vendor) as url:
+            vendor.bind(url)
             client = VendorClient("crm", vendor.oauth_config(), client_secret=vendor.client_secret)
             ...
             assert vendor.api_calls["alice"] == 3
@@ -85,12 +63,19 @@ class FakeOAuthVendor:
         auto_approve: a user to approve for at once on GET ``/authorize`` (no browser needed).
         token_ttl, code_ttl: lifetimes in seconds.
         refresh_tokens, rotate_refresh_tokens: issue refresh tokens; rotate them on refresh.
+        revocation: what revoking a token ends: ``"grant"``, its grant (a refresh token) or
+            itself (an access token); ``"client"``, as at Google, every grant the same vendor
+            user gave this client (a reconnect's older grant dies with the one revoked).
+        issuer_in_redirect: send ``iss`` on the redirect back (RFC 9207), and say so in the
+            metadata (``authorization_response_iss_parameter_supported``).
+        redirect_iss: the ``iss`` to send instead of the real issuer (a mix-up test).
         clock: the vendor's time (share a ``FakeClock`` with the gateway to expire tokens).
 
     Controls: :meth:`fail_next`, :meth:`slow_down`, :meth:`expire_access_tokens`,
     :meth:`invalidate_grants`, ``metadata_overrides`` (merged into the metadata; ``None``
-    removes a member). Observations: :attr:`token_calls`, :attr:`refresh_calls`,
-    :attr:`api_calls`, :attr:`revoked`, :attr:`authorizations`, :meth:`is_active`.
+    removes a member); ``issuer_in_redirect`` and ``redirect_iss`` may be set at any time.
+    Observations: :attr:`token_calls`, :attr:`refresh_calls`, :attr:`api_calls`,
+    :attr:`revoked`, :attr:`authorizations`, :meth:`is_active`, :meth:`live_grants`.
     """
 
     def __init__(
@@ -108,6 +93,9 @@ class FakeOAuthVendor:
         code_ttl: int = 60,
         refresh_tokens: bool = True,
         rotate_refresh_tokens: bool = True,
+        revocation: Revocation = "grant",
+        issuer_in_redirect: bool = True,
+        redirect_iss: str | None = None,
         clock: Clock | None = None,
         base_url: str | None = None,
     ) -> None:
@@ -123,9 +111,13 @@ class FakeOAuthVendor:
         self.code_ttl = code_ttl
         self.clock: Clock = clock or SystemClock()
         self.metadata_overrides: dict[str, Any] = {}
-        self._ledger = Ledger(refresh_tokens=refresh_tokens, rotate=rotate_refresh_tokens)
+        self.issuer_in_redirect = issuer_in_redirect
+        self.redirect_iss = redirect_iss
+        self._ledger = Ledger(
+            refresh_tokens=refresh_tokens, rotate=rotate_refresh_tokens, revocation=revocation
+        )
         self._lock = threading.Lock()
-        self._failures: dict[str, deque[_Failure]] = {}
+        self._failures: dict[str, deque[InjectedFailure]] = {}
         self._delays: dict[str, float] = {}
         self._token_calls = 0
         self._refresh_calls = 0
@@ -193,16 +185,16 @@ class FakeOAuthVendor:
         is the token endpoint's refresh grant only; ``"token"`` any token request. At
         ``"authorize"`` a 302 redirects to the client with ``error``.
         """
-        if endpoint not in _ENDPOINTS:
-            raise ValueError(f"endpoint is one of {sorted(_ENDPOINTS)}")
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint is one of {sorted(ENDPOINTS)}")
         with self._lock:
             queue = self._failures.setdefault(endpoint, deque())
-            queue.extend([_Failure(status, error)] * times)
+            queue.extend([InjectedFailure(status, error)] * times)
 
     def slow_down(self, endpoint: Endpoint, seconds: float) -> None:
         """Wait ``seconds`` before answering each request to ``endpoint`` (0 stops it)."""
-        if endpoint not in _ENDPOINTS:
-            raise ValueError(f"endpoint is one of {sorted(_ENDPOINTS)}")
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint is one of {sorted(ENDPOINTS)}")
         with self._lock:
             self._delays[endpoint] = seconds
 
@@ -247,206 +239,11 @@ class FakeOAuthVendor:
         with self._lock:
             return [dict(params) for params in self._authorizations]
 
+    def live_grants(self, vendor_user: str) -> int:
+        """How many live grants ``vendor_user`` has given the client (one per connection)."""
+        return self._ledger.grants(vendor_user)
+
     def is_active(self, token: str | Secret) -> bool:
         """Whether ``token`` is a live access token or a grant's current refresh token."""
         value = token.reveal() if isinstance(token, Secret) else token
         return self._ledger.is_active(value, self.clock.now())
-
-    # -- ASGI ------------------------------------------------------------------------------
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        if scope["type"] != "http":
-            raise RuntimeError(f"FakeOAuthVendor serves http, not {scope['type']!r}")
-        body = await read_body(receive)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        answer = await self._route(scope["method"], scope["path"], scope, headers, body)
-        await send_answer(send, answer)
-
-    async def _route(
-        self, method: str, path: str, scope: Scope, headers: dict[str, str], body: bytes | None
-    ) -> Answer:
-        prefix = urlsplit(self._base_url).path.rstrip("/") if self._base_url else ""
-        if path == _WELL_KNOWN + prefix:
-            endpoint = "metadata"
-        elif path.startswith(prefix + "/"):
-            rest = path[len(prefix) :]
-            endpoint = {"/authorize": "authorize", "/token": "token", "/revoke": "revoke"}.get(
-                rest, "api" if rest == "/api" or rest.startswith("/api/") else ""
-            )
-        else:
-            endpoint = ""
-        if not endpoint:
-            return json_answer(404, {"error": "not_found"})
-        if body is None:
-            return json_answer(413, {"error": "invalid_request"})
-        form = parse_form(body) if method == "POST" else None
-        controls = [endpoint]
-        if endpoint == "token":
-            refresh = form is not None and form.get("grant_type") == "refresh_token"
-            with self._lock:
-                self._token_calls += 1
-                self._refresh_calls += refresh
-            if refresh:
-                controls.insert(0, "refresh")
-        delay, failure = self._injected(controls)
-        if delay:
-            await anyio.sleep(delay)
-        if failure is not None and endpoint != "authorize":
-            if failure.error is None:
-                return Answer(failure.status, (("content-type", "text/plain"),), b"injected")
-            return json_answer(failure.status, {"error": failure.error})
-        if endpoint == "metadata":
-            return self._metadata()
-        if endpoint == "authorize":
-            query = scope.get("query_string", b"")
-            return self._authorize(method, query, headers, body, failure)
-        if endpoint == "api":
-            return self._api(method, path, headers)
-        if method != "POST":
-            return json_answer(405, {"error": "invalid_request"}, (("allow", "POST"),))
-        if form is None or not headers.get("content-type", "").startswith(
-            "application/x-www-form-urlencoded"
-        ):
-            return json_answer(400, {"error": "invalid_request"})
-        secret = None if self.public_client else self._client_secret.reveal()
-        try:
-            client_id = authenticate_client(headers, form, client_id=self.client_id, secret=secret)
-            if endpoint == "revoke":
-                return self._revoke(form, client_id)
-            now = self.clock.now()
-            answer = token_grant(
-                self._ledger, form, client_id=client_id, now=now, ttl=self.token_ttl
-            )
-            return json_answer(200, answer)
-        except _OAuthFailure as refusal:
-            challenge = (("www-authenticate", 'Basic realm="fake-vendor"'),)
-            extra = challenge if refusal.status == 401 else ()
-            return json_answer(refusal.status, {"error": refusal.error}, extra)
-
-    def _injected(self, controls: list[str]) -> tuple[float, _Failure | None]:
-        """The delay and the injected failure (the first queued, in ``controls`` order)."""
-        with self._lock:
-            delay = max(self._delays.get(name, 0.0) for name in controls)
-            for name in controls:
-                queue = self._failures.get(name)
-                if queue:
-                    return delay, queue.popleft()
-            return delay, None
-
-    def _metadata(self) -> Answer:
-        base = self.issuer
-        auth_methods = (
-            ["none"] if self.public_client else ["client_secret_basic", "client_secret_post"]
-        )
-        document: dict[str, Any] = {
-            "issuer": base,
-            "authorization_endpoint": base + "/authorize",
-            "token_endpoint": base + "/token",
-            "revocation_endpoint": base + "/revoke",
-            "response_types_supported": ["code"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": auth_methods,
-            "revocation_endpoint_auth_methods_supported": auth_methods,
-            "scopes_supported": list(self.scopes),
-            "authorization_response_iss_parameter_supported": True,
-        }
-        for member, value in self.metadata_overrides.items():
-            if value is None:
-                document.pop(member, None)
-            else:
-                document[member] = value
-        return json_answer(200, document)
-
-    # -- endpoints -------------------------------------------------------------------------
-
-    def _authorize(
-        self,
-        method: str,
-        query: bytes,
-        headers: dict[str, str],
-        body: bytes,
-        failure: _Failure | None,
-    ) -> Answer:
-        if method == "GET":
-            params = parse_form(query)
-        elif method == "POST" and headers.get("content-type", "").startswith(
-            "application/x-www-form-urlencoded"
-        ):
-            params = parse_form(body)
-        else:
-            return error_page(405 if method not in ("GET", "POST") else 415, "bad request")
-        if params is None:
-            return error_page(400, "a parameter is repeated or the query is malformed")
-        decision = params.pop("decision", None) if method == "POST" else None
-        login = params.pop("login", None) if method == "POST" else None
-        redirect_uri = check_authorization(
-            params,
-            client_id=self.client_id,
-            redirect_uris=self.redirect_uris,
-            scopes=self.scopes,
-            issuer=self.issuer,
-        )
-        if isinstance(redirect_uri, Answer):
-            return redirect_uri
-        back = back_params(params, self.issuer)
-        if failure is not None:
-            if failure.status == 302:
-                error = failure.error or "server_error"
-                return redirect(with_query(redirect_uri, {"error": error, **back}))
-            return error_page(failure.status, failure.error or "injected failure")
-        if method == "GET":
-            with self._lock:
-                self._authorizations.append(dict(params))
-            if self.auto_approve is None:
-                return consent_page(
-                    vendor=self.name,
-                    action=urlsplit(self.issuer).path + "/authorize",
-                    params=params,
-                    users=self.users,
-                )
-            decision, login = "allow", self.auto_approve
-        if decision == "deny":
-            return redirect(with_query(redirect_uri, {"error": "access_denied", **back}))
-        if decision != "allow" or login not in self.users:
-            return error_page(400, "choose a known account, then allow or deny")
-        code = self._ledger.issue_code(
-            user=login,
-            client_id=params["client_id"],
-            redirect_uri=redirect_uri,
-            challenge=params["code_challenge"],
-            scopes=tuple(params.get("scope", "").split()),
-            expires_at=self.clock.now() + timedelta(seconds=self.code_ttl),
-        )
-        return redirect(with_query(redirect_uri, {"code": code, **back}))
-
-    def _revoke(self, form: dict[str, str], client_id: str) -> Answer:
-        token = form.get("token")
-        if not token:
-            raise _OAuthFailure("invalid_request")
-        if self._ledger.revoke(token, client_id=client_id):
-            with self._lock:
-                self._revoked += 1
-        return Answer(200, (("cache-control", "no-store"),), b"")
-
-    def _api(self, method: str, path: str, headers: dict[str, str]) -> Answer:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        found = (
-            self._ledger.user_of(token.strip(), self.clock.now())
-            if scheme.lower() == "bearer"
-            else None
-        )
-        if found is None:
-            challenge = 'Bearer realm="fake-vendor", error="invalid_token"'
-            return json_answer(401, {"error": "invalid_token"}, (("www-authenticate", challenge),))
-        user, scopes = found
-        with self._lock:
-            self._api_calls[user] += 1
-        document = {"vendor_user": user, "method": method, "path": path, "scopes": list(scopes)}
-        return json_answer(200, document)

@@ -68,6 +68,9 @@ WITH purged AS (
     )
 )
 INSERT INTO {{s}}.connect_flows ({FLOW_COLUMNS}) VALUES ({_FLOW_VALUES})"""
+    flow_find: str = (
+        f"SELECT {FLOW_COLUMNS} FROM {{s}}.connect_flows WHERE token_hash = $1 AND kind = $2"
+    )
     # One DELETE ... RETURNING: a concurrent taker waits for the row lock, then finds it gone.
     flow_take: str = f"""
 DELETE FROM {{s}}.connect_flows WHERE token_hash = $1 AND kind = $2

@@ -8,7 +8,8 @@ pins):
 - ``update_connection`` is one conditional ``UPDATE ... WHERE id, service, user_id, version``:
   a concurrent update waits for the row lock, then re-checks the committed row and matches
   nothing, so of concurrent updates from one version one wins.
-- ``take_flow`` is one ``DELETE ... RETURNING``: of concurrent takers one gets the row.
+- ``take_flow`` is one ``DELETE ... RETURNING``: of concurrent takers one gets the row;
+  ``peek_flow`` one ``SELECT``.
 - ``acquire_lease`` is one ``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE`` the lease has
   run out or is the holder's own ``RETURNING``: the conflicting row is locked and its newest
   committed holder decides.
@@ -108,6 +109,17 @@ class PostgresConnections:
         wanted = FlowKind(kind).value
         query = self._connection_queries.flow_take
         row = await self._write(lambda c: c.fetchrow(query, bytes(token_hash), wanted))
+        flow = None if row is None else _CODEC.flow_from_row(row)
+        return flow if flow is not None and flow.expires_at > now else None
+
+    async def peek_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        """The unexpired flow of this hash and kind, left in place: one ``SELECT``."""
+        now = utc(now)
+        wanted = FlowKind(kind).value
+        query = self._connection_queries.flow_find
+        row = await self._fetchrow(query, bytes(token_hash), wanted)
         flow = None if row is None else _CODEC.flow_from_row(row)
         return flow if flow is not None and flow.expires_at > now else None
 

@@ -7,7 +7,8 @@ result:
 - ``update_connection`` is one conditional ``UPDATE ... WHERE service, user_id, id, version``:
   of concurrent updates from one version, one matches.
 - ``take_flow`` finds the flow and deletes it in one write transaction: of concurrent takers
-  (any number of processes), one finds it.
+  (any number of processes), one finds it. A hash no flow has is answered by a read alone
+  (no write lock); ``peek_flow`` is a read.
 - ``acquire_lease`` is one ``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE`` the lease has
   run out or is the holder's own: one holder of a lease that has not run out.
 
@@ -149,18 +150,34 @@ class SQLiteConnections:
         self, token_hash: bytes, *, kind: FlowKind, now: datetime
     ) -> ConnectFlow | None:
         """Remove and return the unexpired flow of this hash and kind: found and deleted in one
-        write transaction, so of concurrent takers one gets it. An expired one is removed."""
+        write transaction, so of concurrent takers one gets it. An expired one is removed.
+
+        A hash no flow has is answered by a plain read, without taking the write lock: a
+        flood of made-up states costs no write transaction each.
+        """
         find = (bytes(token_hash), FlowKind(kind).value)
         now = utc(now)
 
         def work(connection: sqlite3.Connection) -> Row | None:
-            with immediate(connection):
+            if connection.execute(sql.FLOW_FIND, find).fetchone() is None:
+                return None
+            with immediate(connection):  # found: find it again under the lock, and delete it
                 row: Row | None = connection.execute(sql.FLOW_FIND, find).fetchone()
                 if row is not None:
                     connection.execute(sql.FLOW_DELETE, (row[0],))
                 return row
 
         row = await self._call(work)
+        flow = None if row is None else _CODEC.flow_from_row(row)
+        return flow if flow is not None and flow.expires_at > now else None
+
+    async def peek_flow(
+        self, token_hash: bytes, *, kind: FlowKind, now: datetime
+    ) -> ConnectFlow | None:
+        """The unexpired flow of this hash and kind, left in place: one read."""
+        find = (bytes(token_hash), FlowKind(kind).value)
+        now = utc(now)
+        row = await self._fetch_one(sql.FLOW_FIND, find)
         flow = None if row is None else _CODEC.flow_from_row(row)
         return flow if flow is not None and flow.expires_at > now else None
 

@@ -269,6 +269,11 @@ def _connection_calls(store: object, clock: FakeClock) -> list[StoreCall]:
                 hashed,
             ),
             StoreCall(
+                "peek_flow",
+                lambda: store.peek_flow(flow.token_hash, kind=FlowKind.TICKET, now=now),
+                hashed,
+            ),
+            StoreCall(
                 "acquire_lease",
                 lambda: store.acquire_lease("refresh:crm:alice", holder="h2", now=now, until=now),
             ),
