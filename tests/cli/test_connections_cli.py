@@ -26,30 +26,20 @@ from agentguard.gateway._connect import connect_flows, connected_accounts
 from agentguard.storage import SQLiteStore
 from agentguard.testing._oauth_vendor import FakeOAuthVendor
 from tests.cli.conftest import RunCLI
+from tests.connect.gateway_support import CRM_SERVICE
 from tests.support.servers import LoopbackServer
 
 ORIGIN = "http://127.0.0.1:8080"  # what agentguard init writes
 REDIRECT = f"{ORIGIN}/connect/crm/callback"
 
-SERVICES = """
-[[services]]
-name = "crm"
-base_url = "{api}"
-allow_insecure_http = true
-credentials = "connected"
-
-[services.oauth]
-client_id = "{client_id}"
-authorization_endpoint = "{vendor}/authorize"
-token_endpoint = "{vendor}/token"
-revocation_endpoint = "{vendor}/revoke"
-scopes = ["contacts.read"]
-allow_insecure_http = true
-
+SERVICES = (
+    CRM_SERVICE
+    + """
 [[services]]
 name = "billing"
 base_url = "https://billing.example"
 """
+)
 
 
 @pytest.fixture

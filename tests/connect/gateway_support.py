@@ -34,12 +34,7 @@ from tests.support.servers import LoopbackServer, free_port
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
-SETTINGS = """\
-public_origin = "{origin}"
-
-[store]
-url = "{store}"
-
+CRM_SERVICE = """
 [[services]]
 name = "crm"
 base_url = "{api}"
@@ -53,7 +48,19 @@ token_endpoint = "{vendor}/token"
 revocation_endpoint = "{vendor}/revoke"
 scopes = ["contacts.read"]
 allow_insecure_http = true
+"""
+"""A connected ``crm`` service at a FakeOAuthVendor: format with ``api``, ``client_id`` and
+``vendor`` (its issuer)."""
 
+SETTINGS = (
+    """\
+public_origin = "{origin}"
+
+[store]
+url = "{store}"
+"""
+    + CRM_SERVICE
+    + """
 [[services]]
 name = "billing"
 base_url = "https://billing.example"
@@ -61,6 +68,7 @@ base_url = "https://billing.example"
 [connect]
 ticket_ttl = 300
 """
+)
 
 
 @dataclass

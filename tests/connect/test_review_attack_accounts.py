@@ -32,31 +32,21 @@ from agentguard.gateway import Gateway, build_gateway
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from agentguard.testing._oauth_vendor import FakeOAuthVendor
+from tests.connect.gateway_support import CRM_SERVICE
 from tests.support.servers import LoopbackServer, free_port
 
 TOKEN_TTL = 600  # the vendor's access tokens; renewed from 60 s before expiry (refresh_ahead)
 IN_WINDOW = TOKEN_TTL - 40
 
-SETTINGS = """\
+SETTINGS = (
+    """\
 public_origin = "{origin}"
 
 [store]
 url = "memory://"
-
-[[services]]
-name = "crm"
-base_url = "{api}"
-allow_insecure_http = true
-credentials = "connected"
-
-[services.oauth]
-client_id = "{client_id}"
-authorization_endpoint = "{vendor}/authorize"
-token_endpoint = "{vendor}/token"
-revocation_endpoint = "{vendor}/revoke"
-scopes = ["contacts.read"]
-allow_insecure_http = true
 """
+    + CRM_SERVICE
+)
 
 Scope = dict[str, Any]
 Message = MutableMapping[str, Any]
