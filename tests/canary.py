@@ -25,6 +25,7 @@ _keys: set[str] = set()
 _others: set[str] = set()
 _places: dict[str, list[str]] = {"log": [], "audit": [], "error body": [], "error message": []}
 _log_origins: list[str] = []  # per log record: its logger and message template (no arguments)
+_error_origins: list[str] = []  # per error message record: the error's type and the test
 _test: list[str] = [""]  # the test running now (set by tests/conftest.py)
 
 
@@ -102,7 +103,9 @@ def install(extra_secrets: tuple[str, ...] = ()) -> None:
 
     def recording_error_init(self: AgentGuardError, *args: Any, **kwargs: Any) -> None:
         error_init(self, *args, **kwargs)
-        _remember("error message", f"{self} {self!r}")
+        with _lock:
+            _places["error message"].append(f"{self} {self!r}")
+            _error_origins.append(f"{type(self).__name__} ({self.reason.value}) in {_test[0]}")
 
     AgentGuardError.__init__ = recording_error_init  # type: ignore[method-assign]
 
@@ -117,26 +120,25 @@ def findings() -> list[str]:
     with _lock:
         keys, others = set(_keys), set(_others)
         places = {place: list(texts) for place, texts in _places.items()}
-        origins = list(_log_origins)
+        origins = {"log": list(_log_origins), "error message": list(_error_origins)}
     found: list[str] = []
     for place, texts in places.items():
         leaked_keys = {match for text in texts for match in _KEY.findall(text)} & keys
         if leaked_keys:
             found.append(f"{len(leaked_keys)} agentguard key(s) in {place} records")
-            found += _where(place, texts, origins, leaked_keys)
+            found += _where(texts, origins.get(place, []), leaked_keys)
         joined = "\n".join(texts)
         leaked = [secret for secret in others if secret in joined]
         if leaked:
             found.append(f"{len(leaked)} credential(s) in {place} records")
-            found += _where(place, texts, origins, set(leaked))
+            found += _where(texts, origins.get(place, []), set(leaked))
     return found
 
 
-def _where(place: str, texts: list[str], origins: list[str], secrets: set[str]) -> list[str]:
-    """For log records: the logger and message template (never the arguments, which hold the
-    secret) of the first few records a secret reached, so the leak can be found."""
-    if place != "log":
-        return []
+def _where(texts: list[str], origins: list[str], secrets: set[str]) -> list[str]:
+    """For log and error message records: where the first few records a secret reached came
+    from (a log record's logger and message template, never its arguments, which hold the
+    secret; an error's type and reason), with the test that was running."""
     seen: list[str] = []
     for text, origin in zip(texts, origins, strict=False):
         if origin not in seen and any(secret in text for secret in secrets):

@@ -24,7 +24,7 @@ from agentguard._model import ConnectFlow, FlowKind
 from agentguard._redaction import install_log_redaction
 from agentguard.asgi import ConnectApp
 from agentguard.asgi._connect_pages import confirm_page, message_page
-from agentguard.asgi._connect_request import cookie_values, is_same_origin, read_query
+from agentguard.asgi._connect_request import is_same_origin, named_cookie, read_query
 from agentguard.asgi._types import Scope
 from agentguard.connect import ConnectedAccounts, ConnectFlows
 from agentguard.connect._vendor import VendorClient
@@ -386,8 +386,8 @@ def test_read_query_and_cookie() -> None:
         ],
     }
     assert read_query(scope) == {"state": "a b", "code": "c d", "iss": "https://v"}
-    assert cookie_values(scope, "agentguard_connect_crm") == ["abc", "old"]
-    assert cookie_values({"headers": []}, "agentguard_connect_crm") == []
+    assert named_cookie(scope, "agentguard_connect_crm") == (["abc", "old"], 0)
+    assert named_cookie({"headers": []}, "agentguard_connect_crm") == ([], 0)
     with pytest.raises(InvalidRequest):
         read_query({"query_string": "é".encode()})
 

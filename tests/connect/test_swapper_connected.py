@@ -19,7 +19,8 @@ from agentguard import (
     IssuedKeys,
     ServiceConfig,
 )
-from agentguard._model import ConnectionStatus
+from agentguard._model import ConnectionStatus, Principal
+from agentguard._secret import Secret
 from agentguard.asgi import ProxyApp
 from agentguard.connect import ConnectedAccounts, ConnectionRequired, OAuthClientConfig
 from agentguard.credentials import CredentialSwapper, CredentialVault, KeyRing
@@ -252,3 +253,66 @@ async def test_the_live_checks_refuse_before_the_connection_is_touched(
     response = await gateway.client.get("/contacts", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200
     assert (asked, len(vendor.presented), len(gateway.upstream.requests)) == (["crm"], 1, 1)
+
+
+# A credential the upstream rejects (401): a connected account is renewed on the next call.
+
+
+async def test_the_proxy_renews_a_rejected_connected_token_on_the_next_call(
+    gateway: Gateway,
+) -> None:
+    swap = gateway.swap
+    tokens = tokens_for(swap.clock, lifetime=None)  # a vendor that never sends expires_in
+    await swap.accounts.connect("crm", "alice", tokens)
+    key = gateway.keys.access_key.reveal()
+    headers = {"Authorization": f"Bearer {key}"}
+    gateway.upstream.accepted = {"no-token-is-accepted"}  # the vendor ended the session
+    try:
+        rejected = await gateway.client.get("/contacts", headers=headers)
+    finally:
+        gateway.upstream.accepted = set()
+    assert rejected.status_code == 502
+    body = rejected.json()
+    assert body["reason"] == "upstream_rejected_credential"
+    assert body["error_description"] == (
+        "crm: the service rejected the credential it was sent; it is renewed before the next "
+        "call (this request was not retried)"
+    )
+    assert tokens.access_token.reveal() not in rejected.text
+    assert swap.connections.rows[("crm", "alice")].expires_at == swap.clock.now()
+    vendor = swap.accounts.vendors["crm"]
+    assert isinstance(vendor, StubVendor) and vendor.presented == []
+    renewed = await gateway.client.get("/contacts", headers=headers)
+    assert renewed.status_code == 200
+    assert len(vendor.presented) == 1
+    sent = gateway.upstream.requests[-1].header("authorization")
+    assert sent == f"Bearer {vendor.issued[-1].access_token.reveal()}"
+    assert [e["reason"] for e in await gateway.events() if e.get("status") == 502] == [
+        "upstream_rejected_credential"
+    ]
+
+
+async def test_a_rejected_vault_credential_is_left_to_the_operator() -> None:
+    swap = await make_swap()
+    record = await swap.accounts.connect("crm", "alice", tokens_for(swap.clock))
+    operator = ServiceConfig(name="crm", base_url="https://crm.example")
+    alice = principal("alice", swap.clock)
+    sent = (await swap.swapper.outgoing(alice, operator)).credential
+    assert not await swap.swapper.rejected(alice, operator, sent)
+    assert swap.vault.reads == 1  # the 401 read nothing
+    assert swap.connections.rows[("crm", "alice")] == record
+
+
+async def test_connections_that_cannot_be_told_are_not() -> None:
+    swap = await make_swap()
+    tokens = tokens_for(swap.clock)
+    await swap.accounts.connect("crm", "alice", tokens)
+
+    class TokenOnly:
+        async def token_for(self, principal: Principal, service: str) -> Secret:
+            return await swap.accounts.token_for(principal, service)
+
+    swapper = CredentialSwapper(swap.vault, clock=swap.clock, connections=TokenOnly())
+    alice = principal("alice", swap.clock)
+    assert not await swapper.rejected(alice, connected_service(), tokens.access_token)
+    assert await swap.swapper.rejected(alice, connected_service(), tokens.access_token)

@@ -26,7 +26,10 @@ plant its own flow's cookie in the victim's browser (login CSRF by cookie tossin
 service keeps two flows of one browser apart. On a plain-http origin (loopback and tests only)
 it is ``agentguard_connect_{service}``, path the service's pages: plain http has no protection
 against cookie tossing. A callback that carries the cookie more than once (one of them tossed)
-is refused, whatever the state: it cannot tell which is its own.
+is refused, whatever the state: it cannot tell which is its own. Its name is matched byte for
+byte, trimmed of SP and HTAB only (RFC 6265 §5.2): a browser does not see
+``\\xa0__Host-agentguard_connect_crm`` as a ``__Host-`` cookie, so a sibling host may set it,
+and a callback that carries such a look-alike is refused the same way.
 
 The form's body must arrive within :attr:`ConnectApp.body_idle` seconds of silence and
 :attr:`ConnectApp.body_total` seconds in all (408 past either): a browser sends it at once.
@@ -35,7 +38,9 @@ Only services configured ``credentials="connected"`` with a vendor client exist 
 other name is 404). Every answer is a small HTML page (or the 303) with ``Cache-Control:
 no-store``, no framing, no script and no referrer; a refusal says what went wrong in words a
 person can act on, never with the link, state, code or a token in it. Refusals are audited
-(:mod:`agentguard.asgi._connect_audit`: counted, not one event each, when they name no one).
+(:mod:`agentguard.asgi._connect_audit`): one event each when they used a link or an
+authorization up, else counted per client address (those that name no one, and the page's,
+which uses nothing up: one link opened in a loop does not grow the audit log).
 Store or audit outages answer 503, the vendor's outage 502; never a 500.
 """
 
@@ -238,13 +243,16 @@ class ConnectApp:
         raise MethodNotAllowed(("GET", "POST"))
 
     async def _confirm(self, scope: Scope, service: str) -> Answer:
+        # Nothing is used up here, so every refusal is counted per address (never its own
+        # event): one link opened in a loop must not grow the audit log by an event a request.
+        source = client_of(scope)
         ticket = read_query(scope).get("ticket")
         if ticket is not None and not is_ticket(ticket):  # never looked up, never audited
             return page(400, "This link does not work", LINK_MALFORMED)
         if ticket is not None:
-            flow = await self.flows.inspect_ticket(ticket, service=service, source=client_of(scope))
+            flow = await self.flows.inspect_ticket(ticket, service=service, source=source)
             user_id = flow.user_id
-            await self._signed_in_as(scope, service, user_id, "page")
+            await self._signed_in_as(scope, service, user_id, "page", counted=True, source=source)
         elif self.identify is None:
             return page(400, "A connect link is needed", _NO_LINK)
         else:
@@ -252,7 +260,7 @@ class ConnectApp:
             if signed_in is None:
                 return page(403, "Please sign in", _NOT_SIGNED_IN)
             user_id = signed_in
-        user = await self._may_connect(service, user_id, "page")
+        user = await self._may_connect(service, user_id, "page", counted=True, source=source)
         body = confirm_page(service, f"{self.mount}/{service}", ticket, user_id, user.name)
         # The form must carry its Origin: under "no-referrer" browsers send "Origin: null"
         # with it. "same-origin" sends this page's address (and the ticket in it) to this
@@ -281,8 +289,9 @@ class ConnectApp:
                 why="unknown_action", source=source,
             )  # fmt: skip
             return page(400, "This request is not valid", "choose Connect or Disconnect")
-        user_id = await self._who(scope, service, form.get("ticket"), source)
-        user = await self._may_connect(service, user_id, "post")
+        user_id, used_up = await self._who(scope, service, form.get("ticket"), source)
+        # a signed-in user's form uses nothing up: its refusal is counted, like the page's
+        user = await self._may_connect(service, user_id, "post", counted=not used_up, source=source)
         label = user_label(user_id, user.name)
         if action == "disconnect":
             removed = await self.accounts.disconnect(service, user_id, by="user")
@@ -316,12 +325,15 @@ class ConnectApp:
             ],
         )
 
-    async def _who(self, scope: Scope, service: str, ticket: str | None, source: str | None) -> str:
-        """The human's user id: the ticket's (used up here) or the signed-in user's."""
+    async def _who(
+        self, scope: Scope, service: str, ticket: str | None, source: str | None
+    ) -> tuple[str, bool]:
+        """The human's user id, the ticket's (used up here) or the signed-in user's, and
+        whether a ticket was used up."""
         if ticket is not None:
             flow = await self.flows.redeem_ticket(ticket, service=service, source=source)
             await self._signed_in_as(scope, service, flow.user_id, "post")
-            return flow.user_id
+            return flow.user_id, True
         if self.identify is None:
             raise await self.refusals.refuse(
                 _NO_LINK, service, None, "post", "no_ticket", source=source
@@ -331,33 +343,57 @@ class ConnectApp:
             raise await self.refusals.refuse(
                 _NOT_SIGNED_IN, service, None, "post", "not_signed_in", source=source
             )
-        return user_id
+        return user_id, False
 
-    async def _signed_in_as(self, scope: Scope, service: str, user_id: str, step: str) -> None:
-        """With ``identify``, a link is for its own user only: that user must be signed in."""
+    async def _signed_in_as(
+        self,
+        scope: Scope,
+        service: str,
+        user_id: str,
+        step: str,
+        *,
+        counted: bool = False,
+        source: str | None = None,
+    ) -> None:
+        """With ``identify``, a link is for its own user only: that user must be signed in.
+
+        ``counted``: nothing was used up (the page), so a refusal is counted under ``source``.
+        """
         if self.identify is None:
             return
         current = await self.identify(scope)
         if current is None:
             raise await self.refusals.refuse(
-                _SIGN_IN_AS.format(user=user_id), service, user_id, step, "not_signed_in"
-            )
+                _SIGN_IN_AS.format(user=user_id), service, user_id, step, "not_signed_in",
+                source=source, counted=counted,
+            )  # fmt: skip
         if current != user_id:
             raise await self.refusals.refuse(
-                _OTHER_USER, service, user_id, step, "other_user", signed_in=current
-            )
+                _OTHER_USER, service, user_id, step, "other_user", signed_in=current,
+                source=source, counted=counted,
+            )  # fmt: skip
 
-    async def _may_connect(self, service: str, user_id: str, step: str) -> User:
+    async def _may_connect(
+        self,
+        service: str,
+        user_id: str,
+        step: str,
+        *,
+        counted: bool = False,
+        source: str | None = None,
+    ) -> User:
         """The user, read live: refused (audited) unless they exist, are enabled and their
-        account is active."""
+        account is active. ``counted``: the request used nothing up, so a refusal is counted
+        under ``source`` rather than appended as its own event."""
         standing = await user_standing(self.guard.store, user_id)
         if standing.problem is None and standing.user is not None:
             return standing.user
         problem = standing.problem or Reason.UNKNOWN_USER
         error = standing_refused(problem, service=service, user_id=user_id)
         await self.refusals.record(
-            service, user_id, reason=problem, status=error.status, step=step, why=problem.value
-        )
+            service, user_id, reason=problem, status=error.status, step=step, why=problem.value,
+            source=source, counted=counted,
+        )  # fmt: skip
         raise error
 
     def cookie_name(self, service: str) -> str:

@@ -1,14 +1,23 @@
-"""How the connect pages audit a refusal: its own event when it is about someone, counted when not.
+"""How the connect pages audit a refusal: its own event when it used something up, else counted.
 
-A refusal that names a user (a real link or authorization, a signed-in user) is a
-``connection.refuse`` event with the step and why. One that names no one (a cross-site,
-malformed, oversized or stalled form, a page opened without a link, a callback whose query
-cannot be read or lacks its state or code, the binding cookie sent twice, a vendor error that
-came back with no state of ours) is what anyone on the network can send by the million: it is
-counted per source and interval into the audit writer's refusal summary
+A refusal about a real link or authorization that used it up (the form, the callback) is a
+``connection.refuse`` event with the user, the step and why: each takes a single-use record,
+so one link or state makes a bounded number of them.
+
+Every other refusal is counted per source and interval into the audit writer's refusal summary
 (``guard.refusal_summary``) when the writer keeps one, as the proxy counts refusals of unknown
-keys, so a flood appends one event per interval and source. Either way the status recorded is
-the status the browser was answered.
+keys, so a flood appends one event per interval and source:
+
+- those that name no one (a cross-site, malformed, oversized or stalled form, a page opened
+  without a link, a callback whose query cannot be read or lacks its state or code, the
+  binding cookie sent twice or next to a look-alike, a vendor error with no state of ours):
+  anyone on the network can send them by the million;
+- those that name a user but used nothing up (``counted=True``: the confirmation page, a
+  signed-in user's form without a link): one link opened in a loop (a since-disabled user's,
+  or at another service's page) would otherwise append an event a request while it lives.
+
+Either way the status recorded is the status the browser was answered. A writer without a
+summary appends every refusal as its own event.
 """
 
 from __future__ import annotations
@@ -50,12 +59,13 @@ class RefusalLog:
         *,
         source: str | None = None,
         signed_in: str | None = None,
+        counted: bool = False,
     ) -> ConnectRefused:
         """A :class:`ConnectRefused` (403) with ``description``, recorded."""
         error = ConnectRefused(description, service=service, user_id=user_id)
         await self.record(
             service, user_id, reason=error.reason, status=error.status, step=step, why=why,
-            source=source, signed_in=signed_in,
+            source=source, signed_in=signed_in, counted=counted,
         )  # fmt: skip
         return error
 
@@ -71,10 +81,12 @@ class RefusalLog:
         vendor_error: str | None = None,
         source: str | None = None,
         signed_in: str | None = None,
+        counted: bool = False,
     ) -> None:
-        """One ``connection.refuse`` event, or a count when it names no one (see the module)."""
+        """One ``connection.refuse`` event, or a count under ``source`` when it names no one
+        or is ``counted`` (it used nothing up; see the module)."""
         audit = self.audit
-        if user_id is None and audit.summaries is not None:
+        if (user_id is None or counted) and audit.summaries is not None:
             await audit.count_refusal(
                 source=source, reason=reason.value, status=status, service=service
             )

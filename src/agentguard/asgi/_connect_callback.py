@@ -13,9 +13,9 @@ A vendor's ``error=`` answer uses the state up too and is reported in fixed word
 browser's), that refusal is the answer.
 
 Every refusal is audited with the status the browser got. Those that name no one (a query that
-cannot be read, one without its state or code, the binding cookie sent twice, a vendor error
-with no state) are counted per client address into the refusal summary
-(:mod:`agentguard.asgi._connect_audit`).
+cannot be read, one without its state or code, the binding cookie sent twice or next to a
+look-alike of its name, a vendor error with no state) are counted per client address into the
+refusal summary (:mod:`agentguard.asgi._connect_audit`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from agentguard.asgi._connect_pages import (
     vendor_error_page,
     with_headers,
 )
-from agentguard.asgi._connect_request import cookie_values, read_query
+from agentguard.asgi._connect_request import named_cookie, read_query
 from agentguard.connect._errors import VendorRefused, VendorUnavailable
 from agentguard.connect._flow_errors import COOKIE_AMBIGUOUS, ISSUER_WRONG
 from agentguard.errors import InvalidRequest, RequestRefused
@@ -71,12 +71,14 @@ class Callback:
                 step="callback", why="bad_query", source=source,
             )  # fmt: skip
             raise
-        cookies = cookie_values(scope, app.cookie_name(service))
-        if len(cookies) > 1:  # one of them planted by another host: which is ours is unknown
+        cookies = named_cookie(scope, app.cookie_name(service))
+        if len(cookies.values) > 1 or cookies.lookalikes:  # planted by another host (or
+            # under a name only a lax parser reads as ours): which is the browser's is unknown
+            why = "cookie_lookalike" if cookies.lookalikes else "cookie_twice"
             raise await app.refusals.refuse(
-                COOKIE_AMBIGUOUS, service, None, "callback", "cookie_twice", source=source
+                COOKIE_AMBIGUOUS, service, None, "callback", why, source=source
             )
-        browser = cookies[0] if cookies else None
+        browser = cookies.values[0] if cookies.values else None
         state, code, error = query.get("state"), query.get("code"), query.get("error")
         if error is not None:
             return await self._vendor_said_no(service, error, query, browser=browser, source=source)

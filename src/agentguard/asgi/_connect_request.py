@@ -8,6 +8,7 @@ server wait (the form's body), and without echoing anything the browser sent.
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -16,15 +17,20 @@ from agentguard.asgi._types import Message, Receive, Scope
 from agentguard.errors import ConfigurationError, InvalidRequest, RequestTimeout
 
 __all__ = [
-    "cookie_values",
+    "NamedCookie",
     "header_values",
     "is_same_origin",
+    "named_cookie",
     "public_origin_of",
     "read_query",
     "receive_within",
 ]
 
 MAX_QUERY_FIELDS = 32
+_COOKIE_SPACE = b" \t"
+_INVISIBLE = bytes(b for b in range(256) if not 0x21 <= b <= 0x7E)
+"""Bytes that no cookie name of ours holds: a name equal to ours once they are removed is a
+look-alike (a browser sees another name; Python's ``str.strip()`` would see ours)."""
 
 
 def header_values(scope: Scope, name: bytes) -> list[bytes]:
@@ -59,21 +65,44 @@ def read_query(scope: Scope) -> dict[str, str]:
     return found
 
 
-def cookie_values(scope: Scope, name: str) -> list[str]:
-    """Every value the browser sent for cookie ``name``, in order (``[]``: none).
+class NamedCookie(NamedTuple):
+    """What the browser sent under one cookie name (:func:`named_cookie`).
 
-    More than one means cookies of the same name from different paths or domains (a sibling
-    host may set one for the whole site): the caller cannot tell which is its own, and must
-    not pick one.
+    Attributes:
+        values: the value of every cookie of exactly that name, in order.
+        lookalikes: how many cookies have a name that is that name only once bytes a browser
+            does not trim (controls, other whitespace, bytes past ASCII) are ignored.
     """
-    found: list[str] = []
+
+    values: list[str]
+    lookalikes: int
+
+
+def named_cookie(scope: Scope, name: str) -> NamedCookie:
+    """The cookies of the Cookie header(s) whose name is exactly ``name``, and its look-alikes.
+
+    Each ``;``-separated pair is trimmed of SP and HTAB only, as browsers do (RFC 6265 §5.2),
+    then its name compared byte for byte. Python's ``str.strip()`` would also trim NBSP (0xA0),
+    NEL (0x85) and other bytes a browser keeps: to a browser ``\\xa0__Host-x`` is not a
+    ``__Host-`` cookie (a sibling host may set it), so reading it as ``__Host-x`` would undo
+    the prefix. Such a name is not this cookie; it is counted in ``lookalikes`` so the caller
+    can refuse rather than guess. More than one value means cookies of the same name from
+    different paths or domains: the caller cannot tell which is its own either.
+    """
+    wanted = name.encode("ascii")
+    values: list[str] = []
+    lookalikes = 0
     for header in header_values(scope, b"cookie"):
-        text = header.decode("latin-1")
-        for item in text.split(";"):
-            key, sep, value = item.strip().partition("=")
-            if sep and key == name:
-                found.append(value.strip().strip('"'))
-    return found
+        for item in header.split(b";"):
+            key, sep, value = item.strip(_COOKIE_SPACE).partition(b"=")
+            key = key.strip(_COOKIE_SPACE)
+            if not sep:
+                continue
+            if key == wanted:
+                values.append(value.strip(_COOKIE_SPACE).decode("latin-1").strip('"'))
+            elif key.translate(None, _INVISIBLE) == wanted:
+                lookalikes += 1
+    return NamedCookie(values, lookalikes)
 
 
 def receive_within(receive: Receive, *, idle: float, total: float) -> Receive:

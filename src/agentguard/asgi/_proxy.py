@@ -403,8 +403,7 @@ class ProxyApp:
     async def _relay(
         self, response: httpx.Response, outgoing: Outgoing, send: Send, context: ReviewContext
     ) -> None:
-        """Send the upstream response on, scanning it for every secret of the call (the
-        credential sent, the admin credential behind a minted token) and reviewing it."""
+        """Send the upstream response on, scanned for every secret of the call, reviewed."""
         relay = ResponseRelay(
             service=self.service.name,
             chain=self.reviews.response_chain,
@@ -412,6 +411,7 @@ class ProxyApp:
             record=self.reviews.record,
             as_error=self._as_error,
             scanners=self._scanners,
+            rejected=lambda who, sent: self.swapper.rejected(who, self.service, sent),
         )
         await relay.relay(response, outgoing.credential, send, context, secrets=outgoing.involved)
 

@@ -48,6 +48,7 @@ from agentguard._body_charset import (
     textual,
 )
 from agentguard._content_type import AmbiguousContentType, ContentType, parse_content_type
+from agentguard._model import Principal
 from agentguard._secret import Secret
 from agentguard.asgi._types import Message, Send
 from agentguard.credentials._echo import EchoScanner, SecretEchoed, StreamScanner
@@ -196,6 +197,8 @@ class ResponseRelay:
         record: audits review findings.
         as_error: turns an upstream or scan failure into the gateway error to answer with.
         scanners: compiled echo scanners shared between calls (a fresh cache by default).
+        rejected: told of a 401 to the credential sent for a principal; whether the next
+            call sends another (:meth:`~agentguard.credentials.CredentialSwapper.rejected`).
     """
 
     def __init__(
@@ -207,6 +210,7 @@ class ResponseRelay:
         record: Callable[[Iterable[Verdict], ReviewContext], Awaitable[None]],
         as_error: Callable[[Exception], RequestRefused],
         scanners: EchoScanners | None = None,
+        rejected: Callable[[Principal, Secret], Awaitable[bool]] | None = None,
     ) -> None:
         self.scanners = scanners if scanners is not None else EchoScanners(1)
         self.service = service
@@ -214,6 +218,7 @@ class ResponseRelay:
         self.buffer_bytes = buffer_bytes
         self.record = record
         self.as_error = as_error
+        self.rejected = rejected
 
     def check_codings(self, headers: httpx.Headers) -> None:
         """Refuse (502 naming the service) a response in a coding that is not decoded."""
@@ -240,7 +245,7 @@ class ResponseRelay:
         """Send the upstream response on, scanning it for ``credential`` and every other secret
         of the call (``secrets``), and reviewing it."""
         if response.status_code == 401:
-            raise BadGateway(self.service, reason=Reason.UPSTREAM_REJECTED_CREDENTIAL)
+            raise await self._rejected(credential, context)
         self.check_codings(response.headers)
         content_type = self._content_type(response.headers)
         scanner = self.scanners.get(
@@ -292,6 +297,21 @@ class ResponseRelay:
             declarations=declarations,
             context=context,
             send=send,
+        )
+
+    async def _rejected(self, credential: Secret, context: ReviewContext) -> BadGateway:
+        """The 502 for a credential the upstream rejected (401), once the swapper was told; the
+        request is not retried (its body may not be replayable)."""
+        renewed = False
+        if self.rejected is not None and context.principal is not None:
+            renewed = await self.rejected(context.principal, credential)
+        if not renewed:
+            return BadGateway(self.service, reason=Reason.UPSTREAM_REJECTED_CREDENTIAL)
+        return BadGateway(
+            self.service,
+            f"{self.service}: the service rejected the credential it was sent; it is renewed "
+            "before the next call (this request was not retried)",
+            reason=Reason.UPSTREAM_REJECTED_CREDENTIAL,
         )
 
     def _content_type(self, headers: httpx.Headers) -> ContentType:

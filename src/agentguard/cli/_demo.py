@@ -170,7 +170,7 @@ async def _story(tell: _Teller, directory: Path) -> int:  # noqa: PLR0915 - one 
             tell, http, guard=guard, store=store, headers=bearer(keys), deletions=deletions
         )
         issued.append(operator_token)
-        issued.append(await tell_connect(tell, http, mail, bearer(keys)))
+        issued += await tell_connect(tell, http, mail, bearer(keys))
 
         tell.title("50 minutes later the runtime refreshes ahead of expiry (rotation)")
         clock.advance(50 * 60)

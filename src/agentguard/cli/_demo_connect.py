@@ -103,8 +103,9 @@ def set_up_mail(guard: Guard, store: SQLiteStore, vendor: FakeOAuthVendor) -> Ma
 
 async def tell_connect(
     tell: _Teller, http: httpx.AsyncClient, mail: Mail, headers: dict[str, str]
-) -> str:
-    """Tell the scene; return the one-time link's ticket (checked absent from the audit log)."""
+) -> list[str]:
+    """Tell the scene; return the secrets it handled (the one-time link's ticket and the
+    gateway's OAuth client secret), which the story checks are absent from the audit log."""
     tell.title("The mailbox is Alice's own: each user connects their own vendor account")
     tell.say(f"GET {INBOX}")
     refused = await http.get(INBOX, headers=headers)
@@ -135,4 +136,4 @@ async def tell_connect(
     tell.say(
         f"MailCo saw Alice's own token (account {body.get('vendor_user')}); the agent never held it"
     )
-    return ticket.reveal()
+    return [ticket.reveal(), mail.vendor.client_secret.reveal()]

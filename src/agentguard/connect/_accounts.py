@@ -36,6 +36,7 @@ from agentguard.connect._refresh import (
     connection_event,
     minimum_lease,
 )
+from agentguard.connect._rejection import ConnectionRejections
 from agentguard.connect._rekey import ConnectionsResealed, reseal_connections
 from agentguard.connect._sealing import ConnectionSealer, SealBroken
 from agentguard.connect._tokens import VendorTokens
@@ -121,6 +122,7 @@ class ConnectedAccounts:
             wait_seconds=wait_seconds,
             instance=instance or secrets.token_hex(4),
         )
+        self._rejections = ConnectionRejections(store, self.sealer, self.clock)
 
     def __repr__(self) -> str:
         return f"ConnectedAccounts(services={sorted(self.vendors)})"
@@ -174,6 +176,7 @@ class ConnectedAccounts:
         with store_outage(_ROLE, "put_connection"):
             await self.store.put_connection(record)
         self._flight.backoff.forget((service, user_id))  # fresh tokens: renew when due
+        self._rejections.forget((service, user_id))
         detail: dict[str, Scalar] = {"scopes": _scopes_text(record.scopes)}
         if previous is not None and previous.id != record.id:
             detail["replaced"] = previous.id
@@ -236,6 +239,13 @@ class ConnectedAccounts:
         if isinstance(client_secret, Secret):
             involved.append(client_secret)
         return token, _distinct(involved)
+
+    async def rejected(self, principal: Principal, service: str, token: Secret) -> bool:
+        """The vendor answered 401 to ``token``, the access token of ``principal``'s user for
+        ``service``: if the connection still holds it, it is renewed on the next call (also
+        with no ``expires_in`` from the vendor); see :mod:`agentguard.connect._rejection`.
+        Whether the next call sends another token. Never raises for the store."""
+        return await self._rejections.rejected(service, principal.user_id, token)
 
     async def reseal(self, *, progress: Callable[[int], None] | None = None) -> ConnectionsResealed:
         """Re-encrypt every connection under the key ring's primary key (key rotation); run it

@@ -18,8 +18,10 @@ it up, so the confirmation page can say whose link it is.
 Refusals are audited as ``connection.refuse``. One that names no one (a malformed, unknown,
 used or expired ticket or state: anyone on the network can send those by the million) is
 counted per source and interval into the audit writer's refusal summary when it keeps one
-(``guard.refusal_summary``), not appended one by one; a refusal about a real flow (another
-service, another browser) is its own event.
+(``guard.refusal_summary``), not appended one by one; so is one that inspecting a ticket makes
+(another service's link), which uses nothing up and could be repeated for as long as the link
+lives. A refusal about a real flow that used it up (another service, another browser) is its
+own event: each takes a single-use record, so there are few.
 """
 
 from __future__ import annotations
@@ -219,7 +221,9 @@ class ConnectFlows:
     ) -> ConnectFlow:
         """The ticket's record, left unused: whose link it is, before anyone uses it.
 
-        The same refusals as :meth:`redeem_ticket`, in the same words; nothing is used up.
+        The same refusals as :meth:`redeem_ticket`, in the same words; nothing is used up, so
+        every refusal (another service's link included) is counted under ``source`` when the
+        audit writer keeps a refusal summary, never appended one by one.
         """
         return await self._ticket(ticket, service, source, take=False)
 
@@ -239,10 +243,11 @@ class ConnectFlows:
                 flow = await self.store.peek_flow(digest, kind=FlowKind.TICKET, now=now)
         if not _taken(flow, digest, FlowKind.TICKET):
             raise await self._refused(LINK_GONE, step, "unknown_or_used", service, source=source)
-        if flow.service != service:
+        if flow.service != service:  # inspecting uses nothing up: counted, not appended
             raise await self._refused(
-                LINK_OTHER_SERVICE, step, "other_service", service, flow.user_id
-            )
+                LINK_OTHER_SERVICE, step, "other_service", service, flow.user_id,
+                source=source, counted=not take,
+            )  # fmt: skip
         return flow
 
     async def begin(self, service: str, user_id: str) -> Authorization:
@@ -352,12 +357,15 @@ class ConnectFlows:
         user_id: str | None = None,
         *,
         source: str | None = None,
+        counted: bool = False,
     ) -> ConnectRefused:
         """The refusal, recorded as ``connection.refuse`` (never with the token itself), or
-        counted under ``source`` when it names no one and the writer keeps summaries."""
+        counted under ``source`` when it names no one or is ``counted`` (it used nothing up)
+        and the writer keeps summaries."""
         error = ConnectRefused(description, service=service, user_id=user_id)
         audit = self.audit
-        if audit is not None and user_id is None and audit.summaries is not None:
+        counts = user_id is None or counted
+        if audit is not None and counts and audit.summaries is not None:
             await audit.count_refusal(
                 source=source,
                 reason=error.reason.value,

@@ -3,8 +3,10 @@
 :class:`TokenRenewal` reads a (service, user)'s connection, opens its tokens, and renews them
 at the vendor once the caller holds that (service, user)'s single flight
 (:mod:`agentguard.connect._refresh`). The renewed tokens are written by compare-and-set on the
-row's ``version``, so a rotated refresh token is never lost to a concurrent writer; a write that
-loses answers from the row as it is now.
+row's ``version``, so a rotated refresh token is never lost to a concurrent writer. A write that
+loses to a writer that did not renew the row (a key rotation re-sealing it, a 401 marking it
+due) is made again on top of the row as it is now; one that loses to another renewal, a
+reconnect or a disconnect answers from the row as it is now.
 
 An ``invalid_grant`` marks the connection broken: the agent is refused ``connection_broken``
 until the user reconnects. A renewal the vendor could not make (unavailable, a refusal other
@@ -36,7 +38,7 @@ from agentguard.connect._refresh_policy import (
     expired,
     refresh_due,
 )
-from agentguard.connect._sealing import ConnectionSealer, Slot
+from agentguard.connect._sealing import ConnectionSealer, SealBroken, Slot
 from agentguard.connect._tokens import VendorTokens
 from agentguard.errors import BadGateway, CorruptRecord, Reason
 from agentguard.storage._outage import store_outage
@@ -44,6 +46,8 @@ from agentguard.storage._outage import store_outage
 __all__ = ["TokenRenewal"]
 
 logger = logging.getLogger("agentguard.connect")
+
+_ATTEMPTS = 5
 
 
 class TokenRenewal:
@@ -133,19 +137,20 @@ class TokenRenewal:
             return self._failed(current, "the vendor took too long")
         self.backoff.forget((service, current.user_id))
         now = self.clock.now()
-        renewed = current.model_copy(
-            update={
-                "version": current.version + 1,
+
+        def renewal(base: ConnectedAccount) -> ConnectedAccount:
+            update = {
+                "version": base.version + 1,
                 "expires_at": tokens.expires_at,
-                "scopes": _granted(tokens, current),
+                "scopes": _granted(tokens, base),
                 "updated_at": now,
             }
-        )
-        # RFC 6749 §6: a response without a refresh token leaves the previous one in force.
-        renewed = self.sealer.seal(renewed, tokens.access_token, tokens.refresh_token or refresh)
-        with store_outage(STORE_ROLE, "update_connection"):
-            stored = await self.store.update_connection(renewed, version=current.version)
-        if not stored:
+            # RFC 6749 §6: a response without a refresh token leaves the previous one in force.
+            renewed = base.model_copy(update=update)
+            return self.sealer.seal(renewed, tokens.access_token, tokens.refresh_token or refresh)
+
+        renewed = await self._write(current, refresh, renewal)
+        if renewed is None:
             return await self._lost(current, vendor, tokens)
         if self.audit is not None:
             lifetime = None
@@ -167,18 +172,19 @@ class TokenRenewal:
 
     async def _break(self, current: ConnectedAccount, vendor: TokenVendor, why: str) -> Secret:
         now = self.clock.now()
-        broken = current.model_copy(
-            update={
+
+        def breaking(base: ConnectedAccount) -> ConnectedAccount:
+            update = {
                 "status": ConnectionStatus.BROKEN,
                 "access_token": b"",
                 "refresh_token": None,
-                "version": current.version + 1,
+                "version": base.version + 1,
                 "updated_at": now,
             }
-        )
-        with store_outage(STORE_ROLE, "update_connection"):
-            stored = await self.store.update_connection(broken, version=current.version)
-        if not stored:  # someone renewed, reconnected or disconnected it meanwhile
+            return base.model_copy(update=update)
+
+        broken = await self._write(current, self.open(current, "refresh"), breaking)
+        if broken is None:  # someone renewed, reconnected or disconnected it meanwhile
             return await self._lost(current, vendor, None)
         self.backoff.forget((current.service, current.user_id))
         logger.warning("%s: connection %s is broken (%s)", current.service, current.id, why)
@@ -194,6 +200,38 @@ class TokenRenewal:
                 )
             )
         raise self.refusal(current.service, Reason.CONNECTION_BROKEN)
+
+    async def _write(
+        self,
+        current: ConnectedAccount,
+        presented: Secret | None,
+        change: Callable[[ConnectedAccount], ConnectedAccount],
+    ) -> ConnectedAccount | None:
+        """Write ``change(row)`` by compare-and-set, from ``current`` (the row the renewal
+        read); the row written, or ``None`` when another renewal replaced it meanwhile.
+
+        A lost compare-and-set is not always a lost race: a key rotation re-sealing the row,
+        or a 401 marking it due (:mod:`agentguard.connect._rejection`), moves its version
+        without renewing it. While the row is the same connection, still working and still
+        holding the refresh token this renewal presented (compared in constant time), the
+        change is made on top of the row as it is now: dropping a renewal the vendor has made
+        would leave the row with the refresh token the vendor has just retired, which a
+        rotating vendor reads as theft at the next renewal (RFC 9700 §4.14.2) and kills the
+        grant. Only a renewal, reconnect or disconnect in between wins over ours.
+        """
+        base: ConnectedAccount | None = current
+        for _ in range(_ATTEMPTS):
+            if base is None:
+                return None
+            changed = change(base)
+            with store_outage(STORE_ROLE, "update_connection"):
+                if await self.store.update_connection(changed, version=base.version):
+                    return changed
+            base = await self.read(current.service, current.user_id)
+            if not _unrenewed(self.sealer, base, current, presented):
+                return None
+        logger.warning("%s: connection %s kept changing; not saved", current.service, current.id)
+        return None
 
     async def _lost(
         self, current: ConnectedAccount, vendor: TokenVendor, tokens: VendorTokens | None
@@ -241,6 +279,25 @@ class TokenRenewal:
         if retry_after is not None:
             raise VendorBackoff(record.service, retry_after)
         raise BadGateway(record.service, reason=Reason.VENDOR_UNAVAILABLE)
+
+
+def _unrenewed(
+    sealer: ConnectionSealer,
+    found: ConnectedAccount | None,
+    current: ConnectedAccount,
+    presented: Secret | None,
+) -> bool:
+    """Whether ``found`` is ``current``'s connection, still working and holding the refresh
+    token ``presented`` (both none counts): changed since, but not renewed."""
+    if found is None or found.id != current.id or found.status is not ConnectionStatus.ACTIVE:
+        return False
+    try:
+        held = sealer.open(found, "refresh")
+    except SealBroken:
+        return False
+    if held is None or presented is None:
+        return held is None and presented is None
+    return held == presented  # Secret compares in constant time
 
 
 def _granted(tokens: VendorTokens, current: ConnectedAccount) -> tuple[str, ...]:

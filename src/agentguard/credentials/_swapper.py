@@ -34,7 +34,13 @@ from agentguard.credentials._minting import MintCache, Minter, MintingError
 from agentguard.credentials._vault import CredentialVault, VaultError
 from agentguard.errors import BadGateway, CorruptRecord, Reason
 
-__all__ = ["ConnectedCredentials", "ConnectedSecrets", "CredentialSwapper", "Outgoing"]
+__all__ = [
+    "ConnectedCredentials",
+    "ConnectedSecrets",
+    "CredentialSwapper",
+    "Outgoing",
+    "RenewedOnRejection",
+]
 
 logger = logging.getLogger("agentguard.credentials")
 
@@ -71,6 +77,17 @@ class ConnectedSecrets(ConnectedCredentials, Protocol):
     ) -> tuple[Secret, tuple[Secret, ...]]:
         """The token to send, and every secret a response must not show (the refresh token,
         the OAuth client secret); raises as :meth:`token_for`."""
+        ...
+
+
+@runtime_checkable
+class RenewedOnRejection(ConnectedCredentials, Protocol):
+    """Connected accounts told when the vendor rejects a user's token
+    (:class:`~agentguard.connect.ConnectedAccounts` are): the connection is renewed on the
+    next call."""
+
+    async def rejected(self, principal: Principal, service: str, token: Secret) -> bool:
+        """The vendor answered 401 to ``token``; whether the next call sends another one."""
         ...
 
 
@@ -136,6 +153,23 @@ class CredentialSwapper:
             return Outgoing(secret, (secret,))
         token = await self._minted(secret, principal, service)
         return Outgoing(token, (token, secret))
+
+    async def rejected(
+        self, principal: Principal, service: ServiceConfig, credential: Secret
+    ) -> bool:
+        """The upstream answered 401 to ``credential``, sent for ``principal`` to ``service``.
+
+        A connected account still holding that token is renewed on the next call
+        (:meth:`~agentguard.connect.ConnectedAccounts.rejected`: a vendor that sent no
+        ``expires_in``, or ended the session early). Credentials from the vault are left as
+        they are: an operator replaces them. Whether the next call sends another credential.
+        Never raises for the store.
+        """
+        if service.credentials != "connected":
+            return False
+        if not isinstance(self.connections, RenewedOnRejection):
+            return False
+        return await self.connections.rejected(principal, service.name, credential)
 
     async def _connected(self, principal: Principal, service: ServiceConfig) -> Outgoing:
         if self.connections is None:
