@@ -81,12 +81,13 @@ class TokenTap:
         async def tap(message: Message) -> None:
             if message["type"] == "http.response.body":
                 body.extend(message.get("body", b""))
+                if not message.get("more_body", False):  # kept before the client can read it
+                    answer = json.loads(bytes(body))
+                    if isinstance(answer, dict) and "access_token" in answer:
+                        self.answers.append(answer)
             await send(message)
 
         await self.vendor(scope, receive, tap)
-        answer = json.loads(bytes(body))
-        if isinstance(answer, dict) and "access_token" in answer:
-            self.answers.append(answer)
 
 
 @dataclass
