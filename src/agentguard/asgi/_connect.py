@@ -62,7 +62,7 @@ from agentguard.asgi._connect_request import (
     receive_within,
 )
 from agentguard.asgi._forms import read_form
-from agentguard.asgi._responses import send_raw
+from agentguard.asgi._responses import answer_lifespan, send_raw
 from agentguard.asgi._scope import route_path
 from agentguard.asgi._types import Receive, Scope, Send
 from agentguard.connect._errors import VendorRefused, VendorUnavailable
@@ -199,7 +199,7 @@ class ConnectApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
@@ -418,13 +418,3 @@ class ConnectApp:
             "SameSite=Lax"
         )
         return cookie + "; Secure" if self._secure else cookie
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -32,7 +32,7 @@ from agentguard._request import parse_authorization
 from agentguard.approvals._decide import ApprovalNotPending, decide
 from agentguard.approvals._operators import authenticate_operator
 from agentguard.approvals._queue import APPROVAL_STATES, approval_document, find_approvals
-from agentguard.asgi._responses import send_error, send_json
+from agentguard.asgi._responses import answer_lifespan, send_error, send_json
 from agentguard.asgi._scope import request_from_scope, route_path
 from agentguard.asgi._types import Message, Receive, Scope, Send
 from agentguard.audit._events import Action, AuditEvent, Decision
@@ -145,7 +145,7 @@ class OperatorApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
@@ -315,13 +315,3 @@ async def _decided(
 def _allow(method: str, allowed: tuple[str, ...]) -> None:
     if method not in allowed:
         raise MethodNotAllowed(allowed)
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

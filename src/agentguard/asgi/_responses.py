@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from agentguard.asgi._types import Scope, Send
+from agentguard.asgi._types import Receive, Scope, Send
 from agentguard.errors import Challenge, RequestRefused
 
-__all__ = ["send_error", "send_json"]
+__all__ = ["answer_lifespan", "send_error", "send_json"]
 
 
 async def send_json(
@@ -50,3 +50,15 @@ async def send_error(
             await send({"type": "websocket.close", "code": 1008, "reason": error.code or ""})
         return
     await send_raw(send, status, headers, body)
+
+
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """Answer an ASGI lifespan for an app that holds nothing to open or close (the operator
+    and connect apps when served on their own)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
