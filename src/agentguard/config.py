@@ -86,6 +86,7 @@ from agentguard._config_gates import (
     LimitSettings,
     RateLimitSettings,
 )
+from agentguard._config_observe import TelemetrySettings, TileAccess, WitnessSettings
 from agentguard._config_source import (
     SECRET_ENVIRONMENT,
     Source,
@@ -126,6 +127,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StoreSettings",
+    "TelemetrySettings",
+    "WitnessSettings",
     "load_settings",
 ]
 
@@ -240,11 +243,19 @@ class AuditSettings(_Section):
     refusal_summaries: bool = True
     refusal_interval: float = Field(default=60.0, gt=0)
     refusal_max_sources: int = Field(default=1024, ge=1)
+    tiles: TileAccess = "operators"
+    witnesses: tuple[WitnessSettings, ...] = ()
+    witness_quorum: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> AuditSettings:
         if self.checkpoint_dir is not None and not self.origin:
             raise ValueError("checkpoint_dir needs origin (e.g. 'audit.example.com/agentguard')")
+        if self.witness_quorum > len(self.witnesses):
+            raise ValueError(
+                f"witness_quorum {self.witness_quorum} is more than the "
+                f"{len(self.witnesses)} configured [[audit.witnesses]]"
+            )
         return self
 
     @property
@@ -330,6 +341,7 @@ class Settings(_Section):
     rate_limits: tuple[RateLimitSettings, ...] = ()
     limits: LimitSettings = Field(default_factory=LimitSettings)
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     secrets: SecretFiles = Field(default_factory=SecretFiles)
     secret_values: SecretValues = Field(default_factory=SecretValues, exclude=True)

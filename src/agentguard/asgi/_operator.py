@@ -10,6 +10,9 @@ come), authenticated by operator tokens only.
 - ``GET /connections``, ``POST /connections/{service}/{user_id}/link``,
   ``DELETE /connections/{service}/{user_id}``: users' connected vendor accounts, when a
   service uses them (:mod:`agentguard.asgi._operator_connections`).
+- Further endpoints mounted by other parts of the gateway, each under its own first path
+  segment (:class:`OperatorEndpoints`: the audit log's tiles, the metrics); an endpoint may
+  declare a request public (no operator token), and answers in its own content type.
 
 Every other request needs ``Authorization: Bearer ag_op_...``: missing, malformed, unknown,
 revoked or expired tokens are 401 with a ``WWW-Authenticate`` challenge, and an agent key is
@@ -23,8 +26,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
 from agentguard._model import ApprovalRecord, OperatorRecord
@@ -53,7 +56,7 @@ if TYPE_CHECKING:
     from agentguard.approvals._notify import ApprovalNotifier
     from agentguard.asgi._operator_connections import ConnectionEndpoints
 
-__all__ = ["OperatorApp"]
+__all__ = ["OperatorApp", "OperatorEndpoints"]
 
 logger = logging.getLogger("agentguard.operator")
 
@@ -62,6 +65,27 @@ CHALLENGE = Challenge(realm="agentguard operator")
 MAX_LIMIT = 1000
 _QUERY_NAMES = frozenset({"status", "user_id", "limit"})
 _APPROVAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")  # an Identifier
+
+
+@runtime_checkable
+class OperatorEndpoints(Protocol):
+    """Endpoints mounted on the operator listener under one first path segment.
+
+    ``segment`` is the first path segment served (``"log"`` serves ``/log/...``).
+    ``public(parts)`` says whether a request needs no operator token (``parts`` are the path's
+    segments, the first being ``segment``); ``handle`` answers it and returns ``True``, or
+    returns ``False`` (having sent nothing) for a 404. ``operator`` is the authenticated
+    operator, or ``None`` for a public request. Raising :class:`RequestRefused` answers with
+    its error; anything else is logged and answered 503.
+    """
+
+    segment: str
+
+    def public(self, parts: Sequence[str]) -> bool: ...
+
+    async def handle(
+        self, scope: Scope, send: Send, parts: Sequence[str], operator: OperatorRecord | None
+    ) -> bool: ...
 
 
 class _NotFound(Exception):
@@ -112,6 +136,7 @@ class OperatorApp:
         operators: where operator token records live (the gateway's store).
         notifier: told of each decision (``approval.approved`` / ``approval.denied``).
         connections: the connected-account endpoints (``None``: no service uses them).
+        extras: further endpoints, each under its own first path segment.
     """
 
     def __init__(
@@ -122,12 +147,17 @@ class OperatorApp:
         operators: OperatorStore,
         notifier: ApprovalNotifier | None = None,
         connections: ConnectionEndpoints | None = None,
+        extras: Sequence[OperatorEndpoints] = (),
     ) -> None:
         self.guard = guard
         self.approvals = approvals
         self.operators = operators
         self.notifier = notifier
         self.connections = connections
+        self.extras = {extra.segment: extra for extra in extras}
+        reserved = {"healthz", "approvals", "connections"} & set(self.extras)
+        if reserved or len(self.extras) != len(extras):
+            raise ValueError(f"operator endpoint segments clash: {sorted(reserved) or extras}")
 
     def with_connections(self, connections: ConnectionEndpoints) -> OperatorApp:
         """This app with the connected-account endpoints too."""
@@ -137,6 +167,18 @@ class OperatorApp:
             operators=self.operators,
             notifier=self.notifier,
             connections=connections,
+            extras=tuple(self.extras.values()),
+        )
+
+    def with_endpoints(self, *extras: OperatorEndpoints) -> OperatorApp:
+        """This app with further endpoints too (each under its own first path segment)."""
+        return OperatorApp(
+            self.guard,
+            approvals=self.approvals,
+            operators=self.operators,
+            notifier=self.notifier,
+            connections=self.connections,
+            extras=(*self.extras.values(), *extras),
         )
 
     def __repr__(self) -> str:
@@ -179,10 +221,18 @@ class OperatorApp:
             _allow(method, ("GET", "HEAD"))
             await send_json(send, 200, {"status": "ok"}, NO_STORE)
             return
-        operator = await self._authenticate(scope)
         parts = path.strip("/").split("/")
+        extra = self.extras.get(parts[0])
+        if extra is not None and extra.public(parts):
+            if not await extra.handle(scope, send, parts, None):
+                await _not_found(send, _NotFound("no such endpoint"))
+            return
+        operator = await self._authenticate(scope)
         try:
-            if parts == ["approvals"]:
+            if extra is not None:
+                if not await extra.handle(scope, send, parts, operator):
+                    raise _NotFound("no such endpoint")
+            elif parts == ["approvals"]:
                 _allow(method, ("GET",))
                 await self._list(scope, send)
             elif len(parts) == 2 and parts[0] == "approvals":
@@ -200,10 +250,7 @@ class OperatorApp:
             ):
                 raise _NotFound("no such endpoint")
         except _NotFound as missing:
-            document = {"error": "not_found", "error_description": missing.description}
-            if missing.approval_id is not None:
-                document["approval_id"] = missing.approval_id
-            await send_json(send, 404, document, NO_STORE)
+            await _not_found(send, missing)
         except ApprovalNotPending as refused:
             document = {
                 "error": "approval_not_pending",
@@ -300,6 +347,13 @@ class OperatorApp:
                 raise _NotFound("no approval with this id", approval_id)
             raise outcome
         await send_json(send, 200, approval_document(outcome, self.guard.clock.now()), NO_STORE)
+
+
+async def _not_found(send: Send, missing: _NotFound) -> None:
+    document = {"error": "not_found", "error_description": missing.description}
+    if missing.approval_id is not None:
+        document["approval_id"] = missing.approval_id
+    await send_json(send, 404, document, NO_STORE)
 
 
 async def _decided(

@@ -51,6 +51,8 @@ from agentguard.gateway._connect import ConnectParts, connect_parts
 from agentguard.gateway._gates import gate_parts, operator_app
 from agentguard.gateway._logging import RequestIdMiddleware
 from agentguard.gateway._readiness import HealthCheck, run_checks, store_checks
+from agentguard.gateway._telemetry import metrics_endpoints
+from agentguard.gateway._tiles import tile_endpoints
 from agentguard.storage._outage import shield_store
 from agentguard.storage._urls import open_store
 
@@ -126,6 +128,16 @@ class Gateway:
         listener = operator_app(settings, guard, store, notifier)
         if connect is not None and isinstance(listener, OperatorApp):
             listener = listener.with_connections(connect.endpoints)
+        extras = [
+            endpoints
+            for endpoints in (
+                tile_endpoints(settings, store, checkpointer),
+                metrics_endpoints(settings),
+            )
+            if endpoints is not None
+        ]
+        if extras and isinstance(listener, OperatorApp):
+            listener = listener.with_endpoints(*extras)
         self.operator_app = listener
         """The operator listener's ASGI app (approvals, connections), or ``None``;
         ``agentguard serve`` serves it on ``[operator] host:port``, never on the agents'
