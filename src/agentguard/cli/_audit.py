@@ -11,7 +11,6 @@ store URL is an error, never a freshly created empty log. The store comes from `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import stat
 import sys
@@ -26,9 +25,6 @@ from agentguard.audit import (
     DirectoryCheckpointSink,
     Ed25519Signer,
     export_log,
-    open_checkpoint,
-    prove_entry,
-    tlog_proof,
 )
 from agentguard.audit._chain import AuditEntry
 from agentguard.audit._export import (
@@ -277,6 +273,10 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.tiles is not None:
+        from agentguard.cli._audit_tiles import run as run_tiles
+
+        return run_tiles(args)
     notes, vkeys = _notes(args.checkpoints), _vkeys(args)
     show = progress_printer("exported", sys.stderr.isatty())
 
@@ -294,31 +294,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _prove(args: argparse.Namespace) -> int:
-    notes, vkeys = _notes(args.checkpoints), _vkeys(args)
-    if not notes or not vkeys:
-        raise CommandError("prove needs --checkpoints and a trusted --vkey")
-    covering = []
-    for note in notes:
-        checkpoint = open_checkpoint(note, vkeys)
-        if checkpoint.size > args.seq and (args.origin is None or checkpoint.origin == args.origin):
-            covering.append((checkpoint.size, note))
-    if not covering:
-        raise CommandError(f"no signed checkpoint covers seq {args.seq} yet; run audit checkpoint")
-    size, note = max(covering)
-    entries, prefix = anyio.run(_entries, args)
-    if prefix is not None:
-        raise CommandError(
-            "prove needs every event from seq 0 and this store archived a prefix: prove from "
-            "the archive directory's events, or before archiving"
-        )
-    entries = entries[:size]
-    document = prove_entry(entries, args.seq, note)
-    if args.tlog:
-        print(tlog_proof(document), end="")
-        print(json.dumps(document["event"]))
-    else:
-        emit_json(document)
-    return 0
+    from agentguard.cli._audit_prove import run as run_prove
+
+    return run_prove(args)
 
 
 def _archive(args: argparse.Namespace) -> int:

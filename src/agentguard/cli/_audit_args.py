@@ -61,6 +61,19 @@ def add_parser(commands: Any) -> None:
         help="accept a log with no events (a first run); checkpoints still count",
     )
     verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a trusted witness's cosignature/v1 verifier key (repeatable)",
+    )
+    verify.add_argument(
+        "--quorum",
+        type=int,
+        help="how many of the --witness keys must have cosigned the newest checkpoint "
+        "(default: 1 when --witness is given)",
+    )
 
     tail = sub.add_parser("tail", help="print the newest events")
     store_option(tail)
@@ -69,7 +82,15 @@ def add_parser(commands: Any) -> None:
 
     export = sub.add_parser("export", help="write the log, checkpoints and vkeys to a directory")
     store_option(export)
-    export.add_argument("--out", type=Path, required=True, help="directory to write")
+    written = export.add_mutually_exclusive_group(required=True)
+    written.add_argument("--out", type=Path, help="directory to write (the JSON-lines export)")
+    written.add_argument(
+        "--tiles",
+        type=Path,
+        metavar="DIR",
+        help="write the log as static C2SP tlog-tiles (checkpoint, tiles, entry bundles) "
+        "that any static file server can host",
+    )
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
     trust_options(export)
 
