@@ -32,9 +32,12 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("bench_rules.py", [], ["--requests", "500"]),
     ("bench_gateway.py", ["--dpop"], ["--quick"]),
     ("bench_audit_verify.py", [], ["--sizes", "100000"]),
+    ("bench_tiles.py", [], ["--events", "16384"]),
+    ("bench_witness_proofs.py", [], ["--events", "65536"]),
     ("bench_limits.py", [], ["--calls", "1000"]),
     ("bench_gates.py", [], ["--requests", "1000"]),
     ("bench_connect.py", [], ["--requests", "1000"]),
+    ("bench_telemetry.py", [], ["--requests", "1000", "--rounds", "3"]),
 ]
 
 

@@ -206,7 +206,7 @@ def test_truncated_log_under_checkpoints_fails_even_with_allow_empty(
     [
         ["tail"],
         ["export", "--out", "{out}"],
-        ["prove", "0", "--checkpoints", "{cp}", "--vkey", "{vkey}"],
+        ["prove", "0", "--checkpoints", "{cp}", "--vkey", "{vkey}", "--origin", ORIGIN],
         [
             "checkpoint",
             "--key",

@@ -63,6 +63,8 @@ ENVIRONMENT: dict[str, Location] = {
     "AGENTGUARD_AUDIT_REFUSAL_SUMMARIES": ("audit", "refusal_summaries"),
     "AGENTGUARD_AUDIT_REFUSAL_INTERVAL": ("audit", "refusal_interval"),
     "AGENTGUARD_AUDIT_REFUSAL_MAX_SOURCES": ("audit", "refusal_max_sources"),
+    "AGENTGUARD_AUDIT_TILES": ("audit", "tiles"),
+    "AGENTGUARD_AUDIT_WITNESS_QUORUM": ("audit", "witness_quorum"),
     "AGENTGUARD_CHECKPOINT_KEY_FILE": ("audit", "checkpoint_key_file"),
     "AGENTGUARD_KEK_FILE": ("secrets", "kek_file"),
     "AGENTGUARD_INTROSPECTION_SECRETS_FILE": ("secrets", "introspection_secrets_file"),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from agentguard.audit._writer import AuditWriter
     from agentguard.errors import RequestRefused
     from agentguard.storage._protocols import KeyStore
+    from agentguard.telemetry._decision import DecisionTrace
 
 __all__ = ["DecisionRecorder", "principal_ids"]
 
@@ -58,8 +59,9 @@ class DecisionRecorder:
         requirement: Requirement | None,
         started: float,
         principal: Principal,
+        trace: DecisionTrace | None = None,
     ) -> None:
-        """The hot path: one allow event, built directly."""
+        """The hot path: one allow event, built directly (and noted in ``trace``, if any)."""
         clock = self._clock
         event = AuditEvent(
             Action.DECISION,
@@ -78,7 +80,10 @@ class DecisionRecorder:
             int((clock.monotonic() - started) * 1_000_000),
             request.request_id,
         )
-        await self._audit.record(event)
+        if trace is None:
+            await self._audit.record(event)
+        else:
+            await trace.record(self._audit, event, requirement)
 
     async def refused(
         self,
@@ -87,8 +92,11 @@ class DecisionRecorder:
         started: float | None,
         error: RequestRefused,
         principal: Principal | None = None,
+        *,
+        trace: DecisionTrace | None = None,
     ) -> None:
-        """Audit a refusal: counted when it names no one, else one deny event.
+        """Audit a refusal: counted when it names no one, else one deny event (and end
+        ``trace``, if any, with it).
 
         Rate-limit refusals are counted too, per key and interval: a flood of calls past a
         limit is what they are about, and must not flood the log in turn.
@@ -102,6 +110,8 @@ class DecisionRecorder:
                 source=f"key:{key_id}", reason=error.reason.value, status=error.status,
                 service=service,
             )  # fmt: skip
+            if trace is not None:
+                trace.counted(error, service)
             return
         if (
             principal is None
@@ -117,25 +127,29 @@ class DecisionRecorder:
                 status=error.status,
                 service=service,
             )
+            if trace is not None:
+                trace.counted(error, service)
             return
         if principal is not None:
             ids = principal_ids(principal)
         latency = None if started is None else int((self._clock.monotonic() - started) * 1_000_000)
-        await self._audit.record(
-            AuditEvent(
-                action=Action.DECISION,
-                ts=self._clock.now(),
-                decision=Decision.DENY,
-                reason=error.reason.value,
-                service=service,
-                method=request.method,
-                path=request.audit_path,
-                status=error.status,
-                latency_us=latency,
-                request_id=request.request_id,
-                **ids,
-            )
+        event = AuditEvent(
+            action=Action.DECISION,
+            ts=self._clock.now(),
+            decision=Decision.DENY,
+            reason=error.reason.value,
+            service=service,
+            method=request.method,
+            path=request.audit_path,
+            status=error.status,
+            latency_us=latency,
+            request_id=request.request_id,
+            **ids,
         )
+        if trace is None:
+            await self._audit.record(event)
+        else:
+            await trace.record(self._audit, event, requirement)
 
     async def _names(self, request: GuardRequest, ids: dict[str, Any]) -> bool:
         """Whether a refused request carries a key the store knows; its ids go into ``ids``.

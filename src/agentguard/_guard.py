@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from agentguard.dpop import VerifiedProof
     from agentguard.dpop._policy import DPoPPolicy
     from agentguard.limits._policy import Budget, RateLimit
+    from agentguard.telemetry import Telemetry
 
 __all__ = ["DEFAULT", "Guard", "Passage", "ResponseReview", "Reviews"]
 
@@ -111,6 +112,9 @@ class Guard:
             :class:`~agentguard.limits.RateLimit` checked on every authorised call.
         limit_store: where their counters live, shared by every instance; defaults to
             ``store`` when it is also a :class:`~agentguard.storage.LimitStore`.
+        telemetry: a :class:`~agentguard.telemetry.Telemetry` for one OpenTelemetry span and
+            the metrics of every decision (extra ``otel``); ``None`` (the default) costs a
+            ``None`` check per step and imports nothing.
     """
 
     def __init__(
@@ -137,6 +141,7 @@ class Guard:
         budgets: Sequence[Budget] = (),
         rate_limits: Sequence[RateLimit] = (),
         limit_store: LimitStore | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if audit_store is None:
             if not isinstance(store, AuditStore):
@@ -166,6 +171,8 @@ class Guard:
             refresh_ttl=refresh_ttl,
             require_binding=dpop is not None and dpop.required,
         )
+        self._telemetry = telemetry
+        self._observer = None if telemetry is None else telemetry.observe(self._audit)
         self._decisions = DecisionRecorder(self._audit, self._clock, store)
         self._reviews = Reviews(
             as_chain(request_reviewers), as_chain(response_reviewers), self._audit, self._clock
@@ -212,6 +219,11 @@ class Guard:
         """Where budget counters and rate-limit buckets live (``None`` without any)."""
         step = self._gates.limits
         return None if step is None else step.store
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        """The OpenTelemetry spans and metrics of this guard's decisions, or ``None``."""
+        return self._telemetry
 
     @property
     def store(self) -> KeyStore:
@@ -315,12 +327,19 @@ class Guard:
         The same decision as :meth:`admit`, for callers that review no content.
         """
         passage = await self.admit(request, credentials=credentials, requirement=requirement)
+        trace = passage.trace  # this caller runs no more steps: the decision's span ends here
         if passage.gate is not None:  # bound to a body this caller never reads: fail closed
             refusal = ServiceUnavailable(
                 "this route holds calls for approval, which binds the request body; guard it "
                 "with the middleware (which reads the body) rather than a dependency or decorator"
             )
-            raise await self.refuse(request, refusal, principal=passage.principal)
+            sent = await self.refuse(request, refusal, principal=passage.principal)
+            if trace is not None:
+                trace.refused(sent)
+                trace.end()
+            raise sent
+        if trace is not None:
+            trace.end()
         return passage.principal
 
     async def admit(
@@ -345,6 +364,7 @@ class Guard:
         :class:`~agentguard.errors.AuditUnavailable` (503) is raised instead.
         """
         started = self._clock.monotonic()
+        trace = None if self._observer is None else self._observer.begin(request)
         if isinstance(requirement, _Default):
             requirement = self._permissions.requirement(request.method, request.path)
         elif requirement is not None and self._permissions.rules:
@@ -352,14 +372,14 @@ class Guard:
         try:
             principal = await self._decide(request, credentials, requirement)
         except RequestRefused as error:
-            await self._decisions.refused(request, requirement, started, error)
+            await self._decisions.refused(request, requirement, started, error, trace=trace)
             raise
         except UsageError as misuse:  # a backend or resolver misbehaving: refused, never a 500
             logger.error("a store or resolver raised %s on the request path", type(misuse).__name__)
             refusal = ServiceUnavailable(reason=Reason.INTERNAL_ERROR)
-            await self._decisions.refused(request, requirement, started, refusal)
+            await self._decisions.refused(request, requirement, started, refusal, trace=trace)
             raise refusal from None
-        await self._decisions.allowed(request, requirement, started, principal)
+        await self._decisions.allowed(request, requirement, started, principal, trace)
         return Passage(
             request,
             principal,
@@ -372,6 +392,7 @@ class Guard:
                 requirement,
                 None if placement is None else Placement(*placement),
             ),
+            trace,
         )
 
     async def _decide(

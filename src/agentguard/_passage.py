@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from agentguard.errors import RequestRefused
 from agentguard.review._base import Direction, ReviewContext, Verdict
 from agentguard.review._chain import CHAIN_NAME
 from agentguard.review._errors import blocked
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from agentguard._request import GuardRequest
     from agentguard.audit._writer import AuditWriter
     from agentguard.review._chain import ReviewChain
+    from agentguard.telemetry._decision import DecisionTrace
 
 __all__ = ["Passage", "ResponseReview", "Reviews"]
 
@@ -116,11 +118,14 @@ class ResponseReview:
     ``feed``/``finish`` raise :class:`~agentguard.review.ResponseBlocked` when a reviewer blocks.
     """
 
-    __slots__ = ("_closed", "_reviews", "stream")
+    __slots__ = ("_closed", "_reviews", "_trace", "stream")
 
-    def __init__(self, stream: _Stream, reviews: Reviews) -> None:
+    def __init__(
+        self, stream: _Stream, reviews: Reviews, trace: DecisionTrace | None = None
+    ) -> None:
         self.stream = stream
         self._reviews = reviews
+        self._trace = trace
         self._closed = False
 
     @property
@@ -141,6 +146,8 @@ class ResponseReview:
         if self._closed:
             return
         self._closed = True
+        if self._trace is not None:
+            self._trace.verdicts(self.stream.findings, Direction.OUT.value)
         await self._reviews.record(self.stream.findings, self.stream.context)
 
 
@@ -160,6 +167,9 @@ class Passage:
     service: str | None = None
     gate: BodyGate | None = None
     """The approval step (and the budgets after it) for a call its rule holds for approval."""
+    trace: DecisionTrace | None = None
+    """The decision's span and metrics (:mod:`agentguard.telemetry`), ``None`` without
+    telemetry; an adapter that sees the response through calls its ``end()``."""
 
     @property
     def reviews_request(self) -> bool:
@@ -199,7 +209,12 @@ class Passage:
         :mod:`agentguard._gates`), which raise their own refusals (403, 429, 413), audited.
         """
         if self.gate is not None:
-            await self.gate(body)
+            try:
+                await self.gate(body)
+            except RequestRefused as refusal:
+                if self.trace is not None:
+                    self.trace.refused(refusal)
+                raise
         chain = self.reviews.request_chain
         if chain is None:
             return body
@@ -208,9 +223,13 @@ class Passage:
         context = self.context(Direction.IN, content_type)
         if body and _encoded(b",".join(self.request.header_values(b"content-encoding"))):
             verdict = Verdict.block(CHAIN_NAME, ENCODED)
+            if self.trace is not None:
+                self.trace.verdicts((verdict,), Direction.IN.value)
             await self.reviews.record((verdict,), context)
             raise blocked(Direction.IN, verdict)
         result = await chain.review_body(context, body)
+        if self.trace is not None:
+            self.trace.verdicts(result.findings, Direction.IN.value)
         await self.reviews.record(result.findings, context)
         if result.blocked is not None:
             raise blocked(Direction.IN, result.blocked)
@@ -231,5 +250,5 @@ class Passage:
             return None
         context = self.context(Direction.OUT, content_type)
         if _encoded(content_encoding):
-            return ResponseReview(_Unreadable(context), self.reviews)
-        return ResponseReview(chain.stream(context), self.reviews)
+            return ResponseReview(_Unreadable(context), self.reviews, self.trace)
+        return ResponseReview(chain.stream(context), self.reviews, self.trace)

@@ -28,6 +28,8 @@ Environment variable                       Setting
 ``AGENTGUARD_AUDIT_CHECKPOINT_INTERVAL``   ``audit.checkpoint_interval``
 ``AGENTGUARD_AUDIT_REFUSAL_*``             ``audit.refusal_summaries`` / ``_interval`` /
                                            ``_max_sources``
+``AGENTGUARD_AUDIT_TILES``                 ``audit.tiles`` (off, operators, hashes, public)
+``AGENTGUARD_AUDIT_WITNESS_QUORUM``        ``audit.witness_quorum``
 ``AGENTGUARD_CHECKPOINT_KEY_FILE``         ``audit.checkpoint_key_file``
 ``AGENTGUARD_KEK_FILE`` (and the others)   ``secrets.kek_file`` (``secrets.*_file``)
 ``AGENTGUARD_KEK``                         secret: ``id:base64key[,id:base64key...]``

@@ -27,6 +27,7 @@ from agentguard.audit._chain import GENESIS_PREV
 from agentguard.audit._events import MAX_SAFE_INT, canonical_json
 from agentguard.audit._merkle import CompactRange
 from agentguard.audit._prefix import ArchivedPrefix, check_prefix
+from agentguard.audit._verify import fork_detail, origin_detail, rejected_detail
 
 __all__ = ["verify_log"]
 
@@ -203,11 +204,10 @@ def _open(
             try:
                 checkpoint = open_checkpoint(item, verifiers)
             except CheckpointError as exc:
-                walk.add(Category.BAD_SIGNATURE, None, f"checkpoint rejected: {exc}")
+                walk.add(Category.BAD_SIGNATURE, None, rejected_detail(exc))
                 continue
         if origin is not None and checkpoint.origin != origin:
-            detail = f"checkpoint for origin {checkpoint.origin!r}, not {origin!r}"
-            walk.add(Category.BAD_SIGNATURE, None, detail)
+            walk.add(Category.BAD_SIGNATURE, None, origin_detail(checkpoint.origin, origin))
             continue
         known = trusted.setdefault(checkpoint.size, checkpoint.root)
         if known != checkpoint.root:
@@ -264,8 +264,7 @@ def verify_log(
             matched = size
         else:
             later = [f.seq for f in walk.findings if f.seq is not None and f.seq >= matched]
-            detail = f"root at size {size} differs from the signed checkpoint"
-            walk.add(Category.FORK, min(later, default=matched), detail)
+            walk.add(Category.FORK, min(later, default=matched), fork_detail(size, matched))
         return next(pending, -1)
 
     if next_size == 0:

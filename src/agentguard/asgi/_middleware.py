@@ -201,8 +201,13 @@ class AgentGuardMiddleware:
         principal = passage.principal
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
         _set_auth(scope, principal)
+        trace = passage.trace
+        if trace is not None:  # telemetry: the decision's span ends with the response
+            send = trace.watch(send)
         token = principal_var.set(principal)
         try:
             await run_admitted(self.app, scope, receive, send, passage)
         finally:
             principal_var.reset(token)
+            if trace is not None:
+                trace.end()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
     from agentguard._guard import Guard
     from agentguard._passage import Passage
     from agentguard.credentials._swapper import CredentialSwapper, Outgoing
+    from agentguard.telemetry._decision import DecisionTrace
 
 __all__ = ["ProxyApp", "ResponseWithheld"]
 
@@ -207,6 +209,8 @@ class ProxyApp:
             await send_error(scope, send, error, self.guard.challenge)
             return
         principal = passage.principal
+        trace = passage.trace  # telemetry: the decision's span ends with the response
+        send = send if trace is None else trace.watch(send)
         try:
             content = await self._request_content(passage, receive)
             outgoing = await self.swapper.outgoing(principal, self.service)
@@ -218,10 +222,11 @@ class ProxyApp:
                 credential,
                 content=content,
                 placeholder=presented[0] if presented else None,
+                trace=trace,
             )
             try:
                 context = passage.context(Direction.OUT, response.headers.get("content-type"))
-                await self._relay(response, outgoing, send, context)
+                await self._relay(response, outgoing, send, context, trace)
             finally:
                 await response.aclose()
         except _ClientGone:
@@ -229,20 +234,31 @@ class ProxyApp:
         except ReviewBlocked as review_refusal:  # its review.verdict events are recorded
             await send_error(scope, send, review_refusal, None)
         except ResponseWithheld as cut:
+            if trace is not None:
+                trace.refused(cut.error)
             if not isinstance(cut.error, ReviewBlocked):
                 with contextlib.suppress(RequestRefused):  # the stream is cut either way
                     await self._record(request, principal, cut.error)
             raise
         except (RequestRefused, httpx.HTTPError, SecretEchoed) as failure:
-            if passage.gate is not None and failure is passage.gate.refusal:  # audited there
-                await send_error(scope, send, failure, None)
-                return
+            await send_error(scope, send, await self._refusal(passage, failure), None)
+        finally:
+            if trace is not None:
+                trace.end()
+
+    async def _refusal(self, passage: Passage, failure: Exception) -> RequestRefused:
+        """The refusal to send for a failure after the decision, audited (once)."""
+        if passage.gate is not None and failure is passage.gate.refusal:  # audited there
+            refusal = passage.gate.refusal
+        else:
             refusal = self._as_error(failure)
             try:
-                await self._record(request, principal, refusal)
+                await self._record(passage.request, passage.principal, refusal)
             except RequestRefused as unrecorded:  # the audit store failed too: say so (503)
                 refusal = unrecorded
-            await send_error(scope, send, refusal, None)
+        if passage.trace is not None:
+            passage.trace.refused(refusal)
+        return refusal
 
     def _as_error(self, failure: Exception) -> RequestRefused:
         if isinstance(failure, RequestRefused):
@@ -360,10 +376,12 @@ class ProxyApp:
         *,
         content: Upload,
         placeholder: str | None = None,
+        trace: DecisionTrace | None = None,
     ) -> httpx.Response:
         """Send the request upstream in one of the caller's slots, freed when it is closed.
 
         ``placeholder`` is unused: the key scan of ``content`` already covered every copy.
+        ``trace`` (telemetry) puts its trace context in the request and times the exchange.
         """
         client = scope.get("client")
         headers = upstream_headers(
@@ -375,6 +393,8 @@ class ProxyApp:
         url = self._upstream_url(self._raw_relative(request), query)
         if isinstance(content.content, bytes):  # received whole: httpx sets the length
             headers = [(name, value) for name, value in headers if name != b"content-length"]
+        if trace is not None:  # the decision's trace context replaces the agent's
+            headers = trace.inject(headers)
         upstream = self.client.build_request(
             request.method, url, headers=headers, content=content.content
         )
@@ -383,6 +403,7 @@ class ProxyApp:
         if (self.service.parameter or "").lower() != "cookie":
             upstream.headers.pop("cookie", None)
         release = self._callers.acquire(content.caller)
+        sent = time.perf_counter() if trace is not None else 0.0
         try:
             try:
                 response = await self.client.send(upstream, stream=True)
@@ -393,22 +414,31 @@ class ProxyApp:
                     "%s: upstream exchange failed: %s", self.service.name, type(failure).__name__
                 )
                 raise BadGateway(self.service.name, reason=Reason.UPSTREAM_PROTOCOL_ERROR) from None
-        except BaseException:
+        except BaseException as failure:
             release()
+            if trace is not None:
+                trace.upstream(None, time.perf_counter() - sent, type(failure).__name__)
             raise
+        if trace is not None:
+            trace.upstream(response.status_code, time.perf_counter() - sent)
         assert isinstance(response.stream, httpx.AsyncByteStream)  # noqa: S101 - an AsyncClient's
         response.stream = ReleasingStream(response.stream, release)
         return response
 
     async def _relay(
-        self, response: httpx.Response, outgoing: Outgoing, send: Send, context: ReviewContext
+        self,
+        response: httpx.Response,
+        outgoing: Outgoing,
+        send: Send,
+        context: ReviewContext,
+        trace: DecisionTrace | None = None,
     ) -> None:
         """Send the upstream response on, scanned for every secret of the call, reviewed."""
         relay = ResponseRelay(
             service=self.service.name,
             chain=self.reviews.response_chain,
             buffer_bytes=self.buffer_bytes,
-            record=self.reviews.record,
+            record=self.reviews.record if trace is None else trace.recording(self.reviews.record),
             as_error=self._as_error,
             scanners=self._scanners,
             rejected=lambda who, sent: self.swapper.rejected(who, self.service, sent),

@@ -4,7 +4,8 @@ Write path: :class:`AuditWriter` appends :class:`AuditEvent` values to an
 :class:`~agentguard.storage.AuditStore`, which seals them into a hash chain. Anchor path:
 :class:`Checkpointer` signs C2SP checkpoints into a :class:`CheckpointSink` outside the database.
 Read path: :func:`verify_log` walks a log against checkpoints; :func:`prove_entry` and
-:func:`verify_proof` give and check offline inclusion proofs.
+:func:`verify_proof` give and check offline inclusion proofs (and
+:func:`read_tlog_proof`/:func:`verify_tlog_proof` their ``c2sp.org/tlog-proof`` form).
 """
 
 from agentguard.audit._archive import ArchiveRefused
@@ -46,7 +47,15 @@ from agentguard.audit._merkle import (
     verify_inclusion,
 )
 from agentguard.audit._prefix import ArchivedPrefix
-from agentguard.audit._proofs import prove, prove_entry, tlog_proof, verify_proof
+from agentguard.audit._proofs import (
+    TlogProof,
+    prove,
+    prove_entry,
+    read_tlog_proof,
+    tlog_proof,
+    verify_proof,
+    verify_tlog_proof,
+)
 from agentguard.audit._verify import Category, Finding, VerifyReport, verify_log
 from agentguard.audit._writer import AuditWriter
 
@@ -77,6 +86,7 @@ __all__ = [
     "MemoryCheckpointSink",
     "NoteVerifier",
     "Signer",
+    "TlogProof",
     "UnknownKey",
     "VerifyReport",
     "canonical_json",
@@ -88,6 +98,7 @@ __all__ = [
     "prove",
     "prove_entry",
     "read_export",
+    "read_tlog_proof",
     "seal",
     "sign_checkpoint",
     "tlog_proof",
@@ -96,4 +107,5 @@ __all__ = [
     "verify_inclusion",
     "verify_log",
     "verify_proof",
+    "verify_tlog_proof",
 ]

@@ -56,6 +56,8 @@ from agentguard.audit._sinks import (
 from agentguard.errors import AgentGuardError, UsageError
 
 if TYPE_CHECKING:
+    from agentguard.audit._witness import WitnessClient
+    from agentguard.audit._witnessing import LogProofs, Witnesses
     from agentguard.storage._protocols import AuditStore
 
 __all__ = [
@@ -100,9 +102,14 @@ class Checkpointer:
         reverify_every: re-read the whole prefix already read (re-deriving its root from the
             event bodies) on every ``reverify_every``-th checkpoint; 1, the default, re-reads
             it before every signature. The entry read last is re-hashed every time regardless.
+        witnesses: C2SP tlog-witness clients each new checkpoint is offered to; the note they
+            cosign is published to ``sink`` too (see :attr:`witnesses`, whose ``run()`` must
+            be started as a background task, as the gateway does).
+        witness_quorum: cosignatures a checkpoint needs to count as witnessed (at least 1).
 
     Attributes:
         healthy: ``False`` once a checkpoint was refused (see :attr:`problem`); it stays so.
+        witnesses: the :class:`~agentguard.audit._witnessing.Witnesses` pool, or ``None``.
     """
 
     def __init__(
@@ -115,6 +122,8 @@ class Checkpointer:
         batch: int = 4096,
         vkeys: Sequence[str] = (),
         reverify_every: int = 1,
+        witnesses: Sequence[WitnessClient] = (),
+        witness_quorum: int = 1,
     ) -> None:
         if reverify_every < 1:
             raise UsageError("reverify_every is a number of checkpoints, at least 1")
@@ -135,6 +144,18 @@ class Checkpointer:
         self._reverify_every = reverify_every
         self._rounds = 0
         self._prefix: ArchivedPrefix | None = None
+        self.witnesses: Witnesses | None = None
+        self._proofs: LogProofs | None = None
+        if witnesses:
+            from agentguard.audit._witnessing import LogProofs, Witnesses
+
+            self._proofs = LogProofs(store, batch)
+            self.witnesses = Witnesses(witnesses, witness_quorum, sink, self._proofs.proof)
+
+    @property
+    def last_note(self) -> str | None:
+        """The log-signed note this checkpointer last published (or returned again), if any."""
+        return self._last_note
 
     @property
     def healthy(self) -> bool:
@@ -245,6 +266,8 @@ class Checkpointer:
                     )
                 raise ChainBroken(f"refusing to sign: seq {seq}: {problem}")
             # verify_chain re-hashed every body and found it equal to the stored hash.
+            if self._proofs is not None:  # the roots witnesses' proofs are built from
+                self._proofs.feed(start, [entry.hash for entry in entries])
             self._range.extend([entry.hash for entry in entries])
             self._last_hash = entries[-1].hash
             if self._range.size == stop_at:
@@ -282,12 +305,33 @@ class Checkpointer:
                 f"the sink holds a note of {self.origin} that cannot be trusted: {exc}"
             ) from None
 
-    async def _newest(self) -> list[Checkpoint]:
-        """The sink's checkpoints of this origin at the greatest size (verified)."""
+    async def _newest_notes(self) -> list[str]:
         finder = getattr(self.sink, "newest", None)
         notes: list[str] = (
             await finder(self.origin) if callable(finder) else await self.sink.notes()
         )
+        return notes
+
+    async def _recent_notes(self) -> list[str]:
+        """The sink's newest notes of this origin, a bounded number (for the witness pool)."""
+        from agentguard.audit._witnessing import LOAD_LIMIT
+
+        finder = getattr(self.sink, "recent", None)
+        if callable(finder):
+            notes: list[str] = await finder(self.origin, LOAD_LIMIT)
+            return notes
+        return await self.sink.notes()
+
+    def _trusted(self, note: str) -> bool:
+        """Whether ``note`` is a checkpoint of this origin signed by a trusted key."""
+        try:
+            return self._open(note) is not None
+        except CheckpointRefused:
+            return False
+
+    async def _newest(self) -> list[Checkpoint]:
+        """The sink's checkpoints of this origin at the greatest size (verified)."""
+        notes = await self._newest_notes()
         found = [cp for note in notes if (cp := self._open(note)) is not None]
         top = max((cp.size for cp in found), default=None)
         return [cp for cp in found if cp.size == top]
@@ -344,14 +388,20 @@ class Checkpointer:
         await self._catch_up(newest[0].size if newest else None)
         await self._prove_extends(newest)
         if self._last_note is not None and self._range.size == before:
+            if self.witnesses is not None and not self.witnesses.done(self._range.size):
+                self.witnesses.offer(self._last_note)  # a witness failed: try it again
             return self._last_note
         note = sign_checkpoint(
             Checkpoint(origin=self.origin, size=self._range.size, root=self._range.root()),
             [self.signer],
         )
+        if self.witnesses is not None and not self.witnesses.loaded:
+            await self.witnesses.load(await self._recent_notes(), self._trusted)
         await self.sink.publish(self._range.size, note)
         self._remember()
         self._last_note = note
+        if self.witnesses is not None:  # cosigned in the background, never waited for here
+            self.witnesses.offer(note)
         return note
 
     async def checkpoint(self) -> str:

@@ -51,6 +51,7 @@ __all__ = [
 ED25519 = 0x01
 MAX_NOTE_BYTES = 1 << 20
 MAX_SIGNATURES = 100
+_MAX_U64_DIGITS = 20
 _DASH = "\u2014 "
 
 
@@ -236,12 +237,26 @@ class Checkpoint:
         if len(lines) < 4 or lines[-1] != "" or any(not line for line in lines[:-1]):
             raise MalformedNote("a checkpoint has origin, size and root on non-empty lines")
         origin, size_text, root_text, *extensions = lines[:-1]
-        if not size_text.isascii() or not size_text.isdigit() or size_text != str(int(size_text)):
-            raise MalformedNote("the checkpoint size is not a decimal without leading zeros")
+        if not _is_u64(size_text):
+            raise MalformedNote(
+                "the checkpoint size is not a decimal below 2**64 without leading zeros"
+            )
         root = _b64decode(root_text)
         if len(root) != 32:
             raise MalformedNote("the checkpoint root is not a 32-byte hash")
         return cls(origin=origin, size=int(size_text), root=root, extensions=tuple(extensions))
+
+
+def _is_u64(text: str) -> bool:
+    """Whether ``text`` is a canonical decimal below 2**64 (checked before ``int`` sees it:
+    Python refuses to parse more than 4300 digits with a plain ``ValueError``)."""
+    return (
+        0 < len(text) <= _MAX_U64_DIGITS
+        and text.isascii()
+        and text.isdigit()
+        and text == str(int(text))
+        and int(text) < 1 << 64
+    )
 
 
 def _sign_note(text: bytes, signers: Sequence[Signer]) -> str:
@@ -294,19 +309,26 @@ def _split_note(note: str) -> tuple[bytes, list[tuple[str, bytes, bytes]]]:
 def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> bytes:
     """The text of ``note`` once a trusted key's signature on it verifies.
 
-    Raises :class:`MalformedNote`, :class:`BadSignature` (a trusted key's signature fails) or
-    :class:`UnknownKey` (no signature from a trusted key).
+    Raises :class:`MalformedNote` (also for two signature lines under one trusted key, as
+    C2SP signed-note verifiers such as aics-tlog refuse them; repeated lines under keys not
+    trusted here, witness cosignatures among them, are ignored), :class:`BadSignature` (a
+    trusted key's signature fails) or :class:`UnknownKey` (no signature from a trusted key).
     """
     text, signatures = _split_note(note)
     trusted = {(v.name, v.key_id): v for v in verifiers}
     verified = False
+    seen: list[tuple[str, bytes]] = []
     for name, ident, signature in signatures:
         verifier = trusted.get((name, ident))
         if verifier is None:
             continue
         if not verifier.verify(text, signature):
             raise BadSignature(f"the signature by {name} does not verify")
+        seen.append((name, ident))
         verified = True
+    if len(seen) != len(set(seen)):
+        name, ident = next(pair for pair in seen if seen.count(pair) > 1)
+        raise MalformedNote(f"duplicate signature line for {name} {ident.hex()}")
     if not verified:
         raise UnknownKey("the note carries no signature from a trusted key")
     return text

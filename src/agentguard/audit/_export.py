@@ -48,6 +48,7 @@ __all__ = [
     "manifest_origin",
     "read_export",
     "read_export_notes",
+    "read_note_files",
     "read_prefix",
 ]
 
@@ -197,10 +198,29 @@ def export_pages(
             yield [rest]
 
 
+def read_note_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The ``*.note`` files of a checkpoint directory, in name order, as their exact text.
+
+    The bytes are decoded as UTF-8 with no newline translation: a note whose line ends were
+    rewritten (CRLF) is not the text that was signed, and must fail to verify as it does with
+    any other C2SP verifier. Undecodable bytes become U+FFFD, which no signature covers. A
+    directory that does not exist holds no notes.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    return [
+        path.read_bytes().decode("utf-8", errors="replace")
+        for path in sorted(folder.glob(f"*{DirectoryCheckpointSink.SUFFIX}"))
+    ]
+
+
 def read_export_notes(directory: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
-    """The signed notes (``checkpoints/``) and the vkeys (``vkeys.txt``) of an export."""
+    """The signed notes (``checkpoints/``, exact bytes: :func:`read_note_files`) and the vkeys
+    (``vkeys.txt``) of an export. The vkeys are the exporter's: they prove the export consistent
+    with itself, not that the operator's key signed it; verify with keys obtained out of band."""
     source = Path(directory)
-    notes = DirectoryCheckpointSink(source / "checkpoints")._notes()
+    notes = read_note_files(source / "checkpoints")
     vkeys_file = source / "vkeys.txt"
     vkeys = (
         [

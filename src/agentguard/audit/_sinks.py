@@ -4,6 +4,9 @@ A :class:`CheckpointSink` keeps every note it was handed. Before signing, the
 :class:`~agentguard.audit.Checkpointer` reads the newest note of its origin back
 from the sink and refuses to sign a log that does not extend it; a sink that can answer that
 question cheaply offers ``newest(origin)`` (both sinks here do), any other is read in full.
+
+Notes are bytes-exact: a file is read as bytes and decoded, never with newline translation (a
+note converted to CRLF is not the signed note, and must not read as one).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import anyio
+
+_SIZE_DIGITS = 20  # a uint64 has at most 20 decimal digits
 
 __all__ = ["CheckpointSink", "DirectoryCheckpointSink", "MemoryCheckpointSink", "note_size"]
 
@@ -24,7 +29,9 @@ class CheckpointSink(Protocol):
     ``publish`` must be durable when it returns; ``notes`` returns every note, oldest first.
     A sink may also offer ``async newest(origin) -> list[str]``: the notes of ``origin`` at
     the greatest size it holds (plus any note whose origin it cannot read), so that the
-    checkpointer need not read them all.
+    checkpointer need not read them all; and ``async recent(origin, limit) -> list[str]``:
+    at most ``limit`` notes of ``origin``, from the greatest size down (the witness pool looks
+    back past newer notes not cosigned yet).
     """
 
     async def publish(self, size: int, note: str) -> None: ...
@@ -36,9 +43,22 @@ def note_size(note: str) -> tuple[str, int] | None:
     """``(origin, size)`` from a note's first two lines, unverified; ``None`` if unreadable."""
     origin, _, rest = note.partition("\n")
     size_text = rest.partition("\n")[0]
-    if not origin or not size_text.isascii() or not size_text.isdigit():
+    if (
+        not origin
+        or not 0 < len(size_text) <= _SIZE_DIGITS
+        or not size_text.isascii()
+        or not size_text.isdigit()
+    ):
         return None
     return origin, int(size_text)
+
+
+def _recent_of(notes: list[str], origin: str, limit: int) -> list[str]:
+    """At most ``limit`` notes of ``origin``, greatest size first (stable among equals)."""
+    mine = [(found[1], n) for n, note in enumerate(notes) if (found := note_size(note))]
+    mine = [(size, n) for size, n in mine if note_size(notes[n]) == (origin, size)]
+    mine.sort(key=lambda item: (-item[0], -item[1]))
+    return [notes[n] for _, n in mine[:limit]]
 
 
 def _newest_of(notes: list[str], origin: str) -> list[str]:
@@ -66,6 +86,10 @@ class MemoryCheckpointSink:
         """The notes of ``origin`` at the greatest size, plus unreadable ones."""
         return _newest_of(self._notes, origin)
 
+    async def recent(self, origin: str, limit: int) -> list[str]:
+        """At most ``limit`` notes of ``origin``, greatest size first."""
+        return _recent_of(self._notes, origin, limit)
+
 
 class DirectoryCheckpointSink:
     """One file per checkpoint (``00000000000000001234.note``), created exclusively and fsynced.
@@ -83,12 +107,12 @@ class DirectoryCheckpointSink:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{size:020d}{self.SUFFIX}"
         if path.exists():
-            if path.read_text(encoding="utf-8") == note:
+            if path.read_bytes() == note.encode("utf-8"):
                 return
             path = self.directory / f"{size:020d}-{os.urandom(4).hex()}{self.SUFFIX}"
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(note)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(note.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
         directory = os.open(self.directory, os.O_RDONLY)
@@ -105,8 +129,12 @@ class DirectoryCheckpointSink:
             return []
         return sorted(self.directory.glob(f"*{self.SUFFIX}"))
 
+    @staticmethod
+    def _read(path: Path) -> str:
+        return path.read_bytes().decode("utf-8", errors="replace")  # no newline translation
+
     def _notes(self) -> list[str]:
-        return [path.read_text(encoding="utf-8", errors="replace") for path in self._paths()]
+        return [self._read(path) for path in self._paths()]
 
     async def notes(self) -> list[str]:
         return await anyio.to_thread.run_sync(self._notes)
@@ -119,7 +147,7 @@ class DirectoryCheckpointSink:
         for path in reversed(self._paths()):
             if top is not None and not path.name.startswith(f"{top:020d}"):
                 break
-            note = path.read_text(encoding="utf-8", errors="replace")
+            note = self._read(path)
             head = note_size(note)
             if head is None:
                 found.append(note)
@@ -132,6 +160,21 @@ class DirectoryCheckpointSink:
     async def newest(self, origin: str) -> list[str]:
         """The notes of ``origin`` at the greatest size, plus unreadable ones."""
         return await anyio.to_thread.run_sync(self._newest, origin)
+
+    def _recent(self, origin: str, limit: int) -> list[str]:
+        found: list[str] = []
+        for read, path in enumerate(reversed(self._paths())):  # named by size: greatest first
+            if len(found) >= limit or read >= 4 * limit:  # bounded, even in a shared directory
+                break
+            note = self._read(path)
+            head = note_size(note)
+            if head is not None and head[0] == origin:
+                found.append(note)
+        return found
+
+    async def recent(self, origin: str, limit: int) -> list[str]:
+        """At most ``limit`` notes of ``origin``, greatest size first."""
+        return await anyio.to_thread.run_sync(self._recent, origin, limit)
 
     def __repr__(self) -> str:
         return f"DirectoryCheckpointSink({str(self.directory)!r})"

@@ -11,11 +11,16 @@ vouches for them yet, so deleting them would go unnoticed.
 The report names the **first bad seq** and a :class:`Category`. Findings after the first are
 best-effort diagnostics: once the log is broken, later categories can be consequences of the
 first. ``verify_log`` never raises on malformed entries; it reports them.
+
+Given witness vkeys and a quorum, the newest signed checkpoint must also carry valid
+``cosignature/v1`` cosignatures (C2SP tlog-cosignature) from at least that many of those
+witnesses, counted over every note of that checkpoint: fewer is an ``UNWITNESSED`` failure, and
+a cosignature under a given witness key that does not verify is a ``BAD-SIGNATURE``.
 """
 
 from __future__ import annotations
 
-import enum
+import dataclasses
 import hashlib
 import json
 from binascii import b2a_base64
@@ -26,14 +31,18 @@ from typing import TYPE_CHECKING
 from agentguard.audit._canonical_check import canonical_link
 from agentguard.audit._chain import GENESIS_PREV, AuditEntry
 from agentguard.audit._checkpoints import (
+    BadSignature,
     Checkpoint,
     CheckpointError,
     NoteVerifier,
+    UnknownKey,
     open_checkpoint,
 )
 from agentguard.audit._events import canonical_json
 from agentguard.audit._merkle import CompactRange
 from agentguard.audit._prefix import ArchivedPrefix, check_prefix
+from agentguard.audit._verify_report import Category, Finding, VerifyReport, b64, witness_summary
+from agentguard.errors import UsageError
 
 if TYPE_CHECKING:
     from agentguard.storage._protocols import AuditStore
@@ -46,83 +55,6 @@ __all__ = [
     "verify_log",
     "verify_store",
 ]
-
-
-class Category(str, enum.Enum):
-    """What kind of damage a finding describes."""
-
-    MODIFIED = "MODIFIED"
-    MISSING = "MISSING"
-    INSERTED = "INSERTED"
-    REORDERED = "REORDERED"
-    NON_CANONICAL = "NON-CANONICAL"
-    TRUNCATED = "TRUNCATED-BELOW-CHECKPOINT"
-    FORK = "FORK/ROLLBACK"
-    BAD_SIGNATURE = "BAD-SIGNATURE"
-    UNANCHORED_TAIL = "UNANCHORED-TAIL"
-    ARCHIVED_UNCHECKED = "ARCHIVED-UNCHECKED"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem: its category, the first seq it concerns (``None`` if none), and why."""
-
-    category: Category
-    seq: int | None
-    detail: str
-
-    @property
-    def warning(self) -> bool:
-        """True for findings that do not make the log fail (the unanchored tail, and a
-        checkpoint inside an archived prefix that only the archive can check)."""
-        return self.category in (Category.UNANCHORED_TAIL, Category.ARCHIVED_UNCHECKED)
-
-    def line(self) -> str:
-        """A one-line rendering: ``FAIL seq=41233 MODIFIED stored=9f1c… recomputed=03ab…``."""
-        where = "" if self.seq is None else f" seq={self.seq}"
-        return f"{'WARN' if self.warning else 'FAIL'}{where} {self.category.value} {self.detail}"
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    """The outcome of :func:`verify_log`.
-
-    Attributes:
-        ok: no failing finding (an unanchored tail alone leaves it True).
-        size: entries read; ``root`` is the Merkle root over them.
-        findings: every finding, ordered by seq (seq-less ones last).
-        first: the first failing finding, ``None`` when ``ok``.
-        anchored: a trusted checkpoint covers exactly the whole log.
-        anchored_size: the size of the largest checkpoint that matched the log.
-    """
-
-    ok: bool
-    size: int
-    root: bytes
-    findings: list[Finding]
-    first: Finding | None
-    anchored: bool
-    anchored_size: int
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-serialisable form (``agentguard audit verify --json``)."""
-        return {
-            "ok": self.ok,
-            "size": self.size,
-            "root": _b64(self.root),
-            "anchored": self.anchored,
-            "anchored_size": self.anchored_size,
-            "first": None if self.first is None else _finding_dict(self.first),
-            "findings": [_finding_dict(f) for f in self.findings],
-        }
-
-
-def _finding_dict(finding: Finding) -> dict[str, object]:
-    return {"category": finding.category.value, "seq": finding.seq, "detail": finding.detail}
-
-
-def _b64(digest: bytes) -> str:
-    return b2a_base64(digest, newline=False).decode("ascii")
 
 
 def _short(digest: object) -> str:
@@ -175,7 +107,7 @@ class _Walk:
         self.expected, self.head = seq + 1, digest
 
     def set_aside(self, seq: int, digest: bytes) -> None:
-        self.heads[_b64(digest)] = seq
+        self.heads[b64(digest)] = seq
         if len(self.heads) > _MAX_HEADS:
             del self.heads[next(iter(self.heads))]
 
@@ -226,7 +158,7 @@ class _Walk:
             suspect.ttl -= 1
             if suspect.ttl <= 0:
                 self.suspect = None
-        head_b64 = _b64(self.head)
+        head_b64 = b64(self.head)
         if seq == self.expected:
             if not intact or prev_field == head_b64 or prev_field in self.heads:
                 self.follow(seq, digest)
@@ -234,7 +166,7 @@ class _Walk:
             at = self.expected - 1 if self.expected > 0 else seq
             detail = f"its hash is not the prev that seq {seq} names"
             index = self.add(Category.MODIFIED, at, detail)
-            self.suspect = _Suspect(index, Category.INSERTED, seq, seq, head_b64, _b64(digest), 1)
+            self.suspect = _Suspect(index, Category.INSERTED, seq, seq, head_b64, b64(digest), 1)
         elif seq > self.expected:
             gap = f"{self.expected}..{seq - 1}" if seq - 1 > self.expected else str(seq - 1)
             index = self.add(Category.MISSING, self.expected, f"seq {gap} absent")
@@ -245,7 +177,7 @@ class _Walk:
                     seq,
                     self.expected,
                     head_b64,
-                    _b64(digest),
+                    b64(digest),
                     _MAX_HEADS,
                 )
         else:
@@ -255,13 +187,46 @@ class _Walk:
         self.follow(seq, digest)
 
 
+def rejected_detail(error: CheckpointError) -> str:
+    """A rejected note's finding text: a bad signature, an unknown key and a malformed note
+    are different things (only the first means a trusted key's signature failed)."""
+    if isinstance(error, BadSignature):
+        return f"checkpoint rejected, a bad signature: {error}"
+    if isinstance(error, UnknownKey):
+        return (
+            "checkpoint not checked: it carries no signature from a given key (an unknown "
+            "key, not a bad signature)"
+        )
+    return f"checkpoint rejected, a malformed note: {error}"
+
+
+def origin_detail(found: str, expected: str) -> str:
+    """The finding text of a trusted note of another log."""
+    return (
+        f"checkpoint of another log: origin {found!r}, not {expected!r} (signed by a given "
+        "key, but it vouches for that log only)"
+    )
+
+
+def fork_detail(size: int, matched: int) -> str:
+    """The finding text of a root that differs; the change lies after the last match."""
+    return (
+        f"root at size {size} differs from the signed checkpoint: an event in seq "
+        f"{matched}..{size - 1} differs from the signed history"
+    )
+
+
 def _open(
     checkpoints: Sequence[str | Checkpoint],
     vkeys: Sequence[str],
     origin: str | None,
     walk: _Walk,
+    notes: dict[int, list[str]] | None = None,
 ) -> dict[int, bytes]:
-    """The trusted checkpoints as ``{size: root}``; bad ones become findings."""
+    """The trusted checkpoints as ``{size: root}``; bad ones become findings.
+
+    ``notes``, if given, receives the trusted note texts by size.
+    """
     verifiers = [NoteVerifier.from_vkey(v) for v in vkeys]
     trusted: dict[int, bytes] = {}
     for item in checkpoints:
@@ -273,13 +238,14 @@ def _open(
             try:
                 checkpoint = open_checkpoint(item, verifiers)
             except CheckpointError as exc:
-                walk.add(Category.BAD_SIGNATURE, None, f"checkpoint rejected: {exc}")
+                walk.add(Category.BAD_SIGNATURE, None, rejected_detail(exc))
                 continue
         if origin is not None and checkpoint.origin != origin:
-            detail = f"checkpoint for origin {checkpoint.origin!r}, not {origin!r}"
-            walk.add(Category.BAD_SIGNATURE, None, detail)
+            walk.add(Category.BAD_SIGNATURE, None, origin_detail(checkpoint.origin, origin))
             continue
         known = trusted.setdefault(checkpoint.size, checkpoint.root)
+        if notes is not None and isinstance(item, str) and known == checkpoint.root:
+            notes.setdefault(checkpoint.size, []).append(item)
         if known != checkpoint.root:
             detail = f"two signed checkpoints at size {checkpoint.size} with different roots"
             walk.add(Category.FORK, max(checkpoint.size - 1, 0), detail)
@@ -293,6 +259,8 @@ def verify_log(
     *,
     origin: str | None = None,
     prefix: ArchivedPrefix | None = None,
+    witnesses: Sequence[str] = (),
+    quorum: int | None = None,
 ) -> VerifyReport:
     """Verify ``entries`` (the whole log from seq 0, in order) against ``checkpoints``.
 
@@ -308,11 +276,17 @@ def verify_log(
         prefix: the tree hashes a store kept of the events it archived; ``entries`` then
             start at ``prefix.size``. Checkpoints inside the prefix are checked with its
             consistency proofs (:func:`~agentguard.audit._prefix.check_prefix`).
+        witnesses: trusted witness ``cosignature/v1`` vkeys; with them, the newest checkpoint
+            must carry valid cosignatures from ``quorum`` of them (default 1).
+        quorum: how many of ``witnesses`` must have cosigned the newest checkpoint.
 
     Raises ``ValueError`` only for configuration errors (a malformed vkey, signed notes without
-    vkeys); problems with the log or the checkpoints are findings in the report.
+    vkeys, a quorum larger than the witnesses given); problems with the log or the checkpoints
+    are findings in the report.
     """
-    verifier = LogVerifier(checkpoints, vkeys, origin=origin, prefix=prefix)
+    verifier = LogVerifier(
+        checkpoints, vkeys, origin=origin, prefix=prefix, witnesses=witnesses, quorum=quorum
+    )
     verifier.feed(entries)
     return verifier.finish()
 
@@ -332,9 +306,24 @@ class LogVerifier:
         *,
         origin: str | None = None,
         prefix: ArchivedPrefix | None = None,
+        witnesses: Sequence[str] = (),
+        quorum: int | None = None,
     ) -> None:
+        required = (1 if witnesses else 0) if quorum is None else quorum
+        if witnesses and required < 1:
+            raise UsageError("a witness quorum is at least 1 when witnesses are given")
+        if not 0 <= required <= len(witnesses):
+            raise UsageError(
+                f"a witness quorum of {required} needs at least that many witness vkeys "
+                f"({len(witnesses)} given)"
+            )
         walk = self._walk = _Walk()
-        trusted = self._trusted = _open(checkpoints, vkeys, origin, walk)
+        notes: dict[int, list[str]] = {}
+        trusted = self._trusted = _open(checkpoints, vkeys, origin, walk, notes)
+        self._witness: dict[str, object] | None = None
+        if required:
+            self._witness, unwitnessed = witness_summary(notes, trusted, witnesses, required)
+            walk.findings.extend(unwitnessed)
         self._sizes = sorted(trusted)
         self._compact = CompactRange()
         self._matched = 0
@@ -367,8 +356,7 @@ class LogVerifier:
         else:
             matched = self._matched
             later = [f.seq for f in self._walk.findings if f.seq is not None and f.seq >= matched]
-            detail = f"root at size {size} differs from the signed checkpoint"
-            self._walk.add(Category.FORK, min(later, default=matched), detail)
+            self._walk.add(Category.FORK, min(later, default=matched), fork_detail(size, matched))
         self._next = next(self._pending, -1)
 
     def feed(self, entries: Iterable[AuditEntry]) -> None:
@@ -431,7 +419,10 @@ class LogVerifier:
 
     def finish(self) -> VerifyReport:
         """The report over everything fed (a missing tail below a checkpoint is TRUNCATED)."""
-        return _report(list(self._walk.findings), self._compact, self._sizes, self._matched)
+        report = _report(list(self._walk.findings), self._compact, self._sizes, self._matched)
+        if self._witness is None:
+            return report
+        return dataclasses.replace(report, witness=self._witness)
 
 
 async def verify_store(
@@ -441,6 +432,8 @@ async def verify_store(
     *,
     origin: str | None = None,
     page: int = 8192,
+    witnesses: Sequence[str] = (),
+    quorum: int | None = None,
 ) -> VerifyReport:
     """:func:`verify_log` over a store's log, read in pages of ``page`` seqs.
 
@@ -451,7 +444,9 @@ async def verify_store(
     """
     finder = getattr(store, "archived_prefix", None)
     prefix: ArchivedPrefix | None = await finder() if callable(finder) else None
-    verifier = LogVerifier(checkpoints, vkeys, origin=origin, prefix=prefix)
+    verifier = LogVerifier(
+        checkpoints, vkeys, origin=origin, prefix=prefix, witnesses=witnesses, quorum=quorum
+    )
     start, stride = 0, page
     while True:
         entries = await store.read(start, start + stride)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections import deque
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import anyio
 
@@ -38,6 +39,12 @@ __all__ = ["AuditWriter"]
 _PASSED = (RequestRefused, UsageError)
 
 logger = logging.getLogger("agentguard.audit")
+
+
+class AppendObserver(Protocol):
+    """Told of each append :meth:`AuditWriter.record` makes (telemetry sets one)."""
+
+    def appended(self, started: float, ok: bool) -> None: ...
 
 
 class AuditWriter:
@@ -74,6 +81,8 @@ class AuditWriter:
         self.summaries = summaries
         self._pending: deque[AuditEvent] = deque()
         self._pending_lock = threading.Lock()
+        self.observer: AppendObserver | None = None
+        """Times appends (:mod:`agentguard.telemetry`); ``None``: nothing is measured."""
 
     @property
     def pending(self) -> int:
@@ -101,12 +110,16 @@ class AuditWriter:
         with self._pending_lock:
             batch = [*self._pending, *due, event] if self._pending or due else [event]
             self._pending.clear()
+        observer = self.observer
+        started = time.perf_counter() if observer is not None else 0.0
         try:
             if self.timeout is None:  # no cancel scope to enter (see the class docstring)
                 entries = await self.store.append(batch)
             else:
                 entries = await self._append(batch)
         except Exception as exc:
+            if observer is not None:
+                observer.appended(started, False)
             if self.on_failure == "buffer" and not isinstance(exc, _PASSED):
                 self._buffer(batch, exc)
                 return None
@@ -116,6 +129,8 @@ class AuditWriter:
                 raise
             logger.error("audit append failed: %s", type(exc).__name__)
             raise AuditUnavailable() from exc
+        if observer is not None:
+            observer.appended(started, True)
         return entries[-1]
 
     def _named(self, event: AuditEvent) -> AuditEvent:

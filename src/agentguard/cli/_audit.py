@@ -27,17 +27,20 @@ from agentguard.audit import (
     export_log,
 )
 from agentguard.audit._chain import AuditEntry
+from agentguard.audit._checkpoints import CheckpointError, NoteVerifier, open_checkpoint
+from agentguard.audit._cosignatures import WitnessKey
 from agentguard.audit._export import (
     ExportTally,
     check_manifest,
     export_pages,
     manifest_origin,
     read_export_notes,
+    read_note_files,
     read_prefix,
 )
 from agentguard.audit._prefix import ArchivedPrefix
 from agentguard.audit._sinks import note_size
-from agentguard.audit._verify import LogVerifier, VerifyReport, verify_store
+from agentguard.audit._verify import Category, LogVerifier, VerifyReport, verify_store
 from agentguard.cli._errors import CommandError
 from agentguard.cli._output import emit_json, progress_printer
 from agentguard.cli._target import Access, open_target, settings_for, store_url
@@ -107,7 +110,7 @@ def _notes(directory: Path | None) -> list[str]:
         return []
     if not directory.is_dir():
         raise CommandError(f"checkpoint directory {directory} does not exist")
-    return DirectoryCheckpointSink(directory)._notes()
+    return read_note_files(directory)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -173,25 +176,124 @@ def _anchor_problems(args: argparse.Namespace, notes: list[str], origin: str | N
     return []
 
 
+def _witness_options(args: argparse.Namespace) -> tuple[list[str], int | None]:
+    """``--witness`` vkeys (checked) and ``--quorum``; a usage error if they do not fit."""
+    witnesses: list[str] = list(getattr(args, "witness", None) or [])
+    quorum: int | None = getattr(args, "quorum", None)
+    if quorum is not None and not witnesses:
+        raise CommandError("--quorum needs the witnesses' keys: pass --witness VKEY")
+    if quorum is not None and not 1 <= quorum <= len(witnesses):
+        raise CommandError(
+            f"--quorum {quorum} must be between 1 and the {len(witnesses)} --witness key(s)"
+        )
+    seen: dict[bytes, str] = {}
+    for vkey in witnesses:
+        try:
+            key = WitnessKey.from_vkey(vkey)
+        except CheckpointError as error:
+            raise CommandError(f"--witness {vkey[:40]!r}: {error}") from None
+        if key.public_key in seen:
+            raise CommandError(
+                f"--witness {key.name} is given twice (the same key as --witness "
+                f"{seen[key.public_key]}): a witness counts once, so list each one once"
+            )
+        seen[key.public_key] = key.name
+    return witnesses, quorum
+
+
+def _witness_line(report: VerifyReport) -> str | None:
+    found = report.witness
+    if found is None:
+        return None
+    names = found.get("cosigned_by")
+    listed = ", ".join(map(str, names)) if isinstance(names, list) and names else "none"
+    verdict = "OK" if found.get("ok") else "FAIL"
+    return (
+        f"{verdict}: the newest checkpoint (size {found.get('size')}) is cosigned by "
+        f"{len(names) if isinstance(names, list) else 0} of {found.get('given')} given "
+        f"witness(es), {found.get('quorum')} required: {listed}"
+    )
+
+
+_SELF_VOUCHED = (
+    "KEYS-FROM-EXPORT no --vkey given: the checkpoints were checked with {vkeys}, which came "
+    "with the export itself. That proves the export consistent with itself, not that the "
+    "operator's key signed it: whoever rewrote the events could have re-signed them with a key "
+    "of their own. Pass --vkey (or --vkeys-file) with the log's key obtained out of band."
+)
+
+
+def _print_report(
+    report: VerifyReport, problems: list[str], warnings: list[str], ok: bool, checked: str
+) -> None:
+    for finding in report.findings:
+        print(finding.line())
+    for problem in problems:
+        print(f"FAIL {problem}")
+    witnessed = _witness_line(report)
+    if witnessed is not None:
+        print(witnessed)
+    for warning in warnings:
+        print(f"WARN {warning}")
+    truncated = any(f.category is Category.TRUNCATED for f in report.findings)
+    unanchored = "" if truncated else " (truncation of the tail would go unnoticed)"
+    if report.anchored:
+        anchor = f"anchored at size {report.anchored_size}"
+    elif report.anchored_size:
+        anchor = (
+            f"anchored at size {report.anchored_size}, seq {report.anchored_size}.."
+            f"{report.size - 1} NOT anchored{unanchored}"
+        )
+    else:
+        anchor = f"NOT anchored by any checkpoint{unanchored}"
+    print(f"{'OK' if ok else 'FAIL'}: {report.size} events, {anchor}; checked {checked}")
+
+
+def _trusted_sizes(notes: list[str], vkeys: list[str], origin: str | None) -> set[int]:
+    """The sizes of the notes a trusted key signed (of ``origin``, when it is known)."""
+    verifiers = [NoteVerifier.from_vkey(vkey) for vkey in vkeys]
+    sizes: set[int] = set()
+    for note in notes:
+        try:
+            checkpoint = open_checkpoint(note, verifiers)
+        except CheckpointError:
+            continue
+        if origin is None or checkpoint.origin == origin:
+            sizes.add(checkpoint.size)
+    return sizes
+
+
 def _verify(args: argparse.Namespace) -> int:
+    witnesses, quorum = _witness_options(args)
     origin: str | None = args.origin
     problems: list[str] = []
+    warnings: list[str] = []
+    given = _vkeys(args)
+    directory_notes = _notes(args.checkpoints)
     if args.export is not None:
         prefix = read_prefix(args.export)
         notes, export_vkeys = read_export_notes(args.export)
-        vkeys = _vkeys(args) or export_vkeys
-        notes += _notes(args.checkpoints)
+        where = [f"{len(notes)} checkpoint note(s) in {args.export / 'checkpoints'}"]
+        vkeys = given or export_vkeys
+        if not given and export_vkeys:
+            warnings.append(_SELF_VOUCHED.format(vkeys=args.export / "vkeys.txt"))
+        notes += directory_notes
         source = f"export {args.export}"
         origin = origin or manifest_origin(args.export)
     else:
-        notes, vkeys = _notes(args.checkpoints), _vkeys(args)
+        notes, vkeys = directory_notes, given
         source = describe_store(_url(args))
+        where = []
+    if args.checkpoints is not None:
+        where.append(f"{len(directory_notes)} checkpoint note(s) in {args.checkpoints}")
     origin = origin or os.environ.get("AGENTGUARD_AUDIT_ORIGIN") or None
     if notes and not vkeys:
         raise CommandError("checkpoints need trusted verifier keys: pass --vkey or --vkeys-file")
     # Both sources stream in pages: memory stays bounded whatever the log's size.
     if args.export is not None:
-        verifier = LogVerifier(notes, vkeys, origin=origin, prefix=prefix)
+        verifier = LogVerifier(
+            notes, vkeys, origin=origin, prefix=prefix, witnesses=witnesses, quorum=quorum
+        )
         tally = ExportTally(0 if prefix is None else prefix.size)
         for page in export_pages(args.export, tally):
             verifier.feed_bodies(page)
@@ -207,40 +309,52 @@ def _verify(args: argparse.Namespace) -> int:
     else:
 
         async def streamed(store: Any) -> VerifyReport:
-            return await verify_store(store, notes, vkeys, origin=origin)
+            return await verify_store(
+                store, notes, vkeys, origin=origin, witnesses=witnesses, quorum=quorum
+            )
 
         report = anyio.run(_with_store, args, streamed)
     problems += _anchor_problems(args, notes, origin)
+    if notes and report.size and _trusted_sizes(notes, vkeys, origin) == {0}:
+        # A note of the empty log commits to no event: it vouches for nothing.
+        problems.append(
+            "the only trusted signed checkpoint is of size 0: it vouches for no event, so "
+            "nothing anchors the log; sign one that covers it (audit checkpoint)"
+        )
     if report.size == 0 and not args.allow_empty:
         problems.append(f"no events in {source}: nothing to verify (--allow-empty accepts that)")
-    ok = report.ok and not problems
-    checked = f"{source}" + (
-        f" against {len(notes)} checkpoint note(s) in {args.checkpoints}"
-        if args.checkpoints is not None
-        else ""
-    )
+    checked = source + (f" against {' and '.join(where)}" if notes or where else "")
     if origin is not None and notes:
         checked += f" (origin {origin})"
+    if warnings:
+        checked += " with the export's own vkeys.txt, not a key obtained out of band"
+    return _conclude(args, report, problems, warnings, checked=checked, origin=origin)
+
+
+def _conclude(
+    args: argparse.Namespace,
+    report: VerifyReport,
+    problems: list[str],
+    warnings: list[str],
+    *,
+    checked: str,
+    origin: str | None,
+) -> int:
+    """Print the verify report (text or ``--json``); the exit code."""
+    ok = report.ok and not problems
     if args.json:
         document = report.to_dict()
-        document.update(ok=ok, checked=checked, problems=problems, origin=origin)
+        document.update(
+            ok=ok,
+            checked=checked,
+            problems=problems,
+            warnings=warnings,
+            origin=origin,
+            vkeys_from_export=bool(warnings),
+        )
         emit_json(document)
     else:
-        for finding in report.findings:
-            print(finding.line())
-        for problem in problems:
-            print(f"FAIL {problem}")
-        unanchored = "(truncation of the tail would go unnoticed)"
-        if report.anchored:
-            anchor = f"anchored at size {report.anchored_size}"
-        elif report.anchored_size:
-            anchor = (
-                f"anchored at size {report.anchored_size}, seq {report.anchored_size}.."
-                f"{report.size - 1} NOT anchored {unanchored}"
-            )
-        else:
-            anchor = f"NOT anchored by any checkpoint {unanchored}"
-        print(f"{'OK' if ok else 'FAIL'}: {report.size} events, {anchor}; checked {checked}")
+        _print_report(report, problems, warnings, ok, checked)
     return 0 if ok else 1
 
 

@@ -29,8 +29,9 @@ def add_parser(commands: Any) -> None:
         )
         parser.add_argument(
             "--origin",
-            help="the log's origin: only its checkpoints count (verify: default "
-            "$AGENTGUARD_AUDIT_ORIGIN, or the export's manifest; needed with --checkpoints)",
+            help="the log's origin: only its checkpoints count (default "
+            "$AGENTGUARD_AUDIT_ORIGIN; verify: or the export's manifest, needed with "
+            "--checkpoints; prove: or the settings' audit.origin, always needed)",
         )
 
     keygen = sub.add_parser(
@@ -112,10 +113,31 @@ def add_parser(commands: Any) -> None:
         help="archive up to this signed checkpoint size (default: the newest below the head)",
     )
 
+    _prove_parser(sub, store_option, trust_options)
+
+
+def _prove_parser(sub: Any, store_option: Any, trust_options: Any) -> None:
     prove = sub.add_parser("prove", help="inclusion proof of one event under the newest checkpoint")
     store_option(prove)
     prove.add_argument("seq", type=int, help="sequence number of the event")
     trust_options(prove)
     prove.add_argument(
-        "--tlog", action="store_true", help="c2sp.org/tlog-proof@v1 text instead of JSON"
+        "--tlog",
+        action="store_true",
+        help="print the c2sp.org/tlog-proof@v1 text (the event goes alongside) instead of JSON",
+    )
+    prove.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write DIR/SEQ.tlog-proof and DIR/SEQ.event (the event's exact bytes): "
+        "the pair a third party verifies offline with the log's vkey",
+    )
+    prove.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's cosignature/v1 key: of the notes of one size, prove under the one "
+        "most of these witnesses validly cosigned (repeatable)",
     )

@@ -48,6 +48,16 @@ access_log = true
 # checkpoint_key_file = "/etc/agentguard/audit.pem"     # mode 0600 (or AGENTGUARD_CHECKPOINT_KEY)
 # checkpoint_dir = "/var/lib/agentguard/checkpoints"    # ideally an append-only mount
 # checkpoint_interval = 60
+# tiles = "operators"       # the log as C2SP tlog-tiles at /log/ on the operator listener:
+#                           # "off", "operators" (an operator token), "hashes", "public"
+# witness_quorum = 1        # cosignatures that make a checkpoint witnessed (/readyz)
+# [[audit.witnesses]]       # C2SP tlog-witnesses that cosign each new checkpoint
+# url = "https://witness.example/"
+# vkey = "witness.example/w1+4f1c2a3b+BASE64..."   # its cosignature/v1 key, from the witness
+
+# [telemetry]               # pip install 'agentguard[otel]'
+# traces = true             # one OpenTelemetry span per decision (OTEL_* exporter settings)
+# metrics = true            # Prometheus text at /metrics on the operator listener
 
 [secrets]
 # Files holding secrets, mode 0600; the environment variables win over them.

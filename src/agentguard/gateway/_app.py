@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -50,8 +50,14 @@ from agentguard.errors import ConfigurationError
 from agentguard.gateway._connect import ConnectParts, connect_parts
 from agentguard.gateway._gates import gate_parts, operator_app
 from agentguard.gateway._logging import RequestIdMiddleware
-from agentguard.gateway._readiness import HealthCheck, run_checks, store_checks
-from agentguard.gateway._telemetry import metrics_endpoints
+from agentguard.gateway._readiness import (
+    HealthCheck,
+    run_checks,
+    store_checks,
+    witness_clients,
+    witness_details,
+)
+from agentguard.gateway._telemetry import gateway_telemetry, metrics_endpoints
 from agentguard.gateway._tiles import tile_endpoints
 from agentguard.storage._outage import shield_store
 from agentguard.storage._urls import open_store
@@ -115,6 +121,10 @@ class Gateway:
         )
         if checkpointer is not None:  # a refused checkpoint (forked log) means "not ready"
             self.health_checks.append(HealthCheck("audit checkpointer", checkpointer.check))
+        self.readiness_details: list[Callable[[], dict[str, object]]] = []
+        """Extra fields for the ``/readyz`` body that never make it fail (witness status)."""
+        if checkpointer is not None and checkpointer.witnesses is not None:
+            self.readiness_details.append(witness_details(checkpointer.witnesses))
         limits = guard.limit_store
         if limits is not None and settings.limits.store is not None:
             # a separate limit store (Redis): a read of a probe counter (a charge of 0)
@@ -132,7 +142,7 @@ class Gateway:
             endpoints
             for endpoints in (
                 tile_endpoints(settings, store, checkpointer),
-                metrics_endpoints(settings),
+                metrics_endpoints(settings, guard.telemetry),
             )
             if endpoints is not None
         ]
@@ -177,20 +187,26 @@ class Gateway:
 
     async def _readyz(self, request: Request) -> JSONResponse:
         failed = await run_checks(self.health_checks, READY_TIMEOUT)
+        details: dict[str, object] = {}
+        for detail in self.readiness_details:
+            details.update(detail())
         if failed:  # names the components and the error types only, never a message or a URL
             reason = next(iter(failed.values()))
             document = {"status": "unavailable", "reason": reason, "unavailable": failed}
-            return JSONResponse(document, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse({**document, **details}, status_code=503)
+        return JSONResponse({"status": "ready", **details})
 
     async def _checkpoints(self, checkpointer: Checkpointer) -> None:
         interval = self.settings.audit.checkpoint_interval
-        while True:  # the first one at startup: a restored old snapshot is caught at once
-            try:
-                await checkpointer.checkpoint()
-            except Exception as error:  # keep serving; the operator sees it and verify finds it
-                logger.error("audit checkpoint failed: %s: %s", type(error).__name__, error)
-            await anyio.sleep(interval)
+        async with anyio.create_task_group() as witnessing:
+            if checkpointer.witnesses is not None:  # cosigning runs beside, never in the way
+                witnessing.start_soon(checkpointer.witnesses.run)
+            while True:  # the first one at startup: a restored old snapshot is caught at once
+                try:
+                    await checkpointer.checkpoint()
+                except Exception as error:  # keep serving; the operator sees it, verify too
+                    logger.error("audit checkpoint failed: %s: %s", type(error).__name__, error)
+                await anyio.sleep(interval)
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -221,6 +237,8 @@ class Gateway:
                     await self.checkpointer.checkpoint()
                 except Exception as error:  # shutdown goes on; the failure is logged
                     logger.error("final checkpoint failed: %s", type(error).__name__)
+                if self.checkpointer.witnesses is not None:
+                    await self.checkpointer.witnesses.aclose()
             for proxy in self.proxies.values():
                 await proxy.aclose()
             for minter in self.minters.values():
@@ -342,6 +360,7 @@ def build_gateway(
             if settings.audit.refusal_summaries
             else None
         ),
+        telemetry=gateway_telemetry(settings),
         **gates.options,
     )
     minters: dict[str, TokenExchangeMinter] = {}
@@ -388,6 +407,8 @@ def build_gateway(
             signer,
             settings.audit.origin,
             DirectoryCheckpointSink(settings.audit.checkpoint_dir),
+            witnesses=witness_clients(settings.audit.witnesses),
+            witness_quorum=settings.audit.witness_quorum,
         )
     return Gateway(
         settings,

@@ -5,6 +5,15 @@ raises when its component cannot serve; the store checks are built by :func:`sto
 other components (the audit checkpointer, say) add their own to ``Gateway.health_checks``. A
 failed check is reported by its name and the exception's type only: never a message, a URL or
 a DSN, which can hold a password.
+
+Witnesses are reported, never checked: a witness that is down delays cosignatures, not
+requests, so ``/readyz`` stays 200 and its body says how old the newest witnessed checkpoint
+is (``audit_witnessed_age``: seconds by the gateway's clock, ``null`` when none reached the
+quorum yet) and how many witnesses failed their last submission
+(``audit_witnesses_failing``, a count). ``/readyz`` is on the agents' listener, without
+authentication, so it names no witness, URL or log size: which third parties vouch for the
+log, and how many events it holds, are the operator's to know (the gateway's log names each
+failing witness). Alert on that age, not on readiness.
 """
 
 from __future__ import annotations
@@ -13,14 +22,21 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
 from agentguard._clock import Clock
 from agentguard._model import CredentialOwner
+from agentguard.audit._cosignatures import check_distinct
+from agentguard.audit._witness import WitnessClient
+from agentguard.errors import ConfigurationError, UsageError
 
-__all__ = ["HealthCheck", "run_checks", "store_checks"]
+if TYPE_CHECKING:
+    from agentguard._config_observe import WitnessSettings
+    from agentguard.audit._witnessing import Witnesses
+
+__all__ = ["HealthCheck", "run_checks", "store_checks", "witness_clients", "witness_details"]
 
 logger = logging.getLogger("agentguard.gateway")
 
@@ -85,3 +101,30 @@ async def run_checks(checks: Sequence[HealthCheck], limit: float) -> dict[str, s
         for item in checks:
             tasks.start_soon(run, item)
     return {item.name: failed[item.name] for item in checks if item.name in failed}
+
+
+def witness_clients(settings: Sequence[WitnessSettings]) -> list[WitnessClient]:
+    """One tlog-witness client per ``[[audit.witnesses]]`` entry (URL and vkey checked).
+
+    Raises :class:`ConfigurationError` for two entries with one key name or one public key:
+    one witness configured twice would count twice towards the quorum.
+    """
+    clients = [WitnessClient(w.url, w.vkey, timeout=w.timeout) for w in settings]
+    try:
+        check_distinct([client.key for client in clients])
+    except UsageError as error:
+        raise ConfigurationError(f"[[audit.witnesses]]: {error}") from None
+    return clients
+
+
+def witness_details(witnesses: Witnesses) -> Callable[[], dict[str, object]]:
+    """The ``/readyz`` fields on witnessing: informational, they never make it fail."""
+
+    def details() -> dict[str, object]:
+        age = witnesses.age()
+        return {
+            "audit_witnessed_age": None if age is None else round(age, 3),
+            "audit_witnesses_failing": len(witnesses.failing()),
+        }
+
+    return details
