@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from agentguard.audit._merkle import HASH_SIZE, node_hash, root
+from agentguard.errors import AgentGuardError
 
 __all__ = [
     "ENTRIES",
@@ -58,7 +59,7 @@ _PATH = re.compile(
 _MAX_PATH = 64
 
 
-class TilePathError(ValueError):
+class TilePathError(AgentGuardError, ValueError):
     """Not a canonical tlog-tiles path (or not one any log could serve)."""
 
 
