@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -30,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agentguard.audit._checkpoints import MalformedNote, _split_note
+from agentguard.audit._checkpoints import MalformedNote, _split_note, key_id
 from agentguard.errors import UsageError
 
 __all__ = [
@@ -101,11 +100,6 @@ def cosignature_message(timestamp: int, body: bytes) -> bytes:
     return _LABEL + b"time %d\n" % timestamp + body
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    data = name.encode() + b"\n" + bytes([COSIGNATURE_TYPE]) + public_key
-    return hashlib.sha256(data).digest()[:4]
-
-
 @dataclass(frozen=True, slots=True)
 class WitnessKey:
     """A trusted witness's ``cosignature/v1`` key, parsed from its vkey."""
@@ -133,7 +127,7 @@ class WitnessKey:
         y = int.from_bytes(key, "little") & ((1 << 255) - 1)
         if y >= _P or y in _SMALL_ORDER:
             raise MalformedNote("the witness vkey is not a safe Ed25519 public key")
-        if _key_id(name, key) != ident:
+        if key_id(name, COSIGNATURE_TYPE, key) != ident:
             raise MalformedNote("the witness vkey's key ID does not match its name and key")
         return cls(name=name, key_id=ident, public_key=key)
 
@@ -168,7 +162,7 @@ class CosignatureSigner:
         raw = private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        self.key = WitnessKey(name=name, key_id=_key_id(name, raw), public_key=raw)
+        self.key = WitnessKey(name=name, key_id=key_id(name, COSIGNATURE_TYPE, raw), public_key=raw)
 
     @classmethod
     def generate(cls, name: str) -> CosignatureSigner:
