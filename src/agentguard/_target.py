@@ -14,8 +14,9 @@ is looked up, and what is left has exactly one meaning:
   than ``.`` (so ``%2E``, ``%2F``, ``%5C``, ``%25``, ``%3B``, ``%C0%AE`` and ``%u002e`` are
   refused); ``%2F`` only where a service opted in (``allow_encoded_slash``);
 - no segment is empty (``//``) except a final one (a trailing slash), none is ``.`` or ``..``,
-  none ends with ``.``, and none is left empty or all dots when ``+`` is read as a trimmed
-  space and a trailing ``~`` is dropped (``..+``, ``+``, ``.~``).
+  none ends with ``.``, and none reads as ``.``, ``..`` or nothing under any composition of the
+  lenient segment readings (``+`` as a trimmed space, a trailing ``~`` dropped, trailing dots
+  stripped, a format suffix dropped): ``..+``, ``+``, ``.~``, ``+...0``.
 
 Letter case, format suffixes (``admin.json``) and ``+``/``~`` at a segment's edges are left as
 they are: such paths are legitimate (``/tags/c++``, ``/report.csv``), so rather than refusing
@@ -95,6 +96,47 @@ class Target:
         return Target(self.segments[len(root) :])
 
 
+#: Characters the lenient segment readings act on; a segment without any reads as itself.
+_LENIENT = frozenset("+~.")
+_DOTS_OR_NOTHING = frozenset({"", ".", ".."})
+
+
+def _format_dropped(segment: str) -> str:
+    stem, dot, _ = segment.rpartition(".")
+    return stem if dot and stem.strip(".") else segment
+
+
+#: How lenient readers rewrite one segment: ``+`` as a trimmed space (a form decoder on the
+#: path), a trailing ``~`` dropped, trailing dots and spaces stripped (Windows), everything from
+#: the first ``.`` dropped (Spring's suffix match), the last ``.ext`` dropped (Rails' format).
+_SEGMENT_READINGS = (
+    lambda s: s.replace("+", " ").strip(" "),
+    lambda s: s.rstrip("~"),
+    lambda s: s.rstrip(". "),
+    lambda s: s.split(".", 1)[0] or s,
+    _format_dropped,
+)
+
+
+def _lenient_readings(segment: str) -> set[str]:
+    """Every spelling ``segment`` takes under the readings above, composed in any order.
+
+    Each reading only removes characters (or turns ``+`` into a space), so the closure is small
+    and finite; checking all of it, not one fixed order of readings, is what keeps ``+...0``
+    (``+..`` once the format goes, then ``..``) from slipping through.
+    """
+    found = {segment}
+    frontier = [segment]
+    while frontier:
+        current = frontier.pop()
+        for reading in _SEGMENT_READINGS:
+            spelled = reading(current)
+            if spelled not in found:
+                found.add(spelled)
+                frontier.append(spelled)
+    return found
+
+
 def _check_segments(parts: list[str]) -> Target:
     for index, segment in enumerate(parts):
         last = index == len(parts) - 1
@@ -108,10 +150,10 @@ def _check_segments(parts: list[str]) -> Target:
                 raise _refuse("a '.' or '..' segment")
             if piece.endswith("."):
                 raise _refuse("a segment ending in '.'")
-            # Read leniently ('+' as a space and trimmed, a trailing '~' dropped, trailing dots
-            # and spaces stripped as Windows does), '..+' or '+' is '..' or nothing at all.
-            if not piece.replace("+", " ").strip(" ").rstrip("~").rstrip(". "):
-                raise _refuse("a segment that reads as '.', '..' or nothing once '+' or '~' go")
+            if _LENIENT.intersection(piece) and _DOTS_OR_NOTHING & _lenient_readings(piece):
+                raise _refuse(
+                    "a segment that reads as '.', '..' or nothing once '+', '~' or a suffix go"
+                )
     return Target(tuple(parts))
 
 

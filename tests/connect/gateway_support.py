@@ -30,7 +30,7 @@ from agentguard.storage import MemoryStore
 from agentguard.storage._urls import open_store
 from agentguard.testing import make_user
 from agentguard.testing._oauth_vendor import FakeOAuthVendor
-from tests.support.servers import LoopbackServer, free_port
+from tests.support.servers import LoopbackServer, bound_socket
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -190,7 +190,8 @@ def running(
     vendor = FakeOAuthVendor(users=("alice-at-vendor", "bob-at-vendor"))
     with LoopbackServer(vendor) as vendor_server:
         vendor.bind(vendor_server.url)
-        port = free_port()
+        public = bound_socket()  # held from now on: the origin names it before the gateway runs
+        port = public.getsockname()[1]
         origin = f"http://127.0.0.1:{port}"
         text = SETTINGS.format(
             origin=origin,
@@ -227,7 +228,7 @@ def running(
             gateway.operator_app, lifespan="off", log_level="warning", log_config=None
         )
         listener = OperatorListener(uvicorn, gateway.operator_app, sock, config)
-        server = LoopbackServer(listener.wrap(gateway.app), lifespan="on", port=port)
+        server = LoopbackServer(listener.wrap(gateway.app), lifespan="on", sock=public)
         listener.follow(server.server)
         try:
             with server:

@@ -11,6 +11,15 @@ from typing import Any, Literal
 import uvicorn
 
 
+def bound_socket(port: int = 0) -> socket.socket:
+    """A loopback socket bound now (``port`` 0: any free one), for a server to listen on later:
+    the port is held from the moment it is known, so no other test can take it in between."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -27,13 +36,17 @@ class LoopbackServer:
         *,
         lifespan: Literal["auto", "on", "off"] = "off",
         port: int | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
-        self.port = port if port is not None else free_port()
+        self.sock = sock if sock is not None else bound_socket(port or 0)
+        self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: self.server.run(sockets=[self.sock]), daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -56,3 +69,4 @@ class LoopbackServer:
     ) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.sock.close()

@@ -82,6 +82,38 @@ def test_encoded_slashes_opt_in_is_authorised_decoded(raw: str) -> None:
     assert {reading.casefold() for reading in decoded} == {target.path.casefold()}
 
 
+#: Segments made of what the lenient readings act on: ``+``, ``~`` and ``.`` around a letter.
+EDGE_SEGMENTS = st.lists(st.text(alphabet="+~.a0-", min_size=1, max_size=7), min_size=1, max_size=4)
+
+
+@FUZZ
+@given(segments=EDGE_SEGMENTS, trailing=st.booleans())
+@example(segments=["+...0"], trailing=False)  # '+..' once the format goes, then '..'
+@example(segments=["..~+~", "x"], trailing=False)
+@example(segments=["..+.a"], trailing=True)
+def test_no_reading_of_an_accepted_target_climbs_or_vanishes(
+    segments: list[str], trailing: bool
+) -> None:
+    """Under every reading, the rule readings included, composed in any order, an accepted
+    target keeps all its segments: none reads as ``.``, ``..`` or nothing."""
+    raw = "/v1/" + "/".join(segments) + ("/" if trailing else "")
+    target = _accepted(raw)
+    if target is None:
+        return
+    forwarded = target.raw.decode("ascii")
+    for reading in readings(forwarded):
+        parts = reading.split("/")
+        assert len(parts) == len(forwarded.split("/")), (raw, reading)
+        assert parts[1] == "v1", (raw, reading)
+        inner = parts[1:-1] if trailing else parts[1:]
+        assert all(part not in ("", ".", "..") for part in inner), (raw, reading)
+
+
+def test_plus_tilde_and_suffix_edges_stay_legitimate() -> None:
+    for raw in ("/tags/c++", "/a/+1", "/report.csv", "/x/..a", "/v/1.0~", "/a~b/c+d.json"):
+        assert _accepted(raw) is not None, raw
+
+
 @pytest.mark.parametrize(
     ("raw", "why"),
     [
@@ -112,11 +144,14 @@ def test_encoded_slashes_opt_in_is_authorised_decoded(raw: str) -> None:
         ("/crm/a%23b", "'#'"),
         ("crm/a", "starting with '/'"),
         ("*", "starting with '/'"),
-        ("/crm/..%2B", "once '+' or '~' go"),
-        ("/crm/..+/admin", "once '+' or '~' go"),
-        ("/crm/+", "once '+' or '~' go"),
-        ("/crm/.~/admin", "once '+' or '~' go"),
-        ("/crm/+.+/admin", "once '+' or '~' go"),
+        ("/crm/..%2B", "once '+', '~' or a suffix go"),
+        ("/crm/..+/admin", "once '+', '~' or a suffix go"),
+        ("/crm/+", "once '+', '~' or a suffix go"),
+        ("/crm/.~/admin", "once '+', '~' or a suffix go"),
+        ("/crm/+.+/admin", "once '+', '~' or a suffix go"),
+        ("/crm/+...0", "a suffix go"),
+        ("/crm/..+.json/admin", "a suffix go"),
+        ("/crm/..~.~/admin", "a suffix go"),
     ],
 )
 def test_ambiguous_targets_are_refused_with_a_reason(raw: str, why: str) -> None:
