@@ -23,6 +23,7 @@ from agentguard._decisions import DecisionRecorder, principal_ids
 from agentguard._dpop_step import DPoPStep
 from agentguard._gates import Gates, approval_step, limit_step, with_rule_gates
 from agentguard._keys._issuer import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL, KeyIssuer
+from agentguard._live_streams import LiveStreams
 from agentguard._model import Principal
 from agentguard._passage import Passage, ResponseReview, Reviews
 from agentguard._permissions import PermissionChecker, Requirement, RouteRule
@@ -200,6 +201,7 @@ class Guard:
             schemes = ("DPoP",) if dpop.required else ("DPoP", "Bearer")
             self._challenge = Challenge(realm=realm, schemes=schemes, dpop_algs=dpop.algorithms)
             self._schemes = ("bearer", "dpop")
+        self._streams = LiveStreams(self)
 
     # Read-only views for adapters and operators; the collaborators themselves stay private.
     @property
@@ -224,6 +226,11 @@ class Guard:
     def telemetry(self) -> Telemetry | None:
         """The OpenTelemetry spans and metrics of this guard's decisions, or ``None``."""
         return self._telemetry
+
+    @property
+    def streams(self) -> LiveStreams:
+        """The open streams this guard keeps live (cut when their key stops being valid)."""
+        return self._streams
 
     @property
     def store(self) -> KeyStore:
