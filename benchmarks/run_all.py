@@ -38,6 +38,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
     ("bench_gates.py", [], ["--requests", "1000"]),
     ("bench_connect.py", [], ["--requests", "1000"]),
     ("bench_telemetry.py", [], ["--requests", "1000", "--rounds", "3"]),
+    ("bench_streams.py", [], ["--rounds", "3"]),
+    ("bench_stream_cut.py", [], ["--quick"]),
 ]
 
 
@@ -53,6 +55,7 @@ TARGETS: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("review", "InjectionScreen (JSON) worst case"): (None, 5.0),
     ("review", "trivial request during a 1 MiB adversarial review (budget)"): (None, 1.0),
     ("rules", "rule lookup, 1000 rules"): (None, 1.5),
+    ("streams", "SSE time to last event"): (None, 1.2),
     ("rules", "guarded request, 1000 rules"): (None, 1.5),
     ("gateway", "serve SQLite, Bearer: req/s"): (0.5, None),
     ("gateway", "serve SQLite, Bearer: p99"): (None, 2.0),

@@ -6,10 +6,14 @@
 
 ``uvicorn examples.mcp_server:app`` serves the same app without printing keys. Users and keys
 live in ``agentguard-examples.db`` (see ``examples/launch.py``). Any live agentguard key opens
-the MCP endpoint; ``list_notes`` needs ``notes:read`` and ``add_note`` needs ``notes:write``,
-checked against the key's user's live grants and audited. A request without a key gets ``401``
-with ``WWW-Authenticate: Bearer ...
-resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"``.
+the MCP endpoint; ``list_notes`` needs ``notes:read`` and ``add_note`` needs ``notes:write``
+(or a grant for that tool alone: ``notes/add_note:write``), checked against the key's user's
+live grants before the SDK runs the tool, and audited. A reader's ``tools/list`` shows
+``list_notes`` only; a reader's ``add_note`` call is a ``403`` with ``WWW-Authenticate: Bearer
+error="insufficient_scope", scope="notes/add_note:write"``. A request without a key gets
+``401`` with ``WWW-Authenticate: Bearer ...
+resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"``; any other
+``/.well-known/`` path is a ``404``.
 """
 
 from __future__ import annotations
@@ -71,7 +75,9 @@ def create_app(guard: Guard, resource: str = RESOURCE) -> AgentGuardMCP:
     mcp_app = build_server(guard, resource).streamable_http_app()
     # The SDK's lifespan runs its session manager; ours wraps it and closes the store after.
     mcp_app.router.lifespan_context = launch.lifespan(guard, mcp_app.router.lifespan_context)
-    return AgentGuardMCP(mcp_app, guard, metadata=metadata)
+    # service="notes": a tool without @require_tool needs notes:read if it is annotated
+    # readOnlyHint, else notes:write.
+    return AgentGuardMCP(mcp_app, guard, metadata=metadata, service="notes")
 
 
 app = create_app(Guard(open_store(launch.store_url())))  # no path rules: each tool has its own

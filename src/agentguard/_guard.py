@@ -18,6 +18,7 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from agentguard._audience import check_audience
 from agentguard._clock import Clock, SystemClock
 from agentguard._decisions import DecisionRecorder, principal_ids
 from agentguard._dpop_step import DPoPStep
@@ -48,6 +49,7 @@ from agentguard.storage._outage import shield_store, store_outage
 from agentguard.storage._protocols import AuditStore, KeyLookup, KeyStore, ReplayCache
 
 if TYPE_CHECKING:
+    from agentguard._config_streams import StreamSettings
     from agentguard._services import ServiceConfig
     from agentguard.audit._events import AuditEvent
     from agentguard.credentials import CredentialSwapper
@@ -116,6 +118,8 @@ class Guard:
         telemetry: a :class:`~agentguard.telemetry.Telemetry` for one OpenTelemetry span and
             the metrics of every decision (extra ``otel``); ``None`` (the default) costs a
             ``None`` check per step and imports nothing.
+        streams: how open streams are kept live (:class:`~agentguard.config.StreamSettings`:
+            re-check interval, revocation events, outage grace); see :attr:`streams`.
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Guard:
         rate_limits: Sequence[RateLimit] = (),
         limit_store: LimitStore | None = None,
         telemetry: Telemetry | None = None,
+        streams: StreamSettings | None = None,
     ) -> None:
         if audit_store is None:
             if not isinstance(store, AuditStore):
@@ -201,7 +206,7 @@ class Guard:
             schemes = ("DPoP",) if dpop.required else ("DPoP", "Bearer")
             self._challenge = Challenge(realm=realm, schemes=schemes, dpop_algs=dpop.algorithms)
             self._schemes = ("bearer", "dpop")
-        self._streams = LiveStreams(self)
+        self._streams = LiveStreams(self, streams)
 
     # Read-only views for adapters and operators; the collaborators themselves stay private.
     @property
@@ -311,6 +316,14 @@ class Guard:
         )
         return self._challenge
 
+    def advertise_scope(self, scope: str | None) -> Challenge:
+        """Make every challenge carry ``scope="<scope>"`` (RFC 6750 §3), or none.
+
+        An ``insufficient_scope`` refusal still names the one scope it needs instead.
+        """
+        self._challenge = dataclasses.replace(self._challenge, scope=scope)
+        return self._challenge
+
     async def verify_token_proof(self, request: GuardRequest) -> VerifiedProof | None:
         """Check the ``DPoP`` proof of a token-endpoint request (RFC 9449 §5).
 
@@ -358,6 +371,8 @@ class Guard:
         reviews: Reviews | None = None,
         service: str | None = None,
         placement: tuple[str, str] | None = None,
+        resource: str | None = None,
+        require_audience: bool = False,
     ) -> Passage:
         """Run the decision steps for ``request``; the :class:`Passage` on, or the refusal.
 
@@ -366,8 +381,11 @@ class Guard:
         replaces the guard's own route rules; ``reviews`` (from :meth:`reviews`) replaces the
         guard's reviewers for this request's content; ``service`` names the upstream in review
         events; ``placement`` (``("query" | "header", name)``) names where a vendor-native
-        placement put the key, the one field an approval leaves out of what it binds. The
-        decision is audited either way before this returns; if the audit store fails,
+        placement put the key, the one field an approval leaves out of what it binds;
+        ``resource`` (this resource server's RFC 8707 identifier) refuses a key issued for
+        another resource, and with ``require_audience`` a key issued for none (401
+        ``invalid_token``, :func:`~agentguard._audience.check_audience`). The decision is
+        audited either way before this returns; if the audit store fails,
         :class:`~agentguard.errors.AuditUnavailable` (503) is raised instead.
         """
         started = self._clock.monotonic()
@@ -377,7 +395,9 @@ class Guard:
         elif requirement is not None and self._permissions.rules:
             requirement = with_rule_gates(self._permissions, request, requirement)
         try:
-            principal = await self._decide(request, credentials, requirement)
+            principal = await self._decide(
+                request, credentials, requirement, (resource, require_audience)
+            )
         except RequestRefused as error:
             await self._decisions.refused(request, requirement, started, error, trace=trace)
             raise
@@ -407,6 +427,7 @@ class Guard:
         request: GuardRequest,
         credentials: Credentials | Callable[[], Credentials] | None,
         requirement: Requirement | None,
+        audience: tuple[str | None, bool] = (None, False),
     ) -> Principal:
         """The decision steps, in order; each raises its refusal. New steps go here."""
         request.target()  # 1. an ambiguous target is refused (400) before any key lookup
@@ -420,6 +441,9 @@ class Guard:
         try:
             # 4. DPoP: the proof, its binding to the key, then its jti burnt (RFC 9449 §4.3, §7)
             await self._dpop_step.check(request, credentials, principal.jkt)
+            resource, require_audience = audience
+            if resource is not None:  # RFC 8707: a key issued for another resource is refused
+                check_audience(principal, resource, require=require_audience)
             self._permissions.authorize(principal, requirement)  # 5. the user's live grants
             # 6. rate limits; budgets now unless the call waits for an approval (the approval
             # step and the charge after it run on the body: see agentguard._gates)

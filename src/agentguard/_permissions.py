@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 from agentguard._model import SERVICE_NAME_PATTERN, Level, Principal
 from agentguard.errors import InsufficientScope, Reason
 
-__all__ = ["READ_METHODS", "PermissionChecker", "Requirement", "RouteRule", "method_level"]
+__all__ = [
+    "READ_METHODS",
+    "WEBSOCKET",
+    "PermissionChecker",
+    "Requirement",
+    "RouteRule",
+    "method_level",
+    "websocket_requirement",
+]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MAX_COST = 2**40  # far above any real cost, far below what every limit store holds exactly
@@ -340,3 +348,25 @@ class PermissionChecker:
             requirement.service, requirement.level
         ):
             raise InsufficientScope(required=requirement.scope)
+
+
+#: The pseudo-method a route's ``methods``, ``approval`` and ``cost`` name websockets by.
+WEBSOCKET = "WEBSOCKET"
+
+
+def websocket_requirement(checker: PermissionChecker, path: str) -> Requirement | None:
+    """What a websocket to ``path`` needs: the stricter of a ``GET`` and a ``WEBSOCKET``.
+
+    The level is write unless the path's rule fixes a level or names ``WEBSOCKET`` in its
+    ``methods``; an approval or cost on either method applies. ``None`` (refused): no rule.
+    """
+    get, socket = checker.requirement("GET", path), checker.requirement(WEBSOCKET, path)
+    if get is None or socket is None:
+        return None
+    return Requirement(
+        socket.service,
+        max(get.level, socket.level),
+        get.approval or socket.approval,
+        max(get.cost, socket.cost),
+        socket.rule,
+    )

@@ -30,6 +30,9 @@ class Reason(str, enum.Enum):
     UNKNOWN_USER = "unknown_user"
     UNKNOWN_WORKSPACE = "unknown_workspace"
     DPOP_BINDING_MISMATCH = "dpop_binding_mismatch"
+    WRONG_AUDIENCE = "wrong_audience"
+    AUDIENCE_REQUIRED = "audience_required"
+    INVALID_TARGET = "invalid_target"
     INVALID_SCOPE = "invalid_scope"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     NO_ROUTE_RULE = "no_route_rule"
@@ -99,6 +102,14 @@ _REASON_TEXT: dict[Reason, str] = {
     Reason.UNKNOWN_WORKSPACE: "no such workspace",
     Reason.DPOP_BINDING_MISMATCH: (
         "the key is bound to a different DPoP key, or needs a DPoP proof"
+    ),
+    Reason.WRONG_AUDIENCE: "the key was issued for another resource (RFC 8707 audience)",
+    Reason.AUDIENCE_REQUIRED: (
+        "this resource accepts only keys issued for it; issue or refresh the key with its"
+        " resource (RFC 8707)"
+    ),
+    Reason.INVALID_TARGET: (
+        "the requested resource is malformed or not one this key may be narrowed to (RFC 8707)"
     ),
     Reason.INVALID_SCOPE: "the requested scope is malformed or exceeds the key's scope",
     Reason.INSUFFICIENT_SCOPE: "the key's user lacks the permission this request needs",

@@ -115,4 +115,5 @@ class KeyResolver:
             grants=user.grants.narrow(key.scope),
             expires_at=key.expires_at,
             jkt=key.jkt,
+            audience=key.audience,
         )

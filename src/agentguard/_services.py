@@ -92,6 +92,8 @@ class ServiceRoute(BaseModel):
 
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+ToolName = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,256}$")]
+"""A tool name as a server lists it: printable ASCII (MCP's own rule is stricter)."""
 
 
 class ServiceConfig(BaseModel):
@@ -122,6 +124,15 @@ class ServiceConfig(BaseModel):
             place of the other: a connected service never reads the vault.
         oauth: the OAuth client for ``credentials = "connected"`` (required there, refused
             elsewhere).
+        mcp: the service is a remote MCP server (streamable HTTP): each ``tools/call`` is
+            checked against the caller's grant for that tool before it goes upstream (403
+            ``insufficient_scope`` naming the missing ``service/tool:level``), and
+            ``tools/list`` results are cut to the tools the caller may call. Without routes of
+            its own, every method needs ``read`` on the service to reach the server at all.
+            Needs ``max_request_bytes`` (bodies are read whole).
+        tools: with ``mcp``, the level each tool needs, by tool name (``{add_note = "write"}``);
+            a tool not named needs ``read`` when the server's listing marks it
+            ``readOnlyHint: true``, else ``write``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -140,9 +151,12 @@ class ServiceConfig(BaseModel):
     allow_encoded_slash: bool = False
     credentials: Literal["operator", "connected"] = "operator"
     oauth: OAuthClientConfig | None = None
+    mcp: bool = False
+    tools: dict[ToolName, LevelName] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> ServiceConfig:
+        self._check_mcp()
         if self.credentials == "connected" and self.oauth is None:
             raise ValueError(
                 f'service {self.name}: credentials = "connected" needs an oauth client '
@@ -177,6 +191,21 @@ class ServiceConfig(BaseModel):
             raise ValueError(f"service {self.name}: {self.parameter!r} cannot carry the key")
         return self
 
+    def _check_mcp(self) -> None:
+        if self.tools and not self.mcp:
+            raise ValueError(f"service {self.name}: tools are only read with mcp = true")
+        if self.mcp and self.max_request_bytes is None:
+            raise ValueError(
+                f"service {self.name}: an MCP service needs max_request_bytes (each body is "
+                "read whole to check its tool calls)"
+            )
+        for tool, level in self.tools.items():
+            if level is Level.NONE:
+                raise ValueError(
+                    f"service {self.name}: tool {tool!r} needs read or write (to deny a tool "
+                    "to someone, give them a '<service>/<tool>:none' grant)"
+                )
+
     @property
     def is_loopback(self) -> bool:
         """Whether the upstream is on this machine (for documentation and warnings)."""
@@ -200,5 +229,8 @@ class ServiceConfig(BaseModel):
             for route in self.routes
         ]
         if not any(rule.prefix == "/" for rule in rules):
-            rules = [*rules, RouteRule("/", service=self.name)]
+            # An MCP server takes every message as a POST: reaching it needs read, and each
+            # tool call then needs its own level (the tool gate).
+            level = Level.READ if self.mcp else None
+            rules = [*rules, RouteRule("/", service=self.name, level=level)]
         return PermissionChecker(rules)

@@ -101,6 +101,7 @@ from agentguard._config_source import (
     refuse_inline_secrets,
     relative_to,
 )
+from agentguard._config_streams import StreamSettings
 from agentguard._services import ServiceConfig
 from agentguard.errors import ConfigurationError
 
@@ -129,6 +130,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StoreSettings",
+    "StreamSettings",
     "TelemetrySettings",
     "WitnessSettings",
     "load_settings",
@@ -344,6 +346,7 @@ class Settings(_Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    streams: StreamSettings = Field(default_factory=StreamSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     secrets: SecretFiles = Field(default_factory=SecretFiles)
     secret_values: SecretValues = Field(default_factory=SecretValues, exclude=True)

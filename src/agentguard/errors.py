@@ -96,6 +96,7 @@ __all__ = [
     "InvalidGrant",
     "InvalidRequest",
     "InvalidScope",
+    "InvalidTarget",
     "InvalidToken",
     "IssuanceRefused",
     "MalformedKey",
@@ -127,13 +128,16 @@ class Challenge:
     ``schemes`` lists the authorization schemes offered, each rendered as its own challenge.
     ``extra`` holds further auth-params for every scheme, such as ``resource_metadata``
     (RFC 9728); ``dpop_algs`` is rendered as ``algs`` on the ``DPoP`` challenge only
-    (RFC 9449 §7.1).
+    (RFC 9449 §7.1). ``scope`` is the space-separated scopes the resource offers, rendered as
+    ``scope`` on every challenge (RFC 6750 §3, RFC 9449 §7.1) unless the error names the
+    scope it needs itself (``insufficient_scope``).
     """
 
     realm: str = "agentguard"
     schemes: tuple[str, ...] = ("Bearer",)
     extra: tuple[tuple[str, str], ...] = ()
     dpop_algs: tuple[str, ...] = ()
+    scope: str | None = None
 
 
 def _quote(value: str) -> str:
@@ -304,6 +308,8 @@ def render_challenges(challenge: Challenge, error: RequestRefused | None = None)
         params: list[tuple[str, str]] = [("realm", challenge.realm)]
         if error is not None and error.challenge_scheme in (None, scheme):
             params.extend(error.challenge_params())
+        if challenge.scope and all(name != "scope" for name, _ in params):
+            params.append(("scope", challenge.scope))
         params.extend(challenge.extra)
         rendered = ", ".join(f"{name}={_quote(value)}" for name, value in params)
         value = f"{scheme} {rendered}"
@@ -530,6 +536,13 @@ class InvalidScope(TokenEndpointError):
 
     error = "invalid_scope"
     default_reason = Reason.INVALID_SCOPE
+
+
+class InvalidTarget(TokenEndpointError):
+    """RFC 8707 §2: the ``resource`` asked for is malformed or not allowed for this key (400)."""
+
+    error = "invalid_target"
+    default_reason = Reason.INVALID_TARGET
 
 
 class IssuanceRefused(RequestRefused):

@@ -72,7 +72,12 @@ async def setup() -> AsyncIterator[Setup]:
     store = MemoryStore(clock=clock)
     guard = Guard(
         store,
-        rules=[RouteRule("/crm", service="crm"), RouteRule("/projects", service="projects")],
+        rules=[
+            RouteRule("/crm", service="crm"),
+            # a read-only feed: websockets need write unless their rule says otherwise
+            RouteRule("/crm/ws", service="crm", methods={"WEBSOCKET": "read"}),
+            RouteRule("/projects", service="projects"),
+        ],
         clock=clock,
     )
     user = await make_user(store, grants="crm:read")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -257,6 +258,39 @@ async def test_websocket_with_key_reaches_app(setup: Setup) -> None:
 
     await middleware(ws_scope([(b"authorization", b"Bearer " + key)]), noop, noop)
     assert inner.scopes == ["websocket"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/crm/ws", True), ("/crm/socket", False), ("/crm/contacts", False), ("/nowhere", False)],
+)
+async def test_a_websocket_needs_write_unless_its_rule_declares_a_read_feed(
+    setup: Setup, path: str, allowed: bool
+) -> None:
+    """As in the proxy: a socket's messages can act, so a read-only key opens one only where
+    the rule says ``methods={"WEBSOCKET": "read"}``; a path without a rule is refused."""
+    inner = Recorder()
+    middleware = AgentGuardMiddleware(inner, setup.guard)
+    key = setup.keys.access_key.reveal().encode()
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = ws_scope([(b"authorization", b"Bearer " + key)], {"websocket.http.response": {}})
+    scope["path"], scope["raw_path"] = path, path.encode()
+    await middleware(scope, receive, send)
+    assert inner.scopes == (["websocket"] if allowed else [])
+    if not allowed:
+        assert sent[0]["type"] == "websocket.http.response.start"
+        assert sent[0]["status"] == 403
+        body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+        assert body["error"] == "insufficient_scope"
+        reason = "no_route_rule" if path == "/nowhere" else "insufficient_scope"
+        assert body["reason"] == reason, body
 
 
 async def test_websocket_through_starlette(setup: Setup) -> None:

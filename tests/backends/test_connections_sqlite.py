@@ -20,14 +20,14 @@ from agentguard.storage._gate_rows import GateCodec
 from agentguard.storage._sqlite import SQLiteStore
 from agentguard.storage._sqlite import schema as sqlite_schema
 from agentguard.storage._sqlite._gate_queries import APPROVAL_INSERT
-from agentguard.storage._sqlite._queries import KEY_INSERT
-from agentguard.storage._sqlite._rows import from_micros, key_params, micros
+from agentguard.storage._sqlite._rows import from_micros, micros
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import key_record
 from agentguard.testing.conformance._approvals import approval_record
 from agentguard.testing.conformance._connect_flows import flow_record
 from agentguard.testing.conformance._connections import connection_record, refreshed
 from tests.backends import connection_races
+from tests.backends.old_schema import insert_pre_audience_key
 
 pytestmark = pytest.mark.anyio
 
@@ -213,7 +213,7 @@ def _version_4(path: Path, clock: FakeClock) -> None:
             for statement in sqlite_schema._MIGRATIONS[version]:
                 connection.execute(statement)
         connection.execute("INSERT INTO schema_version (version) VALUES (4)")
-        connection.execute(KEY_INSERT, key_params(key_record(clock)))
+        insert_pre_audience_key(connection, key_record(clock))
         codec = GateCodec(micros, from_micros)
         connection.execute(APPROVAL_INSERT, codec.approval_params(approval_record(clock)))
     finally:
@@ -237,7 +237,7 @@ async def test_version_4_upgrades_to_connected_accounts(db: Path, clock: FakeClo
         assert await store.release_lease("l", holder="h")
         assert await store.delete_connection("crm", "alice") is not None
     versions = _rows(db, "SELECT version FROM schema_version")
-    assert versions == [(sqlite_schema.SCHEMA_VERSION,)] == [(5,)]
+    assert versions == [(sqlite_schema.SCHEMA_VERSION,)] == [(6,)]
 
 
 async def test_version_4_read_only_asks_for_an_upgrade(db: Path, clock: FakeClock) -> None:

@@ -22,8 +22,6 @@ from agentguard.storage import StorageError
 from agentguard.storage._gate_protocols import Charge, RateDecision
 from agentguard.storage._sqlite import SQLiteStore
 from agentguard.storage._sqlite import schema as sqlite_schema
-from agentguard.storage._sqlite._queries import KEY_INSERT
-from agentguard.storage._sqlite._rows import key_params
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import (
     key_record,
@@ -31,6 +29,7 @@ from agentguard.testing.conformance import (
 from agentguard.testing.conformance._approvals import approval_record
 from agentguard.testing.conformance._operators import operator_record
 from tests.backends import gate_races
+from tests.backends.old_schema import insert_pre_audience_key
 
 pytestmark = pytest.mark.anyio
 
@@ -178,7 +177,7 @@ def _version_3(path: Path, clock: FakeClock) -> None:
             for statement in sqlite_schema._MIGRATIONS[version]:
                 connection.execute(statement)
         connection.execute("INSERT INTO schema_version (version) VALUES (3)")
-        connection.execute(KEY_INSERT, key_params(key_record(clock)))
+        insert_pre_audience_key(connection, key_record(clock))
     finally:
         connection.close()
 

@@ -15,10 +15,9 @@ from agentguard import KeyKind, KeyRecord
 from agentguard.storage import PostgresStore, SQLiteStore, StorageError
 from agentguard.storage._postgres import schema as pg_schema_module
 from agentguard.storage._sqlite import schema as sqlite_schema_module
-from agentguard.storage._sqlite._queries import KEY_INSERT
-from agentguard.storage._sqlite._rows import key_params
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import key_record, seed_directory
+from tests.backends.old_schema import insert_pre_audience_key
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +46,7 @@ def _sqlite_version_1(path: Path, clock: FakeClock) -> None:
         for statement in sqlite_schema_module._MIGRATIONS[1]:
             connection.execute(statement)
         connection.execute("INSERT INTO schema_version (version) VALUES (1)")
-        connection.execute(KEY_INSERT, key_params(_old_key(clock)))
+        insert_pre_audience_key(connection, _old_key(clock))
     finally:
         connection.close()
 

@@ -21,6 +21,7 @@ from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock, make_user
 from examples import mcp_server
+from tests.mcp.tool_servers import refused_call
 from tests.support.servers import LoopbackServer
 
 pytestmark = pytest.mark.anyio
@@ -119,14 +120,17 @@ async def test_listing_tools_without_a_key_is_401_with_resource_metadata(served:
 async def test_tools_are_listed_with_a_key(served: Served) -> None:
     async with session(served.url, served.reader.access_key.reveal()) as client:
         tools = await client.list_tools()
+    assert sorted(tool.name for tool in tools.tools) == ["list_notes"]  # the reader's only tool
+    async with session(served.url, served.writer.access_key.reveal()) as client:
+        tools = await client.list_tools()
     assert sorted(tool.name for tool in tools.tools) == ["add_note", "list_notes"]
 
 
 async def test_key_without_the_tools_permission_is_refused_and_audited(served: Served) -> None:
-    async with session(served.url, served.reader.access_key.reveal()) as client:
-        result = await client.call_tool("add_note", {"text": "hi"})
-    assert result.is_error
-    assert "notes:write" in result.content[0].text  # type: ignore[union-attr]
+    seen = await refused_call(
+        served.url + "/mcp", served.reader.access_key.reveal(), "add_note", {"text": "hi"}
+    )
+    assert 'scope="notes/add_note:write"' in seen.challenge(403)  # step-up, before the tool ran
     events = [entry.event() for entry in await served.store.read()]
     denied = [e for e in events if e["method"] == "tools/call"]
     assert denied[-1]["decision"] == "deny"

@@ -81,6 +81,6 @@ async def test_app_serves_the_document_and_401s_point_at_it() -> None:
         refused = await client.get("/crm/x")
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == (
-        'Bearer realm="agentguard", resource_metadata="http://testserver'
+        'Bearer realm="agentguard", scope="crm:read crm:write", resource_metadata="http://testserver'
         '/.well-known/oauth-protected-resource/crm"'
     )

@@ -29,7 +29,7 @@ from agentguard.dpop import DPoPVerifier, NonceSource, access_key_hash, normaliz
 from agentguard.dpop._claims import MAX_JTI_LENGTH
 from agentguard.dpop._jose import b64url_decode, b64url_encode
 from agentguard.dpop._jwk import jwk_thumbprint, public_jwk
-from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
+from agentguard.errors import InvalidDPoPProof, InvalidToken, Reason, UseDPoPNonce
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 
@@ -374,9 +374,9 @@ def judge(
 ) -> bool:
     """Verify ``proofs`` and check the outcome against :func:`should_accept`; True if accepted.
 
-    A refusal must be ``InvalidDPoPProof`` with a ``Reason`` (or ``UseDPoPNonce`` when nonces
-    are on); an acceptance must be one the reference accepts too, and report the proof's own
-    key, ``jti`` and ``iat``.
+    A refusal must be ``InvalidDPoPProof`` with a ``Reason`` (``InvalidToken`` for a proof by
+    another key than the bound one, ``UseDPoPNonce`` when nonces are on); an acceptance must be
+    one the reference accepts too, and report the proof's own key, ``jti`` and ``iat``.
     """
     verifier = new_verifier(nonces=nonces)
 
@@ -385,7 +385,7 @@ def judge(
             return await verifier.verify(
                 proofs, method=method, url=url, access_key=access_key, expected_jkt=expected_jkt
             )
-        except (InvalidDPoPProof, UseDPoPNonce) as refused:
+        except (InvalidDPoPProof, InvalidToken, UseDPoPNonce) as refused:
             return refused
 
     outcome = anyio.run(run)
@@ -405,6 +405,10 @@ def judge(
     if isinstance(outcome, UseDPoPNonce):
         assert nonces, "a nonce was asked for with no nonce source"
         assert not expected
+        return False
+    if isinstance(outcome, InvalidToken):  # RFC 9449 §7.1: only the key binding fails so
+        assert outcome.reason is Reason.DPOP_BINDING_MISMATCH, outcome.reason
+        assert not expected, "a valid proof was refused for its key binding"
         return False
     if isinstance(outcome, InvalidDPoPProof):
         assert isinstance(outcome.reason, Reason)

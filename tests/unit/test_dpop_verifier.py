@@ -34,7 +34,7 @@ from agentguard.dpop import (
 from agentguard.dpop._jose import b64url_encode
 from agentguard.dpop._jwk import public_jwk
 from agentguard.dpop._verifier import REPLAY_SKEW_SECONDS
-from agentguard.errors import InvalidDPoPProof, Reason, StoreUnavailable, UseDPoPNonce
+from agentguard.errors import InvalidDPoPProof, InvalidToken, Reason, StoreUnavailable, UseDPoPNonce
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 
@@ -98,11 +98,15 @@ def es256() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-async def refused(verifier: DPoPVerifier, proofs: list[str], **kwargs: Any) -> InvalidDPoPProof:
+async def refused(
+    verifier: DPoPVerifier, proofs: list[str], **kwargs: Any
+) -> InvalidDPoPProof | InvalidToken:
     kwargs = {"method": "POST", "url": URL, **kwargs}
-    with pytest.raises(InvalidDPoPProof) as caught:
+    with pytest.raises((InvalidDPoPProof, InvalidToken)) as caught:
         await verifier.verify(proofs, **kwargs)
-    return caught.value
+    error = caught.value
+    assert isinstance(error, (InvalidDPoPProof, InvalidToken))
+    return error
 
 
 # §4.3 check 1: exactly one DPoP header
@@ -605,6 +609,7 @@ async def test_4_3_12_jkt_mismatch_is_refused(
 ) -> None:
     bound = jwk_thumbprint(public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
     error = await refused(verifier, [forge(es256, now=clock.timestamp())], expected_jkt=bound)
+    assert isinstance(error, InvalidToken)  # RFC 9449 §7.1: the binding failed, not the proof
     assert error.reason is Reason.DPOP_BINDING_MISMATCH
     assert bound not in error.description
 

@@ -32,7 +32,7 @@ from agentguard.dpop import DPoPVerifier, NonceSource, VerifiedProof
 from agentguard.dpop._jose import b64url_encode
 from agentguard.dpop._jwk import public_jwk
 from agentguard.dpop._verifier import REPLAY_SKEW_SECONDS
-from agentguard.errors import InvalidDPoPProof, Reason, StoreUnavailable, UseDPoPNonce
+from agentguard.errors import InvalidDPoPProof, InvalidToken, Reason, StoreUnavailable, UseDPoPNonce
 from agentguard.storage import MemoryStore
 from agentguard.testing import FakeClock
 
@@ -132,10 +132,15 @@ def run_verify(verifier: DPoPVerifier, proofs: object, **kwargs: Any) -> Verifie
     return anyio.run(call)
 
 
-def refusal(verifier: DPoPVerifier, proofs: object, **kwargs: Any) -> InvalidDPoPProof:
-    with pytest.raises(InvalidDPoPProof) as caught:
+def refusal(
+    verifier: DPoPVerifier, proofs: object, **kwargs: Any
+) -> InvalidDPoPProof | InvalidToken:
+    """The refusal: ``InvalidToken`` only for a proof by another key than the bound one."""
+    with pytest.raises((InvalidDPoPProof, InvalidToken)) as caught:
         run_verify(verifier, proofs, **kwargs)
-    return caught.value
+    error = caught.value
+    assert isinstance(error, (InvalidDPoPProof, InvalidToken))
+    return error
 
 
 def b64json(value: object) -> str:
@@ -253,15 +258,13 @@ CASES: dict[str, Case] = {
     "ath a lone surrogate": Case(
         Reason.DPOP_ATH_MISMATCH, ATH, payload={"ath": "\ud800"}, request={"access_key": "k"}
     ),
-    "jkt of another key": Case(
-        Reason.DPOP_BINDING_MISMATCH, JKT_MISMATCH, request={"expected_jkt": "A" * 43}
-    ),
-    "jkt not ASCII": Case(
-        Reason.DPOP_BINDING_MISMATCH, JKT_MISMATCH, request={"expected_jkt": "é"}
-    ),
-    "jkt a lone surrogate": Case(
-        Reason.DPOP_BINDING_MISMATCH, JKT_MISMATCH, request={"expected_jkt": "\ud800"}
-    ),
+}
+
+#: A valid proof by another key than the token is bound to: the binding failed, not the proof.
+BINDING_CASES = {
+    "jkt of another key": {"expected_jkt": "A" * 43},
+    "jkt not ASCII": {"expected_jkt": "é"},
+    "jkt a lone surrogate": {"expected_jkt": "\ud800"},
 }
 
 
@@ -271,6 +274,18 @@ def test_each_check_gives_its_own_reason_and_description(case: Case) -> None:
     assert (error.reason, error.description) == (case.reason, case.description)
     assert type(error) is InvalidDPoPProof
     assert (error.status, error.code) == (401, "invalid_dpop_proof")
+
+
+@pytest.mark.parametrize("request_args", BINDING_CASES.values(), ids=BINDING_CASES.keys())
+def test_a_proof_by_another_key_is_the_tokens_failure(request_args: dict[str, str]) -> None:
+    """RFC 9449 §7.1: 401 ``invalid_token`` (not ``invalid_dpop_proof``), reason kept."""
+    with pytest.raises(InvalidToken) as caught:
+        run_verify(
+            new_verifier(), Case(Reason.DPOP_BINDING_MISMATCH, JKT_MISMATCH).build(), **request_args
+        )
+    error = caught.value
+    assert (error.reason, error.description) == (Reason.DPOP_BINDING_MISMATCH, JKT_MISMATCH)
+    assert (error.status, error.code) == (401, "invalid_token")
 
 
 @pytest.mark.parametrize("proofs", [[], ()], ids=["list", "tuple"])

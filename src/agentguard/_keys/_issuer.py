@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from agentguard._audience import InvalidTarget, canonical_resource, narrow_audience
 from agentguard._clock import Clock
 from agentguard._keys._format import generate_key, hash_key, new_id, parse_key
 from agentguard._model import Grants, IssuedKeys, KeyKind, KeyRecord
 from agentguard._resolver import KeyIds, key_context, liveness_failure
-from agentguard.audit._events import Action, AuditEvent, Decision
+from agentguard.audit._events import Action, AuditEvent, Decision, Scalar
 from agentguard.audit._writer import AuditWriter
 from agentguard.errors import InvalidGrant, IssuanceRefused, MalformedKey, Reason, UsageError
 from agentguard.storage._outage import store_outage
@@ -75,6 +76,7 @@ class KeyIssuer:
         family_id: str,
         scope: Grants | None,
         jkt: str | None,
+        audience: str | None,
         now: datetime,
     ) -> IssuedKeys:
         access_key, refresh_key = generate_key(KeyKind.ACCESS), generate_key(KeyKind.REFRESH)
@@ -86,6 +88,7 @@ class KeyIssuer:
             "created_at": now,
             "scope": scope,
             "jkt": jkt,
+            "audience": audience,
         }
         access = KeyRecord(
             id=new_id("key"),
@@ -110,13 +113,23 @@ class KeyIssuer:
         *,
         scope: Grants | None = None,
         jkt: str | None = None,
+        audience: str | None = None,
     ) -> IssuedKeys:
         """Issue a new access/refresh pair (a new family) for ``user_id`` in ``workspace_id``.
 
         ``scope`` narrows the user's grants for these keys (it can never widen them); ``jkt``
-        binds both keys to a DPoP key. Raises :class:`IssuanceRefused` when the user is unknown
-        or disabled, the workspace unknown, the user not a member, or the account closed.
+        binds both keys to a DPoP key; ``audience`` names the resource they are for (RFC 8707,
+        e.g. ``"https://api.example.com/mcp"``; stored normalised; ``None``: every resource of
+        this deployment). Raises :class:`IssuanceRefused` when the user is unknown or disabled,
+        the workspace unknown, the user not a member, or the account closed, and
+        :class:`~agentguard.errors.UsageError` for an audience that is not an absolute http(s)
+        URL without query or fragment.
         """
+        if audience is not None:
+            try:
+                audience = canonical_resource(audience)
+            except ValueError as error:
+                raise UsageError(f"audience: {error} (RFC 8707)") from None
         with store_outage():
             user = await self.store.get_user(user_id)
             workspace = await self.store.get_workspace(workspace_id)
@@ -145,6 +158,7 @@ class KeyIssuer:
             family_id=new_id("fam"),
             scope=scope,
             jkt=jkt,
+            audience=audience,
             now=now,
         )
         with store_outage():
@@ -155,7 +169,9 @@ class KeyIssuer:
                 ts=now,
                 decision=Decision.ALLOW,
                 **key_context(issued.access),
-                detail={"refresh_key_id": issued.refresh.id, "dpop_bound": jkt is not None},
+                detail=_with_audience(
+                    {"refresh_key_id": issued.refresh.id, "dpop_bound": jkt is not None}, audience
+                ),
             )
         )
         return issued
@@ -218,14 +234,19 @@ class KeyIssuer:
         jkt: str | None = None,
         scope: Grants | None = None,
         source: str | None = None,
+        resource: str | None = None,
     ) -> IssuedKeys:
         """Exchange a refresh key for a new pair in the same family (rotation).
 
         ``jkt`` is the thumbprint of the DPoP key that signed this request's proof, if any; a
         bound refresh key needs the same key. ``scope`` may narrow the family's scope further.
-        Raises :class:`InvalidGrant` with a precise reason; reuse revokes the family. A
-        malformed or unknown key names no one: when the audit writer counts such refusals, it is
-        counted per ``source`` (the client's address) and interval instead of one event each.
+        ``resource`` (RFC 8707) may narrow the family's audience, never switch it: a resource
+        the current audience does not cover, or a malformed one, raises
+        :class:`~agentguard.errors.InvalidTarget` (400 ``invalid_target``) and the refresh
+        key stays unused. Raises :class:`InvalidGrant` with a precise reason; reuse revokes the
+        family. A malformed or unknown key names no one: when the audit writer counts such
+        refusals, it is counted per ``source`` (the client's address) and interval instead of one
+        event each.
         """
         now = self.clock.now()
         try:
@@ -248,6 +269,18 @@ class KeyIssuer:
             reason = Reason.DPOP_REQUIRED
         if reason is not None:
             raise await self._refresh_denied(reason, found, now)
+        try:
+            audience = narrow_audience(key.audience, resource)
+        except InvalidTarget as refused:
+            event = AuditEvent(
+                action=Action.KEY_REFRESH,
+                ts=now,
+                decision=Decision.DENY,
+                reason=refused.reason.value,
+                **key_context(key),
+            )
+            await self._record(event)
+            raise refused.with_context(**key_context(key)) from None
         new_scope = key.scope if scope is None else scope.narrow(key.scope)  # never wider
         issued = self._pair(
             user_id=key.user_id,
@@ -256,6 +289,7 @@ class KeyIssuer:
             family_id=key.family_id,
             scope=new_scope,
             jkt=key.jkt if key.jkt is not None else jkt,
+            audience=audience,
             now=now,
         )
         with store_outage():
@@ -268,7 +302,10 @@ class KeyIssuer:
                 ts=now,
                 decision=Decision.ALLOW,
                 **key_context(issued.access),
-                detail={"used_key_id": key.id, "refresh_key_id": issued.refresh.id},
+                detail=_with_audience(
+                    {"used_key_id": key.id, "refresh_key_id": issued.refresh.id},
+                    audience if audience != key.audience else None,
+                ),
             )
         )
         return issued
@@ -322,3 +359,8 @@ class KeyIssuer:
             )
         )
         return count
+
+
+def _with_audience(detail: dict[str, Scalar], audience: str | None) -> dict[str, Scalar]:
+    """``detail`` naming the audience set (a URL, never a secret), when there is one."""
+    return detail if audience is None else {**detail, "audience": audience}

@@ -9,12 +9,13 @@ from agentguard._model._connections import (
 )
 from agentguard._model._credentials import CredentialOwner, CredentialScope, StoredCredential
 from agentguard._model._directory import Account, AccountStatus, Membership, User, Workspace
-from agentguard._model._grants import SERVICE_NAME_PATTERN, Grants, Level
+from agentguard._model._grants import SERVICE_NAME_PATTERN, TOOL_NAME_PATTERN, Grants, Level
 from agentguard._model._keys import IssuedKeys, KeyKind, KeyRecord
 from agentguard._model._principal import Principal
 
 __all__ = [
     "SERVICE_NAME_PATTERN",
+    "TOOL_NAME_PATTERN",
     "Account",
     "AccountStatus",
     "ApprovalRecord",

@@ -31,6 +31,8 @@ class KeyRecord(Record):
         family_id: every key descended from one issuance shares it; reuse revokes the family.
         scope: optional narrowing of the user's grants; ``None`` means the user's full grants.
         jkt: RFC 7638 thumbprint of the DPoP key this key is bound to, if any.
+        audience: the resource this key was issued for (RFC 8707), normalised; ``None`` for a
+            deployment-wide key (see :mod:`agentguard._audience`).
         used_at: for refresh keys, when it was exchanged (a refresh key works once).
     """
 
@@ -48,6 +50,7 @@ class KeyRecord(Record):
     used_at: UTCDateTime | None = None
     scope: Grants | None = None
     jkt: str | None = None
+    audience: str | None = Field(default=None, max_length=2048)
 
     def expired(self, now: datetime) -> bool:
         """Whether the key is past its expiry at ``now`` (expiry instant itself included)."""

@@ -3,7 +3,11 @@ operator listener's app and the connect pages where people connect their vendor 
 
 from agentguard.asgi._connect import ConnectApp
 from agentguard.asgi._lifespan import guard_lifespan
-from agentguard.asgi._metadata import ProtectedResourceMetadata, advertise_metadata
+from agentguard.asgi._metadata import (
+    AuthorizationServerMetadata,
+    ProtectedResourceMetadata,
+    advertise_metadata,
+)
 from agentguard.asgi._middleware import AgentGuardMiddleware
 from agentguard.asgi._oauth import OAuthApp
 from agentguard.asgi._operator import OperatorApp
@@ -14,6 +18,7 @@ __all__ = [
     "AgentAuthCredentials",
     "AgentGuardMiddleware",
     "AgentUser",
+    "AuthorizationServerMetadata",
     "ConnectApp",
     "OAuthApp",
     "OperatorApp",

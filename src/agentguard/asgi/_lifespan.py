@@ -8,8 +8,10 @@
 Opening at startup makes a bad DSN, an unreachable database or a schema written by a newer
 agentguard stop the server from starting rather than fail the first request; a store that
 binds to its event loop (:class:`~agentguard.storage.PostgresStore`) binds to the
-server's. Closing at shutdown writes the audit events still buffered (refusal summaries of the
-open interval, events held back by an outage) and checkpoints SQLite's write-ahead log.
+server's. Each guard's live-stream registry (:attr:`Guard.streams <agentguard.Guard.streams>`)
+runs from startup, listening for revocations before the first stream opens. Closing at shutdown
+stops it, writes the audit events still buffered (refusal summaries of the open interval,
+events held back by an outage, stream cuts) and checkpoints SQLite's write-ahead log.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def guard_lifespan(*resources: object, inner: Lifespan | None = None) -> Lifespa
     Each resource is a :class:`~agentguard.Guard` (its key store, audit store and replay
     cache, each once; its buffered audit events are flushed before they close) or a store or
     cache of its own: an async context manager, else an object with ``initialize()`` and/or
-    ``close()``; one with neither (:class:`~agentguard.storage.MemoryStore`) needs nothing.
+    ``close()``; one with neither (:class:`~agentguard.storage.MemoryStore`) needs nothing;
+    a guard's live-stream registry is started too.
     ``inner`` is the app's own lifespan, run inside: the stores are open for its startup and
     shutdown, and its state becomes the app's. A failure while opening closes what was
     already open and stops the server from starting. Closing is shielded from cancellation.
@@ -78,6 +81,9 @@ def guard_lifespan(*resources: object, inner: Lifespan | None = None) -> Lifespa
                 await _open(stack, part)
             for guard in guards:  # runs before the stores close (last in, first out)
                 stack.push_async_callback(guard.audit.flush)
+            for guard in guards:  # live streams from startup; stopped before the flush
+                await guard.streams.start()
+                stack.push_async_callback(guard.streams.aclose)
             if inner is None:
                 yield None
             else:

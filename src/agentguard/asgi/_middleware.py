@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from agentguard._context import principal_var
-from agentguard._guard import DEFAULT, Guard
+from agentguard._guard import DEFAULT, Guard, _Default
 from agentguard._model import Principal
 from agentguard._passage import Reviews
-from agentguard._permissions import Requirement
+from agentguard._permissions import Requirement, websocket_requirement
 from agentguard._request import GuardRequest, public_prefixes
 from agentguard.asgi._responses import send_error
 from agentguard.asgi._reviewed import run_admitted
@@ -187,12 +187,14 @@ class AgentGuardMiddleware:
                 scope, send, await self.guard.refuse(request, error), self.guard.challenge
             )
             return
+        requirement: Requirement | _Default | None = DEFAULT if declared is None else declared
+        if declared is None and scope_type == "websocket":
+            # A socket's messages can act: as the proxy does, it needs the stricter of a GET
+            # and the route's WEBSOCKET level (write unless the rule says otherwise); no rule
+            # (None) is refused by the guard like any unruled path.
+            requirement = websocket_requirement(self.guard.permissions, request.path)
         try:
-            passage = await self.guard.admit(
-                request,
-                requirement=DEFAULT if declared is None else declared,
-                reviews=self.reviews,
-            )
+            passage = await self.guard.admit(request, requirement=requirement, reviews=self.reviews)
         except RequestRefused as error:
             if isinstance(error, MissingCredentials) and _is_preflight(request):
                 error = MissingCredentials(_PREFLIGHT)

@@ -1,7 +1,9 @@
 """The OAuth endpoints as one ASGI app: token (refresh), revocation, introspection.
 
 - ``POST /token``: ``grant_type=refresh_token`` (RFC 6749 §6) with rotation; JSON bodies per
-  §5.1/§5.2 and ``Cache-Control: no-store``.
+  §5.1/§5.2 and ``Cache-Control: no-store``. An RFC 8707 ``resource`` narrows the new keys'
+  audience (or keeps it); a malformed one, or one the key's audience does not cover, is ``400
+  invalid_target`` and the refresh key stays unused (see :mod:`agentguard._audience`).
 - ``POST /revoke``: RFC 7009. Always ``200`` for a well-formed request, whether or not the key
   existed; revoking a refresh key revokes its whole family.
 - ``POST /introspect``: RFC 7662, for resource servers that authenticate with a configured
@@ -142,7 +144,11 @@ class OAuthApp:
         jkt = await self._token_proof(scope, refresh_key)
         client = scope.get("client")
         issued = await self.guard.issuer.refresh(
-            refresh_key, scope=requested, jkt=jkt, source=client[0] if client else None
+            refresh_key,
+            scope=requested,
+            jkt=jkt,
+            source=client[0] if client else None,
+            resource=form.get("resource"),
         )
         document: dict[str, object] = {
             "access_token": issued.access_key.reveal(),
@@ -250,6 +256,8 @@ class OAuthApp:
         }
         if key.jkt is not None:
             document["cnf"] = {"jkt": key.jkt}
+        if key.audience is not None:
+            document["aud"] = key.audience
         return document
 
 

@@ -11,7 +11,8 @@ exactly the authorised path to the service's fixed base URL.
 
 The response (:mod:`agentguard.asgi._relay`) is decoded (only the codings we asked for; any
 other is a 502) and scanned for every form of every secret of the call: the credential sent
-and, for a minted token, the admin credential behind it.
+and, for a minted token, the admin credential behind it, under a lease from ``Guard.streams``
+that a key going invalid cuts. Websockets: :mod:`agentguard.asgi._websocket`.
 
 Reviewers (``request_reviewers``, ``response_reviewers``; see :mod:`agentguard.review`) see the
 agent's request body before anything goes upstream (a block is a 403 and the upstream is never
@@ -24,14 +25,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import httpx
 
+from agentguard._audience import canonical_resource
 from agentguard._httpclient import LazyClient, proxy_transport
 from agentguard._model import Principal
 from agentguard._redaction import install_log_redaction
-from agentguard._request import Credentials, GuardRequest
+from agentguard._request import GuardRequest
 from agentguard._secret import Secret
 from agentguard._services import ServiceConfig
 from agentguard._target import Target
@@ -51,6 +53,7 @@ from agentguard.asgi._upload import (
     request_content_type,
     request_target,
 )
+from agentguard.asgi._websocket import WebsocketProxy, websocket_requirement
 from agentguard.audit._events import Action, AuditEvent, Decision
 from agentguard.credentials._echo import SecretEchoed
 from agentguard.credentials._keyscan import KeyScanner
@@ -77,6 +80,7 @@ from agentguard.review._errors import ReviewBlocked
 if TYPE_CHECKING:
     from agentguard._guard import Guard
     from agentguard._passage import Passage
+    from agentguard._stream_lease import StreamLease
     from agentguard.credentials._swapper import CredentialSwapper, Outgoing
     from agentguard.telemetry._decision import DecisionTrace
 
@@ -106,6 +110,12 @@ class ProxyApp:
             chain's cap before forwarding.
         response_reviewers: the same for the upstream's response body; when some reviewer
             cannot judge a stream window by window, responses are buffered up to the cap.
+        websocket_max_bytes: the largest websocket message relayed either way (1 MiB by
+            default); a larger one closes the socket with 1009 (see ``asgi._websocket``).
+        resource: this service's RFC 8707 resource identifier (the URL agents call it at): a
+            key issued for another resource is refused (401 ``invalid_token``, reason
+            ``wrong_audience``); keys issued for no resource pass. The gateway sets it to
+            ``<public_origin>/<service>`` when ``public_origin`` is set.
     """
 
     def __init__(
@@ -119,6 +129,8 @@ class ProxyApp:
         buffer_bytes: int = 64 * 1024,
         request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
         response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        websocket_max_bytes: int = 1024 * 1024,
+        resource: str | None = None,
     ) -> None:
         if isinstance(service, str):
             if service not in guard.services:
@@ -136,31 +148,27 @@ class ProxyApp:
         self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self._checker = service.permission_checker()
         self._holds_approval = any(rule.approval for rule in self._checker.rules)
-        placed = service.placement.value
-        self._placement = (
-            (placed, service.parameter) if service.parameter is not None else None
-        )  # a vendor-native key field: the one an approval leaves out
+        parameter = service.parameter  # a vendor-native key field: the one an approval leaves out
+        self._placement = None if parameter is None else (service.placement.value, parameter)
         self._base = httpx.URL(service.base_url)
         self._base_path = self._base.raw_path.split(b"?")[0].rstrip(b"/")
         install_log_redaction()
-        timeouts = service.timeouts
+        t = service.timeouts
+        timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
         limits = httpx.Limits(max_connections=service.max_connections)
         if client is None and transport is None:
             transport = proxy_transport(limits)
-        self._http = LazyClient(
-            client,
-            timeout=httpx.Timeout(
-                connect=timeouts.connect,
-                read=timeouts.read,
-                write=timeouts.write,
-                pool=timeouts.pool,
-            ),
-            limits=limits,
-            transport=transport,
-        )
+        self._http = LazyClient(client, timeout=timeout, limits=limits, transport=transport)
         share = service.max_connections_per_caller or max(1, service.max_connections // 2)
         self._callers = CallerSlots(share)
         self._scanners = EchoScanners()
+        self._websockets = WebsocketProxy(self, max_message_bytes=websocket_max_bytes)
+        if resource is not None:
+            try:
+                canonical_resource(resource)
+            except ValueError as error:
+                raise ConfigurationError(f"service {service.name}: resource: {error}") from None
+        self.resource = resource
 
     def __repr__(self) -> str:
         return f"ProxyApp(service={self.service.name!r}, base_url={self.service.base_url!r})"
@@ -171,62 +179,35 @@ class ProxyApp:
         return self._http.client
 
     async def aclose(self) -> None:
-        """Close the pooled client this app created (call it on application shutdown)."""
+        """Close the pooled clients this app created (call it on application shutdown)."""
         await self._http.aclose()
+        await self._websockets.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if scope["type"] == "websocket":  # decided as a GET, then relayed message by message
+            await self._websockets(scope, receive, send)
+            return
         if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1008, "reason": "not proxied"})
+            raise ValueError(f"ProxyApp serves http and websocket scopes, not {scope['type']!r}")
+        passage = await self._admit(scope, send)
+        if passage is None:
             return
-        request = request_from_scope(scope, allow_encoded_slash=self.service.allow_encoded_slash)
-        try:
-            relative = self._relative(request)
-        except InvalidRequest as outside:  # canonical, but not below the mount: never routed here
-            await send_error(scope, send, outside, self.guard.challenge)
-            return
-        checker, method = self._checker, request.method
-        needed = None if relative is None else checker.requirement(method, relative.path)
-        presented: list[str] = []
-
-        def placeholder() -> Credentials:
-            found = extract_placeholder(request, self.service)
-            presented.append(found.key)
-            return found
-
-        try:
-            passage = await self.guard.admit(
-                request,
-                credentials=placeholder,
-                requirement=needed,
-                reviews=self.reviews,
-                service=self.service.name,
-                placement=self._placement,
-            )
-        except RequestRefused as error:
-            await send_error(scope, send, error, self.guard.challenge)
-            return
-        principal = passage.principal
+        request, principal = passage.request, passage.principal
         trace = passage.trace  # telemetry: the decision's span ends with the response
         send = send if trace is None else trace.watch(send)
+        lease: StreamLease | None = None  # the response's lease on the key staying valid
         try:
             content = await self._request_content(passage, receive)
             outgoing = await self.swapper.outgoing(principal, self.service)
-            credential = outgoing.credential
-            response = await self._forward(
-                scope,
-                request,
-                receive,
-                credential,
-                content=content,
-                placeholder=presented[0] if presented else None,
-                trace=trace,
-            )
+            response = await self._forward(request, outgoing.credential, content, trace)
             try:
                 context = passage.context(Direction.OUT, response.headers.get("content-type"))
-                await self._relay(response, outgoing, send, context, trace)
+                key = extract_placeholder(request, self.service).key
+                async with self.guard.streams.hold(passage, key=key) as lease:
+                    await self._relay(response, outgoing, send, context, trace=trace, lease=lease)
             finally:
                 await response.aclose()
         except _ClientGone:
@@ -236,20 +217,52 @@ class ProxyApp:
         except ResponseWithheld as cut:
             if trace is not None:
                 trace.refused(cut.error)
-            if not isinstance(cut.error, ReviewBlocked):
+            if not isinstance(cut.error, ReviewBlocked) and not _from_lease(cut.error, lease):
                 with contextlib.suppress(RequestRefused):  # the stream is cut either way
                     await self._record(request, principal, cut.error)
             raise
         except (RequestRefused, httpx.HTTPError, SecretEchoed) as failure:
-            await send_error(scope, send, await self._refusal(passage, failure), None)
+            await send_error(scope, send, await self._refusal(passage, failure, lease), None)
         finally:
             if trace is not None:
                 trace.end()
 
-    async def _refusal(self, passage: Passage, failure: Exception) -> RequestRefused:
+    async def _admit(self, scope: Scope, send: Send) -> Passage | None:
+        """The guard's decision on ``scope`` (rules read on the canonical target below the mount;
+        a websocket's in ``websocket_requirement``); ``None`` once a refusal was sent."""
+        request = request_from_scope(scope, allow_encoded_slash=self.service.allow_encoded_slash)
+        try:
+            relative = self._relative(request)
+        except InvalidRequest as outside:  # canonical, but not below the mount: never routed here
+            await send_error(scope, send, outside, self.guard.challenge)
+            return None
+        needed = None
+        if relative is not None and scope["type"] == "websocket":
+            needed = websocket_requirement(self._checker, relative.path)
+        elif relative is not None:
+            needed = self._checker.requirement(request.method, relative.path)
+        try:
+            return await self.guard.admit(
+                request,
+                credentials=lambda: extract_placeholder(request, self.service),
+                requirement=needed,
+                reviews=self.reviews,
+                service=self.service.name,
+                placement=self._placement,
+                resource=self.resource,
+            )
+        except RequestRefused as error:
+            await send_error(scope, send, error, self.guard.challenge)
+            return None
+
+    async def _refusal(
+        self, passage: Passage, failure: Exception, lease: StreamLease | None = None
+    ) -> RequestRefused:
         """The refusal to send for a failure after the decision, audited (once)."""
         if passage.gate is not None and failure is passage.gate.refusal:  # audited there
             refusal = passage.gate.refusal
+        elif _from_lease(failure, lease):  # a cut lease: the live-stream registry audited it
+            refusal = failure
         else:
             refusal = self._as_error(failure)
             try:
@@ -369,24 +382,16 @@ class ProxyApp:
 
     async def _forward(
         self,
-        scope: Scope,
         request: GuardRequest,
-        receive: Receive,
         credential: Secret,
-        *,
         content: Upload,
-        placeholder: str | None = None,
         trace: DecisionTrace | None = None,
     ) -> httpx.Response:
         """Send the request upstream in one of the caller's slots, freed when it is closed.
 
-        ``placeholder`` is unused: the key scan of ``content`` already covered every copy.
         ``trace`` (telemetry) puts its trace context in the request and times the exchange.
         """
-        client = scope.get("client")
-        headers = upstream_headers(
-            request, self.service, client_address=client[0] if client else None
-        )
+        headers = upstream_headers(request, self.service, client_address=request.client)
         query = upstream_query(request.query_string, self.service)
         content.scanner.check_request(b"", headers)  # the forwarding headers added here
         headers, query = attach_credential(headers, query, self.service, credential)
@@ -431,9 +436,11 @@ class ProxyApp:
         outgoing: Outgoing,
         send: Send,
         context: ReviewContext,
+        *,
         trace: DecisionTrace | None = None,
+        lease: StreamLease | None = None,
     ) -> None:
-        """Send the upstream response on, scanned for every secret of the call, reviewed."""
+        """Send the response on: scanned for every secret of the call, reviewed, leased."""
         relay = ResponseRelay(
             service=self.service.name,
             chain=self.reviews.response_chain,
@@ -443,7 +450,9 @@ class ProxyApp:
             scanners=self._scanners,
             rejected=lambda who, sent: self.swapper.rejected(who, self.service, sent),
         )
-        await relay.relay(response, outgoing.credential, send, context, secrets=outgoing.involved)
+        await relay.relay(
+            response, outgoing.credential, send, context, secrets=outgoing.involved, lease=lease
+        )
 
     async def _record(
         self, request: GuardRequest, principal: Principal, error: RequestRefused
@@ -476,3 +485,9 @@ class ProxyApp:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _from_lease(error: object, lease: StreamLease | None) -> TypeGuard[RequestRefused]:
+    """Whether ``error`` is the refusal of a cut ``lease`` (audited by the live-stream registry)."""
+    cut = None if lease is None else lease.error
+    return cut is not None and isinstance(error, RequestRefused) and error.reason is cut.reason

@@ -25,33 +25,49 @@ What the agent reads is what was scanned:
   admin credential it came from) is looked for in every header name and value and in the body,
   in every form and view of :class:`~agentguard.credentials.EchoScanner`.
 
-Responses that fit in the first ``buffer_bytes`` are scanned whole before anything is sent, so
-an echo becomes a clean 502; larger ones stream through a scanner that holds back just enough
-bytes to see across chunk boundaries, and a stream that turns out to echo a credential is cut
-off mid-way.
+Buffered or streamed: a response is *known small* when it declares a ``Content-Length`` of at
+most ``buffer_bytes`` and is not ``text/event-stream``; it is read (up to ``buffer_bytes``
+decoded) and scanned whole before anything is sent, so an echo becomes a clean 502. Any other
+response (server-sent events, no length, a larger one) is streamed at once: its first chunk
+is scanned before the status is sent (an echo there is still a clean 502), then every chunk is
+sent on as it arrives through a scanner that holds back only what could begin a form of a
+secret (:mod:`agentguard.asgi._relay_stream`); a stream that turns out to echo a credential is
+cut off mid-way. A response chain with a reviewer that needs whole bodies buffers up to its
+cap whatever the response.
+
+A stream's lease (``relay(..., lease=...)``) is raced against the whole relay: cut before the
+response starts, the relay raises the lease's refusal (nothing was sent, the caller answers
+with it); cut after, it raises :class:`~agentguard.asgi._relay_stream.StreamCut` (an SSE stream
+first gets an ``event: error``). The upstream response is closed either way.
 """
 
 from __future__ import annotations
 
-import codecs
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import anyio.lowlevel
 import httpx
 
-from agentguard._body_charset import (
-    HEAD_BYTES,
-    body_encoding,
-    check_declarations,
-    declare_utf8_in_body,
-    textual,
-)
+from agentguard._body_charset import HEAD_BYTES, body_encoding, textual
 from agentguard._content_type import AmbiguousContentType, ContentType, parse_content_type
 from agentguard._model import Principal
 from agentguard._secret import Secret
+from agentguard._stream_lease import StreamLease
+from agentguard.asgi._relay_charset import Declarations, ToUtf8, as_is, declare_utf8
+from agentguard.asgi._relay_stream import (
+    EVENT_STREAM,
+    ResponseWithheld,
+    SseFraming,
+    StreamCut,
+    Streamed,
+    StreamPump,
+    _Interrupted,
+    lease_error,
+    until_cut,
+)
 from agentguard.asgi._types import Message, Send
-from agentguard.credentials._echo import EchoScanner, SecretEchoed, StreamScanner
+from agentguard.credentials._echo import EchoScanner, EchoScanners, SecretEchoed
 from agentguard.credentials._placement import HOP_BY_HOP
 from agentguard.errors import AgentGuardError, BadGateway, Reason, RequestRefused
 from agentguard.review._base import Direction, ReviewContext, Verdict
@@ -63,6 +79,7 @@ __all__ = [
     "EchoScanners",
     "ResponseRelay",
     "ResponseWithheld",
+    "StreamCut",
     "refused_coding",
 ]
 
@@ -84,7 +101,9 @@ DECODED_CODINGS = frozenset({"gzip", "deflate", "identity"})
 _KNOWN_CODINGS = frozenset(
     {"br", "zstd", "compress", "x-compress", "x-gzip", "dcb", "dcz", "aes128gcm", "exi"}
 )
-_OVERLAP = 2048  # bytes of the previous chunk re-checked for a declaration cut in two
+# What a streamed response's first read waits for: a byte-order mark, JSON's NUL sniffing and
+# XML's families without a mark need four bytes; a declaration later on is checked as it comes.
+_SNIFF_BYTES = 4
 
 
 def refused_coding(headers: httpx.Headers) -> str | None:
@@ -100,91 +119,20 @@ def refused_coding(headers: httpx.Headers) -> str | None:
     return None
 
 
-def _declare_utf8(
-    headers: list[tuple[bytes, bytes]], content_type: ContentType
-) -> list[tuple[bytes, bytes]]:
-    """``headers`` with the one Content-Type replaced by its canonical UTF-8 form."""
-    result = [(name, value) for name, value in headers if name != b"content-type"]
-    result.append((b"content-type", content_type.as_utf8().encode("latin-1")))
-    return result
+@dataclass(frozen=True)
+class _Buffered:
+    """A whole response, scanned and reviewed, ready to send."""
+
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
-class _ToUtf8:
-    """Decodes a body from its charset as it arrives and re-encodes it as UTF-8; the body's own
-    charset declaration at its start is rewritten to UTF-8."""
-
-    def __init__(self, encoding: str) -> None:
-        self._decoder = codecs.getincrementaldecoder(encoding)("replace")
-        self._first = True
-
-    def __call__(self, chunk: bytes, final: bool = False) -> bytes:
-        converted = self._decoder.decode(chunk, final).encode("utf-8", "replace")
-        if self._first and converted:
-            self._first = False
-            converted = declare_utf8_in_body(converted)
-        return converted
-
-
-def _as_is(chunk: bytes, final: bool = False) -> bytes:
-    return chunk
-
-
-class _Declarations:
-    """Checks each piece of a text body for a charset declaration other than UTF-8."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
-        self._tail = b""
-
-    def check(self, piece: bytes) -> None:
-        if self.active and piece:
-            window = self._tail + piece
-            check_declarations(window)
-            self._tail = window[-_OVERLAP:]
-
-
-class EchoScanners:
-    """Compiled echo scanners for the secret sets of recent calls, least recently used dropped.
-
-    Compiling a scanner (every encoded form of every secret, and their automaton) costs more
-    than scanning a small response, and a service's calls mostly carry the same few credentials.
-    Only the compiled matcher is kept: every response is still scanned in full, and which
-    credential a call carries is decided live for each call. A rotated credential's scanner
-    stays in memory until ``size`` other secret sets have been used since.
-    """
-
-    def __init__(self, size: int = 128) -> None:
-        if size < 1:
-            raise ValueError("size is at least 1")
-        self.size = size
-        self._compiled: OrderedDict[frozenset[str], EchoScanner] = OrderedDict()
-
-    def __repr__(self) -> str:
-        return f"EchoScanners(size={self.size}, held={len(self._compiled)})"
-
-    def get(self, secrets: frozenset[str]) -> EchoScanner:
-        """The scanner for exactly ``secrets`` (compiled now if it is not held)."""
-        scanner = self._compiled.get(secrets)
-        if scanner is not None:
-            self._compiled.move_to_end(secrets)
-            return scanner
-        scanner = EchoScanner(secrets)
-        self._compiled[secrets] = scanner
-        if len(self._compiled) > self.size:
-            self._compiled.popitem(last=False)
-        return scanner
-
-
-class ResponseWithheld(AgentGuardError):
-    """A response failed after it had started (an echoed credential, an upstream failure).
-
-    The stream is cut: the exception propagates to the ASGI server, which drops the connection
-    so the agent sees an incomplete response rather than a silently truncated one.
-    """
-
-    def __init__(self, error: RequestRefused) -> None:
-        self.error = error
-        super().__init__(error.description)
+def _declared_length(headers: httpx.Headers) -> int | None:
+    """The one ``Content-Length`` the upstream declared, or ``None``."""
+    values = headers.get_list("content-length")
+    if len(values) != 1 or not values[0].strip().isascii() or not values[0].strip().isdigit():
+        return None
+    return int(values[0])
 
 
 class ResponseRelay:
@@ -193,7 +141,9 @@ class ResponseRelay:
     Args:
         service: the service's name (for error bodies).
         chain: the response reviewers, if any.
-        buffer_bytes: responses up to this size are scanned whole before the agent sees them.
+        buffer_bytes: responses declaring a ``Content-Length`` up to this size (not event
+            streams) are scanned whole before the agent sees them; the longest piece of an
+            event an SSE stream waits for before sending it as it comes.
         record: audits review findings.
         as_error: turns an upstream or scan failure into the gateway error to answer with.
         scanners: compiled echo scanners shared between calls (a fresh cache by default).
@@ -241,9 +191,20 @@ class ResponseRelay:
         context: ReviewContext,
         *,
         secrets: Iterable[Secret] = (),
+        lease: StreamLease | None = None,
     ) -> None:
         """Send the upstream response on, scanning it for ``credential`` and every other secret
-        of the call (``secrets``), and reviewing it."""
+        of the call (``secrets``), and reviewing it.
+
+        ``lease``: the stream's lease, raced against the relay. Cut before anything was sent,
+        the relay raises (a copy of) the lease's :class:`~agentguard.errors.RequestRefused`,
+        for the caller to answer with; cut once the response has started, it raises
+        :class:`~agentguard.asgi._relay_stream.StreamCut` (``error`` is the lease's refusal)
+        after an SSE stream's ``event: error``, and the connection must close without a clean
+        end (let it propagate to the server). Either way the upstream response is closed.
+        """
+        if lease is not None and lease.is_cut:
+            raise await self._cut_early(response, lease)
         if response.status_code == 401:
             raise await self._rejected(credential, context)
         self.check_codings(response.headers)
@@ -257,18 +218,60 @@ class ResponseRelay:
             if name.lower() not in _DROPPED_RESPONSE
         ]
         scanner.check_headers(headers)
+        try:
+            prepared = await until_cut(
+                lease,
+                lambda: self._prepare(
+                    response, scanner, content_type, headers, context=context, send=send
+                ),
+            )
+        except _Interrupted:
+            raise await self._cut_early(response, lease) from None
+        if isinstance(prepared, Streamed):
+            await self._stream(prepared, response, context, lease)
+            return
+        if lease is not None and lease.is_cut:  # reviewed whole while the lease was cut
+            raise await self._cut_early(response, lease)
+        await send(self._start(response.status_code, prepared.headers))
+        await send({"type": "http.response.body", "body": prepared.body})
+
+    def streams_at_once(self, headers: httpx.Headers, content_type: ContentType) -> bool:
+        """Whether a response is streamed from its first chunk rather than read (up to
+        ``buffer_bytes``) first: server-sent events, and any response not declared small."""
+        if self.chain is not None and not self.chain.streaming:
+            return False  # a reviewer needs whole bodies: buffered up to the chain's cap anyway
+        if content_type.media == EVENT_STREAM:
+            return True
+        length = _declared_length(headers)
+        return length is None or length > self.buffer_bytes
+
+    async def _prepare(
+        self,
+        response: httpx.Response,
+        scanner: EchoScanner,
+        content_type: ContentType,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        context: ReviewContext,
+        send: Send,
+    ) -> _Buffered | Streamed:
+        """Read the head of the body; the whole response if it ended there (scanned and
+        reviewed), else the pump to stream it with."""
         chain = self.chain
-        limit = max(self.buffer_bytes, HEAD_BYTES)
-        if chain is not None and not chain.streaming:
-            limit = max(limit, chain.max_bytes + 1)
+        if self.streams_at_once(response.headers, content_type):
+            limit = _SNIFF_BYTES
+        else:
+            limit = max(self.buffer_bytes, HEAD_BYTES)
+            if chain is not None and not chain.streaming:
+                limit = max(limit, chain.max_bytes + 1)
         chunks = response.aiter_bytes().__aiter__()
         head, finished = await self._read_head(chunks, limit)
         encoding = self._encoding(content_type, head[:HEAD_BYTES])
-        convert = _as_is if encoding is None else _ToUtf8(encoding)
+        convert = as_is if encoding is None else ToUtf8(encoding)
         is_text = textual(content_type.media) or content_type.charset is not None
         if encoding is not None or (is_text and content_type.media):
-            headers = _declare_utf8(headers, content_type)
-        declarations = _Declarations(is_text)
+            headers = declare_utf8(headers, content_type)
+        declarations = Declarations(is_text)
         if finished:
             body = convert(head, True)
             self._check_declarations(declarations, body)
@@ -280,24 +283,74 @@ class ResponseRelay:
                     raise blocked(Direction.OUT, result.blocked)
                 body = result.body
             headers.append((b"content-length", str(len(body)).encode()))
-            await send(self._start(response.status_code, headers))
-            await send({"type": "http.response.body", "body": body})
-            return
+            return _Buffered(headers, body)
         stream = scanner.stream()
         converted = convert(head)
         self._check_declarations(declarations, converted)
         first = stream.feed(converted)
-        await self._relay_stream(
+
+        def feed(chunk: bytes, final: bool) -> bytes:
+            converted = convert(chunk, final)
+            declarations.check(converted)
+            if not final:
+                return stream.feed(converted)
+            return (stream.feed(converted) if converted else b"") + stream.finish()
+
+        framing = SseFraming(self.buffer_bytes) if content_type.media == EVENT_STREAM else None
+        pump = StreamPump(
+            send=send,
             status=response.status_code,
             headers=headers,
-            first=first,
-            chunks=chunks,
-            convert=convert,
-            stream=stream,
-            declarations=declarations,
-            context=context,
-            send=send,
+            feed=feed,
+            review=chain.stream(context) if chain is not None else None,
+            framing=framing,
         )
+        return Streamed(pump, first, chunks)
+
+    async def _stream(
+        self,
+        streamed: Streamed,
+        response: httpx.Response,
+        context: ReviewContext,
+        lease: StreamLease | None,
+    ) -> None:
+        """Run the pump, racing ``lease``; turn a failure after the start into a cut."""
+        pump = streamed.pump
+        try:
+            await until_cut(lease, lambda: pump.run(streamed.first, streamed.chunks))
+        except _Interrupted:
+            if not pump.started:
+                raise await self._cut_early(response, lease) from None
+            error = lease_error(lease)
+            await response.aclose()
+            raise StreamCut(error, error_event=await pump.error_event(error)) from None
+        except (httpx.HTTPError, SecretEchoed) as failure:
+            raise await self._withheld(pump, self.as_error(failure)) from None
+        except AmbiguousContentType as failure:
+            raise await self._withheld(pump, self._refused(str(failure))) from None
+        except ReviewBlocked as refusal:
+            if not pump.started:
+                raise
+            raise await self._withheld(pump, refusal) from None
+        finally:
+            if pump.review is not None:
+                await self.record(pump.review.findings, context)
+
+    @staticmethod
+    async def _withheld(pump: StreamPump, error: RequestRefused) -> AgentGuardError:
+        """The cut for a stream that failed after it started (an SSE stream is told why); the
+        refusal itself before (nothing was sent: the caller answers with it)."""
+        if not pump.started:
+            return error
+        await pump.error_event(error)
+        return ResponseWithheld(error)
+
+    @staticmethod
+    async def _cut_early(response: httpx.Response, lease: StreamLease | None) -> RequestRefused:
+        """The lease's refusal, for a lease cut before anything was sent; upstream closed."""
+        error = lease_error(lease)
+        await response.aclose()
+        return error.with_context()
 
     async def _rejected(self, credential: Secret, context: ReviewContext) -> BadGateway:
         """The 502 for a credential the upstream rejected (401), once the swapper was told; the
@@ -327,7 +380,7 @@ class ResponseRelay:
         except AmbiguousContentType as error:
             raise self._refused(str(error)) from None
 
-    def _check_declarations(self, declarations: _Declarations, piece: bytes) -> None:
+    def _check_declarations(self, declarations: Declarations, piece: bytes) -> None:
         try:
             declarations.check(piece)
         except AmbiguousContentType as error:
@@ -354,55 +407,6 @@ class ResponseRelay:
             size += len(chunk)
             received.append(chunk)
         return b"".join(received), False
-
-    async def _relay_stream(
-        self,
-        *,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        first: bytes,
-        chunks: AsyncIterator[bytes],
-        convert: Callable[[bytes, bool], bytes],
-        stream: StreamScanner,
-        declarations: _Declarations,
-        context: ReviewContext,
-        send: Send,
-    ) -> None:
-        """Send a response too large to buffer, reviewing it chunk by chunk as it goes."""
-        chain = self.chain
-        review = chain.stream(context) if chain is not None else None
-        started = False
-        try:
-            if review is not None:
-                first = await review.feed(first)
-            await send(self._start(status, headers))
-            started = True
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-            async for chunk in chunks:
-                converted = convert(chunk, False)
-                declarations.check(converted)
-                safe = stream.feed(converted)
-                if review is not None and safe:
-                    safe = await review.feed(safe)
-                if safe:
-                    await send({"type": "http.response.body", "body": safe, "more_body": True})
-            last = convert(b"", True)
-            declarations.check(last)
-            tail = (stream.feed(last) if last else b"") + stream.finish()
-            if review is not None:
-                tail = (await review.feed(tail) if tail else b"") + await review.finish()
-        except (httpx.HTTPError, SecretEchoed) as failure:
-            raise ResponseWithheld(self.as_error(failure)) from None
-        except AmbiguousContentType as failure:
-            raise ResponseWithheld(self._refused(str(failure))) from None
-        except ReviewBlocked as refusal:
-            if not started:
-                raise
-            raise ResponseWithheld(refusal) from None
-        finally:
-            if review is not None:
-                await self.record(review.findings, context)
-        await send({"type": "http.response.body", "body": tail})
 
     @staticmethod
     def _start(status: int, headers: Sequence[tuple[bytes, bytes]]) -> Message:

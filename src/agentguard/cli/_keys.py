@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from agentguard._audience import canonical_resource
 from agentguard._clock import SystemClock
 from agentguard._guard import Guard
 from agentguard._model import Grants, KeyRecord
@@ -63,6 +64,15 @@ def _issue(args: argparse.Namespace) -> int:
         parts = urlsplit(url) if url is not None else None
         if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise CommandError(f"{name} must be an http(s) URL, e.g. https://api.example.com")
+    if args.audience is not None:
+        try:
+            canonical_resource(args.audience)
+        except ValueError:
+            raise CommandError(
+                "--audience must be an http(s) URL without query or fragment, "
+                "e.g. https://api.example.com/mcp"
+            ) from None
+    resource_url = args.resource_url if args.resource_url is not None else args.audience
     if (out.exists() or out.is_symlink()) and not args.force:
         raise CommandError(f"{out} exists; pass --force to replace it")
     precheck(out)
@@ -71,7 +81,9 @@ def _issue(args: argparse.Namespace) -> int:
 
     async def issue(guard: Guard) -> tuple[Any, AgentCredentials]:
         jkt = dpop_key.thumbprint if dpop_key is not None else None
-        issued = await guard.issuer.issue(args.user, args.workspace, scope=scope, jkt=jkt)
+        issued = await guard.issuer.issue(
+            args.user, args.workspace, scope=scope, jkt=jkt, audience=args.audience
+        )
         credentials = AgentCredentials(
             access_key=issued.access_key,
             refresh_key=issued.refresh_key,
@@ -80,7 +92,7 @@ def _issue(args: argparse.Namespace) -> int:
             token_url=args.token_url,
             token_type="DPoP" if dpop_key is not None else "Bearer",
             dpop_key=dpop_key,
-            resource_url=args.resource_url,
+            resource_url=resource_url,
         )
         try:
             write_new(out, dump_credentials(credentials), overwrite=args.force)
@@ -98,6 +110,7 @@ def _issue(args: argparse.Namespace) -> int:
     print(f"refresh key id: {issued.refresh.id}")
     print(f"family id:      {issued.access.family_id}")
     print(f"binding:        {binding}")
+    print(f"audience:       {issued.access.audience or 'any resource'}")
     print(f"expires:        {issued.access.expires_at.isoformat()}")
     print(f"wrote {out} (mode 0600)")
     return 0
@@ -130,6 +143,7 @@ def _list(args: argparse.Namespace) -> int:
             "expires_at": key.expires_at.isoformat(),
             "state": _state(key),
             "dpop_bound": key.jkt is not None,
+            "audience": key.audience,
         }
         for key in records
     ]

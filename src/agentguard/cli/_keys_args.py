@@ -35,6 +35,12 @@ def add_parser(commands: Any) -> None:
         help="token endpoint, e.g. https://api.example.com/oauth/token",
     )
     issue.add_argument("--resource-url", help="only send the keys to URLs under this base")
+    issue.add_argument(
+        "--audience",
+        help="the one resource the keys are for (RFC 8707), e.g. https://api.example.com/mcp; "
+        "resource servers that check audiences refuse them elsewhere (default: any resource); "
+        "--resource-url defaults to it",
+    )
     issue.add_argument("--scope", help="narrow the user's grants, e.g. 'crm:read'")
     issue.add_argument(
         "--bearer", action="store_true", help="issue unbound Bearer keys (no DPoP key)"

@@ -31,6 +31,7 @@ import anyio
 from agentguard.config import Settings, load_settings
 from agentguard.errors import ConfigurationError
 from agentguard.storage._protocols import StorageError
+from agentguard.storage._revocation_feeds import announce_changes
 from agentguard.storage._urls import describe_store, has_password, open_store, scrub_password
 
 __all__ = [
@@ -176,6 +177,11 @@ async def open_target(
         raise ConfigurationError(
             f"cannot open the store at {where}: {_driver_message(error, url)}"
         ) from None
+    streams = settings.streams if settings is not None else None
+    if streams is not None and streams.redis_url is not None and access is not Access.READ_ONLY:
+        # [streams] events names a Redis bus: an operator's revoke or disable announces itself
+        # there, so every gateway instance cuts the open streams it ends at once.
+        store = announce_changes(store, streams.redis_url, channel=streams.channel)
     try:
         yield store, url
     finally:

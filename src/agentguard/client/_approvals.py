@@ -31,6 +31,7 @@ from agentguard.client._errors import (
 )
 from agentguard.client._nonces import origin
 from agentguard.client._token import json_object, text
+from agentguard.client._wire import WireRequest, WireResponse, WireURL
 
 __all__ = [
     "APPROVAL_RESPONSE_HEADER",
@@ -59,7 +60,7 @@ class Polled(Enum):
     UNAVAILABLE = "unavailable"  # no answer, 429 or 5xx: poll again later
 
 
-def names_approval(request: httpx.Request, response: httpx.Response) -> bool:
+def names_approval(request: WireRequest, response: WireResponse) -> bool:
     """Whether ``response`` may be an approval answer, so its body is worth reading."""
     if response.status_code != 403:
         return False
@@ -78,18 +79,18 @@ def _instant(value: str | None) -> datetime | None:
     return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else None
 
 
-def _absolute(base: httpx.URL, reference: str | None) -> str | None:
+def _absolute(base: WireURL, reference: str | None) -> str | None:
     if reference is None or len(reference) > 2048:
         return None
     try:
-        url = base.join(reference)
+        url = httpx.URL(str(base)).join(reference)
     except httpx.InvalidURL:
         return None
     return str(url) if url.scheme in ("http", "https") and url.host else None
 
 
 def approval_refusal(
-    request: httpx.Request, response: httpx.Response
+    request: WireRequest, response: WireResponse
 ) -> ApprovalPending | ApprovalRefused | None:
     """The error a read ``403`` stands for, or ``None`` when it is not about an approval."""
     body = json_object(response)

@@ -1,4 +1,4 @@
-"""AgentAuth: the ``httpx.Auth`` that holds the agent's keys, signs every call and renews them.
+"""AgentAuth: the client auth that holds the agent's keys, signs every call and renews them.
 
 For each request it attaches ``Authorization: DPoP <key>`` and a fresh proof (``Bearer <key>``
 for unbound keys), renews first once the key has used ``renew_at`` of its life (one refresh
@@ -6,7 +6,9 @@ however many requests are in flight), answers one ``use_dpop_nonce`` demand, and
 invalid_token`` refreshes and retries once, raises :class:`ApprovalPending` for a call held
 for a human and :class:`AccountConnectionRequired` for a service whose connected account the
 user must connect first. One generator, :meth:`AgentAuth._flow`, does it for ``httpx.Client`` and
-``httpx.AsyncClient`` alike (see :mod:`agentguard.client._flow`).
+``httpx.AsyncClient`` alike (see :mod:`agentguard.client._flow`), and for ``httpx2``'s clients,
+which the ``mcp`` SDK's client is built on: when ``httpx2`` is installed, ``AgentAuth`` is an
+``httpx2.Auth`` as well (its clients refuse any other ``auth``), without importing it otherwise.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import os
 import re
 from collections.abc import AsyncGenerator, Callable, Generator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import httpx
 
+from agentguard._audience import canonical_resource
 from agentguard._clock import Clock, SystemClock
 from agentguard.client._approval_wait import PollAuth, arun, plan, run
 from agentguard.client._approvals import approval_refusal, names_approval, status_url
@@ -29,10 +32,21 @@ from agentguard.client._flow import Io, Perform, adrive, deferred, inline
 from agentguard.client._keys import Keys
 from agentguard.client._nonces import Nonces, origin
 from agentguard.client._token import TokenEndpoint, json_object, text
+from agentguard.client._wire import WireRequest, WireResponse, WireURL
+
+if TYPE_CHECKING:
+    import httpx2
+    from httpx2 import Auth as _Httpx2Auth
+else:
+    try:
+        from httpx2 import Auth as _Httpx2Auth
+    except ImportError:  # no httpx2: AgentAuth is an httpx.Auth only
+        _Httpx2Auth = object
 
 __all__ = ["AgentAuth", "KeyPlacement"]
 
 Y = TypeVar("Y")
+R = TypeVar("R", bound=WireRequest)
 
 KeyPlacement = Callable[[httpx.Request, str], None]
 """Puts the access key where a service expects it: ``(request, access_key) -> None``."""
@@ -40,7 +54,7 @@ KeyPlacement = Callable[[httpx.Request, str], None]
 _ERROR_PARAM = re.compile(r'\berror\s*=\s*"?([A-Za-z0-9_.-]+)"?')
 
 
-def _challenge_error(response: httpx.Response) -> str | None:
+def _challenge_error(response: WireResponse) -> str | None:
     """The ``error`` of a 401's ``WWW-Authenticate`` challenges (or of its JSON body)."""
     for value in response.headers.get_list("www-authenticate"):
         found = _ERROR_PARAM.search(value)
@@ -49,8 +63,18 @@ def _challenge_error(response: httpx.Response) -> str | None:
     return text(json_object(response), "error")
 
 
-class AgentAuth(httpx.Auth):
-    """Signs and renews an agent's agentguard keys, for ``httpx.Client`` and ``AsyncClient``.
+def _without_query(url: WireURL) -> str:
+    """``url`` as text, without its query and fragment (for messages: a query may hold data)."""
+    return str(url).split("#", 1)[0].split("?", 1)[0]
+
+
+class AgentAuth(httpx.Auth, _Httpx2Auth):
+    """Signs and renews an agent's agentguard keys, for ``httpx`` and ``httpx2`` clients.
+
+    Pass it as ``auth=`` to ``httpx.Client``, ``httpx.AsyncClient``, ``httpx2.Client`` or
+    ``httpx2.AsyncClient``; the ``mcp`` SDK's streamable HTTP client takes such an
+    ``httpx2.AsyncClient`` (``streamable_http_client(url, http_client=...)``). Proofs sign the
+    method and URL of the request exactly as the client sends it.
 
     Args:
         credentials: the keys, their lifetime, the token endpoint and the DPoP key.
@@ -64,7 +88,11 @@ class AgentAuth(httpx.Auth):
             httpx's, honouring proxy environment variables).
         token_timeout: seconds a token request may take.
         placement: where to put the access key instead of ``Authorization`` (for services
-            that expect a vendor-native header); the DPoP proof is still attached.
+            that expect a vendor-native header); the DPoP proof is still attached. Under an
+            ``httpx2`` client it receives an ``httpx2.Request`` (the same API).
+        resource: an RFC 8707 resource identifier sent with every refresh, so the renewed keys
+            are issued for that resource only (their audience); ``None`` keeps whatever
+            audience the keys have.
 
     Errors are the same for ``httpx.Client`` and ``httpx.AsyncClient``, for requests and for
     :meth:`renew` / :meth:`arenew`:
@@ -113,11 +141,14 @@ class AgentAuth(httpx.Auth):
         async_token_transport: httpx.AsyncBaseTransport | None = None,
         token_timeout: float = 10.0,
         placement: KeyPlacement | None = None,
+        resource: str | None = None,
     ) -> None:
         if not 0 < renew_at < 1:
             raise ValueError("renew_at is a fraction of the key's life, between 0 and 1")
         if expiry_margin < 0:
             raise ValueError("expiry_margin must not be negative")
+        if resource is not None:
+            canonical_resource(resource)  # ValueError: not an http(s) URL without query/fragment
         self.renew_at = renew_at
         self.placement = placement
         self._nonces = Nonces()
@@ -126,6 +157,7 @@ class AgentAuth(httpx.Auth):
             transport=token_transport,
             async_transport=async_token_transport,
             timeout=token_timeout,
+            resource=resource,
         )
         self._keys = Keys(
             credentials,
@@ -174,19 +206,52 @@ class AgentAuth(httpx.Auth):
         """How many times this runtime has exchanged its refresh key."""
         return self._keys.refreshes
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """The flow for ``httpx.Client``: a renewal blocks the calling thread."""
+    @overload
+    def auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]: ...
+
+    @overload
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
+
+    def auth_flow(self, request: WireRequest) -> Generator[WireRequest, Any, None]:
+        """The flow for ``httpx.Client`` and ``httpx2.Client``: a renewal blocks the thread."""
         return self._flow(request, inline)
 
+    @overload
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]: ...
+
+    @overload
+    def sync_auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
+
+    def sync_auth_flow(self, request: WireRequest) -> Generator[WireRequest, Any, None]:
+        """What the sync clients call: :meth:`auth_flow` (it reads the request body itself)."""
+        return self._flow(request, inline)
+
+    @overload
     def async_auth_flow(
         self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        """The same flow for ``httpx.AsyncClient``: a renewal is awaited."""
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]: ...
+
+    @overload
+    def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]: ...
+
+    def async_auth_flow(self, request: WireRequest) -> AsyncGenerator[WireRequest, Any]:
+        """The same flow for ``httpx.AsyncClient`` and ``httpx2.AsyncClient``: a renewal is
+        awaited, and no lock is held across a request."""
         return adrive(self._flow(request, deferred))
 
     def _flow(
-        self, request: httpx.Request, perform: Perform[Y], *, poll: bool = False
-    ) -> Generator[httpx.Request | Y, Any, None]:
+        self, request: R, perform: Perform[Y], *, poll: bool = False
+    ) -> Generator[R | Y, Any, None]:
         """``poll``: a status poll, signed wherever it goes (``status_url`` chose the URL) and
         never read as a held-back call."""
         yield from perform(Io(request.read, request.aread))  # a retry resends it
@@ -197,7 +262,7 @@ class AgentAuth(httpx.Auth):
         nonce_retried = refreshed = False
         while True:
             self._authorize(request, credentials)
-            response: httpx.Response = yield request
+            response: WireResponse = yield request
             self._nonces.remember("resource", request.url, response)
             if not poll and names_approval(request, response):
                 yield from perform(Io(response.read, response.aread))
@@ -217,7 +282,7 @@ class AgentAuth(httpx.Auth):
             error = _challenge_error(response)
             if error == "use_dpop_nonce" and response.headers.get("dpop-nonce"):
                 if nonce_retried:
-                    raise DPoPNonceLoop(str(request.url.copy_with(query=None)))
+                    raise DPoPNonceLoop(_without_query(request.url))
                 nonce_retried = True
                 continue
             if error != "invalid_token":
@@ -234,7 +299,7 @@ class AgentAuth(httpx.Auth):
             refreshed = True
             credentials = yield from self._keys.current(credentials, self.renew_at, perform)
 
-    def _applies(self, url: httpx.URL, credentials: AgentCredentials) -> bool:
+    def _applies(self, url: WireURL, credentials: AgentCredentials) -> bool:
         if credentials.resource_url is None:
             return True
         base = httpx.URL(credentials.resource_url)
@@ -243,7 +308,7 @@ class AgentAuth(httpx.Auth):
         prefix = base.path.rstrip("/")
         return url.path == prefix or url.path.startswith(prefix + "/")
 
-    def _authorize(self, request: httpx.Request, credentials: AgentCredentials) -> None:
+    def _authorize(self, request: WireRequest, credentials: AgentCredentials) -> None:
         key = credentials.access_key.reveal()
         scheme = "Bearer"
         if credentials.token_type == DPOP and credentials.dpop_key is not None:
@@ -256,7 +321,7 @@ class AgentAuth(httpx.Auth):
                 iat=int(self.clock.now().timestamp()),
             )
         if self.placement is not None:
-            self.placement(request, key)
+            self.placement(cast("httpx.Request", request), key)
         else:
             request.headers["Authorization"] = f"{scheme} {key}"
 

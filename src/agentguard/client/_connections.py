@@ -17,6 +17,7 @@ import httpx
 
 from agentguard.client._errors import CONNECTION_RESPONSE_HEADER, AccountConnectionRequired
 from agentguard.client._token import json_object, text
+from agentguard.client._wire import WireResponse, WireURL
 
 __all__ = ["connection_refusal", "names_connection"]
 
@@ -27,7 +28,7 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 Origin = tuple[str, bytes, int]
 
 
-def names_connection(response: httpx.Response) -> bool:
+def names_connection(response: WireResponse) -> bool:
     """Whether ``response`` may be the gateway's ``connection_required`` refusal."""
     return response.status_code == 403 and CONNECTION_RESPONSE_HEADER in response.headers
 
@@ -41,13 +42,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _origin(url: httpx.URL) -> Origin | None:
+def _origin(url: WireURL) -> Origin | None:
     if url.scheme not in _DEFAULT_PORTS or not url.raw_host:
         return None
     return url.scheme, url.raw_host.lower(), url.port or _DEFAULT_PORTS[url.scheme]
 
 
-def _gateway_origin(response: httpx.Response) -> Origin | None:
+def _gateway_origin(response: WireResponse) -> Origin | None:
     """The origin of the request ``response`` answers, or ``None`` when it is not known."""
     try:
         return _origin(response.request.url)
@@ -71,7 +72,7 @@ def _link(value: str | None, gateway: Origin | None) -> str | None:
     return value
 
 
-def connection_refusal(response: httpx.Response) -> AccountConnectionRequired | None:
+def connection_refusal(response: WireResponse) -> AccountConnectionRequired | None:
     """The error a read ``403`` stands for, or ``None`` when it is not a connection refusal."""
     body = json_object(response)
     if text(body, "error") != "connection_required":

@@ -1,11 +1,12 @@
 """How one auth flow serves ``httpx.Client`` and ``httpx.AsyncClient``.
 
-A flow is httpx's ``auth_flow`` generator: it yields requests for the agent's client and
+A flow is httpx's ``auth_flow`` generator: it yields requests for the agent's client (an
+``httpx`` or ``httpx2`` one: the flow only touches :mod:`agentguard.client._wire`'s members) and
 receives their responses. The I/O it needs besides (a token request, a file write, waiting for
 another caller's refresh) is an :class:`Io`, performed by the ``perform`` the flow was given:
 :func:`inline` does it in the calling thread, so under ``httpx.Client`` the flow yields only
-requests and httpx's own ``sync_auth_flow`` drives it; :func:`deferred` yields it to
-:func:`adrive`, the one driver, which awaits it under ``httpx.AsyncClient``.
+requests and the client drives it; :func:`deferred` yields it to :func:`adrive`, the one
+driver, which awaits it under ``httpx.AsyncClient`` and ``httpx2.AsyncClient``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import anyio
-import httpx
 
 __all__ = ["Io", "Perform", "adrive", "deferred", "in_thread", "inline"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 Y_co = TypeVar("Y_co", covariant=True)
 
 
@@ -61,10 +62,8 @@ def deferred(io: Io[T]) -> Generator[Io[T], Any, T]:
     return result
 
 
-async def adrive(
-    flow: Generator[httpx.Request | Io[Any], Any, object],
-) -> AsyncGenerator[httpx.Request, httpx.Response]:
-    """Run a :func:`deferred` flow: pass its requests to httpx and await its :class:`Io`."""
+async def adrive(flow: Generator[R | Io[Any], Any, object]) -> AsyncGenerator[R, Any]:
+    """Run a :func:`deferred` flow: pass its requests to the client and await its :class:`Io`."""
     try:
         step = next(flow)
         while True:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import threading
 from typing import Literal
 
-import httpx
+from agentguard.client._wire import WireResponse, WireURL
 
 __all__ = ["Nonces", "Role", "origin"]
 
 Role = Literal["resource", "token"]
 
 
-def origin(url: httpx.URL) -> str:
+def origin(url: WireURL) -> str:
     """``scheme://host:port``, with the default port spelled out."""
     port = url.port or {"http": 80, "https": 443}.get(url.scheme, 0)
     return f"{url.scheme}://{url.host}:{port}"
@@ -25,11 +25,11 @@ class Nonces:
         self._lock = threading.Lock()
         self._nonces: dict[tuple[Role, str], str] = {}
 
-    def get(self, role: Role, url: httpx.URL) -> str | None:
+    def get(self, role: Role, url: WireURL) -> str | None:
         with self._lock:
             return self._nonces.get((role, origin(url)))
 
-    def remember(self, role: Role, url: httpx.URL, response: httpx.Response) -> None:
+    def remember(self, role: Role, url: WireURL, response: WireResponse) -> None:
         nonce = response.headers.get("dpop-nonce")
         if nonce:
             with self._lock:

@@ -23,6 +23,7 @@ from agentguard.client._credentials_file import BEARER, DPOP, AgentCredentials, 
 from agentguard.client._errors import DPoPNonceLoop, RefreshFailed
 from agentguard.client._flow import Io, Perform
 from agentguard.client._nonces import Nonces
+from agentguard.client._wire import WireResponse
 
 __all__ = ["TokenEndpoint", "json_object", "parse_token_response", "text"]
 
@@ -31,7 +32,7 @@ Y = TypeVar("Y")
 _KEY = re.compile(r"^[A-Za-z0-9._~+/-]{8,512}=*$")
 
 
-def json_object(response: httpx.Response) -> dict[str, Any]:
+def json_object(response: WireResponse) -> dict[str, Any]:
     """The response's JSON object, or ``{}`` when it is not one."""
     try:
         document = json.loads(response.content)
@@ -85,12 +86,16 @@ def parse_token_response(
 
 @dataclass(frozen=True)
 class TokenEndpoint:
-    """Exchanges a refresh key for a new pair, through clients of its own."""
+    """Exchanges a refresh key for a new pair, through clients of its own.
+
+    ``resource``, when set, is sent as RFC 8707's ``resource`` with every refresh.
+    """
 
     nonces: Nonces
     transport: httpx.BaseTransport | None
     async_transport: httpx.AsyncBaseTransport | None
     timeout: float
+    resource: str | None = None
 
     def refresh(
         self, credentials: AgentCredentials, clock: Clock, perform: Perform[Y]
@@ -140,6 +145,8 @@ class TokenEndpoint:
                 "POST", credentials.token_url, nonce=nonce, iat=iat
             )
         form = {"grant_type": "refresh_token", "refresh_token": credentials.refresh_key.reveal()}
+        if self.resource is not None:
+            form["resource"] = self.resource
         return httpx.Request("POST", url, data=form, headers=headers)
 
     def _send(self, request: httpx.Request) -> httpx.Response:

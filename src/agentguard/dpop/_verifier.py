@@ -27,7 +27,7 @@ from agentguard.dpop._jose import JOSEError, b64url_decode, loads_object
 from agentguard.dpop._jwk import JWKError, load_public_key, parse_jwk
 from agentguard.dpop._keycache import CachedKey, KeyCache
 from agentguard.dpop._nonces import NonceSource
-from agentguard.errors import InvalidDPoPProof, Reason, UseDPoPNonce
+from agentguard.errors import InvalidDPoPProof, InvalidToken, Reason, UseDPoPNonce
 from agentguard.storage._outage import shield_store
 from agentguard.storage._protocols import ReplayCache
 
@@ -151,7 +151,9 @@ class DPoPVerifier:
             expected_jkt: when given, the proof's key must have this thumbprint.
 
         Raises:
-            InvalidDPoPProof: any check failed (its ``reason`` says which).
+            InvalidDPoPProof: any check of the proof failed (its ``reason`` says which).
+            InvalidToken: the proof is signed by another key than ``expected_jkt`` (RFC 9449
+                §7.1: the key binding, not the proof, is what failed).
             UseDPoPNonce: nonces are configured and the proof lacks a valid one.
             StoreUnavailable: the replay cache failed (503; the proof is not accepted).
         """
@@ -271,8 +273,10 @@ class DPoPVerifier:
             if not _same(claims.ath, expected_ath):
                 raise _fail(Reason.DPOP_ATH_MISMATCH, "the DPoP proof's ath is not the key's")
         if expected_jkt is not None and not _same(jkt, expected_jkt):
-            raise _fail(
-                Reason.DPOP_BINDING_MISMATCH, "the DPoP proof is signed by another key than bound"
+            # RFC 9449 §7.1: a proof by another key than the token's is the token's failure.
+            raise InvalidToken(
+                "the DPoP proof is signed by another key than bound",
+                reason=Reason.DPOP_BINDING_MISMATCH,
             )
         if self._nonces is not None and (
             claims.nonce is None or not self._nonces.is_valid(claims.nonce)

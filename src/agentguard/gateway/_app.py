@@ -3,7 +3,8 @@
 Routes:
 
 - ``/oauth/token``, ``/oauth/revoke``, ``/oauth/introspect``: the OAuth endpoints.
-- ``/<service>/...``: one credential-swapping proxy per configured service.
+- ``/<service>/...``: one credential-swapping proxy per configured service; a service with
+  ``mcp = true`` gets the MCP tool gate in front of its upstream (:mod:`agentguard._mcp_gate`).
 - ``/connect/<service>``: the connect pages a human opens (with an operator's one-time link) to
   connect their own vendor account, when a service says ``credentials = "connected"``
   (:mod:`agentguard.gateway._connect`); the proxy then sends each user's own vendor token.
@@ -39,6 +40,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from agentguard._clock import Clock
 from agentguard._config_connect import CONNECT_MOUNT
 from agentguard._guard import Guard
+from agentguard._mcp_gate._proxied import MCPProxyApp
 from agentguard.asgi._oauth import OAuthApp
 from agentguard.asgi._operator import OperatorApp
 from agentguard.asgi._proxy import ProxyApp
@@ -60,6 +62,7 @@ from agentguard.gateway._readiness import (
 from agentguard.gateway._telemetry import gateway_telemetry, metrics_endpoints
 from agentguard.gateway._tiles import tile_endpoints
 from agentguard.storage._outage import shield_store
+from agentguard.storage._revocation_feeds import announce_changes
 from agentguard.storage._urls import open_store
 
 __all__ = ["Gateway", "build_gateway"]
@@ -219,6 +222,9 @@ class Gateway:
                 if self.checkpointer is not None:
                     tasks.start_soon(self._checkpoints, self.checkpointer)
                 tasks.start_soon(self.guard.audit.run_summaries)
+                # open streams re-checked from startup: the revocation feed is listening
+                # before the first stream opens
+                tasks.start_soon(self.guard.streams.run)
                 try:
                     yield
                 finally:
@@ -294,13 +300,22 @@ def _metadata_routes(settings: Settings, guard: Guard) -> list[BaseRoute]:
         metadata = importlib.import_module("agentguard.asgi._metadata")
     except ModuleNotFoundError:  # pragma: no cover - older agentguard without RFC 9728 support
         return []
-    resources = [settings.public_origin]
-    resources += [f"{settings.public_origin}/{service.name}" for service in settings.services]
-    routes: list[BaseRoute] = []
+    origin = settings.public_origin
+    resources = [origin] + [f"{origin}/{service.name}" for service in settings.services]
+    # RFC 8414: the gateway is the authorization server of its own keys (the OAuth app at
+    # /oauth), so clients discover the token endpoint from the resource documents.
+    server = metadata.AuthorizationServerMetadata.from_guard(
+        guard,
+        issuer=origin,
+        introspection=bool(settings.secret_values.introspection_secrets),
+    )
+    routes: list[BaseRoute] = [Route(server.well_known_path, server.app())]
     for resource in resources:
-        document = metadata.ProtectedResourceMetadata.from_guard(guard, resource=resource)
+        document = metadata.ProtectedResourceMetadata.from_guard(
+            guard, resource=resource, authorization_servers=[origin]
+        )
         routes.append(Route(document.well_known_path, document.app()))
-    metadata.advertise_metadata(guard, metadata.metadata_url(settings.public_origin))
+    metadata.advertise_metadata(guard, metadata.metadata_url(origin))
     return routes
 
 
@@ -342,8 +357,13 @@ def build_gateway(
     if store is None:
         store = open_store(settings.store.url, clock=clock)
     gates = gate_parts(settings, store, clock)
+    guard_store = store
+    if settings.streams.redis_url is not None:  # the Redis bus: this instance's writes announce
+        guard_store = announce_changes(
+            store, settings.streams.redis_url, channel=settings.streams.channel
+        )
     guard = Guard(
-        store,
+        guard_store,
         replay_cache=_replay_cache(settings, clock),
         clock=clock,
         access_ttl=settings.access_ttl(),
@@ -361,6 +381,7 @@ def build_gateway(
             else None
         ),
         telemetry=gateway_telemetry(settings),
+        streams=settings.streams,
         **gates.options,
     )
     minters: dict[str, TokenExchangeMinter] = {}
@@ -394,8 +415,17 @@ def build_gateway(
             connections=connect.accounts if connect is not None else None,
         )
         proxies = {
-            service.name: ProxyApp(
-                guard, service.name, swapper=swapper, transport=transports.get(service.name)
+            service.name: (MCPProxyApp if service.mcp else ProxyApp)(
+                guard,
+                service,
+                swapper=swapper,
+                transport=transports.get(service.name),
+                # RFC 8707: a key issued for one resource is refused at the others
+                resource=(
+                    None
+                    if settings.public_origin is None
+                    else f"{settings.public_origin}/{service.name}"
+                ),
             )
             for service in settings.services
         }

@@ -11,19 +11,27 @@ Three pieces, used together (see ``examples/mcp_server.py``)::
     @require_tool("notes", "write")
     async def add_note(text: str) -> str: ...
 
-    app = AgentGuardMCP(server.streamable_http_app(), guard, metadata=metadata)
+    app = AgentGuardMCP(server.streamable_http_app(), guard, metadata=metadata, service="notes")
 
-- :class:`AgentGuardMCP` wraps the SDK's ASGI app: it serves the RFC 9728 metadata document,
-  decides every request with :meth:`Guard.authenticate` (DPoP proofs included, which the SDK
-  alone cannot check), and refuses with agentguard's ``401`` carrying
-  ``WWW-Authenticate: Bearer ... resource_metadata="..."`` (and a ``DPoP`` challenge when DPoP is
-  enabled). Allowed requests reach the SDK with the Principal in
+- :class:`AgentGuardMCP` wraps the SDK's ASGI app: it serves the RFC 9728 metadata document
+  (any other ``/.well-known/`` path is a ``404``, so a client's discovery moves on), decides
+  every request with :meth:`Guard.authenticate` (DPoP proofs included, which the SDK alone
+  cannot check), and refuses with agentguard's ``401`` carrying ``WWW-Authenticate: Bearer ...
+  resource_metadata="..."`` (and a ``DPoP`` challenge when DPoP is enabled). Then its tool gate
+  checks each ``tools/call`` against the caller's live grant for that tool before the SDK runs
+  it: a refusal is a ``403`` with ``WWW-Authenticate: Bearer error="insufficient_scope",
+  scope="notes/add_note:write"`` (step-up), and ``tools/list`` shows only the tools the caller
+  may call. Allowed requests reach the SDK with the Principal in
   :func:`agentguard.current_principal`.
 - :class:`AgentGuardTokenVerifier` is the SDK's ``TokenVerifier`` hook: it hands the SDK an
   :class:`AgentGuardAccessToken` carrying the Principal. Used alone (no wrapper), it
   authenticates ``Bearer`` tokens itself, and the SDK renders the 401.
-- :func:`require_tool` gives each tool its ``(service, level)``; the check uses the live grants
-  of this request's Principal, is audited, and a refusal is a tool error the model can read.
+- :func:`require_tool` gives each tool its ``(service, level)``; the wrapper's gate knows it
+  before the call, and the tool checks it again when it runs (defence in depth: a tool error
+  the model can read, for a server used without the wrapper).
+
+A tool's grant is its own entry (``notes/add_note:write``) if the user has one, else the
+service's level (``notes:write``); a key's scope narrows both.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from __future__ import annotations
 import functools
 import hmac
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
@@ -40,6 +48,15 @@ import anyio.to_thread
 from pydantic import PrivateAttr
 
 from agentguard._extras import missing_extra
+from agentguard._mcp_gate import (
+    DEFAULT_MAX_BODY_BYTES,
+    ToolGate,
+    ToolNeed,
+    ToolRequirements,
+    gated_tools,
+    register_tool,
+    tool_event,
+)
 
 try:
     from mcp.server.auth.middleware.auth_context import get_access_token
@@ -48,8 +65,9 @@ try:
 except ImportError as error:
     raise missing_extra(error) from None
 
+from agentguard._audience import canonical_resource, check_audience
 from agentguard._context import principal_var
-from agentguard._model import Level, Principal
+from agentguard._model import Grants, Level, Principal
 from agentguard._permissions import Requirement
 from agentguard._request import (
     Credentials,
@@ -57,13 +75,16 @@ from agentguard._request import (
     parse_authorization,
     public_prefixes,
 )
-from agentguard.asgi._metadata import ProtectedResourceMetadata, advertise_metadata
-from agentguard.asgi._responses import send_error
+from agentguard.asgi._metadata import (
+    AuthorizationServerMetadata,
+    ProtectedResourceMetadata,
+    advertise_metadata,
+)
+from agentguard.asgi._responses import send_error, send_json
 from agentguard.asgi._reviewed import run_admitted
 from agentguard.asgi._scope import PRINCIPAL_STATE_KEY, request_from_scope
 from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
-from agentguard.audit._events import Action, AuditEvent, Decision
-from agentguard.errors import ConfigurationError, InsufficientScope, RequestRefused
+from agentguard.errors import ConfigurationError, InsufficientScope, InvalidToken, RequestRefused
 from agentguard.review._chain import ReviewChain, ReviewerLike
 
 if TYPE_CHECKING:
@@ -119,12 +140,18 @@ def _access_token(
 ) -> AgentGuardAccessToken:
     access = AgentGuardAccessToken(
         token=token,
-        client_id=principal.key_id,
+        # The SDK binds a session to (client_id, issuer, subject): the key family stays the same
+        # across renewals, so a session outlives the access key it started with.
+        client_id=principal.family_id,
         scopes=principal.grants.to_scope().split(),
         expires_at=int(principal.expires_at.timestamp()),
         resource=resource,
         subject=principal.user_id,
-        claims={"workspace_id": principal.workspace_id, "account_id": principal.account_id},
+        claims={
+            "workspace_id": principal.workspace_id,
+            "account_id": principal.account_id,
+            "key_id": principal.key_id,
+        },
     )
     access._principal = principal
     access._guard = guard
@@ -142,11 +169,15 @@ class AgentGuardTokenVerifier:
     Args:
         guard: decides the tokens.
         resource: this server's resource identifier, reported as ``AccessToken.resource`` so the
-            SDK's ``validate_token_resource`` accepts the token. agentguard keys are issued for
-            this server only; external JWTs were checked against the audience by their resolver.
+            SDK's ``validate_token_resource`` accepts the token; a key issued for another
+            resource (RFC 8707 audience) is refused. External JWTs were checked against the
+            audience by their resolver.
+        require_audience: refuse keys issued for no resource too (see :class:`AgentGuardMCP`).
     """
 
-    def __init__(self, guard: Guard, *, resource: str | None = None) -> None:
+    def __init__(
+        self, guard: Guard, *, resource: str | None = None, require_audience: bool = False
+    ) -> None:
         if any(rule.approval for rule in guard.permissions.rules):
             # The SDK hands a verifier the token alone: no path to match a rule, no body to bind.
             raise ConfigurationError(
@@ -154,7 +185,8 @@ class AgentGuardTokenVerifier:
                 "enforce (it sees no request path or body): wrap the MCP app in AgentGuardMCP"
             )
         self.guard = guard
-        self.resource = resource
+        self.resource = _checked_resource(resource)
+        self.require_audience = require_audience
 
     def __repr__(self) -> str:
         return f"AgentGuardTokenVerifier(guard={self.guard!r}, resource={self.resource!r})"
@@ -176,6 +208,12 @@ class AgentGuardTokenVerifier:
             )
         except RequestRefused:
             return None
+        if self.resource is not None:
+            try:
+                check_audience(principal, self.resource, require=self.require_audience)
+            except InvalidToken as error:  # after an allowed decision: audit the refusal too
+                await self.guard.refuse(request, error, principal=principal)
+                return None
         return _access_token(self.guard, token, principal, self.resource)
 
 
@@ -184,15 +222,33 @@ class AgentGuardMCP:
 
     Args:
         app: the SDK's ASGI app.
-        guard: decides every request; any live key may reach the MCP endpoint, tools check
-            their own permission with :func:`require_tool`.
+        guard: decides every request; any live key may reach the MCP endpoint, and each tool
+            call then needs the tool's own permission.
         metadata: the RFC 9728 document; it is served at its well-known path and the guard's
-            challenges are made to point at it (:func:`advertise_metadata`).
-        public_paths: further path prefixes that skip the guard.
+            challenges are made to point at it (:func:`advertise_metadata`). Every other
+            ``/.well-known/`` path answers ``404``.
+        public_paths: further path prefixes that skip the guard (and the ``404`` above).
         request_reviewers / response_reviewers: reviewers for the JSON-RPC bodies (tool
             arguments in, tool results out) instead of the guard's own
             (:meth:`Guard.reviews <agentguard.Guard.reviews>`); a request block is a 403 before
             the SDK sees the call, a response block a 403 or a cut stream.
+        service: the service a tool belongs to when neither ``tools`` nor :func:`require_tool`
+            names its requirement: it then needs ``read`` on it if the tool's annotations say
+            ``readOnlyHint: true``, else ``write``. Without it, such a tool is refused to all.
+        tools: requirements by tool name, ahead of :func:`require_tool`'s: a level on
+            ``service`` (``{"purge": "write"}``) or on another service (``"crm:read"``).
+        max_body_bytes: the largest request body read (``413`` beyond it); every ``POST`` body
+            is read whole and must be strict JSON (``400`` otherwise), so other ``POST`` routes
+            of the app take JSON or are listed in ``public_paths``.
+        require_audience: with ``metadata``, every key must have been issued for this server's
+            ``resource`` (RFC 8707, as MCP asks). A key issued for *another* resource is always
+            refused (401 ``invalid_token``, reason ``wrong_audience``); ``False`` (the default)
+            still accepts keys issued for no resource at all (deployment-wide keys, and every
+            key made before audiences existed), ``True`` refuses them (``audience_required``).
+        authorization_server: the RFC 8414 document of the agentguard token endpoint that
+            issues this server's keys
+            (:class:`~agentguard.asgi.AuthorizationServerMetadata`), served at its well-known
+            path before the guard; list its issuer in ``metadata.authorization_servers``.
     """
 
     def __init__(
@@ -204,15 +260,31 @@ class AgentGuardMCP:
         public_paths: Sequence[str] = (),
         request_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
         response_reviewers: ReviewChain | Iterable[ReviewerLike] | None = None,
+        service: str | None = None,
+        tools: Mapping[str, Level | str] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        require_audience: bool = False,
+        authorization_server: AuthorizationServerMetadata | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
+        self.resource = _checked_resource(metadata.resource if metadata is not None else None)
+        self.require_audience = require_audience
+        self._server_metadata_app = (
+            authorization_server.app() if authorization_server is not None else None
+        )
         self.reviews = guard.reviews(request_reviewers, response_reviewers)
         self.metadata = metadata
         self._metadata_app = metadata.app() if metadata is not None else None
         if metadata is not None:
             advertise_metadata(guard, metadata)
         self.public_paths = public_prefixes(public_paths)
+        self.gate = ToolGate(
+            guard,
+            ToolRequirements(service, tools),
+            max_body_bytes=max_body_bytes,
+            label=service or "mcp",
+        )
 
     def __repr__(self) -> str:
         return f"AgentGuardMCP(app={self.app!r}, guard={self.guard!r})"
@@ -229,11 +301,24 @@ class AgentGuardMCP:
         if served is not None and request.path == served.metadata.well_known_path:
             await served(scope, receive, send)
             return
+        server = self._server_metadata_app
+        if server is not None and request.path == server.metadata.well_known_path:
+            await server(scope, receive, send)
+            return
         if request.in_public_paths(self.public_paths):
             await self.app(scope, receive, send)
             return
+        if ".well-known" in request.path.split("/"):
+            await _not_found(scope, send)
+            return
         try:
-            passage = await self.guard.admit(request, requirement=ANY_KEY, reviews=self.reviews)
+            passage = await self.guard.admit(
+                request,
+                requirement=ANY_KEY,
+                reviews=self.reviews,
+                resource=self.resource,
+                require_audience=self.require_audience,
+            )
         except RequestRefused as error:
             await send_error(scope, send, error, self.guard.challenge)
             return
@@ -249,13 +334,46 @@ class AgentGuardMCP:
             ]
             scope["headers"].append((b"authorization", b"Bearer " + credentials.key.encode()))
         scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
+        trace = passage.trace
+        if trace is not None:  # telemetry: the decision's span ends with the response
+            send = trace.watch(send)
         decided = _decided.set(_Decided(self.guard, credentials.key, principal))
         token = principal_var.set(principal)
-        try:
+
+        async def admitted(scope: Scope, receive: Receive, send: Send) -> None:
             await run_admitted(self.app, scope, receive, send, passage)
+
+        try:
+            await self.gate.run(admitted, scope, receive, send, request, principal)
         finally:
             principal_var.reset(token)
             _decided.reset(decided)
+            if trace is not None:
+                trace.end()
+
+
+def _checked_resource(resource: str | None) -> str | None:
+    """``resource`` once it is known to be a valid RFC 8707 identifier (checked at start-up)."""
+    if resource is not None:
+        try:
+            canonical_resource(resource)
+        except ValueError as error:
+            raise ConfigurationError(f"the MCP server's resource is not usable: {error}") from None
+    return resource
+
+
+async def _not_found(scope: Scope, send: Send) -> None:
+    """``404`` for a ``/.well-known/`` path this server does not serve: a client looking for
+    authorization server metadata (RFC 8414) or a path variant of ours then tries the next."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": "not_found"})
+        return
+    await send_json(
+        send,
+        404,
+        {"error": "not_found", "error_description": "no metadata document is served here"},
+        [("cache-control", "no-store")],
+    )
 
 
 class ToolPermissionDenied(ToolError):
@@ -282,29 +400,16 @@ def current_mcp_principal() -> tuple[Principal, Guard | None]:
 
 async def _check_tool(name: str, requirement: Requirement) -> None:
     principal, guard = current_mcp_principal()
-    allowed = requirement.service is None or principal.allows(
-        requirement.service, requirement.level
-    )
-    error = None if allowed else InsufficientScope(required=requirement.scope)
-    if guard is not None:
-        await guard.record(
-            AuditEvent(
-                action=Action.DECISION,
-                ts=guard.clock.now(),
-                decision=Decision.ALLOW if error is None else Decision.DENY,
-                reason=error.reason.value if error is not None else None,
-                service=requirement.service,
-                method="tools/call",
-                path=f"tool:{name}"[:1024],
-                status=error.status if error is not None else None,
-                user_id=principal.user_id,
-                workspace_id=principal.workspace_id,
-                account_id=principal.account_id,
-                key_id=principal.key_id,
-                family_id=principal.family_id,
-                detail={"tool": name[:200]},
-            )
-        )
+    service = requirement.service
+    allowed = service is None or principal.grants.allows_tool(service, name, requirement.level)
+    need = None if service is None else ToolNeed(service, requirement.level)
+    error = None
+    if not allowed:
+        assert need is not None  # noqa: S101 - a requirement without a service always allows
+        error = InsufficientScope(required=need.scope(name))
+    if guard is not None and (error is not None or name not in gated_tools()):
+        # A call the gate allowed is audited once, by the gate; a refusal here always is.
+        await guard.record(tool_event(guard, principal, name, need, error))
     if error is not None:
         raise ToolPermissionDenied(error)
 
@@ -315,15 +420,21 @@ def require_tool(
     """Give a tool function its permission: ``level`` on ``service``, checked on every call.
 
     Put it *under* the SDK's ``@server.tool()`` so the SDK registers the checked function (its
-    signature and docstring are kept). Each call is audited as a decision with
-    ``method="tools/call"``; a refused call raises :class:`ToolPermissionDenied`, which the SDK
-    returns as a tool error (``isError``) naming the missing ``service:level``. Synchronous
-    tools run in a worker thread.
+    signature and docstring are kept); ``name`` is the tool's name when the SDK is given
+    another than the function's. The requirement is registered under that name, so
+    :class:`AgentGuardMCP` checks it before the call reaches the SDK (a ``403`` naming the
+    missing ``service/tool:level``) and hides the tool from callers who lack it. The tool checks
+    it again when it runs, against the grant for this tool (``notes/add_note:write``, else
+    ``notes:write``): a refusal there raises :class:`ToolPermissionDenied`, which the SDK
+    returns as a tool error (``isError``). Each decision is audited once, with
+    ``method="tools/call"``. Synchronous tools run in a worker thread.
     """
     requirement = Requirement(service, Level.parse(level))
+    Grants.from_scope(f"{service}:read")  # the service name's rules, as in scopes
 
     def decorate(fn: Callable[P, R]) -> Callable[P, Awaitable[Any]]:
         tool_name: str = name or str(getattr(fn, "__name__", "tool"))
+        register_tool(tool_name, service, requirement.level)
 
         @functools.wraps(fn)
         async def checked(*args: P.args, **kwargs: P.kwargs) -> Any:

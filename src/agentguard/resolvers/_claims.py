@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from agentguard._model import Grants, Level, Principal
-from agentguard._model._grants import SERVICE_NAME_PATTERN
+from agentguard._model import Grants, Principal
 from agentguard.errors import InvalidToken, Reason
 from agentguard.storage._outage import store_outage
 from agentguard.storage._protocols import DirectoryStore
@@ -134,20 +133,12 @@ def check_access_token_kind(
 def scope_grants(scope: str) -> Grants:
     """The agentguard grants named by an OAuth ``scope``; other scope values are ignored.
 
-    ``"openid crm:read notes:write"`` gives ``crm:read notes:write``; ``openid`` names no
-    service, and a value such as ``crm:admin`` names no level, so both grant nothing.
+    ``"openid crm:read notes:write notes/purge:none"`` gives ``crm:read notes:write
+    notes/purge:none`` (tool tokens included: a scope that denies a tool must keep denying it);
+    ``openid`` names no service, and a value such as ``crm:admin`` names no level, so both grant
+    nothing.
     """
-    levels: dict[str, Level] = {}
-    for token in scope.split(" "):
-        service, sep, level_text = token.partition(":")
-        if not sep or not SERVICE_NAME_PATTERN.match(service):
-            continue
-        try:
-            level = Level.parse(level_text)
-        except ValueError:
-            continue
-        levels[service] = max(level, levels.get(service, Level.NONE))
-    return Grants(levels)
+    return Grants.from_scope(scope, skip_foreign=True)
 
 
 def confirmation_jkt(claims: Mapping[str, Any]) -> str | None:

@@ -30,10 +30,12 @@ from agentguard.storage._protocols import (
 )
 from agentguard.storage._redis import RedisReplayCache
 from agentguard.storage._redis_limits import RedisLimitStore
+from agentguard.storage._revocation_feeds import AnnouncingStore, RevocationFeed, announce_changes
 from agentguard.storage._sqlite import SchemaVersionError, SQLiteStore
 from agentguard.storage._urls import open_store
 
 __all__ = [
+    "AnnouncingStore",
     "ApprovalStore",
     "AuditArchiveStore",
     "AuditStore",
@@ -53,10 +55,12 @@ __all__ = [
     "RedisLimitStore",
     "RedisReplayCache",
     "ReplayCache",
+    "RevocationFeed",
     "RevokeSelector",
     "SQLiteStore",
     "SchemaVersionError",
     "StorageError",
+    "announce_changes",
     "open_store",
     "revoke_selector",
     "upgrade_postgres",

@@ -34,7 +34,7 @@ __all__ = ["Params", "Row", "RowCodec", "blob"]
 Row = Sequence[Any]
 Params = tuple[Any, ...]
 
-_USER_AT = 14  # a key lookup selects 14 key columns, 5 user, 3 account, then the member flag
+_USER_AT = 15  # a key lookup selects 15 key columns, 5 user, 3 account, then the member flag
 _ACCOUNT_AT = _USER_AT + 5
 _MEMBER_AT = _ACCOUNT_AT + 3
 
@@ -122,6 +122,7 @@ class RowCodec:
             self._optional_encode(record.used_at),
             None if record.scope is None else _grants_json(record.scope),
             record.jkt,
+            record.audience,
         )
 
     def key_from_row(self, row: Row) -> KeyRecord:
@@ -140,6 +141,7 @@ class RowCodec:
             used_at=self._optional_decode(row[11]),
             scope=None if row[12] is None else _grants(row[12]),
             jkt=row[13],
+            audience=row[14],
         )
 
     def lookup_from_row(self, row: Row) -> KeyLookup:

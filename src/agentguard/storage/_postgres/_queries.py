@@ -18,17 +18,17 @@ from dataclasses import dataclass
 __all__ = ["Queries"]
 
 _KEY_COLUMNS = """id, kind, key_hash, family_id, user_id, workspace_id, account_id,
-    created_at, expires_at, revoked_at, revoked_reason, used_at, scope, jkt"""
+    created_at, expires_at, revoked_at, revoked_reason, used_at, scope, jkt, audience"""
 _KEY_UNNEST = """SELECT * FROM unnest(
     $1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[],
     $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::timestamptz[],
-    $13::jsonb[], $14::text[])"""
+    $13::jsonb[], $14::text[], $15::text[])"""
 _CREDENTIAL_COLUMNS = "service, owner_kind, owner_id, id, scope, ciphertext, key_id, created_at"
 # A key of a revoked family reads as revoked (its own revocation, if any, came first).
 _KEY_SELECT = """k.id, k.kind, k.key_hash, k.family_id, k.user_id, k.workspace_id, k.account_id,
     k.created_at, k.expires_at, coalesce(k.revoked_at, f.revoked_at),
     CASE WHEN k.revoked_at IS NULL THEN f.reason ELSE k.revoked_reason END,
-    k.used_at, k.scope::text, k.jkt"""
+    k.used_at, k.scope::text, k.jkt, k.audience"""
 _FAMILY_REVOKED = "SELECT 1 FROM {s}.revoked_families AS f WHERE f.family_id = keys.family_id"
 # Revocation: mark the families (a family, or every family with a key of the user; ordered, so
 # concurrent revocations take the marks' index locks in one order), then revoke the unrevoked
@@ -120,8 +120,8 @@ WHERE k.key_hash = $1"""
     # still commits keys of a marked family, which every later lookup reads as revoked.
     key_rotate: str = f"""
 WITH used AS (
-    UPDATE {{s}}.keys SET used_at = $15
-    WHERE id = $16 AND kind = 'refresh' AND used_at IS NULL AND revoked_at IS NULL
+    UPDATE {{s}}.keys SET used_at = $16
+    WHERE id = $17 AND kind = 'refresh' AND used_at IS NULL AND revoked_at IS NULL
       AND NOT EXISTS ({_FAMILY_REVOKED})
     RETURNING 1
 ), inserted AS (

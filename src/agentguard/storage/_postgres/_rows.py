@@ -51,8 +51,8 @@ entry_from_row = _CODEC.entry_from_row
 
 
 def key_columns(records: Sequence[KeyRecord]) -> Params:
-    """The 14 key columns of ``records`` as 14 arrays, for one ``unnest`` insert."""
-    columns: list[list[Any]] = [[] for _ in range(14)]
+    """The 15 key columns of ``records`` as 15 arrays, for one ``unnest`` insert."""
+    columns: list[list[Any]] = [[] for _ in range(15)]
     for record in records:
         for column, value in zip(columns, _CODEC.key_params(record), strict=True):
             column.append(value)

@@ -26,7 +26,11 @@ Layout choices:
   ``id`` and a ``version`` for compare-and-set, ciphertexts in ``bytea``, scopes as a JSON
   array in ``text``; service and user id collate as ``"C"`` so listings order by code point
   whatever the database's locale; ``connect_flows`` (single-use tickets and OAuth states, found
-  by the SHA-256 of their token, never the token); ``leases`` (the refresh single flight).
+  by the SHA-256 of their token, never the token); ``leases`` (the refresh single flight);
+- key audiences (version 6): ``keys.audience``, the normalised RFC 8707 resource a key was
+  issued for, ``NULL`` for a deployment-wide key (every key written before version 6);
+  revocation triggers: ``notify_revocation()`` on keys, revoked_families, users, memberships and
+  accounts ``pg_notify`` the ids a change names (live streams, ``agentguard._live_streams``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 
 from agentguard._extras import import_extra
 from agentguard.errors import UsageError
+from agentguard.storage._postgres._notify import NOTIFY_STATEMENTS
 from agentguard.storage._sqlite.schema import SchemaVersionError
 
 __all__ = [
@@ -47,7 +52,7 @@ __all__ = [
     "upgrade",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema version this code writes and reads."""
 
 DEFAULT_SCHEMA = "agentguard"
@@ -324,7 +329,15 @@ _V5: tuple[str, ...] = (
     )""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+# Version 6: key audiences (RFC 8707). Existing keys keep NULL: deployment-wide, as they were.
+# Adding a nullable column without a default rewrites no rows and holds its lock only briefly.
+# Also: the revocation triggers that tell every instance's live streams what changed.
+_V6: tuple[str, ...] = (
+    "ALTER TABLE {s}.keys ADD COLUMN audience text CHECK (octet_length(audience) <= 2048)",
+    *NOTIFY_STATEMENTS,
+)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 """Statements that take a schema from version ``n - 1`` to ``n``."""
 
 

@@ -80,8 +80,8 @@ MEMBER_GET = "SELECT 1 FROM memberships WHERE user_id = ? AND workspace_id = ?"
 KEY_INSERT = """
 INSERT INTO keys (
     id, kind, key_hash, family_id, user_id, workspace_id, account_id,
-    created_at, expires_at, revoked_at, revoked_reason, used_at, scope, jkt
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    created_at, expires_at, revoked_at, revoked_reason, used_at, scope, jkt, audience
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # A key of a revoked family reads as revoked (its own revocation, if any, came first).
@@ -90,7 +90,8 @@ _EFFECTIVE_REVOCATION = """
     CASE WHEN k.revoked_at IS NULL THEN f.reason ELSE k.revoked_reason END"""
 _KEY_SELECT = f"""
     k.id, k.kind, k.key_hash, k.family_id, k.user_id, k.workspace_id, k.account_id,
-    k.created_at, k.expires_at,{_EFFECTIVE_REVOCATION}, k.used_at, k.scope, k.jkt"""
+    k.created_at, k.expires_at,{_EFFECTIVE_REVOCATION}, k.used_at, k.scope, k.jkt,
+    k.audience"""
 _FAMILY_REVOKED = "SELECT 1 FROM revoked_families AS f WHERE f.family_id = keys.family_id"
 
 KEY_LOOKUP = f"""

@@ -21,7 +21,9 @@ Layout choices:
 - connected accounts (version 5): ``connections`` keyed by (service, user_id) with a unique
   ``id`` and a ``version`` for compare-and-set, ciphertexts in ``BLOB`` columns, scopes as a
   JSON array; ``connect_flows`` (single-use tickets and OAuth states, found by the SHA-256 of
-  their token, never the token); ``leases`` (the refresh single flight across processes).
+  their token, never the token); ``leases`` (the refresh single flight across processes);
+- key audiences (version 6): ``keys.audience``, the normalised RFC 8707 resource a key was
+  issued for, ``NULL`` for a deployment-wide key (every key written before version 6).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from agentguard.storage._protocols import StorageError
 
 __all__ = ["SCHEMA_VERSION", "SchemaVersionError", "configure", "open_read_only", "prepare"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema version this code writes and reads."""
 
 _V1: tuple[str, ...] = (
@@ -247,7 +249,10 @@ _V5: tuple[str, ...] = (
     ) WITHOUT ROWID""",
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+# Version 6: key audiences (RFC 8707). Existing keys keep NULL: deployment-wide, as they were.
+_V6: tuple[str, ...] = ("ALTER TABLE keys ADD COLUMN audience TEXT",)
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 """Statements that take a database from version ``n - 1`` to ``n``."""
 
 

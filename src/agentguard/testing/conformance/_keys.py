@@ -263,6 +263,24 @@ class KeyStoreContract(ContractBase):
         assert found is not None
         assert found.key.scope == Grants({"crm": "read"})
 
+    async def test_audience_round_trips(self, store: KeyStore, clock: FakeClock) -> None:
+        """``audience`` (RFC 8707) comes back from lookup, listing and a rotation's inserts;
+        ``None`` stays ``None``."""
+        await seed_directory(store)
+        url = "https://api.example.com/mcp/" + "a" * 1990  # near the 2048-character cap
+        refresh = key_record(clock, kind=KeyKind.REFRESH).model_copy(update={"audience": url})
+        plain = key_record(clock)
+        await store.insert_keys([refresh, plain])
+        successor = key_record(clock, family_id=refresh.family_id).model_copy(
+            update={"audience": "https://api.example.com/mcp"}
+        )
+        assert await store.rotate(refresh.id, [successor], now=clock.now()) is True
+        for record in (refresh, plain, successor):
+            found = await store.lookup(record.key_hash)
+            assert found is not None and found.key.audience == record.audience
+        listed = {key.id: key.audience for key in await store.list_keys()}
+        assert listed == {r.id: r.audience for r in (refresh, plain, successor)}
+
     # Revocation against rotation. revoke(family_id=F) revokes F for good: every key of F,
     # including keys a rotation adds after the revocation, reads as revoked and cannot rotate.
 
