@@ -12,8 +12,14 @@ live grants before the SDK runs the tool, and audited. A reader's ``tools/list``
 ``list_notes`` only; a reader's ``add_note`` call is a ``403`` with ``WWW-Authenticate: Bearer
 error="insufficient_scope", scope="notes/add_note:write"``. A request without a key gets
 ``401`` with ``WWW-Authenticate: Bearer ...
-resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"``; any other
-``/.well-known/`` path is a ``404``.
+resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"``.
+
+The server is its own authorization server: agentguard's token endpoint is at ``/oauth`` (where
+``AgentAuth`` renews keys; ``agentguard keys issue --token-url http://127.0.0.1:8000/oauth/token``)
+and its RFC 8414 document at ``/.well-known/oauth-authorization-server``; any other
+``/.well-known/`` path is a ``404``. It takes Bearer keys (``keys issue --bearer``; a server
+that accepts DPoP-bound keys needs ``Guard(..., dpop=DPoPPolicy(public_origin=...))``), and a
+key issued for another resource (``keys issue --audience URL``) is refused.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import uvicorn
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
+from starlette.routing import Mount
 
 from agentguard import Guard, current_principal
-from agentguard.asgi import ProtectedResourceMetadata
+from agentguard.asgi import AuthorizationServerMetadata, OAuthApp, ProtectedResourceMetadata
 from agentguard.integrations.mcp import AgentGuardMCP, AgentGuardTokenVerifier, require_tool
 from agentguard.storage import open_store
 from examples import launch
@@ -64,20 +71,31 @@ def build_server(guard: Guard, resource: str) -> MCPServer:
 
 
 def create_app(guard: Guard, resource: str = RESOURCE) -> AgentGuardMCP:
-    """The ASGI app: the SDK's streamable HTTP app behind the guard, with RFC 9728 metadata."""
+    """The ASGI app: the SDK's streamable HTTP app behind the guard, with RFC 9728 metadata,
+    and agentguard's token endpoint (``/oauth``) with its RFC 8414 document beside it."""
+    origin = resource.rsplit("/", 1)[0]
     metadata = ProtectedResourceMetadata.from_guard(
         guard,
         resource=resource,
-        authorization_servers=[resource.rsplit("/", 1)[0]],
+        authorization_servers=[origin],  # this server: the token endpoint is at /oauth
         scopes_supported=["notes:read", "notes:write"],
         resource_name="agentguard notes",
     )
     mcp_app = build_server(guard, resource).streamable_http_app()
+    # Refresh keys are presented at /oauth/token, not access keys: a public path.
+    mcp_app.router.routes.append(Mount("/oauth", app=OAuthApp(guard)))
     # The SDK's lifespan runs its session manager; ours wraps it and closes the store after.
     mcp_app.router.lifespan_context = launch.lifespan(guard, mcp_app.router.lifespan_context)
     # service="notes": a tool without @require_tool needs notes:read if it is annotated
     # readOnlyHint, else notes:write.
-    return AgentGuardMCP(mcp_app, guard, metadata=metadata, service="notes")
+    return AgentGuardMCP(
+        mcp_app,
+        guard,
+        metadata=metadata,
+        service="notes",
+        public_paths=["/oauth"],
+        authorization_server=AuthorizationServerMetadata.from_guard(guard, issuer=origin),
+    )
 
 
 app = create_app(Guard(open_store(launch.store_url())))  # no path rules: each tool has its own

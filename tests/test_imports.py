@@ -48,6 +48,11 @@ CORE = [
     "agentguard._services",
     "agentguard.storage",
     "agentguard._target",
+    "agentguard._audience",
+    "agentguard._config_streams",
+    "agentguard._live_streams",
+    "agentguard._stream_checks",
+    "agentguard._stream_lease",
 ]
 FRAMEWORKS = ["starlette", "fastapi", "flask", "werkzeug", "httpx", "uvicorn", "mcp"]
 DRIVERS = ["asyncpg", "redis"]

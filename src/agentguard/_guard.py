@@ -38,6 +38,7 @@ from agentguard.errors import (
     Challenge,
     ConfigurationError,
     InvalidRequest,
+    InvalidToken,
     Reason,
     RequestRefused,
     ServiceUnavailable,
@@ -59,6 +60,12 @@ if TYPE_CHECKING:
     from agentguard.telemetry import Telemetry
 
 __all__ = ["DEFAULT", "Guard", "Passage", "ResponseReview", "Reviews"]
+
+
+_FOR_ONE_RESOURCE = (
+    "this key was issued for one resource (RFC 8707 audience) and this server names none, so "
+    "it cannot tell the key is meant for it; use a key without an audience here"
+)
 
 
 class _Default:
@@ -341,12 +348,20 @@ class Guard:
         *,
         credentials: Credentials | Callable[[], Credentials] | None = None,
         requirement: Requirement | _Default | None = DEFAULT,
+        resource: str | None = None,
+        require_audience: bool = False,
     ) -> Principal:
         """Decide ``request``: return its live Principal, or raise the refusal.
 
         The same decision as :meth:`admit`, for callers that review no content.
         """
-        passage = await self.admit(request, credentials=credentials, requirement=requirement)
+        passage = await self.admit(
+            request,
+            credentials=credentials,
+            requirement=requirement,
+            resource=resource,
+            require_audience=require_audience,
+        )
         trace = passage.trace  # this caller runs no more steps: the decision's span ends here
         if passage.gate is not None:  # bound to a body this caller never reads: fail closed
             refusal = ServiceUnavailable(
@@ -444,6 +459,8 @@ class Guard:
             resource, require_audience = audience
             if resource is not None:  # RFC 8707: a key issued for another resource is refused
                 check_audience(principal, resource, require=require_audience)
+            elif principal.audience is not None:  # nor can a server that names no resource
+                raise InvalidToken(_FOR_ONE_RESOURCE, reason=Reason.WRONG_AUDIENCE)
             self._permissions.authorize(principal, requirement)  # 5. the user's live grants
             # 6. rate limits; budgets now unless the call waits for an approval (the approval
             # step and the charge after it run on the body: see agentguard._gates)

@@ -13,7 +13,9 @@ guard's :class:`LiveStreams`, which cuts the lease with the refusal a new reques
   see :mod:`agentguard.storage._revocation_feeds`): the streams the event names are re-checked
   now, across instances;
 - after ``outage_grace`` seconds of failed re-checks (the store cannot be read): fail closed,
-  503 ``store_unavailable``. Until then the stream goes on and is retried every second.
+  503 ``store_unavailable``. Until then the stream goes on and is retried every second. A
+  re-check that does not answer within the interval (at least 1 s, at most 30 s) has failed,
+  and ends its round: a store that hangs rather than fails cannot hold up the cuts.
 
 Each cut is audited here, once: a ``guard.decision`` deny event with the lease's ids and
 ``detail.stream = "cut"``.
@@ -31,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ import anyio
 
 from agentguard._config_streams import StreamSettings
 from agentguard._stream_checks import (
+    OUTAGE,
+    RecentChanges,
     StreamChecker,
     Verdict,
     cut_event,
@@ -62,8 +65,11 @@ __all__ = ["LiveStreams"]
 logger = logging.getLogger("agentguard.streams")
 
 _RETRY = 1.0  # seconds between re-checks of a stream whose last one failed (outage)
-_RECENT = 10.0  # seconds of events a new lease is matched against (the admit-to-hold gap)
+# Seconds of events a new lease is matched against: the gap between a request's decision and
+# its stream's lease is the upstream's time to its first byte, minutes for a reasoning model.
+_RECENT = 600.0
 _BACKOFF = (0.25, 10.0)  # first and longest wait before re-watching a lost feed
+_LOOKUP_TIMEOUT_MAX = 30.0  # the longest a re-check may take before it counts as an outage
 _AUTO: Any = object()
 
 
@@ -104,7 +110,7 @@ class LiveStreams:
         self._checker = StreamChecker(shield_store(guard.store, "key store"), guard.clock)
         self._feed_choice = feed
         self._workers: dict[asyncio.AbstractEventLoop, _Worker] = {}
-        self._recent: deque[tuple[float, Change]] = deque(maxlen=256)
+        self._recent = RecentChanges()
         self.cuts = 0
         """How many leases this registry has cut."""
 
@@ -305,7 +311,7 @@ class LiveStreams:
 
     def _changed(self, change: Change) -> None:
         """An event (from any thread): mark the streams it names due, on every loop."""
-        self._recent.append((self._guard.clock.monotonic(), change))
+        self._recent.note(change, self._guard.clock.monotonic())
         for worker in list(self._workers.values()):
             _call(worker, functools.partial(self._mark, worker, change))
 
@@ -317,17 +323,15 @@ class LiveStreams:
         worker.wake.set()
 
     def _first_check(self, lease: StreamLease, now: float) -> float:
-        """Seconds until a new lease's first re-check. An event of the last seconds may
-        postdate the request's decision but predate the hold: one naming this stream means
-        now; one naming no one (a SQLite commit) means within a second, so that the many
-        short responses end before they cost a look-up."""
-        first = self.interval
-        for at, change in tuple(self._recent):  # one copy: feeds of other threads append
-            if now - at <= _RECENT and change.matches(lease):
-                if not change.everything:
-                    return 0.0
-                first = min(first, _RETRY)
-        return first
+        """Seconds until a new lease's first re-check. An event of the last minutes may
+        postdate the request's decision but predate the hold (the upstream took that long to
+        answer): one naming this stream means now; one naming no one (a SQLite commit), or
+        an id the registry had to forget, means within a second, so that the many short
+        responses end before they cost a look-up."""
+        named, vague = self._recent.since(lease, now - _RECENT)
+        if named:
+            return 0.0
+        return min(self.interval, _RETRY) if vague else self.interval
 
     def _until_expiry(self, lease: StreamLease) -> float:
         if lease.expires_at is None:
@@ -350,14 +354,8 @@ class LiveStreams:
             elif lease.due <= now + slack:  # those due soon too: fewer, larger rounds
                 lease.due = now + self.interval  # an event during the check sets it back
                 groups.setdefault(identity(lease), []).append(lease)
-        limit = asyncio.Semaphore(self.settings.max_concurrency)
-
-        async def check(lease: StreamLease) -> Verdict:
-            async with limit:
-                return await self._checker.check(lease)
-
         groups_list = list(groups.values())
-        verdicts = await asyncio.gather(*(check(leases[0]) for leases in groups_list))
+        verdicts = await self._check_all([leases[0] for leases in groups_list])
         now = clock.monotonic()
         for leases, verdict in zip(groups_list, verdicts, strict=True):
             for lease in leases:
@@ -365,6 +363,38 @@ class LiveStreams:
                 worker.evented.discard(lease)
                 events.append(self._settle(lease, verdict, trigger, now))
         await self._record(events)
+
+    async def _check_all(self, leases: list[StreamLease]) -> list[Verdict]:
+        """The verdict for each lease, at most ``max_concurrency`` look-ups at once.
+
+        A look-up that does not answer within :meth:`_lookup_timeout` is an outage, like one
+        that fails, and ends the round: every look-up not answered by then is an outage too
+        (a store that hangs for one key hangs for the others), so a hung store can never hold
+        the worker, and with it every expiry and event cut, for longer than that."""
+        verdicts: list[Verdict] = [OUTAGE] * len(leases)
+        if not leases:
+            return verdicts
+        limit = anyio.Semaphore(self.settings.max_concurrency)
+        timeout = self._lookup_timeout()
+
+        async with anyio.create_task_group() as group:
+
+            async def check(index: int, lease: StreamLease) -> None:
+                async with limit:
+                    with anyio.move_on_after(timeout) as waited:
+                        verdicts[index] = await self._checker.check(lease)
+                if waited.cancelled_caught:
+                    logger.warning("a stream re-check took over %ss: the store hangs", timeout)
+                    group.cancel_scope.cancel()
+
+            for index, lease in enumerate(leases):
+                group.start_soon(check, index, lease)
+        return verdicts
+
+    def _lookup_timeout(self) -> float:
+        """Seconds one re-check may take before it counts as an outage: the interval, within
+        [1 s, 30 s]."""
+        return min(max(self.interval, _RETRY), _LOOKUP_TIMEOUT_MAX)
 
     def _settle(
         self, lease: StreamLease, verdict: Verdict, trigger: str, now: float

@@ -6,6 +6,12 @@ carries the full URL (a query-placed key), and httpcore's DEBUG trace prints raw
 headers (a vendor echoing the key in a header). :func:`install_log_redaction` adds filters to
 those loggers: the query string is replaced by ``?<redacted>`` and header traces are dropped.
 It is idempotent and is called whenever a proxy or a minter is created.
+
+It also quiets one expected event: a stream agentguard cuts (its lease cut by a revocation, a
+credential echoed mid-stream) ends by raising to the ASGI server, which drops the connection
+without a clean end of body, so the client can tell. uvicorn logs that as "Exception in ASGI
+application" with a traceback; the filter turns such a record into one WARNING line naming
+the reason (the cut itself is in the audit log).
 """
 
 from __future__ import annotations
@@ -33,6 +39,41 @@ class _RedactURLQuery(logging.Filter):
         return True
 
 
+def _cuts(error: BaseException | None) -> list[BaseException] | None:
+    """The stream cuts ``error`` is made of, or ``None`` if anything else is in it."""
+    if error is None:
+        return None
+    group = getattr(error, "exceptions", None)  # an exception group (anyio's task groups)
+    if isinstance(group, tuple):
+        found: list[BaseException] = []
+        for inner in group:
+            cuts = _cuts(inner)
+            if cuts is None:
+                return None
+            found += cuts
+        return found
+    return [error] if getattr(error, "agentguard_stream_cut", False) else None
+
+
+class _QuietStreamCuts(logging.Filter):
+    """Rewrites the ASGI server's traceback for a stream agentguard cut into one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info:
+            return True
+        cuts = _cuts(record.exc_info[1])
+        if not cuts:
+            return True
+        reasons = {getattr(getattr(cut, "error", None), "reason", None) for cut in cuts}
+        names = sorted(str(getattr(reason, "value", reason)) for reason in reasons)
+        record.msg = "agentguard cut a stream (%s); the connection was closed without a clean end"
+        record.args = (", ".join(names),)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 class _DropHeaderTraces(logging.Filter):
     """Drops httpcore's DEBUG records that print request or response headers."""
 
@@ -49,4 +90,5 @@ def install_log_redaction() -> None:
         logging.getLogger("httpx").addFilter(_RedactURLQuery())
         for name in _HTTPCORE_LOGGERS:
             logging.getLogger(name).addFilter(_DropHeaderTraces())
+        logging.getLogger("uvicorn.error").addFilter(_QuietStreamCuts())
         _installed = True

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from agentguard._keys._format import hash_key, parse_key
@@ -26,10 +28,12 @@ if TYPE_CHECKING:
     from agentguard._clock import Clock
     from agentguard._model import Grants
     from agentguard._passage import Passage
+    from agentguard.storage._revocation_feeds import Change
 
 __all__ = [
     "OUTAGE",
     "Outage",
+    "RecentChanges",
     "StreamChecker",
     "Verdict",
     "cut_event",
@@ -166,3 +170,43 @@ def cut_event(lease: StreamLease, error: RequestRefused, trigger: str, clock: Cl
         request_id=lease.request_id,
         detail={"stream": "cut", "trigger": trigger, "open_ms": open_ms},
     )
+
+
+class RecentChanges:
+    """When each id was last named by a revocation event, and when an event last named no one,
+    for the first check of a stream whose lease is taken after its request was decided.
+
+    At most ``size`` ids are remembered; forgetting one (the least recently named) is noted,
+    so that a stream opened while that may matter is checked soon rather than an interval
+    later. Safe to call from any thread (feeds deliver from theirs).
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._named: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._everything = float("-inf")
+        self._forgotten = float("-inf")  # when the most recently forgotten id was named
+        self._lock = threading.Lock()
+
+    def note(self, change: Change, at: float) -> None:
+        """Remember that ``change`` arrived at ``at`` (monotonic seconds)."""
+        with self._lock:
+            if change.everything:
+                self._everything = max(self._everything, at)
+            for named in change.ids:
+                self._named[named] = at
+                self._named.move_to_end(named)
+            while len(self._named) > self.size:
+                _, dropped = self._named.popitem(last=False)
+                self._forgotten = max(self._forgotten, dropped)
+
+    def since(self, lease: StreamLease, at: float) -> tuple[bool, bool]:
+        """Whether, since ``at``, an event named one of ``lease``'s ids, and whether one named
+        no one (or an id was forgotten)."""
+        with self._lock:
+            named = any(
+                self._named.get((field, value), float("-inf")) >= at
+                for field, value in lease.ids().items()
+            )
+            vague = self._everything >= at or self._forgotten >= at
+        return named, vague

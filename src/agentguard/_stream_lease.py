@@ -16,6 +16,7 @@ audit event of the cut.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ class StreamLease:
     """
 
     __slots__ = (
+        "_callbacks",
         "_cut",
         "_error",
         "_key_hash",
@@ -98,6 +100,7 @@ class StreamLease:
         self.opened = 0.0  # when the registry took it (monotonic seconds)
         self._cut = anyio.Event()
         self._error: RequestRefused | None = None
+        self._callbacks: list[Callable[[], object]] = []
 
     def __repr__(self) -> str:
         state = f"cut ({self._error.reason.value})" if self._error is not None else "live"
@@ -136,7 +139,19 @@ class StreamLease:
             return False
         self._error = error
         self._cut.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
         return True
+
+    def on_cut(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` (in the cutting task, synchronously) when the lease is cut; at
+        once if it already is. For a pump that waits on something else, e.g. a cancel scope's
+        ``cancel``."""
+        if self._error is not None:
+            callback()
+        else:
+            self._callbacks.append(callback)
 
     async def wait(self) -> RequestRefused:
         """Block until the lease is cut; return why."""

@@ -178,7 +178,7 @@ async def test_version_4_upgrades_to_connected_accounts(
             await _use_every_connection_method(store, clock)
             assert await store.get_approval(old.id) == old
         versions = await connection.fetch(f"SELECT version FROM {quoted}.schema_version")
-        assert [row[0] for row in versions] == [pg_schema_module.SCHEMA_VERSION] == [5]
+        assert [row[0] for row in versions] == [pg_schema_module.SCHEMA_VERSION] == [6]
     finally:
         await connection.close()
 

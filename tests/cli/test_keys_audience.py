@@ -30,6 +30,9 @@ def test_keys_issued_for_a_resource_carry_it(cli: RunCLI, clean_env: Path) -> No
     assert credentials["resource_url"] == "https://API.example.com/mcp"  # defaults to it
     listed = json.loads(cli("keys", "list", "--user", "alice", "--json").out)
     assert {row["audience"] for row in listed} == {"https://api.example.com/mcp"}
+    table = cli("keys", "list", "--user", "alice").out.splitlines()
+    assert len(table) == 2
+    assert all(line.endswith("  for https://api.example.com/mcp") for line in table), table
 
 
 def test_keys_without_an_audience_are_for_any_resource(cli: RunCLI, clean_env: Path) -> None:

@@ -179,6 +179,27 @@ async def test_resource_that_keeps_demanding_a_nonce_raises_nonce_loop(runtime: 
             await client.get("/crm/contacts")
 
 
+@pytest.mark.parametrize("reason", ["wrong_audience", "audience_required"])
+async def test_a_key_for_another_resource_is_returned_not_renewed(
+    runtime: Setup, reason: str
+) -> None:
+    """No refresh can cure an audience refusal: the 401 comes back as it is, no key spent."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"www-authenticate": 'DPoP error="invalid_token"'}
+        return httpx.Response(
+            401, headers=headers, json={"error": "invalid_token", "reason": reason}
+        )
+
+    auth = runtime.auth()
+    transport = httpx.MockTransport(handler)
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN, auth=auth) as client:
+        response = await client.get("/crm/contacts")
+    assert (response.status_code, response.json()["reason"]) == (401, reason)
+    assert runtime.recorder.token_calls == 0
+    assert auth.refreshes == 0
+
+
 async def test_token_endpoint_that_keeps_demanding_a_nonce_raises_nonce_loop(
     runtime: Setup,
 ) -> None:

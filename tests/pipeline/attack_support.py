@@ -260,7 +260,8 @@ def serve_site(reviewers: list[ReviewerLike]) -> Iterator[Site]:
             routes=[
                 Mount("/asgi", app=AgentGuardMiddleware(backend, guard)),
                 Mount("/proxy", app=proxy),
-                Mount("/mcp", app=AgentGuardMCP(backend, guard)),
+                # the wrapper's own routes (its SDK endpoint, gated, is tested in tests/mcp)
+                Mount("/mcp", app=AgentGuardMCP(backend, guard, mcp_path="/mcp")),
             ],
             lifespan=lifespan,
         )

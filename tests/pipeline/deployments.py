@@ -15,6 +15,7 @@ arrives after the first one was sent.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -337,7 +338,13 @@ def deploy(adapter: str) -> Iterator[Deployment]:
         return Deployment(adapter, url, script, base.store, base.key, base.actor, service)
 
     if adapter in ("asgi", "mcp"):
-        wrap: Wrap = AgentGuardMiddleware if adapter == "asgi" else AgentGuardMCP
+        # The MCP wrapper's own routes: its tool gate (strict JSON-RPC bodies) guards only the
+        # SDK's endpoint, tested in tests/mcp; review runs on every route as everywhere.
+        wrap: Wrap = (
+            AgentGuardMiddleware
+            if adapter == "asgi"
+            else functools.partial(AgentGuardMCP, mcp_path="/mcp")
+        )
         with LoopbackServer(_router(_four(wrap, ScriptedASGI(script), base))) as server:
             yield made(server.url, "crm" if adapter == "asgi" else None)
     elif adapter == "proxy":

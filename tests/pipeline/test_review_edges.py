@@ -7,6 +7,7 @@ sending after a cut, and the ``http.response.pathsend`` extension.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 Wrap = Callable[..., ASGIApp]
 WRAPS = pytest.mark.parametrize(
-    "wrap", [AgentGuardMiddleware, AgentGuardMCP], ids=["middleware", "mcp"]
+    "wrap",
+    [AgentGuardMiddleware, functools.partial(AgentGuardMCP, mcp_path="/mcp")],
+    ids=["middleware", "mcp"],
 )
 NO_REVIEW = pytest.mark.parametrize(
     "reviewers",

@@ -73,13 +73,18 @@ async def test_a_key_for_another_resource_never_reaches_the_vendor(
     await proxy.aclose()
 
 
-async def test_a_proxy_without_a_resource_checks_no_audience() -> None:
+async def test_a_proxy_without_a_resource_takes_only_keys_for_any_resource() -> None:
+    """A server that names no resource cannot tell a key is meant for it: a key with an
+    audience is refused there; a deployment-wide key (no audience) passes."""
     guard, proxy, seen, user_id = await _proxy(None)
-    keys = await guard.issuer.issue(user_id, "ws-1", audience="https://elsewhere.example/x")
+    bound = await guard.issuer.issue(user_id, "ws-1", audience="https://elsewhere.example/x")
+    wide = await guard.issuer.issue(user_id, "ws-1")
     transport = httpx.ASGITransport(app=proxy)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-        response = await client.get("/contacts", headers={"X-Api-Key": keys.access_key.reveal()})
-    assert response.status_code == 200
+        refused = await client.get("/contacts", headers={"X-Api-Key": bound.access_key.reveal()})
+        allowed = await client.get("/contacts", headers={"X-Api-Key": wide.access_key.reveal()})
+    assert (refused.status_code, refused.json()["reason"]) == (401, "wrong_audience")
+    assert allowed.status_code == 200
     assert len(seen) == 1
     await proxy.aclose()
 

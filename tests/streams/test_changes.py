@@ -154,3 +154,24 @@ async def test_a_failed_announcement_is_logged_and_the_write_stands(
 
     assert isinstance(announcing, KeyStore)  # the wrapper passes for the store it wraps
     await announcing.close()
+
+
+def test_a_redis_bus_without_the_redis_extra_is_refused_at_startup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a loop of failed announcements at run time: build_gateway names the extra."""
+    import agentguard.gateway._app as gateway_app
+    from agentguard._extras import missing_extra
+    from agentguard.config import Settings
+    from agentguard.errors import ConfigurationError
+    from agentguard.gateway import build_gateway
+
+    def missing(module: str) -> object:
+        raise missing_extra(ImportError(f"No module named {module!r}", name="redis"))
+
+    monkeypatch.setattr(gateway_app, "import_extra", missing)
+    settings = Settings.model_validate(
+        {"dpop": {"enabled": False}, "streams": {"events": "redis://127.0.0.1:6379/0"}}
+    )
+    with pytest.raises(ConfigurationError, match=r"pip install 'agentguard\[redis\]'"):
+        build_gateway(settings, store=MemoryStore())

@@ -205,17 +205,25 @@ class ToolGate:
     def filtered(
         self, scope: Scope, send: Send, principal: Principal, exchange: Exchange | None
     ) -> Send:
-        """``send``, filtering tool listings: on a ``POST`` that asked for one, and on every
-        ``GET`` stream (where a resumed stream replays earlier responses)."""
-        if scope.get("method") == "POST" and (exchange is None or not exchange.listings):
-            return send
+        """``send``, filtering tool listings on every ``POST`` and every ``GET`` stream (where a
+        resumed stream replays earlier responses).
+
+        A ``POST`` whose body was read (``exchange``) is filtered even when it asked for no
+        listing: a server may route another request's listing onto it (the SDK routes
+        responses by ``str(id)``, so a later request with id ``"7"`` takes over the stream of a
+        pending ``tools/list`` with id ``7``). Only the listings a request asked for teach the
+        gate annotations.
+        """
         if scope.get("method") not in ("GET", "POST"):
             return send
+        if scope.get("method") == "POST" and exchange is None:
+            return send  # the gate read no body: not one of its exchanges (run() always reads)
+        asked = scope.get("method") == "GET" or (exchange is not None and bool(exchange.listings))
         return ListingFilter(
             scope,
             send,
             keep=lambda name, annotations: self.allows(principal, name, annotations),
-            learn=self.requirements.learn,
+            learn=self.requirements.learn if asked else _unlearned,
             cap=self.max_listing_bytes,
             service=self.label,
         )
@@ -264,3 +272,7 @@ class ToolGate:
 def _declares_body(request: GuardRequest) -> bool:
     length, chunked = request.header(b"content-length"), request.header(b"transfer-encoding")
     return (length is not None and length.strip() not in (b"", b"0")) or chunked is not None
+
+
+def _unlearned(name: str, annotations: Any) -> None:
+    """Learn nothing from a listing no request of this exchange asked for."""

@@ -209,7 +209,9 @@ class ListingFilter:
             return event
         payload = b"\n".join(_field_value(line) for line in data)
         try:
-            document = json.loads(payload)
+            # As clients read an event stream: always UTF-8, an invalid byte replaced (WHATWG
+            # SSE, httpx2); strict decoding would pass the listing on unread and unfiltered.
+            document = json.loads(payload.decode("utf-8", "replace"))
         except (ValueError, RecursionError):
             return event  # not JSON: no JSON-RPC client reads a listing from it
         if not filter_message(document, self.keep, self.learn):

@@ -4,7 +4,8 @@
 where the proxy holds what they need: once the guard has admitted the request and its body has
 been received whole (an MCP service always has ``max_request_bytes``), the tool calls in it are
 checked against the Principal before anything goes upstream; the upstream's response passes
-through the listing filter after the proxy's own secret scan and review.
+through the listing filter after the proxy's own secret scan and review. Websockets are refused:
+the gate reads HTTP bodies, and a socket to the same server would carry tool calls unchecked.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from agentguard._mcp_gate._messages import Exchange
 from agentguard._mcp_gate._requirements import ToolRequirements
 from agentguard.asgi._proxy import ProxyApp
 from agentguard.asgi._responses import send_error
+from agentguard.asgi._scope import request_from_scope
 from agentguard.asgi._types import Receive, Scope, Send
 from agentguard.errors import ConfigurationError, InsufficientScope, InvalidRequest
 
@@ -91,6 +93,9 @@ class MCPProxyApp(ProxyApp):
         return f"MCPProxyApp(service={self.service.name!r}, base_url={self.service.base_url!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._refuse_websocket(scope, send)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -101,6 +106,17 @@ class MCPProxyApp(ProxyApp):
             await send_error(scope, send, refused.error, self.guard.challenge)
         finally:
             _call.reset(token)
+
+    async def _refuse_websocket(self, scope: Scope, send: Send) -> None:
+        """Refuse a websocket (400, audited): the gate checks tool calls in HTTP bodies only,
+        so a socket to the same server would carry them unchecked (an MCP service is reached
+        over streamable HTTP)."""
+        error = InvalidRequest(
+            f"{self.service.name} is an MCP service: it is reached over streamable HTTP, where "
+            "each tool call is checked; a websocket would carry tool calls unchecked"
+        )
+        refusal = await self.guard.refuse(request_from_scope(scope), error)
+        await send_error(scope, send, refusal, self.guard.challenge)
 
     async def _request_content(
         self, passage: Passage, receive: Receive, *args: Any, **kwargs: Any

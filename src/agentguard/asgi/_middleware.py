@@ -9,6 +9,7 @@ window by window or buffered up to the cap (see :mod:`agentguard.review`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +20,8 @@ from agentguard._guard import DEFAULT, Guard, _Default
 from agentguard._model import Principal
 from agentguard._passage import Reviews
 from agentguard._permissions import Requirement, websocket_requirement
-from agentguard._request import GuardRequest, public_prefixes
+from agentguard._request import GuardRequest, parse_authorization, public_prefixes
+from agentguard.asgi._live_call import run_live
 from agentguard.asgi._responses import send_error
 from agentguard.asgi._reviewed import run_admitted
 from agentguard.asgi._scope import (
@@ -69,6 +71,14 @@ def _declared(scope: Scope) -> Requirement | None:
         logger.error("the app's requirement source returned a %s", type(declared).__name__)
         raise ServiceUnavailable(_SOURCE_FAILED, reason=Reason.INTERNAL_ERROR)
     return declared
+
+
+def _presented_key(request: GuardRequest, schemes: Sequence[str]) -> str | None:
+    """The credential an admitted request presented (for its streams' re-checks), if any."""
+    try:
+        return parse_authorization(request, tuple(schemes)).key
+    except RequestRefused:  # admitted through a declared requirement without a key
+        return None
 
 
 def _carries_no_key(request: GuardRequest, schemes: Sequence[str]) -> bool:
@@ -208,7 +218,15 @@ class AgentGuardMiddleware:
             send = trace.watch(send)
         token = principal_var.set(principal)
         try:
-            await run_admitted(self.app, scope, receive, send, passage)
+            await run_live(
+                functools.partial(run_admitted, self.app, passage=passage),
+                scope,
+                receive,
+                send,
+                guard=self.guard,
+                passage=passage,
+                key=_presented_key(request, self.guard.schemes),
+            )
         finally:
             principal_var.reset(token)
             if trace is not None:

@@ -141,9 +141,9 @@ class ResponseRelay:
     Args:
         service: the service's name (for error bodies).
         chain: the response reviewers, if any.
-        buffer_bytes: responses declaring a ``Content-Length`` up to this size (not event
-            streams) are scanned whole before the agent sees them; the longest piece of an
-            event an SSE stream waits for before sending it as it comes.
+        buffer_bytes: responses declaring a ``Content-Length`` up to this size, or up to 1 KiB
+            whatever it is (not event streams), are scanned whole before the agent sees them;
+            the longest piece of an event an SSE stream waits for before sending it as it comes.
         record: audits review findings.
         as_error: turns an upstream or scan failure into the gateway error to answer with.
         scanners: compiled echo scanners shared between calls (a fresh cache by default).
@@ -243,7 +243,8 @@ class ResponseRelay:
         if content_type.media == EVENT_STREAM:
             return True
         length = _declared_length(headers)
-        return length is None or length > self.buffer_bytes
+        # a body declared within the charset prescan (1 KiB) is read whole whatever the setting
+        return length is None or length > max(self.buffer_bytes, HEAD_BYTES)
 
     async def _prepare(
         self,
@@ -296,7 +297,11 @@ class ResponseRelay:
                 return stream.feed(converted)
             return (stream.feed(converted) if converted else b"") + stream.finish()
 
-        framing = SseFraming(self.buffer_bytes) if content_type.media == EVENT_STREAM else None
+        framing = (
+            SseFraming(self.buffer_bytes, check=scanner.check_body)
+            if content_type.media == EVENT_STREAM
+            else None
+        )
         pump = StreamPump(
             send=send,
             status=response.status_code,

@@ -57,8 +57,11 @@ class ResponseWithheld(AgentGuardError):
     """A response failed after it had started (an echoed credential, an upstream failure).
 
     The stream is cut: the exception propagates to the ASGI server, which drops the connection
-    so the agent sees an incomplete response rather than a silently truncated one.
+    so the agent sees an incomplete response rather than a silently truncated one (its log line
+    is quieted to one warning by :func:`~agentguard._redaction.install_log_redaction`).
     """
+
+    agentguard_stream_cut = True
 
     def __init__(self, error: RequestRefused) -> None:
         self.error = error
@@ -133,11 +136,30 @@ def error_event(error: RequestRefused) -> bytes:
     return f"event: error\ndata: {data}\n\n".encode("ascii")
 
 
-class SseFraming:
-    """Holds back what would end a send in the middle of an event, up to ``limit`` bytes."""
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
-    def __init__(self, limit: int) -> None:
+
+def event_data(event: bytes) -> bytes:
+    """What an EventSource hands its reader for one event: the values of its ``data`` lines
+    (one leading space dropped), joined with a line feed (the WHATWG parsing rules)."""
+    values: list[bytes] = []
+    for line in _LINE_BREAK.split(event):
+        field, colon, value = line.partition(b":")
+        if field == b"data":
+            values.append(value[1:] if colon and value.startswith(b" ") else value)
+    return b"\n".join(values)
+
+
+class SseFraming:
+    """Holds back what would end a send in the middle of an event, up to ``limit`` bytes.
+
+    ``check`` (the echo scan) is also given each released event's data as a reader joins it:
+    a credential cut across several ``data:`` lines is whole only there.
+    """
+
+    def __init__(self, limit: int, check: Callable[[bytes], None] | None = None) -> None:
         self.limit = limit
+        self.check = check
         self.aligned = True  # what was sent ends where an event ends (or nothing was sent)
         self._pending = b""
 
@@ -154,13 +176,19 @@ class SseFraming:
             self._pending = b""
             self.aligned = False
             return pending
+        released = pending[:end]
+        if self.check is not None and released.count(b"data") > 1:
+            for event in _EVENT_END.split(released):
+                if event.count(b"data") > 1:  # one data line is scanned as it is on the wire
+                    self.check(event_data(event))
         self._pending = pending[end:]
         if end:
             self.aligned = True
-        return pending[:end]
+        return released
 
     def rest(self) -> bytes:
-        """What is still held, once the stream has ended cleanly."""
+        """What is still held, once the stream has ended cleanly (an incomplete event, which a
+        reader discards)."""
         rest, self._pending = self._pending, b""
         return rest
 

@@ -25,7 +25,7 @@ _UNREADABLE = frozenset({"http.response.pathsend", "http.response.zerocopysend"}
 
 
 async def run_admitted(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, passage: Passage
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, *, passage: Passage
 ) -> None:
     """Run ``app`` for a request the guard admitted, through every step the passage still
     has: content review both ways and, for a call held for approval, the approval step (with

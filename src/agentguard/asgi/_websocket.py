@@ -21,11 +21,13 @@ picks is accepted toward the agent. A redirect is never followed, and any answer
 
 **Relaying.** Text and binary messages go both ways, each at most ``max_message_bytes`` (a
 larger one closes both sides with 1009). Each whole upstream message (and close reason) is
-echo-scanned for every secret of the call; a match closes both sides with 1008 and is audited.
-Agent messages carrying a key of ours close the socket (1008, audited). With reviewers, agent
-messages go through the request chain and upstream messages through the response chain (a
-block closes with 1008; a redaction is sent redacted). A close code either side sends is passed
-on; a lost upstream is 1011 toward the agent.
+echo-scanned for every secret of the call, and so is what it completes with the messages before
+it (a client may join them: a secret cut across messages is a secret); a match closes both
+sides with 1008 and is audited, and the completing message is never sent. Agent messages
+carrying a key of ours, alone or joined to the ones before, close the socket (1008, audited).
+With reviewers, agent messages go through the request chain and upstream messages through the
+response chain (a block closes with 1008; a redaction is sent redacted). A close code either
+side sends is passed on; a lost upstream is 1011 toward the agent.
 
 **Staying valid.** An open socket holds a lease from ``Guard.streams``: when the key, user,
 membership or account stops being valid the lease is cut, the agent's side is closed with 1008

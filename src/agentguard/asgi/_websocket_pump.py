@@ -3,6 +3,14 @@
 :func:`relay` accepts the agent's side and pumps messages until one side closes, a message is
 refused or the lease is cut; how the socket ended (:class:`End`) decides the close each side is
 sent. See :mod:`agentguard.asgi._websocket` for what is checked and why.
+
+Both directions are scanned as one stream, not message by message: a client that joins the
+messages (a terminal, a token stream) reads what the messages hold together, so a credential
+cut across messages (or across messages and the close reason) is caught when the message that
+completes it arrives, and that message is never sent. Each message is scanned whole; the text
+it follows is remembered only as far as a form could still begin in it
+(:meth:`~agentguard.credentials.EchoScanner.holdback`; for keys of ours, the key scanner's
+``window``).
 """
 
 from __future__ import annotations
@@ -125,6 +133,8 @@ class _Pump:
         self.receive = receive
         self.send = send
         self.limit = limit
+        self._keys = _JoinedKeys(upstream.keys)
+        self._echo = _Joined(upstream.echo)
 
     async def from_agent(self) -> End:
         import aiohttp
@@ -143,6 +153,7 @@ class _Pump:
                 return End((1009, "message too big"), 1001)
             try:
                 self.upstream.keys.check(data, "websocket message")
+                self._keys.check(data)  # a key cut across messages
             except RequestRefused as found:
                 return End((1008, found.reason.value), 1001, found)
             data, end = await self._review(Direction.IN, data, text is not None)
@@ -165,7 +176,7 @@ class _Pump:
             message = await self.upstream.socket.receive()
             if message.type is kinds.CLOSE:
                 reason = message.extra or ""
-                if echo.found_in(reason):
+                if echo.found_in(reason) or self._echo.completes(reason):
                     return self._echoed()
                 code = _sendable(message.data, 1000)
                 return End((code, _short(reason)), code)
@@ -182,6 +193,8 @@ class _Pump:
             try:
                 await echo.check_body_stepwise(data, anyio.lowlevel.checkpoint)
             except SecretEchoed:
+                return self._echoed()
+            if self._echo.completes(message.data if text else data):
                 return self._echoed()
             data, end = await self._review(Direction.OUT, data, text)
             if end is not None:
@@ -215,3 +228,55 @@ class _Pump:
         if result.blocked is not None:
             return data, End((1008, "review_blocked"), 1008 if direction is Direction.OUT else 1001)
         return result.body, None
+
+
+class _Joined:
+    """The upstream's messages (and close reason) read as one text: whether the next one
+    completes a form of a secret that began in the ones already sent.
+
+    Only the tail of what was sent in which a form could still begin is kept
+    (:meth:`EchoScanner.holdback`, at most :attr:`EchoScanner.span` characters); a message is
+    checked together with it over the first ``span`` characters a match can reach. A form
+    wholly inside one message is the whole-message scan's to find.
+    """
+
+    def __init__(self, echo: EchoScanner) -> None:
+        self.echo = echo
+        self._tail = ""
+
+    def completes(self, message: str | bytes) -> bool:
+        span = self.echo.span
+        if not span:
+            return False
+        head, end = _ends(message, span)
+        if self._tail and self.echo.found_in(self._tail + head):
+            return True
+        joined = (self._tail + end)[-span:]
+        self._tail = joined[len(joined) - self.echo.holdback(joined) :]
+        return False
+
+
+def _ends(message: str | bytes, size: int) -> tuple[str, str]:
+    """The first and last ``size`` characters of ``message`` (bytes read as UTF-8, undecodable
+    bytes kept as they are), without decoding the rest of a large binary message."""
+    if isinstance(message, str):
+        return message[:size], message[-size:]
+    width = 4 * size  # a character is at most four bytes
+    head = message[:width].decode("utf-8", "surrogateescape")[:size]
+    end = message[-width:].decode("utf-8", "surrogateescape")[-size:]
+    return head, end
+
+
+class _JoinedKeys:
+    """The agent's messages read as one stream: a key of ours cut across them is refused when
+    the message that completes it arrives (the last ``window - 1`` bytes are kept)."""
+
+    def __init__(self, keys: KeyScanner) -> None:
+        self.keys = keys
+        self._tail = b""
+
+    def check(self, message: bytes) -> None:
+        keep = self.keys.window - 1
+        if self._tail:
+            self.keys.check(self._tail + message[:keep], "websocket messages")
+        self._tail = (self._tail + message[-keep:])[-keep:]

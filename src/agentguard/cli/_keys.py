@@ -152,9 +152,10 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         bound = "dpop" if row["dpop_bound"] else "bearer"
+        audience = f"  for {row['audience']}" if row["audience"] else ""
         print(
             f"{row['id']}  {row['kind']:<7}  {row['family_id']}  {bound:<6}  "
-            f"expires {row['expires_at']}  {row['state']}"
+            f"expires {row['expires_at']}  {row['state']}{audience}"
         )
     if not rows:
         print(f"no keys for {args.user}")

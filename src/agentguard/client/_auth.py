@@ -54,6 +54,10 @@ KeyPlacement = Callable[[httpx.Request, str], None]
 _ERROR_PARAM = re.compile(r'\berror\s*=\s*"?([A-Za-z0-9_.-]+)"?')
 
 
+#: ``invalid_token`` reasons a refresh cannot cure: the new key would carry the same audience.
+_NOT_RENEWABLE = frozenset({"wrong_audience", "audience_required"})
+
+
 def _challenge_error(response: WireResponse) -> str | None:
     """The ``error`` of a 401's ``WWW-Authenticate`` challenges (or of its JSON body)."""
     for value in response.headers.get_list("www-authenticate"):
@@ -120,7 +124,9 @@ class AgentAuth(httpx.Auth, _Httpx2Auth):
       a human must connect the account at ``error.connect_uri``. Only these ``403`` bodies
       are read.
 
-    Any other ``401`` and ``403`` is returned as a response, not raised. So are ``429``
+    Any other ``401`` and ``403`` is returned as a response, not raised; so is a ``401`` for a
+    key issued for another resource (reason ``wrong_audience`` or ``audience_required``), which
+    no refresh can cure. So are ``429``
     ``rate_limited`` and ``budget_exhausted``: the runtime (not the model) should wait the
     ``Retry-After`` seconds before sending the call again; a ``budget_exhausted`` wait can be
     as long as the rest of the budget window, so report it rather than hold a job open, and
@@ -287,6 +293,8 @@ class AgentAuth(httpx.Auth, _Httpx2Auth):
                 continue
             if error != "invalid_token":
                 return
+            if text(json_object(response), "reason") in _NOT_RENEWABLE:
+                return  # a renewed key has the same audience: the caller gets the 401 as it is
             if refreshed:
                 raise RefreshFailed(
                     status=401,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -238,15 +239,27 @@ class EchoScanners:
         return scanner
 
 
+#: What the whitespace view drops: whitespace, NULs and the JSON escapes of line breaks and tabs.
+_SQUEEZED = re.compile(r"\s|\x00|\\[nrt]")
+
+
 class StreamScanner:
     """Scans a body chunk by chunk and releases only bytes that can no longer start a match
-    (:meth:`EchoScanner.holdback`); :attr:`held` is how many bytes it holds back now."""
+    (:meth:`EchoScanner.holdback`); :attr:`held` is how many bytes it holds back now.
+
+    The hold-back is bounded, so a form spread by more whitespace than it holds (a character of
+    the key, then 400 spaces, chunk after chunk) would leave before its end arrived. A second
+    window keeps the stream *squeezed* (what the whitespace view drops, removed) for the last
+    :attr:`EchoScanner.span` characters: such a form is found whole when its last piece comes,
+    and that piece is never released.
+    """
 
     def __init__(self, scanner: EchoScanner) -> None:
         self.scanner = scanner
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._held_text = ""
         self._held = b""
+        self._squeezed = ""
 
     @property
     def held(self) -> int:
@@ -263,9 +276,14 @@ class StreamScanner:
 
     def _scan(self, chunk: bytes, *, final: bool) -> bytes:
         matcher = self.scanner.matcher
-        window = self._held_text + self._decoder.decode(chunk, final)
+        text = self._decoder.decode(chunk, final)
+        window = self._held_text + text
         if matcher.find(window) is not None:
             raise SecretEchoed("the response body carries a credential")
+        squeezed = self._squeezed + _SQUEEZED.sub("", text)
+        if squeezed != self._squeezed and matcher.find(squeezed) is not None:
+            raise SecretEchoed("the response body carries a credential")
+        self._squeezed = squeezed[-self.scanner.span :]
         data = self._held + chunk
         if final:
             self._held_text, self._held = "", b""

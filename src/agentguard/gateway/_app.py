@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from agentguard._clock import Clock
 from agentguard._config_connect import CONNECT_MOUNT
+from agentguard._extras import import_extra
 from agentguard._guard import Guard
 from agentguard._mcp_gate._proxied import MCPProxyApp
 from agentguard.asgi._oauth import OAuthApp
@@ -315,7 +316,11 @@ def _metadata_routes(settings: Settings, guard: Guard) -> list[BaseRoute]:
             guard, resource=resource, authorization_servers=[origin]
         )
         routes.append(Route(document.well_known_path, document.app()))
-    metadata.advertise_metadata(guard, metadata.metadata_url(origin))
+    # the origin's document, not just its URL: every 401 then names the scopes (RFC 6750 §3)
+    origin_document = metadata.ProtectedResourceMetadata.from_guard(
+        guard, resource=origin, authorization_servers=[origin]
+    )
+    metadata.advertise_metadata(guard, origin_document)
     return routes
 
 
@@ -359,6 +364,7 @@ def build_gateway(
     gates = gate_parts(settings, store, clock)
     guard_store = store
     if settings.streams.redis_url is not None:  # the Redis bus: this instance's writes announce
+        import_extra("redis.asyncio")  # refused at startup, naming the extra, never in a loop
         guard_store = announce_changes(
             store, settings.streams.redis_url, channel=settings.streams.channel
         )

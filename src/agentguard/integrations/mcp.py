@@ -37,15 +37,11 @@ service's level (``notes:write``); a key's scope narrows both.
 from __future__ import annotations
 
 import functools
-import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import anyio.to_thread
-from pydantic import PrivateAttr
 
 from agentguard._extras import missing_extra
 from agentguard._mcp_gate import (
@@ -60,21 +56,19 @@ from agentguard._mcp_gate import (
 
 try:
     from mcp.server.auth.middleware.auth_context import get_access_token
-    from mcp.server.auth.provider import AccessToken
     from mcp.server.mcpserver.exceptions import ToolError
 except ImportError as error:
     raise missing_extra(error) from None
 
-from agentguard._audience import canonical_resource, check_audience
 from agentguard._context import principal_var
 from agentguard._model import Grants, Level, Principal
 from agentguard._permissions import Requirement
 from agentguard._request import (
-    Credentials,
     GuardRequest,
     parse_authorization,
     public_prefixes,
 )
+from agentguard.asgi._live_call import run_live
 from agentguard.asgi._metadata import (
     AuthorizationServerMetadata,
     ProtectedResourceMetadata,
@@ -84,7 +78,15 @@ from agentguard.asgi._responses import send_error, send_json
 from agentguard.asgi._reviewed import run_admitted
 from agentguard.asgi._scope import PRINCIPAL_STATE_KEY, request_from_scope
 from agentguard.asgi._types import ASGIApp, Receive, Scope, Send
-from agentguard.errors import ConfigurationError, InsufficientScope, InvalidToken, RequestRefused
+from agentguard.errors import ConfigurationError, InsufficientScope, RequestRefused
+from agentguard.integrations._mcp_tokens import (
+    ANY_KEY,
+    AgentGuardAccessToken,
+    AgentGuardTokenVerifier,
+    Decided,
+    checked_resource,
+    decided_var,
+)
 from agentguard.review._chain import ReviewChain, ReviewerLike
 
 if TYPE_CHECKING:
@@ -101,120 +103,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: Any live key may open the MCP endpoint; each tool then asks for its own permission.
-ANY_KEY = Requirement(None, Level.READ)
-
-
-@dataclass(frozen=True, slots=True)
-class _Decided:
-    """What the wrapper established for this request, for the verifier and the tools."""
-
-    guard: Guard
-    token: str
-    principal: Principal
-
-
-_decided: ContextVar[_Decided | None] = ContextVar("agentguard_mcp_decided", default=None)
-
-
-class AgentGuardAccessToken(AccessToken):
-    """The SDK's ``AccessToken`` with the agentguard Principal behind it.
-
-    ``client_id`` is the key id (never the key), ``subject`` the user id, ``scopes`` the live
-    grants as ``service:level`` values at the time of the request.
-    """
-
-    _principal: Principal | None = PrivateAttr(default=None)
-    _guard: Any = PrivateAttr(default=None)
-
-    @property
-    def principal(self) -> Principal:
-        if self._principal is None:  # pragma: no cover - always set by the verifier
-            raise LookupError("this access token was not made by AgentGuardTokenVerifier")
-        return self._principal
-
-
-def _access_token(
-    guard: Guard, token: str, principal: Principal, resource: str | None
-) -> AgentGuardAccessToken:
-    access = AgentGuardAccessToken(
-        token=token,
-        # The SDK binds a session to (client_id, issuer, subject): the key family stays the same
-        # across renewals, so a session outlives the access key it started with.
-        client_id=principal.family_id,
-        scopes=principal.grants.to_scope().split(),
-        expires_at=int(principal.expires_at.timestamp()),
-        resource=resource,
-        subject=principal.user_id,
-        claims={
-            "workspace_id": principal.workspace_id,
-            "account_id": principal.account_id,
-            "key_id": principal.key_id,
-        },
-    )
-    access._principal = principal
-    access._guard = guard
-    return access
-
-
-class AgentGuardTokenVerifier:
-    """The MCP SDK's ``TokenVerifier``, answered by an agentguard :class:`~agentguard.Guard`.
-
-    Behind :class:`AgentGuardMCP` it returns the Principal the wrapper already decided (no
-    second resolution, no second audit event). Alone, it authenticates the ``Bearer`` token
-    with the guard (audited; DPoP-bound keys need the wrapper) and returns ``None`` on refusal,
-    which the SDK turns into its own 401.
-
-    Args:
-        guard: decides the tokens.
-        resource: this server's resource identifier, reported as ``AccessToken.resource`` so the
-            SDK's ``validate_token_resource`` accepts the token; a key issued for another
-            resource (RFC 8707 audience) is refused. External JWTs were checked against the
-            audience by their resolver.
-        require_audience: refuse keys issued for no resource too (see :class:`AgentGuardMCP`).
-    """
-
-    def __init__(
-        self, guard: Guard, *, resource: str | None = None, require_audience: bool = False
-    ) -> None:
-        if any(rule.approval for rule in guard.permissions.rules):
-            # The SDK hands a verifier the token alone: no path to match a rule, no body to bind.
-            raise ConfigurationError(
-                "the guard's rules hold calls for approval, which a token verifier cannot "
-                "enforce (it sees no request path or body): wrap the MCP app in AgentGuardMCP"
-            )
-        self.guard = guard
-        self.resource = _checked_resource(resource)
-        self.require_audience = require_audience
-
-    def __repr__(self) -> str:
-        return f"AgentGuardTokenVerifier(guard={self.guard!r}, resource={self.resource!r})"
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        decided = _decided.get()
-        if decided is not None and hmac.compare_digest(
-            decided.token.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
-        ):
-            return _access_token(self.guard, token, decided.principal, self.resource)
-        request = GuardRequest(
-            method="POST",
-            path="/",
-            headers=((b"authorization", b"Bearer " + token.encode("latin-1", "replace")),),
-        )
-        try:
-            principal = await self.guard.authenticate(
-                request, credentials=Credentials("bearer", token), requirement=ANY_KEY
-            )
-        except RequestRefused:
-            return None
-        if self.resource is not None:
-            try:
-                check_audience(principal, self.resource, require=self.require_audience)
-            except InvalidToken as error:  # after an allowed decision: audit the refusal too
-                await self.guard.refuse(request, error, principal=principal)
-                return None
-        return _access_token(self.guard, token, principal, self.resource)
 
 
 class AgentGuardMCP:
@@ -245,6 +133,11 @@ class AgentGuardMCP:
             refused (401 ``invalid_token``, reason ``wrong_audience``); ``False`` (the default)
             still accepts keys issued for no resource at all (deployment-wide keys, and every
             key made before audiences existed), ``True`` refuses them (``audience_required``).
+        mcp_path: the path of the SDK's MCP endpoint (its ``streamable_http_path``, ``/mcp``
+            by default). Only requests to it (and below it) go through the tool gate; the app's
+            other routes are decided and reviewed like any guarded route and may take non-JSON
+            bodies. ``None`` (the default) treats every path as the MCP endpoint: nothing
+            reaches the SDK ungated, whatever path it serves.
         authorization_server: the RFC 8414 document of the agentguard token endpoint that
             issues this server's keys
             (:class:`~agentguard.asgi.AuthorizationServerMetadata`), served at its well-known
@@ -265,10 +158,14 @@ class AgentGuardMCP:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         require_audience: bool = False,
         authorization_server: AuthorizationServerMetadata | None = None,
+        mcp_path: str | None = None,
     ) -> None:
+        if mcp_path is not None and not mcp_path.startswith("/"):
+            raise ConfigurationError(f"mcp_path must start with '/', not {mcp_path!r}")
+        self._mcp_path = None if mcp_path is None else mcp_path.rstrip("/") or "/"
         self.app = app
         self.guard = guard
-        self.resource = _checked_resource(metadata.resource if metadata is not None else None)
+        self.resource = checked_resource(metadata.resource if metadata is not None else None)
         self.require_audience = require_audience
         self._server_metadata_app = (
             authorization_server.app() if authorization_server is not None else None
@@ -337,29 +234,45 @@ class AgentGuardMCP:
         trace = passage.trace
         if trace is not None:  # telemetry: the decision's span ends with the response
             send = trace.watch(send)
-        decided = _decided.set(_Decided(self.guard, credentials.key, principal))
+        decided = decided_var.set(Decided(self.guard, credentials.key, principal))
         token = principal_var.set(principal)
 
         async def admitted(scope: Scope, receive: Receive, send: Send) -> None:
-            await run_admitted(self.app, scope, receive, send, passage)
+            await run_live(
+                functools.partial(run_admitted, self.app, passage=passage),
+                scope,
+                receive,
+                send,
+                guard=self.guard,
+                passage=passage,
+                key=credentials.key,
+            )
 
         try:
-            await self.gate.run(admitted, scope, receive, send, request, principal)
+            if self._gated(request):
+                await self.gate.run(admitted, scope, receive, send, request, principal)
+            else:  # another route of the app: decided and reviewed, not an MCP exchange
+                await admitted(scope, receive, send)
         finally:
             principal_var.reset(token)
-            _decided.reset(decided)
+            decided_var.reset(decided)
             if trace is not None:
                 trace.end()
 
-
-def _checked_resource(resource: str | None) -> str | None:
-    """``resource`` once it is known to be a valid RFC 8707 identifier (checked at start-up)."""
-    if resource is not None:
+    def _gated(self, request: GuardRequest) -> bool:
+        """Whether ``request`` is for the MCP endpoint (or below it), on its canonical target
+        relative to the mount, as the app routes it; anything unclear is gated."""
+        endpoint = self._mcp_path
+        if endpoint is None or endpoint == "/":
+            return True
         try:
-            canonical_resource(resource)
-        except ValueError as error:
-            raise ConfigurationError(f"the MCP server's resource is not usable: {error}") from None
-    return resource
+            target = request.target()
+            if request.root_path.strip("/"):
+                target = target.under(request.root_path)
+        except RequestRefused:
+            return True
+        path = target.path
+        return path == endpoint or path.startswith(endpoint + "/")
 
 
 async def _not_found(scope: Scope, send: Send) -> None:
@@ -389,7 +302,7 @@ def current_mcp_principal() -> tuple[Principal, Guard | None]:
     access = get_access_token()
     if isinstance(access, AgentGuardAccessToken):
         return access.principal, cast("Guard | None", access._guard)
-    decided = _decided.get()
+    decided = decided_var.get()
     if decided is not None:
         return decided.principal, decided.guard
     principal = principal_var.get()

@@ -88,7 +88,7 @@ _TRIGGERS: tuple[tuple[str, str, str, str], ...] = (
 def _trigger_statements() -> tuple[str, ...]:
     statements: list[str] = []
     for name, table, when, field in _TRIGGERS:
-        column = "id" if table == "accounts" else field  # the payload's id, from this column
+        column = "id" if table in ("accounts", "users") else field  # the id, from this column
         statements.append(f"DROP TRIGGER IF EXISTS {name} ON {{s}}.{table}")
         statements.append(
             f"CREATE TRIGGER {name} {when} "
