@@ -7,6 +7,7 @@ a log record, an audit event, an error body or an error message, the session fai
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import pytest
@@ -17,6 +18,11 @@ CANARY = "crm-live-" + secrets.token_urlsafe(24)
 def pytest_configure(config: pytest.Config) -> None:
     from agentguard._secret import encoded_forms
     from tests import canary
+
+    # The tests' own websocket client (the `websockets` package: agentguard's proxy talks to
+    # vendors with aiohttp) logs its handshake headers at DEBUG, the agent key the test itself
+    # sends included. Its server side, which uvicorn runs for the gateway, stays watched.
+    logging.getLogger("websockets.client").setLevel(logging.INFO)
 
     canary.install(tuple(encoded_forms(CANARY)))
 
