@@ -5,6 +5,8 @@ proxy; in front of it, measured in the same run with rounds interleaved:
 
 - a minimal aiohttp pass-through (``passthrough_aiohttp.py``): the baseline of every ratio;
 - nginx as a reverse proxy with a keep-alive upstream pool (when nginx is installed);
+- the gateway's own stack with nothing of agentguard's on it (``passthrough_stack.py``: uvicorn,
+  a bare ASGI app, httpx on ``AiohttpTransport``): the floor ``serve`` stands on;
 - ``agentguard serve`` with its default SQLite store and Bearer keys, 32 agents (one key each),
   provisioned through the operator CLI; optionally (``--dpop``) the same with DPoP-bound keys
   and one pre-generated proof per request.
@@ -17,6 +19,11 @@ its processes from ``/proc/<pid>/stat``, so it stays meaningful on a loaded mach
 ratios against the aiohttp pass-through. ``--check`` exits 1 when a target of issue 17 is missed.
 
     python benchmarks/bench_gateway.py [--quick] [--rounds 3] [--seconds 8] [--dpop] [--check]
+        [--workers N]
+
+``--workers N`` adds ``agentguard serve --workers N`` on its own store, not pinned (its
+processes share both cores with the load generator and the upstream): what several processes
+buy on this machine, beside the one-core figures the targets are set on.
 """
 
 from __future__ import annotations
@@ -177,6 +184,13 @@ class Bench:
         wait_http(f"http://127.0.0.1:{port}{PATH}", 30)
         return System("aiohttp pass-through", port, process.pid)
 
+    def stack_proxy(self, upstream: str) -> System:
+        port = free_port()
+        script = [sys.executable, str(HERE / "passthrough_stack.py"), str(port), upstream]
+        process = self.processes.start([*self.core("1"), *script], self.root / "stack.log")
+        wait_http(f"http://127.0.0.1:{port}{PATH}", 30)
+        return System("uvicorn+httpx, no guard", port, process.pid)
+
     def load(self, system: System, seconds: float, headers: Path | None) -> Sample:
         """One round of load on ``system``; fails on any non-2xx answer or I/O error."""
         if self.wrk:
@@ -228,6 +242,7 @@ def run(
     nginx: bool,
     profile: Path | None,
     tools: bool = True,
+    workers: int = 1,
 ) -> list[System]:
     pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     load1, _, _ = os.getloadavg()
@@ -239,11 +254,18 @@ def run(
         systems = [bench.aiohttp_proxy(upstream)]
         if bench.nginx and nginx:
             systems.append(bench.nginx_proxy(upstream))
+        systems.append(bench.stack_proxy(upstream))
         gateway = Deployment(root / "gateway", upstream, agents=agents, dpop=dpop)
         gateway.provision()
         process = gateway.start(processes, bench.core("1"))
         bearer = System("serve SQLite, Bearer", gateway.port, process.pid, gateway.bearer_headers())
         systems.append(bearer)
+        if workers > 1:  # the gateway's own processes, unpinned: they share both cores
+            several = Deployment(root / "workers", upstream, agents=agents, dpop=False)
+            several.provision()
+            started = several.start(processes, [], workers=workers)
+            label = f"serve SQLite, Bearer, {workers} workers (unpinned)"
+            systems.append(System(label, several.port, started.pid, several.bearer_headers()))
         dpop_system = None
         if dpop:
             dpop_system = System("serve SQLite, DPoP", gateway.port, process.pid, per_request=True)
@@ -275,8 +297,9 @@ def run(
 def show(systems: list[System], check: bool) -> None:
     baseline = summary(systems[0])
     print(f"{CONNECTIONS} connections; median of {len(systems[0].samples)} interleaved rounds")
+    width = max(26, *(len(system.label) + 2 for system in systems))
     print(
-        f"{'system':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
+        f"{'system':<{width}}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
         f"{'req/s ratio':>13}{'p99 ratio':>11}{'CPU ratio':>11}"
     )
     rows: list[Row] = []
@@ -285,7 +308,7 @@ def show(systems: list[System], check: bool) -> None:
     for system in systems:
         s = summary(system)
         print(
-            f"{system.label:<26}{s.rate:>9,.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{s.cpu_ms:>12.3f}"
+            f"{system.label:<{width}}{s.rate:>9,.0f}{s.p50_ms:>9.2f}{s.p99_ms:>9.2f}{s.cpu_ms:>12.3f}"
             f"{s.rate / baseline.rate:>12.2f}x{s.p99_ms / baseline.p99_ms:>10.2f}x"
             f"{s.cpu_ms / baseline.cpu_ms:>10.2f}x"
         )
@@ -325,6 +348,9 @@ def main() -> None:
         action="store_true",
         help="use loadgen.py and fixed_upstream.py even when wrk and nginx are installed",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="also measure serve --workers N (unpinned)"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the gateway (raw format) to here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     arguments = parser.parse_args()
@@ -338,6 +364,7 @@ def main() -> None:
         nginx=not arguments.no_nginx,
         profile=arguments.profile,
         tools=not arguments.python_tools,
+        workers=arguments.workers,
     )
     show(systems, arguments.check)
 

@@ -116,9 +116,7 @@ class Deployment:
             sys.stdin = io.StringIO(stdin)
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = cli_main(
-                    [*argv, "--config", str(self.root / "agentguard.toml"), "--no-operator"]
-                )
+                code = cli_main([*argv, "--config", str(self.root / "agentguard.toml")])
         finally:
             sys.stdin = saved
         if code != 0:
@@ -162,12 +160,15 @@ class Deployment:
             else:
                 os.environ["AGENTGUARD_KEK"] = saved
 
-    def start(self, processes: Processes, prefix: list[str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, processes: Processes, prefix: list[str], workers: int = 1
+    ) -> subprocess.Popen[bytes]:
         """``agentguard serve`` (behind ``prefix``, e.g. a ``taskset``), once it is ready."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTGUARD_")}
         env["AGENTGUARD_KEK"] = self.kek
         argv = [*prefix, sys.executable, "-m", "agentguard.cli", "serve",
-                "--config", str(self.root / "agentguard.toml"), "--no-operator"]  # fmt: skip
+                "--config", str(self.root / "agentguard.toml"), "--no-operator",
+                "--workers", str(workers)]  # fmt: skip
         process = processes.start(argv, self.root / "serve.log", env)
         wait_http(self.origin + "/readyz", 60)
         return process

@@ -88,6 +88,18 @@ class LazyClient:
             )
         return self._client
 
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """``client.send(request, stream=True)``; straight to the transport when it is an
+        :class:`AiohttpTransport` of a client agentguard created (no auth, redirects, hooks or
+        cookie jar for the client's layers to apply), which saves those layers on every call."""
+        client = self.client
+        if not (self._owns and isinstance(self._transport, AiohttpTransport)):
+            return await client.send(request, stream=True)
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        response.default_encoding = "utf-8"
+        return response
+
     async def aclose(self) -> None:
         """Close the client if agentguard created it; a later use creates a fresh one."""
         if self._owns and self._client is not None:

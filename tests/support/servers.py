@@ -40,8 +40,13 @@ class LoopbackServer:
     ) -> None:
         self.sock = sock if sock is not None else bound_socket(port or 0)
         self.port: int = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan
+        config = uvicorn.Config(  # h11, as agentguard serve runs, even with httptools installed
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan=lifespan,
+            http="h11",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -108,6 +108,24 @@ async def test_directory_sink_is_exclusive_and_ordered(
     assert len(await sink.notes()) == 3
 
 
+async def test_two_processes_publishing_one_note_at_once_leave_one_file(
+    tmp_path: Path, signer: Ed25519Signer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers of ``serve --workers`` sign the same size: whoever creates the file second
+    (after both saw none) finds the same note and is done, instead of failing the round."""
+    sink = DirectoryCheckpointSink(tmp_path / "cp")
+    store = MemoryStore(clock=clock)
+    await store.append(events(clock, 3))
+    note = await Checkpointer(store, signer, ORIGIN, sink).checkpoint()
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # both checked before either wrote
+    await sink.publish(3, note)
+    other = note.replace(note.splitlines()[-1], "\u2014 other AAAA")
+    await sink.publish(3, other)  # a different note at that size is kept beside it
+    monkeypatch.undo()
+    assert sorted(await sink.notes()) == sorted([note, other])
+    assert len(os.listdir(tmp_path / "cp")) == 2
+
+
 async def test_export_verifies_from_files_alone(
     tmp_path: Path, signer: Ed25519Signer, clock: FakeClock
 ) -> None:

@@ -203,3 +203,42 @@ def test_a_clean_body_in_a_charset_streams_through_unchanged(text: str, charset:
     half = len(data) // 2
     out = stream.feed(data[:half]) + stream.feed(data[half:]) + stream.finish()
     assert out == data
+
+
+# check_request scans the target and the headers joined, in one pass: it must find whatever a
+# scan of each part alone finds. Parts are drawn from the characters the decoders and the run
+# finders act on, with keys in every known form cut in at random places (also across parts).
+PART_TEXT = st.text(st.sampled_from("AZaz09+/_-=%\\u0041 \t:;,\"'ag_t"), max_size=60)
+
+
+@st.composite
+def request_parts(draw: st.DrawFn) -> tuple[list[bytes], str]:
+    key = generate_key(draw(KINDS)).reveal()
+    parts = draw(st.lists(PART_TEXT, min_size=1, max_size=7))
+    for _ in range(draw(st.integers(0, 2))):
+        form = ENCODINGS[draw(st.sampled_from(sorted(ENCODINGS)))](key)
+        index = draw(st.integers(0, len(parts) - 1))
+        at = draw(st.integers(0, len(parts[index])))
+        parts[index] = parts[index][:at] + form + parts[index][at:]
+    return [part.encode() for part in parts], key
+
+
+@given(request_parts(), st.booleans())
+def test_one_scan_of_a_request_finds_what_a_scan_of_each_part_finds(
+    drawn: tuple[list[bytes], str], presented: bool
+) -> None:
+    parts, key = drawn
+    scanner = KeyScanner([key] if presented else [])
+    target, rest = parts[0], parts[1:]
+    headers = list(zip(rest[::2], [*rest[1::2], b""][: len(rest[::2])], strict=True))
+    alone = [part for part in [target, *itertools.chain(*headers)] if scanner.found_in(part)]
+    joined = scanner.found_in(b"\n".join([target, *itertools.chain(*headers)]))
+    assert joined or not alone, "a key one part holds went unseen by the joined scan"
+    if not joined:
+        scanner.check_request(target, headers)  # nothing anywhere: passes
+        return
+    with pytest.raises(KeyInRequest) as refused:
+        scanner.check_request(target, headers)
+    assert key not in str(refused.value)
+    if scanner.found_in(target):
+        assert "(in the URL)" in str(refused.value)

@@ -411,7 +411,7 @@ class ProxyApp:
         sent = time.perf_counter() if trace is not None else 0.0
         try:
             try:
-                response = await self.client.send(upstream, stream=True)
+                response = await self._http.send(upstream)
             except (httpx.HTTPError, _ClientGone, RequestRefused):
                 raise
             except Exception as failure:  # what httpx does not wrap: h11 framing, a bad Location

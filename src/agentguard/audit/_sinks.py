@@ -110,7 +110,13 @@ class DirectoryCheckpointSink:
             if path.read_bytes() == note.encode("utf-8"):
                 return
             path = self.directory / f"{size:020d}-{os.urandom(4).hex()}{self.SUFFIX}"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # another process (serve --workers) signed the same note first
+            if path.read_bytes() == note.encode("utf-8"):
+                return
+            path = self.directory / f"{size:020d}-{os.urandom(4).hex()}{self.SUFFIX}"
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(note.encode("utf-8"))
             handle.flush()

@@ -26,6 +26,7 @@ stderr. SIGTERM drains both listeners; the exit behaviour above is unchanged.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from agentguard._clock import SystemClock
 from agentguard._extras import import_extra
 from agentguard.cli._operator import one_line
 from agentguard.cli._serve_operator import OperatorListener, bind_operator_socket, is_loopback
+from agentguard.cli._serve_workers import check_workers, run_workers
 from agentguard.cli._target import Access, check_store, config_path
 from agentguard.config import NO_KEK, Settings, StoreSettings, load_settings
 from agentguard.errors import ConfigurationError
@@ -44,7 +46,15 @@ from agentguard.gateway import build_gateway, configure_logging
 from agentguard.storage._protocols import StorageError
 from agentguard.storage._urls import describe_store
 
-__all__ = ["CHECK_TIMEOUT", "START_TIMEOUT", "operator_warnings", "run", "warnings"]
+__all__ = [
+    "CHECK_TIMEOUT",
+    "START_TIMEOUT",
+    "operator_warnings",
+    "run",
+    "serve_gateway",
+    "settings_for",
+    "warnings",
+]
 
 CHECK_TIMEOUT = 5.0  # seconds for --check to open the store read-only
 START_TIMEOUT = 30.0  # seconds for serve to open (create, migrate) the store before listening
@@ -64,7 +74,8 @@ def warnings(settings: Settings, path: Path) -> list[str]:
     return found
 
 
-def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
+def settings_for(args: argparse.Namespace) -> tuple[Settings, Path]:
+    """The settings ``serve`` runs with: the file, then the command line's overrides."""
     path = config_path(args)
     if path is None:
         raise ConfigurationError(
@@ -143,7 +154,8 @@ async def _check_limit_store(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings, path = _settings(args)
+    settings, path = settings_for(args)
+    check_workers(args.workers, settings)
     uvicorn = import_extra("uvicorn")  # before anything else is built
     gateway = build_gateway(settings)
     # the gateway's own store is opened in uvicorn's event loop; this one only proves it opens
@@ -165,32 +177,52 @@ def _serve(args: argparse.Namespace) -> int:
             names = ", ".join(sorted(gateway.proxies)) or "none"
             print(f"settings OK; services: {names}")
             return 0
+        if args.workers > 1:
+            return run_workers(args, settings, _config(uvicorn, gateway.app, settings), sock)
         configure_logging(settings.logging.level, settings.logging.format)
-        listener = None
-        if operator_app is not None and sock is not None:
-            config = _config(uvicorn, operator_app, settings, operator=True)
-            listener = OperatorListener(uvicorn, operator_app, sock, config)
-        app = gateway.app if listener is None else listener.wrap(gateway.app)
-        server = uvicorn.Server(_config(uvicorn, app, settings, operator=False))
-        if listener is not None:
-            listener.follow(server)
-        try:
-            server.run()
-        except SystemExit as exit_:  # uvicorn's startup failure (3), e.g. a port in use, logged
-            return 2 if exit_.code else 0
-        return 0 if server.started else 2
+        return serve_gateway(uvicorn, gateway, settings, sock)
     finally:
         if sock is not None:
             sock.close()
 
 
-def _config(uvicorn: Any, app: Any, settings: Settings, *, operator: bool) -> Any:
+def serve_gateway(
+    uvicorn: Any,
+    gateway: Any,
+    settings: Settings,
+    operator_sock: socket.socket | None,
+    sockets: list[socket.socket] | None = None,
+) -> int:
+    """Run ``gateway`` (and its operator listener on ``operator_sock``) until it is stopped;
+    on ``sockets`` already bound (a worker of ``--workers``), else on the settings' address."""
+    operator_app = getattr(gateway, "operator_app", None)
+    listener = None
+    if operator_app is not None and operator_sock is not None:
+        config = _config(uvicorn, operator_app, settings, operator=True)
+        listener = OperatorListener(uvicorn, operator_app, operator_sock, config)
+    app = gateway.app if listener is None else listener.wrap(gateway.app)
+    server = uvicorn.Server(_config(uvicorn, app, settings))
+    if listener is not None:
+        listener.follow(server)
+    try:
+        server.run(sockets=sockets)
+    except SystemExit as exit_:  # uvicorn's startup failure (3), e.g. a port in use, logged
+        return 2 if exit_.code else 0
+    return 0 if server.started else 2
+
+
+def _config(uvicorn: Any, app: Any, settings: Settings, *, operator: bool = False) -> Any:
     """The uvicorn config of the gateway's listener, or of the operator listener."""
     options: dict[str, Any] = {
         "log_config": None,
         "access_log": False,  # ours omits query strings, which may carry vendor keys
         "server_header": False,
         "timeout_graceful_shutdown": int(settings.server.graceful_timeout),
+        # h11, also where httptools is installed (uvicorn[standard] brings it): the request
+        # smuggling and header-cap suite (tests/fuzz/test_smuggling.py) holds on h11; httptools
+        # answers conflicting Content-Length/Transfer-Encoding framing, absolute-form targets
+        # and header blocks over 16 KiB instead of refusing them.
+        "http": "h11",
     }
     if operator:  # its socket is bound already; the gateway's lifespan opens the store
         return uvicorn.Config(

@@ -43,6 +43,15 @@ def add_parser(commands: Any) -> None:
         "operators commands still work on the store",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N gateway processes on the same port (default 1); each builds its own "
+        "gateway on the shared store (not memory://). About one per core the gateway may use; "
+        "see docs/performance.md",
+    )
+    serve.add_argument(
         "--check",
         action="store_true",
         help="validate the settings and secrets, check that the store opens (read-only, "

@@ -165,11 +165,27 @@ class KeyScanner:
             )
 
     def check_request(self, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
-        """Check the request target and every header name and value that would go upstream."""
+        """Check the request target and every header name and value that would go upstream.
+
+        One scan of all the parts joined by ``\\n`` finds whatever a scan of each part finds: a
+        line feed is never inside a percent or JSON escape, so every view of a part is a
+        substring of the same view of the joined parts, and base64 and hex runs that merge
+        across parts are decoded at every alignment (the first two bytes of a base64 quantum
+        depend on its first three characters only, so a key at the end of a merged run decodes
+        as it does alone). Only when it finds a key are the parts scanned one by one, to name
+        where; a key only the joined scan sees (split across parts) is refused as well.
+        """
+        pairs = list(headers)
+        parts = [target]
+        for name, value in pairs:
+            parts += (name, value)
+        if not self.found_in(b"\n".join(parts)):
+            return
         self.check(target, "URL")
-        for name, value in headers:
+        for name, value in pairs:
             self.check(name, "header names")
             self.check(value, "headers")
+        self.check(b"\n".join(parts), "headers")
 
     def check_body(self, body: bytes, encoding: str | None = None) -> None:
         """Check a whole body as bytes and, when ``encoding`` is given, decoded from it."""

@@ -60,6 +60,7 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": record.process,  # which worker, with serve --workers
         }
         request_id = getattr(record, "request_id", None) or _request_id.get()
         if request_id is not None:
