@@ -1,4 +1,4 @@
-"""SQLiteStore's threads: group commit of audit appends, and reads that never wait for a write.
+"""SQLiteStore's connection thread: group commit of audit appends, fork and exit behaviour.
 
 The writer thread is held busy on purpose (a job that waits on an event) so that what queues
 behind it is known exactly, instead of hoping calls overlap.
@@ -152,21 +152,6 @@ async def test_a_failed_group_fails_every_caller_and_stores_none_of_it(tmp_path:
     assert all(isinstance(outcome, StorageError) for outcome in outcomes), outcomes
     async with SQLiteStore(path, clock=clock) as reopened:
         assert key_ids(await reopened.read()) == ["key_9_0"]
-
-
-async def test_a_lookup_does_not_wait_for_the_writer(tmp_path: Path) -> None:
-    clock = FakeClock()
-    record = key_record(clock)
-    async with SQLiteStore(tmp_path / "db.sqlite", clock=clock) as store:
-        await seed_directory(store)
-        await store.insert_keys([record])
-        with writer_held(store) as release:
-            pending = asyncio.ensure_future(store.append([event(clock, 0, 0)]))
-            found = await asyncio.wait_for(store.lookup(record.key_hash), DEADLINE)
-            assert found is not None and found.key == record
-            assert not pending.done(), "the append ran although the writer was held"
-            release.set()
-            await asyncio.wait_for(pending, DEADLINE)
 
 
 async def test_a_write_is_visible_to_the_next_read(tmp_path: Path) -> None:

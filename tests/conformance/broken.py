@@ -223,12 +223,6 @@ class UnmappedErrorsSQLiteStore(SQLiteStore):
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError(f"{broken} ({exc})") from exc
 
-    def _read(self, work: Work[T]) -> T:
-        with self._reader.lock:
-            if self._reading is None:
-                self._reading = self._open_reader()
-            return work(self._reading)
-
 
 class MemberAnyWorkspaceStore(MemoryStore):
     """``lookup``'s ``member`` says whether the user is in any workspace, not the key's own."""

@@ -34,12 +34,10 @@ from agentguard.testing.conformance import (
 
 
 async def break_sqlite(store: SQLiteStore) -> None:
-    """Close the store's connections behind its back: every later statement fails in sqlite3."""
-    connection, reading = store._connection, store._reading
+    """Close the store's connection behind its back: every later statement fails in sqlite3."""
+    connection = store._connection
     assert connection is not None, "the store has not opened its database yet"
     connection.close()
-    if reading is not None:  # a file's reader connection (":memory:" reads on the writer)
-        reading.close()
 
 
 class TestSQLiteStore(

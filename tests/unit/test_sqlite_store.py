@@ -197,9 +197,8 @@ async def test_lookup_is_one_statement(db: Path, clock: FakeClock) -> None:
         await seed_directory(store)
         await store.insert_keys([record])
         statements: list[str] = []
-        # Reaching into the connection is the only way to count what the driver runs; a
-        # lookup is a single-statement read, so it runs on the reader connection.
-        connection = store._reading
+        # Reaching into the connection is the only way to count what the driver runs.
+        connection = store._connection
         assert connection is not None
         connection.set_trace_callback(statements.append)
         assert await store.lookup(record.key_hash) is not None

@@ -1,10 +1,8 @@
-"""The connections under a SQLiteStore: a writer and a reader, each on a thread of its own.
+"""The connection under a SQLiteStore, on a thread of its own.
 
-Writes, and reads that belong to a write, run on the writer connection (opened on first use,
-which creates or upgrades the schema); single-statement reads run on a reader connection
-(``query_only``), which in WAL mode never waits for the writer's commit. A private
-``:memory:`` database and a read-only store have the one connection. See ``_threads`` for how
-calls reach those threads.
+Every call runs on the store's one connection (opened on first use, which creates or upgrades
+the schema), in order, on the connection's thread; see ``_threads`` for how calls reach it. A
+second, read-only connection for lookups was measured and taken out: see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -45,9 +43,7 @@ class SQLiteBase:
     timeout: float
     read_only: bool
     _writer: ConnectionThread
-    _reader: ConnectionThread
     _connection: sqlite3.Connection | None
-    _reading: sqlite3.Connection | None
     _closed: bool
 
     def _close(self) -> None:
@@ -56,10 +52,6 @@ class SQLiteBase:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
-        with self._reader.lock:
-            if self._reading is not None:
-                self._reading.close()
-                self._reading = None
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:
@@ -92,34 +84,9 @@ class SQLiteBase:
     async def _call(self, work: Work[T], broken: str = "the write breaks a storage rule") -> T:
         return await self._writer.call(self._run, work, broken)
 
-    def _read(self, work: Work[T]) -> T:
-        """``work`` on the reader connection (opened once the writer has set the schema up)."""
-        if self._connection is None:
-            self._run(lambda connection: None, "")
-        with self._reader.lock, driver_errors("SQLite"):
-            if self._closed:
-                raise StorageError("this SQLiteStore is closed")
-            if self._reading is None:
-                self._reading = self._open_reader()
-            return work(self._reading)
-
-    def _open_reader(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            connection.execute("PRAGMA query_only = ON")
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
     async def _query(self, work: Work[T]) -> T:
-        """A single-statement read: on the reader connection of a file, else the writer's."""
-        if self.read_only or self.path == MEMORY:
-            return await self._call(work)
-        return await self._reader.call(self._read, work)
+        """A single-statement read, on the store's connection and thread like every call."""
+        return await self._call(work)
 
     # Reads: one statement each, so each sees one consistent snapshot.
 

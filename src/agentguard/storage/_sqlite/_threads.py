@@ -1,19 +1,16 @@
 """Where a SQLiteStore's SQL runs: one thread per connection, and audit appends committed in groups.
 
-A store keeps two connections to a file: the writer, which every write (and every read that
-belongs to a write) uses, and a reader for single-statement reads. In WAL mode a reader never
-waits for the writer, so a key lookup does not queue behind another request's fsync. Each
-connection has one thread of its own that runs its calls in order (a ``ThreadPoolExecutor``
-of one): handing work to it from an asyncio loop costs about a third of what
-``anyio.to_thread`` costs, and one thread per connection means no lock is ever contended on
-the hot path. Outside asyncio (trio, through anyio) calls go through ``anyio.to_thread`` and
-the connection's lock as before; both ways take the same lock, so they mix safely.
+A store's connection has one thread of its own that runs its calls in order (a
+``ThreadPoolExecutor`` of one): handing work to it from an asyncio loop costs about a third of what
+``anyio.to_thread`` costs, and one thread per connection means its lock is never contended on the
+hot path. Outside asyncio (trio, through anyio) calls go through ``anyio.to_thread`` and the
+connection's lock as before; both ways take the same lock, so they mix safely.
 
-:class:`GroupCommit` is the audit append queue: each call queues its events and wakes the
-writer thread, which writes everything queued so far in one transaction (one fsync) and then
-answers every caller in it. One call's events are never split, a call cancelled while still
-queued is dropped unwritten, and if the transaction fails every caller in it gets the error
-and nothing of it is stored: the same contract as PostgreSQL's ``AuditBatcher``.
+:class:`GroupCommit` is the audit append queue: each call queues its events and wakes the writer
+thread, which writes everything queued so far in one transaction (one fsync) and then answers every
+caller in it. One call's events are never split, a call cancelled while still queued is dropped
+unwritten, and if the transaction fails every caller in it gets the error and nothing of it is
+stored: the same contract as PostgreSQL's ``AuditBatcher``.
 
 A cancelled call either never ran (it was still queued) or runs to its end in its thread; the
 caller does not wait for that end.

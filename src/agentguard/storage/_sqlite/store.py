@@ -1,15 +1,14 @@
 """SQLiteStore: the embedded default backend, one file that several processes may share.
 
-Every call runs its SQL in a thread of its own connection (see ``_threads``): writes, and reads
-that belong to a write, on the writer connection; single-statement reads on a reader connection,
-which in WAL mode never waits for the writer's commit. The event loop never blocks on disk, and one
-store may be shared by tasks, threads and event loops alike. Audit appends made at the same time
-share one transaction (group commit): one fsync for all of them. Across processes, SQLite's own
-locking does the work: the database runs in WAL mode, so readers never wait for the writer, and
-every write is one ``BEGIN IMMEDIATE`` transaction, which takes the write lock before it reads, so
-concurrent writers queue (up to ``timeout`` seconds) instead of deciding on stale reads. That is
-what gives ``rotate`` and ``check_and_store`` a single winner and keeps the audit chain linear
-across processes. ``synchronous=FULL`` makes each commit durable before the call returns.
+Every call runs its SQL on the store's one connection, in order, on that connection's own thread
+(see ``_threads``). The event loop never blocks on disk, and one store may be shared by tasks,
+threads and event loops alike. Audit appends made at the same time share one transaction (group
+commit): one fsync for all of them. Across processes, SQLite's own locking does the work: the
+database runs in WAL mode, so readers never wait for the writer, and every write is one ``BEGIN
+IMMEDIATE`` transaction, which takes the write lock before it reads, so concurrent writers queue
+(up to ``timeout`` seconds) instead of deciding on stale reads. That is what gives ``rotate`` and
+``check_and_store`` a single winner and keeps the audit chain linear across processes.
+``synchronous=FULL`` makes each commit durable before the call returns.
 
 The schema is created (or upgraded) on first use; call :meth:`SQLiteStore.initialize` at startup to
 do it eagerly and fail fast on a bad path or a database from a newer agentguard.
@@ -100,9 +99,7 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
         self.timeout = timeout
         self.read_only = read_only
         self._writer = ConnectionThread("agentguard-sqlite-writer", self)
-        self._reader = ConnectionThread("agentguard-sqlite-reader", self)
         self._connection: sqlite3.Connection | None = None
-        self._reading: sqlite3.Connection | None = None
         self._closed = False
         self._appends = GroupCommit(self._writer, self._append_groups)
 
@@ -118,7 +115,6 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
         by a newer agentguard. Calling it again does nothing.
         """
         await self._call(lambda connection: None)
-        await self._query(lambda connection: None)
 
     async def close(self) -> None:
         """Close the connection; later calls raise :class:`StorageError`. Idempotent."""
@@ -126,7 +122,6 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
             await self._writer.call(self._close)  # after the writes already queued
         finally:
             self._writer.stop()
-            self._reader.stop()
 
     async def __aenter__(self) -> SQLiteStore:
         await self.initialize()
