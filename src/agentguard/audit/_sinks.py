@@ -106,13 +106,9 @@ class DirectoryCheckpointSink:
     def _publish(self, size: int, note: str) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{size:020d}{self.SUFFIX}"
-        if path.exists():
-            if path.read_bytes() == note.encode("utf-8"):
-                return
-            path = self.directory / f"{size:020d}-{os.urandom(4).hex()}{self.SUFFIX}"
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:  # another process (serve --workers) signed the same note first
+        except FileExistsError:  # published before, or by another process (serve --workers)
             if path.read_bytes() == note.encode("utf-8"):
                 return
             path = self.directory / f"{size:020d}-{os.urandom(4).hex()}{self.SUFFIX}"

@@ -179,13 +179,14 @@ class KeyScanner:
         parts = [target]
         for name, value in pairs:
             parts += (name, value)
-        if not self.found_in(b"\n".join(parts)):
+        joined = b"\n".join(parts)
+        if not self.found_in(joined):
             return
         self.check(target, "URL")
         for name, value in pairs:
             self.check(name, "header names")
             self.check(value, "headers")
-        self.check(b"\n".join(parts), "headers")
+        self.check(joined, "headers")
 
     def check_body(self, body: bytes, encoding: str | None = None) -> None:
         """Check a whole body as bytes and, when ``encoding`` is given, decoded from it."""

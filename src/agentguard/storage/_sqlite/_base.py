@@ -84,10 +84,6 @@ class SQLiteBase:
     async def _call(self, work: Work[T], broken: str = "the write breaks a storage rule") -> T:
         return await self._writer.call(self._run, work, broken)
 
-    async def _query(self, work: Work[T]) -> T:
-        """A single-statement read, on the store's connection and thread like every call."""
-        return await self._call(work)
-
     # Reads: one statement each, so each sees one consistent snapshot.
 
     async def _fetch_one(self, statement: str, params: Params) -> Row | None:
@@ -95,11 +91,11 @@ class SQLiteBase:
             row: Row | None = connection.execute(statement, params).fetchone()
             return row
 
-        return await self._query(work)
+        return await self._call(work)
 
     async def _fetch_all(self, statement: str, params: Params) -> list[Row]:
         def work(connection: sqlite3.Connection) -> list[Row]:
             rows: list[Row] = connection.execute(statement, params).fetchall()
             return rows
 
-        return await self._query(work)
+        return await self._call(work)
