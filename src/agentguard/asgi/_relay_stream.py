@@ -92,20 +92,20 @@ async def until_cut(lease: StreamLease | None, work: Callable[[], Awaitable[_T]]
     scope = anyio.CancelScope()
     done: list[_T] = []
     failure: Exception | None = None
-    racing = True
 
-    def cancel() -> None:  # the lease's cut callback: a plain call, no watcher task per relay
-        if racing:
-            scope.cancel()
+    async def watch() -> None:
+        await lease.wait()
+        scope.cancel()
 
-    lease.on_cut(cancel)
-    try:
-        with scope:
-            done.append(await work())
-    except Exception as error:  # re-raised below, once the race is over
-        failure = error
-    finally:
-        racing = False
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            with scope:
+                done.append(await work())
+        except Exception as error:  # re-raised below, outside the group (not wrapped)
+            failure = error
+        finally:
+            group.cancel_scope.cancel()
     if scope.cancel_called and not done:  # cut: whatever the cancelled work raised
         raise _Interrupted
     if failure is not None:
