@@ -12,8 +12,9 @@ import secrets
 import sys
 import time
 from binascii import b2a_base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import anyio
 from report import Row, record
@@ -133,7 +134,73 @@ def main() -> None:
         recorded.append(
             Row("audit", label, shared, "events/s", "canonical JSON + SHA-256", raw, False)
         )
+    old = asyncio.run(sqlite_rate(events[:4000], 32, grouped=False))
+    before = label = "SQLiteStore, 32 writers, a commit each"
+    print(f"{label:34} {old:10,.0f} {old / raw:7.0%}   (before group commit, same run)")
+    recorded.append(Row("audit", label, old, "events/s", "canonical JSON + SHA-256", raw, False))
+    for writers in (1, 4, 32):
+        rate = asyncio.run(sqlite_rate(events[:4000], writers, grouped=True))
+        label = f"SQLiteStore, {writers} writer{'s' if writers > 1 else ''}"
+        print(f"{label:34} {rate:10,.0f} {rate / raw:7.0%}   ({rate / old:.1f}x a commit each)")
+        recorded.append(
+            Row(
+                "audit",
+                label,
+                rate,
+                "events/s",
+                before,
+                old,
+                False,
+            )
+        )
     record(recorded)
+
+
+async def sqlite_rate(events: list[AuditEvent], writers: int, *, grouped: bool) -> float:
+    """Events/s on a SQLite file with ``writers`` concurrent appenders, one event per append:
+    group-committed (the store's ``append``), or one transaction per call on anyio's worker
+    threads (how the store appended before group commit)."""
+    import tempfile
+
+    import anyio.to_thread
+
+    from agentguard.storage import SQLiteStore
+
+    with tempfile.TemporaryDirectory() as directory:
+        async with SQLiteStore(os.path.join(directory, "bench.db")) as store:
+
+            async def one_commit(event: AuditEvent) -> object:
+                return await anyio.to_thread.run_sync(store._append_groups, [[event]])
+
+            return await concurrent_rate(
+                store, events, writers, (lambda event: store.append([event])) if grouped
+                else one_commit, "SQLite",
+            )  # fmt: skip
+
+
+async def concurrent_rate(
+    store: Any,
+    events: list[AuditEvent],
+    writers: int,
+    append: Callable[[AuditEvent], Awaitable[object]],
+    name: str,
+) -> float:
+    """Events/s with ``writers`` tasks each appending its share, one event per call; the log
+    must verify afterwards."""
+    share = len(events) // writers
+
+    async def writer(part: list[AuditEvent]) -> None:
+        for event in part:
+            await append(event)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for index in range(writers):
+            group.start_soon(writer, events[index * share : (index + 1) * share])
+    rate = share * writers / (time.perf_counter() - start)
+    if not verify_log(await store.read()).ok:
+        raise SystemExit(f"the {name} log does not verify")
+    return rate
 
 
 async def postgres_rate(events: list[AuditEvent], writers: int) -> float | None:
@@ -149,20 +216,9 @@ async def postgres_rate(events: list[AuditEvent], writers: int) -> float | None:
     except (OSError, ConnectionError):
         return None
     try:
-        share = len(events) // writers
-
-        async def writer(part: list[AuditEvent]) -> None:
-            for event in part:
-                await store.append([event])
-
-        start = time.perf_counter()
-        async with anyio.create_task_group() as group:
-            for index in range(writers):
-                group.start_soon(writer, events[index * share : (index + 1) * share])
-        rate = share * writers / (time.perf_counter() - start)
-        if not verify_log(await store.read()).ok:
-            raise SystemExit("the PostgreSQL log does not verify")
-        return rate
+        return await concurrent_rate(
+            store, events, writers, lambda event: store.append([event]), "PostgreSQL"
+        )
     finally:
         await store.close()
         connection = await asyncpg.connect(dsn)

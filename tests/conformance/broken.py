@@ -35,7 +35,7 @@ from agentguard.storage import MemoryStore, SQLiteStore
 from agentguard.storage._gate_protocols import Charge, RateDecision
 from agentguard.storage._gcra import epoch_micros, interval_micros
 from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
-from agentguard.storage._sqlite.store import T, Work
+from agentguard.storage._sqlite._base import T, Work
 
 __all__ = [
     "ApprovalReusableStore",
@@ -213,7 +213,7 @@ class UnmappedErrorsSQLiteStore(SQLiteStore):
     """``SQLiteStore`` letting ``sqlite3``'s exceptions out instead of raising StorageError."""
 
     def _run(self, work: Work[T], broken: str) -> T:
-        with self._lock:
+        with self._writer.lock:
             if self._closed:
                 raise StorageError("this SQLiteStore is closed")
             if self._connection is None:

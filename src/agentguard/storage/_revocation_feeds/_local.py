@@ -8,11 +8,19 @@
   reading it touches no table. Any commit counts (an audit append too), so under traffic the
   open streams are re-checked about every ``period``: one indexed look-up per distinct key,
   the cost of one request per stream key and period.
+
+The feed's connection is read and closed under one lock. The read runs in a worker thread, and
+when the watching task is cancelled natively (``task.cancel()``, as ``asyncio.run`` does to the
+tasks left at its end) the thread's read goes on while the ``finally`` closes the connection
+from another thread: closing a connection under a running statement frees what the statement
+uses, and the reading thread dies with a segfault inside SQLite. With the lock the close waits
+for the read, and a read after the close raises ``sqlite3.ProgrammingError``.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,29 +63,42 @@ class DataVersionFeed:
     def __repr__(self) -> str:
         return f"DataVersionFeed({self.path!r}, period={self.period})"
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> _Versions:
         # mode=rw: never create the file (the store creates it, with its own permissions).
         uri = Path(self.path).resolve().as_uri() + "?mode=rw"
-        return sqlite3.connect(
+        connection = sqlite3.connect(
             uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
-
-    @staticmethod
-    def _read(connection: sqlite3.Connection) -> int:
-        row = connection.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+        return _Versions(connection)
 
     async def watch(self, changed: Callable[[Change], None], ready: Callable[[], None]) -> None:
-        connection = await anyio.to_thread.run_sync(self._open)
+        versions = await anyio.to_thread.run_sync(self._open)
         try:
-            last = await anyio.to_thread.run_sync(self._read, connection)
+            last = await anyio.to_thread.run_sync(versions.read)
             ready()
             while True:
                 await anyio.sleep(self.period)
-                version = await anyio.to_thread.run_sync(self._read, connection)
+                version = await anyio.to_thread.run_sync(versions.read)
                 if version != last:
                     last = version
                     changed(EVERYTHING)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(connection.close)
+                await anyio.to_thread.run_sync(versions.close)
+
+
+class _Versions:
+    """The feed's connection: one statement at a time, and never closed under a running one."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+
+    def read(self) -> int:
+        with self._lock:
+            row = self._connection.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()

@@ -1,29 +1,26 @@
 """SQLiteStore: the embedded default backend, one file that several processes may share.
 
-Every call runs its SQL in a worker thread (``anyio.to_thread``) on the store's one
-connection, under a ``threading.Lock``: the event loop never blocks on disk, and one store may
-be shared by tasks, threads and event loops alike. Across processes, SQLite's own locking does
-the work: the database runs in WAL mode, so readers never wait for the writer, and every write
-is one ``BEGIN IMMEDIATE`` transaction, which takes the write lock before it reads, so
-concurrent writers queue (up to ``timeout`` seconds) instead of deciding on stale reads. That is
-what gives ``rotate`` and ``check_and_store`` a single winner and keeps the audit chain linear
-across processes. ``synchronous=FULL`` makes each commit durable before the call returns.
+Every call runs its SQL on the store's one connection, in order, on that connection's own thread
+(see ``_threads``). The event loop never blocks on disk, and one store may be shared by tasks,
+threads and event loops alike. Audit appends made at the same time share one transaction (group
+commit): one fsync for all of them. Across processes, SQLite's own locking does the work: the
+database runs in WAL mode, so readers never wait for the writer, and every write is one ``BEGIN
+IMMEDIATE`` transaction, which takes the write lock before it reads, so concurrent writers queue
+(up to ``timeout`` seconds) instead of deciding on stale reads. That is what gives ``rotate`` and
+``check_and_store`` a single winner and keeps the audit chain linear across processes.
+``synchronous=FULL`` makes each commit durable before the call returns.
 
-The schema is created (or upgraded) on first use; call :meth:`SQLiteStore.initialize` at
-startup to do it eagerly and fail fast on a bad path or a database from a newer agentguard.
+The schema is created (or upgraded) on first use; call :meth:`SQLiteStore.initialize` at startup to
+do it eagerly and fail fast on a bad path or a database from a newer agentguard.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
-
-import anyio.to_thread
 
 from agentguard._clock import Clock, SystemClock
 from agentguard._model import (
@@ -38,9 +35,9 @@ from agentguard.audit._chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit._events import AuditEvent
 from agentguard.audit._prefix import ArchivedPrefix, drop_problem
 from agentguard.errors import UsageError
-from agentguard.storage._driver_errors import driver_errors
-from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
+from agentguard.storage._protocols import IntegrityError, KeyLookup, revoke_selector
 from agentguard.storage._sqlite import _queries as sql
+from agentguard.storage._sqlite._base import SQLiteBase
 from agentguard.storage._sqlite._connections import SQLiteConnections
 from agentguard.storage._sqlite._gates import SQLiteGates
 from agentguard.storage._sqlite._rows import (
@@ -58,30 +55,16 @@ from agentguard.storage._sqlite._rows import (
     workspace_from_row,
     workspace_params,
 )
+from agentguard.storage._sqlite._threads import ConnectionThread, GroupCommit
 from agentguard.storage._sqlite._transaction import immediate as _immediate
-from agentguard.storage._sqlite.schema import configure, open_read_only, prepare
 
 __all__ = ["SQLiteStore"]
 
-T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], T]
-Row = tuple[Any, ...]
-Params = Sequence[object] | dict[str, object]
 
-_MEMORY = ":memory:"
 _REPLAY_PURGE_BATCH = 64
 
 
-def _create_private(path: str) -> None:
-    """Create the database file readable by its owner only (it holds hashes and ciphertext)."""
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(descriptor)
-
-
-class SQLiteStore(SQLiteGates, SQLiteConnections):
+class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
     """DirectoryStore, KeyStore, ReplayCache, CredentialStore, AuditStore, the gates' stores
     (ApprovalStore, OperatorStore, LimitStore: see ``_gates``) and connected accounts'
     ConnectionStore and ConnectFlowStore (see ``_connections``) on one SQLite file.
@@ -115,9 +98,10 @@ class SQLiteStore(SQLiteGates, SQLiteConnections):
         self.clock: Clock = clock or SystemClock()
         self.timeout = timeout
         self.read_only = read_only
-        self._lock = threading.Lock()
+        self._writer = ConnectionThread("agentguard-sqlite-writer", self)
         self._connection: sqlite3.Connection | None = None
         self._closed = False
+        self._appends = GroupCommit(self._writer, self._append_groups)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -134,7 +118,10 @@ class SQLiteStore(SQLiteGates, SQLiteConnections):
 
     async def close(self) -> None:
         """Close the connection; later calls raise :class:`StorageError`. Idempotent."""
-        await anyio.to_thread.run_sync(self._close)
+        try:
+            await self._writer.call(self._close)  # after the writes already queued
+        finally:
+            self._writer.stop()
 
     async def __aenter__(self) -> SQLiteStore:
         await self.initialize()
@@ -147,44 +134,6 @@ class SQLiteStore(SQLiteGates, SQLiteConnections):
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
-
-    def _close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def _open(self) -> sqlite3.Connection:
-        if self.read_only:
-            return open_read_only(self.path, timeout=self.timeout)
-        file_backed = self.path != _MEMORY
-        if file_backed:
-            _create_private(self.path)
-        connection = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            configure(connection, timeout=self.timeout, file_backed=file_backed)
-            prepare(connection)
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-    def _run(self, work: Work[T], broken: str) -> T:
-        with self._lock, driver_errors("SQLite"):
-            if self._closed:
-                raise StorageError("this SQLiteStore is closed")
-            if self._connection is None:
-                self._connection = self._open()
-            try:
-                return work(self._connection)
-            except sqlite3.IntegrityError as exc:
-                raise IntegrityError(f"{broken} ({exc})") from exc
-
-    async def _call(self, work: Work[T], broken: str = "the write breaks a storage rule") -> T:
-        return await anyio.to_thread.run_sync(self._run, work, broken)
 
     # DirectoryStore
 
@@ -404,27 +353,35 @@ class SQLiteStore(SQLiteGates, SQLiteConnections):
         """Seal ``events`` after the head and store them in one durable write transaction.
 
         The head is read inside the transaction that inserts, under the write lock, so
-        appends from any number of tasks and processes form one chain.
+        appends from any number of tasks and processes form one chain. Calls made while a
+        transaction is being written share the next one (group commit); each returns once its
+        own events are durable, and a call's events are never split between transactions.
         """
-        pending = list(events)
-        if not pending:
+        if not events:
             return []
+        return await self._appends.append(events)
 
-        def work(connection: sqlite3.Connection) -> list[AuditEntry]:
+    def _append_groups(self, groups: list[list[AuditEvent]]) -> list[list[AuditEntry]]:
+        """Seal and store several calls' events in one durable transaction (group commit)."""
+
+        def work(connection: sqlite3.Connection) -> list[list[AuditEntry]]:
             with _immediate(connection):
                 head = connection.execute(sql.AUDIT_HEAD).fetchone()
                 seq, prev = (0, GENESIS_PREV) if head is None else (head[0] + 1, head[1])
-                sealed: list[AuditEntry] = []
+                results: list[list[AuditEntry]] = []
                 rows: list[tuple[int, bytes, bytes, bytes]] = []
-                for event in pending:
-                    entry = seal(event, seq, prev)
-                    sealed.append(entry)
-                    rows.append((entry.seq, prev, entry.hash, entry.body))
-                    seq, prev = seq + 1, entry.hash
+                for events in groups:
+                    sealed: list[AuditEntry] = []
+                    for event in events:
+                        entry = seal(event, seq, prev)
+                        sealed.append(entry)
+                        rows.append((entry.seq, prev, entry.hash, entry.body))
+                        seq, prev = seq + 1, entry.hash
+                    results.append(sealed)
                 connection.executemany(sql.AUDIT_APPEND, rows)
-                return sealed
+                return results
 
-        return await self._call(work, "audit append conflicts with the stored chain")
+        return self._run(work, "audit append conflicts with the stored chain")
 
     async def read(self, start: int = 0, stop: int | None = None) -> list[AuditEntry]:
         """Entries with ``start <= seq < stop`` in order (``stop=None``: to the head)."""
@@ -468,19 +425,3 @@ class SQLiteStore(SQLiteGates, SQLiteConnections):
                 return connection.execute(sql.AUDIT_ARCHIVE_DROP, (prefix.size,)).rowcount
 
         return await self._call(work, "the archived prefix does not match the log")
-
-    # Reads: one statement each, so each sees one consistent snapshot.
-
-    async def _fetch_one(self, statement: str, params: Params) -> Row | None:
-        def work(connection: sqlite3.Connection) -> Row | None:
-            row: Row | None = connection.execute(statement, params).fetchone()
-            return row
-
-        return await self._call(work)
-
-    async def _fetch_all(self, statement: str, params: Params) -> list[Row]:
-        def work(connection: sqlite3.Connection) -> list[Row]:
-            rows: list[Row] = connection.execute(statement, params).fetchall()
-            return rows
-
-        return await self._call(work)
