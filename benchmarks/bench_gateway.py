@@ -9,7 +9,10 @@ proxy; in front of it, measured in the same run with rounds interleaved:
   a bare ASGI app, httpx on ``AiohttpTransport``): the floor ``serve`` stands on;
 - ``agentguard serve`` with its default SQLite store and Bearer keys, 32 agents (one key each),
   provisioned through the operator CLI; optionally (``--dpop``) the same with DPoP-bound keys
-  and one pre-generated proof per request.
+  and one pre-generated proof per request;
+- with ``--postgres URL``, ``agentguard serve`` on PostgreSQL (a fresh schema in that database,
+  dropped afterwards), Bearer keys. The database server is not pinned and its CPU is not counted
+  in the gateway's CPU per request: it shares both cores with everything else.
 
 The load generator (wrk, else ``loadgen.py``) runs in its own process. On a machine with two or
 more cores, it and the upstream are pinned to core 0 and the system under test to core 1
@@ -19,7 +22,7 @@ its processes from ``/proc/<pid>/stat``, so it stays meaningful on a loaded mach
 ratios against the aiohttp pass-through. ``--check`` exits 1 when a target of issue 17 is missed.
 
     python benchmarks/bench_gateway.py [--quick] [--rounds 3] [--seconds 8] [--dpop] [--check]
-        [--workers N]
+        [--workers N] [--postgres postgresql://127.0.0.1/test]
 
 ``--workers N`` adds ``agentguard serve --workers N`` on its own store, not pinned (its
 processes share both cores with the load generator and the upstream): what several processes
@@ -29,6 +32,7 @@ buy on this machine, beside the one-core figures the targets are set on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -41,7 +45,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway_setup import Deployment, Processes, free_port, wait_http
+from gateway_setup import Deployment, Processes, free_port, pg_schema, wait_http
 from report import Row, record
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +56,7 @@ TARGETS = {
     "serve SQLite, Bearer: req/s": (0.5, None),
     "serve SQLite, Bearer: p99": (None, 2.0),
     "serve SQLite, DPoP: req/s": (0.5, None),
+    "serve PostgreSQL, Bearer: req/s": (0.3, None),
 }
 WRK_SCRIPT = """
 local path = os.getenv("BENCH_PATH")
@@ -243,12 +248,15 @@ def run(
     profile: Path | None,
     tools: bool = True,
     workers: int = 1,
+    postgres: str | None = None,
 ) -> list[System]:
     pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     load1, _, _ = os.getloadavg()
     print(f"load average {load1:.1f} on {os.cpu_count()} cores; pinned: {pin}", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as directory, Processes() as processes:
-        root = Path(directory)
+    with contextlib.ExitStack() as stack:  # unwinds processes, then the schema, then files
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        schema = stack.enter_context(pg_schema(postgres)) if postgres is not None else None
+        processes = stack.enter_context(Processes())
         bench = Bench(root, processes, pin=pin, tools=tools)
         upstream = bench.upstream()
         systems = [bench.aiohttp_proxy(upstream)]
@@ -266,6 +274,12 @@ def run(
             started = several.start(processes, [], workers=workers)
             label = f"serve SQLite, Bearer, {workers} workers (unpinned)"
             systems.append(System(label, several.port, started.pid, several.bearer_headers()))
+        if schema is not None:
+            on_pg = Deployment(root / "pg", upstream, agents=agents, dpop=False, store=schema)
+            on_pg.provision()
+            started = on_pg.start(processes, bench.core("1"))
+            label = "serve PostgreSQL, Bearer"
+            systems.append(System(label, on_pg.port, started.pid, on_pg.bearer_headers()))
         dpop_system = None
         if dpop:
             dpop_system = System("serve SQLite, DPoP", gateway.port, process.pid, per_request=True)
@@ -351,6 +365,11 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="also measure serve --workers N (unpinned)"
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also measure serve on PostgreSQL, in a fresh schema of this database",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the gateway (raw format) to here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     arguments = parser.parse_args()
@@ -365,6 +384,7 @@ def main() -> None:
         profile=arguments.profile,
         tools=not arguments.python_tools,
         workers=arguments.workers,
+        postgres=arguments.postgres,
     )
     show(systems, arguments.check)
 

@@ -8,6 +8,7 @@ it. :class:`Processes` stops everything it started, by pid, when the run ends.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -91,16 +93,41 @@ class Processes:
                 process.wait()
 
 
-class Deployment:
-    """``agentguard serve`` on SQLite with ``agents`` provisioned users, in ``root``."""
+@contextlib.contextmanager
+def pg_schema(database: str) -> Iterator[str]:
+    """A fresh schema in the PostgreSQL ``database`` (a URL), as a store URL; dropped on exit."""
+    import asyncpg
 
-    def __init__(self, root: Path, upstream: str, *, agents: int, dpop: bool) -> None:
+    name = f"bench_gateway_{os.getpid()}_{secrets.token_hex(4)}"
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(database)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f"CREATE SCHEMA {name}"))
+    try:
+        separator = "&" if "?" in database else "?"
+        yield f"{database}{separator}schema={name}"
+    finally:
+        asyncio.run(run(f"DROP SCHEMA {name} CASCADE"))
+
+
+class Deployment:
+    """``agentguard serve`` with ``agents`` provisioned users, in ``root``; on SQLite in ``root``
+    unless ``store`` names another store URL (a PostgreSQL schema, say)."""
+
+    def __init__(
+        self, root: Path, upstream: str, *, agents: int, dpop: bool, store: str | None = None
+    ) -> None:
         self.root = root
         self.upstream = upstream
         self.agents = agents
         self.dpop = dpop
         self.port = free_port()
-        self.store = f"sqlite:///{root / 'agentguard.db'}"
+        self.store = store or f"sqlite:///{root / 'agentguard.db'}"
         self.kek = "kek-1:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
         self.bearer_keys: list[str] = []
         self.dpop_files: list[Path] = []

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from agentguard import KeyKind, generate_key
 from agentguard._secret import encoded_forms
+from agentguard.credentials._echo import secret_forms
 from agentguard.credentials._keyscan import KeyInRequest, KeyScanner
 
 
@@ -137,6 +138,35 @@ KEY = generate_key(KeyKind.ACCESS).reveal()
 @pytest.mark.parametrize("form", sorted(encoded_forms(KEY)))
 def test_every_form_the_echo_scanner_knows_is_refused(form: str) -> None:
     assert KeyScanner([KEY]).found_in(b"note=" + form.encode("utf-8", "surrogateescape"))
+
+
+# Bytes around a form: anything, or what can merge with it (base64 and hex alphabets, escapes).
+AROUND = st.one_of(
+    st.binary(max_size=120),
+    st.text(alphabet="0123456789abcdefABCDEF+/=_-%\\u \n\r\t\x00", max_size=80).map(str.encode),
+)
+
+
+@given(kind=KINDS, index=st.integers(min_value=0), before=AROUND, after=AROUND)
+def test_every_form_of_a_presented_key_is_found_whatever_bytes_surround_it(
+    kind: KeyKind, index: int, before: bytes, after: bytes
+) -> None:
+    # The scanner searches only a well-formed key's fragments as strings and leaves its whole
+    # encodings to the key-shape scans: this checks that nothing the echo scanner's forms would
+    # find slips through, whatever surrounds the form.
+    key = generate_key(kind).reveal()
+    forms = sorted(secret_forms(key))
+    form = forms[index % len(forms)]
+    assert KeyScanner([key]).found_in(before + form + after)
+
+
+@pytest.mark.parametrize(
+    "presented", ["vendor-token-0123456789abcdef", "ag_at_malformed-key-value"]
+)
+def test_a_presented_string_that_is_no_key_is_searched_in_its_every_form(presented: str) -> None:
+    scanner = KeyScanner([presented])
+    for form in secret_forms(presented):
+        assert scanner.found_in(b"x=" + form + b"&y=1"), form
 
 
 @pytest.mark.parametrize(

@@ -363,10 +363,13 @@ class ProxyApp:
         self, request: GuardRequest, principal: Principal, body: bytes | None = None
     ) -> None:
         """Each method an override asks for must be allowed as well (403 otherwise)."""
+        methods = override_methods(request, body)
+        if not methods:  # nearly every request: no second look at the route rules
+            return
         relative = self._relative(request)  # the target authorised; None was refused already
         path = relative.path if relative is not None else request.path
         own = self._checker.requirement(request.method, path)
-        for method in override_methods(request, body):
+        for method in methods:
             needed = self._checker.requirement(method, path)
             self._checker.authorize(principal, needed)
             if method == request.method.upper() or needed is None:

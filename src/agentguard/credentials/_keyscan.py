@@ -6,7 +6,11 @@ value, the body) would hand the vendor a live gateway key, so the proxy refuses 
 before anything goes upstream. :class:`KeyScanner` looks for:
 
 - every form of the key the agent presented (:func:`agentguard._secret.encoded_forms`: raw,
-  base64/base64url at each alignment, hex, percent-encoded, JSON-escaped, long fragments), via
+  base64/base64url at each alignment, hex, percent-encoded, JSON-escaped, long fragments). For a
+  well-formed key only its fragments are searched as strings: each whole encoding of it decodes
+  to a key shape, which the scans below find (``tests/unit/test_credentials_keyscan.py`` checks
+  every form in any bytes around it), and computing its forms cost about 50 µs per request;
+  anything else the agent presented is searched in its every form, via
   :func:`~agentguard.credentials.secret_forms`;
 - any key-shaped string (``ag_at_``/``ag_rt_`` + 49 base62 characters: a refresh key in another
   header is as bad as the access key), raw or inside up to three layers of percent-encoding
@@ -34,6 +38,7 @@ import re
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote_to_bytes
 
+from agentguard._secret import fragment_length
 from agentguard.credentials._echo import secret_forms
 from agentguard.errors import InvalidRequest, Reason
 
@@ -124,6 +129,19 @@ def _decoded_runs(view: bytes) -> Iterator[bytes]:
                 continue
 
 
+def _forms_beyond_shapes(key: str) -> set[bytes]:
+    """The forms of a presented ``key`` that the key-shape scans may miss.
+
+    A well-formed key's raw, base64, hex, percent and JSON forms all show a key shape once
+    decoded, so only its first and last fragments remain; any other string keeps every form.
+    """
+    raw = key.encode("utf-8", "surrogateescape")
+    size = fragment_length(len(key))
+    if size is not None and KEY_SHAPE.fullmatch(raw):
+        return {raw[:size], raw[-size:]}
+    return secret_forms(key)
+
+
 class KeyScanner:
     """Finds agentguard keys in request parts (see the module docstring).
 
@@ -135,7 +153,7 @@ class KeyScanner:
         forms: set[bytes] = set()
         for key in presented:
             if key:
-                forms |= secret_forms(key)
+                forms |= _forms_beyond_shapes(key)
         self._forms = tuple(sorted(forms, key=len, reverse=True))
         self.window = max([_WINDOW, *(len(form) for form in self._forms)])
 
