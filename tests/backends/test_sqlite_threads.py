@@ -1,4 +1,4 @@
-"""SQLiteStore's connection thread: group commit of audit appends, fork and exit behaviour.
+"""SQLiteStore's connection thread: group commit of audit appends and replay claims, fork and exit.
 
 The writer thread is held busy on purpose (a job that waits on an event) so that what queues
 behind it is known exactly, instead of hoping calls overlap.
@@ -14,6 +14,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -98,10 +99,34 @@ async def test_appends_made_together_share_one_transaction(tmp_path: Path, calle
     assert sorted(s for group in seqs for s in group) == list(range(len(entries)))
 
 
+@pytest.mark.parametrize(("callers", "distinct"), [(2, 1), (32, 8), (64, 64)])
+async def test_replay_claims_made_together_share_one_transaction_and_one_claim_per_key_wins(
+    tmp_path: Path, callers: int, distinct: int
+) -> None:
+    clock = FakeClock()
+    until = clock.now() + timedelta(minutes=5)
+    async with traced_store(tmp_path / "db.sqlite", clock) as (store, statements):
+        taken = bytes([0xEE]) * 32
+        assert await store.check_and_store(taken, until)  # claimed before: stays refused
+        statements.clear()
+        keys = [bytes([c % distinct]) * 32 for c in range(callers)] + [taken]
+        with writer_held(store) as release:
+            calls = [asyncio.ensure_future(store.check_and_store(key, until)) for key in keys]
+            await queued(len(keys))
+            release.set()
+            won = await asyncio.wait_for(asyncio.gather(*calls), DEADLINE)
+        clock.advance(timedelta(minutes=6))  # every claim has expired: each key is free again
+        again = await asyncio.gather(*(store.check_and_store(key, until) for key in keys[:1]))
+    assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"] * 2
+    firsts = {key: keys.index(key) for key in keys[:-1]}
+    assert won == [firsts.get(key) == n for n, key in enumerate(keys)]
+    assert again == [True]
+
+
 async def test_a_group_is_capped_and_a_large_call_goes_whole(tmp_path: Path) -> None:
     clock = FakeClock()
     async with traced_store(tmp_path / "db.sqlite", clock) as (store, statements):
-        store._appends.max_events = 4
+        store._appends.max_size = 4
         with writer_held(store) as release:
             sizes = [3, 3, 9, 1]
             calls = [
@@ -234,3 +259,71 @@ async def test_a_forked_child_gets_threads_of_its_own(tmp_path: Path) -> None:
     _, status = await asyncio.to_thread(os.waitpid, pid, 0)
     await store.close()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_calls_cancelled_under_trio_before_they_run_are_never_written(tmp_path: Path) -> None:
+    """Trio delivers a pending cancel at the hand-off to anyio's thread: the queued call must
+    leave the queue unwritten, or the next call's drain would write it for nobody."""
+    clock = FakeClock()
+    until = clock.now() + timedelta(minutes=5)
+    key = b"c" * 32
+
+    async def main() -> tuple[bool, list[AuditEntry]]:
+        async with SQLiteStore(tmp_path / "db.sqlite", clock=clock) as store:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await store.check_and_store(key, until)
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await store.append([event(clock, 1, 0)])
+            await store.append([event(clock, 2, 0)])
+            return await store.check_and_store(key, until), await store.read()
+
+    claimed, entries = anyio.run(main, backend="trio")
+    assert claimed, "a cancelled claim was written later and took the key"
+    assert key_ids(entries) == ["key_2_0"]
+
+
+async def test_a_key_that_is_not_bytes_fails_alone_not_its_group(tmp_path: Path) -> None:
+    clock = FakeClock()
+    until = clock.now() + timedelta(minutes=5)
+    async with SQLiteStore(tmp_path / "db.sqlite", clock=clock) as store:
+        with writer_held(store) as release:
+            good = [
+                asyncio.ensure_future(store.check_and_store(bytes([n]) * 32, until)) for n in (1, 2)
+            ]
+            bad = asyncio.ensure_future(store.check_and_store("not bytes", until))  # type: ignore[arg-type]
+            await queued(3)
+            release.set()
+            assert await asyncio.wait_for(asyncio.gather(*good), DEADLINE) == [True, True]
+        with pytest.raises(StorageError, match="bytes"):
+            await bad
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+async def test_a_forked_child_does_not_write_what_the_parent_queued(tmp_path: Path) -> None:
+    """A call queued when the process forks is the parent's to write: the child's queues start
+    empty (its first write would otherwise write the parent's queued calls a second time). The
+    child runs no SQL: SQLite connections must not be used across a fork."""
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "db.sqlite", clock=clock)
+    await store.initialize()
+    with writer_held(store) as release:
+        pending = asyncio.ensure_future(store.append([event(clock, 1, 0)]))
+        claim = asyncio.ensure_future(store.check_and_store(b"k" * 32, clock.now()))
+        await queued(2)
+        assert len(store._appends._queue) == 1 and len(store._claims._queue) == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: no pytest from here on, only an exit code
+            queues = (store._appends, store._claims)
+            empty = all(not q._queue and q._draining.acquire(blocking=False) for q in queues)
+            os._exit(0 if empty else 1)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(pending, claim), DEADLINE)
+    entries = await store.read()
+    await store.close()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child kept the parent's queued calls"
+    assert key_ids(entries) == ["key_1_0"]

@@ -1,4 +1,4 @@
-"""Where a SQLiteStore's SQL runs: one thread per connection, and audit appends committed in groups.
+"""Where a SQLiteStore's SQL runs: one thread per connection, and writes committed in groups.
 
 A store's connection has one thread of its own that runs its calls in order (a
 ``ThreadPoolExecutor`` of one): handing work to it from an asyncio loop costs about a third of what
@@ -6,11 +6,11 @@ A store's connection has one thread of its own that runs its calls in order (a
 hot path. Outside asyncio (trio, through anyio) calls go through ``anyio.to_thread`` and the
 connection's lock as before; both ways take the same lock, so they mix safely.
 
-:class:`GroupCommit` is the audit append queue: each call queues its events and wakes the writer
-thread, which writes everything queued so far in one transaction (one fsync) and then answers every
-caller in it. One call's events are never split, a call cancelled while still queued is dropped
-unwritten, and if the transaction fails every caller in it gets the error and nothing of it is
-stored: the same contract as PostgreSQL's ``AuditBatcher``.
+:class:`GroupCommit` is a write queue (audit appends, replay claims): each call queues its item and
+wakes the writer thread, which writes everything queued so far in one transaction (one fsync) and
+then answers every caller in it. One call's item (an append's events) is never split, a call
+cancelled while still queued is dropped unwritten, and if the transaction fails every caller in it
+gets the error and nothing of it is stored: the same contract as PostgreSQL's ``AuditBatcher``.
 
 A cancelled call either never ran (it was still queued) or runs to its end in its thread; the
 caller does not wait for that end.
@@ -24,33 +24,37 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import anyio.to_thread
-
-from agentguard.audit._chain import AuditEntry
-from agentguard.audit._events import AuditEvent
 
 __all__ = ["ConnectionThread", "GroupCommit"]
 
 T = TypeVar("T")
-Write = Callable[[list[list[AuditEvent]]], list[list[AuditEntry]]]
-"""Writes the queued calls' events in one transaction; each call's entries, in order."""
+In = TypeVar("In")
+Out = TypeVar("Out")
 
-_MAX_GROUP_EVENTS = 256
+_MAX_GROUP_SIZE = 256
 
 
 _LIVE: weakref.WeakSet[ConnectionThread] = weakref.WeakSet()
 
 
+_QUEUES: weakref.WeakSet[GroupCommit[object, object]] = weakref.WeakSet()
+
+
 def _after_fork() -> None:
     """In a forked child the threads are gone (and a lock may be held by one of them): start
-    afresh on first use."""
+    afresh on first use. What the parent had queued is the parent's to write: the child forgets
+    it, or it would be written twice."""
     for thread in list(_LIVE):
         thread.lock = threading.Lock()
         thread._create = threading.Lock()
         thread._executor = None
+    for queue in list(_QUEUES):
+        queue._queue = deque()
+        queue._draining = threading.Lock()
 
 
 class ConnectionThread:
@@ -101,46 +105,67 @@ class ConnectionThread:
             executor.shutdown(wait=False)
 
 
-class _Queued:
-    __slots__ = ("events", "future")
+class _Queued(Generic[In, Out]):
+    __slots__ = ("future", "item", "size")
 
-    def __init__(self, events: list[AuditEvent]) -> None:
-        self.events = events
-        self.future: concurrent.futures.Future[list[AuditEntry]] = concurrent.futures.Future()
+    def __init__(self, item: In, size: int) -> None:
+        self.item = item
+        self.size = size
+        self.future: concurrent.futures.Future[Out] = concurrent.futures.Future()
 
 
-class GroupCommit:
-    """Audit appends queued by many callers and written by the writer thread in groups.
+def _one(item: object) -> int:
+    return 1
+
+
+class GroupCommit(Generic[In, Out]):
+    """Items queued by many callers and written by the writer thread in groups.
 
     Args:
         thread: the writer connection's thread.
-        write: writes a group in one transaction (see :data:`Write`); it takes the connection's
-            lock itself.
-        max_events: most events per transaction (a larger single call still goes alone).
+        write: writes a group's items in one transaction and returns each item's result, in
+            order; it takes the connection's lock itself.
+        max_size: most units per transaction (a larger single item still goes alone).
+        size: an item's units (an audit append: its events); 1 each by default.
     """
 
     def __init__(
-        self, thread: ConnectionThread, write: Write, max_events: int = _MAX_GROUP_EVENTS
+        self,
+        thread: ConnectionThread,
+        write: Callable[[list[In]], list[Out]],
+        max_size: int = _MAX_GROUP_SIZE,
+        size: Callable[[In], int] = _one,
     ) -> None:
         self._thread = thread
         self._write = write
-        self.max_events = max_events
-        self._queue: deque[_Queued] = deque()
+        self.max_size = max_size
+        self._size = size
+        self._queue: deque[_Queued[In, Out]] = deque()
         self._draining = threading.Lock()  # one drainer at a time, whichever thread it is on
+        _QUEUES.add(self)  # type: ignore[arg-type]  # only its queue and lock are touched
 
-    async def append(self, events: Sequence[AuditEvent]) -> list[AuditEntry]:
-        """Queue ``events`` as one atomic call; return their entries once they are durable."""
-        queued = _Queued(list(events))
+    async def submit(self, item: In) -> Out:
+        """Queue ``item`` as one atomic call; return its result once it is durable."""
+        queued: _Queued[In, Out] = _Queued(item, self._size(item))
         self._queue.append(queued)
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # not asyncio: drain on anyio's threads (another may hold ours)
-            return await anyio.to_thread.run_sync(self._drain_and_wait, queued)
+            return await self._drain_in_worker(queued)
         try:
             self._thread.executor().submit(self.drain)
         except RuntimeError:  # at interpreter exit: drain on anyio's threads instead
+            return await self._drain_in_worker(queued)
+        return await asyncio.wrap_future(queued.future)  # a cancel here cancels the queued call
+
+    async def _drain_in_worker(self, queued: _Queued[In, Out]) -> Out:
+        try:
             return await anyio.to_thread.run_sync(self._drain_and_wait, queued)
-        return await asyncio.wrap_future(queued.future)
+        except BaseException:
+            # Cancelled before the worker ran (trio delivers a pending cancel at this await):
+            # a call still queued is never written; one already written stays as it is.
+            queued.future.cancel()
+            raise
 
     def drain(self) -> None:
         """Write what is queued, group by group (the writer thread; anyio's outside asyncio)."""
@@ -150,35 +175,35 @@ class GroupCommit:
                 if group:
                     self._commit(group)
 
-    def _drain_and_wait(self, queued: _Queued) -> list[AuditEntry]:
+    def _drain_and_wait(self, queued: _Queued[In, Out]) -> Out:
         self.drain()
         return queued.future.result()
 
-    def _take(self) -> list[_Queued]:
-        group: list[_Queued] = []
+    def _take(self) -> list[_Queued[In, Out]]:
+        group: list[_Queued[In, Out]] = []
         size = 0
         while self._queue:
             queued = self._queue[0]
-            if group and size + len(queued.events) > self.max_events:
+            if group and size + queued.size > self.max_size:
                 break
             self._queue.popleft()
             if not queued.future.set_running_or_notify_cancel():  # cancelled while queued
                 continue
             group.append(queued)
-            size += len(queued.events)
+            size += queued.size
         return group
 
-    def _commit(self, group: list[_Queued]) -> None:
+    def _commit(self, group: list[_Queued[In, Out]]) -> None:
         try:
-            results = self._write([queued.events for queued in group])
+            results = self._write([queued.item for queued in group])
         except BaseException as error:  # the transaction rolled back: nothing of it stored
             for queued in group:
                 queued.future.set_exception(error)
             if not isinstance(error, Exception):
                 raise
             return
-        for queued, entries in zip(group, results, strict=True):
-            queued.future.set_result(entries)
+        for queued, result in zip(group, results, strict=True):
+            queued.future.set_result(result)
 
 
 if hasattr(os, "register_at_fork"):  # POSIX

@@ -3,12 +3,12 @@
 Every call runs its SQL on the store's one connection, in order, on that connection's own thread
 (see ``_threads``). The event loop never blocks on disk, and one store may be shared by tasks,
 threads and event loops alike. Audit appends made at the same time share one transaction (group
-commit): one fsync for all of them. Across processes, SQLite's own locking does the work: the
-database runs in WAL mode, so readers never wait for the writer, and every write is one ``BEGIN
-IMMEDIATE`` transaction, which takes the write lock before it reads, so concurrent writers queue
-(up to ``timeout`` seconds) instead of deciding on stale reads. That is what gives ``rotate`` and
-``check_and_store`` a single winner and keeps the audit chain linear across processes.
-``synchronous=FULL`` makes each commit durable before the call returns.
+commit), and so do replay claims: one fsync for all of them. Across processes, SQLite's own locking
+does the work: the database runs in WAL mode, so readers never wait for the writer, and every write
+is one ``BEGIN IMMEDIATE`` transaction, which takes the write lock before it reads, so concurrent
+writers queue (up to ``timeout`` seconds) instead of deciding on stale reads. That is what gives
+``rotate`` and ``check_and_store`` a single winner and keeps the audit chain linear across
+processes. ``synchronous=FULL`` makes each commit durable before the call returns.
 
 The schema is created (or upgraded) on first use; call :meth:`SQLiteStore.initialize` at startup to
 do it eagerly and fail fast on a bad path or a database from a newer agentguard.
@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
+from typing import NamedTuple
 
 from agentguard._clock import Clock, SystemClock
 from agentguard._model import (
@@ -35,7 +36,7 @@ from agentguard.audit._chain import GENESIS_PREV, AuditEntry, seal
 from agentguard.audit._events import AuditEvent
 from agentguard.audit._prefix import ArchivedPrefix, drop_problem
 from agentguard.errors import UsageError
-from agentguard.storage._protocols import IntegrityError, KeyLookup, revoke_selector
+from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
 from agentguard.storage._sqlite import _queries as sql
 from agentguard.storage._sqlite._base import SQLiteBase
 from agentguard.storage._sqlite._connections import SQLiteConnections
@@ -62,6 +63,14 @@ __all__ = ["SQLiteStore"]
 
 
 _REPLAY_PURGE_BATCH = 64
+
+
+class _Claim(NamedTuple):
+    """One replay claim: the statement's named parameters (times in microseconds)."""
+
+    key: bytes
+    expires_at: int
+    now: int
 
 
 class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
@@ -101,7 +110,10 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
         self._writer = ConnectionThread("agentguard-sqlite-writer", self)
         self._connection: sqlite3.Connection | None = None
         self._closed = False
-        self._appends = GroupCommit(self._writer, self._append_groups)
+        self._appends: GroupCommit[list[AuditEvent], list[AuditEntry]] = GroupCommit(
+            self._writer, self._append_groups, size=len
+        )
+        self._claims: GroupCommit[_Claim, bool] = GroupCommit(self._writer, self._claim_groups)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -294,17 +306,29 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
     async def check_and_store(self, key: bytes, expires_at: datetime) -> bool:
         """Claim ``key`` until ``expires_at``; ``True`` if it was absent or expired by ``clock``.
 
-        Each call also forgets a bounded number of expired keys.
+        Each call also forgets a bounded number of expired keys. Claims made while a
+        transaction is being written share the next one (group commit), each decided by its
+        own statement in queue order, so of two claims of one key exactly one wins.
         """
-        now = micros(self.clock.now())
-        claim = {"key": key, "expires_at": micros(expires_at), "now": now}
+        if not isinstance(key, bytes | bytearray | memoryview):  # checked alone, not in a group
+            raise StorageError("a replay cache key is bytes")
+        claim = _Claim(bytes(key), micros(expires_at), micros(self.clock.now()))
+        return await self._claims.submit(claim)
 
-        def work(connection: sqlite3.Connection) -> bool:
+    def _claim_groups(self, claims: list[_Claim]) -> list[bool]:
+        """Claim several keys in one durable transaction (group commit), in queue order."""
+
+        def work(connection: sqlite3.Connection) -> list[bool]:
             with _immediate(connection):
-                connection.execute(sql.REPLAY_PURGE, (now, _REPLAY_PURGE_BATCH))
-                return connection.execute(sql.REPLAY_CLAIM, claim).rowcount == 1
+                # The earliest "now" of the group: nothing live for any of its claims is forgotten.
+                oldest = min(claim.now for claim in claims)
+                connection.execute(sql.REPLAY_PURGE, (oldest, _REPLAY_PURGE_BATCH * len(claims)))
+                return [
+                    connection.execute(sql.REPLAY_CLAIM, claim._asdict()).rowcount == 1
+                    for claim in claims
+                ]
 
-        return await self._call(work)
+        return self._run(work, "the write breaks a storage rule")
 
     # CredentialStore
 
@@ -359,7 +383,7 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
         """
         if not events:
             return []
-        return await self._appends.append(events)
+        return await self._appends.submit(list(events))
 
     def _append_groups(self, groups: list[list[AuditEvent]]) -> list[list[AuditEntry]]:
         """Seal and store several calls' events in one durable transaction (group commit)."""
