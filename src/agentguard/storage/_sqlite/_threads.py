@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio.to_thread
 
@@ -41,7 +41,7 @@ _MAX_GROUP_SIZE = 256
 _LIVE: weakref.WeakSet[ConnectionThread] = weakref.WeakSet()
 
 
-_QUEUES: weakref.WeakSet[GroupCommit[object, object]] = weakref.WeakSet()
+_QUEUES: weakref.WeakSet[GroupCommit[Any, Any]] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
@@ -142,7 +142,7 @@ class GroupCommit(Generic[In, Out]):
         self._size = size
         self._queue: deque[_Queued[In, Out]] = deque()
         self._draining = threading.Lock()  # one drainer at a time, whichever thread it is on
-        _QUEUES.add(self)  # type: ignore[arg-type]  # only its queue and lock are touched
+        _QUEUES.add(self)  # a forked child empties its queue (see _after_fork)
 
     async def submit(self, item: In) -> Out:
         """Queue ``item`` as one atomic call; return its result once it is durable."""
