@@ -271,6 +271,37 @@ def _segments(path: str) -> list[str]:
     return path[1:].split("/") if path not in ("", "/") else []
 
 
+def _readings(root: _Node, segments: list[str]) -> list[RouteRule]:
+    """The most specific rule of each reading of ``segments`` (a depth-first walk over every
+    child some reading of each segment leads to)."""
+    found: list[RouteRule] = []
+    stack: list[tuple[_Node, int, list[RouteRule]]] = [(root, 0, [])]
+    while stack:
+        node, depth, deepest = stack.pop()
+        deepest = node.rules or deepest
+        if depth == len(segments):
+            found += deepest
+            continue
+        children, leaves = node.next(segments[depth])
+        if leaves:
+            found += deepest
+        stack += [(child, depth + 1, deepest) for child in children]
+    return found
+
+
+def _walk(root: _Node, segments: list[str]) -> list[RouteRule]:
+    """The most specific rules along ``segments`` when each segment has one reading only (no
+    ``.``, ``+`` or ``~`` in it): what :func:`_readings` finds for them, without its stack."""
+    node, deepest = root, root.rules
+    for segment in segments:
+        child = node.children.get(segment)
+        if child is None:
+            break
+        node = child
+        deepest = node.rules or deepest
+    return deepest
+
+
 class PermissionChecker:
     """Finds the rule for a request and checks a Principal's live grants against it."""
 
@@ -298,17 +329,10 @@ class PermissionChecker:
         found: list[RouteRule] = []
         for root, text in ((self._exact, path), (self._folded, path.casefold())):
             segments = _segments(text)
-            stack: list[tuple[_Node, int, list[RouteRule]]] = [(root, 0, [])]
-            while stack:
-                node, depth, deepest = stack.pop()
-                deepest = node.rules or deepest
-                if depth == len(segments):
-                    found += deepest
-                    continue
-                children, leaves = node.next(segments[depth])
-                if leaves:
-                    found += deepest
-                stack += [(child, depth + 1, deepest) for child in children]
+            if "." in text or "+" in text or "~" in text:
+                found += _readings(root, segments)
+            else:  # one reading per segment: a plain walk finds what _readings would
+                found += _walk(root, segments)
         return found
 
     def requirement(self, method: str, path: str) -> Requirement | None:
@@ -317,7 +341,10 @@ class PermissionChecker:
         Each reading (see the module docstring) picks its most specific rule. ``None``
         (refused) when no reading finds a rule or when their rules name different services.
         """
-        rules = {id(rule): rule for rule in self.rules_for(path)}.values()
+        found = self.rules_for(path)
+        if found and all(rule is found[0] for rule in found):  # one rule (the usual case)
+            return found[0].requirement(method)
+        rules = {id(rule): rule for rule in found}.values()
         needed = [rule.requirement(method) for rule in rules]
         services = {need.service for need in needed if need.service is not None}
         if len(services) > 1:

@@ -153,6 +153,26 @@ async def disable_by_sql(deployment: Deployment, client: httpx.AsyncClient) -> N
         await connection.close()
 
 
+async def audited_cuts(reader: PostgresStore) -> list[dict[str, object]]:
+    """The log's stream-cut events, once it holds one (within ``DEADLINE``).
+
+    The registry cuts the lease first (so nothing more of the stream leaves) and appends the
+    cut's audit event right after, so the client can see its stream end a moment before the
+    event is committed: read until it is there rather than once.
+    """
+    with anyio.fail_after(DEADLINE):
+        while True:
+            events = [entry.event() for entry in await reader.read()]
+            cuts = [
+                e
+                for e in events
+                if isinstance(e["detail"], dict) and e["detail"].get("stream") == "cut"
+            ]
+            if cuts:
+                return cuts
+            await anyio.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [(revoke_through_a, "revoked"), (disable_by_sql, "user_disabled")],
@@ -195,10 +215,7 @@ async def test_an_sse_stream_through_b_ends_with_an_error_event_after_a_revocati
     assert len(ticks) < 60, len(ticks)  # 3 s of ticks at most, of 400
     assert "data: done" not in lines
     async with PostgresStore(deployment.dsn, schema=deployment.schema) as reader:
-        events = [entry.event() for entry in await reader.read()]
-    cuts = [
-        e for e in events if isinstance(e["detail"], dict) and e["detail"].get("stream") == "cut"
-    ]
+        cuts = await audited_cuts(reader)
     assert len(cuts) == 1
     assert cuts[0]["reason"] == reason
     assert cuts[0]["detail"]["trigger"] == "event"  # type: ignore[index]

@@ -20,12 +20,13 @@ from typing import Any
 import anyio
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentguard.dpop import DPoPVerifier, NonceSource, access_key_hash, normalize_htu
+from agentguard.dpop._algorithms import ALGORITHMS
 from agentguard.dpop._claims import MAX_JTI_LENGTH
 from agentguard.dpop._jose import b64url_decode, b64url_encode
 from agentguard.dpop._jwk import jwk_thumbprint, public_jwk
@@ -223,6 +224,20 @@ async def test_attack_short_ec_coordinate_gives_no_second_thumbprint() -> None:
             break
     short = {**jwk, "x": b64url_encode(b64url_decode(jwk["x"])[1:])}
     assert await reason_for(forge(key=key, header={"jwk": short})) is Reason.DPOP_BAD_KEY
+
+
+def test_attack_es256_verify_refuses_another_key_type_before_and_after_an_ec_key() -> None:
+    """The ES256 check refuses (never raises on) a key of another type, also once it has
+    remembered the EC key class it saw (its cache of checked classes is per class)."""
+    es256 = ALGORITHMS["ES256"]
+    edward = ed25519.Ed25519PrivateKey.generate()
+    signature = edward.sign(b"message")  # 64 bytes: the length an ES256 signature has
+    assert es256.verify(edward.public_key(), b"message", signature) is False
+    r, s = decode_dss_signature(KEY.sign(b"message", ec.ECDSA(hashes.SHA256())))
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    assert es256.verify(KEY.public_key(), b"message", raw) is True
+    assert es256.verify(KEY.public_key(), b"messagf", raw) is False
+    assert es256.verify(edward.public_key(), b"message", signature) is False
 
 
 @pytest.mark.anyio

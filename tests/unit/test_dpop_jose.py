@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agentguard.dpop import access_key_hash, jwk_thumbprint
-from agentguard.dpop._jose import JOSEError, b64url_decode, b64url_encode, loads_object
+from agentguard.dpop._jose import (
+    JOSEError,
+    b64url_decode,
+    b64url_encode,
+    compact_parts,
+    loads_object,
+)
 from agentguard.dpop._jwk import JWKError, parse_jwk, public_jwk
 
 RFC_7638_N = (
@@ -33,6 +41,29 @@ def test_rfc7515_b64url_rejects_padding_other_alphabets_and_non_canonical(bad: s
 @given(st.binary(max_size=200))
 def test_rfc7515_b64url_round_trips(data: bytes) -> None:
     assert b64url_decode(b64url_encode(data)) == data
+
+
+# The oracle compact_parts replaced: three non-empty base64url parts, matched in full.
+_COMPACT_ORACLE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_NEAR_COMPACT = st.text(
+    alphabet=st.sampled_from("AZaz09-_.=+/ \n\t\x00é\u0660\U0001f600"), max_size=40
+)
+
+
+@given(st.one_of(_NEAR_COMPACT, st.text(max_size=40)))
+def test_rfc7515_7_1_compact_parts_agrees_with_the_regular_expression(token: str) -> None:
+    parts = compact_parts(token)
+    if _COMPACT_ORACLE.fullmatch(token):
+        assert parts == token.split(".")
+    else:
+        assert parts is None
+
+
+@pytest.mark.parametrize(
+    "token", ["a.b.c", "a..c", ".b.c", "a.b.", "a.b", "a.b.c.d", "a.b.c\n", "\u0660.b.c"]
+)
+def test_rfc7515_7_1_compact_parts_examples(token: str) -> None:
+    assert (compact_parts(token) is not None) == (token == "a.b.c")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentguard import Grants, Level, Principal
-from agentguard._permissions import PermissionChecker, Requirement, RouteRule, method_level
+from agentguard._permissions import (
+    PermissionChecker,
+    Requirement,
+    RouteRule,
+    _readings,
+    _segments,
+    _walk,
+    method_level,
+)
 from agentguard.errors import InsufficientScope, Reason
 from tests.support.path_readings import READINGS, rule_for
 
@@ -273,3 +281,46 @@ def test_long_segments_with_many_readings_stay_cheap() -> None:
     hostile = "/admin" + "+~." * 3000
     assert checker.requirement("GET", hostile) == Requirement("crm", Level.WRITE)
     assert checker.requirement("GET", "/r1" + "+" * 5000) == Requirement("crm", Level.READ)
+
+
+# --- the plain walk for paths with one reading per segment (issue 17) -------------------------
+
+WALK_PREFIXES = st.lists(
+    st.lists(st.text("abAB.+~\u0130", max_size=3), max_size=3).map(lambda s: "/" + "/".join(s)),
+    min_size=1,
+    max_size=6,
+    unique_by=lambda prefix: prefix.rstrip("/") or "/",
+)
+WALK_PATHS = st.lists(st.text("abAB\u0130\u00df", max_size=3), max_size=4).map(
+    lambda segments: "/" + "/".join(segments)
+)
+
+
+@given(prefixes=WALK_PREFIXES, path=WALK_PATHS)
+def test_the_plain_walk_finds_what_every_reading_finds_for_a_path_without_suffix_characters(
+    prefixes: list[str], path: str
+) -> None:
+    """A differential check of the fast path: for a path whose segments hold no ``.``, ``+``
+    or ``~`` (each has one reading), the stackless walk and the general walk over every
+    reading find the same rules, in the exact and the case-folded tries alike."""
+    checker = PermissionChecker([RouteRule(p, service="crm") for p in prefixes])
+    for root, text in ((checker._exact, path), (checker._folded, path.casefold())):
+        assert "." not in text and "+" not in text and "~" not in text
+        segments = _segments(text)
+        assert _walk(root, segments) == _readings(root, segments), (prefixes, text)
+
+
+@given(prefixes=WALK_PREFIXES, path=WALK_PATHS, method=st.sampled_from(["GET", "POST"]))
+def test_one_rule_found_gives_that_rules_requirement(
+    prefixes: list[str], path: str, method: str
+) -> None:
+    """The shortcut of ``requirement`` when every reading found the same rule."""
+    checker = PermissionChecker(
+        [RouteRule(p, service="crm", cost=n + 1) for n, p in enumerate(prefixes)]
+    )
+    found = checker.rules_for(path)
+    needed = checker.requirement(method, path)
+    if not found:
+        assert needed is None
+    elif len({id(rule) for rule in found}) == 1:
+        assert needed == found[0].requirement(method)

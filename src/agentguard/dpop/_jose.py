@@ -20,10 +20,18 @@ from typing import Any, NoReturn
 
 from agentguard.errors import AgentGuardError
 
-__all__ = ["JOSEError", "b64url_decode", "b64url_encode", "dumps_compact", "loads_object"]
+__all__ = [
+    "JOSEError",
+    "b64url_decode",
+    "b64url_encode",
+    "compact_parts",
+    "dumps_compact",
+    "loads_object",
+]
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_ALPHABET_BYTES = _ALPHABET.encode("ascii")
 _VALUES = {char: index for index, char in enumerate(_ALPHABET)}
 # Unused low bits of the last character, by length % 4: one byte leaves 4, two bytes leave 2.
 _SPARE_BITS = {2: 0x0F, 3: 0x03}
@@ -38,6 +46,20 @@ class JOSEError(AgentGuardError, ValueError):
 def b64url_encode(data: bytes) -> str:
     """base64url of ``data`` without padding (RFC 7515 §2)."""
     return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
+
+
+def compact_parts(token: str) -> list[str] | None:
+    """The three parts of a compact JWS (``header.payload.signature``), or ``None``.
+
+    Each part must be non-empty base64url alphabet text (what the regular expression
+    ``[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+`` matches in full); the parts then go to
+    :func:`b64url_decode` with ``alphabet_checked=True``. Deleting the alphabet's bytes and
+    finding exactly two dots left costs half the regular expression's scan.
+    """
+    if not token.isascii() or token.encode("ascii").translate(None, _ALPHABET_BYTES) != b"..":
+        return None
+    parts = token.split(".")
+    return parts if parts[0] and parts[1] and parts[2] else None
 
 
 def b64url_decode(data: str, *, alphabet_checked: bool = False) -> bytes:

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from agentguard._clock import Clock
+from agentguard._clock import Clock, SystemClock
 from agentguard.dpop._algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, Algorithm
 from agentguard.dpop._claims import ProofClaims, access_key_hash, parse_claims
 from agentguard.dpop._htu import normalize_htu
-from agentguard.dpop._jose import JOSEError, b64url_decode, loads_object
+from agentguard.dpop._jose import JOSEError, b64url_decode, compact_parts, loads_object
 from agentguard.dpop._jwk import JWKError, load_public_key, parse_jwk
 from agentguard.dpop._keycache import CachedKey, KeyCache
 from agentguard.dpop._nonces import NonceSource
@@ -39,7 +39,6 @@ __all__ = ["REPLAY_SKEW_SECONDS", "DPoPVerifier", "VerifiedProof"]
 #: forgets the entry a little earlier. A minute costs only memory.
 REPLAY_SKEW_SECONDS = 60
 
-_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _HEADER_MEMBERS = frozenset({"typ", "alg", "jwk"})
 _KEY_REFERENCES = frozenset({"jku", "x5u", "x5c", "x5t", "x5t#S256", "kid"})
 _DPOP_TYP = "dpop+jwt"
@@ -114,6 +113,10 @@ class DPoPVerifier:
         # as the guard passes, comes back as it is).
         self._replay = shield_store(replay, "replay cache")
         self._clock = clock
+        # The real clock's now().timestamp() is time.time(), without building a datetime.
+        self._timestamp: Callable[[], float] = (
+            time.time if type(clock) is SystemClock else lambda: clock.now().timestamp()
+        )
         self._algorithms: dict[str, Algorithm] = {name: ALGORITHMS[name] for name in algorithms}
         self._iat_window = iat_window
         self._max_proof_bytes = max_proof_bytes
@@ -157,15 +160,14 @@ class DPoPVerifier:
             UseDPoPNonce: nonces are configured and the proof lacks a valid one.
             StoreUnavailable: the replay cache failed (503; the proof is not accepted).
         """
-        proof = self._single(proofs)
-        header_part, payload_part, signature_part = proof.split(".")
+        header_part, payload_part, signature_part = self._parts(proofs)
         cached = self._header(header_part)
         algorithm, jwk_thumbprint = cached.algorithm, cached.thumbprint
         try:
             signature = b64url_decode(signature_part, alphabet_checked=True)
         except JOSEError:
             raise _malformed("the DPoP proof's signature is not base64url") from None
-        signing_input = proof[: len(header_part) + 1 + len(payload_part)].encode()  # ASCII
+        signing_input = f"{header_part}.{payload_part}".encode("ascii")
         if not algorithm.verify(cached.key, signing_input, signature):
             raise _fail(Reason.DPOP_BAD_SIGNATURE, "the DPoP proof's signature does not verify")
         try:
@@ -174,10 +176,14 @@ class DPoPVerifier:
             raise _malformed("the DPoP proof's payload is not a JSON object") from None
         self._check_request(claims, method, url)
         self._check_binding(claims, jwk_thumbprint, access_key, expected_jkt)
-        await self._burn(claims, jwk_thumbprint)
+        # The jti is burnt last (inline: one coroutine fewer on every proof).
+        key, expires_at = self._replay_entry(claims, jwk_thumbprint)
+        if not await self._replay.check_and_store(key, expires_at):
+            raise _fail(Reason.DPOP_REPLAYED, "this DPoP proof's jti was already used")
         return VerifiedProof(jwk_thumbprint, claims.jti, claims.iat, algorithm.name)
 
-    def _single(self, proofs: Sequence[str]) -> str:
+    def _parts(self, proofs: Sequence[str]) -> list[str]:
+        """The one proof's three compact-JWS parts, alphabet checked."""
         if isinstance(proofs, str):
             proofs = (proofs,)
         if len(proofs) != 1:
@@ -192,9 +198,10 @@ class DPoPVerifier:
             raise _malformed("the DPoP header is not text")
         if len(proof) > self._max_proof_bytes:
             raise _malformed("the DPoP proof is longer than this server accepts")
-        if not _COMPACT.fullmatch(proof):
+        parts = compact_parts(proof)
+        if parts is None:
             raise _malformed("the DPoP proof is not a compact JWS of three base64url parts")
-        return proof
+        return parts
 
     def _header(self, header_part: str) -> CachedKey:
         cached = self._keys.get(header_part)
@@ -249,7 +256,7 @@ class DPoPVerifier:
                 raise _fail(Reason.DPOP_HTU_MISMATCH, "the DPoP proof's htu is not a URL") from None
             if given != expected:
                 raise _fail(Reason.DPOP_HTU_MISMATCH, "the DPoP proof's htu is not the request URL")
-        now = self._clock.now().timestamp()
+        now = self._timestamp()
         if not now - self._iat_window <= claims.iat <= now + self._iat_window:
             raise _fail(
                 Reason.DPOP_IAT_OUT_OF_WINDOW,
@@ -283,10 +290,10 @@ class DPoPVerifier:
         ):
             raise UseDPoPNonce(self._nonces.current())
 
-    async def _burn(self, claims: ProofClaims, jkt: str) -> None:
-        key = hashlib.sha256(_utf8(f"{jkt}:{claims.jti}")).digest()
+    def _replay_entry(self, claims: ProofClaims, jkt: str) -> tuple[bytes, datetime]:
+        """The replay cache's key for this proof and the moment it may be forgotten."""
+        key = hashlib.sha256(f"{jkt}:{claims.jti}".encode("utf-8", "surrogatepass")).digest()
         expires_at = datetime.fromtimestamp(
-            claims.iat + self._iat_window + REPLAY_SKEW_SECONDS, tz=timezone.utc
+            claims.iat + self._iat_window + REPLAY_SKEW_SECONDS, timezone.utc
         )
-        if not await self._replay.check_and_store(key, expires_at):
-            raise _fail(Reason.DPOP_REPLAYED, "this DPoP proof's jti was already used")
+        return key, expires_at
