@@ -6,7 +6,8 @@ For each size it builds a SQLite log with one signed checkpoint at its end, then
 a fresh process per measurement (so peak RSS is that verification's own):
 
 - ``stream``: :func:`agentguard.audit._verify.verify_store`, what the CLI runs now (pages of
-  8192 seqs, template schema check, hashes of the stored bytes);
+  8192 seqs read as the stored rows, checked 256 at a time: template schema check, hashes of
+  the stored bytes);
 - ``whole``: the baseline the CLI ran before, ``await store.read()`` and then the whole-log
   verifier kept in ``tests/support/verify_oracle.py`` (the old path; skipped with ``--large``,
   where it would need ~7 GiB).

@@ -247,6 +247,28 @@ def test_accumulator_root_equals_the_recursive_root_for_any_leaves(leaves: list[
     assert compact.copy().root() == compact.root()
 
 
+@settings(max_examples=200)
+@given(
+    st.integers(min_value=0, max_value=70),
+    st.lists(st.integers(min_value=0, max_value=40), max_size=6),
+)
+def test_extend_in_any_chunks_builds_the_tree_append_builds(start: int, chunks: list[int]) -> None:
+    """``extend`` (a level at a time) and ``append`` (a leaf at a time) keep the same peaks."""
+    leaves = hashes(start + sum(chunks))
+    by_leaf, by_chunk = CompactRange(), CompactRange()
+    by_chunk.extend(leaves[:start])
+    done = start
+    for leaf in leaves[:start]:
+        by_leaf.append(leaf)
+    for chunk in chunks:
+        by_chunk.extend(iter(leaves[done : done + chunk]))
+        for leaf in leaves[done : done + chunk]:
+            by_leaf.append(leaf)
+        done += chunk
+        assert (by_chunk.size, by_chunk.peaks) == (by_leaf.size, by_leaf.peaks)
+    assert by_chunk.root() == root(leaves)
+
+
 @st.composite
 def index_and_size(draw: st.DrawFn) -> tuple[int, int]:
     size = draw(st.integers(min_value=1, max_value=130))

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from unittest.mock import patch
 
 import anyio
 import pytest
@@ -27,6 +28,7 @@ from agentguard.audit import (
     Checkpoint,
     Decision,
     Ed25519Signer,
+    _verify,
     leaf_hash,
     sign_checkpoint,
 )
@@ -34,6 +36,7 @@ from agentguard.audit._chain import GENESIS_PREV, seal
 from agentguard.audit._export import ExportTally, check_manifest, export_log, export_pages
 from agentguard.audit._merkle import root
 from agentguard.audit._prefix import ArchivedPrefix, extend_prefix
+from agentguard.audit._rows import entry_from_row
 from agentguard.audit._verify import LogVerifier, VerifyReport, verify_log, verify_store
 from agentguard.storage import MemoryStore
 from tests.support.verify_oracle import verify_log as oracle
@@ -68,6 +71,16 @@ def events(draw: st.DrawFn) -> AuditEvent:
         latency_us=draw(st.one_of(st.none(), st.integers(0, 2**53 - 1))),
         detail=detail,
     )
+
+
+# Events of the template's shape (the fast path's): a log of them is checked a run at a time.
+plain_events = st.builds(
+    lambda n, status: AuditEvent(
+        action=Action.DECISION, ts=EPOCH, path=f"/{n}", method="GET", status=status
+    ),
+    st.integers(0, 999),
+    st.one_of(st.none(), st.integers(100, 599)),
+)
 
 
 def build(evs: Sequence[AuditEvent]) -> list[AuditEntry]:
@@ -214,6 +227,66 @@ def test_streaming_report_equals_whole_log_report(  # noqa: PLR0917
         verifier = LogVerifier(notes, VKEYS, origin=ORIGIN, prefix=prefix)
         verifier.feed_bodies([e.body for e in log])
         assert verifier.finish() == oracle(as_lines, notes, VKEYS, origin=ORIGIN, prefix=prefix)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    evs=st.one_of(
+        st.lists(plain_events, max_size=12),
+        st.lists(st.one_of(plain_events, events()), max_size=12),
+    ),
+    tampers=st.lists(st.tuples(st.sampled_from(TAMPERS), st.integers(0, 50)), max_size=3),
+    sizes=st.lists(st.integers(0, 14), max_size=4),
+    cuts=st.lists(st.integers(0, 14), max_size=4),
+    archived=st.integers(0, 6),
+    run=st.sampled_from([1, 2, 3, 256]),
+    retyped=st.lists(st.tuples(st.integers(0, 50), st.integers(0, 2), st.integers(0, 3))),
+)
+def test_rows_verify_as_the_entries_read_converts_them_to(  # noqa: PLR0917
+    evs: list[AuditEvent],
+    tampers: list[tuple[str, int]],
+    sizes: list[int],
+    cuts: list[int],
+    archived: int,
+    run: int,
+    retyped: list[tuple[int, int, int]],
+) -> None:
+    """``feed_rows`` (runs of rows at once) gives the report of ``feed`` over ``entry_from_row``
+    of the same rows, whatever the rows hold: tampered entries, columns of other types."""
+    original = build(evs)
+    notes = notes_for(original, [s for s in sizes if s <= len(original)])
+    log = original
+    for kind, at in tampers:
+        log = tamper(log, kind, at)
+    prefix = None
+    if 0 < archived < len(original) and log[:archived] == original[:archived]:
+        leaves = [e.hash for e in original[:archived]]
+        prefix = extend_prefix(None, leaves, archived, [s for s in sizes if s <= len(original)])
+        log = log[archived:]
+    rows: list[tuple[object, ...]] = [(e.seq, e.hash, e.body) for e in log]
+    kinds = [
+        lambda v: v,
+        lambda v: v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v),
+        lambda v: bytearray(v) if isinstance(v, bytes) else v,
+        lambda v: float(v) if isinstance(v, int) else v,
+    ]
+    for at, column, kind in retyped:  # a column rewritten with another type, as SQL allows
+        if rows:
+            entry = log[at % len(rows)]
+            row = list(rows[at % len(rows)])
+            row[column] = kinds[kind]((entry.seq, entry.hash, entry.body)[column])
+            rows[at % len(rows)] = tuple(row)
+    expected = oracle(
+        [entry_from_row(row) for row in rows], notes, VKEYS, origin=ORIGIN, prefix=prefix
+    )
+    verifier = LogVerifier(notes, VKEYS, origin=ORIGIN, prefix=prefix)
+    last = 0
+    with patch.object(_verify, "_RUN", run):
+        for cut in sorted({min(c, len(rows)) for c in cuts}):
+            verifier.feed_rows(rows[last:cut])
+            last = cut
+        verifier.feed_rows(rows[last:])
+    assert verifier.finish() == expected
 
 
 class _PagedStore:

@@ -116,17 +116,23 @@ class CompactRange:
             size >>= 1
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        """Append each of ``leaves`` in order (the loop of :meth:`append`, without a call each)."""
-        peaks, size, sha256 = self._peaks, self._size, _sha256
-        for leaf in leaves:
-            peaks.append(leaf)
-            size += 1
-            bits = size
-            while not bits & 1:
-                right = peaks.pop()
-                peaks[-1] = sha256(b"\x01" + peaks[-1] + right).digest()
-                bits >>= 1
-        self._size = size
+        """Append each of ``leaves`` in order: the tree of :meth:`append`, a level at a time.
+
+        At each level the new nodes, after the peak to their left if that level has one, pair
+        up into the next level's; an odd last node is that level's new peak.
+        """
+        nodes = list(leaves)
+        peaks, start = self._peaks, self._size
+        self._size = start + len(nodes)
+        new_peaks: list[bytes] = []  # lowest level first
+        while nodes:
+            if start & 1:  # this level's peak is the left sibling of the first new node
+                nodes.insert(0, peaks.pop())
+            if len(nodes) & 1:
+                new_peaks.append(nodes.pop())
+            nodes = _parents(nodes)
+            start >>= 1
+        peaks.extend(reversed(new_peaks))
 
     def root(self) -> bytes:
         """The tree hash over everything appended so far."""
@@ -144,6 +150,21 @@ class CompactRange:
 
     def __repr__(self) -> str:
         return f"CompactRange(size={self._size}, root={self.root().hex()[:16]}…)"
+
+
+_INTERIOR = _sha256(b"\x01")  # copied per node: cheaper than starting a hash afresh
+
+
+def _parents(nodes: list[bytes]) -> list[bytes]:
+    """The node hashes over ``nodes`` paired left to right (an even number of them)."""
+    parents: list[bytes] = []
+    fresh, append = _INTERIOR.copy, parents.append
+    for left, right in zip(nodes[0::2], nodes[1::2], strict=True):
+        digest = fresh()
+        digest.update(left)
+        digest.update(right)
+        append(digest.digest())
+    return parents
 
 
 def _check_leaves(leaves: Sequence[bytes], size: int) -> None:

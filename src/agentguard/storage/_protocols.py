@@ -260,6 +260,24 @@ class AuditStore(Protocol):
 
 
 @runtime_checkable
+class AuditRowStore(Protocol):
+    """An :class:`AuditStore` that hands over its audit rows as stored (optional; SQL stores).
+
+    :func:`~agentguard.audit._verify.verify_store` uses it when a store has it and
+    :meth:`AuditStore.read` otherwise: the verifier then checks pages of rows without building
+    an :class:`~agentguard.audit.AuditEntry` per event. Not part of the public storage API.
+    """
+
+    async def read_rows(self, start: int, stop: int) -> Sequence[Sequence[object]]:
+        """The rows ``(seq, hash, body)`` with ``start <= seq < stop``, in order, as the driver
+        gave them: no conversion, so a column rewritten with another type comes back as it is
+        stored. ``agentguard.audit._rows.entry_from_row`` of each row is exactly what
+        ``read(start, stop)`` returns (one statement, so one consistent snapshot).
+        """
+        ...
+
+
+@runtime_checkable
 class AuditArchiveStore(Protocol):
     """An :class:`AuditStore` that can drop an archived prefix of its log (optional).
 

@@ -26,6 +26,8 @@ from agentguard._model import (
     Workspace,
 )
 from agentguard.audit._chain import AuditEntry
+from agentguard.audit._rows import blob
+from agentguard.audit._rows import entry_from_row as _entry_from_row
 from agentguard.errors import CorruptRecord
 from agentguard.storage._protocols import KeyLookup
 
@@ -37,13 +39,6 @@ Params = tuple[Any, ...]
 _USER_AT = 15  # a key lookup selects 15 key columns, 5 user, 3 account, then the member flag
 _ACCOUNT_AT = _USER_AT + 5
 _MEMBER_AT = _ACCOUNT_AT + 3
-
-
-def blob(value: object) -> bytes:
-    """Column bytes as stored; a value someone rewrote as text or a number is kept, not fatal."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    return str(value).encode("utf-8", "surrogatepass")
 
 
 def _grants_json(grants: Grants) -> str:
@@ -189,4 +184,4 @@ class RowCodec:
     @staticmethod
     def entry_from_row(row: Row) -> AuditEntry:
         """An audit row ``(seq, hash, body)`` as read; tampered types reach the verifier as data."""
-        return AuditEntry(seq=int(row[0]), hash=blob(row[1]), body=blob(row[2]))
+        return _entry_from_row(row)

@@ -566,6 +566,13 @@ class PostgresStore(PostgresGates, PostgresConnections):
         rows = await self._fetch(self._queries.audit_read, max(0, start), stop)
         return [entry_from_row(row) for row in rows]
 
+    async def read_rows(self, start: int, stop: int) -> list[Any]:
+        """The rows ``(seq, hash, body)`` with ``start <= seq < stop`` as asyncpg gives them
+        (:class:`~agentguard.storage._protocols.AuditRowStore`): what :meth:`read` converts."""
+        if stop <= start:
+            return []
+        return await self._fetch(self._queries.audit_read, max(0, start), stop)
+
     async def head(self) -> AuditEntry | None:
         """The newest entry, or ``None`` for an empty log."""
         row = await self._fetchrow(self._queries.audit_head)

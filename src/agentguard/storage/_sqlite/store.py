@@ -415,6 +415,11 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
             rows = await self._fetch_all(sql.AUDIT_READ_TO, (start, stop))
         return [entry_from_row(row) for row in rows]
 
+    async def read_rows(self, start: int, stop: int) -> list[tuple[object, ...]]:
+        """The rows ``(seq, hash, body)`` with ``start <= seq < stop`` as sqlite3 gives them
+        (:class:`~agentguard.storage._protocols.AuditRowStore`): what :meth:`read` converts."""
+        return await self._fetch_all(sql.AUDIT_READ_TO, (start, stop))
+
     async def head(self) -> AuditEntry | None:
         """The newest entry, or ``None`` for an empty log."""
         row = await self._fetch_one(sql.AUDIT_HEAD, ())

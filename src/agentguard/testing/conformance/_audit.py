@@ -26,9 +26,15 @@ from agentguard.audit._merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from agentguard.storage._protocols import AuditStore
+from agentguard.audit._rows import entry_from_row
+from agentguard.audit._verify import verify_log, verify_store
+from agentguard.storage._protocols import AuditRowStore, AuditStore
 from agentguard.testing._fakes import FakeClock
-from agentguard.testing.conformance._base import ContractBase, assert_store_type
+from agentguard.testing.conformance._base import (
+    ContractBase,
+    assert_implements,
+    assert_store_type,
+)
 
 __all__ = ["AuditCheckpointContract", "AuditStoreContract", "audit_event"]
 
@@ -129,6 +135,23 @@ class AuditStoreContract(AuditCheckpointContract):
         assert await store.read(10) == []
         assert await store.read(5, 5) == []
         assert await store.read(6, 2) == []
+
+    async def test_read_rows_are_the_rows_read_converts(
+        self, store: AuditStore, clock: FakeClock
+    ) -> None:
+        """``read_rows`` is optional (:class:`AuditRowStore`): a store offering it hands over
+        exactly the rows whose conversion ``read`` returns, range by range. Either way the
+        streaming verifier (which reads through ``read_rows`` where it can) reports on the
+        store what the whole-log verifier reports on ``read()``."""
+        await store.append([audit_event(clock, n) for n in range(10)])
+        if isinstance(store, AuditRowStore):
+            assert_implements(store, AuditRowStore)
+            for start, stop in ((0, 10), (3, 6), (8, 100), (10, 20), (5, 5), (6, 2), (0, 1)):
+                rows = await store.read_rows(start, stop)
+                assert [entry_from_row(row) for row in rows] == await store.read(start, stop)
+        streamed = await verify_store(store, page=4)
+        assert streamed == verify_log(await store.read())
+        assert streamed.size == 10
 
     async def test_concurrent_appends_form_one_chain(
         self, store: AuditStore, clock: FakeClock
