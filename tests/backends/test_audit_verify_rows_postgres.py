@@ -8,14 +8,12 @@ at a time). A superuser with the triggers off edits rows; the report must be the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
 
 from agentguard.audit import (
     Action,
-    AuditEntry,
     AuditEvent,
     Checkpointer,
     Ed25519Signer,
@@ -27,27 +25,12 @@ from agentguard.audit._verify import verify_store
 from agentguard.storage import PostgresStore
 from agentguard.testing import FakeClock
 from tests.backends.services import drop_schema, postgres_dsn, random_name
+from tests.support.audit_logs import EntriesOnly
 
 pytestmark = pytest.mark.anyio
 ORIGIN = "audit.example.test/agentguard/pg-rows"
 SIGNER = Ed25519Signer.generate(ORIGIN)
 SIZE = 300
-
-
-class _EntriesOnly:
-    """The store without ``read_rows``: what verify_store reads through ``read()``."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
-
-    async def read(self, start: int = 0, stop: int | None = None) -> list[AuditEntry]:
-        return await self._store.read(start, stop)
-
-    async def head(self) -> AuditEntry | None:
-        return await self._store.head()
-
-    async def append(self, events: Any) -> list[AuditEntry]:
-        raise NotImplementedError("read-only")
 
 
 @pytest.fixture
@@ -111,7 +94,7 @@ async def test_postgres_rows_get_the_report_read_gives(
         for page in (8192, 100):
             reports.append(await verify_store(store, notes, vkeys, origin=ORIGIN, page=page))
             reports.append(
-                await verify_store(_EntriesOnly(store), notes, vkeys, origin=ORIGIN, page=page)
+                await verify_store(EntriesOnly(store), notes, vkeys, origin=ORIGIN, page=page)
             )
     assert all(report == reports[0] for report in reports)
     assert reports[0].ok == (kind == "intact")

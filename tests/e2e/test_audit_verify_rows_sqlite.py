@@ -13,14 +13,12 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from agentguard.audit import (
     Action,
-    AuditEntry,
     AuditEvent,
     Checkpointer,
     Decision,
@@ -28,11 +26,11 @@ from agentguard.audit import (
     MemoryCheckpointSink,
     VerifyReport,
 )
-from agentguard.audit._prefix import ArchivedPrefix
 from agentguard.audit._rows import exact_columns
 from agentguard.audit._verify import verify_store
 from agentguard.storage import SQLiteStore, StorageError
 from agentguard.testing import FakeClock
+from tests.support.audit_logs import EntriesOnly
 from tests.support.verify_oracle import verify_log as oracle
 
 ORIGIN = "audit.test/rows"
@@ -81,25 +79,6 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]
         return await sink.notes()
 
     return path, anyio.run(main)
-
-
-class _EntriesOnly:
-    """The store without ``read_rows``: what verify_store reads through ``read()``."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
-
-    async def read(self, start: int = 0, stop: int | None = None) -> list[AuditEntry]:
-        return await self._store.read(start, stop)
-
-    async def head(self) -> AuditEntry | None:
-        return await self._store.head()
-
-    async def append(self, events: Any) -> list[AuditEntry]:
-        raise NotImplementedError("read-only")
-
-    async def archived_prefix(self) -> ArchivedPrefix | None:
-        return await self._store.archived_prefix()
 
 
 def _rows(db: sqlite3.Connection, seq: int) -> tuple[bytes, bytes]:
@@ -182,9 +161,7 @@ def reports(path: Path, notes: list[str], page: int) -> tuple[VerifyReport, ...]
     async def main() -> tuple[VerifyReport, ...]:
         async with SQLiteStore(path, read_only=True) as store:
             rows = await verify_store(store, notes, VKEYS, origin=ORIGIN, page=page)
-            entries = await verify_store(
-                _EntriesOnly(store), notes, VKEYS, origin=ORIGIN, page=page
-            )
+            entries = await verify_store(EntriesOnly(store), notes, VKEYS, origin=ORIGIN, page=page)
             whole = oracle(await store.read(), notes, VKEYS, origin=ORIGIN)
         return rows, entries, whole
 
@@ -236,7 +213,7 @@ def test_a_body_that_is_not_utf8_text_fails_alike(
 
     async def main(wrap: bool) -> str:
         async with SQLiteStore(path, read_only=True) as store:
-            target = _EntriesOnly(store) if wrap else store
+            target = EntriesOnly(store) if wrap else store
             with pytest.raises(StorageError) as caught:
                 await verify_store(target, pristine[1], VKEYS, origin=ORIGIN)
         return str(caught.value)

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 from binascii import b2a_base64
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit import Action, AuditEvent, Decision
+from agentguard.audit import Action, AuditEvent
 from agentguard.audit._canonical_check import _template, canonical_link, template_leaves
 from agentguard.audit._events import MAX_SAFE_INT
 from agentguard.audit._rows import blob, entry_from_row, exact_columns
+from tests.support.audit_logs import events as shared_events
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -80,25 +81,8 @@ texts = st.one_of(safe_texts, safe_texts, safe_texts, unsafe_texts)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1), texts)
 
 
-@st.composite
-def events(draw: st.DrawFn, texts: st.SearchStrategy[str] = texts) -> AuditEvent:
-    detail = draw(
-        st.one_of(
-            st.just({}),
-            st.dictionaries(st.sampled_from(["a", "b", "z_1", "prev", "seq"]), scalars, max_size=3),
-        )
-    )
-    return AuditEvent(
-        action=draw(st.sampled_from(list(Action))),
-        ts=EPOCH + timedelta(microseconds=draw(st.integers(0, 10**9))),
-        decision=draw(st.sampled_from([None, Decision.ALLOW, Decision.DENY])),
-        user_id=draw(st.one_of(st.none(), texts)),
-        path=draw(st.one_of(st.none(), texts)),
-        reason=draw(st.one_of(st.none(), texts)),
-        status=draw(st.one_of(st.none(), st.integers(100, 599))),
-        latency_us=draw(st.one_of(st.none(), st.integers(0, 2**53 - 1))),
-        detail=detail,
-    )
+def events(texts: st.SearchStrategy[str] = texts) -> st.SearchStrategy[AuditEvent]:
+    return shared_events(texts)
 
 
 # What a forger or a broken writer might splice in: quotes, escapes (canonical or not), control

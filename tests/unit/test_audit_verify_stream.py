@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from unittest.mock import patch
 
@@ -26,7 +26,6 @@ from agentguard.audit import (
     AuditEntry,
     AuditEvent,
     Checkpoint,
-    Decision,
     Ed25519Signer,
     _verify,
     leaf_hash,
@@ -39,6 +38,7 @@ from agentguard.audit._prefix import ArchivedPrefix, extend_prefix
 from agentguard.audit._rows import entry_from_row
 from agentguard.audit._verify import LogVerifier, VerifyReport, verify_log, verify_store
 from agentguard.storage import MemoryStore
+from tests.support.audit_logs import events as shared_events
 from tests.support.verify_oracle import verify_log as oracle
 
 ORIGIN = "audit.example.com/agentguard/stream"
@@ -53,24 +53,8 @@ texts = st.one_of(
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1), texts)
 
 
-@st.composite
-def events(draw: st.DrawFn) -> AuditEvent:
-    detail = draw(
-        st.one_of(
-            st.just({}),
-            st.dictionaries(st.sampled_from(["a", "b", "z_1", "prev", "seq"]), scalars, max_size=3),
-        )
-    )
-    return AuditEvent(
-        action=draw(st.sampled_from(list(Action))),
-        ts=EPOCH + timedelta(microseconds=draw(st.integers(0, 10**9))),
-        decision=draw(st.sampled_from([None, Decision.ALLOW, Decision.DENY])),
-        user_id=draw(st.one_of(st.none(), texts)),
-        path=draw(st.one_of(st.none(), texts)),
-        status=draw(st.one_of(st.none(), st.integers(100, 599))),
-        latency_us=draw(st.one_of(st.none(), st.integers(0, 2**53 - 1))),
-        detail=detail,
-    )
+def events() -> st.SearchStrategy[AuditEvent]:
+    return shared_events(texts)
 
 
 # Events of the template's shape (the fast path's): a log of them is checked a run at a time.
