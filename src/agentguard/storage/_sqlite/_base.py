@@ -17,7 +17,7 @@ from agentguard.storage._protocols import IntegrityError, StorageError
 from agentguard.storage._sqlite._threads import ConnectionThread
 from agentguard.storage._sqlite.schema import configure, open_read_only, prepare
 
-__all__ = ["MEMORY", "Params", "Row", "SQLiteBase", "Work", "create_private"]
+__all__ = ["BROKEN_RULE", "MEMORY", "Params", "Row", "SQLiteBase", "Work", "create_private"]
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
@@ -34,6 +34,10 @@ def create_private(path: str) -> None:
     except FileExistsError:
         return
     os.close(descriptor)
+
+
+#: What a write that breaks a table constraint says (with the driver's own message after it).
+BROKEN_RULE = "the write breaks a storage rule"
 
 
 class SQLiteBase:
@@ -81,7 +85,7 @@ class SQLiteBase:
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError(f"{broken} ({exc})") from exc
 
-    async def _call(self, work: Work[T], broken: str = "the write breaks a storage rule") -> T:
+    async def _call(self, work: Work[T], broken: str = BROKEN_RULE) -> T:
         return await self._writer.call(self._run, work, broken)
 
     # Reads: one statement each, so each sees one consistent snapshot.

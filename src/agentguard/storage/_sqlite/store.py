@@ -38,7 +38,7 @@ from agentguard.audit._prefix import ArchivedPrefix, drop_problem
 from agentguard.errors import UsageError
 from agentguard.storage._protocols import IntegrityError, KeyLookup, StorageError, revoke_selector
 from agentguard.storage._sqlite import _queries as sql
-from agentguard.storage._sqlite._base import SQLiteBase
+from agentguard.storage._sqlite._base import BROKEN_RULE, SQLiteBase
 from agentguard.storage._sqlite._connections import SQLiteConnections
 from agentguard.storage._sqlite._gates import SQLiteGates
 from agentguard.storage._sqlite._rows import (
@@ -328,7 +328,7 @@ class SQLiteStore(SQLiteGates, SQLiteConnections, SQLiteBase):
                     for claim in claims
                 ]
 
-        return self._run(work, "the write breaks a storage rule")
+        return self._run(work, BROKEN_RULE)
 
     # CredentialStore
 
