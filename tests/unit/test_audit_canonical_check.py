@@ -16,10 +16,12 @@ from datetime import datetime, timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agentguard.audit import Action, AuditEvent
+from agentguard.audit import Action, AuditEntry, AuditEvent
 from agentguard.audit._canonical_check import _template, canonical_link, template_leaves
+from agentguard.audit._chain import GENESIS_PREV, seal
 from agentguard.audit._events import MAX_SAFE_INT
 from agentguard.audit._rows import blob, entry_from_row, exact_columns
+from agentguard.audit._verify import Category, LogVerifier, verify_log
 from tests.support.audit_logs import events as shared_events
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -52,7 +54,8 @@ def full_path(body: bytes, head_b64: bytes, seq: int) -> bool:
         obj = _DECODE(body.decode())
     except (ValueError, RecursionError):
         return False
-    if type(obj) is not dict or _ENCODE(obj).encode() != body:
+    # surrogatepass: a lone surrogate (from a \ud800 escape) encodes, to bytes no body equals
+    if type(obj) is not dict or _ENCODE(obj).encode("utf-8", "surrogatepass") != body:
         return False
     return (
         obj.get("prev") == head_b64.decode() and type(obj.get("seq")) is int and obj["seq"] == seq
@@ -91,6 +94,7 @@ PIECES = [
     b'"', b"\\", b'\\"', b"\\\\", b"\\n", b"\\t", b"\\u00e9", b"\\u0041", b"\\u007f", b"\\/",
     b"\x00", b"\x1f", b"\n", b"\x7f", b"\xc3\xa9", b"\xff", b" ", b"{", b"}", b"{}", b",", b":",
     b"0", b"-", b"1.0", b"01", b"null", b"true", b"[1]", b'"x":1', b"9007199254740993",
+    b"\\ud800", b"\\udead", b"\\udc00", b"\\ud83d\\ude00",
 ]  # fmt: skip
 
 
@@ -240,3 +244,27 @@ def test_exact_columns_only_for_rows_entry_from_row_leaves_alone() -> None:
         assert exact_columns(odd) is None, odd
     assert blob("é\udcff") == "é\udcff".encode("utf-8", "surrogatepass")
     assert blob(7) == b"7" and blob(bytearray(b"x")) == b"x"
+
+
+def test_a_lone_surrogate_escape_is_not_canonical_and_never_raises() -> None:
+    """``\\udead`` decodes to a lone surrogate, which has no UTF-8 encoding: the body cannot be
+    its own canonical encoding. Found by a review: the verifier raised UnicodeEncodeError, so
+    one edited row stopped ``agentguard audit verify`` before it reported anything."""
+    entry = seal(AuditEvent(action=Action.GENESIS, ts=EPOCH), 0, GENESIS_PREV)
+    edits = [
+        (b'"detail":{}', b'"detail":{"x":"\\udead"}'),  # the template's detail
+        (b'"action":"', b'"action":"\\udead'),  # any other string: the full decode
+        (b'"detail":{}', b'"detail":{"x":"\\ud83d\\ude00"}'),  # a pair: not canonical either
+    ]
+    for old, new in edits:
+        body = entry.body.replace(old, new)
+        assert body != entry.body
+        assert canonical_link(body, b64(GENESIS_PREV), 0) is False
+        assert full_path(body, b64(GENESIS_PREV), 0) is False
+        forged = AuditEntry(0, leaf(body), body)
+        report = verify_log([forged])
+        assert not report.ok
+        assert [(f.category, f.seq) for f in report.findings] == [(Category.NON_CANONICAL, 0)]
+        verifier = LogVerifier()
+        verifier.feed_rows([(0, leaf(body), body)])
+        assert verifier.finish() == report

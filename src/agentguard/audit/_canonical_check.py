@@ -96,12 +96,16 @@ _template = _schema_template()
 
 
 def _roundtrips(text: bytes) -> object:
-    """``text`` decoded if it is exactly its own canonical encoding, else ``None``."""
+    """``text`` decoded if it is exactly its own canonical encoding, else ``None``.
+
+    Never raises: a ``\\ud800`` escape decodes to a lone surrogate, which has no UTF-8
+    encoding, so such a body is not canonical (compared as text, the re-encoding differs)."""
     try:
-        obj = _decode(text.decode())
+        decoded = text.decode()
+        obj = _decode(decoded)
+        return obj if type(obj) is dict and _encode(obj) == decoded else None
     except (ValueError, RecursionError):
         return None
-    return obj if type(obj) is dict and _encode(obj).encode() == text else None
 
 
 def canonical_link(body: bytes, head_b64: bytes, seq: int) -> bool:
