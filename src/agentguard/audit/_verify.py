@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from binascii import b2a_base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agentguard.audit._canonical_check import canonical_link, template_leaves
@@ -38,11 +36,11 @@ from agentguard.audit._checkpoints import (
     UnknownKey,
     open_checkpoint,
 )
-from agentguard.audit._events import canonical_json
 from agentguard.audit._merkle import CompactRange
 from agentguard.audit._prefix import ArchivedPrefix, check_prefix
 from agentguard.audit._rows import entry_from_row, exact_columns
-from agentguard.audit._verify_report import Category, Finding, VerifyReport, b64, witness_summary
+from agentguard.audit._verify_report import Category, Finding, VerifyReport, witness_summary
+from agentguard.audit._verify_walk import Walk
 from agentguard.errors import UsageError
 
 if TYPE_CHECKING:
@@ -58,135 +56,9 @@ __all__ = [
 ]
 
 
-def _short(digest: object) -> str:
-    return digest.hex()[:8] + "…" if isinstance(digest, bytes) else repr(digest)[:16]
-
-
 _sha256 = hashlib.sha256
-_MAX_HEADS = 16
 _FLUSH = 4096  # leaf hashes held before they go into the compact range
 _RUN = 256  # rows checked at once by feed_rows (below the collector's first threshold, 700)
-
-
-def _parse(body: object) -> dict[str, object] | None:
-    if not isinstance(body, bytes):
-        return None
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-@dataclass
-class _Suspect:
-    """A tentative finding that a later entry may re-classify (the entry it displaced arrives)."""
-
-    finding: int  # index into _Walk.findings; replaced on resolution
-    category: Category  # what the finding becomes if resolved
-    seq: int  # the suspect entry's seq
-    displaced: int  # the seq expected where the suspect appeared
-    head_b64: str  # the chain head before the suspect
-    hash_b64: str  # the suspect entry's hash
-    ttl: int  # entries left before the finding stands
-
-
-@dataclass
-class _Walk:
-    """The verifier's chain state between entries (the fast path keeps it in locals)."""
-
-    findings: list[Finding] = field(default_factory=list)
-    expected: int = 0
-    head: bytes = GENESIS_PREV
-    heads: dict[str, int] = field(default_factory=dict)
-    suspect: _Suspect | None = None
-
-    def add(self, category: Category, seq: int | None, detail: str) -> int:
-        self.findings.append(Finding(category, seq, detail))
-        return len(self.findings) - 1
-
-    def follow(self, seq: int, digest: bytes) -> None:
-        self.expected, self.head = seq + 1, digest
-
-    def set_aside(self, seq: int, digest: bytes) -> None:
-        self.heads[b64(digest)] = seq
-        if len(self.heads) > _MAX_HEADS:
-            del self.heads[next(iter(self.heads))]
-
-    def slow(self, entry: AuditEntry) -> bytes:
-        """Classify an entry that failed the fast path; return the hash the tree appends."""
-        seq, body, stored = entry.seq, entry.body, entry.hash
-        computed = _sha256(b"\x00" + body).digest() if isinstance(body, bytes) else None
-        obj = _parse(body)
-        try:
-            canonical = canonical_json(obj) if obj is not None else None
-        except ValueError:
-            canonical = None
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            seq = self.expected
-        digest = stored if isinstance(stored, bytes) and len(stored) == 32 else computed
-        intact = True
-        if computed != stored:
-            if canonical is not None and _sha256(b"\x00" + canonical).digest() == stored:
-                self.add(Category.NON_CANONICAL, seq, "re-serialised; its canonical form matches")
-            else:
-                detail = f"stored={_short(stored)} recomputed={_short(computed)}"
-                self.add(Category.MODIFIED, seq, detail)
-                intact = False
-        elif canonical != body:
-            self.add(Category.NON_CANONICAL, seq, "stored bytes are not in canonical form")
-        prev_field: object = None
-        if intact and obj is not None:
-            body_seq, prev_field = obj.get("seq"), obj.get("prev")
-            if type(body_seq) is not int or body_seq != seq:
-                self.add(Category.REORDERED, seq, f"stored at seq {seq}, its body says {body_seq}")
-                if type(body_seq) is int and body_seq >= 0:
-                    seq = body_seq
-        digest = digest or bytes(32)
-        self._place(seq, digest, prev_field, intact)
-        return digest
-
-    def _place(self, seq: int, digest: bytes, prev_field: object, intact: bool) -> None:
-        suspect = self.suspect
-        if suspect is not None:
-            if seq == suspect.displaced and seq < self.expected and prev_field == suspect.head_b64:
-                self.findings[suspect.finding] = Finding(
-                    suspect.category, seq, f"an entry with seq {suspect.seq} precedes it"
-                )
-                self.heads[suspect.hash_b64] = suspect.seq
-                self.suspect = None
-                self.follow(seq, digest)
-                return
-            suspect.ttl -= 1
-            if suspect.ttl <= 0:
-                self.suspect = None
-        head_b64 = b64(self.head)
-        if seq == self.expected:
-            if not intact or prev_field == head_b64 or prev_field in self.heads:
-                self.follow(seq, digest)
-                return
-            at = self.expected - 1 if self.expected > 0 else seq
-            detail = f"its hash is not the prev that seq {seq} names"
-            index = self.add(Category.MODIFIED, at, detail)
-            self.suspect = _Suspect(index, Category.INSERTED, seq, seq, head_b64, b64(digest), 1)
-        elif seq > self.expected:
-            gap = f"{self.expected}..{seq - 1}" if seq - 1 > self.expected else str(seq - 1)
-            index = self.add(Category.MISSING, self.expected, f"seq {gap} absent")
-            if prev_field != head_b64:
-                self.suspect = _Suspect(
-                    index,
-                    Category.REORDERED,
-                    seq,
-                    self.expected,
-                    head_b64,
-                    b64(digest),
-                    _MAX_HEADS,
-                )
-        else:
-            self.add(Category.INSERTED, seq, f"a second entry claims seq {seq}")
-            self.set_aside(seq, digest)
-            return
-        self.follow(seq, digest)
 
 
 def rejected_detail(error: CheckpointError) -> str:
@@ -222,7 +94,7 @@ def _open(
     checkpoints: Sequence[str | Checkpoint],
     vkeys: Sequence[str],
     origin: str | None,
-    walk: _Walk,
+    walk: Walk,
     notes: dict[int, list[str]] | None = None,
 ) -> dict[int, bytes]:
     """The trusted checkpoints as ``{size: root}``; bad ones become findings.
@@ -320,7 +192,7 @@ class LogVerifier:
                 f"a witness quorum of {required} needs at least that many witness vkeys "
                 f"({len(witnesses)} given)"
             )
-        walk = self._walk = _Walk()
+        walk = self._walk = Walk()
         notes: dict[int, list[str]] = {}
         trusted = self._trusted = _open(checkpoints, vkeys, origin, walk, notes)
         self._witness: dict[str, object] | None = None
