@@ -47,7 +47,9 @@ def event(clock: FakeClock, n: int) -> AuditEvent:
         path += "/é"
     elif n % 89 == 3:
         path += '/"quoted"'
-    detail = {"note": "two\nlines", "n": n} if n % 83 == 7 else {}
+    detail: dict[str, str | int | bool | None] = (
+        {"note": "two\nlines", "n": n} if n % 83 == 7 else {}
+    )
     return AuditEvent(
         action=Action.DECISION,
         ts=clock.now(),

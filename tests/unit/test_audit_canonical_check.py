@@ -225,9 +225,10 @@ def test_a_run_passes_exactly_when_each_entry_takes_the_template_fast_path(
 
 def test_exact_columns_only_for_rows_entry_from_row_leaves_alone() -> None:
     good = [(0, b"h", b"b"), (1, b"i", b"c")]
-    assert exact_columns(good) == ((0, 1), (b"h", b"i"), (b"b", b"c"))
+    columns = exact_columns(good)
+    assert columns == ((0, 1), (b"h", b"i"), (b"b", b"c"))
     assert [entry_from_row(row) for row in good] == [
-        entry_from_row((s, h, b)) for s, h, b in zip(*exact_columns(good), strict=True)
+        entry_from_row((s, h, b)) for s, h, b in zip(*columns, strict=True)
     ]
     for odd in (
         [],

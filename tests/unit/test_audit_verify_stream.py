@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 import anyio
@@ -248,17 +249,17 @@ def test_rows_verify_as_the_entries_read_converts_them_to(  # noqa: PLR0917
         prefix = extend_prefix(None, leaves, archived, [s for s in sizes if s <= len(original)])
         log = log[archived:]
     rows: list[tuple[object, ...]] = [(e.seq, e.hash, e.body) for e in log]
-    kinds = [
+    kinds: list[Callable[[Any], object]] = [
         lambda v: v,
         lambda v: v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v),
         lambda v: bytearray(v) if isinstance(v, bytes) else v,
         lambda v: float(v) if isinstance(v, int) else v,
     ]
-    for at, column, kind in retyped:  # a column rewritten with another type, as SQL allows
+    for at, column, retype in retyped:  # a column rewritten with another type, as SQL allows
         if rows:
             entry = log[at % len(rows)]
             row = list(rows[at % len(rows)])
-            row[column] = kinds[kind]((entry.seq, entry.hash, entry.body)[column])
+            row[column] = kinds[retype]((entry.seq, entry.hash, entry.body)[column])
             rows[at % len(rows)] = tuple(row)
     expected = oracle(
         [entry_from_row(row) for row in rows], notes, VKEYS, origin=ORIGIN, prefix=prefix
