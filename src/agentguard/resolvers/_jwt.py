@@ -20,7 +20,6 @@ never quotes the token; a JWKS that cannot be fetched refuses with 503.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +29,7 @@ import httpx
 from agentguard._clock import Clock, SystemClock
 from agentguard._model import Principal
 from agentguard.dpop._algorithms import ALGORITHMS, Algorithm
-from agentguard.dpop._jose import JOSEError, b64url_decode, loads_object
+from agentguard.dpop._jose import JOSEError, b64url_decode, compact_parts, loads_object
 from agentguard.errors import ConfigurationError, InvalidToken, Reason
 from agentguard.resolvers._claims import (
     SubjectMapping,
@@ -47,7 +46,6 @@ __all__ = ["DEFAULT_JWT_ALGORITHMS", "JWTAccessTokenResolver"]
 #: The signature algorithms authorization servers use most; all asymmetric.
 DEFAULT_JWT_ALGORITHMS: tuple[str, ...] = ("RS256", "PS256", "ES256", "EdDSA")
 
-_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
 #: Header members that would let the token choose its own key or change how it is processed.
 _FORBIDDEN_HEADER = frozenset({"crit", "b64", "cty", "zip", "enc", "jwk", "jku", "x5u", "x5c"})
 
@@ -185,10 +183,11 @@ class JWTAccessTokenResolver:
 
         Several resolvers (one per issuer) can then share one guard.
         """
-        if token.startswith("ag_") or len(token) > self._max_bytes or not _COMPACT.match(token):
+        parts = None if len(token) > self._max_bytes else compact_parts(token)
+        if token.startswith("ag_") or parts is None:
             return False
         try:
-            claims = loads_object(b64url_decode(token.split(".")[1], alphabet_checked=True))
+            claims = loads_object(b64url_decode(parts[1], alphabet_checked=True))
         except JOSEError:
             return False
         return claims.get("iss") == self.issuer
@@ -214,9 +213,10 @@ class JWTAccessTokenResolver:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """Check the signature and the registered claims; return the claims."""
-        if len(token) > self._max_bytes or not _COMPACT.match(token):
+        parts = None if len(token) > self._max_bytes else compact_parts(token)
+        if parts is None:
             raise _malformed()
-        header_b64, payload_b64, signature_b64 = token.split(".")
+        header_b64, payload_b64, signature_b64 = parts
         try:
             header = loads_object(b64url_decode(header_b64, alphabet_checked=True))
             signature = b64url_decode(signature_b64, alphabet_checked=True)
