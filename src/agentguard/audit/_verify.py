@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 from binascii import b2a_base64
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentguard.audit._canonical_check import canonical_link, template_leaves
 from agentguard.audit._chain import GENESIS_PREV, AuditEntry
@@ -374,12 +374,15 @@ async def verify_store(
         checkpoints, vkeys, origin=origin, prefix=prefix, witnesses=witnesses, quorum=quorum
     )
     read_rows = getattr(store, "read_rows", None)
+    read: Callable[[int, int], Awaitable[Sequence[Any]]]
+    feed: Callable[[Sequence[Any]], None]
+    if callable(read_rows):  # an AuditRowStore: the rows read() would convert
+        read, feed = read_rows, verifier.feed_rows
+    else:
+        read, feed = store.read, verifier.feed
     start, stride = 0, page
     while True:
-        if callable(read_rows):  # an AuditRowStore: the rows read() would convert
-            found = await _feed_rows(verifier, read_rows, start, start + stride)
-        else:
-            found = await _feed(verifier, store, start, start + stride)
+        found = await _feed_page(read, feed, start, start + stride)
         start += stride
         if found:
             stride = page
@@ -391,25 +394,18 @@ async def verify_store(
     return verifier.finish()
 
 
-async def _feed_rows(
-    verifier: LogVerifier,
-    read_rows: Callable[[int, int], Awaitable[Sequence[Sequence[object]]]],
+async def _feed_page(
+    read: Callable[[int, int], Awaitable[Sequence[Any]]],
+    feed: Callable[[Sequence[Any]], None],
     start: int,
     stop: int,
 ) -> bool:
-    """Feed the rows of ``[start, stop)``; whether there were any (the page is not kept)."""
-    rows = await read_rows(start, stop)
-    if rows:
-        verifier.feed_rows(rows)
-    return bool(rows)
-
-
-async def _feed(verifier: LogVerifier, store: AuditStore, start: int, stop: int) -> bool:
-    """Feed the entries of ``[start, stop)``; whether there were any (the page is not kept)."""
-    entries = await store.read(start, stop)
-    if entries:
-        verifier.feed(entries)
-    return bool(entries)
+    """Feed what ``read`` gives for ``[start, stop)``; whether there was any (the page is not
+    kept once fed)."""
+    page = await read(start, stop)
+    if page:
+        feed(page)
+    return bool(page)
 
 
 def _report(
