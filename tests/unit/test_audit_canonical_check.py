@@ -9,7 +9,6 @@ strings and details), then mutated byte by byte, must get the verdict of the ful
 from __future__ import annotations
 
 import hashlib
-import json
 from binascii import b2a_base64
 from datetime import datetime, timezone
 
@@ -19,31 +18,12 @@ from hypothesis import strategies as st
 from agentguard.audit import Action, AuditEntry, AuditEvent
 from agentguard.audit._canonical_check import _template, canonical_link, template_leaves
 from agentguard.audit._chain import GENESIS_PREV, seal
-from agentguard.audit._events import MAX_SAFE_INT
 from agentguard.audit._rows import blob, entry_from_row, exact_columns
 from agentguard.audit._verify import Category, LogVerifier, verify_log
 from tests.support.audit_logs import events as shared_events
+from tests.support.verify_oracle import _decode, _encode
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-class _Rejected(ValueError):
-    pass
-
-
-def _reject(_: str) -> object:
-    raise _Rejected
-
-
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
-        raise _Rejected
-    return value
-
-
-_DECODE = json.JSONDecoder(parse_float=_reject, parse_int=_safe_int, parse_constant=_reject).decode
-_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def full_path(body: bytes, head_b64: bytes, seq: int) -> bool:
@@ -51,11 +31,11 @@ def full_path(body: bytes, head_b64: bytes, seq: int) -> bool:
     if not body.isascii():
         return False
     try:
-        obj = _DECODE(body.decode())
+        obj = _decode(body.decode())
     except (ValueError, RecursionError):
         return False
     # surrogatepass: a lone surrogate (from a \ud800 escape) encodes, to bytes no body equals
-    if type(obj) is not dict or _ENCODE(obj).encode("utf-8", "surrogatepass") != body:
+    if type(obj) is not dict or _encode(obj).encode("utf-8", "surrogatepass") != body:
         return False
     return (
         obj.get("prev") == head_b64.decode() and type(obj.get("seq")) is int and obj["seq"] == seq
