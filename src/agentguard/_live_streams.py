@@ -170,8 +170,8 @@ class LiveStreams:
         finally:
             worker.leases.discard(lease)
             worker.evented.discard(lease)
-            if not worker.leases:
-                worker.wake.set()
+            if not worker.leases and not worker.kept:
+                worker.wake.set()  # on demand: the linger starts now (a kept worker just waits)
 
     async def start(self) -> None:
         """Run the running loop's worker and feed from now until :meth:`aclose` (a lifespan's

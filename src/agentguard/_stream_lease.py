@@ -16,6 +16,7 @@ audit event of the cut.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -152,6 +153,12 @@ class StreamLease:
             callback()
         else:
             self._callbacks.append(callback)
+
+    def off_cut(self, callback: Callable[[], object]) -> None:
+        """Forget ``callback`` (registered with :meth:`on_cut`; nothing if it is not, or was
+        called already)."""
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
     async def wait(self) -> RequestRefused:
         """Block until the lease is cut; return why."""

@@ -379,3 +379,30 @@ async def test_a_commit_naming_no_one_checks_new_streams_within_a_second_not_at_
         setup.clock.advance(1)
         setup.guard.streams.wake()
         assert (await cut_within(lease)).reason is Reason.REVOKED
+
+
+async def test_a_started_registry_does_not_run_a_round_per_short_response(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many short responses one after the other: the worker of a started registry (the
+    gateway's) is not woken by each lease's release, only when a lease comes due."""
+    setup = await memory_setup(events="off")
+    streams = setup.guard.streams
+    rounds: list[int] = []
+    original = LiveStreams._round
+
+    async def counted(self: LiveStreams, worker: Any) -> None:
+        rounds.append(1)
+        await original(self, worker)
+
+    monkeypatch.setattr(LiveStreams, "_round", counted)
+    await streams.start()
+    await eventually(lambda: len(rounds) >= 1)  # the worker's first round
+    principal = await setup.guard.resolve(setup.key)
+    before = len(rounds)
+    for _ in range(50):
+        async with streams.hold(principal, key=setup.key):
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0)  # a woken worker would run its round here
+    assert len(rounds) - before <= 2
+    await streams.aclose()

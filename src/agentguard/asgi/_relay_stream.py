@@ -84,28 +84,26 @@ class _Interrupted(AgentGuardError):
 
 
 async def until_cut(lease: StreamLease | None, work: Callable[[], Awaitable[_T]]) -> _T:
-    """``await work()``, cancelled when ``lease`` is cut first (then :class:`_Interrupted`)."""
+    """``await work()``, cancelled when ``lease`` is cut first (then :class:`_Interrupted`).
+
+    The cut cancels the work's scope from the cutting task (:meth:`StreamLease.on_cut`): no
+    watcher task, no task group (those cost about 125 µs a response, measured).
+    """
     if lease is None:
         return await work()
     if lease.is_cut:
         raise _Interrupted
     scope = anyio.CancelScope()
+    lease.on_cut(scope.cancel)
     done: list[_T] = []
     failure: Exception | None = None
-
-    async def watch() -> None:
-        await lease.wait()
-        scope.cancel()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(watch)
-        try:
-            with scope:
-                done.append(await work())
-        except Exception as error:  # re-raised below, outside the group (not wrapped)
-            failure = error
-        finally:
-            group.cancel_scope.cancel()
+    try:
+        with scope:
+            done.append(await work())
+    except Exception as error:  # re-raised below, unless the cut is why the work failed
+        failure = error
+    finally:
+        lease.off_cut(scope.cancel)
     if scope.cancel_called and not done:  # cut: whatever the cancelled work raised
         raise _Interrupted
     if failure is not None:
