@@ -263,3 +263,43 @@ def test_bad_input_exits_2_with_one_line(
     with pytest.raises(SystemExit) as usage:
         main(["audit", "verify", "--bogus"])
     assert usage.value.code == 2
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_verify_with_worker_processes_prints_the_same_report(
+    store_url: str,
+    signing: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tamper: bool,
+) -> None:
+    key, vkey = signing
+    checkpoints = tmp_path / "checkpoints"
+    assert checkpoint(store_url, key, checkpoints) == 0
+    capsys.readouterr()
+    if tamper:
+        connection = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        connection.execute("DROP TRIGGER audit_no_update")
+        connection.execute("UPDATE audit SET body = body || ' ' WHERE seq = 4")
+        connection.commit()
+        connection.close()
+    outputs = []
+    for jobs in ("1", "2"):
+        code = main(
+            ["audit", "verify", "--store", store_url, "--checkpoints", str(checkpoints),
+             "--vkey", vkey, "--origin", "audit.test/log", "--json", "--jobs", jobs]
+        )  # fmt: skip
+        assert code == (1 if tamper else 0)
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1]
+    assert outputs[1]["ok"] is not tamper and outputs[1]["size"] == 12
+
+
+@pytest.mark.parametrize(("given", "said"), [("0", "between 1 and 64"), ("x", "not a number")])
+def test_verify_refuses_a_bad_number_of_jobs(
+    store_url: str, capsys: pytest.CaptureFixture[str], given: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["audit", "verify", "--store", store_url, "--jobs", given])
+    assert exited.value.code == 2
+    assert said in capsys.readouterr().err

@@ -21,11 +21,11 @@ from agentguard.audit import (
     VerifyReport,
 )
 from agentguard.audit._rows import exact_columns
-from agentguard.audit._verify import verify_store
+from agentguard.audit._verify_store import verify_store
 from agentguard.storage import PostgresStore
 from agentguard.testing import FakeClock
 from tests.backends.services import drop_schema, postgres_dsn, random_name
-from tests.support.audit_logs import EntriesOnly
+from tests.support.audit_logs import EntriesOnly, count_taken_pages
 
 pytestmark = pytest.mark.anyio
 ORIGIN = "audit.example.test/agentguard/pg-rows"
@@ -71,7 +71,7 @@ async def edit(dsn: str, schema: str, statement: str, seq: int) -> None:
 
 @pytest.mark.parametrize("kind", sorted(EDITS))
 async def test_postgres_rows_get_the_report_read_gives(
-    location: tuple[str, str], kind: str
+    location: tuple[str, str], kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dsn, schema = location
     clock = FakeClock()
@@ -96,5 +96,12 @@ async def test_postgres_rows_get_the_report_read_gives(
             reports.append(
                 await verify_store(EntriesOnly(store), notes, vkeys, origin=ORIGIN, page=page)
             )
+        # two worker processes computing pages of 64 ahead, each on its own connection
+        url = f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+        taken = count_taken_pages(monkeypatch)
+        reports.append(
+            await verify_store(store, notes, vkeys, origin=ORIGIN, page=64, jobs=2, url=url)
+        )
     assert all(report == reports[0] for report in reports)
     assert reports[0].ok == (kind == "intact")
+    assert len(taken) >= 3  # the workers' pages were used (those before the edit at least)

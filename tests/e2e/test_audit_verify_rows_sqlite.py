@@ -27,7 +27,7 @@ from agentguard.audit import (
     VerifyReport,
 )
 from agentguard.audit._rows import exact_columns
-from agentguard.audit._verify import verify_store
+from agentguard.audit._verify_store import verify_store
 from agentguard.storage import SQLiteStore, StorageError
 from agentguard.testing import FakeClock
 from tests.support.audit_logs import EntriesOnly

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from agentguard import Guard
@@ -403,6 +404,6 @@ async def test_a_started_registry_does_not_run_a_round_per_short_response(
     for _ in range(50):
         async with streams.hold(principal, key=setup.key):
             await anyio.lowlevel.checkpoint()
-        await anyio.sleep(0)  # a woken worker would run its round here
+        await anyio.lowlevel.checkpoint()  # a woken worker would run its round here
     assert len(rounds) - before <= 2
     await streams.aclose()

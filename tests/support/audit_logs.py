@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 
 from agentguard.audit import Action, AuditEntry, AuditEvent, Decision
 from agentguard.audit._prefix import ArchivedPrefix
+from agentguard.audit._verify import LogVerifier
 
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -59,3 +61,20 @@ class EntriesOnly:
         finder = getattr(self._store, "archived_prefix", None)
         prefix: ArchivedPrefix | None = None if finder is None else await finder()
         return prefix
+
+
+def count_taken_pages(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, the start of each page a verifier takes from a worker's result
+    (``LogVerifier.take_page`` returning ``True``), in the list returned: proof that a
+    ``jobs > 1`` verification used its workers rather than only its fallback."""
+    taken: list[int] = []
+    original = LogVerifier.take_page
+
+    def counted(self: LogVerifier, page: Any) -> bool:
+        took = original(self, page)
+        if took:
+            taken.append(page.start)
+        return took
+
+    monkeypatch.setattr(LogVerifier, "take_page", counted)
+    return taken

@@ -37,7 +37,8 @@ from agentguard.audit._export import ExportTally, check_manifest, export_log, ex
 from agentguard.audit._merkle import root
 from agentguard.audit._prefix import ArchivedPrefix, extend_prefix
 from agentguard.audit._rows import entry_from_row
-from agentguard.audit._verify import LogVerifier, VerifyReport, verify_log, verify_store
+from agentguard.audit._verify import LogVerifier, VerifyReport, verify_log
+from agentguard.audit._verify_store import verify_store
 from agentguard.storage import MemoryStore
 from tests.support.audit_logs import events as shared_events
 from tests.support.verify_oracle import verify_log as oracle

@@ -26,6 +26,7 @@ __all__ = [
     "inclusion_path",
     "inclusion_proof",
     "node_hash",
+    "perfect_root",
     "root",
     "verify_consistency",
     "verify_inclusion",
@@ -134,6 +135,29 @@ class CompactRange:
             start >>= 1
         peaks.extend(reversed(new_peaks))
 
+    def push_subtree(self, node: bytes, count: int) -> None:
+        """Append ``count`` leaves given as the root ``node`` of their perfect subtree.
+
+        ``count`` is a power of two and the size so far a multiple of it: the subtree is then
+        a node of the tree :meth:`extend` would build over the same leaves, one level above
+        ``log2(count)``'s leaves, so the result is the same.
+        """
+        if count < 1 or count & (count - 1) or self._size % count:
+            raise ValueError(
+                f"a subtree of {count} leaves cannot follow {self._size} (a power of two, "
+                "after a multiple of it)"
+            )
+        if len(node) != HASH_SIZE:
+            raise ValueError("a subtree root is a 32-byte hash")
+        peaks = self._peaks
+        peaks.append(node)
+        self._size += count
+        level = self._size // count
+        while not level & 1:
+            right = peaks.pop()
+            peaks[-1] = _sha256(b"\x01" + peaks[-1] + right).digest()
+            level >>= 1
+
     def root(self) -> bytes:
         """The tree hash over everything appended so far."""
         peaks = self._peaks
@@ -165,6 +189,16 @@ def _parents(nodes: list[bytes]) -> list[bytes]:
         digest.update(right)
         append(digest.digest())
     return parents
+
+
+def perfect_root(leaves: list[bytes]) -> bytes:
+    """The root of a power-of-two number of leaf hashes (their perfect subtree)."""
+    count = len(leaves)
+    if count < 1 or count & (count - 1):
+        raise ValueError(f"{count} leaves do not make a perfect subtree")
+    while len(leaves) > 1:
+        leaves = _parents(leaves)
+    return leaves[0]
 
 
 def _check_leaves(leaves: Sequence[bytes], size: int) -> None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from binascii import b2a_base64
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from agentguard.audit._canonical_check import canonical_link, template_leaves
 from agentguard.audit._chain import GENESIS_PREV, AuditEntry
@@ -44,7 +44,7 @@ from agentguard.audit._verify_walk import Walk
 from agentguard.errors import UsageError
 
 if TYPE_CHECKING:
-    from agentguard.storage._protocols import AuditStore
+    from agentguard.audit._verify_store import PageLeaves
 
 __all__ = [
     "Category",
@@ -52,11 +52,11 @@ __all__ = [
     "LogVerifier",
     "VerifyReport",
     "verify_log",
-    "verify_store",
 ]
 
 
 _sha256 = hashlib.sha256
+_HASH = 32  # bytes of a leaf hash
 _FLUSH = 4096  # leaf hashes held before they go into the compact range
 _RUN = 256  # rows checked at once by feed_rows (below the collector's first threshold, 700)
 
@@ -259,6 +259,38 @@ class LogVerifier:
         if done < len(rows):
             self._run(map(entry_from_row, rows[done:]), False)
 
+    def take_page(self, page: PageLeaves | None) -> bool:
+        """Append a page whose leaf hashes a worker computed ahead
+        (:mod:`agentguard.audit._verify_store`), if this verifier may; whether it did.
+
+        It may when its state is clean, it expects the page's first seq, and its chain head
+        is the stored hash the worker started from: then the page's leaves are exactly those
+        :meth:`feed_rows` would append for its rows. Otherwise nothing changes (read and feed
+        the page instead).
+        """
+        if (
+            page is None
+            or page.leaves is None
+            or not page.rows
+            or not self._clean
+            or page.start != self._expected
+            or page.prev != self._head
+        ):
+            return False
+        end = page.start + page.rows
+        if (
+            page.root is None
+            or self._compact.size != page.start  # entries after a gap: its tree is not aligned
+            or page.start < self._next < end  # a signed size inside the page: its leaves
+        ):
+            self._accept(page.split())
+            return True
+        self._compact.push_subtree(page.root, page.rows)
+        self._expected, self._head = end, page.leaves[-_HASH:]
+        if self._next == end:
+            self._check(end)
+        return True
+
     def _fast_rows(self, rows: Sequence[Sequence[object]]) -> int:
         """Accept the leading runs of ``rows`` that pass the fast path; return how many rows."""
         accepted: list[bytes] = []
@@ -345,67 +377,6 @@ class LogVerifier:
         if self._witness is None:
             return report
         return dataclasses.replace(report, witness=self._witness)
-
-
-async def verify_store(
-    store: AuditStore,
-    checkpoints: Sequence[str | Checkpoint] = (),
-    vkeys: Sequence[str] = (),
-    *,
-    origin: str | None = None,
-    page: int = 8192,
-    witnesses: Sequence[str] = (),
-    quorum: int | None = None,
-) -> VerifyReport:
-    """:func:`verify_log` over a store's log, read in pages of ``page`` seqs.
-
-    Memory stays bounded by a page whatever the log's size. A store that archived a prefix
-    (``archived_prefix()``) is verified from it. A store that hands over its stored rows
-    (``read_rows()``, :class:`~agentguard.storage._protocols.AuditRowStore`: the SQL stores) is
-    read through them and verified with :meth:`LogVerifier.feed_rows`, the same report as from
-    ``read()`` at a fraction of the cost per event. The pages cover exactly what
-    ``store.read()`` returns: a gap in the seqs (deleted rows) is stepped over by asking
-    ``store.head()`` whether entries lie beyond, with a doubling stride so a forged huge seq
-    costs few reads.
-    """
-    finder = getattr(store, "archived_prefix", None)
-    prefix: ArchivedPrefix | None = await finder() if callable(finder) else None
-    verifier = LogVerifier(
-        checkpoints, vkeys, origin=origin, prefix=prefix, witnesses=witnesses, quorum=quorum
-    )
-    read_rows = getattr(store, "read_rows", None)
-    read: Callable[[int, int], Awaitable[Sequence[Any]]]
-    feed: Callable[[Sequence[Any]], None]
-    if callable(read_rows):  # an AuditRowStore: the rows read() would convert
-        read, feed = read_rows, verifier.feed_rows
-    else:
-        read, feed = store.read, verifier.feed
-    start, stride = 0, page
-    while True:
-        found = await _feed_page(read, feed, start, start + stride)
-        start += stride
-        if found:
-            stride = page
-            continue
-        head = await store.head()
-        if head is None or type(head.seq) is not int or head.seq < start:
-            break
-        stride *= 2
-    return verifier.finish()
-
-
-async def _feed_page(
-    read: Callable[[int, int], Awaitable[Sequence[Any]]],
-    feed: Callable[[Sequence[Any]], None],
-    start: int,
-    stop: int,
-) -> bool:
-    """Feed what ``read`` gives for ``[start, stop)``; whether there was any (the page is not
-    kept once fed)."""
-    page = await read(start, stop)
-    if page:
-        feed(page)
-    return bool(page)
 
 
 def _report(

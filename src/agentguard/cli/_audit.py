@@ -40,7 +40,8 @@ from agentguard.audit._export import (
 )
 from agentguard.audit._prefix import ArchivedPrefix
 from agentguard.audit._sinks import note_size
-from agentguard.audit._verify import Category, LogVerifier, VerifyReport, verify_store
+from agentguard.audit._verify import Category, LogVerifier, VerifyReport
+from agentguard.audit._verify_store import verify_store
 from agentguard.cli._errors import CommandError
 from agentguard.cli._output import emit_json, progress_printer
 from agentguard.cli._target import Access, open_target, settings_for, store_url
@@ -307,10 +308,18 @@ def _verify(args: argparse.Namespace) -> int:
                 "vouches for this export; pass --checkpoints with the log's checkpoint directory"
             )
     else:
+        url = _url(args)
 
         async def streamed(store: Any) -> VerifyReport:
             return await verify_store(
-                store, notes, vkeys, origin=origin, witnesses=witnesses, quorum=quorum
+                store,
+                notes,
+                vkeys,
+                origin=origin,
+                witnesses=witnesses,
+                quorum=quorum,
+                jobs=args.jobs,
+                url=url,
             )
 
         report = anyio.run(_with_store, args, streamed)

@@ -75,6 +75,15 @@ def add_parser(commands: Any) -> None:
         help="how many of the --witness keys must have cosigned the newest checkpoint "
         "(default: 1 when --witness is given)",
     )
+    verify.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=0,
+        metavar="N",
+        help="worker processes reading and hashing a store's log ahead of the verifier (1: "
+        "none; default: one per CPU, at most 4, for a log of 200,000 events or more); the "
+        "report is the same",
+    )
 
     tail = sub.add_parser("tail", help="print the newest events")
     store_option(tail)
@@ -141,3 +150,13 @@ def _prove_parser(sub: Any, store_option: Any, trust_options: Any) -> None:
         help="a witness's cosignature/v1 key: of the notes of one size, prove under the one "
         "most of these witnesses validly cosigned (repeatable)",
     )
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of jobs: {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("--jobs is between 1 and 64")
+    return value

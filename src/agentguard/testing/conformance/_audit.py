@@ -27,7 +27,8 @@ from agentguard.audit._merkle import (
     verify_inclusion,
 )
 from agentguard.audit._rows import entry_from_row
-from agentguard.audit._verify import verify_log, verify_store
+from agentguard.audit._verify import verify_log
+from agentguard.audit._verify_store import verify_store
 from agentguard.storage._protocols import AuditRowStore, AuditStore
 from agentguard.testing._fakes import FakeClock
 from agentguard.testing.conformance._base import (
