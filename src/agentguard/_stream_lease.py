@@ -141,8 +141,14 @@ class StreamLease:
         self._error = error
         self._cut.set()
         callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
+        failures: list[Exception] = []
+        for callback in callbacks:  # each one runs, whatever another one raised
+            try:
+                callback()
+            except Exception as failure:
+                failures.append(failure)
+        if failures:
+            raise failures[0]
         return True
 
     def on_cut(self, callback: Callable[[], object]) -> None:

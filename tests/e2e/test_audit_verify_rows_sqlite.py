@@ -159,6 +159,17 @@ def tampered(pristine: tuple[Path, list[str]], tmp_path: Path, kind: str, at: in
     return path
 
 
+def undecodable(path: Path, seq: int) -> Path:
+    """``path`` with the body at ``seq`` made text that sqlite3 cannot decode as UTF-8."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("UPDATE audit SET body = CAST(x'ff22' AS TEXT) WHERE seq = ?", (seq,))
+        db.commit()
+    finally:
+        db.close()
+    return path
+
+
 def reports(path: Path, notes: list[str], page: int) -> tuple[VerifyReport, ...]:
     async def main() -> tuple[VerifyReport, ...]:
         async with SQLiteStore(path, read_only=True) as store:
@@ -207,11 +218,7 @@ def test_a_body_that_is_not_utf8_text_fails_alike(
     pristine: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
     """Text sqlite3 cannot decode: both ways stop with the same storage error."""
-    path = tampered(pristine, tmp_path, "hash_wrong", 3)
-    db = sqlite3.connect(path)
-    db.execute("UPDATE audit SET body = CAST(x'ff22' AS TEXT) WHERE seq = 4")
-    db.commit()
-    db.close()
+    path = undecodable(tampered(pristine, tmp_path, "hash_wrong", 3), 4)
 
     async def main(wrap: bool) -> str:
         async with SQLiteStore(path, read_only=True) as store:

@@ -24,6 +24,7 @@ from agentguard.audit import (
     Ed25519Signer,
     sign_checkpoint,
 )
+from agentguard.audit import _verify_store as verify_store_module
 from agentguard.audit._chain import GENESIS_PREV, seal
 from agentguard.audit._merkle import CompactRange, perfect_root, root
 from agentguard.audit._verify import LogVerifier
@@ -209,12 +210,22 @@ def test_perfect_root_is_the_tree_hash_of_a_power_of_two_of_leaves(leaves: list[
 
 
 def test_auto_jobs_uses_workers_only_for_large_logs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr(verify_store_module, "_usable_cpus", lambda: 8)
     assert auto_jobs(1000) == 1
     assert auto_jobs(199_999) == 1
     assert auto_jobs(200_000) == 4  # at most 4
-    monkeypatch.setattr("os.cpu_count", lambda: None)
+    monkeypatch.setattr(verify_store_module, "_usable_cpus", lambda: 1)
     assert auto_jobs(10**7) == 1
+
+
+def test_usable_cpus_are_those_the_process_may_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert verify_store_module._usable_cpus() == 2
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)
+    assert verify_store_module._usable_cpus() == 16
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert verify_store_module._usable_cpus() == 1
 
 
 def test_a_page_is_not_taken_while_a_finding_is_suspect() -> None:

@@ -93,3 +93,22 @@ def test_off_cut_forgets_one_callback_and_ignores_an_unknown_one() -> None:
     held.off_cut(first)  # twice: nothing
     held.cut(InvalidToken("revoked"))
     assert calls == ["second"]
+
+
+def test_every_cut_callback_runs_when_one_raises() -> None:
+    held = lease()
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise LookupError("a broken callback")
+
+    def cancel() -> None:
+        calls.append("cancel")
+
+    held.on_cut(broken)
+    held.on_cut(cancel)
+    with pytest.raises(LookupError, match="broken"):
+        held.cut(InvalidToken("revoked"))
+    assert calls == ["broken", "cancel"]
+    assert held.is_cut

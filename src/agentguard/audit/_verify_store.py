@@ -23,10 +23,15 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.util import Finalize
 from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
 
 from agentguard.audit._canonical_check import template_leaves
 from agentguard.audit._chain import GENESIS_PREV
@@ -105,29 +110,62 @@ def page_leaves(rows: Sequence[Sequence[object]], start: int, stop: int) -> Page
 
 def auto_jobs(events: int) -> int:
     """How many worker processes ``audit verify`` uses by default for a log of ``events``:
-    none below :data:`MIN_AUTO_EVENTS`, else one per CPU up to :data:`MAX_AUTO_JOBS`."""
+    none below :data:`MIN_AUTO_EVENTS`, else one per CPU this process may run on, up to
+    :data:`MAX_AUTO_JOBS`."""
     if events < MIN_AUTO_EVENTS:
         return 1
-    return max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
+    return max(1, min(_usable_cpus(), MAX_AUTO_JOBS))
 
 
-# The worker processes: each opens the store once and reads the pages it is given.
+def _usable_cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the CPUs this process may use
+    if affinity is not None:
+        return len(affinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+# The worker processes: each opens the store once and reads the pages it is given. A worker
+# never prints: a store it cannot open, or a page it cannot read, comes back to the verifier
+# as an exception (the verifier then reads that page itself), and Ctrl-C is the verifier's.
 
 _worker: dict[str, Any] = {}
 
 
-def _open_worker(url: str) -> None:
-    from agentguard.storage._urls import open_store
+class WorkerUnavailable(RuntimeError):
+    """The worker could not open the store (the verifier reads the page itself)."""
 
+
+def _open_worker(url: str) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     loop = asyncio.new_event_loop()
-    store = open_store(url, read_only=True)
-    initialize = getattr(store, "initialize", None)
-    if initialize is not None:
-        loop.run_until_complete(initialize())
+    try:
+        from agentguard.storage._urls import open_store
+
+        store = open_store(url, read_only=True)
+        initialize = getattr(store, "initialize", None)
+        if initialize is not None:
+            loop.run_until_complete(initialize())
+    except Exception as error:  # only its type: a driver's message may name the DSN
+        _worker.update(failure=type(error).__name__)
+        return
     _worker.update(loop=loop, store=store)
+    Finalize(None, _close_worker, exitpriority=10)  # close the connection as the worker exits
+
+
+def _close_worker() -> None:
+    loop, store = _worker.pop("loop", None), _worker.pop("store", None)
+    if loop is None:
+        return
+    with contextlib.suppress(Exception):
+        close = getattr(store, "close", None)
+        if close is not None:
+            loop.run_until_complete(close())
+    loop.close()
 
 
 def _read_page(start: int, stop: int) -> PageLeaves:
+    if "store" not in _worker:
+        raise WorkerUnavailable(f"the worker could not open the store ({_worker.get('failure')})")
     loop: asyncio.AbstractEventLoop = _worker["loop"]
     rows = loop.run_until_complete(_worker["store"].read_rows(max(start - 1, 0), stop))
     return page_leaves(rows, start, stop)
@@ -191,11 +229,15 @@ class Prefetch:
         future = self._futures.pop(start, None)
         if future is None:
             return None
-        try:
-            result: PageLeaves | None = await asyncio.wrap_future(future)
+        try:  # waited for on a thread: any event loop anyio runs on (asyncio, trio)
+            result: PageLeaves | None = await anyio.to_thread.run_sync(future.result)
         except Exception:  # a worker's failure only costs the fast lane
             result = None
         self._fill()
+        if result is not None and result.rows != self.page:
+            # The log's end or a gap, as read some pages ago: rows may have been appended
+            # since, which the verifier's own read of the page sees.
+            return None
         return result
 
 
@@ -224,7 +266,8 @@ async def verify_store(
     ``store.head()`` whether entries lie beyond, with a doubling stride so a forged huge seq
     costs few reads.
 
-    ``jobs`` > 1, with ``url`` (the store's URL) and a store with ``read_rows``: that many
+    ``jobs`` > 1, with ``url`` (the URL of ``store`` itself: a worker's page is taken as this
+    store's page) and a store with ``read_rows``: that many
     worker processes, each with its own read-only connection, compute the fast path of the
     pages ahead (see the module docstring); the report is the same. ``0``: :func:`auto_jobs`
     for the log's size. The workers are started with ``spawn``: a script that calls this
@@ -243,8 +286,8 @@ async def verify_store(
     else:
         read, feed = store.read, verifier.feed
     last = await _last_seq(store) if callable(read_rows) and url and jobs != 1 else None
-    if last is not None and jobs == 0:
-        jobs = auto_jobs(last + 1)
+    if last is not None and jobs == 0:  # the events kept: those above an archived prefix
+        jobs = auto_jobs(last + 1 - (0 if prefix is None else prefix.size))
     prefetch = Prefetch(url, jobs, page, last) if url and last is not None and jobs > 1 else None
     with prefetch if prefetch is not None else contextlib.nullcontext():
         start, stride = 0, page

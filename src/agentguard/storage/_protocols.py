@@ -263,7 +263,7 @@ class AuditStore(Protocol):
 class AuditRowStore(Protocol):
     """An :class:`AuditStore` that hands over its audit rows as stored (optional; SQL stores).
 
-    :func:`~agentguard.audit._verify.verify_store` uses it when a store has it and
+    :func:`~agentguard.audit._verify_store.verify_store` uses it when a store has it and
     :meth:`AuditStore.read` otherwise: the verifier then checks pages of rows without building
     an :class:`~agentguard.audit.AuditEntry` per event. Not part of the public storage API.
     """
