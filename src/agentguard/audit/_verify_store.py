@@ -131,7 +131,7 @@ def _usable_cpus() -> int:
 _worker: dict[str, Any] = {}
 
 
-class WorkerUnavailable(RuntimeError):
+class _WorkerUnavailable(RuntimeError):
     """The worker could not open the store (the verifier reads the page itself)."""
 
 
@@ -165,7 +165,7 @@ def _close_worker() -> None:
 
 def _read_page(start: int, stop: int) -> PageLeaves:
     if "store" not in _worker:
-        raise WorkerUnavailable(f"the worker could not open the store ({_worker.get('failure')})")
+        raise _WorkerUnavailable(f"the worker could not open the store ({_worker.get('failure')})")
     loop: asyncio.AbstractEventLoop = _worker["loop"]
     rows = loop.run_until_complete(_worker["store"].read_rows(max(start - 1, 0), stop))
     return page_leaves(rows, start, stop)
