@@ -62,8 +62,9 @@ def root(leaves: Sequence[bytes]) -> bytes:
         return EMPTY_ROOT
     level = list(leaves)
     while len(level) > 1:
-        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
+        odd = len(level) % 2
+        paired = _parents(level[: len(level) - odd])
+        if odd:
             paired.append(level[-1])
         level = paired
     return level[0]
@@ -107,14 +108,7 @@ class CompactRange:
 
     def append(self, leaf: bytes) -> None:
         """Add one leaf hash; amortised one node hash per append."""
-        peaks = self._peaks
-        peaks.append(leaf)
-        size = self._size + 1
-        self._size = size
-        while not size & 1:
-            right = peaks.pop()
-            peaks[-1] = _sha256(b"\x01" + peaks[-1] + right).digest()
-            size >>= 1
+        self._push(leaf, 1)
 
     def extend(self, leaves: Iterable[bytes]) -> None:
         """Append each of ``leaves`` in order: the tree of :meth:`append`, a level at a time.
@@ -149,6 +143,11 @@ class CompactRange:
             )
         if len(node) != HASH_SIZE:
             raise ValueError("a subtree root is a 32-byte hash")
+        self._push(node, count)
+
+    def _push(self, node: bytes, count: int) -> None:
+        """Append the perfect subtree of ``count`` leaves rooted at ``node`` (checked by the
+        caller), merging it with the peaks to its left while they are of its height."""
         peaks = self._peaks
         peaks.append(node)
         self._size += count
@@ -196,9 +195,7 @@ def perfect_root(leaves: list[bytes]) -> bytes:
     count = len(leaves)
     if count < 1 or count & (count - 1):
         raise ValueError(f"{count} leaves do not make a perfect subtree")
-    while len(leaves) > 1:
-        leaves = _parents(leaves)
-    return leaves[0]
+    return root(leaves)
 
 
 def _check_leaves(leaves: Sequence[bytes], size: int) -> None:

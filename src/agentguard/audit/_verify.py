@@ -36,7 +36,7 @@ from agentguard.audit._checkpoints import (
     UnknownKey,
     open_checkpoint,
 )
-from agentguard.audit._merkle import CompactRange
+from agentguard.audit._merkle import HASH_SIZE, CompactRange
 from agentguard.audit._prefix import ArchivedPrefix, check_prefix
 from agentguard.audit._rows import entry_from_row, exact_columns
 from agentguard.audit._verify_report import Category, Finding, VerifyReport, witness_summary
@@ -51,12 +51,12 @@ __all__ = [
     "Finding",
     "LogVerifier",
     "VerifyReport",
+    "fast_path_leaves",
     "verify_log",
 ]
 
 
 _sha256 = hashlib.sha256
-_HASH = 32  # bytes of a leaf hash
 _FLUSH = 4096  # leaf hashes held before they go into the compact range
 _RUN = 256  # rows checked at once by feed_rows (below the collector's first threshold, 700)
 
@@ -286,27 +286,14 @@ class LogVerifier:
             self._accept(page.split())
             return True
         self._compact.push_subtree(page.root, page.rows)
-        self._expected, self._head = end, page.leaves[-_HASH:]
+        self._expected, self._head = end, page.leaves[-HASH_SIZE:]
         if self._next == end:
             self._check(end)
         return True
 
     def _fast_rows(self, rows: Sequence[Sequence[object]]) -> int:
         """Accept the leading runs of ``rows`` that pass the fast path; return how many rows."""
-        accepted: list[bytes] = []
-        expected, head = self._expected, self._head
-        for at in range(0, len(rows), _RUN):
-            columns = exact_columns(rows[at : at + _RUN])
-            if columns is None:
-                break
-            seqs, hashes, bodies = columns
-            if seqs != tuple(range(expected, expected + len(seqs))):
-                break
-            leaves = template_leaves(bodies, hashes, expected, head)
-            if leaves is None:
-                break
-            accepted += leaves
-            expected, head = expected + len(leaves), leaves[-1]
+        accepted = fast_path_leaves(rows, self._expected, self._head)
         if accepted:
             self._accept(accepted)
         return len(accepted)
@@ -377,6 +364,28 @@ class LogVerifier:
         if self._witness is None:
             return report
         return dataclasses.replace(report, witness=self._witness)
+
+
+def fast_path_leaves(rows: Sequence[Sequence[object]], expected: int, head: bytes) -> list[bytes]:
+    """The leaf hashes of the leading runs of ``rows`` (of :data:`_RUN` rows each) that pass
+    the fast path as the chain's next entries after seq ``expected - 1`` hashed ``head``:
+    rows of the stored types, consecutive seqs, each accepted by
+    :func:`~agentguard.audit._canonical_check.template_leaves`. Stops at the first run that
+    does not pass (those rows are for the entry-by-entry check)."""
+    accepted: list[bytes] = []
+    for at in range(0, len(rows), _RUN):
+        columns = exact_columns(rows[at : at + _RUN])
+        if columns is None:
+            break
+        seqs, hashes, bodies = columns
+        if seqs != tuple(range(expected, expected + len(seqs))):
+            break
+        leaves = template_leaves(bodies, hashes, expected, head)
+        if leaves is None:
+            break
+        accepted += leaves
+        expected, head = expected + len(leaves), leaves[-1]
+    return accepted
 
 
 def _report(

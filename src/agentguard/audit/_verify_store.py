@@ -33,13 +33,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from agentguard.audit._canonical_check import template_leaves
 from agentguard.audit._chain import GENESIS_PREV
 from agentguard.audit._checkpoints import Checkpoint
-from agentguard.audit._merkle import perfect_root
+from agentguard.audit._merkle import HASH_SIZE, perfect_root
 from agentguard.audit._prefix import ArchivedPrefix
 from agentguard.audit._rows import exact_columns
-from agentguard.audit._verify import LogVerifier
+from agentguard.audit._verify import LogVerifier, fast_path_leaves
 from agentguard.audit._verify_report import VerifyReport
 
 if TYPE_CHECKING:
@@ -47,12 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PageLeaves", "Prefetch", "auto_jobs", "page_leaves", "verify_store"]
 
-RUN = 256  # rows per fast-path call, as LogVerifier.feed_rows
 AHEAD = 4  # pages computed ahead per worker
 MIN_AUTO_EVENTS = 200_000  # below this, starting worker processes costs more than it saves
 MAX_AUTO_JOBS = 4
-
-_HASH = 32
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,7 @@ class PageLeaves:
     def split(self) -> list[bytes]:
         """The leaf hashes, one per row (only for a page whose ``leaves`` are known)."""
         blob = self.leaves or b""
-        return [blob[at : at + _HASH] for at in range(0, len(blob), _HASH)]
+        return [blob[at : at + HASH_SIZE] for at in range(0, len(blob), HASH_SIZE)]
 
 
 def page_leaves(rows: Sequence[Sequence[object]], start: int, stop: int) -> PageLeaves:
@@ -89,21 +85,10 @@ def page_leaves(rows: Sequence[Sequence[object]], start: int, stop: int) -> Page
             return PageLeaves(start, None, None, len(rows))
         prev = first[1][0]
         rows = rows[1:]
-    leaves: list[bytes] = []
-    expected, head = start, prev
-    for at in range(0, len(rows), RUN):
-        columns = exact_columns(rows[at : at + RUN])
-        if columns is None:
-            return PageLeaves(start, prev, None, len(rows))
-        seqs, hashes, bodies = columns
-        if seqs != tuple(range(expected, expected + len(seqs))):
-            return PageLeaves(start, prev, None, len(rows))
-        found = template_leaves(bodies, hashes, expected, head)
-        if found is None:
-            return PageLeaves(start, prev, None, len(rows))
-        leaves += found
-        expected, head = expected + len(found), found[-1]
+    leaves = fast_path_leaves(rows, start, prev)
     count = len(leaves)
+    if count < len(rows):  # a run the fast path refuses: the verifier checks the page itself
+        return PageLeaves(start, prev, None, len(rows))
     whole = count == stop - start and count > 0 and not count & (count - 1) and not start % count
     return PageLeaves(start, prev, b"".join(leaves), count, perfect_root(leaves) if whole else None)
 
