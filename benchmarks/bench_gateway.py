@@ -24,6 +24,10 @@ ratios against the aiohttp pass-through. ``--check`` exits 1 when a target of is
     python benchmarks/bench_gateway.py [--quick] [--rounds 3] [--seconds 8] [--dpop] [--check]
         [--workers N] [--postgres postgresql://127.0.0.1/test]
 
+``--floors`` adds the same bare pass-through on other stacks: aiohttp's client session straight
+(no httpx models) under uvicorn, and, when granian is installed, granian serving it over httpx
+and over aiohttp's client: where the gateway's floor would be on each.
+
 ``--workers N`` adds ``agentguard serve --workers N`` on its own store, not pinned (its
 processes share both cores with the load generator and the upstream): what several processes
 buy on this machine, beside the one-core figures the targets are set on.
@@ -189,12 +193,24 @@ class Bench:
         wait_http(f"http://127.0.0.1:{port}{PATH}", 30)
         return System("aiohttp pass-through", port, process.pid)
 
-    def stack_proxy(self, upstream: str) -> System:
+    def stack_proxy(self, upstream: str, server: str = "uvicorn", client: str = "httpx") -> System:
         port = free_port()
-        script = [sys.executable, str(HERE / "passthrough_stack.py"), str(port), upstream]
-        process = self.processes.start([*self.core("1"), *script], self.root / "stack.log")
+        script = [sys.executable, str(HERE / "passthrough_stack.py"), str(port), upstream,
+                  "--server", server, "--client", client]  # fmt: skip
+        log = self.root / f"stack-{server}-{client}.log"
+        process = self.processes.start([*self.core("1"), *script], log)
         wait_http(f"http://127.0.0.1:{port}{PATH}", 30)
-        return System("uvicorn+httpx, no guard", port, process.pid)
+        return System(f"{server}+{client}, no guard", port, process.pid)
+
+    def other_floors(self, upstream: str) -> list[System]:
+        """The bare pass-through on the other stacks the gateway could stand on."""
+        systems = [self.stack_proxy(upstream, client="aiohttp")]
+        if importlib.util.find_spec("granian") is None:
+            print("granian is not installed: its floors are left out", file=sys.stderr)
+            return systems
+        systems.append(self.stack_proxy(upstream, server="granian"))
+        systems.append(self.stack_proxy(upstream, server="granian", client="aiohttp"))
+        return systems
 
     def load(self, system: System, seconds: float, headers: Path | None) -> Sample:
         """One round of load on ``system``; fails on any non-2xx answer or I/O error."""
@@ -249,6 +265,7 @@ def run(
     tools: bool = True,
     workers: int = 1,
     postgres: str | None = None,
+    floors: bool = False,
 ) -> list[System]:
     pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     load1, _, _ = os.getloadavg()
@@ -263,6 +280,7 @@ def run(
         if bench.nginx and nginx:
             systems.append(bench.nginx_proxy(upstream))
         systems.append(bench.stack_proxy(upstream))
+        systems += bench.other_floors(upstream) if floors else []
         gateway = Deployment(root / "gateway", upstream, agents=agents, dpop=dpop)
         gateway.provision()
         process = gateway.start(processes, bench.core("1"))
@@ -370,6 +388,11 @@ def main() -> None:
         metavar="URL",
         help="also measure serve on PostgreSQL, in a fresh schema of this database",
     )
+    parser.add_argument(
+        "--floors",
+        action="store_true",
+        help="also the bare pass-through on aiohttp's client, and on granian when installed",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the gateway (raw format) to here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     arguments = parser.parse_args()
@@ -385,6 +408,7 @@ def main() -> None:
         tools=not arguments.python_tools,
         workers=arguments.workers,
         postgres=arguments.postgres,
+        floors=arguments.floors,
     )
     show(systems, arguments.check)
 

@@ -22,6 +22,7 @@ from agentguard._keys._format import (
     KEY_LENGTH,
     PREFIXES,
     ParsedKey,
+    _checksum_digits,
     generate_key,
     hash_key,
     looks_like_key,
@@ -220,3 +221,13 @@ def test_ids_are_the_prefix_and_16_uniform_base62_characters(prefix: str) -> Non
     assert all(re.fullmatch(prefix + "_[0-9A-Za-z]{16}", i) for i in ids)
     assert len(set(ids)) == len(ids)
     assert set("".join(i[len(prefix) + 1 :] for i in ids)) == set(DIGITS)  # every digit is used
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_checksum_digits_are_the_crc_in_six_base62_digits(crc: int) -> None:
+    assert _checksum_digits(crc) == to_base62(crc, 6)
+
+
+@pytest.mark.parametrize("crc", [0, 1, 61, 62, 3843, 3844, 62**4 - 1, 62**4, 2**32 - 1])
+def test_checksum_digits_at_each_digit_boundary(crc: int) -> None:
+    assert _checksum_digits(crc) == to_base62(crc, 6)

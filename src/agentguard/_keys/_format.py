@@ -51,8 +51,21 @@ def _base62(number: int, width: int) -> str:
 _MAX_BODY = _base62(2**256 - 1, BODY_LENGTH)
 
 
+# Every two-digit base62 string, by value: the checksum (a CRC32, below 62**6) is three of
+# them, read with two divisions instead of six (parse_key runs on every request).
+_PAIRS = tuple(first + second for first in ALPHABET for second in ALPHABET)
+_PAIR = 62 * 62
+
+
+def _checksum_digits(crc: int) -> str:
+    """``_base62(crc, CHECKSUM_LENGTH)`` for a CRC32 (``0 <= crc < 2**32``)."""
+    high, low = divmod(crc, _PAIR)
+    high, middle = divmod(high, _PAIR)
+    return _PAIRS[high] + _PAIRS[middle] + _PAIRS[low]
+
+
 def _checksum(prefix_and_body: str) -> str:
-    return _base62(zlib.crc32(prefix_and_body.encode("ascii")), CHECKSUM_LENGTH)
+    return _checksum_digits(zlib.crc32(prefix_and_body.encode("ascii")))
 
 
 class ParsedKey(NamedTuple):

@@ -7,8 +7,9 @@ hot path. Outside asyncio (trio, through anyio) calls go through ``anyio.to_thre
 connection's lock as before; both ways take the same lock, so they mix safely.
 
 :class:`GroupCommit` is a write queue (audit appends, replay claims): each call queues its item and
-wakes the writer thread, which writes everything queued so far in one transaction (one fsync) and
-then answers every caller in it. One call's item (an append's events) is never split, a call
+wakes the writer thread unless a wake is already on its way, and the thread writes everything
+queued so far in one transaction (one fsync), then answers every caller in it with one hand-off
+to each event loop they wait on. One call's item (an append's events) is never split, a call
 cancelled while still queued is dropped unwritten, and if the transaction fails every caller in it
 gets the error and nothing of it is stored: the same contract as PostgreSQL's ``AuditBatcher``.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 import weakref
@@ -55,6 +57,7 @@ def _after_fork() -> None:
     for queue in list(_QUEUES):
         queue._queue = deque()
         queue._draining = threading.Lock()
+        queue._scheduled = False
 
 
 class ConnectionThread:
@@ -106,12 +109,30 @@ class ConnectionThread:
 
 
 class _Queued(Generic[In, Out]):
-    __slots__ = ("future", "item", "size")
+    """A queued call: ``future`` is its outcome as the writer sets it (what cancelling it
+    while still queued drops); ``waiter``, for a caller on an asyncio loop, the same outcome on
+    that loop, set there with every other waiter of the group in one wake-up of the loop."""
+
+    __slots__ = ("future", "item", "size", "waiter")
 
     def __init__(self, item: In, size: int) -> None:
         self.item = item
         self.size = size
         self.future: concurrent.futures.Future[Out] = concurrent.futures.Future()
+        self.waiter: asyncio.Future[Out] | None = None
+
+
+def _answer(group: list[_Queued[Any, Any]]) -> None:
+    """Copy each written call's outcome to its asyncio waiter (on the waiters' loop)."""
+    for queued in group:
+        waiter = queued.waiter
+        if waiter is None or waiter.done() or not queued.future.done():
+            continue  # the caller was cancelled meanwhile (the last: never, but never block)
+        error = queued.future.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(queued.future.result())
 
 
 def _one(item: object) -> int:
@@ -142,21 +163,34 @@ class GroupCommit(Generic[In, Out]):
         self._size = size
         self._queue: deque[_Queued[In, Out]] = deque()
         self._draining = threading.Lock()  # one drainer at a time, whichever thread it is on
+        # A drain is queued on the writer thread that has not started emptying the queue yet:
+        # it will take whatever is queued meanwhile, so a call queued now need not wake the
+        # thread again (each wake costs a thread hand-off; under load most found nothing left).
+        self._scheduled = False
         _QUEUES.add(self)  # a forked child empties its queue (see _after_fork)
 
     async def submit(self, item: In) -> Out:
         """Queue ``item`` as one atomic call; return its result once it is durable."""
         queued: _Queued[In, Out] = _Queued(item, self._size(item))
-        self._queue.append(queued)
         try:
-            asyncio.get_running_loop()
+            waiter: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         except RuntimeError:  # not asyncio: drain on anyio's threads (another may hold ours)
+            self._queue.append(queued)
             return await self._drain_in_worker(queued)
+        queued.waiter = waiter
+        self._queue.append(queued)
+        if not self._scheduled:  # else the drain already queued takes this item too
+            self._scheduled = True
+            try:
+                self._thread.executor().submit(self.drain)
+            except RuntimeError:  # at interpreter exit: drain on anyio's threads instead
+                self._scheduled = False
+                return await self._drain_in_worker(queued)
         try:
-            self._thread.executor().submit(self.drain)
-        except RuntimeError:  # at interpreter exit: drain on anyio's threads instead
-            return await self._drain_in_worker(queued)
-        return await asyncio.wrap_future(queued.future)  # a cancel here cancels the queued call
+            return await waiter
+        except asyncio.CancelledError:
+            queued.future.cancel()  # still queued: dropped unwritten; else it runs to its end
+            raise
 
     async def _drain_in_worker(self, queued: _Queued[In, Out]) -> Out:
         try:
@@ -170,10 +204,20 @@ class GroupCommit(Generic[In, Out]):
     def drain(self) -> None:
         """Write what is queued, group by group (the writer thread; anyio's outside asyncio)."""
         with self._draining:
-            while self._queue:
-                group = self._take()
-                if group:
-                    self._commit(group)
+            # Cleared before the queue is read: a call queued from here on schedules a drain
+            # of its own (at worst one that finds nothing), one queued before is taken below.
+            self._scheduled = False
+            try:
+                while self._queue:
+                    group = self._take()
+                    if group:
+                        self._commit(group)
+            except BaseException:  # never leave a call queued with no drain to come
+                if self._queue and not self._scheduled:
+                    self._scheduled = True
+                    with contextlib.suppress(RuntimeError):  # at exit: nobody is waiting
+                        self._thread.executor().submit(self.drain)
+                raise
 
     def _drain_and_wait(self, queued: _Queued[In, Out]) -> Out:
         self.drain()
@@ -196,14 +240,29 @@ class GroupCommit(Generic[In, Out]):
     def _commit(self, group: list[_Queued[In, Out]]) -> None:
         try:
             results = self._write([queued.item for queued in group])
+            if len(results) != len(group):
+                raise RuntimeError("a group write returned a result count unlike its calls")
         except BaseException as error:  # the transaction rolled back: nothing of it stored
             for queued in group:
                 queued.future.set_exception(error)
+            _wake(group)
             if not isinstance(error, Exception):
                 raise
             return
         for queued, result in zip(group, results, strict=True):
             queued.future.set_result(result)
+        _wake(group)
+
+
+def _wake(group: list[_Queued[Any, Any]]) -> None:
+    """Answer the group's asyncio callers: one hand-off to each loop they wait on."""
+    loops: dict[asyncio.AbstractEventLoop, list[_Queued[Any, Any]]] = {}
+    for queued in group:
+        if queued.waiter is not None:
+            loops.setdefault(queued.waiter.get_loop(), []).append(queued)
+    for loop, waiting in loops.items():
+        with contextlib.suppress(RuntimeError):  # a loop closed meanwhile has nobody waiting
+            loop.call_soon_threadsafe(_answer, waiting)
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
