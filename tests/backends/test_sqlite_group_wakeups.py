@@ -11,6 +11,7 @@ answered on their own loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,22 +76,36 @@ def held(commit: GroupCommit[int, int]) -> Iterator[threading.Event]:
 
 
 @contextmanager
-def counted_submits(commit: GroupCommit[int, int]) -> Iterator[list[object]]:
-    """Every drain of ``commit`` handed to the writer thread while the block runs."""
+def watched_submits(
+    commit: GroupCommit[int, int], first: Callable[[Callable[..., object]], None]
+) -> Iterator[None]:
+    """``first(job)`` runs before every job handed to the writer thread while the block runs
+    (it may record the job, or raise as a thread that is gone does)."""
     executor = commit._thread.executor()
-    submitted: list[object] = []
     original = executor.submit
 
     def submit(function: Callable[..., object], /, *args: object) -> object:
-        if function == commit.drain:
-            submitted.append(function)
+        first(function)
         return original(function, *args)
 
     executor.submit = submit  # type: ignore[method-assign,assignment]
     try:
-        yield submitted
+        yield
     finally:
         executor.submit = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def counted_submits(commit: GroupCommit[int, int]) -> Iterator[list[object]]:
+    """Every drain of ``commit`` handed to the writer thread while the block runs."""
+    submitted: list[object] = []
+
+    def record(function: Callable[..., object]) -> None:
+        if function == commit.drain:
+            submitted.append(function)
+
+    with watched_submits(commit, record):
+        yield submitted
 
 
 async def settle(count: int) -> None:
@@ -180,15 +195,7 @@ async def test_a_failed_write_fails_every_caller_and_the_queue_goes_on() -> None
 
 def test_callers_on_two_event_loops_are_each_answered_on_their_own_loop() -> None:
     write = Writer()
-    with queue(write) as commit:
-        release, started = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            started.set()
-            release.wait(DEADLINE)
-
-        commit._thread.executor().submit(hold)
-        assert started.wait(DEADLINE)
+    with queue(write) as commit, held(commit) as release:
         answers: dict[str, object] = {}
         queued = threading.Barrier(3, timeout=DEADLINE)
 
@@ -252,3 +259,72 @@ async def test_a_drain_that_dies_leaves_no_call_queued_without_a_drain() -> None
         outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), DEADLINE)
     assert isinstance(outcomes[0], WriterStopped)
     assert outcomes[1:] == [1, 2]
+
+
+@contextmanager
+def writer_thread_gone(commit: GroupCommit[int, int]) -> Iterator[list[bool]]:
+    """The writer thread refusing new jobs (as at interpreter exit) once ``gone[0]`` is set."""
+    gone = [False]
+
+    def refuse(function: Callable[..., object]) -> None:
+        if gone[0]:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    with watched_submits(commit, refuse):
+        yield gone
+
+
+async def test_a_drain_that_dies_as_the_thread_goes_leaves_the_queue_to_the_next_call() -> None:
+    seen: list[list[int]] = []
+
+    def write(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        if len(seen) == 1:
+            gone[0] = True
+            raise WriterStopped
+        return items
+
+    with queue(write) as commit, writer_thread_gone(commit) as gone, held(commit) as release:
+        commit.max_size = 1
+        calls = [asyncio.ensure_future(commit.submit(n)) for n in range(2)]
+        await settle(2)
+        release.set()
+        done, _ = await asyncio.wait({calls[0]}, timeout=DEADLINE)
+        assert done == {calls[0]}, "the first group was never answered"
+        # No drain could be scheduled for the call left queued; the next call drains it all
+        # on anyio's threads instead of trusting a drain that will never come.
+        later = await asyncio.wait_for(commit.submit(5), DEADLINE)
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), DEADLINE)
+    assert later == 5
+    assert isinstance(outcomes[0], WriterStopped) and outcomes[1] == 1
+
+
+async def test_a_call_that_falls_back_to_anyio_threads_leaves_no_unretrieved_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def write(items: list[int]) -> list[int]:
+        raise OSError("disk full")
+
+    with queue(write) as commit, writer_thread_gone(commit) as gone:
+        gone[0] = True
+        with pytest.raises(OSError, match="disk full"):
+            await asyncio.wait_for(commit.submit(1), DEADLINE)
+        await settle(3)
+    gc.collect()  # an asyncio future dropped with an unretrieved error logs as it is collected
+    await settle(3)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def test_a_write_raising_stopiteration_fails_its_callers_instead_of_hanging() -> None:
+    def write(items: list[int]) -> list[int]:
+        raise StopIteration
+
+    with queue(write) as commit, held(commit) as release:
+        calls = [asyncio.ensure_future(commit.submit(n)) for n in range(3)]
+        await settle(3)
+        release.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), DEADLINE)
+    assert all(
+        isinstance(outcome, RuntimeError) and isinstance(outcome.__cause__, StopIteration)
+        for outcome in outcomes
+    ), outcomes

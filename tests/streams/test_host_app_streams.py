@@ -46,6 +46,14 @@ async def ticks(request: Request) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def stripped(request: Request) -> StreamingResponse:
+    """Drops ``Authorization`` from the scope's own header list before it streams: the lease
+    still holds the key the request was admitted with."""
+    headers = request.scope["headers"]
+    headers[:] = [(name, value) for name, value in headers if name != b"authorization"]
+    return await ticks(request)
+
+
 async def quiet(request: Request) -> StreamingResponse:
     async def events() -> AsyncIterator[bytes]:
         yield b"data: hello\n\n"
@@ -98,6 +106,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     app = Starlette(
         routes=[
             Route("/events", ticks),
+            Route("/stripped", stripped),
             Route("/lines", lines),
             Route("/quiet", quiet),
             Route("/bounded", bounded),
@@ -177,6 +186,14 @@ def test_an_sse_route_ends_with_an_error_event_once_its_key_is_revoked(served: S
     assert (data["error"], data["reason"]) == ("invalid_token", "revoked")
     after = received[received.index("event: error") :]
     assert not any(line.startswith("data: tick") for line in after)
+
+
+def test_a_stream_is_cut_by_revoking_its_key_though_the_app_dropped_the_header(
+    served: Served,
+) -> None:
+    received = _read_while_revoking(served, "/stripped")
+    assert "data: tick 0" in received
+    assert "event: error" in received
 
 
 def test_an_idle_sse_stream_is_cut_too(served: Served) -> None:

@@ -24,7 +24,6 @@ bounded, and was decided live when it began. Costs nothing but one cancel scope 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -79,21 +78,19 @@ async def run_live(
     *,
     guard: Guard,
     passage: Passage,
-    key: str | Callable[[], str | None] | None,
+    key: str | None,
 ) -> None:
     """Run ``app``; once its response is a stream, keep it only while ``passage`` stays valid.
 
     ``key`` is the credential the request presented (only its SHA-256 is kept, for the
-    re-checks), or a function giving it, called only when the response turns out to be a
-    stream; ``None`` for a token that is not an agentguard key.
+    re-checks); ``None`` for a token that is not an agentguard key.
     """
     watch = _Watch()
     cancel = anyio.CancelScope()
     async with contextlib.AsyncExitStack() as leases:
 
         async def hold() -> None:
-            presented = key() if callable(key) else key
-            lease = await leases.enter_async_context(guard.streams.hold(passage, key=presented))
+            lease = await leases.enter_async_context(guard.streams.hold(passage, key=key))
             lease.on_cut(cancel.cancel)
             watch.lease = lease
 

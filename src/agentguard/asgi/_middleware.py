@@ -225,7 +225,7 @@ class AgentGuardMiddleware:
                 send,
                 guard=self.guard,
                 passage=passage,
-                key=functools.partial(_presented_key, request, self.guard.schemes),
+                key=_presented_key(request, self.guard.schemes),
             )
         finally:
             principal_var.reset(token)

@@ -129,6 +129,10 @@ def _answer(group: list[_Queued[Any, Any]]) -> None:
         if waiter is None or waiter.done() or not queued.future.done():
             continue  # the caller was cancelled meanwhile (the last: never, but never block)
         error = queued.future.exception()
+        if isinstance(error, StopIteration):  # a future cannot hold one: never hang on it
+            wrapped = RuntimeError("the group write raised StopIteration")
+            wrapped.__cause__ = error
+            error = wrapped
         if error is not None:
             waiter.set_exception(error)
         else:
@@ -185,6 +189,7 @@ class GroupCommit(Generic[In, Out]):
                 self._thread.executor().submit(self.drain)
             except RuntimeError:  # at interpreter exit: drain on anyio's threads instead
                 self._scheduled = False
+                queued.waiter = None  # answered through its future, as outside asyncio
                 return await self._drain_in_worker(queued)
         try:
             return await waiter
@@ -215,8 +220,10 @@ class GroupCommit(Generic[In, Out]):
             except BaseException:  # never leave a call queued with no drain to come
                 if self._queue and not self._scheduled:
                     self._scheduled = True
-                    with contextlib.suppress(RuntimeError):  # at exit: nobody is waiting
+                    try:
                         self._thread.executor().submit(self.drain)
+                    except RuntimeError:  # at exit: the next call drains on anyio's threads
+                        self._scheduled = False
                 raise
 
     def _drain_and_wait(self, queued: _Queued[In, Out]) -> Out:
@@ -240,7 +247,7 @@ class GroupCommit(Generic[In, Out]):
     def _commit(self, group: list[_Queued[In, Out]]) -> None:
         try:
             results = self._write([queued.item for queued in group])
-            if len(results) != len(group):
+            if len(results) != len(group):  # a bug in ``write``: its transaction may stand
                 raise RuntimeError("a group write returned a result count unlike its calls")
         except BaseException as error:  # the transaction rolled back: nothing of it stored
             for queued in group:
