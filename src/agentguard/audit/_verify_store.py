@@ -161,7 +161,8 @@ class Prefetch:
 
     :meth:`take` gives the worker's result for a page (``None``: not computed ahead, or the
     worker failed); pages are asked for in order and the pool keeps ``AHEAD`` per worker in
-    flight. Close it (``with``) to stop the workers.
+    flight. Close it (``async with``, or :meth:`aclose`) to stop the workers: it waits for the
+    pages in flight on a thread, so the event loop it runs on is never held up.
     """
 
     def __init__(self, url: str, jobs: int, page: int, last: int) -> None:
@@ -179,16 +180,20 @@ class Prefetch:
         self._submitted = 0  # the start of the next page to hand out
         self._fill()
 
-    def __enter__(self) -> Prefetch:
+    async def __aenter__(self) -> Prefetch:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
-    def close(self) -> None:
-        """Stop the workers; pages not taken are dropped."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    async def aclose(self) -> None:
+        """Stop the workers; pages not taken are dropped. The wait for the pages in flight runs
+        on a thread, not on the caller's event loop."""
         self._futures.clear()
+        await anyio.to_thread.run_sync(self._shutdown, abandon_on_cancel=False)
+
+    def _shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _fill(self) -> None:
         while len(self._futures) < self._ahead and self._submitted <= self.last:
@@ -274,7 +279,7 @@ async def verify_store(
     if last is not None and jobs == 0:  # the events kept: those above an archived prefix
         jobs = auto_jobs(last + 1 - (0 if prefix is None else prefix.size))
     prefetch = Prefetch(url, jobs, page, last) if url and last is not None and jobs > 1 else None
-    with prefetch if prefetch is not None else contextlib.nullcontext():
+    async with prefetch if prefetch is not None else contextlib.nullcontext():
         start, stride = 0, page
         while True:
             ahead = None if prefetch is None else await prefetch.take(start, start + stride)
