@@ -183,14 +183,11 @@ class GroupCommit(Generic[In, Out]):
             return await self._drain_in_worker(queued)
         queued.waiter = waiter
         self._queue.append(queued)
-        if not self._scheduled:  # else the drain already queued takes this item too
-            self._scheduled = True
-            try:
-                self._thread.executor().submit(self.drain)
-            except RuntimeError:  # at interpreter exit: drain on anyio's threads instead
-                self._scheduled = False
-                queued.waiter = None  # answered through its future, as outside asyncio
-                return await self._drain_in_worker(queued)
+        # Unless the drain already queued takes this item too, wake the writer thread; at
+        # interpreter exit (no new jobs) drain on anyio's threads instead.
+        if not self._scheduled and not self._schedule_drain():
+            queued.waiter = None  # answered through its future, as outside asyncio
+            return await self._drain_in_worker(queued)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -219,12 +216,18 @@ class GroupCommit(Generic[In, Out]):
                         self._commit(group)
             except BaseException:  # never leave a call queued with no drain to come
                 if self._queue and not self._scheduled:
-                    self._scheduled = True
-                    try:
-                        self._thread.executor().submit(self.drain)
-                    except RuntimeError:  # at exit: the next call drains on anyio's threads
-                        self._scheduled = False
+                    self._schedule_drain()  # at exit: the next call drains on anyio's threads
                 raise
+
+    def _schedule_drain(self) -> bool:
+        """Queue a drain on the writer thread; ``False`` when it takes no new jobs (exit)."""
+        self._scheduled = True
+        try:
+            self._thread.executor().submit(self.drain)
+        except RuntimeError:
+            self._scheduled = False
+            return False
+        return True
 
     def _drain_and_wait(self, queued: _Queued[In, Out]) -> Out:
         self.drain()
