@@ -298,6 +298,7 @@ def toml_documents(draw: st.DrawFn) -> str:
 @example(text="[[services]]\nname = 1\n", environ={})
 @example(text="a = 1\na = 2\n", environ={})
 @example(text="\x00", environ={})
+@example(text="[server]\nport = 9001\n", environ={"AGENTGUARD_SERVER_PORT": ""})
 def test_config_loader_raises_only_settings_errors(text: str, environ: dict[str, str]) -> None:
     path = _CONFIG_DIR / f"agentguard-{os.getpid()}.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))
@@ -305,9 +306,13 @@ def test_config_loader_raises_only_settings_errors(text: str, environ: dict[str,
         settings = load_settings(path, environ=environ)
     except ConfigurationError:  # SettingsError and its parent, raised by the settings models
         return
-    # accepted: an environment variable, when given, wins over the file
-    if "AGENTGUARD_SERVER_PORT" in environ:  # "8", " 8 ", "+8", "8.0" and "1_000" all read
-        assert settings.server.port == float(environ["AGENTGUARD_SERVER_PORT"])
+    # accepted: an environment variable, when given, wins over the file; an empty one is unset
+    port = environ.get("AGENTGUARD_SERVER_PORT")
+    if port:  # "8", " 8 ", "+8", "8.0" and "1_000" all read
+        assert settings.server.port == float(port)
+    elif port == "":
+        without = {name: value for name, value in environ.items() if value}
+        assert settings.server.port == load_settings(path, environ=without).server.port
 
 
 # ---------------------------------------------------------------------------------------------
