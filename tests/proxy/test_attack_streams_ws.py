@@ -231,7 +231,12 @@ def test_the_oracle_sees_each_form_and_not_half_a_fragment() -> None:
         "\n  ".join(base64.b64encode(raw).decode()[i : i + 7] for i in range(0, 60, 7)),
     ):
         assert reveals(f"junk {shown} junk", secret), shown
-    assert not reveals(secret[:11] + " and " + secret[-11:], secret)
+    # The joint is a character no key holds, so a reader who drops the spaces cannot complete a
+    # 12-character end from the other half (" and " did, whenever the key's 12th character was "a").
+    assert not reveals(secret[:11] + " ~ " + secret[-11:], secret)
+    for twelfth in "adn":
+        near = secret[:11] + twelfth + secret[12:]
+        assert not reveals(near[:11] + " ~ " + near[-11:], near)
 
 
 # The gateway
