@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentguard import IssuedKeys
+from agentguard.errors import Reason
 from tests.proxy.sockets import CRM_KEY, _build
 from tests.support.servers import LoopbackServer
 
@@ -260,14 +261,22 @@ def served() -> Iterator[Served]:
             yield Served(vendor, server.port, keys)
 
 
+_OWN_REASONS = frozenset(reason.value for reason in Reason)
+
+
 @dataclass
 class Received:
     messages: list[str | bytes]
     close: tuple[int, str] | None
 
     def text(self) -> str:
+        """What came from upstream, as one text: the messages, then the close reason unless it is
+        the gateway's own (a reason code it wrote carries no upstream byte, and joined to the
+        messages it could complete a fragment by chance: "crm-socket-" + "secret_echo_blocked"
+        holds the key's first 12 characters whenever its 12th is "s")."""
         shown = [m if isinstance(m, str) else m.decode("utf-8", "surrogateescape") for m in self]
-        return "".join(shown) + (self.close[1] if self.close is not None else "")
+        upstream_reason = self.close is not None and self.close[1] not in _OWN_REASONS
+        return "".join(shown) + (self.close[1] if upstream_reason and self.close else "")
 
     def __iter__(self) -> Iterator[str | bytes]:
         return iter(self.messages)
@@ -304,6 +313,14 @@ def messages(*payloads: bytes, opcode: int = 1) -> list[bytes]:
 
 def pieces(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def test_the_oracle_reads_upstream_close_reasons_and_not_the_gateways_own() -> None:
+    key = CRM_KEY[:11] + "s" + CRM_KEY[12:]  # its 12th character starts "secret_echo_blocked"
+    blocked = Received([CRM_KEY[:11]], (1008, Reason.SECRET_ECHO_BLOCKED.value))
+    assert not reveals(blocked.text(), key)
+    forwarded = Received([CRM_KEY[:11]], (4000, key[11:30]))
+    assert reveals(forwarded.text(), key)
 
 
 # Findings: a credential cut across messages (fixed in _websocket_pump.py)
