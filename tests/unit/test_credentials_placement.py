@@ -3,7 +3,7 @@ from __future__ import annotations
 from urllib.parse import unquote_plus
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agentguard import Credentials, GuardRequest, Placement, Secret, ServiceConfig
@@ -106,6 +106,8 @@ _query_pieces = st.sampled_from(
     st.lists(_query_pieces, max_size=4).map(b"&".join),
     st.sampled_from([HEADER, QUERY, BEARER]),
 )
+@example(headers=[(b"x-api-key", b"+\x85")], query=b"", service=HEADER)  # NEL is not OWS (CI)
+@example(headers=[], query=b"api_key=+k", service=QUERY)  # a query value is taken as sent
 def test_extraction_and_forwarding_keep_their_promises(
     headers: list[tuple[bytes, bytes]], query: bytes, service: ServiceConfig
 ) -> None:
@@ -224,3 +226,20 @@ def test_override_values_become_methods_or_the_unknown_method() -> None:
     request = req([(b"x-http-method", b"delete, GET"), (b"x-method-override", b"no such")])
     assert override_methods(request) == ["DELETE", "GET", "OVERRIDE"]
     assert override_methods(req(query=b"method=DELETE&_methods=PUT")) == []
+
+
+@pytest.mark.parametrize("around", ["\x85", "\xa0", "\x0b", "\x0c", "\x1c", "\u2028"])
+def test_a_header_key_is_trimmed_of_spaces_and_tabs_only(around: str) -> None:
+    key = "ag_at_" + "k" * 49
+    spaced = req([(b"x-api-key", f" \t{key}\t ".encode("latin-1"))])
+    assert extract_placeholder(spaced, HEADER).key == key
+    sent = f"{key}{around}".encode("utf-8" if around > "\xff" else "latin-1")
+    with pytest.raises(InvalidRequest, match="not a well-formed token"):
+        extract_placeholder(req([(b"x-api-key", sent)]), HEADER)
+
+
+@pytest.mark.parametrize("value", ["+k", "k+", "%20k", "k%09", "k%C2%85"])
+def test_a_query_key_is_taken_exactly_as_sent(value: str) -> None:
+    with pytest.raises(InvalidRequest, match="not a well-formed token"):
+        extract_placeholder(req(query=f"api_key={value}".encode()), QUERY)
+    assert extract_placeholder(req(query=b"api_key=k"), QUERY).key == "k"

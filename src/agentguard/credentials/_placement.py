@@ -112,12 +112,15 @@ def _query_values(query_string: bytes, name: str) -> list[str]:
     return values
 
 
-def _single(values: Sequence[str], where: str) -> str:
+def _single(values: Sequence[str], where: str, *, trim: str = "") -> str:
+    """The one value in ``values``, less ``trim`` at either end (a header's optional white
+    space, RFC 9110 §5.5: space and tab, never the other characters ``str.strip`` drops, such
+    as NEL or NO-BREAK SPACE), which must be a well-formed token."""
     if not values:
         raise MissingCredentials(f"no key: send it in {where}, where the vendor expects its key")
     if len(values) > 1:
         raise InvalidRequest(f"send exactly one key in {where}")
-    value = values[0].strip()
+    value = values[0].strip(trim) if trim else values[0]
     if not TOKEN68.match(value):
         raise InvalidRequest(f"the key in {where} is not a well-formed token")
     return value
@@ -135,7 +138,7 @@ def extract_placeholder(request: GuardRequest, service: ServiceConfig) -> Creden
     if service.placement is Placement.HEADER:
         raw = request.header_values(service.parameter.lower().encode("latin-1"))
         values = [value.decode("latin-1") for value in raw]
-        key = _single(values, f"the {service.parameter} header")
+        key = _single(values, f"the {service.parameter} header", trim=" \t")
     else:
         key = _single(
             _query_values(request.query_string, service.parameter),
