@@ -17,6 +17,7 @@ from agentguard._target import Target, canonical_target
 from agentguard.errors import InvalidRequest, MissingCredentials, Reason
 
 __all__ = [
+    "OWS",
     "TOKEN68",
     "Credentials",
     "GuardRequest",
@@ -27,6 +28,8 @@ __all__ = [
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}\Z")
 TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
+#: A header value's optional white space (RFC 9110 §5.6.3): space and tab, nothing else.
+OWS = " \t"
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
 _KEY_SHAPE = re.compile(r"ag_(?:at|rt)_[0-9A-Za-z]{49}")  # a key in a path is never audited
 
@@ -160,8 +163,8 @@ def parse_authorization(request: GuardRequest, schemes: Sequence[str] = ("bearer
         text = values[0].decode("ascii")
     except UnicodeDecodeError:
         raise InvalidRequest("the Authorization header must be ASCII") from None
-    scheme, _, rest = text.strip(" \t").partition(" ")
-    key = rest.strip(" \t")
+    scheme, _, rest = text.strip(OWS).partition(" ")
+    key = rest.strip(OWS)
     scheme = scheme.lower()
     if scheme not in schemes:
         if scheme == "dpop":  # a DPoP-bound key (the CLI's default) at a bearer-only server

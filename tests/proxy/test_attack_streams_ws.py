@@ -275,8 +275,8 @@ class Received:
         messages it could complete a fragment by chance: "crm-socket-" + "secret_echo_blocked"
         holds the key's first 12 characters whenever its 12th is "s")."""
         shown = [m if isinstance(m, str) else m.decode("utf-8", "surrogateescape") for m in self]
-        upstream_reason = self.close is not None and self.close[1] not in _OWN_REASONS
-        return "".join(shown) + (self.close[1] if upstream_reason and self.close else "")
+        reason = "" if self.close is None else self.close[1]
+        return "".join(shown) + ("" if reason in _OWN_REASONS else reason)
 
     def __iter__(self) -> Iterator[str | bytes]:
         return iter(self.messages)

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote_plus
 
-from agentguard._request import TOKEN68, Credentials, GuardRequest, parse_authorization
+from agentguard._request import OWS, TOKEN68, Credentials, GuardRequest, parse_authorization
 from agentguard._secret import Secret
 from agentguard._services import Placement, ServiceConfig
 from agentguard.credentials._overrides import (
@@ -113,14 +113,14 @@ def _query_values(query_string: bytes, name: str) -> list[str]:
 
 
 def _single(values: Sequence[str], where: str, *, trim: str = "") -> str:
-    """The one value in ``values``, less ``trim`` at either end (a header's optional white
-    space, RFC 9110 §5.5: space and tab, never the other characters ``str.strip`` drops, such
-    as NEL or NO-BREAK SPACE), which must be a well-formed token."""
+    """The one value in ``values``, less the characters of ``trim`` at either end (a header's
+    :data:`OWS`, never the other characters ``str.strip()`` drops, such as NEL or NO-BREAK
+    SPACE), which must be a well-formed token."""
     if not values:
         raise MissingCredentials(f"no key: send it in {where}, where the vendor expects its key")
     if len(values) > 1:
         raise InvalidRequest(f"send exactly one key in {where}")
-    value = values[0].strip(trim) if trim else values[0]
+    value = values[0].strip(trim)  # "" strips nothing
     if not TOKEN68.match(value):
         raise InvalidRequest(f"the key in {where} is not a well-formed token")
     return value
@@ -138,7 +138,7 @@ def extract_placeholder(request: GuardRequest, service: ServiceConfig) -> Creden
     if service.placement is Placement.HEADER:
         raw = request.header_values(service.parameter.lower().encode("latin-1"))
         values = [value.decode("latin-1") for value in raw]
-        key = _single(values, f"the {service.parameter} header", trim=" \t")
+        key = _single(values, f"the {service.parameter} header", trim=OWS)
     else:
         key = _single(
             _query_values(request.query_string, service.parameter),
