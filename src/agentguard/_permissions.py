@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Worked out once per rule (RouteRule.requirement); any other method is worked out per call.
+_STANDARD_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 _MAX_COST = 2**40  # far above any real cost, far below what every limit store holds exactly
 
 
@@ -119,6 +121,10 @@ class RouteRule:
         if isinstance(self.cost, Mapping):
             object.__setattr__(self, "cost", {m.upper(): c for m, c in self.cost.items()})
         object.__setattr__(self, "_version", _version(self))
+        # The rule is frozen from here: what each standard method needs is worked out once
+        # (a request sending any other method has it worked out on the spot, never stored).
+        needs = {method: self._requirement(method) for method in _STANDARD_METHODS}
+        object.__setattr__(self, "_requirements", needs)
 
     @property
     def version(self) -> str:
@@ -154,6 +160,10 @@ class RouteRule:
         ``HEAD`` needs at least what ``GET`` needs (level, approval, cost): frameworks and
         vendors answer a ``HEAD`` with the ``GET`` handler, which then runs.
         """
+        known: Requirement | None = self.__dict__["_requirements"].get(method)
+        return known if known is not None else self._requirement(method)
+
+    def _requirement(self, method: str) -> Requirement:
         method = method.upper()
         own = self._plain(method)
         if method != "HEAD":

@@ -67,7 +67,7 @@ def held(commit: GroupCommit[int, int]) -> Iterator[threading.Event]:
         started.set()
         release.wait(DEADLINE)
 
-    commit._thread.executor().submit(hold)
+    commit._thread.submit(hold)
     assert started.wait(DEADLINE)
     try:
         yield release
@@ -81,18 +81,18 @@ def watched_submits(
 ) -> Iterator[None]:
     """``first(job)`` runs before every job handed to the writer thread while the block runs
     (it may record the job, or raise as a thread that is gone does)."""
-    executor = commit._thread.executor()
-    original = executor.submit
+    thread = commit._thread
+    original = thread.submit
 
-    def submit(function: Callable[..., object], /, *args: object) -> object:
+    def submit(function: Callable[..., object], /, *args: object) -> None:
         first(function)
-        return original(function, *args)
+        original(function, *args)
 
-    executor.submit = submit  # type: ignore[method-assign,assignment]
+    thread.submit = submit  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
-        executor.submit = original  # type: ignore[method-assign]
+        del thread.submit  # the class's method again
 
 
 @contextmanager

@@ -51,7 +51,7 @@ def writer_held(store: SQLiteStore) -> Iterator[threading.Event]:
         started.set()
         release.wait(DEADLINE)
 
-    store._writer.executor().submit(hold)
+    store._writer.submit(hold)
     assert started.wait(DEADLINE), "the writer thread never started the holding job"
     try:
         yield release

@@ -324,3 +324,44 @@ def test_one_rule_found_gives_that_rules_requirement(
         assert needed is None
     elif len({id(rule) for rule in found}) == 1:
         assert needed == found[0].requirement(method)
+
+
+METHODS = st.sampled_from(["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"])
+ANY_METHOD = METHODS | st.sampled_from(["get", "Head", "PROPFIND", "OVERRIDE", "*"])
+LEVELS = st.none() | st.sampled_from([Level.READ, Level.WRITE, "read", "write"])
+
+
+@given(
+    level=LEVELS,
+    methods=st.dictionaries(ANY_METHOD, st.sampled_from([Level.READ, Level.WRITE]), max_size=4),
+    approval=st.booleans() | st.frozensets(ANY_METHOD, max_size=3),
+    cost=st.integers(0, 50) | st.dictionaries(ANY_METHOD, st.integers(0, 50), max_size=3),
+    method=ANY_METHOD,
+)
+def test_what_a_rule_worked_out_once_is_what_it_works_out_per_call(
+    level: Level | str | None,
+    methods: dict[str, Level],
+    approval: bool | frozenset[str],
+    cost: int | dict[str, int],
+    method: str,
+) -> None:
+    """A rule works out what each standard method needs when it is made; that must be
+    exactly (the rule's version included, which equality leaves out) what it works out for
+    the method on the spot, for every method, in any case."""
+    rule = RouteRule("/crm", "crm", level=level, methods=methods, approval=approval, cost=cost)
+    stored, fresh = rule.requirement(method), rule._requirement(method)
+    assert stored == fresh
+    assert (stored.rule, stored.approval, stored.cost) == (fresh.rule, fresh.approval, fresh.cost)
+    assert stored.rule == rule.version
+
+
+def test_a_rule_stores_requirements_for_the_standard_methods_only() -> None:
+    rule = RouteRule("/crm", "crm")
+    for _ in range(3):
+        rule.requirement("PROPFIND")
+        rule.requirement("get")
+    assert sorted(rule.__dict__["_requirements"]) == sorted(
+        ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
+    )
+    assert rule.requirement("GET") is rule.requirement("GET")
+    assert rule.requirement("PROPFIND").level is Level.WRITE
