@@ -317,15 +317,68 @@ async def test_the_thread_keeps_no_reference_to_its_last_job() -> None:
     await wait_until_gone(name)
 
 
-EXIT_SCRIPT = """
-import asyncio, atexit, sys, threading, time
+REENTRANT_SCRIPT = """
+import asyncio, queue
 from agentguard.storage._sqlite._threads import ConnectionThread
 
 class Owner: ...
 
 owner = Owner()
-connection = ConnectionThread("exit-test", owner)
+connection = ConnectionThread("reentrant-stop", owner)
+made = queue.SimpleQueue
+
+class StopsWhileMade(made):
+    def __init__(self):
+        super().__init__()
+        connection.stop()  # as a finalizer run by a collection at this allocation would
+
+queue.SimpleQueue = StopsWhileMade  # what the module makes its job queues of
+answer = asyncio.run(asyncio.wait_for(connection.call(int, 3), 10))
+queue.SimpleQueue = made
+print("answered:", answer, flush=True)
+"""
+
+
+def test_a_stop_from_a_finalizer_inside_put_does_not_deadlock(tmp_path: Path) -> None:
+    """Starting the thread allocates, which can run the garbage collector, whose finalizers
+    (an abandoned ``close()`` of the same store) may call ``stop()`` on the same thread while
+    ``_put`` holds the lock: it must not wait on itself (in a child process: a deadlock there
+    would also hang its exit)."""
+    script = tmp_path / "reentrant.py"
+    script.write_text(REENTRANT_SCRIPT)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("stop() inside _put waited on the lock _put holds")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["answered: 3"]
+
+
+EXIT_SCRIPT = """
+import asyncio, atexit, sys, threading, time
+
+class Owner: ...
+
+owner = Owner()
 mode = sys.argv[1]
+if mode == "first-used-after-main-returned":
+    # a non-daemon thread that first imports and uses the module once the main thread has
+    # returned (the interpreter's shutdown has begun): the call still runs
+    def late():
+        time.sleep(0.3)
+        from agentguard.storage._sqlite._threads import ConnectionThread
+        connection = ConnectionThread("exit-test", owner)
+        print("late:", asyncio.run(connection.call(int, 5)), flush=True)
+    threading.Thread(target=late).start()
+    sys.exit(0)
+from agentguard.storage._sqlite._threads import ConnectionThread
+connection = ConnectionThread("exit-test", owner)
 if mode == "hook-before-first-use":
     # registered before the thread exists: runs after the threads were ended at exit
     atexit.register(lambda: print("hook:", asyncio.run(connection.call(int, 7)), flush=True))
@@ -348,6 +401,7 @@ elif mode == "running-at-exit":
     ("mode", "expected"),
     [
         ("hook-before-first-use", ["first: 1", "hook: 7"]),
+        ("first-used-after-main-returned", ["late: 5"]),
         ("running-at-exit", ["caller gave up", "slow job finished", "queued job finished"]),
     ],
 )

@@ -63,7 +63,7 @@ def _after_fork() -> None:
     it, or it would be written twice."""
     for thread in list(_LIVE):
         thread.lock = threading.Lock()
-        thread._create = threading.Lock()
+        thread._create = threading.RLock()
         thread._jobs = thread._thread = None
     for commit in list(_QUEUES):
         commit._queue = deque()
@@ -93,7 +93,9 @@ class ConnectionThread:
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._thread: threading.Thread | None = None
         self._owner = weakref.ref(owner)
-        self._create = threading.Lock()
+        # Reentrant: creating the thread can run the garbage collector, and a finalizer it
+        # runs (an abandoned close() of this store) may call stop() on this same thread.
+        self._create = threading.RLock()
         _LIVE.add(self)
 
     def _put(self, job: _Job) -> None:
@@ -108,14 +110,19 @@ class ConnectionThread:
             if jobs is None:
                 if _exiting:
                     raise RuntimeError("the interpreter is exiting: no new connection threads")
+                _hook_exit()
                 jobs = queue.SimpleQueue()
                 thread = threading.Thread(target=_serve, args=(jobs,), name=self._name)
                 thread.daemon = True  # joined at exit by _at_exit, after its queued work
                 thread.start()
                 owner = self._owner()
-                if owner is not None:  # a store nobody closed still stops its thread
-                    retire = weakref.finalize(owner, _retire, weakref.ref(self), jobs)
-                    retire.atexit = False  # at exit, _at_exit ends and joins every thread
+                if owner is None:  # nobody can call through it again: this job, then the end
+                    jobs.put(job)
+                    jobs.put(None)
+                    return
+                # a store nobody closed still stops its thread once it is collected
+                retire = weakref.finalize(owner, _retire, weakref.ref(self), jobs)
+                retire.atexit = False  # at exit, _at_exit ends and joins every thread
                 self._jobs, self._thread = jobs, thread
             jobs.put(job)
 
@@ -165,6 +172,25 @@ def _retire(ref: weakref.ref[ConnectionThread], jobs: queue.SimpleQueue[_Job | N
 
 
 _exiting = False
+_hooking = threading.Lock()
+_hooked = False
+
+
+def _hook_exit() -> None:
+    """Register :func:`_at_exit` once, as the first thread starts: threading's own exit hooks
+    run before the interpreter joins its threads and before atexit's (concurrent.futures joins
+    its pools from there); atexit's is the fallback elsewhere. ``RuntimeError`` once shutdown
+    has begun (a store first used then): callers fall back to anyio's threads."""
+    global _hooked  # noqa: PLW0603 - once per process (a forked child keeps the parent's hook)
+    with _hooking:
+        if _hooked:
+            return
+        register = getattr(threading, "_register_atexit", None)
+        if callable(register):
+            register(_at_exit)
+        else:  # pragma: no cover - CPython has it
+            atexit.register(_at_exit)
+        _hooked = True
 
 
 def _at_exit() -> None:
@@ -386,11 +412,3 @@ def _wake(group: list[_Queued[Any, Any]]) -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_after_fork)
-
-# threading's own exit hooks run before the interpreter joins its threads and before atexit's
-# (concurrent.futures registers its pools' join there); atexit's is the fallback elsewhere.
-_register = getattr(threading, "_register_atexit", None)
-if callable(_register):
-    _register(_at_exit)
-else:  # pragma: no cover - CPython has it
-    atexit.register(_at_exit)
