@@ -39,12 +39,12 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from agentguard._config_source import Source, SourceError, field_name, read_private
+from agentguard._config_source import Source, SourceError, field_name, file_path, read_private
 from agentguard._secret import Secret
 from agentguard.connect._refresh import LEASE_MARGIN
 from agentguard.errors import ConfigurationError
@@ -254,17 +254,16 @@ def refuse_inline_client_secrets(source: Source) -> None:
                 )
 
 
-def resolve_secret_paths(base: Path, data: dict[str, Any]) -> None:
+def resolve_secret_paths(source: Source, base: Path) -> None:
     """Resolve the relative paths of ``[secrets] oauth_client_secret_files`` against ``base``
     (the settings file's directory), as every other file the settings name."""
-    secrets = data.get("secrets")
+    secrets = source.data.get("secrets")
     files = secrets.get(FILES_KEY) if isinstance(secrets, dict) else None
     if not isinstance(files, dict):
         return
     for name, value in files.items():
         if isinstance(value, str):
-            path = Path(value).expanduser()
-            files[name] = str(path if path.is_absolute() else base / path)
+            files[name] = file_path(source, ("secrets", FILES_KEY, name), value, base)
 
 
 def _decode(raw: bytes) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import SecretBytes, SecretStr
 
+from agentguard._home import expand_home
 from agentguard.errors import ConfigurationError
 
 if sys.version_info >= (3, 11):
@@ -35,6 +36,7 @@ __all__ = [
     "SourceError",
     "decode_secret",
     "field_name",
+    "file_path",
     "level_names",
     "read_private",
     "read_toml",
@@ -248,8 +250,19 @@ def refuse_inline_secrets(source: Source, data: object, location: tuple[str | in
             refuse_inline_secrets(source, item, (*location, index))
 
 
-def relative_to(base: Path, data: dict[str, Any]) -> None:
+def file_path(source: Source, location: Location, text: str, base: Path) -> str:
+    """``text``, the path written at ``location`` in the file, with ``~`` expanded and made
+    relative to ``base``; a :class:`SourceError` naming the key when ``~`` cannot be expanded."""
+    try:
+        path = expand_home(text)
+    except ValueError as error:
+        raise SourceError(source.where(location), str(error), field=field_name(location)) from None
+    return str(path if path.is_absolute() else base / path)
+
+
+def relative_to(source: Source, base: Path) -> None:
     """Resolve relative paths written in the file against the file's directory."""
+    data = source.data
     for section, key in (
         ("audit", "checkpoint_key_file"),
         ("audit", "checkpoint_dir"),
@@ -257,8 +270,7 @@ def relative_to(base: Path, data: dict[str, Any]) -> None:
     ):
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str):
-            path = Path(table[key]).expanduser()
-            table[key] = str(path if path.is_absolute() else base / path)
+            table[key] = file_path(source, (section, key), table[key], base)
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("url"), str):
         url: str = store["url"]

@@ -520,10 +520,10 @@ def load_settings(
             source = read_toml(Path(path))
             refuse_inline_secrets(source, source.data, ())
             refuse_inline_client_secrets(source)
+            relative_to(source, Path(path).parent)
+            resolve_secret_paths(source, Path(path).parent)
         except SourceError as error:
             raise SettingsError([(error.where, error.field, error.problem)]) from None
-        relative_to(Path(path).parent, source.data)
-        resolve_secret_paths(Path(path).parent, source.data)
     source.apply_environment(environ)
     level_names(source.data)
     try:

@@ -163,3 +163,17 @@ def test_revoke_by_family_and_user(
     assert capsys.readouterr().out.strip() == "revoked 2 keys"
     main(["keys", "list", "--store", store_url, "--user", "user-1"])
     assert capsys.readouterr().out.count("  revoked (") == 4
+
+
+def test_an_out_path_under_an_unknown_home_is_a_usage_error(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert issue(store_url, Path("~agentguard-no-such-user-7f3a/credentials.json")) == 2
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err
+    assert "--out: cannot expand '~agentguard-no-such-user-7f3a/credentials.json'" in printed.err
+
+
+def test_a_credentials_file_under_an_unknown_home_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"cannot expand '~agentguard-no-such-user-7f3a/c\.json'"):
+        CredentialsFile("~agentguard-no-such-user-7f3a/c.json")

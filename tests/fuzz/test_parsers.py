@@ -299,6 +299,7 @@ def toml_documents(draw: st.DrawFn) -> str:
 @example(text="a = 1\na = 2\n", environ={})
 @example(text="\x00", environ={})
 @example(text="[server]\nport = 9001\n", environ={"AGENTGUARD_SERVER_PORT": ""})
+@example(text='[audit]\ncheckpoint_dir = "~0"\n', environ={})  # pathlib's RuntimeError, once
 def test_config_loader_raises_only_settings_errors(text: str, environ: dict[str, str]) -> None:
     path = _CONFIG_DIR / f"agentguard-{os.getpid()}.toml"
     path.write_bytes(text.encode("utf-8", "surrogatepass"))

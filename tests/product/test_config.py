@@ -187,3 +187,42 @@ def test_route_levels_may_be_written_as_words(tmp_path: Path) -> None:
     )
     settings = load_settings(write(tmp_path, text), environ={})
     assert settings.services[0].routes[0].methods["POST"].label == "read"
+
+
+NO_SUCH_USER = "~agentguard-no-such-user-7f3a"
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ("audit", "checkpoint_dir"),
+        ("audit", "checkpoint_key_file"),
+        ("secrets", "kek_file"),
+        ("secrets.oauth_client_secret_files", "crm"),
+    ],
+)
+def test_a_path_under_an_unknown_home_is_a_settings_error_naming_it(
+    tmp_path: Path, table: str, key: str
+) -> None:
+    """``~name`` for no user ``name`` cannot be expanded: a settings error naming the key and
+    its line, never pathlib's bare RuntimeError (found by the config fuzz test: ``"~0"``)."""
+    written = f"{NO_SUCH_USER}/file"
+    path = write(tmp_path, f'[{table}]\n{key} = "{written}"\n')
+    with pytest.raises(SettingsError) as raised:
+        load_settings(path, environ={})
+    assert raised.value.problems == [
+        (
+            f"{path}:2",
+            f"{table}.{key}",
+            f"cannot expand '{written}': no such user, or no home directory for '~'",
+        )
+    ]
+
+
+def test_a_path_under_the_home_directory_is_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    text = '[audit]\ncheckpoint_dir = "~/checkpoints"\norigin = "audit.example.com/ag"\n'
+    settings = load_settings(write(tmp_path, text), environ={"AGENTGUARD_DPOP_ENABLED": "false"})
+    assert settings.audit.checkpoint_dir == tmp_path / "home" / "checkpoints"

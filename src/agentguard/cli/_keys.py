@@ -21,6 +21,7 @@ import anyio
 from agentguard._audience import canonical_resource
 from agentguard._clock import SystemClock
 from agentguard._guard import Guard
+from agentguard._home import expand_home
 from agentguard._model import Grants, KeyRecord
 from agentguard.cli._errors import CommandError, CommandRefused
 from agentguard.cli._keys_file import precheck, write_new
@@ -59,7 +60,10 @@ async def _with_guard(args: argparse.Namespace, access: Access, action: Any) -> 
 
 
 def _issue(args: argparse.Namespace) -> int:
-    out = args.out.expanduser()
+    try:
+        out = expand_home(args.out)
+    except ValueError as error:
+        raise CommandError(f"--out: {error}") from None
     for name, url in (("--token-url", args.token_url), ("--resource-url", args.resource_url)):
         parts = urlsplit(url) if url is not None else None
         if parts is not None and (parts.scheme not in ("http", "https") or not parts.netloc):

@@ -45,6 +45,7 @@ from pydantic import (
 )
 
 from agentguard._clock import utc
+from agentguard._home import expand_home
 from agentguard._secret import Secret
 from agentguard.client._errors import CredentialsFileError
 from agentguard.dpop import DPoPKey
@@ -305,10 +306,14 @@ class CredentialsFile:
 
     Args:
         path: the file, e.g. ``~/.agentguard/credentials.json`` (``~`` is expanded).
+
+    Raises:
+        ValueError: ``path`` starts with ``~user`` for no such user (or ``~`` without a home
+            directory).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path).expanduser()
+        self.path = expand_home(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
     def __repr__(self) -> str:
