@@ -61,6 +61,8 @@ def _after_fork() -> None:
     """In a forked child the threads are gone (and a lock may be held by one of them): start
     afresh on first use. What the parent had queued is the parent's to write: the child forgets
     it, or it would be written twice."""
+    global _hooking  # noqa: PLW0603 - a thread of the parent may have held it at the fork
+    _hooking = threading.Lock()
     for thread in list(_LIVE):
         thread.lock = threading.Lock()
         thread._create = threading.RLock()
