@@ -231,14 +231,20 @@ def _run(
             loop.call_soon_threadsafe(_settle, future, result, error)
 
 
-def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
-    """Set a call's outcome on its loop, unless its caller was cancelled meanwhile."""
+def _settle(
+    future: asyncio.Future[Any],
+    result: object,
+    error: BaseException | None,
+    what: str = "the call",
+) -> None:
+    """Set an outcome on its loop, unless its caller was cancelled meanwhile. ``what`` names
+    what raised, should it be a ``StopIteration`` (which no future can hold)."""
     if future.done():
         return
     if error is None:
         future.set_result(result)
     elif isinstance(error, StopIteration):  # a future cannot hold one: never hang on it
-        wrapped = RuntimeError("the call raised StopIteration")
+        wrapped = RuntimeError(f"{what} raised StopIteration")
         wrapped.__cause__ = error
         future.set_exception(wrapped)
     else:
@@ -263,17 +269,11 @@ def _answer(group: list[_Queued[Any, Any]]) -> None:
     """Copy each written call's outcome to its asyncio waiter (on the waiters' loop)."""
     for queued in group:
         waiter = queued.waiter
-        if waiter is None or waiter.done() or not queued.future.done():
-            continue  # the caller was cancelled meanwhile (the last: never, but never block)
+        if waiter is None or not queued.future.done():
+            continue  # outside asyncio, or (never, but never block) not written yet
         error = queued.future.exception()
-        if isinstance(error, StopIteration):  # a future cannot hold one: never hang on it
-            wrapped = RuntimeError("the group write raised StopIteration")
-            wrapped.__cause__ = error
-            error = wrapped
-        if error is not None:
-            waiter.set_exception(error)
-        else:
-            waiter.set_result(queued.future.result())
+        result = None if error is not None else queued.future.result()
+        _settle(waiter, result, error, "the group write")
 
 
 def _one(item: object) -> int:
