@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from agentguard.storage._sqlite._threads import ConnectionThread
+from tests.support.connection_threads import held
 
 pytestmark = pytest.mark.anyio
 
@@ -42,23 +43,6 @@ def running(name: str = "test-connection") -> Iterator[ConnectionThread]:
         yield thread
     finally:
         thread.stop()
-
-
-@contextmanager
-def held(thread: ConnectionThread) -> Iterator[threading.Event]:
-    """The thread busy until the yielded event is set."""
-    release, started = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        started.set()
-        release.wait(DEADLINE)
-
-    thread.submit(hold)
-    assert started.wait(DEADLINE)
-    try:
-        yield release
-    finally:
-        release.set()
 
 
 def threads_named(name: str) -> list[threading.Thread]:
@@ -317,6 +301,21 @@ async def test_the_thread_keeps_no_reference_to_its_last_job() -> None:
     await wait_until_gone(name)
 
 
+def run_child(
+    tmp_path: Path, script: str, *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``script`` run in a fresh interpreter (``subprocess.TimeoutExpired`` past ``timeout``)."""
+    path = tmp_path / "child.py"
+    path.write_text(script)
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 REENTRANT_SCRIPT = """
 import asyncio, queue
 from agentguard.storage._sqlite._threads import ConnectionThread
@@ -344,16 +343,8 @@ def test_a_stop_from_a_finalizer_inside_put_does_not_deadlock(tmp_path: Path) ->
     (an abandoned ``close()`` of the same store) may call ``stop()`` on the same thread while
     ``_put`` holds the lock: it must not wait on itself (in a child process: a deadlock there
     would also hang its exit)."""
-    script = tmp_path / "reentrant.py"
-    script.write_text(REENTRANT_SCRIPT)
     try:
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE,
-            check=False,
-        )
+        done = run_child(tmp_path, REENTRANT_SCRIPT, timeout=DEADLINE)
     except subprocess.TimeoutExpired:
         pytest.fail("stop() inside _put waited on the lock _put holds")
     assert done.returncode == 0, done.stderr
@@ -408,14 +399,6 @@ elif mode == "running-at-exit":
 def test_at_exit_work_already_queued_finishes_and_later_calls_are_answered(
     tmp_path: Path, mode: str, expected: list[str]
 ) -> None:
-    script = tmp_path / "exit_script.py"
-    script.write_text(EXIT_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), mode],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE * 3,
-        check=False,
-    )
+    done = run_child(tmp_path, EXIT_SCRIPT, mode, timeout=DEADLINE * 3)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == expected

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import pytest
 
 from agentguard.storage._sqlite._threads import ConnectionThread, GroupCommit
+from tests.support.connection_threads import held
 
 pytestmark = pytest.mark.anyio
 
@@ -56,23 +57,6 @@ def queue(write: Callable[[list[int]], list[int]]) -> Iterator[GroupCommit[int, 
         yield GroupCommit(thread, write)
     finally:
         thread.stop()
-
-
-@contextmanager
-def held(commit: GroupCommit[int, int]) -> Iterator[threading.Event]:
-    """The writer thread busy until the yielded event is set."""
-    release, started = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        started.set()
-        release.wait(DEADLINE)
-
-    commit._thread.submit(hold)
-    assert started.wait(DEADLINE)
-    try:
-        yield release
-    finally:
-        release.set()
 
 
 @contextmanager
@@ -117,7 +101,7 @@ async def settle(count: int) -> None:
 async def test_calls_queued_together_wake_the_writer_thread_once(callers: int) -> None:
     write = Writer()
     with queue(write) as commit, counted_submits(commit) as submitted:
-        with held(commit) as release:
+        with held(commit._thread) as release:
             calls = [asyncio.ensure_future(commit.submit(n)) for n in range(callers)]
             await settle(callers)
             assert len(submitted) == 1, "each queued call woke the writer thread again"
@@ -146,7 +130,7 @@ async def test_a_call_queued_while_a_group_is_being_written_gets_a_drain_of_its_
 
 async def test_a_caller_cancelled_while_its_group_is_written_leaves_the_rest_answered() -> None:
     write = Writer()
-    with queue(write) as commit, held(commit) as release:
+    with queue(write) as commit, held(commit._thread) as release:
         write.go.clear()
         calls = [asyncio.ensure_future(commit.submit(n)) for n in range(3)]
         await settle(3)
@@ -164,7 +148,7 @@ async def test_a_caller_cancelled_while_its_group_is_written_leaves_the_rest_ans
 async def test_a_write_that_miscounts_its_results_fails_every_caller() -> None:
     write = Writer()
     write.miscount = True
-    with queue(write) as commit, held(commit) as release:
+    with queue(write) as commit, held(commit._thread) as release:
         calls = [asyncio.ensure_future(commit.submit(n)) for n in range(3)]
         await settle(3)
         release.set()
@@ -181,7 +165,7 @@ async def test_a_failed_write_fails_every_caller_and_the_queue_goes_on() -> None
         return items
 
     with queue(write) as commit:
-        with held(commit) as release:
+        with held(commit._thread) as release:
             calls = [asyncio.ensure_future(commit.submit(n)) for n in range(4)]
             await settle(4)
             release.set()
@@ -195,7 +179,7 @@ async def test_a_failed_write_fails_every_caller_and_the_queue_goes_on() -> None
 
 def test_callers_on_two_event_loops_are_each_answered_on_their_own_loop() -> None:
     write = Writer()
-    with queue(write) as commit, held(commit) as release:
+    with queue(write) as commit, held(commit._thread) as release:
         answers: dict[str, object] = {}
         queued = threading.Barrier(3, timeout=DEADLINE)
 
@@ -251,7 +235,7 @@ async def test_a_drain_that_dies_leaves_no_call_queued_without_a_drain() -> None
             raise WriterStopped
         return items
 
-    with queue(write) as commit, held(commit) as release:
+    with queue(write) as commit, held(commit._thread) as release:
         commit.max_size = 1  # one call per group: the second group is still queued
         calls = [asyncio.ensure_future(commit.submit(n)) for n in range(3)]
         await settle(3)
@@ -284,7 +268,11 @@ async def test_a_drain_that_dies_as_the_thread_goes_leaves_the_queue_to_the_next
             raise WriterStopped
         return items
 
-    with queue(write) as commit, writer_thread_gone(commit) as gone, held(commit) as release:
+    with (
+        queue(write) as commit,
+        writer_thread_gone(commit) as gone,
+        held(commit._thread) as release,
+    ):
         commit.max_size = 1
         calls = [asyncio.ensure_future(commit.submit(n)) for n in range(2)]
         await settle(2)
@@ -319,7 +307,7 @@ async def test_a_write_raising_stopiteration_fails_its_callers_instead_of_hangin
     def write(items: list[int]) -> list[int]:
         raise StopIteration
 
-    with queue(write) as commit, held(commit) as release:
+    with queue(write) as commit, held(commit._thread) as release:
         calls = [asyncio.ensure_future(commit.submit(n)) for n in range(3)]
         await settle(3)
         release.set()

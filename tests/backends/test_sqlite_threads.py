@@ -12,8 +12,8 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from agentguard.storage import StorageError
 from agentguard.storage._sqlite import SQLiteStore
 from agentguard.testing import FakeClock
 from agentguard.testing.conformance import key_record, seed_directory
+from tests.support.connection_threads import held
 
 pytestmark = pytest.mark.anyio
 
@@ -39,24 +40,6 @@ def event(clock: FakeClock, caller: int, n: int) -> AuditEvent:
 
 def key_ids(entries: list[AuditEntry]) -> list[object]:
     return [json.loads(entry.body)["actor"]["key_id"] for entry in entries]
-
-
-@contextmanager
-def writer_held(store: SQLiteStore) -> Iterator[threading.Event]:
-    """The store's writer thread, busy until the yielded event is set (or the block ends)."""
-    release = threading.Event()
-    started = threading.Event()
-
-    def hold() -> None:
-        started.set()
-        release.wait(DEADLINE)
-
-    store._writer.submit(hold)
-    assert started.wait(DEADLINE), "the writer thread never started the holding job"
-    try:
-        yield release
-    finally:
-        release.set()
 
 
 @asynccontextmanager
@@ -80,7 +63,7 @@ async def queued(count: int) -> None:
 async def test_appends_made_together_share_one_transaction(tmp_path: Path, callers: int) -> None:
     clock = FakeClock()
     async with traced_store(tmp_path / "db.sqlite", clock) as (store, statements):
-        with writer_held(store) as release:
+        with held(store._writer) as release:
             calls = [
                 asyncio.ensure_future(store.append([event(clock, c, n) for n in range(1 + c % 3)]))
                 for c in range(callers)
@@ -110,7 +93,7 @@ async def test_replay_claims_made_together_share_one_transaction_and_one_claim_p
         assert await store.check_and_store(taken, until)  # claimed before: stays refused
         statements.clear()
         keys = [bytes([c % distinct]) * 32 for c in range(callers)] + [taken]
-        with writer_held(store) as release:
+        with held(store._writer) as release:
             calls = [asyncio.ensure_future(store.check_and_store(key, until)) for key in keys]
             await queued(len(keys))
             release.set()
@@ -127,7 +110,7 @@ async def test_a_group_is_capped_and_a_large_call_goes_whole(tmp_path: Path) -> 
     clock = FakeClock()
     async with traced_store(tmp_path / "db.sqlite", clock) as (store, statements):
         store._appends.max_size = 4
-        with writer_held(store) as release:
+        with held(store._writer) as release:
             sizes = [3, 3, 9, 1]
             calls = [
                 asyncio.ensure_future(store.append([event(clock, c, n) for n in range(size)]))
@@ -146,7 +129,7 @@ async def test_a_group_is_capped_and_a_large_call_goes_whole(tmp_path: Path) -> 
 async def test_a_call_cancelled_while_queued_is_never_written(tmp_path: Path) -> None:
     clock = FakeClock()
     async with SQLiteStore(tmp_path / "db.sqlite", clock=clock) as store:
-        with writer_held(store) as release:
+        with held(store._writer) as release:
             kept = asyncio.ensure_future(store.append([event(clock, 0, 0)]))
             dropped = asyncio.ensure_future(store.append([event(clock, 1, 0)]))
             await queued(2)
@@ -165,7 +148,7 @@ async def test_a_failed_group_fails_every_caller_and_stores_none_of_it(tmp_path:
     path = tmp_path / "db.sqlite"
     async with SQLiteStore(path, clock=clock) as store:
         await store.append([event(clock, 9, 0)])
-        with writer_held(store) as release:
+        with held(store._writer) as release:
             calls = [asyncio.ensure_future(store.append([event(clock, c, 0)])) for c in range(3)]
             await queued(3)
             assert store._connection is not None
@@ -288,7 +271,7 @@ async def test_a_key_that_is_not_bytes_fails_alone_not_its_group(tmp_path: Path)
     clock = FakeClock()
     until = clock.now() + timedelta(minutes=5)
     async with SQLiteStore(tmp_path / "db.sqlite", clock=clock) as store:
-        with writer_held(store) as release:
+        with held(store._writer) as release:
             good = [
                 asyncio.ensure_future(store.check_and_store(bytes([n]) * 32, until)) for n in (1, 2)
             ]
@@ -308,7 +291,7 @@ async def test_a_forked_child_does_not_write_what_the_parent_queued(tmp_path: Pa
     clock = FakeClock()
     store = SQLiteStore(tmp_path / "db.sqlite", clock=clock)
     await store.initialize()
-    with writer_held(store) as release:
+    with held(store._writer) as release:
         pending = asyncio.ensure_future(store.append([event(clock, 1, 0)]))
         claim = asyncio.ensure_future(store.check_and_store(b"k" * 32, clock.now()))
         await queued(2)
